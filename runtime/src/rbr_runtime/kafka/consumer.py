@@ -1,0 +1,457 @@
+"""The consumer runner: at-least-once delivery of validated events to plain handler functions.
+
+A handler is a function that takes a batch of `Inbound` events and returns once every side
+effect is durable. The runner owns everything else:
+
+* offsets are committed only after the handler returned for the whole batch;
+* a handler that raises `PermanentError` rejects a message: the batch is re-run message by
+  message to find which, and that one goes to `<topic>.dlq` with headers saying why;
+* a message that is not a valid event of its topic goes to the DLQ without reaching the
+  handler;
+* any other exception is an outage: the batch is retried with exponential backoff, forever,
+  never committed and never skipped; the consumer keeps its group membership meanwhile;
+* more than `dlq_max_consecutive` dead letters in a row stop the consumer
+  (`DeadLetterCapExceeded`): something is systematically wrong;
+* `stop()` lets the batch in hand finish and commit, then leaves the group.
+
+Handlers must be idempotent: a batch may be delivered again after a crash or a rebalance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import BaseModel
+
+from rbr_runtime.jsonlog import log_context
+from rbr_runtime.kafka.codec import UndecodableMessage, decode
+from rbr_runtime.kafka.config import consumer_config
+from rbr_runtime.kafka.producer import EventProducer, OutgoingMessage
+from rbr_runtime.settings import CommonSettings
+from rbr_schemas import CloudEvent, DeadLetterHeaders, TopicSpec, is_dlq_header, utcnow
+
+log = logging.getLogger(__name__)
+
+DataT = TypeVar("DataT", bound=BaseModel)
+Headers = list[tuple[str, bytes]]
+TopicPartitionKey = tuple[str, int]
+
+MESSAGES_PROCESSED = Counter(
+    "rbr_messages_processed_total", "Messages handled and committed.", ["group", "topic"]
+)
+MESSAGES_DEAD_LETTERED = Counter(
+    "rbr_dlq_messages_total", "Messages sent to a dead-letter topic.", ["group", "topic", "reason"]
+)
+HANDLER_RETRIES = Counter(
+    "rbr_handler_retries_total", "Batches retried after a transient failure.", ["group"]
+)
+CONSUMER_LAG = Gauge(
+    "rbr_consumer_lag", "Messages behind the end of the partition.", ["group", "topic", "partition"]
+)
+BATCH_SECONDS = Histogram(
+    "rbr_batch_seconds", "Time to handle and commit one batch.", ["group"]
+)
+
+
+class PermanentError(Exception):
+    """Raised by a handler for a message that can never be processed: dead-letter it.
+
+    The text becomes the DLQ's error header, so it must not contain secrets.
+    """
+
+
+class DeadLetterCapExceeded(RuntimeError):
+    """Too many consecutive dead letters: the consumer stops instead of dumping everything."""
+
+
+class _Abandoned(Exception):
+    """The batch in hand must not be committed: the consumer is stopping or lost it."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where a message was and what it held, byte for byte."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = field(default_factory=list)
+    timestamp_ms: int | None = None
+
+    @property
+    def position(self) -> TopicPartitionKey:
+        """Returns (topic, partition)."""
+        return (self.topic, self.partition)
+
+    @property
+    def key_text(self) -> str | None:
+        """Returns the key decoded as UTF-8 (bucket name or dedupe key)."""
+        return None if self.key is None else self.key.decode("utf-8", "replace")
+
+    @classmethod
+    def from_message(cls, message: Message) -> Record:
+        """Copies what matters out of a librdkafka message."""
+        _, timestamp = message.timestamp()
+        return cls(
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            key=message.key(),
+            value=message.value(),
+            headers=list(message.headers() or []),
+            timestamp_ms=timestamp if timestamp > 0 else None,
+        )
+
+
+@dataclass(frozen=True)
+class Inbound(Record, Generic[DataT]):
+    """A consumed message with its validated event; `event` is None for a tombstone."""
+
+    event: CloudEvent[Any] | None = None
+
+    @property
+    def is_tombstone(self) -> bool:
+        """Tells whether the message is a null value (a removal on a compacted topic)."""
+        return self.value is None
+
+    @property
+    def data(self) -> DataT:
+        """Returns the event data.
+
+        Raises:
+            ValueError: the message is a tombstone and has no data.
+        """
+        if self.event is None:
+            raise ValueError(f"{self.topic}@{self.offset} is a tombstone and has no data")
+        data: DataT = self.event.data
+        return data
+
+
+Handler = Callable[[Sequence[Inbound[Any]]], None]
+PartitionCallback = Callable[[list[TopicPartition]], None]
+
+
+def decode_record(record: Record, spec: TopicSpec) -> Inbound[Any]:
+    """Validates a record as an event of its topic.
+
+    Raises:
+        UndecodableMessage: the record is not a valid event of the topic.
+    """
+    if record.value is None:
+        if not spec.tombstones:
+            raise UndecodableMessage(f"null value on {spec.name}, which carries no tombstones")
+        return Inbound(**vars(record))
+    return Inbound(**vars(record), event=decode(spec, record.value))
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Returns the jittered exponential delay before retry number `attempt` (from 1)."""
+    base = min(maximum, initial * 2 ** min(attempt - 1, 30))
+    return base * random.uniform(0.8, 1.2)
+
+
+class ConsumerRunner:
+    """Runs one consumer group member over some topics, calling a handler per batch."""
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        *,
+        group_id: str,
+        topics: Sequence[TopicSpec],
+        handler: Handler,
+        producer: EventProducer,
+        batch_size: int | None = None,
+        on_assign: PartitionCallback | None = None,
+        on_revoke: PartitionCallback | None = None,
+    ) -> None:
+        self.group_id = group_id
+        self._settings = settings
+        self._specs = {spec.name: spec for spec in topics}
+        self._handler = handler
+        self._producer = producer
+        self._batch_size = batch_size or settings.consumer_batch_size
+        self._user_on_assign = on_assign
+        self._user_on_revoke = on_revoke
+        self._stop = threading.Event()
+        self._consumer: Consumer | None = None
+        self._assigned: set[TopicPartitionKey] = set()
+        self._revoked_during_batch: set[TopicPartitionKey] = set()
+        self._consecutive_dead_letters = 0
+        self.joined = threading.Event()
+        self.retrying_since: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Asks the runner to finish the batch in hand, commit and leave the group."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Tells whether stop() was called."""
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        """Consumes until stop() is called.
+
+        Raises:
+            DeadLetterCapExceeded: too many consecutive messages were dead-lettered.
+            KafkaException: the client hit a fatal error.
+        """
+        self._consumer = Consumer(consumer_config(self._settings, self.group_id))
+        self._consumer.subscribe(
+            list(self._specs),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        log.info("consumer started", extra={"group": self.group_id, "topics": list(self._specs)})
+        try:
+            while not self._stop.is_set():
+                self._revoked_during_batch.clear()
+                messages = self._consumer.consume(
+                    self._batch_size, self._settings.consumer_batch_wait
+                )
+                self._process(messages)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.close()
+        log.info("consumer stopped", extra={"group": self.group_id})
+
+    # -- rebalance callbacks -------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        self.joined.set()
+        log.info(
+            "partitions assigned",
+            extra={"group": self.group_id, "partitions": _describe_partitions(partitions)},
+        )
+        if self._user_on_assign is not None:
+            self._user_on_assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(p.topic, p.partition) for p in partitions}
+        self._assigned -= revoked
+        self._revoked_during_batch |= revoked
+        for topic, partition in revoked:
+            _forget_lag(self.group_id, topic, partition)
+        log.info(
+            "partitions revoked",
+            extra={"group": self.group_id, "partitions": _describe_partitions(partitions)},
+        )
+        if self._user_on_revoke is not None:
+            self._user_on_revoke(partitions)
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    def _process(self, messages: list[Message]) -> None:
+        records = [Record.from_message(m) for m in messages if not self._is_event(m)]
+        if not records:
+            return
+        started = time.monotonic()
+        try:
+            inbound = self._decode_or_dead_letter(records)
+            if inbound:
+                self._handle(inbound)
+        except _Abandoned:
+            log.info("batch abandoned uncommitted", extra={"group": self.group_id})
+            return
+        self._commit(records)
+        BATCH_SECONDS.labels(self.group_id).observe(time.monotonic() - started)
+
+    def _is_event(self, message: Message) -> bool:
+        """Handles a message that carries a client event rather than data; True if it did."""
+        error = message.error()
+        if error is None:
+            return False
+        if error.code() == KafkaError._PARTITION_EOF:
+            CONSUMER_LAG.labels(self.group_id, message.topic(), str(message.partition())).set(0)
+            return True
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("consumer error: %s", error.str(), extra={"group": self.group_id})
+        return True
+
+    def _decode_or_dead_letter(self, records: list[Record]) -> list[Inbound[Any]]:
+        inbound = []
+        for record in records:
+            try:
+                inbound.append(decode_record(record, self._specs[record.topic]))
+            except UndecodableMessage as error:
+                self._dead_letter(record, "undecodable", str(error))
+        return inbound
+
+    def _handle(self, batch: Sequence[Inbound[Any]]) -> None:
+        rejection = self._retry(batch, self._call_handler)
+        if rejection is None:
+            self._consecutive_dead_letters = 0
+            return
+        if len(batch) > 1:
+            # Some message in the batch is poison; find which by handling them one by one.
+            for message in batch:
+                self._handle([message])
+            return
+        self._dead_letter(batch[0], "rejected", str(rejection))
+
+    def _call_handler(self, batch: Sequence[Inbound[Any]]) -> PermanentError | None:
+        first = batch[0]
+        context = {"topic": first.topic, "group": self.group_id}
+        if len(batch) == 1:
+            context |= {"bucket": first.key_text, "event_id": first.event and first.event.id}
+        with log_context(**context):
+            try:
+                self._handler(batch)
+            except PermanentError as rejection:
+                return rejection
+        return None
+
+    def _retry(
+        self,
+        batch: Sequence[Record],
+        action: Callable[[Any], PermanentError | None],
+    ) -> PermanentError | None:
+        """Runs action(batch) until it stops raising; each failure backs off and retries."""
+        attempt = 0
+        while True:
+            batch = [record for record in batch if record.position not in self._revoked_during_batch]
+            if not batch or (self._stop.is_set() and attempt > 0):
+                raise _Abandoned
+            try:
+                outcome = action(batch)
+            except Exception as error:  # noqa: BLE001 - anything but PermanentError is an outage
+                attempt += 1
+                self._back_off(attempt, error)
+                continue
+            self.retrying_since = None
+            return outcome
+
+    def _back_off(self, attempt: int, error: Exception) -> None:
+        delay = backoff_delay(
+            attempt, self._settings.retry_initial_backoff, self._settings.retry_max_backoff
+        )
+        if self.retrying_since is None:
+            self.retrying_since = time.monotonic()
+        HANDLER_RETRIES.labels(self.group_id).inc()
+        log.warning(
+            "transient failure, retrying in %.1fs (attempt %d): %s: %s",
+            delay,
+            attempt,
+            type(error).__name__,
+            str(error)[:500],
+            extra={"group": self.group_id},
+        )
+        self._idle(delay)
+
+    def _idle(self, seconds: float) -> None:
+        """Waits while staying in the group: partitions paused, rebalances still served."""
+        consumer = self._consumer
+        assert consumer is not None
+        assignment = consumer.assignment()
+        consumer.pause(assignment)
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            message = consumer.poll(min(0.2, remaining))
+            if message is not None and message.error() is None:
+                # A partition assigned during the pause delivered a message; give it back.
+                consumer.seek(
+                    TopicPartition(message.topic(), message.partition(), message.offset())
+                )
+        consumer.resume(consumer.assignment())
+
+    def _dead_letter(self, record: Record, reason: str, error: str) -> None:
+        self._consecutive_dead_letters += 1
+        if self._consecutive_dead_letters > self._settings.dlq_max_consecutive:
+            raise DeadLetterCapExceeded(
+                f"{self._consecutive_dead_letters} consecutive messages could not be processed "
+                f"(last: {record.topic}[{record.partition}]@{record.offset}: {error[:300]}); "
+                "stopping instead of dead-lettering everything. Fix the cause, then restart."
+            )
+        spec = self._specs[record.topic]
+        dlq_headers = DeadLetterHeaders(
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            consumer_group=self.group_id,
+            error_class=reason,
+            error=error[:2000],
+            failed_at=utcnow(),
+        )
+        headers = [h for h in record.headers if not is_dlq_header(h[0])] + dlq_headers.to_kafka()
+        message = OutgoingMessage(spec.dlq, record.key, record.value, headers)
+        self._retry([record], lambda _: self._producer.send_messages([message]))
+        MESSAGES_DEAD_LETTERED.labels(self.group_id, record.topic, reason).inc()
+        log.error(
+            "message dead-lettered to %s: %s",
+            spec.dlq,
+            error[:500],
+            extra={
+                "group": self.group_id,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "bucket": record.key_text,
+            },
+        )
+
+    def _commit(self, records: Sequence[Record]) -> None:
+        next_offsets: dict[TopicPartitionKey, int] = {}
+        for record in records:
+            next_offsets[record.position] = max(
+                next_offsets.get(record.position, 0), record.offset + 1
+            )
+        owned = {
+            position: offset
+            for position, offset in next_offsets.items()
+            if position not in self._revoked_during_batch
+        }
+        if not owned:
+            return
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in owned.items()],
+                asynchronous=False,
+            )
+        except KafkaException as error:
+            # The group moved on (rebalance); the new owner will see these messages again.
+            log.warning("commit failed, messages will be redelivered: %s", error)
+            return
+        for (topic, partition), offset in owned.items():
+            MESSAGES_PROCESSED.labels(self.group_id, topic).inc(
+                sum(1 for r in records if r.position == (topic, partition))
+            )
+            self._record_lag(consumer, topic, partition, offset)
+
+    def _record_lag(self, consumer: Consumer, topic: str, partition: int, position: int) -> None:
+        # cached=True reads the high watermark from the last fetch response: no extra request,
+        # and correct on the embedded broker, whose ListOffsets answers are not.
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        if high >= 0:
+            CONSUMER_LAG.labels(self.group_id, topic, str(partition)).set(max(0, high - position))
+
+
+def _describe_partitions(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{p.topic}[{p.partition}]" for p in partitions]
+
+
+def _forget_lag(group: str, topic: str, partition: int) -> None:
+    with contextlib.suppress(KeyError):
+        CONSUMER_LAG.remove(group, topic, str(partition))

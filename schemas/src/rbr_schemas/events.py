@@ -1,0 +1,266 @@
+"""The data carried by each topic's events.
+
+These models are the contract between the services and with anyone subscribing from outside
+the repo. Change them only in backward-compatible ways (new optional fields); anything else
+needs a new event type version (see the README's schema evolution runbook).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from rbr_schemas.envelope import UtcDatetime
+
+BUCKET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+BucketName = Annotated[
+    str,
+    StringConstraints(pattern=BUCKET_NAME_PATTERN),
+    Field(
+        description=(
+            "The bucket's unique name (letters, digits, '.', '_' and '-'; at most 128); "
+            "the Kafka key of its events."
+        ),
+        examples=["rustbucket-a1B2c3D4"],
+    ),
+]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+ShortText = Annotated[str, StringConstraints(max_length=255)]
+
+
+class _Data(BaseModel):
+    """Base of every event's data: tolerant of fields added by newer producers."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Severity(StrEnum):
+    """How urgent an alert or finding is, from least to most."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """Returns the position of this severity in the order info < ... < critical."""
+        return _SEVERITY_ORDER.index(self)
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank >= other.rank
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank <= other.rank
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Severity):
+            return NotImplemented
+        return self.rank < other.rank
+
+
+_SEVERITY_ORDER = list(Severity)
+
+
+class BucketState(StrEnum):
+    """Lifecycle of a registered bucket; only active buckets are polled and pulled."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class BucketMetrics(_Data):
+    """Free-text metrics a rustbucket reports about itself; any of them may be absent."""
+
+    cpu_usage: ShortText | None = None
+    memory_usage: ShortText | None = None
+    disk_space: ShortText | None = None
+    uptime: ShortText | None = None
+    connections: ShortText | None = None
+
+
+class S3Source(_Data):
+    """Where a bucket writes its own logs, when it does: the registry copies from there."""
+
+    bucket_name: Annotated[str, StringConstraints(min_length=3, max_length=63)]
+    region: ShortText = "us-east-1"
+    prefix: Annotated[str, StringConstraints(max_length=1024)] = "logs/"
+
+
+class BucketRegistered(_Data):
+    """The registration record of one bucket: the value of `bucket.registered`.
+
+    A new value is published on every change; a tombstone (null value) on removal.
+    """
+
+    bucket_id: str = Field(description="Stable id assigned by the registrar.")
+    name: BucketName
+    state: BucketState
+    ip_address: str = Field(description="IP literal the registry calls the bucket at.")
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port to call, when not the default 443."
+    )
+    operating_system: ShortText | None = None
+    metrics: BucketMetrics = Field(default_factory=BucketMetrics)
+    s3: S3Source | None = Field(
+        default=None, description="Present when the bucket writes its logs to its own S3 bucket."
+    )
+    token_ciphertext: str = Field(
+        description=(
+            "The bucket's token encrypted with the registry's RBR_SECRET_KEY (Fernet). "
+            "Never the token in clear."
+        )
+    )
+    registered_at: UtcDatetime
+    updated_at: UtcDatetime
+    version: int = Field(
+        ge=1, description="Increases with every change; a consumer may drop older versions."
+    )
+
+
+class PollErrorClass(StrEnum):
+    """Why a poll of a bucket did not give a usable answer."""
+
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    TLS = "tls"
+    HTTP_STATUS = "http_status"
+    AUTH = "auth"
+    BAD_RESPONSE = "bad_response"
+    TOO_LARGE = "too_large"
+    CONFIG = "config"
+
+
+class BucketUpdate(_Data):
+    """The `updates` fields a bucket answers `GET /update_bucket` with."""
+
+    name: ShortText | None = None
+    ip_address: ShortText | None = None
+    operating_system: ShortText | None = None
+    cpu_usage: ShortText | None = None
+    memory_usage: ShortText | None = None
+    disk_space: ShortText | None = None
+    uptime: ShortText | None = None
+    connections: ShortText | None = None
+
+
+class BucketStatus(_Data):
+    """One status snapshot per bucket per poll: the value of `bucket.status`."""
+
+    bucket_id: str
+    name: BucketName
+    polled_at: UtcDatetime
+    reachable: bool = Field(description="True when the bucket gave a valid answer.")
+    latency_ms: float | None = Field(default=None, ge=0)
+    http_status: int | None = None
+    error_class: PollErrorClass | None = None
+    error: Annotated[str, StringConstraints(max_length=500)] | None = Field(
+        default=None, description="Short, sanitised reason when the poll failed."
+    )
+    status: ShortText | None = Field(default=None, description="The bucket's own status word.")
+    updates: BucketUpdate | None = None
+
+
+class LogSource(StrEnum):
+    """How the raw log object reached the registry's S3 bucket."""
+
+    HTTP = "http"
+    S3 = "s3"
+
+
+class LogsExtracted(_Data):
+    """A pointer to one raw log object stored in the registry's S3 bucket."""
+
+    object_id: str = Field(description="Unique id of this raw object (part of its key).")
+    name: BucketName
+    ip_address: str
+    s3_bucket: str
+    s3_key: str
+    size_bytes: int = Field(ge=0)
+    sha256: Sha256Hex
+    source: LogSource
+    source_ref: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        default=None, description="The source object's s3:// URI, or the HTTP pull cursor."
+    )
+    first_event_at: UtcDatetime | None = None
+    last_event_at: UtcDatetime | None = None
+    extracted_at: UtcDatetime
+
+    @property
+    def uri(self) -> str:
+        """Returns the object's s3:// URI."""
+        return f"s3://{self.s3_bucket}/{self.s3_key}"
+
+
+class LogsParsed(_Data):
+    """What one raw object became once parsed into the `logs` table."""
+
+    object_id: str
+    name: BucketName
+    s3_bucket: str
+    s3_key: str
+    sha256: Sha256Hex
+    records: int = Field(ge=0, description="Records found in the object.")
+    rows_inserted: int = Field(ge=0)
+    duplicates_skipped: int = Field(ge=0, description="Records already in `logs` (re-parse).")
+    unparsed_records: int = Field(ge=0, description="Records stored with type `unparsed`.")
+    event_counts: dict[str, int] = Field(default_factory=dict)
+    first_event_at: UtcDatetime | None = None
+    last_event_at: UtcDatetime | None = None
+    parsed_at: UtcDatetime
+
+
+class AlertState(StrEnum):
+    """Whether the condition an alert describes holds (firing) or has ended (resolved)."""
+
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class AlertType(StrEnum):
+    """Alert types raised inside the registry; other producers may add their own."""
+
+    BUCKET_UNRESPONSIVE = "bucket_unresponsive"
+    ANALYSIS_FINDING = "analysis_finding"
+    DAILY_SUMMARY = "daily_summary"
+    TEST = "test"
+
+
+ContextValue = str | int | float | bool | None
+
+
+class Alert(_Data):
+    """An alert: the value of `alerts`, keyed by its dedupe key."""
+
+    alert_id: str = Field(description="Id of this alert occurrence; stable across redelivery.")
+    dedupe_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] = Field(
+        description="Groups the firing and resolving events of one condition."
+    )
+    type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.]{0,63}$")] = Field(
+        description="See AlertType for the types the registry raises."
+    )
+    severity: Severity
+    state: AlertState
+    bucket: BucketName | None = None
+    title: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    detail: Annotated[str, StringConstraints(max_length=20_000)] = ""
+    source: ShortText = Field(description="The service or system that raised the alert.")
+    occurred_at: UtcDatetime = Field(description="When the condition started or ended.")
+    context: dict[str, ContextValue] = Field(
+        default_factory=dict, description="Structured facts behind the alert."
+    )
+

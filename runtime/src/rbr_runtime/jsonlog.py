@@ -9,15 +9,16 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "rbr_log_context", default={}
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "rbr_log_context", default=MappingProxyType({})
 )
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 MAX_FIELD_CHARS = 2000

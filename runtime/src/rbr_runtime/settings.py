@@ -46,7 +46,7 @@ class CommonSettings(BaseSettings):
         description="Consumer group session timeout. Keep at 6000 or below on the embedded "
         "broker (group joins take half of it); 45000 is the Kafka default.",
     )
-    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)
     kafka_message_timeout_ms: int = Field(
         default=60_000, ge=1000, description="How long a produce may wait for the broker."
     )
@@ -138,8 +138,6 @@ def load_settings(settings_cls: type[SettingsT], **overrides: Any) -> SettingsT:
     try:
         return settings_cls(**overrides)
     except ValidationError as error:
-        raise ConfigError(
-            f"configuration error: {describe_errors(settings_cls, error)}"
-        ) from None
+        raise ConfigError(f"configuration error: {describe_errors(settings_cls, error)}") from None
     except SettingsError as error:
         raise ConfigError(f"configuration error: {error}") from None

@@ -39,7 +39,7 @@ class CloudEvent(BaseModel, Generic[DataT]):
     id: str = Field(
         default_factory=lambda: str(uuid.uuid4()),
         min_length=1,
-        description="Unique per producer: a consumer that sees the same id twice sees a redelivery.",
+        description="Unique per producer: the same id seen twice is a redelivery.",
     )
     source: str = Field(
         min_length=1, description="URI reference naming the producer, e.g. /rbr/poller."

@@ -263,4 +263,3 @@ class Alert(_Data):
     context: dict[str, ContextValue] = Field(
         default_factory=dict, description="Structured facts behind the alert."
     )
-

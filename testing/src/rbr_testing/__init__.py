@@ -1,0 +1,1 @@
+"""Test fixtures shared by the whole workspace: real broker, real MariaDB, S3, simulator."""

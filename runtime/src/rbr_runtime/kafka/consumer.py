@@ -57,9 +57,7 @@ HANDLER_RETRIES = Counter(
 CONSUMER_LAG = Gauge(
     "rbr_consumer_lag", "Messages behind the end of the partition.", ["group", "topic", "partition"]
 )
-BATCH_SECONDS = Histogram(
-    "rbr_batch_seconds", "Time to handle and commit one batch.", ["group"]
-)
+BATCH_SECONDS = Histogram("rbr_batch_seconds", "Time to handle and commit one batch.", ["group"])
 
 
 class PermanentError(Exception):
@@ -101,15 +99,18 @@ class Record:
 
     @classmethod
     def from_message(cls, message: Message) -> Record:
-        """Copies what matters out of a librdkafka message."""
+        """Copies what matters out of a librdkafka message (one without an error)."""
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            raise ValueError("a data message always has a topic, partition and offset")
         _, timestamp = message.timestamp()
         return cls(
-            topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
-            key=message.key(),
-            value=message.value(),
-            headers=list(message.headers() or []),
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=_as_bytes(message.key()),
+            value=_as_bytes(message.value()),
+            headers=message_headers(message),
             timestamp_ms=timestamp if timestamp > 0 else None,
         )
 
@@ -139,6 +140,19 @@ class Inbound(Record, Generic[DataT]):
 
 
 Handler = Callable[[Sequence[Inbound[Any]]], None]
+
+
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def message_headers(message: Message) -> Headers:
+    """Returns a message's headers as (name, bytes) pairs (a null header becomes b"")."""
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(name, _as_bytes(value) or b"") for name, value in pairs]
+
+
 PartitionCallback = Callable[[list[TopicPartition]], None]
 
 
@@ -157,8 +171,8 @@ def decode_record(record: Record, spec: TopicSpec) -> Inbound[Any]:
 
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     """Returns the jittered exponential delay before retry number `attempt` (from 1)."""
-    base = min(maximum, initial * 2 ** min(attempt - 1, 30))
-    return base * random.uniform(0.8, 1.2)
+    base = min(maximum, initial * 2.0 ** min(attempt - 1, 30))
+    return float(base * random.uniform(0.8, 1.2))
 
 
 class ConsumerRunner:
@@ -312,7 +326,7 @@ class ConsumerRunner:
 
     def _call_handler(self, batch: Sequence[Inbound[Any]]) -> PermanentError | None:
         first = batch[0]
-        context = {"topic": first.topic, "group": self.group_id}
+        context: dict[str, object] = {"topic": first.topic, "group": self.group_id}
         if len(batch) == 1:
             context |= {"bucket": first.key_text, "event_id": first.event and first.event.id}
         with log_context(**context):
@@ -330,7 +344,9 @@ class ConsumerRunner:
         """Runs action(batch) until it stops raising; each failure backs off and retries."""
         attempt = 0
         while True:
-            batch = [record for record in batch if record.position not in self._revoked_during_batch]
+            batch = [
+                record for record in batch if record.position not in self._revoked_during_batch
+            ]
             if not batch or (self._stop.is_set() and attempt > 0):
                 raise _Abandoned
             try:
@@ -370,9 +386,8 @@ class ConsumerRunner:
             message = consumer.poll(min(0.2, remaining))
             if message is not None and message.error() is None:
                 # A partition assigned during the pause delivered a message; give it back.
-                consumer.seek(
-                    TopicPartition(message.topic(), message.partition(), message.offset())
-                )
+                record = Record.from_message(message)
+                consumer.seek(TopicPartition(record.topic, record.partition, record.offset))
         consumer.resume(consumer.assignment())
 
     def _dead_letter(self, record: Record, reason: str, error: str) -> None:

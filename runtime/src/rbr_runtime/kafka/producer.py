@@ -25,7 +25,7 @@ from rbr_schemas import CloudEvent, TopicSpec
 
 log = logging.getLogger(__name__)
 
-Headers = list[tuple[str, bytes]]
+Headers = Sequence[tuple[str, str | bytes | None]]
 
 EVENTS_PRODUCED = Counter(
     "rbr_events_produced_total", "Messages the broker confirmed, by topic.", ["topic"]
@@ -123,7 +123,9 @@ class EventProducer:
         """Produces several events of one topic and waits until all are confirmed."""
         self.send_messages(
             [
-                OutgoingMessage(spec.name, key, encode(event), [(CONTENT_TYPE_HEADER, CONTENT_TYPE)])
+                OutgoingMessage(
+                    spec.name, key, encode(event), [(CONTENT_TYPE_HEADER, CONTENT_TYPE)]
+                )
                 for key, event in keyed_events
             ]
         )
@@ -151,7 +153,7 @@ class EventProducer:
                     message.topic,
                     key=message.key,
                     value=message.value,
-                    headers=message.headers or None,
+                    headers=list(message.headers) or None,
                     on_delivery=pending.on_delivery,
                 )
                 return

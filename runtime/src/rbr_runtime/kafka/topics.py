@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from rbr_runtime.kafka.config import admin_config
 from rbr_runtime.settings import CommonSettings
@@ -102,7 +104,7 @@ def _wait_created(name: str, future: object) -> None:
         log.info("topic %s was created concurrently", name)
 
 
-def _report(plan: TopicPlan, existing: dict[str, object], created: set[str]) -> TopicReport:
+def _report(plan: TopicPlan, existing: Mapping[str, object], created: set[str]) -> TopicReport:
     metadata = existing.get(plan.name)
     partitions = len(metadata.partitions) if metadata is not None else 0  # type: ignore[attr-defined]
     if plan.name in created:

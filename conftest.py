@@ -1,0 +1,6 @@
+"""Pytest plugins shared by every test in the workspace (fixtures live in rbr_testing)."""
+
+pytest_plugins = [
+    "rbr_testing.broker",
+    "rbr_testing.mariadb",
+]

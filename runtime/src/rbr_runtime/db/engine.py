@@ -1,0 +1,100 @@
+"""SQLAlchemy engines for MySQL/MariaDB (PyMySQL) and SQLite, and dialect-neutral writes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.sql.dml import Insert
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Creates an engine for the URL, tuned for its dialect.
+
+    MySQL: utf8mb4, connections checked before use and recycled hourly (servers drop idle
+    connections). SQLite: the file's folder is created, WAL journal, foreign keys on, and a busy
+    timeout so several local processes can share one file.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, parsed.database, **kwargs)
+    if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return create_engine(
+        parsed,
+        # Every timestamp is UTC: CURRENT_TIMESTAMP defaults must agree with UtcDateTime.
+        connect_args={"init_command": "SET time_zone = '+00:00'"},
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        isolation_level="READ COMMITTED",
+        **kwargs,
+    )
+
+
+def _sqlite_engine(url: str, database: str | None, **kwargs: Any) -> Engine:
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+def is_mysql(bind: Engine | Connection) -> bool:
+    """Tells whether the engine or connection talks to MySQL/MariaDB."""
+    return bind.dialect.name in ("mysql", "mariadb")
+
+
+def insert_ignore(bind: Engine | Connection, table: Table) -> Insert:
+    """Returns an INSERT that silently skips rows whose unique key already exists."""
+    if is_mysql(bind):
+        return mysql.insert(table).prefix_with("IGNORE")
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def upsert(
+    bind: Engine | Connection,
+    table: Table,
+    values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    key_columns: Sequence[str],
+    update_columns: Sequence[str],
+) -> Insert:
+    """Returns an INSERT that updates `update_columns` when the row's key already exists.
+
+    Args:
+        bind: the engine or connection the statement will run on (selects the dialect).
+        table: the table.
+        values: one row or many.
+        key_columns: the unique key the conflict is detected on (SQLite needs it named).
+        update_columns: the columns overwritten with the new row's values on conflict.
+    """
+    if is_mysql(bind):
+        statement = mysql.insert(table).values(values)
+        return statement.on_duplicate_key_update(
+            {name: statement.inserted[name] for name in update_columns}
+        )
+    lite = sqlite.insert(table).values(values)
+    return lite.on_conflict_do_update(
+        index_elements=list(key_columns),
+        set_={name: lite.excluded[name] for name in update_columns},
+    )
+
+
+def is_transient_db_error(error: BaseException) -> bool:
+    """Tells whether a database error is an outage (retry) rather than a bug or bad data."""
+    if isinstance(error, OperationalError | DisconnectionError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated

@@ -1,0 +1,95 @@
+"""notifier: alert history and notification attempts
+
+Revision ID: 0007
+Revises: 0006
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import rbr_runtime.db.types
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "alerts",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("alert_id", sa.String(length=64), nullable=False),
+        sa.Column("dedupe_key", sa.String(length=255), nullable=False),
+        sa.Column("type", sa.String(length=64), nullable=False),
+        sa.Column("severity", sa.String(length=16), nullable=False),
+        sa.Column(
+            "state",
+            sa.String(length=16),
+            nullable=False,
+            comment="firing, resolved or acknowledged",
+        ),
+        sa.Column("bucket", sa.String(length=128), nullable=True),
+        sa.Column("title", sa.String(length=300), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("source", sa.String(length=255), nullable=False),
+        sa.Column("context", sa.JSON(), nullable=False),
+        sa.Column("fired_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
+        sa.Column("resolved_at", rbr_runtime.db.types.UtcDateTime(), nullable=True),
+        sa.Column("acknowledged_at", rbr_runtime.db.types.UtcDateTime(), nullable=True),
+        sa.Column("acknowledged_by", sa.String(length=255), nullable=True),
+        sa.Column("last_event_id", sa.String(length=64), nullable=False),
+        sa.Column("updated_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alerts")),
+        sa.UniqueConstraint("alert_id", name=op.f("uq_alerts_alert_id")),
+    )
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_alerts_dedupe_key"), ["dedupe_key"], unique=False)
+
+    op.create_table(
+        "notifications",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("alert_id", sa.String(length=64), nullable=True),
+        sa.Column("dedupe_key", sa.String(length=255), nullable=True),
+        sa.Column("channel", sa.String(length=128), nullable=False),
+        sa.Column(
+            "kind", sa.String(length=16), nullable=False, comment="trigger, resolve, digest or test"
+        ),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=24), nullable=False),
+        sa.Column("http_status", sa.Integer(), nullable=True),
+        sa.Column("error", sa.String(length=1000), nullable=True),
+        sa.Column("created_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
+    )
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_notifications_alert_id"), ["alert_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_notifications_channel_created_at"),
+            ["channel", "created_at"],
+            unique=False,
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_notifications_channel_created_at"))
+        batch_op.drop_index(batch_op.f("ix_notifications_alert_id"))
+    op.drop_table("notifications")
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_alerts_dedupe_key"))
+    op.drop_table("alerts")

@@ -1,0 +1,266 @@
+"""Every table of the registry's one database, grouped by the service that owns it.
+
+Alembic migrations (`rbr_runtime/db/migrations`) create these; a test checks that the
+migrated schema and these definitions agree. Each table is written by one service only.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from rbr_runtime.db.types import LongBlob, LongText, UtcDateTime, UtcNow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+"""BIGINT on MySQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements."""
+
+# --- runtime: scheduled tasks that must run once across replicas -----------------------------
+
+task_runs = Table(
+    "task_runs",
+    metadata,
+    Column("task", String(64), nullable=False),
+    Column("slot", String(64), nullable=False, comment="e.g. the day, for a daily task"),
+    Column("claimed_by", String(255), nullable=False),
+    Column("claimed_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    Column("outcome", String(32), nullable=True),
+    Column("detail", Text(), nullable=True),
+    PrimaryKeyConstraint("task", "slot"),
+)
+
+# --- registrar ---------------------------------------------------------------------------------
+
+buckets = Table(
+    "buckets",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("ip_address", String(45), nullable=False),
+    Column("port", Integer(), nullable=True),
+    Column("operating_system", String(255), nullable=True),
+    Column("cpu_usage", String(255), nullable=True),
+    Column("memory_usage", String(255), nullable=True),
+    Column("disk_space", String(255), nullable=True),
+    Column("uptime", String(255), nullable=True),
+    Column("connections", String(255), nullable=True),
+    Column("s3_bucket_name", String(63), nullable=True),
+    Column("s3_region", String(64), nullable=True),
+    Column("s3_prefix", String(1024), nullable=True),
+    Column("token_hash", String(64), nullable=False, comment="HMAC-SHA256 of the token"),
+    Column("token_ciphertext", Text(), nullable=False, comment="Fernet, key RBR_SECRET_KEY"),
+    Column("version", Integer(), nullable=False),
+    Column("registered_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("approved_at", UtcDateTime(), nullable=True),
+    Column("last_seen", UtcDateTime(), nullable=True, comment="last successful poll"),
+    Column("last_status_at", UtcDateTime(), nullable=True),
+    Column("last_reachable", Boolean(), nullable=True),
+    Column("last_error_class", String(32), nullable=True),
+    Column("last_latency_ms", Float(), nullable=True),
+)
+
+registrar_outbox = Table(
+    "registrar_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("topic", String(255), nullable=False),
+    Column("message_key", String(255), nullable=False),
+    Column("value", LongBlob, nullable=True, comment="NULL is a tombstone"),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+# --- poller ------------------------------------------------------------------------------------
+
+poller_state = Table(
+    "poller_state",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("last_poll_slot", BigInteger(), nullable=False, server_default="-1"),
+    Column("last_poll_at", UtcDateTime(), nullable=True),
+    Column("last_success_at", UtcDateTime(), nullable=True),
+    Column("first_seen_at", UtcDateTime(), nullable=False),
+    Column("consecutive_failures", Integer(), nullable=False, server_default="0"),
+    Column("last_error_class", String(32), nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("alert_open", Boolean(), nullable=False, server_default="0"),
+    Column("alert_id", String(64), nullable=True),
+    Column("alert_opened_at", UtcDateTime(), nullable=True),
+)
+
+# --- log-extractor -----------------------------------------------------------------------------
+
+extract_cursors = Table(
+    "extract_cursors",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("http_cursor", String(255), nullable=True, comment="X-Log-Cursor last announced"),
+    Column("last_extract_slot", BigInteger(), nullable=False, server_default="-1"),
+    Column("last_extracted_at", UtcDateTime(), nullable=True),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+s3_copy_ledger = Table(
+    "s3_copy_ledger",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("source_uri_sha256", String(64), nullable=False),
+    Column("source_uri", String(2048), nullable=False),
+    Column("source_etag", String(128), nullable=True),
+    Column("target_key", String(1024), nullable=False),
+    Column("copied_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("name", "source_uri_sha256"),
+)
+
+# --- parser ------------------------------------------------------------------------------------
+
+logs = Table(
+    "logs",
+    metadata,
+    # The seed's columns, names kept. log_size is the record's size in bytes: the seed's
+    # comment said MB, which would round every record to 0.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("ip_address", String(255), nullable=False),
+    Column("log", LongText, nullable=False, comment="the raw record, as received"),
+    Column("log_size", Integer(), nullable=False, comment="bytes"),
+    Column("created_at", UtcDateTime(), nullable=False, server_default=UtcNow()),
+    # What parsing found.
+    Column("log_format", String(16), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("event_time", UtcDateTime(), nullable=True),
+    Column("level", String(16), nullable=True),
+    Column("source_ip", String(45), nullable=True),
+    Column("source_port", Integer(), nullable=True),
+    Column("username", String(255), nullable=True),
+    Column("password", String(255), nullable=True),
+    Column("command", Text(), nullable=True),
+    Column("url", String(2048), nullable=True),
+    Column("file_sha256", String(64), nullable=True),
+    Column("session", String(64), nullable=True),
+    Column("message", Text(), nullable=True),
+    # Where the record came from, and the key that makes re-parsing a no-op.
+    Column("source_key", String(1024), nullable=False, comment="S3 key of the raw object"),
+    Column("source_sha256", String(64), nullable=False),
+    Column("record_no", Integer(), nullable=False),
+    UniqueConstraint("source_sha256", "record_no"),
+    Index(None, "name", "created_at"),
+    Index(None, "created_at"),
+    Index(None, "event_type"),
+    Index(None, "source_ip"),
+)
+
+# --- analyst -----------------------------------------------------------------------------------
+
+log_analysis = Table(
+    "log_analysis",
+    metadata,
+    # The seed's columns, names kept.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("ip_address", String(255), nullable=False),
+    Column("log_analysis", LongText, nullable=False, comment="the written analysis"),
+    Column("created_at", UtcDateTime(), nullable=False, server_default=UtcNow()),
+    # The window analysed and how.
+    Column("window_start", UtcDateTime(), nullable=False),
+    Column("window_end", UtcDateTime(), nullable=False),
+    Column("analyser", String(16), nullable=False, comment="claude or rules"),
+    Column("model", String(128), nullable=True),
+    Column("severity", String(16), nullable=False),
+    Column("findings", JSON(), nullable=False),
+    Column("iocs", JSON(), nullable=False),
+    Column("recommended_actions", JSON(), nullable=False),
+    Column("log_rows", Integer(), nullable=False),
+    Column("input_tokens", Integer(), nullable=False, server_default="0"),
+    Column("output_tokens", Integer(), nullable=False, server_default="0"),
+    UniqueConstraint("name", "window_start", "window_end"),
+)
+
+analysis_backlog = Table(
+    "analysis_backlog",
+    metadata,
+    Column("name", String(128), nullable=False),
+    Column("window_start", UtcDateTime(), nullable=False),
+    Column("ip_address", String(255), nullable=False),
+    Column("first_noted_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("name", "window_start"),
+)
+
+# --- notifier ----------------------------------------------------------------------------------
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("alert_id", String(64), nullable=False, unique=True),
+    Column("dedupe_key", String(255), nullable=False, index=True),
+    Column("type", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False, comment="firing, resolved or acknowledged"),
+    Column("bucket", String(128), nullable=True),
+    Column("title", String(300), nullable=False),
+    Column("detail", Text(), nullable=False),
+    Column("source", String(255), nullable=False),
+    Column("context", JSON(), nullable=False),
+    Column("fired_at", UtcDateTime(), nullable=False),
+    Column("resolved_at", UtcDateTime(), nullable=True),
+    Column("acknowledged_at", UtcDateTime(), nullable=True),
+    Column("acknowledged_by", String(255), nullable=True),
+    Column("last_event_id", String(64), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("alert_id", String(64), nullable=True, index=True),
+    Column("dedupe_key", String(255), nullable=True),
+    Column("channel", String(128), nullable=False),
+    Column("kind", String(16), nullable=False, comment="trigger, resolve, digest or test"),
+    Column("attempt", Integer(), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("http_status", Integer(), nullable=True),
+    Column("error", String(1000), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index(None, "channel", "created_at"),
+)
+
+__all__ = [
+    "alerts",
+    "analysis_backlog",
+    "buckets",
+    "extract_cursors",
+    "log_analysis",
+    "logs",
+    "metadata",
+    "notifications",
+    "poller_state",
+    "registrar_outbox",
+    "s3_copy_ledger",
+    "task_runs",
+]

@@ -1,0 +1,203 @@
+"""The buckets this replica owns: a view of `bucket.registered` built per assigned partition.
+
+Poller and log-extractor replicas join one consumer group on `bucket.registered`. Each replica
+reads its assigned partitions from the beginning (the topic is compacted, so that is the
+current registration of every bucket in them) and keeps the latest record per bucket. On a
+rebalance the revoked partitions' buckets are dropped and the newly assigned ones are read;
+so with N replicas every bucket belongs to exactly one of them.
+
+The directory never commits offsets: its position is always "from the beginning".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from prometheus_client import Counter, Gauge
+
+from rbr_runtime.kafka.codec import UndecodableMessage, decode
+from rbr_runtime.kafka.config import consumer_config
+from rbr_runtime.settings import CommonSettings
+from rbr_schemas import BUCKET_REGISTERED, BucketRegistered, BucketState
+
+log = logging.getLogger(__name__)
+
+INVALID_RECORDS = Counter(
+    "rbr_directory_invalid_records_total",
+    "bucket.registered records that are not valid events (skipped).",
+    ["group"],
+)
+OWNED_BUCKETS = Gauge("rbr_owned_buckets", "Buckets this replica owns.", ["group", "state"])
+
+
+class BucketDirectory:
+    """Keeps the registration of every bucket in the partitions this replica is assigned."""
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        group_id: str,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        """Prepares the directory; run() consumes.
+
+        Args:
+            settings: the service settings.
+            group_id: the consumer group its replicas share (the service's name).
+            on_change: called after the directory reached the end of a partition or lost
+                partitions, i.e. when the set of owned buckets may have changed.
+        """
+        self.group_id = group_id
+        self._settings = settings
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._records: dict[str, tuple[int, BucketRegistered]] = {}
+        self._assigned: set[int] = set()
+        self._not_caught_up: set[int] = set()
+        self._stop = threading.Event()
+        self.joined = threading.Event()
+        self.generation = 0
+
+    # -- what callers read ---------------------------------------------------------------------
+
+    def buckets(self, state: BucketState | None = BucketState.ACTIVE) -> list[BucketRegistered]:
+        """Returns the owned buckets (active ones by default; all with state=None)."""
+        with self._lock:
+            records = [record for _, record in self._records.values()]
+        return sorted(
+            (r for r in records if state is None or r.state == state), key=lambda r: r.name
+        )
+
+    def get(self, name: str) -> BucketRegistered | None:
+        """Returns an owned bucket's registration, or None if it is not owned here."""
+        with self._lock:
+            entry = self._records.get(name)
+        return entry[1] if entry else None
+
+    def owns(self, name: str) -> bool:
+        """Tells whether the bucket is currently owned by this replica."""
+        with self._lock:
+            return name in self._records
+
+    @property
+    def caught_up(self) -> bool:
+        """Tells whether every assigned partition was read to its end since assignment."""
+        with self._lock:
+            return self.joined.is_set() and not self._not_caught_up
+
+    @property
+    def assigned_partitions(self) -> set[int]:
+        """Returns the partitions of bucket.registered this replica owns."""
+        with self._lock:
+            return set(self._assigned)
+
+    def readiness(self) -> str | None:
+        """Readiness check: None once joined and caught up."""
+        if not self.joined.is_set():
+            return "waiting for partition assignment"
+        if not self.caught_up:
+            return "reading bucket.registered"
+        return None
+
+    # -- the component -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consumes bucket.registered until stop()."""
+        consumer = Consumer(consumer_config(self._settings, self.group_id))
+        consumer.subscribe(
+            [BUCKET_REGISTERED.name],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        try:
+            while not self._stop.is_set():
+                for message in consumer.consume(500, 0.5):
+                    self._apply(message)
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        """Stops consuming."""
+        self._stop.set()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for partition in partitions:
+            partition.offset = OFFSET_BEGINNING
+        consumer.assign(partitions)
+        with self._lock:
+            numbers = {p.partition for p in partitions}
+            self._assigned |= numbers
+            self._not_caught_up |= numbers
+            self.generation += 1
+        self.joined.set()
+        log.info("owning partitions %s of bucket.registered", sorted(self._assigned))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = {p.partition for p in partitions}
+        with self._lock:
+            self._assigned -= numbers
+            self._not_caught_up -= numbers
+            self._records = {
+                name: entry for name, entry in self._records.items() if entry[0] not in numbers
+            }
+            self.generation += 1
+        log.info("released partitions %s of bucket.registered", sorted(numbers))
+        self._changed()
+
+    def _apply(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            self._on_client_event(message, error)
+            return
+        key = message.key()
+        if key is None:
+            INVALID_RECORDS.labels(self.group_id).inc()
+            return
+        name = key.decode("utf-8", "replace")
+        value = message.value()
+        if value is None:
+            self._remove(name)
+            return
+        try:
+            record: BucketRegistered = decode(BUCKET_REGISTERED, value).data
+        except UndecodableMessage as invalid:
+            INVALID_RECORDS.labels(self.group_id).inc()
+            log.error("skipping invalid bucket.registered record: %s", invalid)
+            return
+        partition = message.partition()
+        with self._lock:
+            if partition is not None and partition in self._assigned:
+                self._records[name] = (partition, record)
+
+    def _remove(self, name: str) -> None:
+        with self._lock:
+            self._records.pop(name, None)
+
+    def _on_client_event(self, message: Message, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            with self._lock:
+                self._not_caught_up.discard(message.partition() or 0)
+            self._changed()
+            return
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("bucket directory consumer: %s", error.str())
+
+    def _changed(self) -> None:
+        with self._lock:
+            states = [record.state for _, record in self._records.values()]
+        for state in BucketState:
+            OWNED_BUCKETS.labels(self.group_id, state.value).set(states.count(state))
+        if self._on_change is not None:
+            self._on_change()

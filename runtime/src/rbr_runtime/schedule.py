@@ -1,0 +1,221 @@
+"""Scheduling: fixed-interval slots, per-key phases, periodic and daily tasks.
+
+Time is cut into slots of one interval (slot n covers [n*interval, (n+1)*interval) since the
+epoch). Spreading work over a slot by a per-key phase avoids every bucket being called in the
+same second; recording the last slot done per key (in the database) makes "once per slot"
+hold across replicas and rebalances. Daily tasks are claimed in `task_runs`, so exactly one
+replica runs each day's run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from rbr_runtime.db.tables import task_runs
+from rbr_schemas import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def slot_of(moment: datetime, interval: float) -> int:
+    """Returns the number of the interval slot containing the moment."""
+    return int(moment.timestamp() // interval)
+
+
+def slot_start(slot: int, interval: float) -> datetime:
+    """Returns when a slot begins."""
+    return datetime.fromtimestamp(slot * interval, UTC)
+
+
+def phase(key: str, interval: float, spread: float = 1.0) -> float:
+    """Returns a stable offset in [0, spread*interval) seconds for the key.
+
+    Args:
+        key: what to spread (a bucket name).
+        interval: the slot length in seconds.
+        spread: the fraction of the slot to spread over (the jitter).
+    """
+    digest = hashlib.sha256(key.encode()).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2**64
+    return fraction * interval * spread
+
+
+def due_at(key: str, slot: int, interval: float, spread: float = 1.0) -> datetime:
+    """Returns when the key's work in the slot is due."""
+    return slot_start(slot, interval) + timedelta(seconds=phase(key, interval, spread))
+
+
+def worker_identity() -> str:
+    """Returns host:pid, recorded with claims so an operator can tell who ran what."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class PeriodicTask:
+    """Calls a function every `interval` seconds on its own thread until stopped.
+
+    The function's exceptions are logged and the next run happens on schedule: a failed run
+    is retried next time, never silently dropped, because every task works from durable state.
+    """
+
+    def __init__(self, name: str, interval: float, action: Callable[[], object]) -> None:
+        self.name = name
+        self.interval = interval
+        self._action = action
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+    def run(self) -> None:
+        """Runs the action now and then every interval until stop()."""
+        while not self._stop.is_set():
+            self._run_once()
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def trigger(self) -> None:
+        """Runs the action as soon as possible."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stops after the run in progress, if any."""
+        self._stop.set()
+        self._wake.set()
+
+    def _run_once(self) -> None:
+        try:
+            self._action()
+        except Exception:
+            log.exception("periodic task %s failed; next run in %.0fs", self.name, self.interval)
+
+
+class TaskClaims:
+    """Claims of scheduled runs in `task_runs`: the first replica to claim a slot runs it."""
+
+    def __init__(self, engine: Engine, owner: str | None = None) -> None:
+        self._engine = engine
+        self.owner = owner or worker_identity()
+
+    def claim(self, task: str, slot: str) -> bool:
+        """Claims the task's run for the slot; False if another replica already did."""
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(
+                    insert(task_runs).values(
+                        task=task, slot=slot, claimed_by=self.owner, claimed_at=utcnow()
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def finish(self, task: str, slot: str, outcome: str, detail: str | None = None) -> None:
+        """Records how a claimed run ended."""
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(task_runs)
+                .where(task_runs.c.task == task, task_runs.c.slot == slot)
+                .values(finished_at=utcnow(), outcome=outcome, detail=detail)
+            )
+
+    def release(self, task: str, slot: str) -> None:
+        """Gives a claimed slot back (the run failed), so it is tried again."""
+        with self._engine.begin() as connection:
+            connection.execute(
+                delete(task_runs).where(task_runs.c.task == task, task_runs.c.slot == slot)
+            )
+
+    def claimed_by(self, task: str, slot: str) -> str | None:
+        """Returns who claimed the slot, if anyone."""
+        with self._engine.connect() as connection:
+            owner: str | None = connection.execute(
+                select(task_runs.c.claimed_by).where(
+                    task_runs.c.task == task, task_runs.c.slot == slot
+                )
+            ).scalar_one_or_none()
+        return owner
+
+
+def parse_time_of_day(value: str) -> time:
+    """Parses HH:MM.
+
+    Raises:
+        ValueError: not a time of day.
+    """
+    hours, _, minutes = value.partition(":")
+    return time(int(hours), int(minutes or 0))
+
+
+def latest_occurrence(now: datetime, at: time, zone: ZoneInfo) -> tuple[date, datetime]:
+    """Returns the (local date, moment) of the last time `at` passed, at or before now."""
+    local_now = now.astimezone(zone)
+    today = datetime.combine(local_now.date(), at, zone)
+    if today <= local_now:
+        return local_now.date(), today
+    yesterday = local_now.date() - timedelta(days=1)
+    return yesterday, datetime.combine(yesterday, at, zone)
+
+
+class DailyTask:
+    """Runs a function once a day at a local time, on exactly one replica.
+
+    Each replica wakes at the time (and at start-up, to catch up a run missed while all
+    replicas were down); the one that claims the day's slot runs it. A failed run gives its
+    claim back and is tried again with growing pauses (an outage delays it, never skips it).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        at: str,
+        action: Callable[[], str | None],
+        claims: TaskClaims,
+        *,
+        timezone: str = "UTC",
+        poll_seconds: float = 30.0,
+    ) -> None:
+        self.name = name
+        self._at = parse_time_of_day(at)
+        self._zone = ZoneInfo(timezone)
+        self._action = action
+        self._claims = claims
+        self._poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._failures = 0
+
+    def run(self) -> None:
+        """Checks for a due run every poll interval until stop()."""
+        while not self._stop.is_set():
+            self.run_if_due(utcnow())
+            pause = min(self._poll_seconds * 2**self._failures, 3600.0)
+            self._stop.wait(pause)
+
+    def stop(self) -> None:
+        """Stops waiting."""
+        self._stop.set()
+
+    def run_if_due(self, now: datetime) -> bool:
+        """Runs today's (or yesterday's missed) run if no replica claimed it; True if it ran."""
+        day, _ = latest_occurrence(now, self._at, self._zone)
+        slot = day.isoformat()
+        if not self._claims.claim(self.name, slot):
+            return False
+        log.info("running daily task %s for %s", self.name, slot)
+        try:
+            detail = self._action()
+        except Exception:
+            self._failures += 1
+            log.exception("daily task %s failed; it will be tried again", self.name)
+            self._claims.release(self.name, slot)
+            return True
+        self._failures = 0
+        self._claims.finish(self.name, slot, "ok", detail)
+        return True

@@ -1,0 +1,80 @@
+"""Bucket tokens at rest and in transit between services: encrypted, compared in constant time.
+
+The registrar encrypts each bucket's token with a key derived from `RBR_SECRET_KEY` and
+publishes only the ciphertext; the poller and log-extractor, configured with the same key,
+decrypt it to call the bucket. Several comma-separated keys allow rotation: the first
+encrypts, any decrypts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+_KDF_INFO = b"rbr-bucket-token-encryption-v1"
+_HASH_INFO = b"rbr-bucket-token-hash-v1"
+
+
+class TokenDecryptionError(Exception):
+    """The ciphertext was not made with any configured key (or was tampered with)."""
+
+
+def _derive(secret: str, info: bytes) -> bytes:
+    # HKDF would also do; HMAC-SHA256 over a fixed label is a sound KDF for a high-entropy
+    # secret and keeps this dependency-free beyond `cryptography`.
+    return hmac.new(secret.encode(), info, hashlib.sha256).digest()
+
+
+class TokenVault:
+    """Encrypts, decrypts and fingerprints bucket tokens."""
+
+    def __init__(self, secret_keys: Sequence[str]) -> None:
+        keys = [key for key in secret_keys if key]
+        if not keys:
+            raise ValueError("at least one secret key is required")
+        self._fernet = MultiFernet(
+            [Fernet(base64.urlsafe_b64encode(_derive(key, _KDF_INFO))) for key in keys]
+        )
+        self._hash_key = _derive(keys[0], _HASH_INFO)
+
+    @classmethod
+    def from_setting(cls, secret_key_setting: str) -> TokenVault:
+        """Builds a vault from the comma-separated `RBR_SECRET_KEY` value."""
+        return cls([key.strip() for key in secret_key_setting.split(",")])
+
+    def encrypt(self, token: str) -> str:
+        """Returns the token's ciphertext (different every call)."""
+        return self._fernet.encrypt(token.encode()).decode()
+
+    def decrypt(self, ciphertext: str) -> str:
+        """Returns the token.
+
+        Raises:
+            TokenDecryptionError: no configured key made this ciphertext.
+        """
+        try:
+            return self._fernet.decrypt(ciphertext.encode()).decode()
+        except InvalidToken:
+            raise TokenDecryptionError(
+                "bucket token cannot be decrypted: RBR_SECRET_KEY differs from the registrar's"
+            ) from None
+
+    def fingerprint(self, token: str) -> str:
+        """Returns a keyed hash of the token, for lookups and comparison without decrypting."""
+        return hmac.new(self._hash_key, token.encode(), hashlib.sha256).hexdigest()
+
+    def matches(self, token: str, fingerprint: str) -> bool:
+        """Compares a presented token with a stored fingerprint in constant time."""
+        return hmac.compare_digest(self.fingerprint(token), fingerprint)
+
+
+def constant_time_in(candidate: str, allowed: Sequence[str]) -> bool:
+    """Tells whether candidate equals one of the allowed secrets, in constant time for each."""
+    found = False
+    for secret in allowed:
+        found |= hmac.compare_digest(candidate.encode(), secret.encode())
+    return found

@@ -1,0 +1,77 @@
+"""Slots, phases and daily tasks claimed once across replicas."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Engine
+
+from rbr_runtime.schedule import (
+    DailyTask,
+    TaskClaims,
+    due_at,
+    latest_occurrence,
+    phase,
+    slot_of,
+    slot_start,
+)
+
+pytestmark = pytest.mark.mariadb
+
+
+def test_phases_are_stable_and_spread_over_the_slot() -> None:
+    phases = [phase(f"rustbucket-{i}", 300) for i in range(1000)]
+    assert phases == [phase(f"rustbucket-{i}", 300) for i in range(1000)]
+    assert all(0 <= p < 300 for p in phases)
+    # Spread: every 30-second tenth of the slot gets some buckets.
+    assert {int(p // 30) for p in phases} == set(range(10))
+
+
+def test_due_time_falls_inside_its_slot() -> None:
+    now = datetime(2026, 11, 21, 9, 7, 30, tzinfo=UTC)
+    slot = slot_of(now, 300)
+    assert slot_start(slot, 300) == datetime(2026, 11, 21, 9, 5, tzinfo=UTC)
+    due = due_at("rustbucket-a", slot, 300, spread=0.5)
+    assert slot_start(slot, 300) <= due < slot_start(slot, 300).replace(minute=7, second=30)
+
+
+def test_latest_occurrence_in_local_time() -> None:
+    zone = ZoneInfo("Europe/Paris")
+    before = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)  # 07:00 in Paris
+    after = datetime(2026, 11, 21, 7, 30, tzinfo=UTC)  # 08:30 in Paris
+    assert latest_occurrence(before, time(8), zone)[0].isoformat() == "2026-11-20"
+    assert latest_occurrence(after, time(8), zone)[0].isoformat() == "2026-11-21"
+
+
+def test_a_daily_run_happens_on_exactly_one_replica(mysql_engine: Engine) -> None:
+    runs: list[str] = []
+    replicas = [
+        DailyTask("cleanup", "02:00", lambda n=n: runs.append(n), TaskClaims(mysql_engine, n))
+        for n in ("replica-a", "replica-b", "replica-c")
+    ]
+    now = datetime(2026, 11, 21, 2, 0, 5, tzinfo=UTC)
+    outcomes = [replica.run_if_due(now) for replica in replicas]
+    assert outcomes.count(True) == 1
+    assert len(runs) == 1
+    assert TaskClaims(mysql_engine).claimed_by("cleanup", "2026-11-21") == runs[0]
+    # The next day is a new slot.
+    assert replicas[1].run_if_due(datetime(2026, 11, 22, 3, 0, tzinfo=UTC))
+
+
+def test_a_failed_daily_run_is_tried_again(mysql_engine: Engine) -> None:
+    attempts: list[int] = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("S3 down")
+        return "deleted 3 objects"
+
+    task = DailyTask("cleanup", "02:00", flaky, TaskClaims(mysql_engine))
+    now = datetime(2026, 11, 21, 2, 30, tzinfo=UTC)
+    task.run_if_due(now)
+    assert task.run_if_due(now) is True
+    assert len(attempts) == 2
+    assert task.run_if_due(now) is False

@@ -1,0 +1,45 @@
+"""Bucket tokens: encrypted at rest, decryptable by services sharing the key, rotatable."""
+
+from __future__ import annotations
+
+import pytest
+
+from rbr_runtime.secrets import TokenDecryptionError, TokenVault, constant_time_in
+
+TOKEN = "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6"
+
+
+def test_ciphertext_hides_the_token_and_decrypts_back() -> None:
+    vault = TokenVault.from_setting("local-secret")
+    ciphertext = vault.encrypt(TOKEN)
+    assert TOKEN not in ciphertext
+    assert ciphertext != vault.encrypt(TOKEN)
+    assert TokenVault.from_setting("local-secret").decrypt(ciphertext) == TOKEN
+
+
+def test_another_key_cannot_decrypt_and_says_which_setting_to_check() -> None:
+    ciphertext = TokenVault.from_setting("key-one").encrypt(TOKEN)
+    with pytest.raises(TokenDecryptionError, match="RBR_SECRET_KEY") as raised:
+        TokenVault.from_setting("key-two").decrypt(ciphertext)
+    assert TOKEN not in str(raised.value)
+
+
+def test_rotation_new_key_first_old_key_still_decrypts() -> None:
+    old = TokenVault.from_setting("old-key").encrypt(TOKEN)
+    rotated = TokenVault.from_setting("new-key,old-key")
+    assert rotated.decrypt(old) == TOKEN
+    assert TokenVault.from_setting("new-key").decrypt(rotated.encrypt(TOKEN)) == TOKEN
+
+
+def test_fingerprint_matches_only_the_same_token() -> None:
+    vault = TokenVault.from_setting("local-secret")
+    stored = vault.fingerprint(TOKEN)
+    assert vault.matches(TOKEN, stored)
+    assert not vault.matches(TOKEN[:-1] + "x", stored)
+    assert TOKEN not in stored
+
+
+def test_constant_time_membership() -> None:
+    assert constant_time_in("key-2", ["key-1", "key-2"])
+    assert not constant_time_in("key-3", ["key-1", "key-2"])
+    assert not constant_time_in("", [])

@@ -3,4 +3,5 @@
 pytest_plugins = [
     "rbr_testing.broker",
     "rbr_testing.mariadb",
+    "rbr_testing.report",
 ]

@@ -1,0 +1,45 @@
+# Rustbucket Registry. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv installs everything; if it is not on PATH, it is installed into .tools/ with pip.
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PYTEST_ARGS ?=
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: $(UV) ## Install every package and dev tool into .venv (uv sync).
+	$(UV) sync --all-packages --frozen
+
+.PHONY: run
+run: install ## Run broker, S3, migrations, topics and every service on this machine.
+	$(UV) run rbr stack
+
+.PHONY: test
+test: install ## Run all tests: unit, and integration against broker, MariaDB and S3.
+	RBR_REQUIRE_INTEGRATION=1 $(UV) run pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: install ## Check formatting, lint and types.
+	$(UV) run ruff format --check .
+	$(UV) run ruff check .
+	$(UV) run mypy
+
+.PHONY: schemas
+schemas: install ## Regenerate the JSON Schema files and the AsyncAPI document.
+	$(UV) run python -m rbr_schemas.generate
+
+.PHONY: bench
+bench: install ## Run the benchmarks and print their figures (see README).
+	$(UV) run python -m bench
+
+.PHONY: demo
+demo: install ## Run the stack with a simulated fleet of 20 buckets.
+	$(UV) run python -m bench.demo

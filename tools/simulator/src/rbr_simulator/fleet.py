@@ -142,7 +142,6 @@ class Fleet:
         self._infos: list[BucketInfo] = []
         self._states: dict[str, BucketState] = {}
         self._seeds: dict[str, int] = {}
-        self._contexts: dict[str, ssl.SSLContext] = {}
         self._contexts_by_ip: dict[str, ssl.SSLContext] = {}
         self._attacker_ips: list[str] = []
         self._sites: dict[str, web.SockSite] = {}
@@ -268,7 +267,6 @@ class Fleet:
         self._infos.append(info)
         self._states[info.name] = state
         self._seeds[info.name] = seed
-        self._contexts[info.name] = self._contexts_by_ip[info.ip]
         self._server.add(state)
 
     def _prepare_s3(self) -> None:
@@ -311,7 +309,7 @@ class Fleet:
 
     async def _open_site(self, info: BucketInfo, sock: socket.socket) -> None:
         assert self._runner is not None
-        site = web.SockSite(self._runner, sock, ssl_context=self._contexts[info.name])
+        site = web.SockSite(self._runner, sock, ssl_context=self._contexts_by_ip[info.ip])
         await site.start()
         self._sites[info.name] = site
 

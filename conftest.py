@@ -3,5 +3,7 @@
 pytest_plugins = [
     "rbr_testing.broker",
     "rbr_testing.mariadb",
+    "rbr_testing.s3",
+    "rbr_testing.simulator",
     "rbr_testing.report",
 ]

@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             "group.id": args.group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            **dict(option.split("=", 1) for option in args.kafka_options),
         }
     )
     stopping = []

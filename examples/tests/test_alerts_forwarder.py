@@ -90,6 +90,8 @@ def test_forwarder_delivers_validated_alerts_above_the_threshold(
             "high",
             "--max-messages",
             "3",
+            "-X",
+            "session.timeout.ms=2000",
         ],
         capture_output=True,
         text=True,

@@ -294,6 +294,8 @@ def test_long_outage_keeps_group_membership(
     )
     running = RunningConsumer(runner)
     wait_for(lambda: runner.retrying_since is not None, message="retrying")
+    assert runner.readiness() is None
+    assert "retrying a failing batch" in (runner.readiness(stuck_after=0.0) or "")
     time.sleep(5)  # the outage must outlast max.poll.interval.ms: that is the point
     failing_until[0] = False
     wait_for(lambda: handled, message="handled once the outage ends")

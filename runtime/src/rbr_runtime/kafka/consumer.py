@@ -212,6 +212,15 @@ class ConsumerRunner:
         """Asks the runner to finish the batch in hand, commit and leave the group."""
         self._stop.set()
 
+    def readiness(self, stuck_after: float = 60.0) -> str | None:
+        """Readiness check: None when joined and not stuck retrying an outage."""
+        if not self.joined.is_set():
+            return f"joining consumer group {self.group_id}"
+        since = self.retrying_since
+        if since is not None and time.monotonic() - since > stuck_after:
+            return f"retrying a failing batch for {time.monotonic() - since:.0f}s (see logs)"
+        return None
+
     @property
     def stopping(self) -> bool:
         """Tells whether stop() was called."""

@@ -36,6 +36,10 @@ lint: install ## Check formatting, lint and types.
 schemas: install ## Regenerate the JSON Schema files and the AsyncAPI document.
 	$(UV) run python -m rbr_schemas.generate
 
+.PHONY: docs
+docs: install ## Regenerate the README's configuration reference from the settings.
+	$(UV) run rbr config --write-readme
+
 .PHONY: bench
 bench: install ## Run the benchmarks and print their figures (see README).
 	$(UV) run python -m bench

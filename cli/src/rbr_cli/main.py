@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from rbr_cli import db_commands, dlq_commands, status_commands, task_commands, topic_commands
+from rbr_cli import (
+    config_commands,
+    db_commands,
+    dlq_commands,
+    status_commands,
+    task_commands,
+    topic_commands,
+)
 from rbr_cli.plugins import COMMANDS_GROUP, discovered
 
 app = typer.Typer(
@@ -21,6 +28,7 @@ app.add_typer(topic_commands.app, name="topics")
 app.add_typer(db_commands.app, name="db")
 app.add_typer(dlq_commands.app, name="dlq")
 app.command("status")(status_commands.status)
+app.command("config")(config_commands.config)
 app.command("run-task")(task_commands.run_task)
 
 # `rbr stack` needs the [stack] extra (broker, S3 endpoint, honcho); service images lack it.

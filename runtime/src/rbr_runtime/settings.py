@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -46,7 +47,9 @@ class CommonSettings(BaseSettings):
         description="Consumer group session timeout. Keep at 6000 or below on the embedded "
         "broker (group joins take half of it); 45000 is the Kafka default.",
     )
-    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    kafka_max_poll_interval_ms: int = Field(
+        default=300_000, ge=1000, description="Longest a consumer may take between polls."
+    )
     kafka_message_timeout_ms: int = Field(
         default=60_000, ge=1000, description="How long a produce may wait for the broker."
     )
@@ -59,17 +62,28 @@ class CommonSettings(BaseSettings):
         description="S3 endpoint (moto, MinIO). Set empty to use AWS's own endpoints.",
     )
     s3_bucket: str = Field(default="rbr-raw-logs", description="The registry's raw-log bucket.")
-    s3_region: str = Field(default="us-east-1")
+    s3_region: str = Field(default="us-east-1", description="Region of the raw-log bucket.")
     http_host: str = Field(default="127.0.0.1", description="Address the service port binds.")
     http_port: int = Field(default=0, ge=0, le=65535, description="Health and metrics port.")
-    log_level: str = Field(default="INFO")
-    log_format: Literal["json", "text"] = Field(default="json")
-    consumer_batch_size: int = Field(default=200, ge=1)
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one object per line; text: for a terminal."
+    )
+    timezone: str = Field(
+        default="UTC", description="Time zone of the daily tasks' times of day (IANA name)."
+    )
+    consumer_batch_size: int = Field(
+        default=200, ge=1, description="Most messages handed to a handler at once."
+    )
     consumer_batch_wait: float = Field(
         default=0.5, gt=0, description="Seconds to wait to fill a batch."
     )
-    retry_initial_backoff: float = Field(default=0.5, gt=0)
-    retry_max_backoff: float = Field(default=30.0, gt=0)
+    retry_initial_backoff: float = Field(
+        default=0.5, gt=0, description="First pause before retrying after an outage."
+    )
+    retry_max_backoff: float = Field(
+        default=30.0, gt=0, description="Longest pause between retries (doubling up to it)."
+    )
     dlq_max_consecutive: int = Field(
         default=20,
         ge=1,
@@ -84,6 +98,15 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _empty_endpoint_means_aws(cls, value: Any) -> Any:
         return value or None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
 
     @field_validator("kafka_client_config", mode="before")
     @classmethod

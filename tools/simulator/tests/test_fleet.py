@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from rbr_schemas.events import BucketUpdate
 from rbr_simulator.bucket import BucketInfo, Mode
 from rbr_simulator.fleet import Fleet

@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 import pytest
+
 from rbr_simulator.generator import LogGenerator
 from rbr_simulator.logstore import BulkLog
 from rbr_simulator.records import EventType, HostileKind, LogFormat, LogMix, LogRecord

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+
 from rbr_simulator.generator import LogGenerator
 from rbr_simulator.logstore import BulkLog, LogStore
 from rbr_simulator.records import LogMix, LogRecord

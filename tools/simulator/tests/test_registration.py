@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from rbr_schemas.events import BUCKET_NAME_PATTERN
 from rbr_simulator.fleet import Fleet
 from rbr_simulator.registration import registration_url

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from rbr_simulator.fleet import Fleet
 from rbr_simulator.s3 import S3Settings, object_key
 

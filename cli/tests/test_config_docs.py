@@ -1,0 +1,36 @@
+"""`rbr config` lists every setting, and the README's reference is its current output."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from rbr_cli.config_commands import README, markdown, readme_with_reference
+from rbr_cli.main import app
+
+runner = CliRunner()
+
+
+def test_readme_configuration_reference_is_up_to_date() -> None:
+    text = README.read_text()
+    assert readme_with_reference(text) == text, "run `make docs`"
+
+
+def test_reference_names_the_design_variables() -> None:
+    reference = markdown()
+    for variable in (
+        "RBR_KAFKA_BOOTSTRAP",
+        "RBR_DATABASE_URL",
+        "RBR_S3_ENDPOINT_URL",
+        "RBR_S3_BUCKET",
+    ):
+        assert f"`{variable}`" in reference
+
+
+def test_values_hide_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RBR_DATABASE_URL", "mysql+pymysql://rbr:hunter2@db/rbr")
+    monkeypatch.setenv("RBR_KAFKA_BOOTSTRAP", "kafka-1:9092")
+    result = runner.invoke(app, ["config", "--values"])
+    assert result.exit_code == 0, result.output
+    assert "kafka-1:9092" in result.output
+    assert "hunter2" not in result.output

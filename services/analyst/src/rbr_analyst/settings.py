@@ -5,6 +5,7 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from rbr_runtime.schedule import parse_time_of_day
 from rbr_runtime.settings import CommonSettings
@@ -15,6 +16,9 @@ DEFAULT_MODEL = "claude-sonnet-5-5"
 
 class AnalystSettings(CommonSettings):
     """Settings of the analyst service (port 9104)."""
+
+    # populate_by_name: tests and tools set the aliased fields by name.
+    model_config = SettingsConfigDict(**CommonSettings.model_config, populate_by_name=True)
 
     service_name: str = "analyst"
     http_port: int = Field(default=9104, ge=0, le=65535)

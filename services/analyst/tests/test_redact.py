@@ -37,7 +37,10 @@ def test_password_in_a_url_is_redacted_but_the_host_kept() -> None:
 
 
 def test_private_key_is_redacted_whole() -> None:
-    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"
+    key = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+        "-----END OPENSSH PRIVATE KEY-----"
+    )
     cleaned = clean(f"cat > id <<EOF\n{key}\nEOF", 500)
     assert "b3BlbnNzaC1rZXktdjEAAAAA" not in cleaned
     assert "BEGIN OPENSSH" not in cleaned

@@ -86,6 +86,17 @@ class CycleSummary:
         )
         return text + (f"; last error: {self.errors[-1]}" if self.errors else "")
 
+    def add(self, other: CycleSummary) -> None:
+        """Adds another cycle's counts (pending is the latest)."""
+        self.analysed += other.analysed
+        self.by_rules += other.by_rules
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.alert_events += other.alert_events
+        self.published += other.published
+        self.pending = other.pending
+        self.errors += other.errors
+
 
 @dataclass
 class WindowAnalysis:
@@ -150,7 +161,7 @@ class Analyst:
         with log_context(bucket=entry.name, window_start=entry.window_start.isoformat()):
             started = time.monotonic()
             try:
-                stored, analysis = self._analyse_and_store(window, entry, now)
+                stored, analysis, events = self._analyse_and_store(window, entry, now)
             except ClaudeUnavailable as error:
                 self._failed(entry, summary, "claude_unavailable", str(error))
                 return False
@@ -162,6 +173,7 @@ class Analyst:
                 return True
             ANALYSIS_SECONDS.observe(time.monotonic() - started)
         self._count(stored, analysis, summary)
+        summary.alert_events += events
         return True
 
     def _failed(self, entry: BacklogEntry, summary: CycleSummary, reason: str, text: str) -> None:
@@ -181,7 +193,7 @@ class Analyst:
 
     def _analyse_and_store(
         self, window: Window, entry: BacklogEntry, now: datetime
-    ) -> tuple[bool, WindowAnalysis]:
+    ) -> tuple[bool, WindowAnalysis, int]:
         digest = self._digests.build(window, entry.ip_address)
         DIGEST_TOKENS.observe(digest.estimated_tokens())
         analysis = self.analyse(digest, now)
@@ -197,9 +209,10 @@ class Analyst:
         )
         record = self._record(window, digest, analysis, now)
         stored = self._store.save(window, record, plan.states, plan.outbox(), now)
-        if stored:
-            self._log_stored(window, digest, analysis, plan)
-        return stored, analysis
+        if not stored:
+            return False, analysis, 0
+        self._log_stored(window, digest, analysis, plan)
+        return True, analysis, len(plan.events)
 
     def analyse(self, digest: Digest, now: datetime) -> WindowAnalysis:
         """Returns the analysis of a digest: Claude with the rules' floor, or the rules alone.

@@ -22,9 +22,9 @@ from rbr_schemas import LogsParsed, utcnow
 log = logging.getLogger(__name__)
 
 WINDOWS_NOTED = Counter("rbr_analyst_windows_noted_total", "Windows added to the analysis backlog.")
-LATE_OBJECTS = Counter(
+LATE_ROWS = Counter(
     "rbr_analyst_late_rows_total",
-    "Parsed objects with rows in a window whose analysis was already stored.",
+    "Rows found in a window after its analysis was stored (not analysed).",
 )
 MAX_WINDOWS_PER_OBJECT = 48
 """An object's rows are inserted within seconds; more windows than this means a clock problem."""
@@ -49,14 +49,18 @@ def note_object(store: AnalystStore, parsed: LogsParsed, interval: float, now: d
         return 0  # no rows (an empty object, or removed by retention): nothing to analyse
     ip_address, first, last = found
     starts = window_starts_between(first, last, interval)[-MAX_WINDOWS_PER_OBJECT:]
-    noted, late = store.note_windows(parsed.name, ip_address, starts, interval, now)
+    noted, analysed = store.note_windows(parsed.name, ip_address, starts, interval, now)
     WINDOWS_NOTED.inc(noted)
-    if late and parsed.rows_inserted > 0:
-        LATE_OBJECTS.inc()
-        log.warning(
-            "object %s of %s has rows in a window analysed already; they are not re-analysed "
-            "(raise RBR_ANALYSIS_GRACE if this recurs)",
-            parsed.object_id,
-            parsed.name,
-        )
+    for window in analysed:
+        # A replay finds its rows covered; rows inserted after the analysis ran are not.
+        missed = store.rows_missed(window)
+        if missed:
+            LATE_ROWS.inc(missed)
+            log.warning(
+                "%d row(s) of %s arrived after its analysis and are not analysed "
+                "(raise RBR_ANALYSIS_GRACE if this recurs)",
+                missed,
+                window.label(),
+                extra={"object_id": parsed.object_id},
+            )
     return noted

@@ -78,13 +78,18 @@ class AnalystStore:
 
     def note_windows(
         self, name: str, ip_address: str, starts: Sequence[datetime], interval: float, now: datetime
-    ) -> tuple[int, int]:
-        """Adds backlog entries for windows not analysed yet; returns (noted, already analysed)."""
-        noted = late = 0
+    ) -> tuple[int, list[Window]]:
+        """Adds backlog entries for windows not analysed yet.
+
+        Returns how many entries were added, and the windows that were analysed already.
+        """
+        noted = 0
+        analysed: list[Window] = []
         with self.engine.begin() as connection:
             for start in starts:
-                if self._analysed(connection, Window.starting(name, start, interval)):
-                    late += 1
+                window = Window.starting(name, start, interval)
+                if self._analysed(connection, window):
+                    analysed.append(window)
                     continue
                 values = {
                     "name": name,
@@ -96,7 +101,26 @@ class AnalystStore:
                 noted += connection.execute(
                     insert_ignore(connection, analysis_backlog).values(values)
                 ).rowcount
-        return noted, late
+        return noted, analysed
+
+    def rows_missed(self, window: Window) -> int:
+        """Returns how many rows the window holds beyond those its stored analysis covered."""
+        with self.engine.connect() as connection:
+            covered = connection.execute(
+                select(func.max(log_analysis.c.log_rows)).where(
+                    log_analysis.c.name == window.bucket,
+                    log_analysis.c.window_start == window.start,
+                    log_analysis.c.window_end == window.end,
+                )
+            ).scalar()
+            now_in_window = connection.execute(
+                select(func.count()).where(
+                    logs.c.name == window.bucket,
+                    logs.c.created_at >= window.start,
+                    logs.c.created_at < window.end,
+                )
+            ).scalar_one()
+        return max(0, int(now_in_window) - int(covered or 0))
 
     @staticmethod
     def _analysed(connection: Connection, window: Window) -> bool:

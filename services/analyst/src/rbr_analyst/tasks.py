@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rbr_analyst.analyst import CycleSummary
 from rbr_analyst.main import SOURCE, build_analyst
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.summary import describe, send_daily_summary
@@ -18,20 +19,13 @@ def analyze_logs() -> str:
     producer = EventProducer(settings, source=SOURCE)
     try:
         analyst = build_analyst(settings, engine, producer)
-        total = analyst.run_cycle()
-        # One cycle takes each bucket's oldest window; go on until no due window is left.
+        total = CycleSummary()
+        # One cycle takes each bucket's oldest due window; go on until none is left.
         while True:
             cycle = analyst.run_cycle()
+            total.add(cycle)
             if cycle.analysed + cycle.skipped == 0 or cycle.failed:
                 break
-            total.analysed += cycle.analysed
-            total.by_rules += cycle.by_rules
-            total.skipped += cycle.skipped
-            total.published += cycle.published
-            total.pending = cycle.pending
-        total.failed += cycle.failed
-        total.errors += cycle.errors
-        total.pending = cycle.pending
         return total.line()
     finally:
         producer.flush()

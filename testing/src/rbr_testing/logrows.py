@@ -91,14 +91,15 @@ def generate_window(
             IF(kind LIKE '%login%' OR kind LIKE 'sshd%', CONCAT('pass', MOD(seq * 7, :passwords)),
                NULL),
             IF(kind = 'cowrie.command.input',
-               CONCAT('cat /proc/cpuinfo | grep name | head -n ', MOD(seq, :commands)), NULL),
+               CONCAT('cat /proc/cpuinfo | grep name | head -n ',
+                      MOD((seq DIV 100) * 10 + MOD(seq, 10), :commands)), NULL),
             CASE kind
                 WHEN 'cowrie.session.file_download'
-                    THEN CONCAT('http://198.51.100.7/bins/x', MOD(seq, :urls), '.sh')
-                WHEN 'http.access' THEN CONCAT('/cgi-bin/probe', MOD(seq, :urls), '.php')
+                    THEN CONCAT('http://198.51.100.7/bins/x', MOD(seq DIV 100, :urls), '.sh')
+                WHEN 'http.access' THEN CONCAT('/cgi-bin/probe', MOD(seq DIV 100, :urls), '.php')
                 ELSE NULL END,
-            IF(kind = 'cowrie.session.file_download', SHA2(CONCAT('f', MOD(seq, :urls)), 256),
-               NULL),
+            IF(kind = 'cowrie.session.file_download',
+               SHA2(CONCAT('f', MOD(seq DIV 100, :urls)), 256), NULL),
             CONCAT('s', MOD(seq, 50000)), NULL, 'raw/bench.log',
             SHA2(CONCAT(:bucket, :start_text, seq DIV 10000), 256), MOD(seq, 10000)
         FROM (

@@ -182,7 +182,14 @@ class ClaudeAnalyser:
 
     def _staged(self, digest: Digest, usage: Usage) -> ClaudeOutcome:
         sections = digest.sections()
-        header = sections[0][1]
+        # Every part carries the window's header, with how many distinct values each list had
+        # (the parts hold the entries; the "and N more" must not get lost in the split).
+        distinct = {
+            name: value["distinct"]
+            for name, value in sections[1:]
+            if isinstance(value, dict) and "distinct" in value
+        }
+        header = {**sections[0][1], "distinct_values": distinct}
         items = _items(sections[1:])
         prompts, trimmed = self._plan(header, items, usage.budget)
         log.info(

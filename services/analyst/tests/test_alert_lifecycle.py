@@ -32,7 +32,7 @@ def login(n: int) -> dict[str, Any]:
     return log_row(
         BUCKET,
         window(n) + timedelta(minutes=5),
-        "cowrie.login.success",
+        "login_success",
         source_ip="198.51.100.2",
         username="root",
         password="root",
@@ -43,7 +43,7 @@ def failure(n: int) -> dict[str, Any]:
     return log_row(
         BUCKET,
         window(n) + timedelta(minutes=5),
-        "cowrie.login.failed",
+        "login_failed",
         source_ip="198.51.100.3",
         username="admin",
         password="x",

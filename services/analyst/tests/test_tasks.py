@@ -33,13 +33,11 @@ def test_analyze_logs_task_analyses_every_ended_window(
 ) -> None:
     windows = [WINDOW_START, WINDOW_START + timedelta(seconds=INTERVAL)]
     rows = [
-        log_row(
-            name, start + timedelta(minutes=1), "cowrie.login.success", source_ip="198.51.100.2"
-        )
+        log_row(name, start + timedelta(minutes=1), "login_success", source_ip="198.51.100.2")
         for name in ("rustbucket-a", "rustbucket-b")
         for start in windows
     ]
-    rows.append(log_row("rustbucket-a", utcnow(), "cowrie.login.failed"))
+    rows.append(log_row("rustbucket-a", utcnow(), "login_failed"))
     insert_rows(mysql_engine, rows)
     for name in ("rustbucket-a", "rustbucket-b"):
         store.note_windows(name, "192.0.2.10", [*windows, utcnow()], INTERVAL, utcnow())

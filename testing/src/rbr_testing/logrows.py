@@ -41,7 +41,7 @@ def log_row(
         "log": record,
         "log_size": len(record.encode()),
         "created_at": created_at,
-        "log_format": "cowrie" if event_type.startswith("cowrie") else "text",
+        "log_format": fields.pop("log_format", "cowrie"),
         "event_type": event_type,
         "event_time": fields.pop("event_time", created_at),
         "source_key": f"raw/{bucket}/test.log",
@@ -75,8 +75,8 @@ def generate_window(
 ) -> None:
     """Inserts `rows` records for the bucket in the window starting at `start` (MariaDB only).
 
-    Mix: 70% failed logins, 10% commands, 8% HTTP requests, 6% sshd failures, 3% rustbucket
-    records, 1% successful logins, 1% downloads, 1% unparsed.
+    Event types are the parser's normalised ones. Mix: 70% failed logins, 10% commands, 8% HTTP
+    requests, 6% invalid users, 3% connects, 1% successful logins, 1% downloads, 1% unparsed.
     """
     v = variety or Variety()
     statement = text(
@@ -87,18 +87,18 @@ def generate_window(
         SELECT :bucket, '192.0.2.10', CONCAT('{"eventid":"', kind, '","src_ip":"', ip,
                 '","n":', seq, '}'),
             80, ts, 'cowrie', kind, ts, ip, 40000 + MOD(seq, 20000),
-            IF(kind LIKE '%login%' OR kind LIKE 'sshd%', CONCAT('user', MOD(seq, :users)), NULL),
-            IF(kind LIKE '%login%' OR kind LIKE 'sshd%', CONCAT('pass', MOD(seq * 7, :passwords)),
-               NULL),
-            IF(kind = 'cowrie.command.input',
+            IF(kind LIKE 'login%' OR kind = 'invalid_user', CONCAT('user', MOD(seq, :users)), NULL),
+            IF(kind LIKE 'login%' OR kind = 'invalid_user',
+               CONCAT('pass', MOD(seq * 7, :passwords)), NULL),
+            IF(kind = 'command',
                CONCAT('cat /proc/cpuinfo | grep name | head -n ',
                       MOD((seq DIV 100) * 10 + MOD(seq, 10), :commands)), NULL),
             CASE kind
-                WHEN 'cowrie.session.file_download'
+                WHEN 'download'
                     THEN CONCAT('http://198.51.100.7/bins/x', MOD(seq DIV 100, :urls), '.sh')
-                WHEN 'http.access' THEN CONCAT('/cgi-bin/probe', MOD(seq DIV 100, :urls), '.php')
+                WHEN 'http_request' THEN CONCAT('/cgi-bin/probe', MOD(seq DIV 100, :urls), '.php')
                 ELSE NULL END,
-            IF(kind = 'cowrie.session.file_download',
+            IF(kind = 'download',
                SHA2(CONCAT('f', MOD(seq DIV 100, :urls)), 256), NULL),
             CONCAT('s', MOD(seq, 50000)), NULL, 'raw/bench.log',
             SHA2(CONCAT(:bucket, :start_text, seq DIV 10000), 256), MOD(seq, 10000)
@@ -109,13 +109,13 @@ def generate_window(
                     AS ip,
                 TIMESTAMPADD(MICROSECOND, MOD(seq * 131, 14000000) * 1000, :start) AS ts,
                 CASE
-                    WHEN MOD(seq, 100) < 70 THEN 'cowrie.login.failed'
-                    WHEN MOD(seq, 100) < 80 THEN 'cowrie.command.input'
-                    WHEN MOD(seq, 100) < 88 THEN 'http.access'
-                    WHEN MOD(seq, 100) < 94 THEN 'sshd.failed_password'
-                    WHEN MOD(seq, 100) < 97 THEN 'rustbucket'
-                    WHEN MOD(seq, 100) < 98 THEN 'cowrie.login.success'
-                    WHEN MOD(seq, 100) < 99 THEN 'cowrie.session.file_download'
+                    WHEN MOD(seq, 100) < 70 THEN 'login_failed'
+                    WHEN MOD(seq, 100) < 80 THEN 'command'
+                    WHEN MOD(seq, 100) < 88 THEN 'http_request'
+                    WHEN MOD(seq, 100) < 94 THEN 'invalid_user'
+                    WHEN MOD(seq, 100) < 97 THEN 'connect'
+                    WHEN MOD(seq, 100) < 98 THEN 'login_success'
+                    WHEN MOD(seq, 100) < 99 THEN 'download'
                     ELSE 'unparsed' END AS kind
             FROM seq_1_to_{rows}
         ) generated

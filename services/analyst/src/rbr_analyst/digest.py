@@ -31,11 +31,31 @@ from rbr_analyst.rules import CommandRule, match_command
 from rbr_analyst.windows import Window
 from rbr_runtime.db.tables import logs
 
-SUCCESS_TYPES = ("cowrie.login.success", "sshd.accepted_password", "sshd.accepted_publickey")
-FAILURE_TYPES = ("cowrie.login.failed", "sshd.failed_password", "sshd.invalid_user")
-COMMAND_TYPES = ("cowrie.command.input",)
-DOWNLOAD_TYPES = ("cowrie.session.file_download", "cowrie.session.file_upload")
-HTTP_TYPES = ("http.access",)
+# Event types: the parser's normalised vocabulary (`login_failed`, `command`, ...), plus the
+# source-specific names (Cowrie event ids, sshd messages) in case a parser stores those.
+SUCCESS_TYPES = (
+    "login_success",
+    "cowrie.login.success",
+    "sshd.accepted_password",
+    "sshd.accepted_publickey",
+)
+FAILURE_TYPES = (
+    "login_failed",
+    "invalid_user",
+    "cowrie.login.failed",
+    "sshd.failed_password",
+    "sshd.invalid_user",
+)
+COMMAND_TYPES = ("command", "command_failed", "cowrie.command.input", "cowrie.command.failed")
+DOWNLOAD_TYPES = (
+    "download",
+    "download_failed",
+    "upload",
+    "cowrie.session.file_download",
+    "cowrie.session.file_download.failed",
+    "cowrie.session.file_upload",
+)
+HTTP_TYPES = ("http_request", "http.access")
 # Event types sampled first: the rarer and more telling, the earlier.
 SAMPLE_PRIORITY = (*DOWNLOAD_TYPES, *SUCCESS_TYPES, *COMMAND_TYPES, "unparsed", *HTTP_TYPES)
 

@@ -1,6 +1,7 @@
 """Pytest plugins shared by every test in the workspace (fixtures live in rbr_testing)."""
 
 pytest_plugins = [
+    "rbr_testing.anthropic_api",
     "rbr_testing.broker",
     "rbr_testing.mariadb",
     "rbr_testing.s3",

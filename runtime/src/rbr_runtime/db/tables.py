@@ -190,14 +190,18 @@ log_analysis = Table(
     Column("window_end", UtcDateTime(), nullable=False),
     Column("analyser", String(16), nullable=False, comment="claude or rules"),
     Column("model", String(128), nullable=True),
+    Column("fallback_reason", String(500), nullable=True, comment="why rules, not claude"),
     Column("severity", String(16), nullable=False),
     Column("findings", JSON(), nullable=False),
     Column("iocs", JSON(), nullable=False),
     Column("recommended_actions", JSON(), nullable=False),
     Column("log_rows", Integer(), nullable=False),
+    Column("stages", Integer(), nullable=False, server_default="0", comment="model requests"),
+    Column("digest_tokens", Integer(), nullable=False, server_default="0", comment="estimated"),
     Column("input_tokens", Integer(), nullable=False, server_default="0"),
     Column("output_tokens", Integer(), nullable=False, server_default="0"),
     UniqueConstraint("name", "window_start", "window_end"),
+    Index(None, "created_at"),
 )
 
 analysis_backlog = Table(
@@ -207,7 +211,40 @@ analysis_backlog = Table(
     Column("window_start", UtcDateTime(), nullable=False),
     Column("ip_address", String(255), nullable=False),
     Column("first_noted_at", UtcDateTime(), nullable=False),
+    Column("claimed_by", String(255), nullable=True),
+    Column("claimed_until", UtcDateTime(), nullable=True, comment="lease of the analysing replica"),
+    Column("attempts", Integer(), nullable=False, server_default="0"),
+    Column("last_error", String(500), nullable=True),
     PrimaryKeyConstraint("name", "window_start"),
+)
+
+analysis_alert_state = Table(
+    "analysis_alert_state",
+    metadata,
+    # One row per (bucket, finding key) ever alerted: firing while later windows keep
+    # reporting the finding, resolved when a window no longer does (or the bucket goes quiet).
+    Column("name", String(128), nullable=False),
+    Column("finding_key", String(64), nullable=False),
+    Column("alert_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False, comment="firing or resolved"),
+    Column("severity", String(16), nullable=False),
+    Column("title", String(300), nullable=False),
+    Column("opened_window_start", UtcDateTime(), nullable=False),
+    Column("last_window_start", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("name", "finding_key"),
+    Index(None, "state", "last_window_start"),
+)
+
+analyst_outbox = Table(
+    "analyst_outbox",
+    metadata,
+    # Alert events written in the same transaction as the analysis, published afterwards.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("topic", String(255), nullable=False),
+    Column("message_key", String(255), nullable=False),
+    Column("value", LongBlob, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 # --- notifier ----------------------------------------------------------------------------------
@@ -252,7 +289,9 @@ notifications = Table(
 
 __all__ = [
     "alerts",
+    "analysis_alert_state",
     "analysis_backlog",
+    "analyst_outbox",
     "buckets",
     "extract_cursors",
     "log_analysis",

@@ -1,0 +1,3 @@
+from rbr_analyst.main import main
+
+main()

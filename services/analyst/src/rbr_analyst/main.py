@@ -1,0 +1,78 @@
+"""The analyst service: backlog consumer, analysis cycle, daily summary, health on 9104."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from functools import partial
+
+from sqlalchemy import Engine, text
+
+from rbr_analyst.analyst import Analyst
+from rbr_analyst.claude import ClaudeAnalyser
+from rbr_analyst.handlers import make_parsed_handler
+from rbr_analyst.settings import AnalystSettings
+from rbr_analyst.store import AnalystStore
+from rbr_analyst.summary import describe, send_daily_summary
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.kafka import ConsumerRunner, EventProducer
+from rbr_runtime.schedule import DailyTask, PeriodicTask, TaskClaims
+from rbr_runtime.service import Service, bootstrap
+from rbr_schemas import LOGS_PARSED, utcnow
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "analyst"
+SOURCE = "/rbr/analyst"
+
+
+def build_analyst(settings: AnalystSettings, engine: Engine, producer: EventProducer) -> Analyst:
+    """Returns the analyst: Claude when an API key is configured, the rules otherwise."""
+    claude = ClaudeAnalyser(settings) if settings.uses_claude else None
+    if claude is None:
+        log.warning("ANTHROPIC_API_KEY is not set: windows are analysed by the rules alone")
+    return Analyst(settings, AnalystStore(engine), producer, claude)
+
+
+def build_service(settings: AnalystSettings) -> Service:
+    """Wires the service's components; nothing runs until `run()`."""
+    service = Service(settings)
+    engine = make_engine(settings.database_url)
+    producer = EventProducer(settings, source=SOURCE)
+    store = AnalystStore(engine)
+    analyst = build_analyst(settings, engine, producer)
+    runner = ConsumerRunner(
+        settings,
+        group_id=GROUP_ID,
+        topics=[LOGS_PARSED],
+        handler=make_parsed_handler(store, settings.analysis_interval),
+        producer=producer,
+    )
+    cycle = PeriodicTask("analyze_logs", settings.analysis_check_interval, analyst.run_cycle)
+    daily = DailyTask(
+        "daily_summary",
+        settings.daily_summary_at,
+        lambda: describe(send_daily_summary(engine, producer, utcnow(), settings.timezone)),
+        TaskClaims(engine),
+        timezone=settings.timezone,
+    )
+    service.add("consumer", runner.run, runner.stop)
+    service.add("analysis", cycle.run, cycle.stop)
+    service.add("daily-summary", daily.run, daily.stop)
+    service.health.add_check("consumer", lambda: None if runner.joined.is_set() else "joining")
+    service.health.add_check("database", partial(_database_check, engine))
+    service.on_shutdown(producer.flush)
+    service.on_shutdown(engine.dispose)
+    return service
+
+
+def _database_check(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    return None
+
+
+def main() -> None:
+    """Runs the analyst until SIGTERM."""
+    settings = bootstrap(AnalystSettings, "analyst")
+    sys.exit(build_service(settings).run())

@@ -1,0 +1,347 @@
+"""The analyst's database access: backlog, analyses, alert state and the alert outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from rbr_analyst.windows import Window
+from rbr_runtime.db.engine import insert_ignore
+from rbr_runtime.db.tables import (
+    analysis_alert_state,
+    analysis_backlog,
+    analyst_outbox,
+    log_analysis,
+    logs,
+)
+
+
+@dataclass(frozen=True)
+class BacklogEntry:
+    """A (bucket, window) with rows not analysed yet."""
+
+    name: str
+    window_start: datetime
+    ip_address: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    """An analysis-finding alert of a bucket that is firing."""
+
+    name: str
+    finding_key: str
+    alert_id: str
+    severity: str
+    title: str
+    opened_window_start: datetime
+    last_window_start: datetime
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """An event waiting to be published."""
+
+    id: int
+    topic: str
+    key: str
+    value: bytes
+
+
+class AnalystStore:
+    """Reads and writes the analyst's tables (and reads `logs`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- learning about new rows -----------------------------------------------------------------
+
+    def object_rows(self, name: str, sha256: str) -> tuple[str, datetime, datetime] | None:
+        """Returns (bucket ip, first, last ingestion time) of one raw object's rows, if any."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(
+                    func.max(logs.c.ip_address),
+                    func.min(logs.c.created_at),
+                    func.max(logs.c.created_at),
+                ).where(logs.c.source_sha256 == sha256, logs.c.name == name)
+            ).one()
+        if row[1] is None:
+            return None
+        return str(row[0]), row[1], row[2]
+
+    def note_windows(
+        self, name: str, ip_address: str, starts: Sequence[datetime], interval: float, now: datetime
+    ) -> tuple[int, list[Window]]:
+        """Adds backlog entries for windows not analysed yet.
+
+        Returns how many entries were added, and the windows that were analysed already.
+        """
+        noted = 0
+        analysed: list[Window] = []
+        with self.engine.begin() as connection:
+            for start in starts:
+                window = Window.starting(name, start, interval)
+                if self._analysed(connection, window):
+                    analysed.append(window)
+                    continue
+                values = {
+                    "name": name,
+                    "window_start": start,
+                    "ip_address": ip_address,
+                    "first_noted_at": now,
+                    "attempts": 0,
+                }
+                noted += connection.execute(
+                    insert_ignore(connection, analysis_backlog).values(values)
+                ).rowcount
+        return noted, analysed
+
+    def rows_missed(self, window: Window) -> int:
+        """Returns how many rows the window holds beyond those its stored analysis covered."""
+        with self.engine.connect() as connection:
+            covered = connection.execute(
+                select(func.max(log_analysis.c.log_rows)).where(
+                    log_analysis.c.name == window.bucket,
+                    log_analysis.c.window_start == window.start,
+                    log_analysis.c.window_end == window.end,
+                )
+            ).scalar()
+            now_in_window = connection.execute(
+                select(func.count()).where(
+                    logs.c.name == window.bucket,
+                    logs.c.created_at >= window.start,
+                    logs.c.created_at < window.end,
+                )
+            ).scalar_one()
+        return max(0, int(now_in_window) - int(covered or 0))
+
+    @staticmethod
+    def _analysed(connection: Connection, window: Window) -> bool:
+        return bool(
+            connection.execute(
+                select(
+                    exists().where(
+                        log_analysis.c.name == window.bucket,
+                        log_analysis.c.window_start == window.start,
+                        log_analysis.c.window_end == window.end,
+                    )
+                )
+            ).scalar()
+        )
+
+    def is_analysed(self, window: Window) -> bool:
+        """Tells whether the window has its analysis stored."""
+        with self.engine.connect() as connection:
+            return self._analysed(connection, window)
+
+    # -- the backlog -----------------------------------------------------------------------------
+
+    def due(self, started_by: datetime, now: datetime) -> list[BacklogEntry]:
+        """Returns, per bucket, its oldest entry if that window started by `started_by`.
+
+        Only the oldest: a bucket's windows are analysed in order, so that its alerts open and
+        resolve in order. A bucket whose oldest entry another replica holds (unexpired lease)
+        is left out.
+        """
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(analysis_backlog).order_by(
+                    analysis_backlog.c.name, analysis_backlog.c.window_start
+                )
+            ).all()
+        seen: set[str] = set()
+        entries: list[BacklogEntry] = []
+        for row in rows:
+            if row.name in seen:
+                continue
+            seen.add(row.name)
+            leased = row.claimed_until is not None and row.claimed_until > now
+            if row.window_start <= started_by and not leased:
+                entries.append(
+                    BacklogEntry(row.name, row.window_start, row.ip_address, row.attempts)
+                )
+        return entries
+
+    def pending_count(self) -> int:
+        """Returns how many windows wait in the backlog."""
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(select(func.count()).select_from(analysis_backlog)).scalar_one()
+            )
+
+    def claim(self, entry: BacklogEntry, owner: str, now: datetime, lease: float) -> bool:
+        """Takes the entry for `lease` seconds; False if another replica holds it."""
+        with self.engine.begin() as connection:
+            claimed = connection.execute(
+                update(analysis_backlog)
+                .where(
+                    analysis_backlog.c.name == entry.name,
+                    analysis_backlog.c.window_start == entry.window_start,
+                    or_(
+                        analysis_backlog.c.claimed_until.is_(None),
+                        analysis_backlog.c.claimed_until <= now,
+                    ),
+                )
+                .values(claimed_by=owner, claimed_until=now + timedelta(seconds=lease))
+            ).rowcount
+        return bool(claimed)
+
+    def release(self, entry: BacklogEntry, error: str) -> None:
+        """Gives a claimed entry back after a failed attempt, recording why."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(analysis_backlog)
+                .where(
+                    analysis_backlog.c.name == entry.name,
+                    analysis_backlog.c.window_start == entry.window_start,
+                )
+                .values(
+                    claimed_by=None,
+                    claimed_until=None,
+                    attempts=analysis_backlog.c.attempts + 1,
+                    last_error=error[:500],
+                )
+            )
+
+    # -- saving an analysis ----------------------------------------------------------------------
+
+    def open_alerts(self, name: str) -> dict[str, OpenAlert]:
+        """Returns the bucket's firing analysis alerts by finding key."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(analysis_alert_state).where(
+                    analysis_alert_state.c.name == name, analysis_alert_state.c.state == "firing"
+                )
+            ).all()
+        return {row.finding_key: _open_alert(row) for row in rows}
+
+    def save(
+        self,
+        window: Window,
+        record: dict[str, Any],
+        alert_states: Sequence[dict[str, Any]],
+        outbox: Sequence[tuple[str, str, bytes]],
+        now: datetime,
+    ) -> bool:
+        """Stores an analysis, its alert state changes and events in one transaction.
+
+        Removes the window's backlog entry. Returns False (and stores nothing) when the
+        window's analysis was already stored (a replay, or another replica was faster).
+        """
+        with self.engine.begin() as connection:
+            inserted = connection.execute(
+                insert_ignore(connection, log_analysis).values(record)
+            ).rowcount
+            if inserted:
+                for state in alert_states:
+                    self._put_alert_state(connection, state)
+                if outbox:
+                    connection.execute(
+                        insert(analyst_outbox),
+                        [
+                            {"topic": topic, "message_key": key, "value": value, "created_at": now}
+                            for topic, key, value in outbox
+                        ],
+                    )
+            connection.execute(
+                delete(analysis_backlog).where(
+                    analysis_backlog.c.name == window.bucket,
+                    analysis_backlog.c.window_start == window.start,
+                )
+            )
+        return bool(inserted)
+
+    @staticmethod
+    def _put_alert_state(connection: Connection, state: dict[str, Any]) -> None:
+        key = and_(
+            analysis_alert_state.c.name == state["name"],
+            analysis_alert_state.c.finding_key == state["finding_key"],
+        )
+        changed = connection.execute(update(analysis_alert_state).where(key).values(state)).rowcount
+        if not changed:
+            connection.execute(insert(analysis_alert_state).values(state))
+
+    # -- quiet buckets ---------------------------------------------------------------------------
+
+    def stale_alerts(self, last_window_before: datetime) -> list[OpenAlert]:
+        """Returns firing alerts last reported by a window that started before the moment."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(analysis_alert_state).where(
+                    analysis_alert_state.c.state == "firing",
+                    analysis_alert_state.c.last_window_start < last_window_before,
+                )
+            ).all()
+        return [_open_alert(row) for row in rows]
+
+    def has_backlog(self, name: str, window_start: datetime) -> bool:
+        """Tells whether the bucket has a pending window starting at or before the moment."""
+        with self.engine.connect() as connection:
+            return bool(
+                connection.execute(
+                    select(
+                        exists().where(
+                            analysis_backlog.c.name == name,
+                            analysis_backlog.c.window_start <= window_start,
+                        )
+                    )
+                ).scalar()
+            )
+
+    def resolve_stale(
+        self, alert: OpenAlert, outbox: tuple[str, str, bytes], now: datetime
+    ) -> bool:
+        """Marks a quiet bucket's alert resolved and queues its event; False if it moved on."""
+        with self.engine.begin() as connection:
+            changed = connection.execute(
+                update(analysis_alert_state)
+                .where(
+                    analysis_alert_state.c.name == alert.name,
+                    analysis_alert_state.c.finding_key == alert.finding_key,
+                    analysis_alert_state.c.alert_id == alert.alert_id,
+                    analysis_alert_state.c.state == "firing",
+                )
+                .values(state="resolved", updated_at=now)
+            ).rowcount
+            if changed:
+                topic, key, value = outbox
+                connection.execute(
+                    insert(analyst_outbox).values(
+                        topic=topic, message_key=key, value=value, created_at=now
+                    )
+                )
+        return bool(changed)
+
+    # -- the outbox ------------------------------------------------------------------------------
+
+    def outbox(self, limit: int = 500) -> list[OutboxMessage]:
+        """Returns the oldest events waiting to be published."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(analyst_outbox).order_by(analyst_outbox.c.id).limit(limit)
+            ).all()
+        return [OutboxMessage(int(r.id), r.topic, r.message_key, bytes(r.value)) for r in rows]
+
+    def delete_outbox(self, ids: Sequence[int]) -> None:
+        """Removes published events."""
+        with self.engine.begin() as connection:
+            connection.execute(delete(analyst_outbox).where(analyst_outbox.c.id.in_(list(ids))))
+
+
+def _open_alert(row: Any) -> OpenAlert:
+    return OpenAlert(
+        name=row.name,
+        finding_key=row.finding_key,
+        alert_id=row.alert_id,
+        severity=row.severity,
+        title=row.title,
+        opened_window_start=row.opened_window_start,
+        last_window_start=row.last_window_start,
+    )

@@ -1,0 +1,211 @@
+"""The daily summary: the fleet and its last 24 hours in one `daily_summary` alert (info).
+
+Reads tables other services own, read-only: `buckets` (registrar) for bucket states,
+`poller_state` (poller) for unresponsive buckets (`alert_open`), `alerts` (notifier; empty when
+no notifier runs) for alerts fired, plus the parser's `logs` and the analyst's own
+`log_analysis` and `analysis_alert_state`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import Connection
+
+from rbr_analyst.alerts import NAMESPACE, SOURCE
+from rbr_analyst.redact import clean
+from rbr_runtime.db.tables import (
+    alerts,
+    analysis_alert_state,
+    buckets,
+    log_analysis,
+    logs,
+    poller_state,
+)
+from rbr_runtime.kafka import EventProducer
+from rbr_schemas import ALERTS, Alert, AlertState, AlertType, Severity
+
+TOP_ATTACKERS = 10
+
+
+@dataclass
+class DailyFigures:
+    """What the daily summary reports."""
+
+    day: date
+    since: datetime
+    until: datetime
+    buckets_by_state: dict[str, int] = field(default_factory=dict)
+    unresponsive: int = 0
+    logs_ingested: int = 0
+    active_log_buckets: int = 0
+    top_attackers: list[tuple[str, int]] = field(default_factory=list)
+    analyses: int = 0
+    analyses_by_severity: dict[str, int] = field(default_factory=dict)
+    analyses_by_rules: int = 0
+    findings_alerted: int = 0
+    alerts_fired: int = 0
+    alerts_by_type: dict[str, int] = field(default_factory=dict)
+    alerts_by_severity: dict[str, int] = field(default_factory=dict)
+
+
+def collect(engine: Engine, now: datetime, timezone: str) -> DailyFigures:
+    """Gathers the figures of the 24 hours before now."""
+    since = now - timedelta(hours=24)
+    figures = DailyFigures(day=now.astimezone(ZoneInfo(timezone)).date(), since=since, until=now)
+    with engine.connect() as connection:
+        _buckets(connection, figures)
+        _logs(connection, figures)
+        _analyses(connection, figures)
+        _alerts(connection, figures)
+    return figures
+
+
+def _buckets(connection: Connection, figures: DailyFigures) -> None:
+    rows = connection.execute(select(buckets.c.state, func.count()).group_by(buckets.c.state))
+    figures.buckets_by_state = {str(state): int(count) for state, count in rows}
+    figures.unresponsive = int(
+        connection.execute(
+            select(func.count())
+            .select_from(poller_state)
+            .where(poller_state.c.alert_open.is_(True))
+        ).scalar_one()
+    )
+
+
+def _logs(connection: Connection, figures: DailyFigures) -> None:
+    in_day = (logs.c.created_at >= figures.since, logs.c.created_at < figures.until)
+    row = connection.execute(
+        select(func.count(), func.count(logs.c.name.distinct())).where(*in_day)
+    ).one()
+    figures.logs_ingested, figures.active_log_buckets = int(row[0]), int(row[1])
+    hits = func.count().label("hits")
+    top = connection.execute(
+        select(logs.c.source_ip, hits)
+        .where(*in_day, logs.c.source_ip.is_not(None))
+        .group_by(logs.c.source_ip)
+        .order_by(hits.desc(), logs.c.source_ip)
+        .limit(TOP_ATTACKERS)
+    )
+    figures.top_attackers = [(clean(ip, 45), int(count)) for ip, count in top]
+
+
+def _analyses(connection: Connection, figures: DailyFigures) -> None:
+    rows = connection.execute(
+        select(log_analysis.c.severity, log_analysis.c.analyser).where(
+            log_analysis.c.created_at >= figures.since, log_analysis.c.created_at < figures.until
+        )
+    ).all()
+    figures.analyses = len(rows)
+    figures.analyses_by_severity = dict(Tally(str(row[0]) for row in rows))
+    figures.analyses_by_rules = sum(1 for row in rows if row[1] == "rules")
+    figures.findings_alerted = int(
+        connection.execute(
+            select(func.count())
+            .select_from(analysis_alert_state)
+            .where(
+                analysis_alert_state.c.updated_at >= figures.since,
+                analysis_alert_state.c.state == "firing",
+            )
+        ).scalar_one()
+    )
+
+
+def _alerts(connection: Connection, figures: DailyFigures) -> None:
+    rows = connection.execute(
+        select(alerts.c.type, alerts.c.severity).where(
+            alerts.c.fired_at >= figures.since,
+            alerts.c.fired_at < figures.until,
+            alerts.c.type != AlertType.DAILY_SUMMARY.value,
+        )
+    ).all()
+    figures.alerts_fired = len(rows)
+    figures.alerts_by_type = dict(Tally(str(row[0]) for row in rows))
+    figures.alerts_by_severity = dict(Tally(str(row[1]) for row in rows))
+
+
+def summary_alert(figures: DailyFigures) -> Alert:
+    """Builds the `daily_summary` alert from the figures."""
+    dedupe = f"daily_summary:{figures.day.isoformat()}"
+    states = figures.buckets_by_state
+    attackers = ", ".join(f"{ip} ({count})" for ip, count in figures.top_attackers) or "none"
+    detail = "\n".join(
+        [
+            f"Daily summary for {figures.day.isoformat()} "
+            f"(24 h to {figures.until:%Y-%m-%d %H:%M} UTC)",
+            f"Buckets: {states.get('active', 0)} active, {states.get('pending', 0)} pending, "
+            f"{states.get('disabled', 0)} disabled, {figures.unresponsive} unresponsive.",
+            f"Logs ingested: {figures.logs_ingested} records from "
+            f"{figures.active_log_buckets} bucket(s).",
+            f"Top attacker IPs: {attackers}.",
+            f"Analyses run: {figures.analyses} ({figures.analyses_by_rules} by rules); by "
+            f"severity: {_counts(figures.analyses_by_severity)}.",
+            f"Alerts fired: {figures.alerts_fired} ({_counts(figures.alerts_by_type)}); "
+            f"analysis findings alerting: {figures.findings_alerted}.",
+        ]
+    )
+    context: dict[str, Any] = {
+        "date": figures.day.isoformat(),
+        "buckets_active": states.get("active", 0),
+        "buckets_pending": states.get("pending", 0),
+        "buckets_disabled": states.get("disabled", 0),
+        "buckets_unresponsive": figures.unresponsive,
+        "logs_ingested": figures.logs_ingested,
+        "buckets_with_logs": figures.active_log_buckets,
+        "top_attacker_ips": ", ".join(ip for ip, _ in figures.top_attackers),
+        "analyses_run": figures.analyses,
+        "analyses_by_rules": figures.analyses_by_rules,
+        "alerts_fired": figures.alerts_fired,
+        "analysis_findings_alerting": figures.findings_alerted,
+    }
+    return Alert(
+        alert_id=str(uuid.uuid5(NAMESPACE, dedupe)),
+        dedupe_key=dedupe,
+        type=AlertType.DAILY_SUMMARY.value,
+        severity=Severity.INFO,
+        state=AlertState.FIRING,
+        bucket=None,
+        title=f"Rustbucket fleet daily summary {figures.day.isoformat()}",
+        detail=detail,
+        source=SOURCE,
+        occurred_at=figures.until,
+        context=context,
+    )
+
+
+def _counts(tally: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in sorted(tally.items())) or "none"
+
+
+def send_daily_summary(
+    engine: Engine, producer: EventProducer, now: datetime, timezone: str
+) -> Alert:
+    """Collects the figures and publishes the summary; returns it.
+
+    The event id is derived from the content, so sending the same summary twice (a retried
+    run) is recognisably one event, while a later run with new figures is a new one.
+    """
+    alert = summary_alert(collect(engine, now, timezone))
+    digest = hashlib.sha256(orjson.dumps(alert.model_dump(mode="json", exclude={"occurred_at"})))
+    event_id = str(uuid.uuid5(NAMESPACE, f"{alert.dedupe_key}|{digest.hexdigest()}"))
+    producer.send(ALERTS, alert.dedupe_key, alert, event_id=event_id)
+    return alert
+
+
+def describe(alert: Alert) -> str:
+    """Returns a one-line description of a summary (for `rbr run-task`)."""
+    context = alert.context
+    return (
+        f"{alert.dedupe_key}: {context['buckets_active']} active, {context['buckets_pending']} "
+        f"pending, {context['buckets_unresponsive']} unresponsive buckets; "
+        f"{context['logs_ingested']} log records; {context['analyses_run']} analyses; "
+        f"{context['alerts_fired']} alerts fired"
+    )

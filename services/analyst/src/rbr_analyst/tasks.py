@@ -1,0 +1,44 @@
+"""`rbr run-task analyze_logs` and `rbr run-task daily_summary`: one cycle, by hand."""
+
+from __future__ import annotations
+
+from rbr_analyst.analyst import CycleSummary
+from rbr_analyst.main import SOURCE, build_analyst
+from rbr_analyst.settings import AnalystSettings
+from rbr_analyst.summary import describe, send_daily_summary
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.kafka import EventProducer
+from rbr_runtime.settings import load_settings
+from rbr_schemas import utcnow
+
+
+def analyze_logs() -> str:
+    """Analyses every backlog window that has ended; returns what was done."""
+    settings = load_settings(AnalystSettings)
+    engine = make_engine(settings.database_url)
+    producer = EventProducer(settings, source=SOURCE)
+    try:
+        analyst = build_analyst(settings, engine, producer)
+        total = CycleSummary()
+        # One cycle takes each bucket's oldest due window; go on until none is left.
+        while True:
+            cycle = analyst.run_cycle()
+            total.add(cycle)
+            if cycle.analysed + cycle.skipped == 0 or cycle.failed:
+                break
+        return total.line()
+    finally:
+        producer.flush()
+        engine.dispose()
+
+
+def daily_summary() -> str:
+    """Publishes today's daily summary now; returns its headline figures."""
+    settings = load_settings(AnalystSettings)
+    engine = make_engine(settings.database_url)
+    producer = EventProducer(settings, source=SOURCE)
+    try:
+        return describe(send_daily_summary(engine, producer, utcnow(), settings.timezone))
+    finally:
+        producer.flush()
+        engine.dispose()

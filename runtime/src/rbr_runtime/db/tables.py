@@ -223,7 +223,7 @@ alerts = Table(
     Column("state", String(16), nullable=False, comment="firing, resolved or acknowledged"),
     Column("bucket", String(128), nullable=True),
     Column("title", String(300), nullable=False),
-    Column("detail", Text(), nullable=False),
+    Column("detail", LongText, nullable=False, comment="up to 20,000 characters"),
     Column("source", String(255), nullable=False),
     Column("context", JSON(), nullable=False),
     Column("fired_at", UtcDateTime(), nullable=False),

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 import rbr_runtime.db.types
 
@@ -40,7 +41,14 @@ def upgrade() -> None:
         ),
         sa.Column("bucket", sa.String(length=128), nullable=True),
         sa.Column("title", sa.String(length=300), nullable=False),
-        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column(
+            "detail",
+            sa.Text()
+            .with_variant(mysql.MEDIUMTEXT(), "mariadb")
+            .with_variant(mysql.MEDIUMTEXT(), "mysql"),
+            nullable=False,
+            comment="up to 20,000 characters",
+        ),
         sa.Column("source", sa.String(length=255), nullable=False),
         sa.Column("context", sa.JSON(), nullable=False),
         sa.Column("fired_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),

@@ -58,8 +58,9 @@ class HttpReceiver:
         self._arrived = threading.Condition(self._lock)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
         self._server.daemon_threads = True
+        # A short poll interval makes stop() quick (shutdown waits for the next poll).
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="http-receiver", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="http-receiver", daemon=True
         )
 
     @property

@@ -4,7 +4,8 @@ Three variants, as mail relays offer them: `starttls` (plain connection upgraded
 which the server requires before AUTH and MAIL), `ssl` (implicit TLS from the first byte, as
 on port 465) and `none` (plain, for local relays). The certificate is issued for 127.0.0.1 and
 localhost by a throwaway CA (trustme) whose PEM file is `server.ca_file`, so clients verify
-it for real. With `username`/`password` set, the server requires authentication.
+it for real. With `username`/`password` set, the server checks logins and requires one
+(except over implicit TLS, where aiosmtpd would refuse AUTH as unencrypted).
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ class SmtpServer:
     def _tls_options(self) -> dict[str, Any]:
         authenticate = self.username is not None
         options: dict[str, Any] = {
-            "auth_required": authenticate,
+            # aiosmtpd knows TLS only through STARTTLS: with implicit TLS it would refuse AUTH
+            # as unencrypted, so there AUTH is offered (and checked) but not required.
+            "auth_required": authenticate and self.security != "ssl",
             "authenticator": self._authenticate if authenticate else None,
             "auth_require_tls": self.security == "starttls",
         }
@@ -127,7 +130,9 @@ class SmtpServer:
             auth_data.login.decode() == self.username
             and auth_data.password.decode() == self.password
         )
-        return AuthResult(success=matches, auth_data=auth_data if matches else None)
+        if not matches:
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=auth_data)
 
     @property
     def messages(self) -> list[ReceivedMail]:

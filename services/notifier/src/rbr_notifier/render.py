@@ -225,10 +225,12 @@ def _chunks(lines: Iterable[str], limit: int) -> list[str]:
 
 
 def _header(text: str) -> dict[str, Any]:
-    # Header blocks take plain_text of at most 150 characters.
+    # Header blocks take plain_text of at most 150 characters. Angle brackets become look-alike
+    # quotes, so nothing in a hostile title can ever read as <!channel> or a link.
+    plain = text.replace("<", "\u2039").replace(">", "\u203a")
     return {
         "type": "header",
-        "text": {"type": "plain_text", "text": clip(text, 150), "emoji": True},
+        "text": {"type": "plain_text", "text": clip(plain, 150), "emoji": True},
     }
 
 

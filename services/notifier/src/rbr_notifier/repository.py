@@ -218,10 +218,12 @@ class NotifierStore:
         if not targets:
             connection.execute(
                 insert_ignore(connection, alerts).values(
-                    **_alert_row(event, now),
-                    state=AlertState.RESOLVED.value,
-                    resolved_at=alert.occurred_at,
-                    resolved_by="event",
+                    {
+                        **_alert_row(event, now),
+                        "state": AlertState.RESOLVED.value,
+                        "resolved_at": alert.occurred_at,
+                        "resolved_by": "event",
+                    }
                 )
             )
             return "resolve-unknown", []
@@ -342,12 +344,16 @@ class NotifierStore:
         Returns True when it may be sent now; False when the window was full and the
         delivery was folded into the window's digest (state throttled), durably.
         """
+        # The window row is created in a transaction of its own: an INSERT IGNORE that meets
+        # an existing row holds a shared lock, and two of them upgrading to the UPDATE's
+        # exclusive lock would deadlock each other.
         with self.engine.begin() as connection:
             connection.execute(
                 insert_ignore(connection, notifier_windows).values(
                     channel=channel, window_start=window_start, window_end=window_end
                 )
             )
+        with self.engine.begin() as connection:
             counted = connection.execute(
                 update(notifier_windows)
                 .where(

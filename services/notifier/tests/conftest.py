@@ -60,11 +60,11 @@ def build_alert(
 _offsets = itertools.count()
 
 
-def build_inbound(alert: Alert, *, event_id: str | None = None, offset: int | None = None) -> Inbound[Any]:
+def build_inbound(
+    alert: Alert, *, event_id: str | None = None, offset: int | None = None
+) -> Inbound[Any]:
     """Returns the message the consumer runner would hand the handler for an alert event."""
-    event = make_event(
-        ALERTS, alert, source="/rbr/poller", subject=alert.bucket, event_id=event_id
-    )
+    event = make_event(ALERTS, alert, source="/rbr/poller", subject=alert.bucket, event_id=event_id)
     return Inbound(
         topic="alerts",
         partition=0,
@@ -145,7 +145,9 @@ def notifier_factory(mysql_engine: Engine) -> Iterator[Callable[..., Notifier]]:
             return False
 
         dispatcher = Dispatcher(store, channels, senders, config, pool, clock=clock, wait=wait)
-        handler = AlertHandler(store, dispatcher, channels, reopen_after=config.notifier_reopen_after)
+        handler = AlertHandler(
+            store, dispatcher, channels, reopen_after=config.notifier_reopen_after
+        )
         sweeper = DigestSweeper(store, channels, senders, config, pool, clock=clock, wait=wait)
         return Notifier(store, handler, dispatcher, sweeper, clock, pauses)
 

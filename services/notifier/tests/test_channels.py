@@ -100,14 +100,16 @@ def test_email_over_starttls_reaches_every_recipient_with_text_and_html(
     assert sorted(mail.rcpt_tos) == ["oncall@example.com", "secops@example.com"]
     message = mail.message
     assert message["From"] == "Rustbucket Registry <alerts@rbr.example>"
-    assert "secops@example.com" in message["To"] and "oncall@example.com" in message["To"]
+    assert "secops@example.com" in message["To"]
+    assert "oncall@example.com" in message["To"]
     assert message["Subject"].startswith("[rbr] FIRING [HIGH] Login as root")
     assert "Bcc" not in message  # the CR/LF in the title cannot inject a header
     assert message["X-Rbr-Dedupe-Key"] == "bucket_unresponsive:rustbucket-a1"
     assert message["Auto-Submitted"] == "auto-generated"
     text = message.get_body(("plain",))
     html = message.get_body(("html",))
-    assert text is not None and html is not None
+    assert text is not None
+    assert html is not None
     assert "Bucket:     rustbucket-a1" in text.get_content()
     assert "payload: <img src=x onerror=alert(1)>" in text.get_content()
     assert "&lt;script&gt;" in html.get_content()
@@ -136,8 +138,10 @@ def test_email_over_implicit_tls(
     smtp_server_factory: Callable[..., SmtpServer], senders: Callable[..., Sender]
 ) -> None:
     server = smtp_server_factory("ssl", username="alerts", password="p4ss")
-    sender = senders(email_channel(server, to=["a@example.com", "b@example.com", "c@example.com"]),
-                     SMTP_PASSWORD="p4ss")
+    sender = senders(
+        email_channel(server, to=["a@example.com", "b@example.com", "c@example.com"]),
+        SMTP_PASSWORD="p4ss",
+    )
 
     assert sender.send(Notification(Kind.TRIGGER, "ops-email", alert=alert())).ok
 
@@ -186,7 +190,7 @@ def test_email_smtp_replies_decide_retry(
     result = sender.send(Notification(Kind.TRIGGER, "ops-email", alert=alert()))
 
     assert result.outcome is outcome
-    assert reply.split()[0] in (result.error or "")
+    assert reply.split(maxsplit=1)[0] in (result.error or "")
 
 
 def test_email_connection_refused_is_retried(senders: Callable[..., Sender]) -> None:

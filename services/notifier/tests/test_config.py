@@ -60,12 +60,7 @@ def test_references_expand_inside_strings_and_dollar_dollar_escapes() -> None:
 
 def test_missing_variable_names_channel_field_and_variable_never_a_value(tmp_path: Path) -> None:
     path = tmp_path / "channels.yaml"
-    path.write_text(
-        "channels:\n"
-        "  - name: pager\n"
-        "    type: pagerduty\n"
-        "    routing_key: ${PD_KEY}\n"
-    )
+    path.write_text("channels:\n  - name: pager\n    type: pagerduty\n    routing_key: ${PD_KEY}\n")
     with pytest.raises(ChannelConfigError) as caught:
         load_channels(path, environ={"OTHER": "x"})
     message = str(caught.value)
@@ -78,19 +73,43 @@ def test_missing_variable_names_channel_field_and_variable_never_a_value(tmp_pat
 @pytest.mark.parametrize(
     ("channel", "expected"),
     [
-        ({"name": "m", "type": "email", "host": "smtp", "from": "a@b.example", "to": []},
-         "field 'to'"),
-        ({"name": "m", "type": "email", "host": "smtp", "from": "a@b.example",
-          "to": ["not-an-address"]}, "field 'to'"),
+        (
+            {"name": "m", "type": "email", "host": "smtp", "from": "a@b.example", "to": []},
+            "field 'to'",
+        ),
+        (
+            {
+                "name": "m",
+                "type": "email",
+                "host": "smtp",
+                "from": "a@b.example",
+                "to": ["not-an-address"],
+            },
+            "field 'to'",
+        ),
         ({"name": "s", "type": "slack", "url": "ftp://nope/SECRET-URL"}, "field 'url'"),
-        ({"name": "s", "type": "slack", "url": "https://h/x", "filters": {"min_severity": "huge"}},
-         "field 'filters.min_severity'"),
+        (
+            {
+                "name": "s",
+                "type": "slack",
+                "url": "https://h/x",
+                "filters": {"min_severity": "huge"},
+            },
+            "field 'filters.min_severity'",
+        ),
         ({"name": "s", "type": "slack", "url": "https://h/x", "colour": "red"}, "field 'colour'"),
         ({"name": "o", "type": "opsgenie", "api_key": "k", "region": "mars"}, "field 'region'"),
         ({"name": "bad name!", "type": "slack", "url": "https://h/x"}, "field 'name'"),
         ({"name": "x", "type": "carrier-pigeon"}, "field 'type' must be one of"),
-        ({"name": "w", "type": "webhook", "url": "https://h/x",
-          "headers": {"X-Rbr-Signature": "forged"}}, "field 'headers'"),
+        (
+            {
+                "name": "w",
+                "type": "webhook",
+                "url": "https://h/x",
+                "headers": {"X-Rbr-Signature": "forged"},
+            },
+            "field 'headers'",
+        ),
     ],
 )
 def test_invalid_channels_are_refused_with_channel_and_field(

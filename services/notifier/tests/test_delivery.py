@@ -1,4 +1,4 @@
-"""Bounded retries against a real HTTP receiver: what is retried, how long it waits, when it stops."""
+"""Bounded retries against a real HTTP receiver: what is retried, how long, when it stops."""
 
 from __future__ import annotations
 

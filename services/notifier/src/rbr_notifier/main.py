@@ -40,6 +40,12 @@ def build_senders(channels: ChannelsFile, settings: NotifierSettings) -> dict[st
     return {c.name: build_sender(c, settings.notifier_timeout) for c in channels.channels}
 
 
+def quiet_http_client_logs() -> None:
+    """Keeps httpx/httpcore below INFO: their request lines hold webhook URLs, which are secrets."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def describe_channels(channels: ChannelsFile) -> None:
     """Logs which channels are configured (never their secrets) and sets the gauge."""
     for kind in ("email", "slack", "webhook", "pagerduty", "opsgenie"):
@@ -66,6 +72,7 @@ def build_service(
         ChannelConfigError: the channels file is missing or invalid.
     """
     channels = channels if channels is not None else load_channels(settings.notifier_channels)
+    quiet_http_client_logs()
     describe_channels(channels)
     service = Service(settings)
     engine = make_engine(settings.database_url)

@@ -130,12 +130,14 @@ def notifier_factory(mysql_engine: Engine) -> Iterator[Callable[..., Notifier]]:
     """Wires store, dispatcher, handler and sweeper for a channels document."""
     pools: list[ThreadPoolExecutor] = []
 
-    def wire(document: dict[str, Any] | ChannelsFile, **settings: Any) -> Notifier:
+    def wire(
+        document: dict[str, Any] | ChannelsFile, *, workers: int = 4, **settings: Any
+    ) -> Notifier:
         channels = document if isinstance(document, ChannelsFile) else parse_channels(document)
         config = quick_settings(**settings)
         store = NotifierStore(mysql_engine)
         senders = build_senders(channels, config)
-        pool = ThreadPoolExecutor(4)
+        pool = ThreadPoolExecutor(workers)
         pools.append(pool)
         clock = Clock()
         pauses: list[float] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,34 @@ def test_alerts_list_ack_and_show(
     assert shown.exit_code == 0, shown.output
     assert "acknowledged" in shown.output
     assert "acked by alice" in shown.output
+
+
+def test_cleanup_task_deletes_only_history_older_than_the_retention(
+    configured: dict[str, HttpReceiver],
+    mysql_engine: Engine,
+    make_alert: Callable[..., Alert],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = NotifierStore(mysql_engine)
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    old_firing = make_alert("k:old", occurred_at=long_ago)
+    old_resolved = make_alert("k:old", state="resolved", occurred_at=long_ago)
+    open_since_long_ago = make_alert("k:still-open", occurred_at=long_ago)
+    recent = make_alert("k:recent", state="resolved", occurred_at=datetime.now(UTC))
+    store.record_events(
+        [
+            AlertEvent("e1", old_firing),
+            AlertEvent("e2", old_resolved),
+            AlertEvent("e3", open_since_long_ago),
+            AlertEvent("e4", recent),
+        ],
+        lambda alert: [],
+        reopen_after=0,
+    )
+    monkeypatch.setenv("RBR_NOTIFIER_RETENTION_DAYS", "30")
+
+    result = rbr("run-task", "cleanup_alerts")
+
+    assert result.exit_code == 0, result.output
+    assert "deleted 1 resolved alert(s)" in result.output
+    assert sorted(row.dedupe_key for row in store.list_alerts()) == ["k:recent", "k:still-open"]

@@ -248,6 +248,30 @@ def test_an_unreachable_channel_rejects_the_alert_after_the_last_try(
     assert notifier.attempts()[-1].attempt == 4
 
 
+def test_a_dead_channel_costs_one_retry_sequence_per_batch(
+    notifier_factory: Factory,
+    http_receiver_factory: Callable[..., HttpReceiver],
+    make_alert: Callable[..., Alert],
+    to_inbound: Callable[..., Inbound[Any]],
+) -> None:
+    down, ok = http_receiver_factory(Reply(503)), http_receiver_factory()
+    notifier = notifier_factory(
+        {"channels": [hook("down", down), hook("ok", ok)]}, workers=1, notifier_max_attempts=3
+    )
+    burst = [to_inbound(make_alert(f"k:{i}")) for i in range(5)]
+
+    with pytest.raises(PermanentError):
+        notifier.handler(burst)
+
+    assert len(down.requests) == 3  # the first alert's tries; the other four were not tried
+    assert len(ok.requests) == 5
+    for message in burst:  # each is rejected again, at once, when re-run alone
+        with pytest.raises(PermanentError, match="channel down"):
+            notifier.handler([message])
+    details = [row.detail for row in notifier.deliveries() if row.channel == "down"]
+    assert sum("not tried" in (detail or "") for detail in details) == 4
+
+
 def test_a_4xx_is_rejected_at_once(
     notifier_factory: Factory,
     http_receiver: HttpReceiver,

@@ -252,6 +252,7 @@ notifications = Table(
     Column("error", String(1000), nullable=True, comment="short, sanitised: no URL, no key"),
     Column("created_at", UtcDateTime(), nullable=False),
     Index(None, "channel", "created_at"),
+    Index(None, "created_at"),
 )
 
 notifier_deliveries = Table(
@@ -277,6 +278,7 @@ notifier_deliveries = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("alert_id", "channel", "kind"),
     Index(None, "channel", "state", "window_start"),
+    Index(None, "state"),
 )
 
 notifier_windows = Table(

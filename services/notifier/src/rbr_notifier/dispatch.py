@@ -113,8 +113,9 @@ class Dispatcher:
         groups: dict[str, list[PlannedDelivery]] = {}
         for delivery in planned:
             groups.setdefault(delivery.dedupe_key, []).append(delivery)
+        down: set[str] = set()
         futures: list[Future[list[DeliveryResult]]] = [
-            self._pool.submit(self._run_group, group) for group in groups.values()
+            self._pool.submit(self._run_group, group, down) for group in groups.values()
         ]
         results: list[DeliveryResult] = []
         outage: BaseException | None = None
@@ -127,11 +128,18 @@ class Dispatcher:
             raise outage
         return results
 
-    def _run_group(self, group: list[PlannedDelivery]) -> list[DeliveryResult]:
-        return [self.deliver_one(delivery) for delivery in group]
+    def _run_group(self, group: list[PlannedDelivery], down: set[str]) -> list[DeliveryResult]:
+        return [self.deliver_one(delivery, down) for delivery in group]
 
-    def deliver_one(self, planned: PlannedDelivery) -> DeliveryResult:
-        """Decides and, if due, sends one delivery."""
+    def deliver_one(self, planned: PlannedDelivery, down: set[str]) -> DeliveryResult:
+        """Decides and, if due, sends one delivery.
+
+        Args:
+            planned: the delivery.
+            down: channels that ran out of tries earlier in this run (shared by the run's
+                threads); their other deliveries fail at once instead of each waiting through
+                a full retry sequence, so a dead channel cannot hold a batch for long.
+        """
         with log_context(alert_id=planned.alert_id, channel=planned.channel):
             context = self._store.delivery(planned.id)
             if context.state is not DeliveryState.PENDING:
@@ -143,10 +151,16 @@ class Dispatcher:
             skip = _skip_reason(context)
             if skip is not None:
                 return self._end(planned, DeliveryState.SKIPPED, skip)
+            if planned.channel in down:
+                why = f"channel {planned.channel} ({channel.type}): not tried, it gave up on an "
+                return self._end(planned, DeliveryState.FAILED, why + "earlier notification")
             if not self._counted(context, channel):
                 DELIVERIES.labels(planned.channel, planned.kind.value, "throttled").inc()
                 return DeliveryResult(planned, DeliveryState.THROTTLED, "folded into digest")
-            return self._send(planned, context, channel, sender)
+            result = self._send(planned, context, channel, sender)
+            if result.state is DeliveryState.FAILED:
+                down.add(planned.channel)  # set.add is atomic under the GIL
+            return result
 
     def _counted(self, context: DeliveryContext, channel: ChannelConfig) -> bool:
         """Applies the throttle; False when the delivery was folded into a digest."""

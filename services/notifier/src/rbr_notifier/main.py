@@ -1,6 +1,7 @@
 """The notifier service: consumes `alerts`, delivers them, sends throttle digests.
 
-Components: the consumer runner (group `notifier`) and the digest sweeper. Health on port 9105:
+Components: the consumer runner (group `notifier`), the digest sweeper and the daily cleanup
+of old alert history. Health on port 9105:
 ready once the consumer joined its group and the database answers.
 """
 
@@ -23,9 +24,10 @@ from rbr_notifier.metrics import CHANNELS
 from rbr_notifier.repository import NotifierStore
 from rbr_notifier.senders import Sender, build_sender
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.tasks import purge_history
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
-from rbr_runtime.schedule import PeriodicTask
+from rbr_runtime.schedule import DailyTask, PeriodicTask, TaskClaims
 from rbr_runtime.service import Service, bootstrap
 from rbr_schemas import ALERTS, utcnow
 
@@ -89,6 +91,12 @@ def build_service(
     )
     sweeper = DigestSweeper(store, channels, senders, settings, digest_pool, stop=stop, clock=clock)
     digests = PeriodicTask("digests", settings.notifier_digest_interval, sweeper.run_once)
+    cleanup = DailyTask(
+        "notifier_cleanup",
+        settings.notifier_cleanup_at,
+        lambda: purge_history(store, settings.notifier_retention_days),
+        TaskClaims(engine),
+    )
 
     def stop_consumer() -> None:
         stop.set()
@@ -100,6 +108,7 @@ def build_service(
 
     service.add("consumer", runner.run, stop_consumer)
     service.add("digests", digests.run, stop_digests)
+    service.add("cleanup", cleanup.run, cleanup.stop)
     service.health.add_check(
         "consumer", lambda: None if runner.joined.is_set() else "joining the consumer group"
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from rbr_notifier.model import AlertState, AlertView, DeliveryState, Kind
@@ -605,6 +605,49 @@ class NotifierStore:
                     .order_by(notifier_deliveries.c.id)
                 ).all()
             )
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def purge(self, cutoff: datetime, chunk: int = 1000) -> dict[str, int]:
+        """Deletes what ended before `cutoff`, in small transactions.
+
+        That is: resolved alerts with their delivery plans and attempts, older attempts
+        (digests, tests) and throttle windows.
+        """
+        removed = {"alerts": 0, "notifications": 0, "windows": 0}
+        while True:
+            with self.engine.begin() as connection:
+                ids = (
+                    connection.execute(
+                        select(alerts.c.alert_id)
+                        .where(
+                            alerts.c.state == AlertState.RESOLVED.value,
+                            alerts.c.resolved_at < cutoff,
+                        )
+                        .limit(chunk)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if not ids:
+                    break
+                connection.execute(
+                    delete(notifier_deliveries).where(notifier_deliveries.c.alert_id.in_(ids))
+                )
+                removed["notifications"] += connection.execute(
+                    delete(notifications).where(notifications.c.alert_id.in_(ids))
+                ).rowcount
+                removed["alerts"] += connection.execute(
+                    delete(alerts).where(alerts.c.alert_id.in_(ids))
+                ).rowcount
+        with self.engine.begin() as connection:
+            removed["notifications"] += connection.execute(
+                delete(notifications).where(notifications.c.created_at < cutoff)
+            ).rowcount
+            removed["windows"] += connection.execute(
+                delete(notifier_windows).where(notifier_windows.c.window_end < cutoff)
+            ).rowcount
+        return removed
 
 
 def _alert_row(event: AlertEvent, now: datetime) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rbr_runtime.settings import CommonSettings
 
@@ -21,6 +22,12 @@ class NotifierSettings(CommonSettings):
         description="Path of the channels YAML file. Unset: no channels; alerts are recorded "
         "in the alerts table but delivered nowhere (a warning says so at start-up).",
     )
+
+    @field_validator("notifier_channels", mode="before")
+    @classmethod
+    def _empty_means_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     notifier_max_attempts: int = Field(
         default=5,
         ge=1,
@@ -70,4 +77,14 @@ class NotifierSettings(CommonSettings):
         description="An open alert whose dedupe key has not fired for this long is superseded "
         "by a new occurrence (which notifies again). 0: an open alert absorbs every later "
         "firing of its dedupe key until it is resolved.",
+    )
+    notifier_retention_days: int = Field(
+        default=90,
+        ge=0,
+        description="Resolved alerts, their deliveries and attempts, and throttle windows are "
+        "deleted this many days after they ended (daily, at RBR_NOTIFIER_CLEANUP_AT). 0 keeps "
+        "everything.",
+    )
+    notifier_cleanup_at: str = Field(
+        default="03:30", pattern=r"^\d{1,2}:\d{2}$", description="Daily cleanup time (UTC)."
     )

@@ -114,6 +114,9 @@ def upgrade() -> None:
             ["channel", "created_at"],
             unique=False,
         )
+        batch_op.create_index(
+            batch_op.f("ix_notifications_created_at"), ["created_at"], unique=False
+        )
 
     op.create_table(
         "notifier_deliveries",
@@ -158,6 +161,7 @@ def upgrade() -> None:
             ["channel", "state", "window_start"],
             unique=False,
         )
+        batch_op.create_index(batch_op.f("ix_notifier_deliveries_state"), ["state"], unique=False)
 
     op.create_table(
         "notifier_windows",
@@ -182,9 +186,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_notifier_windows_window_end"))
     op.drop_table("notifier_windows")
     with op.batch_alter_table("notifier_deliveries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_notifier_deliveries_state"))
         batch_op.drop_index(batch_op.f("ix_notifier_deliveries_channel_state_window_start"))
     op.drop_table("notifier_deliveries")
     with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_notifications_created_at"))
         batch_op.drop_index(batch_op.f("ix_notifications_channel_created_at"))
         batch_op.drop_index(batch_op.f("ix_notifications_alert_id"))
     op.drop_table("notifications")

@@ -77,7 +77,11 @@ def build_service(
     quiet_http_client_logs()
     describe_channels(channels)
     service = Service(settings)
-    engine = make_engine(settings.database_url)
+    # Every delivery thread, the digest threads, the consumer and the cleanup hold a
+    # connection at times: size the pool so none of them waits for one.
+    engine = make_engine(
+        settings.database_url, pool_size=settings.notifier_concurrency + DIGEST_WORKERS + 3
+    )
     store = NotifierStore(engine)
     senders = build_senders(channels, settings)
     stop = threading.Event()

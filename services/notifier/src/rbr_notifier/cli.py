@@ -25,7 +25,7 @@ from rbr_notifier.model import AlertState, AlertView, DeliveryState, Kind, Notif
 from rbr_notifier.render import one_line
 from rbr_notifier.repository import NotifierStore
 from rbr_notifier.senders import build_sender
-from rbr_notifier.senders.base import AttemptResult
+from rbr_notifier.senders.base import AttemptResult, quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
 from rbr_runtime.db.engine import make_engine
 from rbr_schemas import Severity, utcnow
@@ -90,6 +90,7 @@ def run_tests(
 ) -> None:
     """Send a test alert through channels and report each outcome (exit 1 if any failed)."""
     settings = settings_or_fail(NotifierSettings)
+    quiet_http_client_logs()  # even with `rbr -v`: their request lines hold secret URLs
     channels = _channels(settings)
     if list_channels:
         _print_channels(channels, settings)

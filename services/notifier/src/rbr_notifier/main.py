@@ -23,6 +23,7 @@ from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.metrics import CHANNELS
 from rbr_notifier.repository import NotifierStore
 from rbr_notifier.senders import Sender, build_sender
+from rbr_notifier.senders.base import quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
 from rbr_notifier.tasks import purge_history
 from rbr_runtime.db.engine import make_engine
@@ -40,12 +41,6 @@ DIGEST_WORKERS = 2
 def build_senders(channels: ChannelsFile, settings: NotifierSettings) -> dict[str, Sender]:
     """Returns a sender per configured channel (enabled or not, for `rbr notify test`)."""
     return {c.name: build_sender(c, settings.notifier_timeout) for c in channels.channels}
-
-
-def quiet_http_client_logs() -> None:
-    """Keeps httpx/httpcore below INFO: their request lines hold webhook URLs, which are secrets."""
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def describe_channels(channels: ChannelsFile) -> None:

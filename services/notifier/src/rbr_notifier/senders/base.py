@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import re
 import ssl
 from abc import ABC, abstractmethod
@@ -91,6 +92,12 @@ class Sender(ABC):
 
     def close(self) -> None:  # noqa: B027 - most senders hold nothing to close
         """Releases connections."""
+
+
+def quiet_http_client_logs() -> None:
+    """Keeps httpx/httpcore below INFO: their request lines hold webhook URLs, which are secrets."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

@@ -630,3 +630,42 @@ def test_opsgenie_region_selects_the_api() -> None:
     us = channel({"name": "o", "type": "opsgenie", "api_key": "k"})
     assert eu.target() == "https://api.eu.opsgenie.com/v2/alerts"
     assert us.target() == "https://api.opsgenie.com/v2/alerts"
+
+
+def test_opsgenie_digest_is_one_alert(http_receiver: HttpReceiver, opsgenie: Sender) -> None:
+    items = tuple(
+        DigestItem(Kind.TRIGGER, alert(alert_id=f"a{i}", dedupe_key=f"k:{i}", severity=severity))
+        for i, severity in enumerate((Severity.LOW, Severity.HIGH))
+    )
+    digest = Digest(T0, T0 + timedelta(minutes=5), items, total=2)
+    assert opsgenie.send(Notification(Kind.DIGEST, "og", digest=digest)).ok
+    body = http_receiver.wait_for_requests(1)[0].json()
+    jsonschema.validate(body, OPSGENIE_CREATE)
+    assert body["alias"].startswith("rbr-digest:")
+    assert body["priority"] == "P2"
+    assert "k:0" in body["description"]
+    assert "k:1" in body["description"]
+
+
+def test_email_digest_lists_the_folded_alerts(
+    smtp_server: SmtpServer, senders: Callable[..., Sender]
+) -> None:
+    sender = senders(email_channel(smtp_server), SMTP_PASSWORD="s3cret-pass")
+    items = (
+        DigestItem(Kind.TRIGGER, alert(alert_id="a1", dedupe_key="k:one", bucket="b1")),
+        DigestItem(Kind.RESOLVE, alert(alert_id="a2", dedupe_key="k:two", bucket="b2")),
+    )
+    digest = Digest(T0, T0 + timedelta(minutes=5), items, total=3)
+
+    assert sender.send(Notification(Kind.DIGEST, "ops-email", digest=digest)).ok
+
+    message = smtp_server.wait_for_messages(1)[0].message
+    assert message["Subject"] == (
+        "[rbr] 3 alert notifications held back by the throttle between 09:00:00 and 09:05:00 UTC"
+    )
+    text = str(message.get_body(("plain",)).get_content())
+    assert "FIRING [high]" in text
+    assert "k:one" in text
+    assert "RESOLVED" in text
+    assert "k:two" in text
+    assert "and 1 more" in text

@@ -227,7 +227,9 @@ alerts = Table(
     Column("source", String(255), nullable=False),
     Column("context", JSON(), nullable=False),
     Column("fired_at", UtcDateTime(), nullable=False),
-    Column("last_seen_at", UtcDateTime(), nullable=False, comment="last firing event seen"),
+    Column(
+        "last_seen_at", UtcDateTime(), nullable=True, comment="last firing event (NULL: fired_at)"
+    ),
     Column("repeats", Integer(), nullable=False, server_default="0"),
     Column("resolved_at", UtcDateTime(), nullable=True),
     Column("resolved_by", String(32), nullable=True, comment="event, or superseded"),

@@ -156,13 +156,17 @@ class NotifierStore:
                 return "replay", []
             self._note_repeat(connection, row, event, now)
             return "repeat", [row.alert_id]
-        open_rows = connection.execute(
-            select(alerts)
-            .where(alerts.c.dedupe_key == alert.dedupe_key, alerts.c.state.in_(OPEN_STATES))
-            .order_by(alerts.c.last_seen_at.desc())
-        ).all()
+        open_rows = sorted(
+            connection.execute(
+                select(alerts).where(
+                    alerts.c.dedupe_key == alert.dedupe_key, alerts.c.state.in_(OPEN_STATES)
+                )
+            ).all(),
+            key=_last_seen,
+            reverse=True,
+        )
         horizon = alert.occurred_at - timedelta(seconds=reopen_after)
-        current = [r for r in open_rows if reopen_after <= 0 or r.last_seen_at > horizon]
+        current = [r for r in open_rows if reopen_after <= 0 or _last_seen(r) > horizon]
         if current:
             self._note_repeat(connection, current[0], event, now)
             return "repeat", [current[0].alert_id]
@@ -172,7 +176,7 @@ class NotifierStore:
                 .where(alerts.c.id == stale.id)
                 .values(
                     state=AlertState.RESOLVED.value,
-                    resolved_at=stale.last_seen_at,
+                    resolved_at=_last_seen(stale),
                     resolved_by="superseded",
                     updated_at=now,
                 )
@@ -196,7 +200,7 @@ class NotifierStore:
             .where(alerts.c.id == row.id)
             .values(
                 repeats=alerts.c.repeats + 1,
-                last_seen_at=max(row.last_seen_at, event.alert.occurred_at),
+                last_seen_at=max(_last_seen(row), event.alert.occurred_at),
                 last_event_id=event.event_id[:MAX_ID_CHARS],
                 updated_at=now,
             )
@@ -648,6 +652,12 @@ class NotifierStore:
                 delete(notifier_windows).where(notifier_windows.c.window_end < cutoff)
             ).rowcount
         return removed
+
+
+def _last_seen(row: Row[Any]) -> datetime:
+    """Returns when an occurrence last fired (rows written by others may leave it NULL)."""
+    moment: datetime = row.last_seen_at or row.fired_at
+    return moment
 
 
 def _alert_row(event: AlertEvent, now: datetime) -> dict[str, Any]:

@@ -55,8 +55,8 @@ def upgrade() -> None:
         sa.Column(
             "last_seen_at",
             rbr_runtime.db.types.UtcDateTime(),
-            nullable=False,
-            comment="last firing event seen",
+            nullable=True,
+            comment="last firing event (NULL: fired_at)",
         ),
         sa.Column("repeats", sa.Integer(), server_default="0", nullable=False),
         sa.Column("resolved_at", rbr_runtime.db.types.UtcDateTime(), nullable=True),

@@ -3,8 +3,10 @@
 pytest_plugins = [
     "rbr_testing.anthropic_api",
     "rbr_testing.broker",
+    "rbr_testing.http_receiver",
     "rbr_testing.mariadb",
     "rbr_testing.s3",
     "rbr_testing.simulator",
     "rbr_testing.report",
+    "rbr_testing.smtp",
 ]

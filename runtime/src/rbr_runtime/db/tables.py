@@ -260,15 +260,21 @@ alerts = Table(
     Column("state", String(16), nullable=False, comment="firing, resolved or acknowledged"),
     Column("bucket", String(128), nullable=True),
     Column("title", String(300), nullable=False),
-    Column("detail", Text(), nullable=False),
+    Column("detail", LongText, nullable=False, comment="up to 20,000 characters"),
     Column("source", String(255), nullable=False),
     Column("context", JSON(), nullable=False),
     Column("fired_at", UtcDateTime(), nullable=False),
+    Column(
+        "last_seen_at", UtcDateTime(), nullable=True, comment="last firing event (NULL: fired_at)"
+    ),
+    Column("repeats", Integer(), nullable=False, server_default="0"),
     Column("resolved_at", UtcDateTime(), nullable=True),
+    Column("resolved_by", String(32), nullable=True, comment="event, or superseded"),
     Column("acknowledged_at", UtcDateTime(), nullable=True),
     Column("acknowledged_by", String(255), nullable=True),
     Column("last_event_id", String(64), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    Index(None, "state", "fired_at"),
 )
 
 notifications = Table(
@@ -280,11 +286,55 @@ notifications = Table(
     Column("channel", String(128), nullable=False),
     Column("kind", String(16), nullable=False, comment="trigger, resolve, digest or test"),
     Column("attempt", Integer(), nullable=False),
-    Column("status", String(24), nullable=False),
+    Column("status", String(24), nullable=False, comment="sent, retrying, failed or rejected"),
     Column("http_status", Integer(), nullable=True),
-    Column("error", String(1000), nullable=True),
+    Column("error", String(1000), nullable=True, comment="short, sanitised: no URL, no key"),
     Column("created_at", UtcDateTime(), nullable=False),
     Index(None, "channel", "created_at"),
+    Index(None, "created_at"),
+)
+
+notifier_deliveries = Table(
+    "notifier_deliveries",
+    metadata,
+    # One row per (alert occurrence, channel, kind): the durable plan of what must be sent and
+    # how it ended. Written before anything is sent, so a crash never loses a notification and
+    # a redelivered alert never sends one twice.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("alert_id", String(64), nullable=False),
+    Column("channel", String(128), nullable=False),
+    Column("kind", String(16), nullable=False, comment="trigger or resolve"),
+    Column(
+        "state",
+        String(16),
+        nullable=False,
+        comment="pending, sent, throttled, digested, failed, rejected or skipped",
+    ),
+    Column("window_start", UtcDateTime(), nullable=True, comment="throttle window counted in"),
+    Column("attempts", Integer(), nullable=False, server_default="0"),
+    Column("detail", String(500), nullable=True, comment="why it ended so, sanitised"),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("alert_id", "channel", "kind"),
+    Index(None, "channel", "state", "window_start"),
+    Index(None, "state"),
+)
+
+notifier_windows = Table(
+    "notifier_windows",
+    metadata,
+    # Per channel and throttle window: how many notifications went out (the throttle) and who
+    # is sending the window's digest (a claim with a lease, so one replica sends it).
+    Column("channel", String(128), nullable=False),
+    Column("window_start", UtcDateTime(), nullable=False),
+    Column("window_end", UtcDateTime(), nullable=False),
+    Column("sent", Integer(), nullable=False, server_default="0"),
+    Column("folded", Integer(), nullable=False, server_default="0"),
+    Column("digest_claimed_by", String(255), nullable=True),
+    Column("digest_claimed_at", UtcDateTime(), nullable=True),
+    Column("digests_sent", Integer(), nullable=False, server_default="0"),
+    PrimaryKeyConstraint("channel", "window_start"),
+    Index(None, "window_end"),
 )
 
 __all__ = [
@@ -298,6 +348,8 @@ __all__ = [
     "logs",
     "metadata",
     "notifications",
+    "notifier_deliveries",
+    "notifier_windows",
     "poller_state",
     "registrar_outbox",
     "s3_copy_ledger",

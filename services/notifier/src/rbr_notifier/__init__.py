@@ -1,0 +1,1 @@
+"""The notifier: delivers alerts to email, Slack, webhooks, PagerDuty and Opsgenie."""

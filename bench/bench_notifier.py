@@ -1,0 +1,188 @@
+"""Notifier throughput: deliveries per second to a local webhook receiver.
+
+* the delivery function alone (`deliver` with the webhook sender, signed bodies, one and
+  eight threads), against a loopback HTTP receiver;
+* end to end: alerts produced to `alerts` on the embedded broker, consumed by the notifier
+  service, recorded in the database (MariaDB when reachable, else SQLite), planned and
+  delivered, until the receiver has them all. Group join and start-up are not timed.
+
+    uv run python -m bench notifier [--quick]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.figures import Figure
+from rbr_notifier.config import ChannelsFile, parse_channels
+from rbr_notifier.delivery import RetryPolicy, deliver
+from rbr_notifier.main import build_service
+from rbr_notifier.model import AlertState, AlertView, Kind, Notification
+from rbr_notifier.senders import build_sender
+from rbr_notifier.senders.base import AttemptResult
+from rbr_notifier.settings import NotifierSettings
+from rbr_runtime.db.migrate import upgrade
+from rbr_runtime.kafka import EventProducer
+from rbr_schemas import ALERTS, Alert, Severity
+from rbr_testing.broker import Broker
+from rbr_testing.http_receiver import HttpReceiver
+from rbr_testing.mariadb import create_database, drop_database, mysql_url
+from rbr_testing.services import running
+
+SECRET = "bench-webhook-secret"
+GOAL_E2E = 100.0
+
+
+def _channels(receiver: HttpReceiver) -> ChannelsFile:
+    return parse_channels(
+        {
+            "channels": [
+                {
+                    "name": "bench",
+                    "type": "webhook",
+                    "url": f"{receiver.url}/hook",
+                    "secret": SECRET,
+                    "throttle": False,
+                }
+            ]
+        }
+    )
+
+
+def _notification(i: int) -> Notification:
+    alert = AlertView(
+        alert_id=str(uuid.uuid4()),
+        dedupe_key=f"analysis:bench-{i}:finding",
+        type="analysis_finding",
+        severity=Severity.HIGH,
+        state=AlertState.FIRING,
+        title=f"Successful login on bench-{i}",
+        detail="root logged in from 203.0.113.7 and downloaded a binary",
+        source="/rbr/analyst",
+        fired_at=datetime.now(UTC),
+        bucket=f"bench-{i}",
+    )
+    return Notification(Kind.TRIGGER, "bench", alert=alert)
+
+
+def _delivery_function(receiver: HttpReceiver, count: int, threads: int) -> float:
+    sender = build_sender(_channels(receiver).channels[0], default_timeout=10.0)
+    policy = RetryPolicy(max_attempts=1)
+    stop = threading.Event()
+    notifications = [_notification(i) for i in range(count)]
+    sent: list[int] = []
+
+    def record(attempt: int, status: str, result: AttemptResult) -> None:
+        if status == "sent":
+            sent.append(attempt)
+
+    def one(notification: Notification) -> None:
+        deliver(sender, notification, policy, record, stop=stop)
+
+    receiver.clear()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, notifications))
+    elapsed = time.perf_counter() - started
+    sender.close()
+    if len(sent) != count:
+        raise RuntimeError(f"only {len(sent)} of {count} deliveries succeeded")
+    return count / elapsed
+
+
+@contextmanager
+def _database() -> Iterator[tuple[str, str]]:
+    """Yields (url, label): a fresh MariaDB database if the server answers, else SQLite."""
+    try:
+        name = create_database()
+    except BaseException:  # noqa: BLE001 - pytest.fail raises Failed (a BaseException)
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite:///{Path(folder) / 'bench.db'}"
+            upgrade(url)
+            yield url, "SQLite"
+        return
+    try:
+        url = mysql_url(name)
+        upgrade(url)
+        yield url, "MariaDB"
+    finally:
+        drop_database(name)
+
+
+def _alert(i: int) -> Alert:
+    return Alert(
+        alert_id=str(uuid.uuid4()),
+        dedupe_key=f"analysis:bench-{i}:finding",
+        type="analysis_finding",
+        severity="high",
+        state="firing",
+        bucket=f"bench-{i % 500}",
+        title=f"Successful login on bench-{i % 500}",
+        detail="root logged in from 203.0.113.7 and downloaded a binary",
+        source="/rbr/analyst",
+        occurred_at=datetime.now(UTC),
+    )
+
+
+def _end_to_end(receiver: HttpReceiver, count: int) -> tuple[float, str]:
+    broker = Broker()
+    broker.start()
+    try:
+        with _database() as (url, label):
+            settings = NotifierSettings(
+                kafka_bootstrap=broker.bootstrap,
+                kafka_session_timeout_ms=2000,
+                database_url=url,
+                http_port=0,
+                consumer_batch_wait=0.05,
+                notifier_throttle_max=0,
+                log_level="WARNING",
+            )
+            service = build_service(settings, channels=_channels(receiver))
+            producer = EventProducer(settings, source="/rbr/bench")
+            receiver.clear()
+            with running(service):
+                keyed = [
+                    (a.dedupe_key, producer.event(ALERTS, a)) for a in map(_alert, range(count))
+                ]
+                started = time.perf_counter()
+                producer.send_events(ALERTS, keyed)
+                receiver.wait_for_requests(count, timeout=600)
+                elapsed = time.perf_counter() - started
+            producer.flush()
+            return count / elapsed, label
+    finally:
+        broker.stop()
+
+
+def run(quick: bool) -> list[Figure]:
+    """Measures the delivery function alone and the whole service."""
+    calls = 300 if quick else 3000
+    alerts = 200 if quick else 2000
+    receiver = HttpReceiver().start()
+    try:
+        single = _delivery_function(receiver, calls, threads=1)
+        parallel = _delivery_function(receiver, calls, threads=8)
+        e2e, database = _end_to_end(receiver, alerts)
+    finally:
+        receiver.stop()
+    return [
+        Figure("notifier: delivery function, 1 thread (signed webhook)", single, "deliveries/s"),
+        Figure("notifier: delivery function, 8 threads (signed webhook)", parallel, "deliveries/s"),
+        Figure(
+            f"notifier: end to end, alerts topic -> webhook ({database})",
+            e2e,
+            "deliveries/s",
+            goal=f">= {GOAL_E2E:.0f}/s",
+            met=e2e >= GOAL_E2E,
+            note=f"{alerts} alerts, concurrency 8, every attempt recorded",
+        ),
+    ]

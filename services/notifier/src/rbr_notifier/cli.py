@@ -1,0 +1,289 @@
+"""`rbr notify` (test channels) and `rbr alerts` (list, show, acknowledge).
+
+`rbr notify test` sends a test alert through the real channel code (the same senders the
+service uses) and prints each channel's outcome; every try is recorded in `notifications`
+(kind test) when the database is reachable. `rbr alerts` reads and writes the `alerts` table.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import threading
+import time
+import uuid
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from rbr_cli.output import fail, settings_or_fail, table
+from rbr_notifier.config import ChannelConfig, ChannelConfigError, ChannelsFile, load_channels
+from rbr_notifier.delivery import RetryPolicy, deliver
+from rbr_notifier.dispatch import throttle_of
+from rbr_notifier.model import AlertState, AlertView, DeliveryState, Kind, Notification
+from rbr_notifier.render import one_line
+from rbr_notifier.repository import NotifierStore
+from rbr_notifier.senders import build_sender
+from rbr_notifier.senders.base import AttemptResult, quiet_http_client_logs
+from rbr_notifier.settings import NotifierSettings
+from rbr_runtime.db.engine import make_engine
+from rbr_schemas import Severity, utcnow
+
+notify_app = typer.Typer(help="Test notification channels.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Alert history: list, show, acknowledge.", no_args_is_help=True)
+
+
+def _channels(settings: NotifierSettings) -> ChannelsFile:
+    try:
+        return load_channels(settings.notifier_channels)
+    except ChannelConfigError as error:
+        fail(str(error), code=2)
+
+
+def _filters(channel: ChannelConfig) -> str:
+    filters = channel.filters
+    parts = []
+    if filters.min_severity is not None:
+        parts.append(f">={filters.min_severity.value}")
+    if filters.types is not None:
+        parts.append("types=" + ",".join(filters.types))
+    if filters.buckets is not None:
+        parts.append("buckets=" + ",".join(filters.buckets))
+    return " ".join(parts) or "all alerts"
+
+
+def _throttle(channel: ChannelConfig, settings: NotifierSettings) -> str:
+    throttle = throttle_of(channel, settings)
+    return "off" if throttle is None else f"{throttle.max}/{throttle.window:g}s"
+
+
+def sample_alert(channel: str) -> AlertView:
+    """Returns the alert a channel test sends."""
+    alert_id = str(uuid.uuid4())
+    return AlertView(
+        alert_id=alert_id,
+        dedupe_key=f"test:{channel}:{alert_id}",
+        type="test",
+        severity=Severity.INFO,
+        state=AlertState.FIRING,
+        title=f"Test notification for channel {channel}",
+        detail="This is a test sent by `rbr notify test`. No action is needed.",
+        source="/rbr/notifier (rbr notify test)",
+        fired_at=utcnow(),
+        context={"sent_by": getpass.getuser()},
+    )
+
+
+@notify_app.command("test")
+def run_tests(
+    channel: Annotated[
+        list[str] | None, typer.Option("--channel", "-c", help="Channel to test (repeatable).")
+    ] = None,
+    all_channels: Annotated[
+        bool, typer.Option("--all", help="Test every enabled channel.")
+    ] = False,
+    list_channels: Annotated[
+        bool, typer.Option("--list", help="List the configured channels.")
+    ] = False,
+    attempts: Annotated[int, typer.Option(min=1, max=10, help="Tries per channel.")] = 1,
+) -> None:
+    """Send a test alert through channels and report each outcome (exit 1 if any failed)."""
+    settings = settings_or_fail(NotifierSettings)
+    quiet_http_client_logs()  # even with `rbr -v`: their request lines hold secret URLs
+    channels = _channels(settings)
+    if list_channels:
+        _print_channels(channels, settings)
+        return
+    selected = _select(channels, channel or [], all_channels)
+    store = _store_or_none(settings)
+    failed = 0
+    for config in selected:
+        failed += 0 if _test_one(config, settings, attempts, store) else 1
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_channels(channels: ChannelsFile, settings: NotifierSettings) -> None:
+    if not channels.channels:
+        source = settings.notifier_channels or "RBR_NOTIFIER_CHANNELS (unset)"
+        typer.echo(f"no channels configured in {source}")
+        return
+    table(
+        ["NAME", "TYPE", "ENABLED", "FILTERS", "THROTTLE", "TARGET"],
+        [
+            [
+                c.name,
+                c.type,
+                "yes" if c.enabled else "no",
+                _filters(c),
+                _throttle(c, settings),
+                c.target(),
+            ]
+            for c in channels.channels
+        ],
+    )
+
+
+def _select(channels: ChannelsFile, names: list[str], all_channels: bool) -> list[ChannelConfig]:
+    if all_channels:
+        if not channels.enabled:
+            fail("no enabled channels to test")
+        return channels.enabled
+    if not names:
+        fail("say which channels: --channel NAME, --all, or --list to see them", code=2)
+    unknown = [name for name in names if channels.get(name) is None]
+    if unknown:
+        known = ", ".join(c.name for c in channels.channels) or "none configured"
+        fail(f"unknown channel(s) {', '.join(unknown)}; configured: {known}", code=2)
+    return [config for name in names if (config := channels.get(name)) is not None]
+
+
+def _store_or_none(settings: NotifierSettings) -> NotifierStore | None:
+    store = NotifierStore(make_engine(settings.database_url))
+    try:
+        store.list_alerts(limit=1)
+    except SQLAlchemyError:
+        typer.secho(
+            "warning: database not reachable or not migrated; test attempts are not recorded",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+        return None
+    return store
+
+
+def _test_one(
+    config: ChannelConfig, settings: NotifierSettings, attempts: int, store: NotifierStore | None
+) -> bool:
+    sender = build_sender(config, settings.notifier_timeout)
+    notification = Notification(Kind.TEST, config.name, alert=sample_alert(config.name))
+
+    def record(attempt: int, status: str, result: AttemptResult) -> None:
+        if store is None:
+            return
+        store.record_attempt(
+            alert_id=None,
+            dedupe_key=notification.dedupe_key,
+            channel=config.name,
+            kind=Kind.TEST,
+            attempt=attempt,
+            status=status,
+            http_status=result.http_status,
+            error=result.error,
+        )
+
+    started = time.monotonic()
+    policy = RetryPolicy(
+        max_attempts=attempts,
+        initial_backoff=settings.notifier_retry_initial_backoff,
+        max_backoff=settings.notifier_retry_max_backoff,
+        retry_after_max=settings.notifier_retry_after_max,
+    )
+    try:
+        outcome = deliver(sender, notification, policy, record, stop=threading.Event())
+    finally:
+        sender.close()
+    elapsed = time.monotonic() - started
+    ok = outcome.state is DeliveryState.SENT
+    label = typer.style("ok", fg=typer.colors.GREEN) if ok else typer.style("FAILED", fg="red")
+    detail = outcome.last.describe() if not ok or outcome.last.error else "delivered"
+    typer.echo(f"{label}  {config.name} ({config.type}) {detail} in {elapsed:.2f}s")
+    return ok
+
+
+def _alert_store() -> NotifierStore:
+    settings = settings_or_fail(NotifierSettings)
+    return NotifierStore(make_engine(settings.database_url))
+
+
+@alerts_app.command("list")
+def list_alerts(
+    state: Annotated[
+        AlertState | None, typer.Option(help="Only alerts in this state.", case_sensitive=False)
+    ] = None,
+    bucket: Annotated[str | None, typer.Option(help="Only alerts about this bucket.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List alert occurrences, newest first."""
+    rows = _alert_store().list_alerts(state=state, bucket=bucket, limit=limit)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(_row_json(row), default=str))
+        return
+    if not rows:
+        typer.echo("no alerts" + (f" in state {state.value}" if state else ""))
+        return
+    table(
+        ["FIRED (UTC)", "STATE", "SEVERITY", "DEDUPE KEY", "BUCKET", "TITLE"],
+        [
+            [
+                f"{row.fired_at:%Y-%m-%d %H:%M:%S}",
+                row.state,
+                row.severity,
+                row.dedupe_key,
+                row.bucket or "-",
+                one_line(row.title, 60),
+            ]
+            for row in rows
+        ],
+    )
+
+
+def _row_json(row: Any) -> dict[str, Any]:
+    return {key: value for key, value in row._mapping.items() if key != "id"}
+
+
+@alerts_app.command("ack")
+def acknowledge(
+    dedupe_key: Annotated[str, typer.Argument(help="The alert's dedupe key (see `list`).")],
+    by: Annotated[str | None, typer.Option(help="Who acknowledges (default: you).")] = None,
+) -> None:
+    """Acknowledge a firing alert: it is not notified again (its resolve still is)."""
+    who = by or getpass.getuser()
+    count = _alert_store().acknowledge(dedupe_key, who, utcnow())
+    if not count:
+        fail(f"no firing alert with dedupe key {dedupe_key!r} (see `rbr alerts list`)")
+    typer.echo(f"acknowledged {dedupe_key} ({count} occurrence(s)) by {who}")
+
+
+@alerts_app.command("show")
+def show(
+    dedupe_key: Annotated[str, typer.Argument(help="The alert's dedupe key.")],
+) -> None:
+    """Show an alert's occurrences, where each was delivered, and every attempt."""
+    store = _alert_store()
+    occurrences, attempts = store.history(dedupe_key)
+    if not occurrences:
+        fail(f"no alert with dedupe key {dedupe_key!r}")
+    for row in occurrences:
+        typer.echo(
+            f"{row.alert_id}  {row.state}  {row.severity}  fired {row.fired_at:%Y-%m-%d %H:%M:%S}"
+            f"  repeats {row.repeats}"
+            + (f"  resolved {row.resolved_at:%Y-%m-%d %H:%M:%S}" if row.resolved_at else "")
+            + (f"  acked by {row.acknowledged_by}" if row.acknowledged_by else "")
+        )
+        typer.echo(f"  {one_line(row.title, 200)}")
+        for delivery in store.deliveries_of(row.alert_id):
+            typer.echo(
+                f"  {delivery.kind:<8} {delivery.channel:<20} {delivery.state:<10}"
+                f" {delivery.detail or ''}"
+            )
+    if attempts:
+        typer.echo("attempts:")
+        table(
+            ["AT (UTC)", "CHANNEL", "KIND", "#", "STATUS", "HTTP", "ERROR"],
+            [
+                [
+                    f"{a.created_at:%H:%M:%S}",
+                    a.channel,
+                    a.kind,
+                    a.attempt,
+                    a.status,
+                    a.http_status or "-",
+                    one_line(a.error or "", 80),
+                ]
+                for a in attempts
+            ],
+        )

@@ -1,0 +1,244 @@
+"""Sending planned deliveries: rules, throttle, retries, in parallel across alerts and channels.
+
+Deliveries of one dedupe key run in order (a trigger before its resolve); different dedupe
+keys run side by side on a bounded thread pool, so one slow or failing channel holds up only
+its own deliveries. Before sending, each delivery is checked against what is true now:
+
+* a trigger goes out only while its alert is firing (not acknowledged, not already resolved);
+* a resolve goes out only to a channel that was notified of the firing (directly or in a
+  digest); if the firing is still waiting in a digest, the resolve joins it;
+* the channel's throttle counts it, or folds it into the window's digest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from rbr_notifier.config import ChannelConfig, ChannelsFile, Throttle
+from rbr_notifier.delivery import RetryPolicy, deliver
+from rbr_notifier.metrics import DELIVERIES
+from rbr_notifier.model import AlertState, DeliveryState, Kind, Notification
+from rbr_notifier.repository import DeliveryContext, NotifierStore, PlannedDelivery
+from rbr_notifier.senders.base import AttemptResult, Sender
+from rbr_notifier.settings import NotifierSettings
+from rbr_runtime.jsonlog import log_context
+from rbr_schemas import utcnow
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """How one delivery ended in this run, with a secret-free description."""
+
+    delivery: PlannedDelivery
+    state: DeliveryState
+    summary: str
+    ran: bool = True
+
+    @property
+    def gave_up(self) -> bool:
+        """Tells whether this run could not reach the channel (the alert goes to the DLQ)."""
+        return self.ran and self.state in (DeliveryState.FAILED, DeliveryState.REJECTED)
+
+
+def throttle_of(channel: ChannelConfig, settings: NotifierSettings) -> Throttle | None:
+    """Returns the channel's throttle: its own, the default, or None when disabled."""
+    if channel.throttle is False:
+        return None
+    if channel.throttle is not None:
+        return channel.throttle
+    if settings.notifier_throttle_max <= 0:
+        return None
+    return Throttle(max=settings.notifier_throttle_max, window=settings.notifier_throttle_window)
+
+
+def window_of(moment: datetime, window: float) -> tuple[datetime, datetime]:
+    """Returns the fixed throttle window (aligned to the epoch) containing a moment."""
+    start = datetime.fromtimestamp((moment.timestamp() // window) * window, moment.tzinfo)
+    return start, start + timedelta(seconds=window)
+
+
+def policy_of(channel: ChannelConfig, settings: NotifierSettings) -> RetryPolicy:
+    """Returns the retry policy of a channel."""
+    return RetryPolicy(
+        max_attempts=channel.max_attempts or settings.notifier_max_attempts,
+        initial_backoff=settings.notifier_retry_initial_backoff,
+        max_backoff=settings.notifier_retry_max_backoff,
+        retry_after_max=settings.notifier_retry_after_max,
+    )
+
+
+class Dispatcher:
+    """Carries out planned deliveries."""
+
+    def __init__(
+        self,
+        store: NotifierStore,
+        channels: ChannelsFile,
+        senders: Mapping[str, Sender],
+        settings: NotifierSettings,
+        pool: ThreadPoolExecutor,
+        *,
+        stop: threading.Event | None = None,
+        clock: Clock = utcnow,
+        wait: Callable[[float], bool] | None = None,
+    ) -> None:
+        self._store = store
+        self._channels = channels
+        self._senders = senders
+        self._settings = settings
+        self._pool = pool
+        self.stop_event = stop or threading.Event()
+        self._clock = clock
+        self._wait = wait
+
+    def stop(self) -> None:
+        """Ends retry pauses early: deliveries in a pause are left for after the restart."""
+        self.stop_event.set()
+
+    def run(self, planned: Sequence[PlannedDelivery]) -> list[DeliveryResult]:
+        """Delivers everything planned; returns how each ended.
+
+        Raises:
+            Exception: the first outage met (database down, stopping); deliveries that did
+                not end stay pending and are retried with the batch.
+        """
+        groups: dict[str, list[PlannedDelivery]] = {}
+        for delivery in planned:
+            groups.setdefault(delivery.dedupe_key, []).append(delivery)
+        down: set[str] = set()
+        futures: list[Future[list[DeliveryResult]]] = [
+            self._pool.submit(self._run_group, group, down) for group in groups.values()
+        ]
+        results: list[DeliveryResult] = []
+        outage: BaseException | None = None
+        for future in futures:
+            try:
+                results.extend(future.result())
+            except Exception as error:  # noqa: BLE001 - wait for every group, then re-raise
+                outage = outage or error
+        if outage is not None:
+            raise outage
+        return results
+
+    def _run_group(self, group: list[PlannedDelivery], down: set[str]) -> list[DeliveryResult]:
+        return [self.deliver_one(delivery, down) for delivery in group]
+
+    def deliver_one(self, planned: PlannedDelivery, down: set[str]) -> DeliveryResult:
+        """Decides and, if due, sends one delivery.
+
+        Args:
+            planned: the delivery.
+            down: channels that ran out of tries earlier in this run (shared by the run's
+                threads); their other deliveries fail at once instead of each waiting through
+                a full retry sequence, so a dead channel cannot hold a batch for long.
+        """
+        with log_context(alert_id=planned.alert_id, channel=planned.channel):
+            context = self._store.delivery(planned.id)
+            if context.state is not DeliveryState.PENDING:
+                return DeliveryResult(planned, context.state, f"already {context.state}", ran=False)
+            channel = self._channels.get(planned.channel)
+            sender = self._senders.get(planned.channel)
+            if channel is None or sender is None or not channel.enabled:
+                return self._end(planned, DeliveryState.SKIPPED, "channel no longer configured")
+            skip = _skip_reason(context)
+            if skip is not None:
+                return self._end(planned, DeliveryState.SKIPPED, skip)
+            if planned.channel in down:
+                why = f"channel {planned.channel} ({channel.type}): not tried, it gave up on an "
+                return self._end(planned, DeliveryState.FAILED, why + "earlier notification")
+            if not self._counted(context, channel):
+                DELIVERIES.labels(planned.channel, planned.kind.value, "throttled").inc()
+                return DeliveryResult(planned, DeliveryState.THROTTLED, "folded into digest")
+            result = self._send(planned, context, channel, sender)
+            if result.state is DeliveryState.FAILED:
+                down.add(planned.channel)  # set.add is atomic under the GIL
+            return result
+
+    def _counted(self, context: DeliveryContext, channel: ChannelConfig) -> bool:
+        """Applies the throttle; False when the delivery was folded into a digest."""
+        if context.kind is Kind.RESOLVE and context.trigger_state is DeliveryState.THROTTLED:
+            # The firing waits in a digest: the resolve joins it there.
+            assert context.trigger_window is not None
+            self._store.fold(context.id, context.channel, context.trigger_window)
+            return False
+        throttle = throttle_of(channel, self._settings)
+        if throttle is None or context.window_start is not None:
+            return True
+        start, end = window_of(self._clock(), throttle.window)
+        return self._store.claim_slot(context.id, context.channel, start, end, throttle.max)
+
+    def _send(
+        self,
+        planned: PlannedDelivery,
+        context: DeliveryContext,
+        channel: ChannelConfig,
+        sender: Sender,
+    ) -> DeliveryResult:
+        notification = Notification(planned.kind, planned.channel, alert=context.alert)
+
+        def record(attempt: int, status: str, result: AttemptResult) -> None:
+            final = status != "retrying"
+            state = {
+                "sent": DeliveryState.SENT,
+                "failed": DeliveryState.FAILED,
+                "rejected": DeliveryState.REJECTED,
+            }.get(status)
+            self._store.record_attempt(
+                alert_id=planned.alert_id,
+                dedupe_key=planned.dedupe_key,
+                channel=planned.channel,
+                kind=planned.kind,
+                attempt=attempt,
+                status=status,
+                http_status=result.http_status,
+                error=result.error,
+                delivery_id=planned.id,
+                end_state=state if final else None,
+            )
+
+        outcome = deliver(
+            sender,
+            notification,
+            policy_of(channel, self._settings),
+            record,
+            stop=self.stop_event,
+            first_attempt=context.attempts + 1,
+            wait=self._wait,
+        )
+        DELIVERIES.labels(planned.channel, planned.kind.value, outcome.state.value).inc()
+        if outcome.state is not DeliveryState.SENT:
+            log.warning(
+                "%s of %s to channel %s %s",
+                planned.kind.value,
+                planned.dedupe_key,
+                planned.channel,
+                outcome.summary(),
+            )
+        summary = f"channel {planned.channel} ({channel.type}): {outcome.summary()}"
+        return DeliveryResult(planned, outcome.state, summary)
+
+    def _end(self, planned: PlannedDelivery, state: DeliveryState, why: str) -> DeliveryResult:
+        self._store.finish(planned.id, state, why)
+        DELIVERIES.labels(planned.channel, planned.kind.value, state.value).inc()
+        return DeliveryResult(planned, state, why)
+
+
+def _skip_reason(context: DeliveryContext) -> str | None:
+    if context.kind is Kind.TRIGGER:
+        if context.alert.state is AlertState.ACKNOWLEDGED:
+            return "alert acknowledged before it was sent"
+        if context.alert.state is AlertState.RESOLVED:
+            return "alert resolved before it was sent"
+        return None
+    notified = (DeliveryState.SENT, DeliveryState.DIGESTED, DeliveryState.THROTTLED)
+    if context.trigger_state not in notified:
+        return "channel was not notified of the firing"
+    return None

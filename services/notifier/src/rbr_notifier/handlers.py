@@ -1,0 +1,106 @@
+"""The consumer handler of `alerts`: record, plan, deliver; dead-letter what cannot be delivered.
+
+For a batch of alert events the handler (1) records them in `alerts` and plans their
+deliveries in one transaction, (2) carries the deliveries out, and (3) returns, so the offsets
+are committed only once every notification has reached an end state. An event one of whose
+channels could not be reached (out of tries, or refused) is rejected with `PermanentError`:
+the consumer runner sends it to `alerts.dlq` with a reason naming the channel and the status.
+Replaying it later (from the DLQ) retries only the channels that were not reached.
+
+The runner re-runs a rejected batch message by message to find the culprit; the handler
+remembers which messages it already gave up on (by topic, partition and offset) and rejects
+them again at once instead of sending everything a second time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from rbr_notifier.config import ChannelsFile
+from rbr_notifier.dispatch import DeliveryResult, Dispatcher
+from rbr_notifier.metrics import ALERT_EVENTS
+from rbr_notifier.repository import MAX_ID_CHARS, AlertEvent, NotifierStore
+from rbr_runtime.kafka.consumer import Inbound, PermanentError
+from rbr_schemas import Alert
+
+log = logging.getLogger(__name__)
+Position = tuple[str, int, int]
+REMEMBERED_REJECTIONS = 10_000
+
+
+def route(channels: ChannelsFile, alert: Alert) -> list[str]:
+    """Returns the enabled channels whose filters accept the alert."""
+    return [
+        channel.name
+        for channel in channels.enabled
+        if channel.filters.accepts(alert.severity, alert.type, alert.bucket)
+    ]
+
+
+class AlertHandler:
+    """Handles batches of `alerts` for the consumer runner."""
+
+    def __init__(
+        self,
+        store: NotifierStore,
+        dispatcher: Dispatcher,
+        channels: ChannelsFile,
+        *,
+        reopen_after: float,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._channels = channels
+        self._reopen_after = reopen_after
+        self._rejected: OrderedDict[Position, str] = OrderedDict()
+
+    def __call__(self, batch: Sequence[Inbound[Any]]) -> None:
+        """Records and delivers a batch; raises PermanentError if a message must be rejected."""
+        fresh = [m for m in batch if _position(m) not in self._rejected]
+        valid = [m for m in fresh if self._validate(m)]
+        if valid:
+            self._handle(valid)
+        rejected = [self._rejected[_position(m)] for m in batch if _position(m) in self._rejected]
+        if rejected:
+            raise PermanentError(rejected[0])
+
+    def _validate(self, message: Inbound[Any]) -> bool:
+        alert: Alert = message.data
+        if len(alert.alert_id) > MAX_ID_CHARS or not alert.alert_id.strip():
+            self._remember(_position(message), f"alert_id must be 1 to {MAX_ID_CHARS} characters")
+            return False
+        return True
+
+    def _handle(self, messages: list[Inbound[Any]]) -> None:
+        events = [AlertEvent(_event_id(m), m.data) for m in messages]
+        recorded = self._store.record_events(
+            events,
+            lambda alert: route(self._channels, alert),
+            reopen_after=self._reopen_after,
+        )
+        # Two events of one batch may own the same delivery (a firing and its repeat).
+        planned = list({d.id: d for _, owned in recorded for d in owned}.values())
+        for message, (outcome, _) in zip(messages, recorded, strict=True):
+            ALERT_EVENTS.labels(message.data.state.value, outcome).inc()
+        results = self._dispatcher.run(planned) if planned else []
+        failures: dict[int, DeliveryResult] = {r.delivery.id: r for r in results if r.gave_up}
+        for message, (_, owned) in zip(messages, recorded, strict=True):
+            reasons = [failures[d.id].summary for d in owned if d.id in failures]
+            if reasons:
+                self._remember(_position(message), "; ".join(dict.fromkeys(reasons)))
+
+    def _remember(self, position: Position, reason: str) -> None:
+        self._rejected[position] = reason[:1500]
+        while len(self._rejected) > REMEMBERED_REJECTIONS:
+            self._rejected.popitem(last=False)
+
+
+def _position(message: Inbound[Any]) -> Position:
+    return (message.topic, message.partition, message.offset)
+
+
+def _event_id(message: Inbound[Any]) -> str:
+    return message.event.id if message.event is not None else f"{_position(message)}"

@@ -1,0 +1,142 @@
+"""The notifier service: consumes `alerts`, delivers them, sends throttle digests.
+
+Components: the consumer runner (group `notifier`), the digest sweeper and the daily cleanup
+of old alert history. Health on port 9105:
+ready once the consumer joined its group and the database answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from sqlalchemy import Engine, text
+
+from rbr_notifier.config import ChannelConfigError, ChannelsFile, load_channels
+from rbr_notifier.digest import DigestSweeper
+from rbr_notifier.dispatch import Dispatcher
+from rbr_notifier.handlers import AlertHandler
+from rbr_notifier.metrics import CHANNELS
+from rbr_notifier.repository import NotifierStore
+from rbr_notifier.senders import Sender, build_sender
+from rbr_notifier.senders.base import quiet_http_client_logs
+from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.tasks import purge_history
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.kafka import ConsumerRunner, EventProducer
+from rbr_runtime.schedule import DailyTask, PeriodicTask, TaskClaims
+from rbr_runtime.service import Service, bootstrap
+from rbr_schemas import ALERTS, utcnow
+
+log = logging.getLogger(__name__)
+GROUP_ID = "notifier"
+SOURCE = "/rbr/notifier"
+DIGEST_WORKERS = 2
+
+
+def build_senders(channels: ChannelsFile, settings: NotifierSettings) -> dict[str, Sender]:
+    """Returns a sender per configured channel (enabled or not, for `rbr notify test`)."""
+    return {c.name: build_sender(c, settings.notifier_timeout) for c in channels.channels}
+
+
+def describe_channels(channels: ChannelsFile) -> None:
+    """Logs which channels are configured (never their secrets) and sets the gauge."""
+    for kind in ("email", "slack", "webhook", "pagerduty", "opsgenie"):
+        CHANNELS.labels(kind).set(sum(1 for c in channels.enabled if c.type == kind))
+    if not channels.enabled:
+        log.warning(
+            "no channels configured (RBR_NOTIFIER_CHANNELS): alerts are recorded in the "
+            "alerts table but delivered nowhere"
+        )
+        return
+    for channel in channels.enabled:
+        log.info("channel %s (%s): %s", channel.name, channel.type, channel.target())
+
+
+def build_service(
+    settings: NotifierSettings,
+    *,
+    channels: ChannelsFile | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> Service:
+    """Wires the notifier; nothing runs until `Service.run`.
+
+    Raises:
+        ChannelConfigError: the channels file is missing or invalid.
+    """
+    channels = channels if channels is not None else load_channels(settings.notifier_channels)
+    quiet_http_client_logs()
+    describe_channels(channels)
+    service = Service(settings)
+    # Every delivery thread, the digest threads, the consumer and the cleanup hold a
+    # connection at times: size the pool so none of them waits for one.
+    engine = make_engine(
+        settings.database_url, pool_size=settings.notifier_concurrency + DIGEST_WORKERS + 3
+    )
+    store = NotifierStore(engine)
+    senders = build_senders(channels, settings)
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(settings.notifier_concurrency, thread_name_prefix="deliver")
+    digest_pool = ThreadPoolExecutor(DIGEST_WORKERS, thread_name_prefix="digest")
+    dispatcher = Dispatcher(store, channels, senders, settings, pool, stop=stop, clock=clock)
+    handler = AlertHandler(store, dispatcher, channels, reopen_after=settings.notifier_reopen_after)
+    producer = EventProducer(settings, source=SOURCE)
+    runner = ConsumerRunner(
+        settings, group_id=GROUP_ID, topics=[ALERTS], handler=handler, producer=producer
+    )
+    sweeper = DigestSweeper(store, channels, senders, settings, digest_pool, stop=stop, clock=clock)
+    digests = PeriodicTask("digests", settings.notifier_digest_interval, sweeper.run_once)
+    cleanup = DailyTask(
+        "notifier_cleanup",
+        settings.notifier_cleanup_at,
+        lambda: purge_history(store, settings.notifier_retention_days),
+        TaskClaims(engine),
+    )
+
+    def stop_consumer() -> None:
+        stop.set()
+        runner.stop()
+
+    def stop_digests() -> None:
+        stop.set()
+        digests.stop()
+
+    service.add("consumer", runner.run, stop_consumer)
+    service.add("digests", digests.run, stop_digests)
+    service.add("cleanup", cleanup.run, cleanup.stop)
+    service.health.add_check(
+        "consumer", lambda: None if runner.joined.is_set() else "joining the consumer group"
+    )
+    service.health.add_check("database", lambda: _database_problem(engine))
+
+    def release() -> None:
+        producer.flush()
+        pool.shutdown(wait=True, cancel_futures=True)
+        digest_pool.shutdown(wait=True, cancel_futures=True)
+        for sender in senders.values():
+            sender.close()
+        engine.dispose()
+
+    service.on_shutdown(release)
+    return service
+
+
+def _database_problem(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    return None
+
+
+def main() -> None:
+    """Runs the notifier until SIGTERM."""
+    settings = bootstrap(NotifierSettings, "notifier")
+    try:
+        service = build_service(settings)
+    except ChannelConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(service.run())

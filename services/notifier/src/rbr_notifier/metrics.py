@@ -1,0 +1,38 @@
+"""Prometheus metrics of the notifier (served on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ALERT_EVENTS = Counter(
+    "rbr_notifier_alert_events_total",
+    "Alert events handled, by state and what they meant (new, repeat, resolve, replay).",
+    ["state", "outcome"],
+)
+DELIVERIES = Counter(
+    "rbr_notifier_deliveries_total",
+    "Notifications that reached an end state, by channel, kind and state "
+    "(sent, throttled, failed, rejected, skipped).",
+    ["channel", "kind", "state"],
+)
+ATTEMPTS = Counter(
+    "rbr_notifier_attempts_total",
+    "Tries at sending, by channel and result (ok, retry, permanent).",
+    ["channel", "result"],
+)
+ATTEMPT_SECONDS = Histogram(
+    "rbr_notifier_attempt_seconds",
+    "Duration of one try at sending, by channel.",
+    ["channel"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DIGESTS = Counter(
+    "rbr_notifier_digests_total",
+    "Digests of throttled notifications, by channel and state (sent, failed, rejected).",
+    ["channel", "state"],
+)
+DIGEST_BACKLOG = Gauge(
+    "rbr_notifier_digest_backlog",
+    "Notifications folded by the throttle and waiting for their window's digest.",
+)
+CHANNELS = Gauge("rbr_notifier_channels", "Channels configured, by type.", ["type"])

@@ -1,0 +1,699 @@
+"""The notifier's tables: alert history, the delivery plan, throttle windows, attempts.
+
+Everything the notifier decides is written here before anything is sent: an alert event
+becomes (or updates) a row in `alerts` and, in the same transaction, one `notifier_deliveries`
+row per channel that must hear about it. Sending then moves each delivery to its end state and
+appends every try to `notifications`. So a crash at any point loses nothing, and handling the
+same event again finds the plan already made and the deliveries already done.
+
+Works on MariaDB/MySQL and SQLite (Core SQL only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Row
+
+from rbr_notifier.model import AlertState, AlertView, DeliveryState, Kind
+from rbr_runtime.db.engine import insert_ignore
+from rbr_runtime.db.tables import alerts, notifications, notifier_deliveries, notifier_windows
+from rbr_schemas import Alert, Severity, utcnow
+from rbr_schemas import AlertState as EventState
+
+OPEN_STATES = (AlertState.FIRING.value, AlertState.ACKNOWLEDGED.value)
+RESOLVABLE_TRIGGER_STATES = (
+    DeliveryState.PENDING.value,
+    DeliveryState.SENT.value,
+    DeliveryState.THROTTLED.value,
+    DeliveryState.DIGESTED.value,
+)
+RETRYABLE_STATES = (DeliveryState.FAILED.value, DeliveryState.REJECTED.value)
+MAX_ID_CHARS = 64
+MAX_DETAIL_CHARS = 500
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One alert event from the topic, with what identifies the message."""
+
+    event_id: str
+    alert: Alert
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    """A delivery an event is responsible for, still to be attempted."""
+
+    id: int
+    alert_id: str
+    dedupe_key: str
+    channel: str
+    kind: Kind
+
+
+@dataclass(frozen=True)
+class DeliveryContext:
+    """A delivery with what deciding and sending it needs."""
+
+    id: int
+    channel: str
+    kind: Kind
+    state: DeliveryState
+    attempts: int
+    window_start: datetime | None
+    alert: AlertView
+    trigger_state: DeliveryState | None
+    trigger_window: datetime | None
+
+
+@dataclass(frozen=True)
+class FoldedItem:
+    """A throttled delivery waiting in a window's digest."""
+
+    delivery_id: int
+    kind: Kind
+    alert: AlertView
+
+
+@dataclass(frozen=True)
+class DueWindow:
+    """A throttle window that ended with folded notifications not yet sent as a digest."""
+
+    channel: str
+    window_start: datetime
+    window_end: datetime
+
+
+Router = Callable[[Alert], list[str]]
+"""Returns the names of the channels an alert's trigger goes to (the filters)."""
+
+
+def alert_view(row: Row[Any] | Any) -> AlertView:
+    """Builds an AlertView from an `alerts` row."""
+    return AlertView(
+        alert_id=row.alert_id,
+        dedupe_key=row.dedupe_key,
+        type=row.type,
+        severity=Severity(row.severity),
+        state=AlertState(row.state),
+        title=row.title,
+        detail=row.detail,
+        source=row.source,
+        fired_at=row.fired_at,
+        bucket=row.bucket,
+        resolved_at=row.resolved_at,
+        context=dict(row.context or {}),
+    )
+
+
+class NotifierStore:
+    """Reads and writes the notifier's tables."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- recording events (phase 1) ------------------------------------------------------------
+
+    def record_events(
+        self,
+        events: Sequence[AlertEvent],
+        route: Router,
+        *,
+        reopen_after: float,
+    ) -> list[tuple[str, list[PlannedDelivery]]]:
+        """Records a batch of alert events in one transaction and plans their deliveries.
+
+        Returns, per event, what it meant (new, repeat, replay, resolve, resolve-unknown) and
+        the deliveries it is responsible for that still have to be attempted: the ones it
+        planned, and ones that failed before (a replay from the DLQ retries them).
+        """
+        results = []
+        with self.engine.begin() as connection:
+            for event in events:
+                if event.alert.state is EventState.FIRING:
+                    outcome, owned = self._record_firing(connection, event, route, reopen_after)
+                    kind = Kind.TRIGGER
+                else:
+                    outcome, owned = self._record_resolved(connection, event)
+                    kind = Kind.RESOLVE
+                results.append((outcome, self._claim_owned(connection, owned, kind)))
+        return results
+
+    def _record_firing(
+        self, connection: Connection, event: AlertEvent, route: Router, reopen_after: float
+    ) -> tuple[str, list[str]]:
+        alert, now = event.alert, utcnow()
+        row = connection.execute(
+            select(alerts).where(alerts.c.alert_id == alert.alert_id)
+        ).one_or_none()
+        if row is not None:
+            if row.state == AlertState.RESOLVED:
+                return "replay", []
+            self._note_repeat(connection, row, event, now)
+            return "repeat", [row.alert_id]
+        open_rows = sorted(
+            connection.execute(
+                select(alerts).where(
+                    alerts.c.dedupe_key == alert.dedupe_key, alerts.c.state.in_(OPEN_STATES)
+                )
+            ).all(),
+            key=_last_seen,
+            reverse=True,
+        )
+        horizon = alert.occurred_at - timedelta(seconds=reopen_after)
+        current = [r for r in open_rows if reopen_after <= 0 or _last_seen(r) > horizon]
+        if current:
+            self._note_repeat(connection, current[0], event, now)
+            return "repeat", [current[0].alert_id]
+        for stale in open_rows:
+            connection.execute(
+                update(alerts)
+                .where(alerts.c.id == stale.id)
+                .values(
+                    state=AlertState.RESOLVED.value,
+                    resolved_at=_last_seen(stale),
+                    resolved_by="superseded",
+                    updated_at=now,
+                )
+            )
+        connection.execute(insert_ignore(connection, alerts).values(**_alert_row(event, now)))
+        channels = route(alert)
+        if channels:
+            connection.execute(
+                insert_ignore(connection, notifier_deliveries),
+                [_delivery_row(alert.alert_id, channel, Kind.TRIGGER, now) for channel in channels],
+            )
+        return "new", [alert.alert_id]
+
+    def _note_repeat(
+        self, connection: Connection, row: Row[Any], event: AlertEvent, now: datetime
+    ) -> None:
+        if row.last_event_id == event.event_id[:MAX_ID_CHARS]:
+            return
+        connection.execute(
+            update(alerts)
+            .where(alerts.c.id == row.id)
+            .values(
+                repeats=alerts.c.repeats + 1,
+                last_seen_at=max(_last_seen(row), event.alert.occurred_at),
+                last_event_id=event.event_id[:MAX_ID_CHARS],
+                updated_at=now,
+            )
+        )
+
+    def _record_resolved(self, connection: Connection, event: AlertEvent) -> tuple[str, list[str]]:
+        alert, now = event.alert, utcnow()
+        targets = connection.execute(
+            select(alerts).where(
+                or_(
+                    alerts.c.alert_id == alert.alert_id,
+                    and_(
+                        alerts.c.dedupe_key == alert.dedupe_key,
+                        alerts.c.state.in_(OPEN_STATES),
+                    ),
+                )
+            )
+        ).all()
+        if not targets:
+            connection.execute(
+                insert_ignore(connection, alerts).values(
+                    {
+                        **_alert_row(event, now),
+                        "state": AlertState.RESOLVED.value,
+                        "resolved_at": alert.occurred_at,
+                        "resolved_by": "event",
+                    }
+                )
+            )
+            return "resolve-unknown", []
+        for target in targets:
+            if target.state != AlertState.RESOLVED:
+                connection.execute(
+                    update(alerts)
+                    .where(alerts.c.id == target.id)
+                    .values(
+                        state=AlertState.RESOLVED.value,
+                        resolved_at=alert.occurred_at,
+                        resolved_by="event",
+                        last_event_id=event.event_id[:MAX_ID_CHARS],
+                        updated_at=now,
+                    )
+                )
+            self._plan_resolves(connection, target.alert_id, now)
+        return "resolve", [target.alert_id for target in targets]
+
+    def _plan_resolves(self, connection: Connection, alert_id: str, now: datetime) -> None:
+        notified = connection.execute(
+            select(notifier_deliveries.c.channel).where(
+                notifier_deliveries.c.alert_id == alert_id,
+                notifier_deliveries.c.kind == Kind.TRIGGER.value,
+                notifier_deliveries.c.state.in_(RESOLVABLE_TRIGGER_STATES),
+            )
+        ).scalars()
+        rows = [_delivery_row(alert_id, channel, Kind.RESOLVE, now) for channel in notified]
+        if rows:
+            connection.execute(insert_ignore(connection, notifier_deliveries), rows)
+
+    def _claim_owned(
+        self, connection: Connection, alert_ids: list[str], kind: Kind
+    ) -> list[PlannedDelivery]:
+        """Returns the event's deliveries to attempt; failed ones are made pending again."""
+        if not alert_ids:
+            return []
+        scope = and_(
+            notifier_deliveries.c.alert_id.in_(alert_ids),
+            notifier_deliveries.c.kind == kind.value,
+        )
+        connection.execute(
+            update(notifier_deliveries)
+            .where(scope, notifier_deliveries.c.state.in_(RETRYABLE_STATES))
+            .values(state=DeliveryState.PENDING.value, updated_at=utcnow())
+        )
+        rows = connection.execute(
+            select(
+                notifier_deliveries.c.id,
+                notifier_deliveries.c.alert_id,
+                notifier_deliveries.c.channel,
+                alerts.c.dedupe_key,
+            )
+            .join(alerts, alerts.c.alert_id == notifier_deliveries.c.alert_id)
+            .where(scope, notifier_deliveries.c.state == DeliveryState.PENDING.value)
+            .order_by(notifier_deliveries.c.id)
+        ).all()
+        return [PlannedDelivery(r.id, r.alert_id, r.dedupe_key, r.channel, kind) for r in rows]
+
+    # -- deliveries (phase 2) ------------------------------------------------------------------
+
+    def delivery(self, delivery_id: int) -> DeliveryContext:
+        """Loads a delivery, its alert and (for a resolve) its trigger's state."""
+        with self.engine.connect() as connection:
+            plan = notifier_deliveries.c
+            row = connection.execute(
+                select(
+                    plan.channel,
+                    plan.kind,
+                    plan.state.label("delivery_state"),
+                    plan.attempts,
+                    plan.window_start,
+                    alerts,
+                )
+                .join(alerts, alerts.c.alert_id == plan.alert_id)
+                .where(plan.id == delivery_id)
+            ).one()
+            trigger = None
+            if row.kind == Kind.RESOLVE:
+                trigger = connection.execute(
+                    select(notifier_deliveries.c.state, notifier_deliveries.c.window_start).where(
+                        notifier_deliveries.c.alert_id == row.alert_id,
+                        notifier_deliveries.c.channel == row.channel,
+                        notifier_deliveries.c.kind == Kind.TRIGGER.value,
+                    )
+                ).one_or_none()
+        return DeliveryContext(
+            id=delivery_id,
+            channel=row.channel,
+            kind=Kind(row.kind),
+            state=DeliveryState(row.delivery_state),
+            attempts=row.attempts,
+            window_start=row.window_start,
+            alert=alert_view(row),
+            trigger_state=DeliveryState(trigger.state) if trigger else None,
+            trigger_window=trigger.window_start if trigger else None,
+        )
+
+    def finish(self, delivery_id: int, state: DeliveryState, detail: str | None = None) -> None:
+        """Moves a pending delivery to an end state (skipped, sent, failed, rejected)."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(notifier_deliveries)
+                .where(notifier_deliveries.c.id == delivery_id)
+                .values(state=state.value, detail=_short(detail), updated_at=utcnow())
+            )
+
+    def claim_slot(
+        self,
+        delivery_id: int,
+        channel: str,
+        window_start: datetime,
+        window_end: datetime,
+        limit: int,
+    ) -> bool:
+        """Counts the delivery in the channel's window if the window has room.
+
+        Returns True when it may be sent now; False when the window was full and the
+        delivery was folded into the window's digest (state throttled), durably.
+        """
+        # The window row is created in a transaction of its own: an INSERT IGNORE that meets
+        # an existing row holds a shared lock, and two of them upgrading to the UPDATE's
+        # exclusive lock would deadlock each other.
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert_ignore(connection, notifier_windows).values(
+                    channel=channel, window_start=window_start, window_end=window_end
+                )
+            )
+        with self.engine.begin() as connection:
+            counted = connection.execute(
+                update(notifier_windows)
+                .where(
+                    notifier_windows.c.channel == channel,
+                    notifier_windows.c.window_start == window_start,
+                    notifier_windows.c.sent < limit,
+                )
+                .values(sent=notifier_windows.c.sent + 1)
+            ).rowcount
+            if counted:
+                connection.execute(
+                    update(notifier_deliveries)
+                    .where(notifier_deliveries.c.id == delivery_id)
+                    .values(window_start=window_start, updated_at=utcnow())
+                )
+                return True
+            self._fold(connection, delivery_id, channel, window_start)
+            return False
+
+    def fold(self, delivery_id: int, channel: str, window_start: datetime) -> None:
+        """Folds a delivery into an existing window's digest (a resolve joins its trigger)."""
+        with self.engine.begin() as connection:
+            self._fold(connection, delivery_id, channel, window_start)
+
+    def _fold(
+        self, connection: Connection, delivery_id: int, channel: str, window_start: datetime
+    ) -> None:
+        connection.execute(
+            update(notifier_windows)
+            .where(
+                notifier_windows.c.channel == channel,
+                notifier_windows.c.window_start == window_start,
+            )
+            .values(folded=notifier_windows.c.folded + 1)
+        )
+        connection.execute(
+            update(notifier_deliveries)
+            .where(notifier_deliveries.c.id == delivery_id)
+            .values(
+                state=DeliveryState.THROTTLED.value,
+                window_start=window_start,
+                detail="folded into the window's digest",
+                updated_at=utcnow(),
+            )
+        )
+
+    def record_attempt(
+        self,
+        *,
+        alert_id: str | None,
+        dedupe_key: str | None,
+        channel: str,
+        kind: Kind,
+        attempt: int,
+        status: str,
+        http_status: int | None,
+        error: str | None,
+        delivery_id: int | None = None,
+        end_state: DeliveryState | None = None,
+    ) -> None:
+        """Appends one try to `notifications`; with `end_state`, also ends the delivery."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(notifications).values(
+                    alert_id=alert_id,
+                    dedupe_key=dedupe_key,
+                    channel=channel,
+                    kind=kind.value,
+                    attempt=attempt,
+                    status=status,
+                    http_status=http_status,
+                    error=error[:1000] if error else None,
+                    created_at=utcnow(),
+                )
+            )
+            if delivery_id is None:
+                return
+            values: dict[str, Any] = {"attempts": attempt, "updated_at": utcnow()}
+            if end_state is not None:
+                values |= {"state": end_state.value, "detail": _short(error)}
+            connection.execute(
+                update(notifier_deliveries)
+                .where(notifier_deliveries.c.id == delivery_id)
+                .values(**values)
+            )
+
+    # -- digests -------------------------------------------------------------------------------
+
+    def due_windows(self, now: datetime) -> list[DueWindow]:
+        """Returns the ended windows that still hold folded notifications."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    notifier_windows.c.channel,
+                    notifier_windows.c.window_start,
+                    notifier_windows.c.window_end,
+                )
+                .where(
+                    notifier_windows.c.window_end <= now,
+                    select(notifier_deliveries.c.id)
+                    .where(
+                        notifier_deliveries.c.channel == notifier_windows.c.channel,
+                        notifier_deliveries.c.window_start == notifier_windows.c.window_start,
+                        notifier_deliveries.c.state == DeliveryState.THROTTLED.value,
+                    )
+                    .exists(),
+                )
+                .order_by(notifier_windows.c.window_start)
+            ).all()
+        return [DueWindow(r.channel, r.window_start, r.window_end) for r in rows]
+
+    def backlog(self) -> int:
+        """Returns how many notifications wait in digests."""
+        with self.engine.connect() as connection:
+            count: int = connection.execute(
+                select(func.count()).where(
+                    notifier_deliveries.c.state == DeliveryState.THROTTLED.value
+                )
+            ).scalar_one()
+        return count
+
+    def claim_digest(self, window: DueWindow, owner: str, now: datetime, lease: timedelta) -> bool:
+        """Claims the sending of a window's digest; False if another replica holds it."""
+        with self.engine.begin() as connection:
+            claimed = connection.execute(
+                update(notifier_windows)
+                .where(
+                    notifier_windows.c.channel == window.channel,
+                    notifier_windows.c.window_start == window.window_start,
+                    or_(
+                        notifier_windows.c.digest_claimed_at.is_(None),
+                        notifier_windows.c.digest_claimed_at < now - lease,
+                    ),
+                )
+                .values(digest_claimed_by=owner[:255], digest_claimed_at=now)
+            ).rowcount
+        return bool(claimed)
+
+    def folded_items(self, window: DueWindow) -> list[FoldedItem]:
+        """Returns the notifications folded into a window, oldest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(
+                    notifier_deliveries.c.id.label("delivery_id"),
+                    notifier_deliveries.c.kind,
+                    alerts,
+                )
+                .join(alerts, alerts.c.alert_id == notifier_deliveries.c.alert_id)
+                .where(
+                    notifier_deliveries.c.channel == window.channel,
+                    notifier_deliveries.c.window_start == window.window_start,
+                    notifier_deliveries.c.state == DeliveryState.THROTTLED.value,
+                )
+                .order_by(notifier_deliveries.c.id)
+            ).all()
+        return [FoldedItem(r.delivery_id, Kind(r.kind), alert_view(r)) for r in rows]
+
+    def finish_digest(
+        self,
+        window: DueWindow,
+        delivery_ids: Iterable[int],
+        state: DeliveryState,
+        detail: str | None,
+        *,
+        release: bool = True,
+    ) -> None:
+        """Ends the folded deliveries a digest carried, and releases the window's claim."""
+        ids = list(delivery_ids)
+        with self.engine.begin() as connection:
+            if ids:
+                connection.execute(
+                    update(notifier_deliveries)
+                    .where(notifier_deliveries.c.id.in_(ids))
+                    .values(state=state.value, detail=_short(detail), updated_at=utcnow())
+                )
+            if not release:
+                return
+            connection.execute(
+                update(notifier_windows)
+                .where(
+                    notifier_windows.c.channel == window.channel,
+                    notifier_windows.c.window_start == window.window_start,
+                )
+                .values(
+                    digest_claimed_by=None,
+                    digest_claimed_at=None,
+                    digests_sent=notifier_windows.c.digests_sent
+                    + (1 if state is DeliveryState.DIGESTED else 0),
+                )
+            )
+
+    # -- operators (rbr alerts) ----------------------------------------------------------------
+
+    def list_alerts(
+        self, *, state: AlertState | None = None, bucket: str | None = None, limit: int = 50
+    ) -> list[Row[Any]]:
+        """Returns alert occurrences, newest first."""
+        query = select(alerts).order_by(alerts.c.fired_at.desc(), alerts.c.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(alerts.c.state == state.value)
+        if bucket is not None:
+            query = query.where(alerts.c.bucket == bucket)
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).all())
+
+    def acknowledge(self, dedupe_key: str, by: str, now: datetime) -> int:
+        """Acknowledges the firing occurrences of a dedupe key; returns how many."""
+        with self.engine.begin() as connection:
+            count: int = connection.execute(
+                update(alerts)
+                .where(
+                    alerts.c.dedupe_key == dedupe_key,
+                    alerts.c.state == AlertState.FIRING.value,
+                )
+                .values(
+                    state=AlertState.ACKNOWLEDGED.value,
+                    acknowledged_at=now,
+                    acknowledged_by=by[:255],
+                    updated_at=now,
+                )
+            ).rowcount
+        return count
+
+    def history(self, dedupe_key: str) -> tuple[list[Row[Any]], list[Row[Any]]]:
+        """Returns a dedupe key's occurrences and every notification attempt for them."""
+        with self.engine.connect() as connection:
+            occurrences = connection.execute(
+                select(alerts).where(alerts.c.dedupe_key == dedupe_key).order_by(alerts.c.id)
+            ).all()
+            ids = [row.alert_id for row in occurrences]
+            attempts = (
+                connection.execute(
+                    select(notifications)
+                    .where(notifications.c.alert_id.in_(ids))
+                    .order_by(notifications.c.id)
+                ).all()
+                if ids
+                else []
+            )
+        return list(occurrences), list(attempts)
+
+    def deliveries_of(self, alert_id: str) -> list[Row[Any]]:
+        """Returns the delivery plan of one occurrence."""
+        with self.engine.connect() as connection:
+            return list(
+                connection.execute(
+                    select(notifier_deliveries)
+                    .where(notifier_deliveries.c.alert_id == alert_id)
+                    .order_by(notifier_deliveries.c.id)
+                ).all()
+            )
+
+    # -- retention -----------------------------------------------------------------------------
+
+    def purge(self, cutoff: datetime, chunk: int = 1000) -> dict[str, int]:
+        """Deletes what ended before `cutoff`, in small transactions.
+
+        That is: resolved alerts with their delivery plans and attempts, older attempts
+        (digests, tests) and throttle windows.
+        """
+        removed = {"alerts": 0, "notifications": 0, "windows": 0}
+        while True:
+            with self.engine.begin() as connection:
+                ids = (
+                    connection.execute(
+                        select(alerts.c.alert_id)
+                        .where(
+                            alerts.c.state == AlertState.RESOLVED.value,
+                            alerts.c.resolved_at < cutoff,
+                        )
+                        .limit(chunk)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if not ids:
+                    break
+                connection.execute(
+                    delete(notifier_deliveries).where(notifier_deliveries.c.alert_id.in_(ids))
+                )
+                removed["notifications"] += connection.execute(
+                    delete(notifications).where(notifications.c.alert_id.in_(ids))
+                ).rowcount
+                removed["alerts"] += connection.execute(
+                    delete(alerts).where(alerts.c.alert_id.in_(ids))
+                ).rowcount
+        with self.engine.begin() as connection:
+            removed["notifications"] += connection.execute(
+                delete(notifications).where(notifications.c.created_at < cutoff)
+            ).rowcount
+            removed["windows"] += connection.execute(
+                delete(notifier_windows).where(notifier_windows.c.window_end < cutoff)
+            ).rowcount
+        return removed
+
+
+def _last_seen(row: Row[Any]) -> datetime:
+    """Returns when an occurrence last fired (rows written by others may leave it NULL)."""
+    moment: datetime = row.last_seen_at or row.fired_at
+    return moment
+
+
+def _alert_row(event: AlertEvent, now: datetime) -> dict[str, Any]:
+    alert = event.alert
+    return {
+        "alert_id": alert.alert_id,
+        "dedupe_key": alert.dedupe_key,
+        "type": alert.type,
+        "severity": alert.severity.value,
+        "state": AlertState.FIRING.value,
+        "bucket": alert.bucket,
+        "title": alert.title,
+        "detail": alert.detail,
+        "source": alert.source,
+        "context": dict(alert.context),
+        "fired_at": alert.occurred_at,
+        "last_seen_at": alert.occurred_at,
+        "repeats": 0,
+        "last_event_id": event.event_id[:MAX_ID_CHARS],
+        "updated_at": now,
+    }
+
+
+def _delivery_row(alert_id: str, channel: str, kind: Kind, now: datetime) -> dict[str, Any]:
+    return {
+        "alert_id": alert_id,
+        "channel": channel,
+        "kind": kind.value,
+        "state": DeliveryState.PENDING.value,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _short(detail: str | None) -> str | None:
+    if detail is None:
+        return None
+    return detail if len(detail) <= MAX_DETAIL_CHARS else detail[: MAX_DETAIL_CHARS - 1] + "…"

@@ -1,0 +1,188 @@
+"""What every channel sender shares: the result of one try, its classification, scrubbing.
+
+A sender makes exactly one try per `send` call and never raises for a delivery problem: it
+returns an `AttemptResult` saying whether the try worked, may be retried (timeouts, connection
+errors, 408, 429, 5xx) or never will (other 4xx, refused configuration). Error texts are
+scrubbed of the channel's secrets and of every URL, because they end up in the database, in
+logs and in DLQ headers.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import re
+import ssl
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from rbr_notifier.model import Notification
+
+USER_AGENT = "rbr-notifier/0.1 (+https://github.com/jamesbinford/rustbucket)"
+MAX_ERROR_CHARS = 300
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+class Outcome(StrEnum):
+    """What one try came to."""
+
+    OK = "ok"
+    RETRY = "retry"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """The result of one try: outcome, HTTP status if any, a scrubbed error, Retry-After."""
+
+    outcome: Outcome
+    http_status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Tells whether the try delivered the notification."""
+        return self.outcome is Outcome.OK
+
+    def describe(self) -> str:
+        """Returns a short description: HTTP status and error."""
+        parts = [f"HTTP {self.http_status}"] if self.http_status is not None else []
+        if self.error:
+            parts.append(self.error)
+        return ": ".join(parts) or self.outcome.value
+
+
+class Scrubber:
+    """Removes secrets and URLs from text that leaves the sender."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        # Longest first, so a secret containing another is removed whole.
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str, limit: int = MAX_ERROR_CHARS) -> str:
+        """Returns text without secrets or URLs, on one line, cut to `limit` characters."""
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
+        text = _URL.sub("<url>", text)
+        text = " ".join(text.split())
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Sender(ABC):
+    """Sends notifications to one channel; one try per call."""
+
+    channel_type: str = ""
+
+    def __init__(self, name: str, secrets: list[str]) -> None:
+        self.name = name
+        self.scrub = Scrubber(secrets)
+
+    @abstractmethod
+    def send(self, notification: Notification) -> AttemptResult:
+        """Makes one try at delivering the notification."""
+
+    def close(self) -> None:  # noqa: B027 - most senders hold nothing to close
+        """Releases connections."""
+
+
+def quiet_http_client_logs() -> None:
+    """Keeps httpx/httpcore below INFO: their request lines hold webhook URLs, which are secrets."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Parses a Retry-After header: delay in seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
+
+
+class HttpSender(Sender):
+    """A sender speaking JSON over HTTP(S) with one pooled client (thread-safe)."""
+
+    def __init__(
+        self,
+        name: str,
+        secrets: list[str],
+        *,
+        timeout: float,
+        tls_verify: bool = True,
+        ca_file: Path | None = None,
+    ) -> None:
+        super().__init__(name, secrets)
+        self._timeout = timeout
+        self._client = httpx.Client(
+            timeout=timeout,
+            follow_redirects=False,
+            verify=_verification(tls_verify, ca_file),
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    def close(self) -> None:
+        """Closes the connection pool."""
+        self._client.close()
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
+        """POSTs a body and classifies the answer; never raises for network problems."""
+        try:
+            response = self._client.post(url, content=body, headers=headers)
+        except httpx.TimeoutException as error:
+            return AttemptResult(
+                Outcome.RETRY, error=f"timeout after {self._timeout:g}s ({type(error).__name__})"
+            )
+        except httpx.TransportError as error:
+            return AttemptResult(
+                Outcome.RETRY, error=self.scrub(f"{type(error).__name__}: {error}")
+            )
+        return self.classify(response)
+
+    def post_json(
+        self, url: str, payload: Any, headers: dict[str, str] | None = None
+    ) -> AttemptResult:
+        """POSTs a JSON document."""
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        return self.post(url, body, {"Content-Type": "application/json", **(headers or {})})
+
+    def classify(self, response: httpx.Response) -> AttemptResult:
+        """Turns an HTTP answer into an outcome: 2xx ok, 408/425/429/5xx retry, others never."""
+        status = response.status_code
+        if 200 <= status < 300:
+            return AttemptResult(Outcome.OK, http_status=status)
+        detail = self.scrub(response.text, 200) if response.content else None
+        if status in RETRYABLE_STATUSES or status >= 500:
+            return AttemptResult(
+                Outcome.RETRY,
+                http_status=status,
+                error=detail,
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+            )
+        if 300 <= status < 400:
+            detail = "redirects are not followed; configure the final URL"
+        return AttemptResult(Outcome.PERMANENT, http_status=status, error=detail)
+
+
+def _verification(tls_verify: bool, ca_file: Path | None) -> ssl.SSLContext | bool:
+    if not tls_verify:
+        return False
+    if ca_file is None:
+        return True
+    return ssl.create_default_context(cafile=str(ca_file))

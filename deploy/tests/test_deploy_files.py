@@ -207,3 +207,13 @@ def test_secrets_are_referenced_never_inlined() -> None:
                 if SECRET_NAME.search(variable["name"]) or variable["name"] == "RBR_DATABASE_URL":
                     assert "value" not in variable, variable["name"]
                     assert variable["valueFrom"]["secretKeyRef"]["name"] == "rbr-secrets"
+
+
+def test_the_notifier_channels_file_mounted_by_compose_loads() -> None:
+    from rbr_notifier.config import load_channels  # noqa: PLC0415 - only this test needs it
+
+    notifier = compose()["services"]["notifier"]
+    mount = next(v for v in notifier["volumes"] if v.endswith("/etc/rbr/channels.yaml:ro"))
+    host_path = ROOT / mount.split(":")[0]
+    assert notifier["environment"]["RBR_NOTIFIER_CHANNELS"] == "/etc/rbr/channels.yaml"
+    assert load_channels(host_path, environ={}).channels == []

@@ -3,5 +3,6 @@
 pytest_plugins = [
     "rbr_testing.broker",
     "rbr_testing.mariadb",
+    "rbr_testing.registry",
     "rbr_testing.report",
 ]

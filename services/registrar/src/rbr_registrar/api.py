@@ -40,6 +40,7 @@ from rbr_registrar.models import (
     S3View,
     SelfUpdateRequest,
 )
+from rbr_registrar.limits import BodyLimit
 from rbr_registrar.repository import BucketRepository
 from rbr_registrar.settings import RegistrarSettings
 from rbr_runtime.buckets import forbidden_reason
@@ -104,9 +105,8 @@ def create_app(deps: Dependencies) -> FastAPI:
         title="Rustbucket Registry: registrar",
         version="1.0",
         description="Registration of rustbuckets, their own updates, and the operator API.",
-        max_body_size=deps.settings.max_body_bytes,
     )
-    app.state.max_body_bytes = deps.settings.max_body_bytes
+    app.add_middleware(BodyLimit, max_bytes=deps.settings.max_body_bytes)
     errors.install(app)
     app.include_router(_registration_routes(deps))
     app.include_router(_self_update_routes(deps))

@@ -107,12 +107,8 @@ async def _field_errors(request: Request, error: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
-    detail = error.detail
-    if error.status_code == 413:
-        limit = getattr(request.app.state, "max_body_bytes", None)
-        detail = f"request body is larger than the {limit} bytes accepted"
     return JSONResponse(
-        status_code=error.status_code, content={"detail": detail}, headers=error.headers
+        status_code=error.status_code, content={"detail": error.detail}, headers=error.headers
     )
 
 

@@ -5,4 +5,6 @@ pytest_plugins = [
     "rbr_testing.mariadb",
     "rbr_testing.registry",
     "rbr_testing.report",
+    "rbr_testing.s3",
+    "rbr_testing.simulator",
 ]

@@ -1,0 +1,251 @@
+"""The poll loop: each owned bucket once per slot, at its own phase, claimed across replicas.
+
+Time is cut into slots of `RBR_POLL_INTERVAL`. A bucket is due in a slot at its stable phase
+(a hash of its name spread over `RBR_POLL_JITTER` of the slot). When it is due and its slot
+is not done, the loop claims the slot in `poller_state` (a conditional update: only one
+replica can win it) and polls. A bucket whose due time passed while it changed owners is due
+at once for its new owner, which claims it by the same rule: never twice in a slot, and not
+missed while some replica owns it.
+
+The loop runs asyncio on its own thread: polls are concurrent (bounded by the HTTP client's
+pool, `RBR_BUCKET_CONCURRENCY`); database and broker work runs on worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+import httpx
+from prometheus_client import Counter, Gauge
+
+from rbr_poller.polling import PollConfig, poll_bucket
+from rbr_poller.recorder import UNRESPONSIVE, Recorder
+from rbr_poller.settings import PollerSettings
+from rbr_poller.store import PollerStateStore
+from rbr_runtime.buckets import make_async_client
+from rbr_runtime.kafka import BucketDirectory
+from rbr_runtime.kafka.consumer import backoff_delay
+from rbr_runtime.schedule import due_at, slot_of
+from rbr_schemas import BucketRegistered, BucketState, BucketStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+STATUS_NAMESPACE = uuid.UUID("9d3c7c9e-8f0f-4e0b-a7b4-2d6f0f4f5a21")
+CLAIMS_LOST = Counter(
+    "rbr_poll_claims_lost_total", "Due polls another replica had already claimed for the slot."
+)
+IN_FLIGHT = Gauge("rbr_polls_in_flight", "Polls in progress.")
+PENDING_STATUSES = Gauge(
+    "rbr_statuses_unpublished", "Polled statuses waiting to be published (broker or DB down)."
+)
+
+
+def status_event_id(name: str, slot: int) -> str:
+    """Returns the id of a bucket's status event for a slot: the same if it is re-sent."""
+    return str(uuid.uuid5(STATUS_NAMESPACE, f"{name}:{slot}"))
+
+
+def due_buckets(
+    records: list[BucketRegistered],
+    now: datetime,
+    interval: float,
+    jitter: float,
+    done: dict[str, int],
+    busy: set[str],
+) -> tuple[int, list[BucketRegistered]]:
+    """Returns the current slot and the buckets due in it that are not done nor in progress."""
+    slot = slot_of(now, interval)
+    due = [
+        record
+        for record in records
+        if record.name not in busy
+        and done.get(record.name, -1) < slot
+        and now >= due_at(record.name, slot, interval, jitter)
+    ]
+    return slot, due
+
+
+class PollLoop:
+    """Polls the buckets this replica owns: a component with `run` and `stop`."""
+
+    def __init__(
+        self,
+        settings: PollerSettings,
+        directory: BucketDirectory,
+        store: PollerStateStore,
+        recorder: Recorder,
+        config: PollConfig,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._settings = settings
+        self._directory = directory
+        self._store = store
+        self._recorder = recorder
+        self._config = config
+        self._clock = clock
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._limiter: asyncio.Semaphore | None = None
+        self._done: dict[str, int] = {}
+        self._known: set[str] = set()
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._results: list[tuple[BucketStatus, str | None]] = []
+        self._flush_failures = 0
+        self._next_flush = 0.0
+        self._next_sweep = 0.0
+        self.polls_done = 0
+
+    # -- component -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Polls until stop()."""
+        asyncio.run(self._main())
+
+    def stop(self) -> None:
+        """Stops scheduling; polls in flight finish and are recorded."""
+        self._stop.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """Re-examines the schedule now (the owned buckets may have changed)."""
+        loop, event = self._loop, self._wake
+        if loop is not None and event is not None:
+            loop.call_soon_threadsafe(event.set)
+
+    @property
+    def tick(self) -> float:
+        """Returns the longest pause between two looks at the schedule."""
+        return max(0.05, min(1.0, self._settings.poll_interval / 20))
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._limiter = asyncio.Semaphore(self._config.access.bucket_concurrency)
+        client = make_async_client(self._config.access)
+        try:
+            while not self._stop.is_set():
+                await self._step(client)
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.tick)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+            await self._drain()
+        finally:
+            await client.aclose()
+
+    async def _drain(self) -> None:
+        if self._tasks:
+            log.info("waiting for %d poll(s) in flight", len(self._tasks))
+            await asyncio.wait(self._tasks, timeout=self._settings.bucket_timeout + 1)
+        await self._flush(force=True)
+
+    # -- one step --------------------------------------------------------------------------------
+
+    async def _step(self, client: httpx.AsyncClient) -> None:
+        await self._flush()
+        if not self._directory.caught_up:
+            return
+        now = self._clock()
+        records = self._directory.buckets(BucketState.ACTIVE)
+        try:
+            await self._schedule(client, records, now)
+            await self._sweep(records, now)
+        except Exception:
+            log.exception("poll scheduling failed; retrying at the next tick")
+
+    async def _schedule(
+        self, client: httpx.AsyncClient, records: list[BucketRegistered], now: datetime
+    ) -> None:
+        new = {r.name for r in records} - self._known
+        if new:
+            await asyncio.to_thread(self._store.ensure, new, now)
+            self._known |= new
+        slot, due = due_buckets(
+            records,
+            now,
+            self._settings.poll_interval,
+            self._settings.poll_jitter,
+            self._done,
+            self._busy,
+        )
+        if not due:
+            return
+        claimed = set(
+            await asyncio.to_thread(self._store.claim, [r.name for r in due], slot, now)
+        )
+        for record in due:
+            self._done[record.name] = slot
+            if record.name not in claimed:
+                CLAIMS_LOST.inc()
+                continue
+            self._start(client, record, slot)
+
+    def _start(self, client: httpx.AsyncClient, record: BucketRegistered, slot: int) -> None:
+        self._busy.add(record.name)
+        IN_FLIGHT.inc()
+        task = asyncio.create_task(self._poll(client, record, slot), name=record.name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _poll(self, client: httpx.AsyncClient, record: BucketRegistered, slot: int) -> None:
+        try:
+            status = await poll_bucket(client, record, self._config, self._limiter)
+            self._results.append((status, status_event_id(record.name, slot)))
+            self.polls_done += 1
+        finally:
+            self._busy.discard(record.name)
+            IN_FLIGHT.dec()
+            if self._wake is not None:
+                self._wake.set()
+
+    async def _flush(self, *, force: bool = False) -> None:
+        if not self._results or (not force and time.monotonic() < self._next_flush):
+            return
+        batch, self._results = self._results, []
+        try:
+            await asyncio.to_thread(self._recorder.record, batch)
+            names = [status.name for status, _ in batch]
+            await asyncio.to_thread(self._recorder.check_health, names, self._clock())
+        except Exception as error:  # noqa: BLE001 - broker or DB down: keep and retry
+            self._results = batch + self._results
+            self._flush_failures += 1
+            delay = backoff_delay(
+                self._flush_failures,
+                self._settings.retry_initial_backoff,
+                self._settings.retry_max_backoff,
+            )
+            self._next_flush = time.monotonic() + delay
+            log.warning(
+                "cannot record %d poll result(s) yet (%s: %s); retrying in %.1fs",
+                len(self._results),
+                type(error).__name__,
+                str(error)[:300],
+                delay,
+            )
+        else:
+            self._flush_failures = 0
+        PENDING_STATUSES.set(len(self._results))
+
+    async def _sweep(self, records: list[BucketRegistered], now: datetime) -> None:
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + self._settings.health_check_interval
+        active = [r.name for r in records]
+        inactive = [
+            r.name for r in self._directory.buckets(state=None) if r.state != BucketState.ACTIVE
+        ]
+        owned = set(active)
+        self._done = {name: slot for name, slot in self._done.items() if name in owned}
+        self._known &= owned
+        summary = await asyncio.to_thread(self._recorder.check_health, active, now, inactive)
+        UNRESPONSIVE.set(summary.open)

@@ -118,8 +118,17 @@ class PollLoop:
     def wake(self) -> None:
         """Re-examines the schedule now (the owned buckets may have changed)."""
         loop, event = self._loop, self._wake
-        if loop is not None and event is not None:
+        if loop is None or event is None or loop.is_closed():
+            return
+        try:
             loop.call_soon_threadsafe(event.set)
+        except RuntimeError:
+            pass  # the loop closed in between: nothing left to wake
+
+    @property
+    def in_flight(self) -> int:
+        """Returns how many polls are in progress."""
+        return len(self._tasks)
 
     @property
     def tick(self) -> float:

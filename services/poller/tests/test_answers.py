@@ -43,8 +43,10 @@ def test_the_entry_naming_the_bucket_is_used() -> None:
         (b'{"status": "ok", "updates": ["x"]}', "other than objects"),
         (json.dumps({"updates": [entry(cpu_usage=12)]}).encode(), "cpu_usage is not a string"),
         (json.dumps({"updates": [entry(uptime="9" * 300)]}).encode(), "longer than 255"),
-        (json.dumps({"updates": [entry(operating_system="x\x1b[2J")]}).encode(),
-         "control characters"),
+        (
+            json.dumps({"updates": [entry(operating_system="x\x1b[2J")]}).encode(),
+            "control characters",
+        ),
         (json.dumps({"updates": [entry(connections="a\u202eb")]}).encode(), "control characters"),
         (json.dumps({"status": 5, "updates": [entry()]}).encode(), "status is not a string"),
         (json.dumps({"updates": [entry(name="rustbucket-other000")]}).encode(), "another bucket"),
@@ -56,7 +58,7 @@ def test_malformed_or_hostile_answers_are_refused_with_a_reason(body: bytes, rea
 
 
 def test_reasons_are_sanitised_and_bounded() -> None:
-    assert sanitise("a\x00b\x1b[31mc" + "x" * 1000) .startswith("a?b?[31mc")
+    assert sanitise("a\x00b\x1b[31mc" + "x" * 1000).startswith("a?b?[31mc")
     assert len(sanitise("x" * 1000)) == 300
 
 

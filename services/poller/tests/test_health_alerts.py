@@ -44,7 +44,10 @@ def test_silent_bucket_fires_one_alert_and_resolves_it_when_back(
     assert len(fired) == 1
     alert = fired[0]
     assert (alert.type, alert.severity, alert.state, alert.bucket) == (
-        "bucket_unresponsive", Severity.HIGH, AlertState.FIRING, quiet
+        "bucket_unresponsive",
+        Severity.HIGH,
+        AlertState.FIRING,
+        quiet,
     )
     assert alert.dedupe_key == f"bucket_unresponsive:{quiet}"
     assert "connect" in alert.detail
@@ -58,8 +61,9 @@ def test_silent_bucket_fires_one_alert_and_resolves_it_when_back(
     assert len(alerts(broker)) == 1
 
     fleet.set_mode(quiet, "normal")
-    both = wait_for(lambda: alerts(broker) if len(alerts(broker)) >= 2 else None,
-                    message="the resolution")
+    both = wait_for(
+        lambda: alerts(broker) if len(alerts(broker)) >= 2 else None, message="the resolution"
+    )
     resolved = both[1]
     assert resolved.state == AlertState.RESOLVED
     assert (resolved.alert_id, resolved.dedupe_key) == (alert.alert_id, alert.dedupe_key)

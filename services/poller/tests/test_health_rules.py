@@ -58,13 +58,18 @@ def test_open_alert_never_fires_again_and_resolves_on_a_later_success() -> None:
 
 
 def test_alert_id_is_stable_for_one_silence_and_new_for_the_next() -> None:
-    silent = row(last_success_at=T0, consecutive_failures=4, last_error_class="timeout",
-                 last_error="no complete answer within 10s")
+    silent = row(
+        last_success_at=T0,
+        consecutive_failures=4,
+        last_error_class="timeout",
+        last_error="no complete answer within 10s",
+    )
     first = firing_alert(silent, T0 + timedelta(minutes=16), LIMIT)
     again = firing_alert(silent, T0 + timedelta(minutes=17), LIMIT)
     assert first.alert_id == again.alert_id == alert_id_for(silent.name, T0)
-    later = firing_alert(replace(silent, last_success_at=T0 + timedelta(hours=1)),
-                         T0 + timedelta(hours=2), LIMIT)
+    later = firing_alert(
+        replace(silent, last_success_at=T0 + timedelta(hours=1)), T0 + timedelta(hours=2), LIMIT
+    )
     assert later.alert_id != first.alert_id
     assert first.dedupe_key == f"bucket_unresponsive:{silent.name}"
     assert first.state is AlertState.FIRING
@@ -73,8 +78,12 @@ def test_alert_id_is_stable_for_one_silence_and_new_for_the_next() -> None:
 
 
 def test_resolution_keeps_the_occurrence() -> None:
-    open_row = row(alert_open=True, alert_id="a-1", alert_opened_at=T0,
-                   last_success_at=T0 + timedelta(minutes=3))
+    open_row = row(
+        alert_open=True,
+        alert_id="a-1",
+        alert_opened_at=T0,
+        last_success_at=T0 + timedelta(minutes=3),
+    )
     resolved = resolved_alert(open_row, T0 + timedelta(minutes=3))
     assert (resolved.alert_id, resolved.state) == ("a-1", AlertState.RESOLVED)
     assert resolved.occurred_at == T0 + timedelta(minutes=3)
@@ -82,8 +91,14 @@ def test_resolution_keeps_the_occurrence() -> None:
 
 def record(name: str) -> BucketRegistered:
     return BucketRegistered(
-        bucket_id=f"id-{name}", name=name, state=BucketState.ACTIVE, ip_address="203.0.113.7",
-        token_ciphertext="x", registered_at=T0, updated_at=T0, version=1,
+        bucket_id=f"id-{name}",
+        name=name,
+        state=BucketState.ACTIVE,
+        ip_address="203.0.113.7",
+        token_ciphertext="x",
+        registered_at=T0,
+        updated_at=T0,
+        version=1,
     )
 
 
@@ -95,7 +110,9 @@ def test_each_bucket_is_due_once_per_slot_at_its_own_phase() -> None:
     polled: list[str] = []
     moment = T0
     while moment < T0 + timedelta(seconds=interval):
-        current, due = due_buckets(records, moment, interval, 0.9, done, set())
+        current, due = due_buckets(
+            records, moment, interval=interval, jitter=0.9, done=done, busy=set()
+        )
         assert current == slot
         for item in due:
             assert moment >= due_at(item.name, slot, interval, 0.9)
@@ -113,11 +130,12 @@ def test_a_bucket_in_progress_or_done_is_not_due() -> None:
     end_of_slot = T0 + timedelta(seconds=299)
     item = record("rustbucket-busy0000")
     slot = slot_of(T0, interval)
-    assert due_buckets([item], end_of_slot, interval, 0.9, {}, {item.name})[1] == []
-    assert due_buckets([item], end_of_slot, interval, 0.9, {item.name: slot}, set())[1] == []
+    options = {"interval": interval, "jitter": 0.9}
+    assert due_buckets([item], end_of_slot, **options, done={}, busy={item.name})[1] == []
+    assert due_buckets([item], end_of_slot, **options, done={item.name: slot}, busy=set())[1] == []
     # A due time passed while the bucket had no owner: due at once for its new owner.
-    assert due_buckets([item], end_of_slot, interval, 0.9, {item.name: slot - 1}, set())[1] == [
-        item
-    ]
+    assert due_buckets([item], end_of_slot, **options, done={item.name: slot - 1}, busy=set())[
+        1
+    ] == [item]
     assert status_event_id(item.name, slot) == status_event_id(item.name, slot)
     assert status_event_id(item.name, slot) != status_event_id(item.name, slot + 1)

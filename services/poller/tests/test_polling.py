@@ -15,6 +15,7 @@ from rbr_poller.tasks import health_check, pull_updates
 from rbr_runtime.db.tables import poller_state
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.secrets import TokenVault
+from rbr_runtime.settings import CommonSettings
 from rbr_schemas import (
     ALERTS,
     BUCKET_REGISTERED,
@@ -45,25 +46,17 @@ MODES = {
 
 
 def publish_registrations(broker: Broker, records: list[BucketRegistered]) -> None:
-    settings = poller_settings(broker, _no_engine())
-    producer = EventProducer(settings, source="/rbr/registrar")
+    producer = EventProducer(
+        CommonSettings(kafka_bootstrap=broker.bootstrap), source="/rbr/registrar"
+    )
     for item in records:
         producer.send(BUCKET_REGISTERED, item.name, item, subject=item.name)
     producer.flush()
 
 
-def _no_engine() -> Any:
-    class Url:
-        def render_as_string(self, hide_password: bool = True) -> str:
-            return "sqlite://"
-
-    class Engine_:
-        url = Url()
-
-    return Engine_()
-
-
-def registration(name: str, ip: str, port: int | None, token: str, **changes: Any) -> BucketRegistered:
+def registration(
+    name: str, ip: str, port: int | None, token: str, **changes: Any
+) -> BucketRegistered:
     values: dict[str, Any] = {
         "bucket_id": f"id-{name}",
         "name": name,
@@ -89,11 +82,15 @@ def test_every_failure_mode_is_one_status_with_its_class_and_polling_goes_on(
     records = [registration(b.name, b.ip, b.port, b.token) for b in fleet.buckets]
     # Defence in depth: a record the registrar would refuse is never called.
     records.append(registration("rustbucket-metadata", "169.254.169.254", None, "t" * 32))
-    records.append(registration("rustbucket-pending0", "127.0.0.9", None, "t" * 32,
-                                state=BucketState.PENDING))
+    records.append(
+        registration("rustbucket-pending0", "127.0.0.9", None, "t" * 32, state=BucketState.PENDING)
+    )
     publish_registrations(broker, records)
     settings = poller_settings(
-        broker, mysql_engine, bucket_ca_file=str(fleet.ca_file), bucket_timeout=1.5,
+        broker,
+        mysql_engine,
+        bucket_ca_file=str(fleet.ca_file),
+        bucket_timeout=1.5,
         unresponsive_after=3600,
     )
 
@@ -107,15 +104,18 @@ def test_every_failure_mode_is_one_status_with_its_class_and_polling_goes_on(
         assert status.error_class is MODES[mode], (mode, status)
         assert status.reachable is (mode == "normal")
         if mode != "normal":
-            assert status.error and len(status.error) <= 300, (mode, status.error)
+            assert status.error, mode
+            assert len(status.error) <= 300, (mode, status.error)
     metadata = statuses["rustbucket-metadata"]
     assert metadata.error_class is PollErrorClass.CONFIG
     assert "link-local" in (metadata.error or "")
     assert fleet.requests(fleet.names[0], "/update_bucket"), "the normal bucket was called"
     with mysql_engine.connect() as connection:
-        failures = dict(connection.execute(
-            select(poller_state.c.name, poller_state.c.consecutive_failures)
-        ).all())
+        failures = dict(
+            connection.execute(
+                select(poller_state.c.name, poller_state.c.consecutive_failures)
+            ).all()
+        )
     assert failures[fleet.names[0]] == 0
     assert all(failures[name] == 1 for name in fleet.names[1:])
 
@@ -138,7 +138,7 @@ def test_health_check_task_fires_for_silent_buckets_once(
     broker: Broker, mysql_engine: Engine, fleet_factory: FleetFactory
 ) -> None:
     fleet = fleet_factory(count=2)
-    quiet, fine = fleet.buckets
+    quiet = fleet.buckets[0]
     fleet.set_mode(quiet.name, "silent")
     publish_registrations(
         broker, [registration(b.name, b.ip, b.port, b.token) for b in fleet.buckets]
@@ -176,6 +176,7 @@ def test_concurrent_claims_give_each_slot_of_each_bucket_to_one_replica(
         def run() -> None:
             for slot in (7, 8):
                 won[index].extend(f"{n}@{slot}" for n in stores[index].claim(names, slot, T0))
+
         return run
 
     threads = [threading.Thread(target=claimer(i)) for i in range(len(stores))]

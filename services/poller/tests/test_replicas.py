@@ -42,8 +42,12 @@ def test_two_replicas_poll_every_bucket_once_per_slot_across_a_rebalance(
     first, first_handle = poller_factory(**options)
     second, _ = poller_factory(**options)
     wait_for(
-        lambda: first.directory.assigned_partitions and second.directory.assigned_partitions
-        and first.directory.caught_up and second.directory.caught_up,
+        lambda: (
+            first.directory.assigned_partitions
+            and second.directory.assigned_partitions
+            and first.directory.caught_up
+            and second.directory.caught_up
+        ),
         message="both replicas own partitions",
     )
     owned = {r.name for r in first.directory.buckets()} | {
@@ -58,7 +62,8 @@ def test_two_replicas_poll_every_bucket_once_per_slot_across_a_rebalance(
     # A slot with both replicas; then one replica stops a second into the next slot (some
     # of its buckets polled in that slot, most not yet due); one more slot alone.
     wait_until(slot_start(start + 1, INTERVAL) + STOP_INTO_SLOT)
-    assert first.loop.polls_done > 0 and second.loop.polls_done > 0
+    assert first.loop.polls_done > 0
+    assert second.loop.polls_done > 0
     first_handle.stop()
     end = start + 2
     wait_until(slot_start(end + 1, INTERVAL))

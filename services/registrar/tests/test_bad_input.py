@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from rbr_registrar.main import Registrar
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.db.tables import buckets
 from rbr_testing.broker import Broker
@@ -33,8 +34,6 @@ TAKEN_NAME = "rustbucket-taken000"
 @pytest.fixture(scope="module")
 def api(mysql_database_url: str) -> Iterator[httpx.Client]:
     """A registrar requiring enrollment keys and refusing loopback, with one bucket in it."""
-    from rbr_registrar.main import Registrar
-
     broker = Broker()
     broker.start()
     engine = make_engine(mysql_database_url)
@@ -44,11 +43,13 @@ def api(mysql_database_url: str) -> Iterator[httpx.Client]:
     )
     registrar = Registrar(settings)
     try:
-        with running(registrar.service):
-            with httpx.Client(base_url=f"http://127.0.0.1:{registrar.http.port}") as client:
-                taken = client.post("/register_bucket", json=payload(name=TAKEN_NAME))
-                assert taken.status_code == 200, taken.text
-                yield client
+        with (
+            running(registrar.service),
+            httpx.Client(base_url=f"http://127.0.0.1:{registrar.http.port}") as client,
+        ):
+            taken = client.post("/register_bucket", json=payload(name=TAKEN_NAME))
+            assert taken.status_code == 200, taken.text
+            yield client
     finally:
         broker.stop()
         engine.dispose()
@@ -79,86 +80,239 @@ CASES: list[tuple[str, dict[str, Any], int, str | None, str]] = [
     ("missing name", post_json(payload(name=...)), 422, "name", "is required"),
     ("missing token", post_json(payload(token=...)), 422, "token", "is required"),
     ("missing ip", post_json(payload(ip_address=...)), 422, "ip_address", "is required"),
-    ("missing os", post_json(payload(operating_system=...)), 422, "operating_system",
-     "is required"),
+    (
+        "missing os",
+        post_json(payload(operating_system=...)),
+        422,
+        "operating_system",
+        "is required",
+    ),
     ("name not a string", post_json(payload(name=12)), 422, "name", "must be a string"),
-    ("name with a path", post_json(payload(name="../../etc/passwd")), 422, "name",
-     "letters, digits"),
+    (
+        "name with a path",
+        post_json(payload(name="../../etc/passwd")),
+        422,
+        "name",
+        "letters, digits",
+    ),
     ("name too long", post_json(payload(name="a" * 129)), 422, "name", "letters, digits"),
     ("port as text", post_json(payload(port="8443")), 422, "port", "must be an integer"),
     ("port out of range", post_json(payload(port=70000)), 422, "port", "at most 65535"),
     ("port zero", post_json(payload(port=0)), 422, "port", "at least 1"),
     ("port true", post_json(payload(port=True)), 422, "port", "must be an integer"),
-    ("metric as number", post_json(payload(cpu_usage=12)), 422, "cpu_usage",
-     "must be a string"),
+    ("metric as number", post_json(payload(cpu_usage=12)), 422, "cpu_usage", "must be a string"),
     ("metric too long", post_json(payload(uptime="9" * 300)), 422, "uptime", "at most 255"),
-    ("control characters", post_json(payload(operating_system="linux\x1b[31m")), 422,
-     "operating_system", "control characters"),
-    ("ip not an ip", post_json(payload(ip_address="rustbucket.example.com")), 422,
-     "ip_address", "IPv4 or IPv6 address literal"),
-    ("ip as number", post_json(payload(ip_address=2130706433)), 422, "ip_address",
-     "must be a string"),
+    (
+        "control characters",
+        post_json(payload(operating_system="linux\x1b[31m")),
+        422,
+        "operating_system",
+        "control characters",
+    ),
+    (
+        "ip not an ip",
+        post_json(payload(ip_address="rustbucket.example.com")),
+        422,
+        "ip_address",
+        "IPv4 or IPv6 address literal",
+    ),
+    (
+        "ip as number",
+        post_json(payload(ip_address=2130706433)),
+        422,
+        "ip_address",
+        "must be a string",
+    ),
     ("loopback ip", post_json(payload(ip_address="127.0.0.1")), 422, "ip_address", "loopback"),
     ("ipv6 loopback", post_json(payload(ip_address="::1")), 422, "ip_address", "loopback"),
-    ("cloud metadata ip", post_json(payload(ip_address="169.254.169.254")), 422, "ip_address",
-     "link-local"),
-    ("unspecified ip", post_json(payload(ip_address="0.0.0.0")), 422, "ip_address",
-     "unspecified"),
-    ("multicast ip", post_json(payload(ip_address="224.0.0.1")), 422, "ip_address",
-     "multicast"),
-    ("mapped loopback", post_json(payload(ip_address="::ffff:127.0.0.1")), 422, "ip_address",
-     "loopback"),
+    (
+        "cloud metadata ip",
+        post_json(payload(ip_address="169.254.169.254")),
+        422,
+        "ip_address",
+        "link-local",
+    ),
+    ("unspecified ip", post_json(payload(ip_address="0.0.0.0")), 422, "ip_address", "unspecified"),
+    ("multicast ip", post_json(payload(ip_address="224.0.0.1")), 422, "ip_address", "multicast"),
+    (
+        "mapped loopback",
+        post_json(payload(ip_address="::ffff:127.0.0.1")),
+        422,
+        "ip_address",
+        "loopback",
+    ),
     ("token too short", post_json(payload(token="short")), 422, "token", "16 to 256"),
-    ("token with a space", post_json(payload(token="abc def ghi jkl mno pqr")), 422, "token",
-     "without spaces"),
-    ("token not a string", post_json(payload(token=1234567890123456789)), 422, "token",
-     "must be a string"),
-    ("bad s3 bucket", post_json(payload(s3_bucket_name="Not_A_Bucket")), 422,
-     "s3_bucket_name", "valid S3 bucket name"),
-    ("bad s3 region", post_json(payload(s3_bucket_name="logs-bucket", s3_region="Mars 1")),
-     422, "s3_region", "AWS region"),
-    ("body not json", {"method": "POST", "url": "/register_bucket", "content": b"name=x&token=y",
-                       "headers": {"Content-Type": "application/json"}}, 422, "body",
-     "not valid JSON"),
+    (
+        "token with a space",
+        post_json(payload(token="abc def ghi jkl mno pqr")),
+        422,
+        "token",
+        "without spaces",
+    ),
+    (
+        "token not a string",
+        post_json(payload(token=1234567890123456789)),
+        422,
+        "token",
+        "must be a string",
+    ),
+    (
+        "bad s3 bucket",
+        post_json(payload(s3_bucket_name="Not_A_Bucket")),
+        422,
+        "s3_bucket_name",
+        "valid S3 bucket name",
+    ),
+    (
+        "bad s3 region",
+        post_json(payload(s3_bucket_name="logs-bucket", s3_region="Mars 1")),
+        422,
+        "s3_region",
+        "AWS region",
+    ),
+    (
+        "body not json",
+        {
+            "method": "POST",
+            "url": "/register_bucket",
+            "content": b"name=x&token=y",
+            "headers": {"Content-Type": "application/json"},
+        },
+        422,
+        "body",
+        "not valid JSON",
+    ),
     ("body a list", post_json([payload()]), 422, "body", "JSON object"),
-    ("body empty", {"method": "POST", "url": "/register_bucket", "content": b"",
-                    "headers": {"Content-Type": "application/json"}}, 422, "body", "required"),
-    ("body huge", post_json(payload(operating_system="x" * 70_000)), 413, None,
-     "larger than the 65536 bytes"),
-    ("body huge, chunked", {"method": "POST", "url": "/register_bucket",
-                            "content": iter([b'{"name": "', b"x" * 70_000, b'"}']),
-                            "headers": {"Content-Type": "application/json"}}, 413, None,
-     "larger than the 65536 bytes"),
-    ("missing enrollment key", post_json(payload(registration_key=...)), 401, None,
-     "requires an enrollment key"),
-    ("wrong enrollment key", post_json(payload(registration_key="guess")), 403, None,
-     "enrollment key not accepted"),
-    ("wrong bearer key", {**post_json(payload(registration_key=...)),
-                          "headers": {"Authorization": "Bearer guess"}}, 403, None,
-     "enrollment key not accepted"),
-    ("name hijack", post_json(payload(name=TAKEN_NAME, token=OTHER_TOKEN, ip_address="198.51.100.66")),
-     409, None, "different token"),
-    ("operator without key", {"method": "GET", "url": "/api/v1/buckets"}, 401, None,
-     "operator key"),
-    ("operator wrong key", {"method": "GET", "url": "/api/v1/buckets",
-                            "headers": {"Authorization": "Bearer nope"}}, 403, None,
-     "operator key not accepted"),
-    ("operator bad limit", {"method": "GET", "url": "/api/v1/buckets?limit=0",
-                            "headers": {"Authorization": f"Bearer {TEST_OPERATOR_KEY}"}}, 422,
-     "limit", "at least 1"),
-    ("operator bad state", {"method": "GET", "url": "/api/v1/buckets?state=sleepy",
-                            "headers": {"Authorization": f"Bearer {TEST_OPERATOR_KEY}"}}, 422,
-     "state", "must be one of"),
-    ("self update without token", {"method": "PATCH", "url": f"/api/v1/buckets/{TAKEN_NAME}/self",
-                                   "json": {"cpu_usage": "1%"}}, 401, None, "Token <token>"),
-    ("self update wrong token", {"method": "PATCH", "url": f"/api/v1/buckets/{TAKEN_NAME}/self",
-                                 "json": {"cpu_usage": "1%"},
-                                 "headers": {"Authorization": f"Token {OTHER_TOKEN}"}}, 403,
-     None, "token not accepted"),
-    ("self update region alone", {"method": "PATCH", "url": f"/api/v1/buckets/{TAKEN_NAME}/self",
-                                  "json": {"s3_region": "eu-west-1"},
-                                  "headers": {"Authorization": f"Token {TOKEN}"}}, 422,
-     "s3_bucket_name", "is required when"),
+    (
+        "body empty",
+        {
+            "method": "POST",
+            "url": "/register_bucket",
+            "content": b"",
+            "headers": {"Content-Type": "application/json"},
+        },
+        422,
+        "body",
+        "required",
+    ),
+    (
+        "body huge",
+        post_json(payload(operating_system="x" * 70_000)),
+        413,
+        None,
+        "larger than the 65536 bytes",
+    ),
+    (
+        "body huge, chunked",
+        {
+            "method": "POST",
+            "url": "/register_bucket",
+            "content": iter([b'{"name": "', b"x" * 70_000, b'"}']),
+            "headers": {"Content-Type": "application/json"},
+        },
+        413,
+        None,
+        "larger than the 65536 bytes",
+    ),
+    (
+        "missing enrollment key",
+        post_json(payload(registration_key=...)),
+        401,
+        None,
+        "requires an enrollment key",
+    ),
+    (
+        "wrong enrollment key",
+        post_json(payload(registration_key="guess")),
+        403,
+        None,
+        "enrollment key not accepted",
+    ),
+    (
+        "wrong bearer key",
+        {**post_json(payload(registration_key=...)), "headers": {"Authorization": "Bearer guess"}},
+        403,
+        None,
+        "enrollment key not accepted",
+    ),
+    (
+        "name hijack",
+        post_json(payload(name=TAKEN_NAME, token=OTHER_TOKEN, ip_address="198.51.100.66")),
+        409,
+        None,
+        "different token",
+    ),
+    (
+        "operator without key",
+        {"method": "GET", "url": "/api/v1/buckets"},
+        401,
+        None,
+        "operator key",
+    ),
+    (
+        "operator wrong key",
+        {"method": "GET", "url": "/api/v1/buckets", "headers": {"Authorization": "Bearer nope"}},
+        403,
+        None,
+        "operator key not accepted",
+    ),
+    (
+        "operator bad limit",
+        {
+            "method": "GET",
+            "url": "/api/v1/buckets?limit=0",
+            "headers": {"Authorization": f"Bearer {TEST_OPERATOR_KEY}"},
+        },
+        422,
+        "limit",
+        "at least 1",
+    ),
+    (
+        "operator bad state",
+        {
+            "method": "GET",
+            "url": "/api/v1/buckets?state=sleepy",
+            "headers": {"Authorization": f"Bearer {TEST_OPERATOR_KEY}"},
+        },
+        422,
+        "state",
+        "must be one of",
+    ),
+    (
+        "self update without token",
+        {
+            "method": "PATCH",
+            "url": f"/api/v1/buckets/{TAKEN_NAME}/self",
+            "json": {"cpu_usage": "1%"},
+        },
+        401,
+        None,
+        "Token <token>",
+    ),
+    (
+        "self update wrong token",
+        {
+            "method": "PATCH",
+            "url": f"/api/v1/buckets/{TAKEN_NAME}/self",
+            "json": {"cpu_usage": "1%"},
+            "headers": {"Authorization": f"Token {OTHER_TOKEN}"},
+        },
+        403,
+        None,
+        "token not accepted",
+    ),
+    (
+        "self update region alone",
+        {
+            "method": "PATCH",
+            "url": f"/api/v1/buckets/{TAKEN_NAME}/self",
+            "json": {"s3_region": "eu-west-1"},
+            "headers": {"Authorization": f"Token {TOKEN}"},
+        },
+        422,
+        "s3_bucket_name",
+        "is required when",
+    ),
 ]
 
 
@@ -172,7 +326,8 @@ def test_bad_input_is_refused_with_a_clear_message(
     answer = api.request(**request_args)
     assert answer.status_code == status, answer.text
     body = answer.json()
-    assert TOKEN not in answer.text and OTHER_TOKEN not in answer.text
+    assert TOKEN not in answer.text
+    assert OTHER_TOKEN not in answer.text
     assert KEY not in answer.text
     if field is None:
         assert words in body["detail"]
@@ -216,8 +371,19 @@ def _random_value(rng: random.Random, depth: int = 0) -> Any:
 def test_random_payloads_never_cause_a_server_error(api: httpx.Client) -> None:
     rng = random.Random(20261121)
     fields = [
-        "name", "ip_address", "operating_system", "token", "port", "cpu_usage", "memory_usage",
-        "disk_space", "uptime", "connections", "s3_bucket_name", "s3_region", "s3_prefix",
+        "name",
+        "ip_address",
+        "operating_system",
+        "token",
+        "port",
+        "cpu_usage",
+        "memory_usage",
+        "disk_space",
+        "uptime",
+        "connections",
+        "s3_bucket_name",
+        "s3_region",
+        "s3_prefix",
         "registration_key",
     ]
     statuses = []
@@ -225,8 +391,11 @@ def test_random_payloads_never_cause_a_server_error(api: httpx.Client) -> None:
         body = payload()
         for field in rng.sample(fields, rng.randint(1, 4)):
             body[field] = _random_value(rng)
-        answer = api.post("/register_bucket", content=json.dumps(body).encode(),
-                          headers={"Content-Type": "application/json"})
+        answer = api.post(
+            "/register_bucket",
+            content=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         statuses.append(answer.status_code)
         assert answer.status_code < 500, (body, answer.text)
         assert TOKEN not in answer.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -143,7 +144,11 @@ def test_bucket_updates_its_own_s3_source_and_metrics_with_its_token(
         assert updated.status_code == 200, updated.text
         assert updated.json()["version"] == 2
         view = operator.get(f"/api/v1/buckets/{name}").json()
-        assert view["s3"] == {"bucket_name": "honeypot-logs", "region": "us-east-1", "prefix": "rb/"}
+        assert view["s3"] == {
+            "bucket_name": "honeypot-logs",
+            "region": "us-east-1",
+            "prefix": "rb/",
+        }
         assert view["metrics"]["cpu_usage"] == "9%"
         cleared = client.patch(path, json={"s3_bucket_name": None}, headers=auth)
         assert cleared.json()["version"] == 3
@@ -192,8 +197,9 @@ def test_statuses_keep_last_seen_and_an_older_status_never_wins(
             return connection.execute(select(buckets).where(buckets.c.name == name)).one()
 
     wait_for(
-        lambda: sum(committed_offsets(broker.bootstrap, "registrar", BUCKET_STATUS.name).values())
-        == 5,
+        lambda: (
+            sum(committed_offsets(broker.bootstrap, "registrar", BUCKET_STATUS.name).values()) == 5
+        ),
         message="every status handled and committed",
     )
     current = row()
@@ -203,7 +209,9 @@ def test_statuses_keep_last_seen_and_an_older_status_never_wins(
     assert current.cpu_usage == "42%"
     with registrar.operator() as operator:
         view = operator.get(f"/api/v1/buckets/{name}").json()
-    assert view["last_seen"].startswith((base + timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%S"))
+    assert view["last_seen"].startswith(
+        (base + timedelta(seconds=10)).strftime("%Y-%m-%dT%H:%M:%S")
+    )
     assert view["metrics"]["cpu_usage"] == "42%"
 
 
@@ -211,8 +219,6 @@ def test_statuses_keep_last_seen_and_an_older_status_never_wins(
 def test_concurrent_registrations_are_each_acknowledged_once_committed(
     broker: Broker, registrar_factory: RegistrarFactory, mysql_engine: Engine, count: int
 ) -> None:
-    import concurrent.futures
-
     registrar = registrar_factory(registration_batch_max=16)
     names = [f"rustbucket-conc{i:04d}" for i in range(count)]
     with registrar.client() as client, concurrent.futures.ThreadPoolExecutor(8) as pool:

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from rbr_poller.main import Poller
     from rbr_registrar.main import Registrar
 
-TEST_SECRET_KEY = "test-secret-key-for-bucket-tokens"  # noqa: S105 - a test fixture's key
-TEST_OPERATOR_KEY = "test-operator-key"  # noqa: S105 - a test fixture's key
+TEST_SECRET_KEY = "test-secret-key-for-bucket-tokens"
+TEST_OPERATOR_KEY = "test-operator-key"
 
 FAST_KAFKA = {
     "kafka_session_timeout_ms": 2000,

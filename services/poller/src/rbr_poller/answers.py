@@ -108,20 +108,25 @@ def _caused_by_tls(error: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in str(error) or "SSL" in type(error).__name__
 
 
+# What an exception type means, most specific first; the reason's text follows the colon.
+_ERROR_KINDS: tuple[tuple[type[BaseException], PollErrorClass, str, bool], ...] = (
+    (httpx.ConnectError, PollErrorClass.CONNECT, "cannot connect", True),
+    (httpx.RemoteProtocolError, PollErrorClass.CONNECT, "connection broken", True),
+    (httpx.NetworkError, PollErrorClass.CONNECT, "network error", False),
+    (httpx.HTTPError, PollErrorClass.BAD_RESPONSE, "HTTP error", False),
+)
+
+
 def classify_error(error: BaseException, timeout: float) -> tuple[PollErrorClass, str]:
     """Returns the error class and a short, sanitised reason for a failed call."""
     if isinstance(error, TimeoutError | httpx.TimeoutException):
         return PollErrorClass.TIMEOUT, f"no complete answer within {timeout:g}s"
     if _caused_by_tls(error):
         return PollErrorClass.TLS, sanitise(f"TLS failure: {error}")
-    if isinstance(error, httpx.ConnectError):
-        return PollErrorClass.CONNECT, sanitise(f"cannot connect: {error}")
-    if isinstance(error, httpx.RemoteProtocolError):
-        return PollErrorClass.CONNECT, sanitise(f"connection broken: {error}")
-    if isinstance(error, httpx.NetworkError):
-        return PollErrorClass.CONNECT, sanitise(f"network error: {type(error).__name__}")
-    if isinstance(error, httpx.HTTPError):
-        return PollErrorClass.BAD_RESPONSE, sanitise(f"HTTP error: {type(error).__name__}")
+    for kind, error_class, label, with_text in _ERROR_KINDS:
+        if isinstance(error, kind):
+            text = str(error) if with_text else type(error).__name__
+            return error_class, sanitise(f"{label}: {text}")
     return PollErrorClass.CONNECT, sanitise(f"unexpected failure: {type(error).__name__}")
 
 

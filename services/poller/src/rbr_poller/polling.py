@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 from prometheus_client import Counter, Histogram
@@ -66,7 +67,7 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes:
 
 def _status(
     record: BucketRegistered,
-    polled_at: object,
+    polled_at: datetime,
     started: float,
     *,
     error_class: PollErrorClass | None = None,
@@ -78,7 +79,7 @@ def _status(
     return BucketStatus(
         bucket_id=record.bucket_id,
         name=record.name,
-        polled_at=polled_at,  # type: ignore[arg-type]
+        polled_at=polled_at,
         reachable=False,
         latency_ms=latency,
         http_status=http_status,
@@ -119,11 +120,11 @@ async def _timed_poll(
     return status
 
 
-async def _poll(
+async def _poll(  # noqa: PLR0911 - one early return per way a poll can fail
     client: httpx.AsyncClient,
     record: BucketRegistered,
     config: PollConfig,
-    polled_at: object,
+    polled_at: datetime,
     started: float,
 ) -> BucketStatus:
     access = config.access
@@ -131,14 +132,22 @@ async def _poll(
     if refused is not None:
         # Defence in depth: the registrar refuses such addresses, but never call one anyway.
         return _status(
-            record, polled_at, started, error_class=PollErrorClass.CONFIG,
-            error=f"address refused: {refused}", measured=False,
+            record,
+            polled_at,
+            started,
+            error_class=PollErrorClass.CONFIG,
+            error=f"address refused: {refused}",
+            measured=False,
         )
     try:
         token = config.vault.decrypt(record.token_ciphertext)
     except TokenDecryptionError as error:
         return _status(
-            record, polled_at, started, error_class=PollErrorClass.CONFIG, error=str(error),
+            record,
+            polled_at,
+            started,
+            error_class=PollErrorClass.CONFIG,
+            error=str(error),
             measured=False,
         )
     url = base_url(record, access) + UPDATE_PATH
@@ -149,18 +158,30 @@ async def _poll(
                 if response.status_code != 200:
                     error_class, reason = classify_status(response.status_code)
                     return _status(
-                        record, polled_at, started, error_class=error_class, error=reason,
+                        record,
+                        polled_at,
+                        started,
+                        error_class=error_class,
+                        error=reason,
                         http_status=response.status_code,
                     )
                 body = await read_capped(response, config.max_response_bytes)
     except TooLarge:
         return _status(
-            record, polled_at, started, error_class=PollErrorClass.TOO_LARGE,
-            error=f"answer larger than {config.max_response_bytes} bytes", http_status=200,
+            record,
+            polled_at,
+            started,
+            error_class=PollErrorClass.TOO_LARGE,
+            error=f"answer larger than {config.max_response_bytes} bytes",
+            http_status=200,
         )
     except BadAnswer as bad:
         return _status(
-            record, polled_at, started, error_class=PollErrorClass.BAD_RESPONSE, error=str(bad),
+            record,
+            polled_at,
+            started,
+            error_class=PollErrorClass.BAD_RESPONSE,
+            error=str(bad),
             http_status=200,
         )
     except (TimeoutError, httpx.HTTPError, OSError) as error:
@@ -171,13 +192,17 @@ async def _poll(
         answer = parse_answer(body, record.name)
     except BadAnswer as bad:
         return _status(
-            record, polled_at, started, error_class=PollErrorClass.BAD_RESPONSE, error=str(bad),
+            record,
+            polled_at,
+            started,
+            error_class=PollErrorClass.BAD_RESPONSE,
+            error=str(bad),
             http_status=200,
         )
     return BucketStatus(
         bucket_id=record.bucket_id,
         name=record.name,
-        polled_at=polled_at,  # type: ignore[arg-type]
+        polled_at=polled_at,
         reachable=True,
         latency_ms=latency,
         http_status=200,

@@ -67,9 +67,10 @@ class Recorder:
         if not polled:
             return
         events = [
-            (status.name, self._producer.event(
-                BUCKET_STATUS, status, subject=status.name, event_id=event_id
-            ))
+            (
+                status.name,
+                self._producer.event(BUCKET_STATUS, status, subject=status.name, event_id=event_id),
+            )
             for status, event_id in polled
         ]
         self._producer.send_events(BUCKET_STATUS, events)
@@ -78,8 +79,7 @@ class Recorder:
     def check_health(
         self, names: Iterable[str], now: datetime, inactive: Iterable[str] = ()
     ) -> HealthSummary:
-        """Fires and resolves alerts for the named (active) buckets; closes open alerts of
-        buckets that are no longer active.
+        """Fires and resolves alerts of active buckets; closes those of inactive ones.
 
         Raises:
             DeliveryError: the broker did not confirm the alerts (none recorded).
@@ -106,13 +106,19 @@ class Recorder:
             if alert.state.value == "firing":
                 self._store.open_alert(row.name, alert.alert_id, now)
                 summary.fired.append(row.name)
-                log.warning("bucket %s is unresponsive: alert fired", row.name,
-                            extra={"bucket": row.name, "alert_id": alert.alert_id})
+                log.warning(
+                    "bucket %s is unresponsive: alert fired",
+                    row.name,
+                    extra={"bucket": row.name, "alert_id": alert.alert_id},
+                )
             else:
                 self._store.close_alert(row.name, alert.alert_id)
                 summary.resolved.append(row.name)
-                log.info("bucket %s: unresponsive alert resolved", row.name,
-                         extra={"bucket": row.name, "alert_id": alert.alert_id})
+                log.info(
+                    "bucket %s: unresponsive alert resolved",
+                    row.name,
+                    extra={"bucket": row.name, "alert_id": alert.alert_id},
+                )
         fired, resolved = set(summary.fired), set(summary.resolved)
         summary.open = sum(
             1 for row in rows if row.name in fired or (row.alert_open and row.name not in resolved)

@@ -18,14 +18,17 @@ from rbr_runtime.settings import CommonSettings
 from rbr_schemas import BUCKET_REGISTERED, BucketRegistered
 
 
-def read_registrations(settings: CommonSettings, timeout: float = 60.0) -> dict[str, BucketRegistered]:
+def read_registrations(
+    settings: CommonSettings, timeout: float = 60.0
+) -> dict[str, BucketRegistered]:
     """Returns the current registration of every bucket, by name.
 
     Raises:
         TimeoutError: the topic could not be read to its end in time (broker down?).
     """
     config = consumer_config(settings, f"{settings.service_name}-manual-{uuid.uuid4().hex[:8]}")
-    consumer = Consumer(config)
+    # A one-off read to the end: do not let the broker hold each empty fetch for 500 ms.
+    consumer = Consumer({**config, "fetch.wait.max.ms": 20})
     records: dict[str, BucketRegistered] = {}
     try:
         metadata = consumer.list_topics(BUCKET_REGISTERED.name, timeout=timeout)

@@ -14,6 +14,7 @@ pool, `RBR_BUCKET_CONCURRENCY`); database and broker work runs on worker threads
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -54,6 +55,7 @@ def status_event_id(name: str, slot: int) -> str:
 def due_buckets(
     records: list[BucketRegistered],
     now: datetime,
+    *,
     interval: float,
     jitter: float,
     done: dict[str, int],
@@ -120,10 +122,8 @@ class PollLoop:
         loop, event = self._loop, self._wake
         if loop is None or event is None or loop.is_closed():
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop closed in between: nothing to wake
             loop.call_soon_threadsafe(event.set)
-        except RuntimeError:
-            pass  # the loop closed in between: nothing left to wake
 
     @property
     def in_flight(self) -> int:
@@ -143,10 +143,8 @@ class PollLoop:
         try:
             while not self._stop.is_set():
                 await self._step(client)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.tick)
-                except TimeoutError:
-                    pass
                 self._wake.clear()
             await self._drain()
         finally:
@@ -182,16 +180,14 @@ class PollLoop:
         slot, due = due_buckets(
             records,
             now,
-            self._settings.poll_interval,
-            self._settings.poll_jitter,
-            self._done,
-            self._busy,
+            interval=self._settings.poll_interval,
+            jitter=self._settings.poll_jitter,
+            done=self._done,
+            busy=self._busy,
         )
         if not due:
             return
-        claimed = set(
-            await asyncio.to_thread(self._store.claim, [r.name for r in due], slot, now)
-        )
+        claimed = set(await asyncio.to_thread(self._store.claim, [r.name for r in due], slot, now))
         for record in due:
             self._done[record.name] = slot
             if record.name not in claimed:

@@ -32,7 +32,9 @@ from rbr_schemas import BucketRegistered, BucketState, BucketStatus, utcnow
 log = logging.getLogger(__name__)
 
 
-async def _poll_all(settings: PollerSettings, records: list[BucketRegistered]) -> list[BucketStatus]:
+async def _poll_all(
+    settings: PollerSettings, records: list[BucketRegistered]
+) -> list[BucketStatus]:
     config = poll_config(settings)
     limiter = asyncio.Semaphore(settings.bucket_concurrency)
     async with make_async_client(settings) as client:
@@ -66,7 +68,8 @@ def pull_updates(settings: PollerSettings | None = None) -> str:
     detail = ", ".join(f"{kind}: {count}" for kind, count in sorted(failures.items()))
     return (
         f"polled {len(statuses)} active bucket(s): {reachable} reachable, "
-        f"{len(statuses) - reachable} not" + (f" ({detail})" if detail else "")
+        f"{len(statuses) - reachable} not"
+        + (f" ({detail})" if detail else "")
         + f"; alerts fired {len(health.fired)}, resolved {len(health.resolved)}"
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -27,6 +27,7 @@ from rbr_registrar.domain import (
     SelfUpdate,
     Verdict,
 )
+from rbr_registrar.limits import BodyLimit
 from rbr_registrar.models import (
     DEFAULT_S3_PREFIX,
     DEFAULT_S3_REGION,
@@ -40,7 +41,6 @@ from rbr_registrar.models import (
     S3View,
     SelfUpdateRequest,
 )
-from rbr_registrar.limits import BodyLimit
 from rbr_registrar.repository import BucketRepository
 from rbr_registrar.settings import RegistrarSettings
 from rbr_runtime.buckets import forbidden_reason
@@ -62,7 +62,9 @@ REGISTRATION_SECONDS = Histogram(
 OPERATOR_ACTIONS = Counter(
     "rbr_operator_actions_total", "Operator actions, by action and outcome.", ["action", "outcome"]
 )
-SELF_UPDATES = Counter("rbr_bucket_self_updates_total", "Buckets' own updates, by outcome.", ["outcome"])
+SELF_UPDATES = Counter(
+    "rbr_bucket_self_updates_total", "Buckets' own updates, by outcome.", ["outcome"]
+)
 
 bearer = HTTPBearer(auto_error=False, description="Enrollment key or operator key.")
 token_header = APIKeyHeader(
@@ -74,7 +76,7 @@ BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(beare
 NamePath = Annotated[
     str, Path(pattern=BUCKET_NAME_PATTERN, max_length=128, description="The bucket's name.")
 ]
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Credentials missing."},
     403: {"model": ErrorResponse, "description": "Credentials not accepted."},
     413: {"model": ErrorResponse, "description": "Body too large."},
@@ -166,9 +168,7 @@ def _registration_answer(decision: Decision, name: str) -> RegistrationResponse:
             "nothing was changed",
         )
     if decision.verdict is Verdict.DISABLED:
-        raise HTTPException(
-            403, f"bucket {name} was disabled by an operator; nothing was changed"
-        )
+        raise HTTPException(403, f"bucket {name} was disabled by an operator; nothing was changed")
     row = decision.row
     assert row is not None
     if row.state == BucketState.PENDING:
@@ -291,7 +291,10 @@ def _self_update_routes(deps: Dependencies) -> APIRouter:
         SELF_UPDATES.labels(decision.verdict.value).inc()
         row = decision.row
         return ChangeResponse(
-            status=decision.verdict.value, id=row.id, name=row.name, state=BucketState(row.state),
+            status=decision.verdict.value,
+            id=row.id,
+            name=row.name,
+            state=BucketState(row.state),
             version=row.version,
         )
 
@@ -354,7 +357,9 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
 
     @router.get("", response_model=BucketPage)
     def list_buckets(
-        state: Annotated[BucketState | None, Query(description="Only buckets in this state.")] = None,
+        state: Annotated[
+            BucketState | None, Query(description="Only buckets in this state.")
+        ] = None,
         after: Annotated[
             str | None, Query(max_length=128, description="Name to continue after (paging).")
         ] = None,
@@ -363,7 +368,9 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
         """Lists buckets by name, with state, last_seen and latest metrics."""
         rows, total = deps.repository.list_buckets(state, after, limit)
         next_after = rows[-1].name if len(rows) == limit else None
-        return BucketPage(buckets=[bucket_view(r) for r in rows], next_after=next_after, total=total)
+        return BucketPage(
+            buckets=[bucket_view(r) for r in rows], next_after=next_after, total=total
+        )
 
     @router.get("/{name}", response_model=BucketView)
     def get_bucket(name: NamePath) -> BucketView:
@@ -379,11 +386,19 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
             raise _not_found(name)
         OPERATOR_ACTIONS.labels(action, decision.verdict.value).inc()
         row = decision.row
-        log.info("operator %s bucket %s: %s", action, name, decision.verdict.value,
-                 extra={"bucket": name})
+        log.info(
+            "operator %s bucket %s: %s",
+            action,
+            name,
+            decision.verdict.value,
+            extra={"bucket": name},
+        )
         return ChangeResponse(
-            status=decision.verdict.value, id=row.id, name=row.name,
-            state=BucketState(row.state), version=row.version,
+            status=decision.verdict.value,
+            id=row.id,
+            name=row.name,
+            state=BucketState(row.state),
+            version=row.version,
         )
 
     @router.post("/{name}/approve", response_model=ChangeResponse)

@@ -91,8 +91,13 @@ def list_buckets(
         address = bucket["ip_address"] + (f":{bucket['port']}" if bucket["port"] else "")
         reach = {True: "ok", False: bucket.get("last_error_class") or "failed", None: "-"}
         lines.append(
-            (bucket["name"], bucket["state"], address, _when(bucket["last_seen"]),
-             reach[bucket["last_reachable"]])
+            (
+                bucket["name"],
+                bucket["state"],
+                address,
+                _when(bucket["last_seen"]),
+                reach[bucket["last_reachable"]],
+            )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(5)]
     for line in lines:
@@ -106,12 +111,13 @@ def show_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")])
     """Show one bucket: state, address, S3 source, latest metrics and last poll."""
     bucket = _call("GET", f"/api/v1/buckets/{name}")
     for key, value in bucket.items():
+        shown = value
         if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None) or "-"
-        typer.echo(f"{key:<18} {value if value is not None else '-'}")
+            shown = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None) or "-"
+        typer.echo(f"{key:<18} {shown if shown is not None else '-'}")
 
 
-def _change(action: str, method: str, path: str) -> None:
+def _change(method: str, path: str) -> None:
     result = _call(method, path)
     state = f" (state {result['state']})" if result.get("state") else ""
     typer.echo(f"{result['name']}: {result['status']}{state}")
@@ -120,13 +126,13 @@ def _change(action: str, method: str, path: str) -> None:
 @app.command("approve")
 def approve_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")]) -> None:
     """Approve a pending (or re-enable a disabled) bucket: it is polled from now on."""
-    _change("approve", "POST", f"/api/v1/buckets/{name}/approve")
+    _change("POST", f"/api/v1/buckets/{name}/approve")
 
 
 @app.command("disable")
 def disable_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")]) -> None:
     """Disable a bucket: it is no longer polled nor pulled, and cannot re-register."""
-    _change("disable", "POST", f"/api/v1/buckets/{name}/disable")
+    _change("POST", f"/api/v1/buckets/{name}/disable")
 
 
 @app.command("remove")
@@ -137,4 +143,4 @@ def remove_bucket(
     """Remove a bucket from the registry (it may register again, as a new bucket)."""
     if not yes:
         typer.confirm(f"remove bucket {name}?", abort=True)
-    _change("remove", "DELETE", f"/api/v1/buckets/{name}")
+    _change("DELETE", f"/api/v1/buckets/{name}")

@@ -121,8 +121,6 @@ class GroupCommitter:
             for item in batch:
                 self._commit([item])
             return
-        log.error(
-            "registration not stored: %s: %s", type(error).__name__, str(error)[:300]
-        )
+        log.error("registration not stored: %s: %s", type(error).__name__, str(error)[:300])
         for _, future in batch:
             future.set_exception(error)

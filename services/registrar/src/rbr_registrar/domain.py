@@ -236,9 +236,7 @@ def _changed(existing: BucketRow, changes: dict[str, Any], now: datetime) -> Dec
     }
     if not differs:
         return Decision(Verdict.UNCHANGED, existing)
-    updated = replace(
-        existing, **changes, version=existing.version + 1, updated_at=now
-    )
+    updated = replace(existing, **changes, version=existing.version + 1, updated_at=now)
     return Decision(Verdict.UPDATED, updated)
 
 
@@ -253,9 +251,7 @@ def registration_record(row: BucketRow) -> BucketRegistered:
         port=row.port,
         operating_system=row.operating_system,
         metrics=BucketMetrics(**row.metrics),
-        s3=S3Source(bucket_name=s3.bucket_name, region=s3.region, prefix=s3.prefix)
-        if s3
-        else None,
+        s3=S3Source(bucket_name=s3.bucket_name, region=s3.region, prefix=s3.prefix) if s3 else None,
         token_ciphertext=row.token_ciphertext,
         registered_at=row.registered_at,
         updated_at=row.updated_at,

@@ -42,7 +42,7 @@ def field_of(location: Sequence[Any], error_type: str) -> str:
     return ".".join(parts)
 
 
-def describe(error: dict[str, Any]) -> str:
+def describe(error: dict[str, Any]) -> str:  # noqa: PLR0911 - one answer per error type
     """Says what is wrong with a value, without repeating it."""
     kind = error.get("type", "")
     context = error.get("ctx") or {}

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from rbr_schemas import BucketState
 from rbr_schemas.events import BUCKET_NAME_PATTERN
 
-TOKEN_PATTERN = r"^[\x21-\x7e]{16,256}$"
+TOKEN_PATTERN = r"^[\x21-\x7e]{16,256}$"  # noqa: S105 - a pattern, not a secret
 S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 S3_REGION_PATTERN = r"^[a-z0-9-]{2,32}$"
 DEFAULT_S3_REGION = "us-east-1"
@@ -53,9 +53,7 @@ def normalise_ip(value: str) -> str:
         raise ValueError("must be an IPv4 or IPv6 address literal, e.g. 203.0.113.7") from None
 
 
-Text = Annotated[
-    str, StringConstraints(max_length=255), AfterValidator(reject_control_characters)
-]
+Text = Annotated[str, StringConstraints(max_length=255), AfterValidator(reject_control_characters)]
 BucketNameField = Annotated[str, StringConstraints(pattern=BUCKET_NAME_PATTERN)]
 IpLiteral = Annotated[str, StringConstraints(max_length=64), AfterValidator(normalise_ip)]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]

@@ -50,8 +50,10 @@ REPORTED_FIELDS = (
 
 
 def with_retries(action: Callable[[], T], attempts: int = WRITE_ATTEMPTS) -> T:
-    """Runs a transaction again after a deadlock, a lost race on a unique key or a dropped
-    connection; other errors and the last failure propagate."""
+    """Runs a transaction, again after a deadlock, a lost unique-key race or a lost connection.
+
+    Other errors, and the last failure, propagate.
+    """
     for attempt in range(1, attempts + 1):
         try:
             return action()
@@ -190,7 +192,7 @@ class BucketRepository:
             )
         return row
 
-    # -- listing -------------------------------------------------------------------------------------
+    # -- listing ---------------------------------------------------------------------------------
 
     def list_buckets(
         self, state: BucketState | None, after: str | None, limit: int
@@ -209,7 +211,7 @@ class BucketRepository:
             total = int(connection.execute(count).scalar_one())
         return rows, total
 
-    # -- statuses from the poller --------------------------------------------------------------------
+    # -- statuses from the poller -----------------------------------------------------------------
 
     def apply_statuses(self, updates: Iterable[StatusUpdate]) -> int:
         """Records the latest poll of each bucket; returns how many buckets changed.
@@ -262,7 +264,7 @@ class BucketRepository:
             )
         return int(result.rowcount or 0)
 
-    # -- helpers ---------------------------------------------------------------------------------------
+    # -- helpers ----------------------------------------------------------------------------------
 
     def _lock_rows(self, connection: Connection, names: Sequence[str]) -> dict[str, BucketRow]:
         # Locked in name order, so two transactions over the same names cannot deadlock.
@@ -310,5 +312,3 @@ def status_updates(statuses: Iterable[BucketStatus]) -> list[StatusUpdate]:
         ):
             success[status.name] = status
     return [StatusUpdate(latest[name], success.get(name)) for name in sorted(latest)]
-
-

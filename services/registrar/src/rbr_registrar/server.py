@@ -34,7 +34,7 @@ class HttpServer:
             log_config=None,
             access_log=access_log,
             lifespan="off",
-            timeout_graceful_shutdown=graceful_timeout,
+            timeout_graceful_shutdown=max(1, round(graceful_timeout)),
             server_header=False,
         )
         self._server = uvicorn.Server(self._config)

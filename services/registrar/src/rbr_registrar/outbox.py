@@ -5,8 +5,9 @@ the relay makes sure the event reaches the topic afterwards, however long the br
 
 * rows are sent in id order, and deleted only after the broker confirmed every one of them;
   a failure leaves them in place and the relay retries with growing pauses;
-* a commit wakes the relay at once; it also scans every `RBR_OUTBOX_SCAN_INTERVAL` seconds, so
-  rows written by another replica or left by a crash go out too;
+* a commit wakes the relay at once (commits of the next 50 ms join the same pass); it also
+  scans every `RBR_OUTBOX_SCAN_INTERVAL` seconds, so rows written by another replica or left
+  by a crash go out too;
 * with several registrar replicas only the one holding a MySQL named lock relays, so the
   events of one bucket can never overtake each other (SQLite: one process, always the relay).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
@@ -170,6 +172,7 @@ class OutboxRelay:
         scan_interval: float = 2.0,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        coalesce: float = 0.05,
     ) -> None:
         self._engine = engine
         self._producer_factory = producer_factory
@@ -179,6 +182,8 @@ class OutboxRelay:
         self._scan_interval = scan_interval
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
+        self._coalesce = coalesce
+        self._next_measure = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.failing_since: datetime | None = None
@@ -207,6 +212,9 @@ class OutboxRelay:
                 failures = 0
                 if outcome < self._batch_size:
                     self._wake.wait(self._scan_interval)
+                    # Let the commits of the next few milliseconds join this pass: under load
+                    # one pass per commit would compete with the commits themselves.
+                    self._stop.wait(self._coalesce)
         finally:
             self._leadership.release()
             if self._producer is not None:
@@ -263,7 +271,9 @@ class OutboxRelay:
                 .order_by(registrar_outbox.c.id)
                 .limit(self._batch_size)
             ).all()
-            self._measure_backlog(connection)
+            if time.monotonic() >= self._next_measure:
+                self._next_measure = time.monotonic() + 1.0
+                self._measure_backlog(connection)
         if not rows:
             return 0
         messages = [

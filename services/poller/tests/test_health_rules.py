@@ -47,6 +47,14 @@ def test_silence_is_counted_from_the_last_success() -> None:
     assert transition(healthy, T0 + timedelta(minutes=25), LIMIT) is Transition.FIRE
 
 
+def test_a_changed_registration_restarts_the_count() -> None:
+    old = row(last_success_at=T0)
+    reapproved = replace(old, registration_changed_at=T0 + timedelta(days=1))
+    assert transition(old, T0 + timedelta(days=1, minutes=1), LIMIT) is Transition.FIRE
+    assert transition(reapproved, T0 + timedelta(days=1, minutes=1), LIMIT) is None
+    assert transition(reapproved, T0 + timedelta(days=1, minutes=15), LIMIT) is Transition.FIRE
+
+
 def test_open_alert_never_fires_again_and_resolves_on_a_later_success() -> None:
     opened = T0 + timedelta(minutes=15)
     open_row = row(alert_open=True, alert_id="a-1", alert_opened_at=opened, consecutive_failures=9)

@@ -38,11 +38,19 @@ class HealthRow:
     alert_open: bool
     alert_id: str | None
     alert_opened_at: datetime | None
+    registration_changed_at: datetime | None = None
+    """When the registration last changed (e.g. approved again after being disabled)."""
 
     @property
     def silent_since(self) -> datetime:
-        """Returns the start of the current silence: the last success, or first sight."""
-        return self.last_success_at or self.first_seen_at
+        """Returns the start of the current silence: the last success, or first sight.
+
+        A change of the registration (a new address, a re-approval) starts the count again:
+        the bucket must get a chance to be polled as it is now before it is called silent.
+        """
+        since = self.last_success_at or self.first_seen_at
+        changed = self.registration_changed_at
+        return max(since, changed) if changed is not None else since
 
 
 class Transition(StrEnum):

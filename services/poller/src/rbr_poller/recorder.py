@@ -9,8 +9,8 @@ loses one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from prometheus_client import Counter, Gauge
@@ -77,16 +77,26 @@ class Recorder:
         self._store.record([Outcome.of(status) for status, _ in polled])
 
     def check_health(
-        self, names: Iterable[str], now: datetime, inactive: Iterable[str] = ()
+        self,
+        names: Iterable[str],
+        now: datetime,
+        inactive: Iterable[str] = (),
+        changed_at: Mapping[str, datetime] | None = None,
     ) -> HealthSummary:
         """Fires and resolves alerts of active buckets; closes those of inactive ones.
+
+        `changed_at` gives when each bucket's registration last changed (its `updated_at`):
+        the silence is counted from then at the earliest.
 
         Raises:
             DeliveryError: the broker did not confirm the alerts (none recorded).
         """
         summary = HealthSummary()
         changes: list[tuple[HealthRow, Alert]] = []
-        rows = self._store.health_rows(names)
+        rows = [
+            replace(row, registration_changed_at=(changed_at or {}).get(row.name))
+            for row in self._store.health_rows(names)
+        ]
         summary.checked = len(rows)
         for row in rows:
             change = transition(row, now, self._unresponsive_after)

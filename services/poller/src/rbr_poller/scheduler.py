@@ -220,7 +220,8 @@ class PollLoop:
         try:
             await asyncio.to_thread(self._recorder.record, batch)
             names = [status.name for status, _ in batch]
-            await asyncio.to_thread(self._recorder.check_health, names, self._clock())
+            changed = {r.name: r.updated_at for r in self._directory.buckets()}
+            await asyncio.to_thread(self._recorder.check_health, names, self._clock(), (), changed)
         except Exception as error:  # noqa: BLE001 - broker or DB down: keep and retry
             self._results = batch + self._results
             self._flush_failures += 1
@@ -252,5 +253,8 @@ class PollLoop:
         owned = set(active)
         self._done = {name: slot for name, slot in self._done.items() if name in owned}
         self._known &= owned
-        summary = await asyncio.to_thread(self._recorder.check_health, active, now, inactive)
+        changed = {r.name: r.updated_at for r in records}
+        summary = await asyncio.to_thread(
+            self._recorder.check_health, active, now, inactive, changed
+        )
         UNRESPONSIVE.set(summary.open)

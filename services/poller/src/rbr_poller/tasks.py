@@ -59,7 +59,8 @@ def pull_updates(settings: PollerSettings | None = None) -> str:
         store.ensure([r.name for r in records], utcnow())
         statuses = asyncio.run(_poll_all(settings, records))
         recorder.record([(status, None) for status in statuses])
-        health = recorder.check_health([r.name for r in records], utcnow())
+        changed = {r.name: r.updated_at for r in records}
+        health = recorder.check_health([r.name for r in records], utcnow(), (), changed)
     finally:
         producer.flush()
         engine.dispose()
@@ -79,6 +80,7 @@ def health_check(settings: PollerSettings | None = None) -> str:
     settings = settings or _settings()
     records = read_registrations(settings)
     active = [r.name for r in records.values() if r.state == BucketState.ACTIVE]
+    changed = {r.name: r.updated_at for r in records.values()}
     inactive = [r.name for r in records.values() if r.state != BucketState.ACTIVE]
     engine = make_engine(settings.database_url)
     producer = EventProducer(settings, source=SOURCE)
@@ -86,7 +88,7 @@ def health_check(settings: PollerSettings | None = None) -> str:
         store = PollerStateStore(engine)
         store.ensure(active, utcnow())
         summary = Recorder(store, producer, settings.unresponsive_after).check_health(
-            active, utcnow(), inactive
+            active, utcnow(), inactive, changed
         )
     finally:
         producer.flush()

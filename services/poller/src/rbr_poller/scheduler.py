@@ -283,9 +283,6 @@ class PollLoop:
         batch, self._results = self._results, []
         try:
             await asyncio.to_thread(self._recorder.record, batch)
-            names = [status.name for status, _ in batch]
-            changed = {r.name: r.updated_at for r in self._directory.buckets()}
-            await asyncio.to_thread(self._recorder.check_health, names, self._clock(), (), changed)
         except Exception as error:  # noqa: BLE001 - broker or DB down: keep and retry
             self._results = batch + self._results
             self._flush_failures += 1
@@ -304,7 +301,16 @@ class PollLoop:
             )
         else:
             self._flush_failures = 0
+            await self._check_polled([status.name for status, _ in batch])
         PENDING_STATUSES.set(len(self._results))
+
+    async def _check_polled(self, names: list[str]) -> None:
+        """Fires or resolves the alerts of buckets just polled (the sweep retries failures)."""
+        changed = {r.name: r.updated_at for r in self._directory.buckets()}
+        try:
+            await asyncio.to_thread(self._recorder.check_health, names, self._clock(), (), changed)
+        except Exception as error:  # noqa: BLE001 - the next sweep decides again from state
+            log.warning("health check after polls failed: %s: %s", type(error).__name__, error)
 
     async def _sweep(self, records: list[BucketRegistered], now: datetime) -> None:
         if time.monotonic() < self._next_sweep:

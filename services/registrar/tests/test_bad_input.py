@@ -141,6 +141,13 @@ CASES: list[tuple[str, dict[str, Any], int, str | None, str]] = [
         "ip_address",
         "loopback",
     ),
+    (
+        "ipv6 with a zone",
+        post_json(payload(ip_address="2001:db8::1%eth0")),
+        422,
+        "ip_address",
+        "without a zone",
+    ),
     ("token too short", post_json(payload(token="short")), 422, "token", "16 to 256"),
     (
         "token with a space",

@@ -48,9 +48,12 @@ def normalise_ip(value: str) -> str:
         ValueError: not an IPv4 or IPv6 address literal.
     """
     try:
-        return ipaddress.ip_address(value.strip()).compressed
+        address = ipaddress.ip_address(value.strip())
     except ValueError:
         raise ValueError("must be an IPv4 or IPv6 address literal, e.g. 203.0.113.7") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        raise ValueError("must be an address without a zone (%...)")
+    return address.compressed
 
 
 Text = Annotated[str, StringConstraints(max_length=255), AfterValidator(reject_control_characters)]

@@ -5,8 +5,9 @@ pytest_plugins = [
     "rbr_testing.broker",
     "rbr_testing.http_receiver",
     "rbr_testing.mariadb",
+    "rbr_testing.registry",
     "rbr_testing.s3",
     "rbr_testing.simulator",
-    "rbr_testing.report",
     "rbr_testing.smtp",
+    "rbr_testing.report",
 ]

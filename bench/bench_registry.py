@@ -1,0 +1,320 @@
+"""Registry benchmarks: durable registrations at the registrar, and one poll cycle.
+
+1. Registrations: the registrar runs as its own process against MariaDB and the embedded
+   broker; a load generator (aiohttp, this process) posts new registrations from concurrent
+   connections for a fixed time. Every 200 answer is a registration committed in MariaDB with
+   its outbox row (group commit); the figures are acknowledged registrations per second and
+   the latency percentiles, and the run checks that the rows are really there.
+2. Poll cycle: 2,000 simulated buckets (`rbr_simulator`, its own process, HTTPS on
+   127.0.0.x:443) register with a registrar; one poller replica (this process) starts with
+   every bucket due, and the figure is the time from its start until every bucket's status
+   was published and recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+from sqlalchemy import func, select
+
+from bench.figures import Figure
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.migrate import upgrade
+from rbr_runtime.db.tables import buckets, poller_state
+from rbr_testing.broker import Broker, free_port
+from rbr_testing.mariadb import create_database, drop_database, mysql_url
+
+SECRET = "bench-secret-key"
+ENROLLMENT_KEY = "bench-enrollment-key"
+TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    name = create_database()
+    url = mysql_url(name)
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        drop_database(name)
+
+
+@contextmanager
+def broker() -> Iterator[Broker]:
+    running = Broker()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@contextmanager
+def registrar(url: str, bootstrap: str, **env: str) -> Iterator[str]:
+    """Runs the registrar as a process; yields its base URL once ready."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "RBR_DATABASE_URL": url,
+        "RBR_KAFKA_BOOTSTRAP": bootstrap,
+        "RBR_SECRET_KEY": SECRET,
+        "RBR_HTTP_PORT": str(port),
+        "RBR_ALLOWED_BUCKET_NETWORKS": "127.0.0.0/8",
+        "RBR_LOG_LEVEL": "WARNING",
+        "RBR_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        **env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rbr_registrar"], env=environment, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, process)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"registrar exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("registrar not ready in 60 s")
+
+
+def _payload(run: str, worker: int, n: int) -> dict[str, Any]:
+    token = "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(32))
+    return {
+        "name": f"bench-{run}-{worker}-{n}",
+        "ip_address": f"127.1.{worker % 250}.{n % 250 + 1}",
+        "operating_system": "linux (x86_64)",
+        "token": token,
+    }
+
+
+async def _load(base: str, connections: int, seconds: float, warmup: float) -> dict[str, Any]:
+    run = secrets.token_hex(3)
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    started = time.monotonic()
+    measure_from = started + warmup
+    deadline = measure_from + seconds
+    url = f"{base}/api/v1/register_bucket/"
+    connector = aiohttp.TCPConnector(limit=connections)
+
+    async def worker(index: int, session: aiohttp.ClientSession) -> None:
+        n = 0
+        while (now := time.monotonic()) < deadline:
+            n += 1
+            async with session.post(url, json=_payload(run, index, n)) as answer:
+                await answer.read()
+                done = time.monotonic()
+                if now >= measure_from:
+                    if answer.status == 200:
+                        latencies.append(done - now)
+                    else:
+                        errors[answer.status] = errors.get(answer.status, 0) + 1
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(worker(i, session) for i in range(connections)))
+    return {"latencies": latencies, "errors": errors, "seconds": seconds}
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+def registration_figures(quick: bool) -> list[Figure]:
+    seconds = 4.0 if quick else 15.0
+    connections = 32
+    with database() as url, broker() as running, registrar(url, running.bootstrap) as base:
+        result = asyncio.run(_load(base, connections, seconds, warmup=2.0))
+        engine = make_engine(url)
+        with engine.connect() as connection:
+            stored = connection.execute(select(func.count()).select_from(buckets)).scalar_one()
+        engine.dispose()
+    latencies = result["latencies"]
+    rate = len(latencies) / seconds
+    p50 = _percentile(latencies, 0.50) * 1000
+    p99 = _percentile(latencies, 0.99) * 1000
+    failed = sum(result["errors"].values())
+    note = f"{connections} connections, {seconds:.0f}s; {failed} non-200; {stored} rows stored"
+    return [
+        Figure(
+            "registrar: durable registrations per second",
+            rate,
+            "reg/s",
+            ">= 1000",
+            rate >= 1000,
+            note,
+        ),
+        Figure("registrar: registration latency p50", p50, "ms", note=note),
+        Figure("registrar: registration latency p99", p99, "ms", "<= 100", p99 <= 100, note),
+    ]
+
+
+@contextmanager
+def fleet(count: int, base: str, ca_file: Path) -> Iterator[None]:
+    """Runs the simulator as a process until its buckets registered."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rbr_simulator",
+            "--count",
+            str(count),
+            "--registrar-url",
+            base,
+            "--registration-key",
+            ENROLLMENT_KEY,
+            "--ca-file",
+            str(ca_file),
+            "--rate",
+            "0",
+            "--register-retry",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("Registered") and "retried" not in line:
+                print(f"   simulator: {line.strip()}", flush=True)
+            if line.startswith("Running"):
+                break
+        else:
+            raise RuntimeError("the simulator stopped before its buckets registered")
+        yield
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def poll_cycle_figures(quick: bool) -> list[Figure]:
+    from rbr_poller.main import Poller  # noqa: PLC0415 - the poller's imports only here
+    from rbr_poller.settings import PollerSettings  # noqa: PLC0415
+    from rbr_runtime.settings import load_settings  # noqa: PLC0415
+
+    count = 300 if quick else 2000
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        database() as url,
+        broker() as running,
+        registrar(url, running.bootstrap, RBR_ENROLLMENT_KEYS=ENROLLMENT_KEY) as base,
+    ):
+        ca_file = Path(folder) / "ca.pem"
+        with fleet(count, base, ca_file):
+            settings = load_settings(
+                PollerSettings,
+                kafka_bootstrap=running.bootstrap,
+                database_url=url,
+                secret_key=SECRET,
+                allowed_bucket_networks="127.0.0.0/8",
+                bucket_ca_file=str(ca_file),
+                http_port=0,
+                poll_interval=3600.0,
+                poll_jitter=0.0,  # every bucket due at once: one full cycle
+                kafka_session_timeout_ms=2000,
+                log_level="WARNING",
+            )
+            poller = Poller(settings)
+            started = time.monotonic()
+            thread = threading.Thread(
+                target=lambda: poller.service.run(install_signal_handlers=False), daemon=True
+            )
+            thread.start()
+            engine = make_engine(url)
+            try:
+                ready_at = _wait(
+                    lambda: poller.directory.caught_up and len(poller.directory.buckets()) >= count,
+                    120,
+                )
+                done_at = _wait(lambda: _recorded(engine) >= count, 300)
+                succeeded = _succeeded(engine)
+            finally:
+                poller.service.request_stop()
+                thread.join(60)
+                engine.dispose()
+    cycle = done_at - ready_at
+    return [
+        Figure(
+            f"poller: one poll cycle over {count} buckets",
+            cycle,
+            "s",
+            "<= 20",
+            cycle <= 20 if count == 2000 else None,
+            f"from the directory caught up to every status published and recorded; "
+            f"{succeeded}/{count} reachable; start-up {ready_at - started:.1f}s",
+        ),
+        Figure("poller: polls per second in the cycle", count / cycle if cycle else 0, "polls/s"),
+    ]
+
+
+def _wait(condition: Any, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError("benchmark condition not reached in time")
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def _recorded(engine: Any) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                select(func.count())
+                .select_from(poller_state)
+                .where(
+                    (poller_state.c.last_success_at.is_not(None))
+                    | (poller_state.c.consecutive_failures > 0)
+                )
+            ).scalar_one()
+        )
+
+
+def _succeeded(engine: Any) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                select(func.count())
+                .select_from(poller_state)
+                .where(poller_state.c.last_success_at.is_not(None))
+            ).scalar_one()
+        )
+
+
+def run(quick: bool) -> list[Figure]:
+    only = os.environ.get("RBR_BENCH_REGISTRY_ONLY")
+    figures: list[Figure] = []
+    if only in (None, "", "registrations"):
+        figures += registration_figures(quick)
+    if only in (None, "", "poll"):
+        figures += poll_cycle_figures(quick)
+    return figures

@@ -1,0 +1,160 @@
+"""Bucket health: when a `bucket_unresponsive` alert fires and resolves, and what it says.
+
+The decision is a pure function of the bucket's poll state, so it gives the same answer on
+any replica, after any rebalance, and whether it runs after a poll or in a periodic sweep:
+
+* fire when no poll succeeded for `unresponsive_after` seconds (counted from the last
+  success, or from when the poller first saw the bucket) and no alert is open;
+* resolve an open alert once a poll succeeded after it was opened;
+* nothing else: an open alert never fires again.
+
+An occurrence's `alert_id` derives from the bucket and the start of the silence, so a firing
+published twice (a crash between publishing and recording it) is recognisably the same.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from rbr_schemas import Alert, AlertState, AlertType, Severity
+
+ALERT_NAMESPACE = uuid.UUID("0b8f2a52-0d59-4c55-9d1c-7a6e3f1e9b41")
+SOURCE = "poller"
+
+
+@dataclass(frozen=True)
+class HealthRow:
+    """What the poller knows about one bucket's health (a row of `poller_state`)."""
+
+    name: str
+    first_seen_at: datetime
+    last_success_at: datetime | None
+    consecutive_failures: int
+    last_error_class: str | None
+    last_error: str | None
+    alert_open: bool
+    alert_id: str | None
+    alert_opened_at: datetime | None
+    registration_changed_at: datetime | None = None
+    """When the registration last changed (e.g. approved again after being disabled)."""
+
+    @property
+    def silent_since(self) -> datetime:
+        """Returns the start of the current silence: the last success, or first sight.
+
+        A change of the registration (a new address, a re-approval) starts the count again:
+        the bucket must get a chance to be polled as it is now before it is called silent.
+        """
+        since = self.last_success_at or self.first_seen_at
+        changed = self.registration_changed_at
+        return max(since, changed) if changed is not None else since
+
+
+class Transition(StrEnum):
+    """A change of a bucket's alert."""
+
+    FIRE = "fire"
+    RESOLVE = "resolve"
+
+
+def transition(row: HealthRow, now: datetime, unresponsive_after: float) -> Transition | None:
+    """Returns what must happen to the bucket's alert now, if anything."""
+    if row.alert_open:
+        opened = row.alert_opened_at
+        if row.last_success_at is not None and (opened is None or row.last_success_at > opened):
+            return Transition.RESOLVE
+        return None
+    if now - row.silent_since >= timedelta(seconds=unresponsive_after):
+        return Transition.FIRE
+    return None
+
+
+def dedupe_key(name: str) -> str:
+    """Returns the dedupe key of a bucket's unresponsive alerts."""
+    return f"bucket_unresponsive:{name}"
+
+
+def alert_id_for(name: str, silent_since: datetime) -> str:
+    """Returns the stable id of the occurrence that began with the silence."""
+    return str(uuid.uuid5(ALERT_NAMESPACE, f"{dedupe_key(name)}:{silent_since.isoformat()}"))
+
+
+def alert_event_id(alert_id: str, state: AlertState) -> str:
+    """Returns the deterministic event id of an alert's firing or resolving event."""
+    return str(uuid.uuid5(ALERT_NAMESPACE, f"{alert_id}:{state.value}"))
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "never"
+
+
+def firing_alert(row: HealthRow, now: datetime, unresponsive_after: float) -> Alert:
+    """Returns the firing alert of a bucket gone silent."""
+    since = row.silent_since
+    minutes = (now - since).total_seconds() / 60
+    if row.last_success_at is None:
+        history = f"never answered since the poller first saw it at {_when(since)}"
+    else:
+        history = f"no successful poll since {_when(since)}"
+    last = f"{row.last_error_class}: {row.last_error}" if row.last_error_class else "none recorded"
+    return Alert(
+        alert_id=alert_id_for(row.name, since),
+        dedupe_key=dedupe_key(row.name),
+        type=AlertType.BUCKET_UNRESPONSIVE.value,
+        severity=Severity.HIGH,
+        state=AlertState.FIRING,
+        bucket=row.name,
+        title=f"Bucket {row.name} is unresponsive",
+        detail=(
+            f"Bucket {row.name} {history} ({minutes:.1f} min; threshold "
+            f"{unresponsive_after / 60:g} min). Failed polls in a row: "
+            f"{row.consecutive_failures}. Last error: {last}."
+        ),
+        source=SOURCE,
+        occurred_at=now,
+        context={
+            "last_success_at": row.last_success_at.isoformat() if row.last_success_at else None,
+            "first_seen_at": row.first_seen_at.isoformat(),
+            "consecutive_failures": row.consecutive_failures,
+            "last_error_class": row.last_error_class,
+            "unresponsive_after_seconds": unresponsive_after,
+        },
+    )
+
+
+def resolved_alert(row: HealthRow, occurred_at: datetime, reason: str | None = None) -> Alert:
+    """Returns the resolving alert of an open occurrence (same dedupe key and alert id).
+
+    Args:
+        row: the bucket's state, with the open alert.
+        occurred_at: when the condition ended (the successful poll, or now).
+        reason: why it closes when not because the bucket answered (e.g. it was disabled).
+    """
+    assert row.alert_id is not None
+    if reason is None:
+        title = f"Bucket {row.name} is responding again"
+        detail = (
+            f"Bucket {row.name} answered a poll at {_when(row.last_success_at)}; the alert "
+            f"opened at {_when(row.alert_opened_at)} is resolved."
+        )
+    else:
+        title = f"Bucket {row.name}: unresponsive alert closed"
+        detail = reason
+    return Alert(
+        alert_id=row.alert_id,
+        dedupe_key=dedupe_key(row.name),
+        type=AlertType.BUCKET_UNRESPONSIVE.value,
+        severity=Severity.HIGH,
+        state=AlertState.RESOLVED,
+        bucket=row.name,
+        title=title,
+        detail=detail,
+        source=SOURCE,
+        occurred_at=occurred_at,
+        context={
+            "last_success_at": row.last_success_at.isoformat() if row.last_success_at else None
+        },
+    )

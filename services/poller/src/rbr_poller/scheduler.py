@@ -1,0 +1,330 @@
+"""The poll loop: each owned bucket once per slot, at its own phase, claimed across replicas.
+
+Time is cut into slots of `RBR_POLL_INTERVAL`. A bucket is due in a slot at its stable phase
+(a hash of its name spread over `RBR_POLL_JITTER` of the slot). When it is due and its slot
+is not done, the loop claims the slot in `poller_state` (a conditional update: only one
+replica can win it) and polls. A bucket whose due time passed while it changed owners is due
+at once for its new owner, which claims it by the same rule: never twice in a slot, and not
+missed while some replica owns it.
+
+The loop runs asyncio on its own thread: polls are concurrent (bounded by the HTTP client's
+pool, `RBR_BUCKET_CONCURRENCY`); database and broker work runs on worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+import httpx
+from prometheus_client import Counter, Gauge
+
+from rbr_poller.polling import PollConfig, poll_bucket
+from rbr_poller.recorder import UNRESPONSIVE, Recorder
+from rbr_poller.settings import PollerSettings
+from rbr_poller.store import PollerStateStore
+from rbr_runtime.buckets import BucketAccessSettings, make_async_client
+from rbr_runtime.kafka import BucketDirectory
+from rbr_runtime.kafka.consumer import backoff_delay
+from rbr_runtime.schedule import due_at, slot_of
+from rbr_schemas import BucketRegistered, BucketState, BucketStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+STATUS_NAMESPACE = uuid.UUID("9d3c7c9e-8f0f-4e0b-a7b4-2d6f0f4f5a21")
+CLAIMS_LOST = Counter(
+    "rbr_poll_claims_lost_total", "Due polls another replica had already claimed for the slot."
+)
+IN_FLIGHT = Gauge("rbr_polls_in_flight", "Polls in progress.")
+PENDING_STATUSES = Gauge(
+    "rbr_statuses_unpublished", "Polled statuses waiting to be published (broker or DB down)."
+)
+
+
+class ClientCache:
+    """The HTTP client for buckets, rebuilt when the CA bundle file changes.
+
+    The CA file may appear after the poller started (the local stack's simulator writes it)
+    or be replaced (a new CA): polls wait while it is missing or unreadable, with an error in
+    the log, and use the new bundle as soon as it is there. Polls not happening for long
+    enough raise the buckets' unresponsive alerts, as any other reason would.
+    """
+
+    def __init__(self, access: BucketAccessSettings) -> None:
+        self._access = access
+        self._client: httpx.AsyncClient | None = None
+        self._stamp: tuple[int, int] | None = None
+        self._retired: list[httpx.AsyncClient] = []
+        self._complained = False
+
+    def _ca_stamp(self) -> tuple[int, int] | None:
+        path = self._access.bucket_ca_file
+        if not path or not self._access.bucket_tls_verify:
+            return (0, 0)
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size)
+
+    def current(self) -> httpx.AsyncClient | None:
+        """Returns the client for the current CA bundle, or None while it is unusable."""
+        stamp = self._ca_stamp()
+        if stamp is not None and stamp == self._stamp and self._client is not None:
+            return self._client
+        if stamp is None:
+            self._complain("does not exist")
+            return None
+        try:
+            client = make_async_client(self._access)
+        except (OSError, ssl.SSLError) as error:
+            self._complain(f"cannot be loaded ({type(error).__name__})")
+            return None
+        if self._client is not None:
+            self._retired.append(self._client)
+            log.info("bucket CA bundle changed; using the new one")
+        self._client, self._stamp, self._complained = client, stamp, False
+        return client
+
+    def _complain(self, why: str) -> None:
+        if not self._complained:
+            log.error(
+                "RBR_BUCKET_CA_FILE %s %s: buckets cannot be verified, polls wait until it is "
+                "usable",
+                self._access.bucket_ca_file,
+                why,
+            )
+            self._complained = True
+
+    async def close(self) -> None:
+        """Closes every client made."""
+        for client in [*self._retired, *([self._client] if self._client else [])]:
+            await client.aclose()
+
+
+def status_event_id(name: str, slot: int) -> str:
+    """Returns the id of a bucket's status event for a slot: the same if it is re-sent."""
+    return str(uuid.uuid5(STATUS_NAMESPACE, f"{name}:{slot}"))
+
+
+def due_buckets(
+    records: list[BucketRegistered],
+    now: datetime,
+    *,
+    interval: float,
+    jitter: float,
+    done: dict[str, int],
+    busy: set[str],
+) -> tuple[int, list[BucketRegistered]]:
+    """Returns the current slot and the buckets due in it that are not done nor in progress."""
+    slot = slot_of(now, interval)
+    due = [
+        record
+        for record in records
+        if record.name not in busy
+        and done.get(record.name, -1) < slot
+        and now >= due_at(record.name, slot, interval, jitter)
+    ]
+    return slot, due
+
+
+class PollLoop:
+    """Polls the buckets this replica owns: a component with `run` and `stop`."""
+
+    def __init__(
+        self,
+        settings: PollerSettings,
+        directory: BucketDirectory,
+        store: PollerStateStore,
+        recorder: Recorder,
+        config: PollConfig,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._settings = settings
+        self._directory = directory
+        self._store = store
+        self._recorder = recorder
+        self._config = config
+        self._clock = clock
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._limiter: asyncio.Semaphore | None = None
+        self._done: dict[str, int] = {}
+        self._known: set[str] = set()
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._results: list[tuple[BucketStatus, str | None]] = []
+        self._flush_failures = 0
+        self._next_flush = 0.0
+        self._next_sweep = 0.0
+        self.polls_done = 0
+        self._clients = ClientCache(config.access)
+
+    # -- component -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Polls until stop()."""
+        asyncio.run(self._main())
+
+    def stop(self) -> None:
+        """Stops scheduling; polls in flight finish and are recorded."""
+        self._stop.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """Re-examines the schedule now (the owned buckets may have changed)."""
+        loop, event = self._loop, self._wake
+        if loop is None or event is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed in between: nothing to wake
+            loop.call_soon_threadsafe(event.set)
+
+    @property
+    def in_flight(self) -> int:
+        """Returns how many polls are in progress."""
+        return len(self._tasks)
+
+    @property
+    def tick(self) -> float:
+        """Returns the longest pause between two looks at the schedule."""
+        return max(0.05, min(1.0, self._settings.poll_interval / 20))
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._limiter = asyncio.Semaphore(self._config.access.bucket_concurrency)
+        try:
+            while not self._stop.is_set():
+                await self._step(self._clients.current())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.tick)
+                self._wake.clear()
+            await self._drain()
+        finally:
+            await self._clients.close()
+
+    async def _drain(self) -> None:
+        if self._tasks:
+            log.info("waiting for %d poll(s) in flight", len(self._tasks))
+            await asyncio.wait(self._tasks, timeout=self._settings.bucket_timeout + 1)
+        await self._flush(force=True)
+
+    # -- one step --------------------------------------------------------------------------------
+
+    async def _step(self, client: httpx.AsyncClient | None) -> None:
+        await self._flush()
+        if not self._directory.caught_up:
+            return
+        now = self._clock()
+        records = self._directory.buckets(BucketState.ACTIVE)
+        try:
+            if client is not None:
+                await self._schedule(client, records, now)
+            await self._sweep(records, now)
+        except Exception:
+            log.exception("poll scheduling failed; retrying at the next tick")
+
+    async def _schedule(
+        self, client: httpx.AsyncClient, records: list[BucketRegistered], now: datetime
+    ) -> None:
+        new = {r.name for r in records} - self._known
+        if new:
+            await asyncio.to_thread(self._store.ensure, new, now)
+            self._known |= new
+        slot, due = due_buckets(
+            records,
+            now,
+            interval=self._settings.poll_interval,
+            jitter=self._settings.poll_jitter,
+            done=self._done,
+            busy=self._busy,
+        )
+        if not due:
+            return
+        claimed = set(await asyncio.to_thread(self._store.claim, [r.name for r in due], slot, now))
+        for record in due:
+            self._done[record.name] = slot
+            if record.name not in claimed:
+                CLAIMS_LOST.inc()
+                continue
+            self._start(client, record, slot)
+
+    def _start(self, client: httpx.AsyncClient, record: BucketRegistered, slot: int) -> None:
+        self._busy.add(record.name)
+        IN_FLIGHT.inc()
+        task = asyncio.create_task(self._poll(client, record, slot), name=record.name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _poll(self, client: httpx.AsyncClient, record: BucketRegistered, slot: int) -> None:
+        try:
+            status = await poll_bucket(client, record, self._config, self._limiter)
+            self._results.append((status, status_event_id(record.name, slot)))
+            self.polls_done += 1
+        finally:
+            self._busy.discard(record.name)
+            IN_FLIGHT.dec()
+            if self._wake is not None:
+                self._wake.set()
+
+    async def _flush(self, *, force: bool = False) -> None:
+        if not self._results or (not force and time.monotonic() < self._next_flush):
+            return
+        batch, self._results = self._results, []
+        try:
+            await asyncio.to_thread(self._recorder.record, batch)
+        except Exception as error:  # noqa: BLE001 - broker or DB down: keep and retry
+            self._results = batch + self._results
+            self._flush_failures += 1
+            delay = backoff_delay(
+                self._flush_failures,
+                self._settings.retry_initial_backoff,
+                self._settings.retry_max_backoff,
+            )
+            self._next_flush = time.monotonic() + delay
+            log.warning(
+                "cannot record %d poll result(s) yet (%s: %s); retrying in %.1fs",
+                len(self._results),
+                type(error).__name__,
+                str(error)[:300],
+                delay,
+            )
+        else:
+            self._flush_failures = 0
+            await self._check_polled([status.name for status, _ in batch])
+        PENDING_STATUSES.set(len(self._results))
+
+    async def _check_polled(self, names: list[str]) -> None:
+        """Fires or resolves the alerts of buckets just polled (the sweep retries failures)."""
+        changed = {r.name: r.updated_at for r in self._directory.buckets()}
+        try:
+            await asyncio.to_thread(self._recorder.check_health, names, self._clock(), (), changed)
+        except Exception as error:  # noqa: BLE001 - the next sweep decides again from state
+            log.warning("health check after polls failed: %s: %s", type(error).__name__, error)
+
+    async def _sweep(self, records: list[BucketRegistered], now: datetime) -> None:
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + self._settings.health_check_interval
+        active = [r.name for r in records]
+        inactive = [
+            r.name for r in self._directory.buckets(state=None) if r.state != BucketState.ACTIVE
+        ]
+        owned = set(active)
+        self._done = {name: slot for name, slot in self._done.items() if name in owned}
+        self._known &= owned
+        changed = {r.name: r.updated_at for r in records}
+        summary = await asyncio.to_thread(
+            self._recorder.check_health, active, now, inactive, changed
+        )
+        UNRESPONSIVE.set(summary.open)

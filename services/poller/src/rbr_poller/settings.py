@@ -1,0 +1,45 @@
+"""The poller's configuration (`RBR_*` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from rbr_runtime.buckets import BucketAccessSettings
+
+DEFAULT_PORT = 9101
+
+
+class PollerSettings(BucketAccessSettings):
+    """Settings of the poller: schedule, health threshold, and how buckets are called."""
+
+    service_name: str = "poller"
+    http_port: int = Field(
+        default=DEFAULT_PORT, ge=0, le=65535, description="Health and metrics port."
+    )
+    poll_interval: float = Field(
+        default=300.0, ge=1.0, description="Seconds between two polls of a bucket (a slot)."
+    )
+    poll_jitter: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of the interval the buckets' polls are spread over: each bucket "
+        "is polled at its own stable offset into the slot.",
+    )
+    unresponsive_after: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds without a successful poll after which a bucket_unresponsive alert "
+        "fires (counted from the last success, or from when the poller first saw the bucket).",
+    )
+    max_response_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest /update_bucket answer read; a bigger one is recorded as too_large.",
+    )
+    health_check_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between health checks of every owned bucket (polls that fail to "
+        "happen at all are noticed here).",
+    )

@@ -1,0 +1,105 @@
+"""`rbr run-task pull_updates` and `rbr run-task health_check`: one cycle by hand.
+
+Both act on every active bucket of the fleet (all of `bucket.registered`, read without
+joining the poller group), so they work with or without pollers running.
+
+* `pull_updates` polls every active bucket now, publishes its `bucket.status`, records the
+  outcome and fires/resolves alerts. It does not claim the poll slots: a manual run is an
+  extra poll, and the scheduled poll of the slot still happens.
+* `health_check` polls nothing: it fires alerts for buckets silent too long and resolves
+  those that answered since, from the recorded poll state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from rbr_poller.main import SOURCE, poll_config
+from rbr_poller.polling import poll_bucket
+from rbr_poller.recorder import Recorder
+from rbr_poller.registrations import read_registrations
+from rbr_poller.settings import PollerSettings
+from rbr_poller.store import PollerStateStore
+from rbr_runtime.buckets import make_async_client
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.jsonlog import configure_logging
+from rbr_runtime.kafka import EventProducer
+from rbr_runtime.settings import load_settings
+from rbr_schemas import BucketRegistered, BucketState, BucketStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+
+async def _poll_all(
+    settings: PollerSettings, records: list[BucketRegistered]
+) -> list[BucketStatus]:
+    config = poll_config(settings)
+    limiter = asyncio.Semaphore(settings.bucket_concurrency)
+    async with make_async_client(settings) as client:
+        polls = (poll_bucket(client, record, config, limiter) for record in records)
+        return list(await asyncio.gather(*polls))
+
+
+def _active(settings: PollerSettings) -> list[BucketRegistered]:
+    records = read_registrations(settings).values()
+    return sorted((r for r in records if r.state == BucketState.ACTIVE), key=lambda r: r.name)
+
+
+def pull_updates(settings: PollerSettings | None = None) -> str:
+    """Polls every active bucket once now; returns a one-line summary."""
+    settings = settings or _settings()
+    records = _active(settings)
+    engine = make_engine(settings.database_url)
+    producer = EventProducer(settings, source=SOURCE)
+    try:
+        store = PollerStateStore(engine)
+        recorder = Recorder(store, producer, settings.unresponsive_after)
+        store.ensure([r.name for r in records], utcnow())
+        statuses = asyncio.run(_poll_all(settings, records))
+        recorder.record([(status, None) for status in statuses])
+        changed = {r.name: r.updated_at for r in records}
+        health = recorder.check_health([r.name for r in records], utcnow(), (), changed)
+    finally:
+        producer.flush()
+        engine.dispose()
+    failures = Counter(s.error_class.value for s in statuses if s.error_class is not None)
+    reachable = sum(1 for s in statuses if s.reachable)
+    detail = ", ".join(f"{kind}: {count}" for kind, count in sorted(failures.items()))
+    return (
+        f"polled {len(statuses)} active bucket(s): {reachable} reachable, "
+        f"{len(statuses) - reachable} not"
+        + (f" ({detail})" if detail else "")
+        + f"; alerts fired {len(health.fired)}, resolved {len(health.resolved)}"
+    )
+
+
+def health_check(settings: PollerSettings | None = None) -> str:
+    """Checks every active bucket's health from the recorded polls; returns a summary."""
+    settings = settings or _settings()
+    records = read_registrations(settings)
+    active = [r.name for r in records.values() if r.state == BucketState.ACTIVE]
+    changed = {r.name: r.updated_at for r in records.values()}
+    inactive = [r.name for r in records.values() if r.state != BucketState.ACTIVE]
+    engine = make_engine(settings.database_url)
+    producer = EventProducer(settings, source=SOURCE)
+    try:
+        store = PollerStateStore(engine)
+        store.ensure(active, utcnow())
+        summary = Recorder(store, producer, settings.unresponsive_after).check_health(
+            active, utcnow(), inactive, changed
+        )
+    finally:
+        producer.flush()
+        engine.dispose()
+    return (
+        f"checked {summary.checked} active bucket(s): {summary.open} unresponsive; "
+        f"alerts fired {len(summary.fired)}, resolved {len(summary.resolved)}"
+    )
+
+
+def _settings() -> PollerSettings:
+    settings = load_settings(PollerSettings)
+    configure_logging("poller", "WARNING", "text")
+    return settings

@@ -1,0 +1,448 @@
+"""The registrar's HTTP API: registration, a bucket's own updates, the operator API, health.
+
+Routes are thin: they check credentials, turn requests into domain commands and map the
+decisions back to answers. Registrations go through the group committer; everything else
+calls the repository on FastAPI's thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
+from starlette.responses import JSONResponse
+
+from rbr_registrar import errors
+from rbr_registrar.committer import GroupCommitter
+from rbr_registrar.domain import (
+    BucketRow,
+    Decision,
+    Registration,
+    S3Config,
+    SelfUpdate,
+    Verdict,
+)
+from rbr_registrar.limits import BodyLimit
+from rbr_registrar.models import (
+    DEFAULT_S3_PREFIX,
+    DEFAULT_S3_REGION,
+    BucketPage,
+    BucketView,
+    ChangeResponse,
+    ErrorResponse,
+    RegistrationRequest,
+    RegistrationResponse,
+    RegistrationStatus,
+    S3View,
+    SelfUpdateRequest,
+)
+from rbr_registrar.repository import BucketRepository
+from rbr_registrar.settings import RegistrarSettings
+from rbr_runtime.buckets import forbidden_reason
+from rbr_runtime.health import HealthState, metrics_payload
+from rbr_runtime.secrets import TokenVault, constant_time_in
+from rbr_schemas import BucketState
+from rbr_schemas.events import BUCKET_NAME_PATTERN
+
+log = logging.getLogger(__name__)
+
+REGISTRATIONS = Counter(
+    "rbr_registrations_total", "Registrations answered, by outcome.", ["outcome"]
+)
+REGISTRATION_SECONDS = Histogram(
+    "rbr_registration_seconds",
+    "Time from a registration's arrival to its durable acknowledgement.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+OPERATOR_ACTIONS = Counter(
+    "rbr_operator_actions_total", "Operator actions, by action and outcome.", ["action", "outcome"]
+)
+SELF_UPDATES = Counter(
+    "rbr_bucket_self_updates_total", "Buckets' own updates, by outcome.", ["outcome"]
+)
+
+bearer = HTTPBearer(auto_error=False, description="Enrollment key or operator key.")
+token_header = APIKeyHeader(
+    name="Authorization",
+    auto_error=False,
+    description="The bucket's own token: `Authorization: Token <token>`.",
+)
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+NamePath = Annotated[
+    str, Path(pattern=BUCKET_NAME_PATTERN, max_length=128, description="The bucket's name.")
+]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Credentials missing."},
+    403: {"model": ErrorResponse, "description": "Credentials not accepted."},
+    413: {"model": ErrorResponse, "description": "Body too large."},
+    422: {"model": ErrorResponse, "description": "Invalid request; one message per field."},
+    503: {"model": ErrorResponse, "description": "Database unavailable; retry."},
+}
+
+
+@dataclass
+class Dependencies:
+    """What the routes work with."""
+
+    settings: RegistrarSettings
+    repository: BucketRepository
+    committer: GroupCommitter
+    vault: TokenVault
+    health: HealthState
+
+
+def unauthorised(message: str, scheme: str = "Bearer") -> HTTPException:
+    """Returns a 401 asking for credentials."""
+    return HTTPException(401, message, headers={"WWW-Authenticate": scheme})
+
+
+def create_app(deps: Dependencies) -> FastAPI:
+    """Builds the FastAPI application."""
+    app = FastAPI(
+        title="Rustbucket Registry: registrar",
+        version="1.0",
+        description="Registration of rustbuckets, their own updates, and the operator API.",
+    )
+    app.add_middleware(BodyLimit, max_bytes=deps.settings.max_body_bytes)
+    errors.install(app)
+    app.include_router(_registration_routes(deps))
+    app.include_router(_self_update_routes(deps))
+    app.include_router(_operator_routes(deps))
+    app.include_router(_health_routes(deps.health))
+    return app
+
+
+# -- registration ------------------------------------------------------------------------------
+
+
+def _enrolled(deps: Dependencies, presented: str | None) -> bool:
+    """Checks the enrollment key; True when the bucket may be active at once.
+
+    Raises:
+        HTTPException: 401 when a key is required but missing, 403 when it is wrong.
+    """
+    keys = deps.settings.enrollment_keys
+    if not keys:
+        return False
+    if not presented:
+        raise unauthorised(
+            "this registry requires an enrollment key: send it as registration_key "
+            "or as Authorization: Bearer <key>"
+        )
+    if not constant_time_in(presented, keys):
+        raise HTTPException(403, "enrollment key not accepted")
+    return True
+
+
+def _registration(deps: Dependencies, payload: RegistrationRequest, enrolled: bool) -> Registration:
+    s3 = None
+    if payload.s3_bucket_name is not None:
+        s3 = S3Config(
+            payload.s3_bucket_name,
+            payload.s3_region or DEFAULT_S3_REGION,
+            payload.s3_prefix or DEFAULT_S3_PREFIX,
+        )
+    return Registration(
+        name=payload.name,
+        ip_address=payload.ip_address,
+        port=payload.port,
+        operating_system=payload.operating_system,
+        metrics=payload.reported_metrics(),
+        s3=s3,
+        token_hash=deps.vault.fingerprint(payload.token),
+        token_ciphertext=deps.vault.encrypt(payload.token),
+        enrolled=enrolled,
+    )
+
+
+def _registration_answer(decision: Decision, name: str) -> RegistrationResponse:
+    if decision.verdict is Verdict.CONFLICT:
+        raise HTTPException(
+            409,
+            f"a bucket named {name} is already registered with a different token; "
+            "nothing was changed",
+        )
+    if decision.verdict is Verdict.DISABLED:
+        raise HTTPException(403, f"bucket {name} was disabled by an operator; nothing was changed")
+    row = decision.row
+    assert row is not None
+    if row.state == BucketState.PENDING:
+        status = RegistrationStatus.PENDING
+    elif decision.verdict is Verdict.CREATED:
+        status = RegistrationStatus.REGISTERED
+    else:
+        status = RegistrationStatus.UPDATED
+    return RegistrationResponse(status=status, id=row.id)
+
+
+def _registration_routes(deps: Dependencies) -> APIRouter:
+    router = APIRouter(tags=["buckets: registration"])
+
+    async def register_bucket(
+        payload: RegistrationRequest, credentials: BearerCredentials = None
+    ) -> RegistrationResponse:
+        """Registers a bucket, or updates the registration of a bucket with the same token.
+
+        Answers 200 with `registered` (new, active), `pending` (new or unchanged, waiting for
+        an operator) or `updated` (known bucket, same token). 409 when the name is taken by a
+        bucket with another token; nothing is changed then.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        presented = payload.registration_key or (credentials.credentials if credentials else None)
+        try:
+            enrolled = _enrolled(deps, presented)
+        except HTTPException:
+            REGISTRATIONS.labels("refused_key").inc()
+            raise
+        reason = forbidden_reason(payload.ip_address, deps.settings.allowed_bucket_networks)
+        if reason is not None:
+            REGISTRATIONS.labels("forbidden_address").inc()
+            raise errors.FieldErrors([("ip_address", f"{payload.ip_address} is refused: {reason}")])
+        registration = _registration(deps, payload, enrolled)
+        decision = await asyncio.wrap_future(deps.committer.submit(registration))
+        REGISTRATIONS.labels(decision.verdict.value).inc()
+        REGISTRATION_SECONDS.observe(loop.time() - started)
+        if decision.writes:
+            log.info(
+                "bucket %s %s (version %d)",
+                payload.name,
+                decision.verdict.value,
+                decision.row.version if decision.row else 0,
+                extra={"bucket": payload.name},
+            )
+        return _registration_answer(decision, payload.name)
+
+    kwargs = {
+        "response_model": RegistrationResponse,
+        "responses": {409: {"model": ErrorResponse, "description": "Name taken."}, **ERRORS},
+    }
+    router.post("/api/v1/register_bucket/", **kwargs)(register_bucket)  # type: ignore[arg-type]
+    for path in ("/api/v1/register_bucket", "/register_bucket", "/register_bucket/"):
+        router.post(path, include_in_schema=path == "/register_bucket", **kwargs)(  # type: ignore[arg-type]
+            register_bucket
+        )
+    return router
+
+
+# -- a bucket's own updates ----------------------------------------------------------------------
+
+
+def _self_update(payload: SelfUpdateRequest) -> SelfUpdate:
+    sent = payload.model_fields_set
+    if ("s3_region" in sent or "s3_prefix" in sent) and "s3_bucket_name" not in sent:
+        raise errors.FieldErrors(
+            [("s3_bucket_name", "is required when s3_region or s3_prefix is sent")]
+        )
+    s3 = None
+    if payload.s3_bucket_name is not None:
+        s3 = S3Config(
+            payload.s3_bucket_name,
+            payload.s3_region or DEFAULT_S3_REGION,
+            payload.s3_prefix or DEFAULT_S3_PREFIX,
+        )
+    return SelfUpdate(
+        metrics=payload.reported_metrics(),
+        operating_system=payload.operating_system,
+        s3=s3,
+        remove_s3="s3_bucket_name" in sent and payload.s3_bucket_name is None,
+    )
+
+
+def _presented_token(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "token" or not token.strip():
+        raise unauthorised("send the bucket's token as Authorization: Token <token>", "Token")
+    return token.strip()
+
+
+def _self_update_routes(deps: Dependencies) -> APIRouter:
+    router = APIRouter(tags=["buckets: self-service"])
+
+    @router.patch(
+        "/api/v1/buckets/{name}/self",
+        response_model=ChangeResponse,
+        responses=ERRORS,
+    )
+    def update_own_bucket(
+        name: NamePath,
+        payload: SelfUpdateRequest,
+        authorization: Annotated[str | None, Depends(token_header)] = None,
+    ) -> ChangeResponse:
+        """A bucket updates its own metrics, operating system or S3 source.
+
+        Authenticated by the bucket's token (`Authorization: Token <token>`). Fields left out
+        keep their value; `"s3_bucket_name": null` removes the S3 source. A change is
+        re-published on `bucket.registered`.
+        """
+        token = _presented_token(authorization)
+        change = _self_update(payload)
+        decision = deps.repository.self_update(
+            name, lambda row: deps.vault.matches(token, row.token_hash), change
+        )
+        if decision is None or decision.row is None:
+            SELF_UPDATES.labels("refused").inc()
+            raise HTTPException(403, "token not accepted for this bucket")
+        SELF_UPDATES.labels(decision.verdict.value).inc()
+        row = decision.row
+        return ChangeResponse(
+            status=decision.verdict.value,
+            id=row.id,
+            name=row.name,
+            state=BucketState(row.state),
+            version=row.version,
+        )
+
+    return router
+
+
+# -- operators -------------------------------------------------------------------------------------
+
+
+def _operator_check(deps: Dependencies, credentials: HTTPAuthorizationCredentials | None) -> None:
+    key = deps.settings.operator_key
+    if key is None:
+        raise HTTPException(
+            403, "the operator API is disabled: set RBR_OPERATOR_KEY on the registrar"
+        )
+    if credentials is None:
+        raise unauthorised("send the operator key as Authorization: Bearer <key>")
+    if not constant_time_in(credentials.credentials, [key.get_secret_value()]):
+        raise HTTPException(403, "operator key not accepted")
+
+
+def bucket_view(row: BucketRow) -> BucketView:
+    """Returns what operators see of a bucket."""
+    s3 = row.s3
+    return BucketView(
+        id=row.id,
+        name=row.name,
+        state=BucketState(row.state),
+        ip_address=row.ip_address,
+        port=row.port,
+        operating_system=row.operating_system,
+        metrics=row.metrics,
+        s3=S3View(bucket_name=s3.bucket_name, region=s3.region, prefix=s3.prefix) if s3 else None,
+        version=row.version,
+        registered_at=row.registered_at,
+        updated_at=row.updated_at,
+        approved_at=row.approved_at,
+        last_seen=row.last_seen,
+        last_status_at=row.last_status_at,
+        last_reachable=row.last_reachable,
+        last_error_class=row.last_error_class,
+        last_latency_ms=row.last_latency_ms,
+    )
+
+
+def _not_found(name: str) -> HTTPException:
+    return HTTPException(404, f"no bucket named {name}")
+
+
+def _operator_routes(deps: Dependencies) -> APIRouter:
+    def operator(credentials: BearerCredentials = None) -> None:
+        _operator_check(deps, credentials)
+
+    router = APIRouter(
+        prefix="/api/v1/buckets",
+        tags=["operators"],
+        dependencies=[Depends(operator)],
+        responses={404: {"model": ErrorResponse, "description": "No such bucket."}, **ERRORS},
+    )
+
+    @router.get("", response_model=BucketPage)
+    def list_buckets(
+        state: Annotated[
+            BucketState | None, Query(description="Only buckets in this state.")
+        ] = None,
+        after: Annotated[
+            str | None, Query(max_length=128, description="Name to continue after (paging).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> BucketPage:
+        """Lists buckets by name, with state, last_seen and latest metrics."""
+        rows, total = deps.repository.list_buckets(state, after, limit)
+        next_after = rows[-1].name if len(rows) == limit else None
+        return BucketPage(
+            buckets=[bucket_view(r) for r in rows], next_after=next_after, total=total
+        )
+
+    @router.get("/{name}", response_model=BucketView)
+    def get_bucket(name: NamePath) -> BucketView:
+        """Returns one bucket."""
+        row = deps.repository.find_by_name(name)
+        if row is None:
+            raise _not_found(name)
+        return bucket_view(row)
+
+    def change(action: str, name: str, decision: Decision | None) -> ChangeResponse:
+        if decision is None or decision.row is None:
+            OPERATOR_ACTIONS.labels(action, "not_found").inc()
+            raise _not_found(name)
+        OPERATOR_ACTIONS.labels(action, decision.verdict.value).inc()
+        row = decision.row
+        log.info(
+            "operator %s bucket %s: %s",
+            action,
+            name,
+            decision.verdict.value,
+            extra={"bucket": name},
+        )
+        return ChangeResponse(
+            status=decision.verdict.value,
+            id=row.id,
+            name=row.name,
+            state=BucketState(row.state),
+            version=row.version,
+        )
+
+    @router.post("/{name}/approve", response_model=ChangeResponse)
+    def approve_bucket(name: NamePath) -> ChangeResponse:
+        """Makes a pending or disabled bucket active: it is polled and its logs pulled."""
+        return change("approve", name, deps.repository.approve(name))
+
+    @router.post("/{name}/disable", response_model=ChangeResponse)
+    def disable_bucket(name: NamePath) -> ChangeResponse:
+        """Disables a bucket: it is no longer polled nor pulled, and cannot re-register."""
+        return change("disable", name, deps.repository.disable(name))
+
+    @router.delete("/{name}", response_model=ChangeResponse)
+    def remove_bucket(name: NamePath) -> ChangeResponse:
+        """Removes a bucket; a tombstone on bucket.registered tells the other services."""
+        row = deps.repository.remove(name)
+        if row is None:
+            OPERATOR_ACTIONS.labels("remove", "not_found").inc()
+            raise _not_found(name)
+        OPERATOR_ACTIONS.labels("remove", "removed").inc()
+        log.info("operator removed bucket %s", name, extra={"bucket": name})
+        return ChangeResponse(status="removed", id=row.id, name=row.name)
+
+    return router
+
+
+# -- health --------------------------------------------------------------------------------------
+
+
+def _health_routes(health: HealthState) -> APIRouter:
+    router = APIRouter(tags=["health"], include_in_schema=False)
+
+    @router.get("/healthz")
+    def healthz() -> JSONResponse:
+        ok, body = health.liveness()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get("/readyz")
+    def readyz() -> JSONResponse:
+        ok, body = health.readiness()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get("/metrics")
+    def metrics() -> Response:
+        return Response(metrics_payload(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,126 @@
+"""Group commit: concurrent registrations share one transaction, each acknowledged after it.
+
+Under load, committing each registration alone makes the database's log flush the limit.
+Requests instead queue here; one writer thread takes everything queued (up to
+`RBR_REGISTRATION_BATCH_MAX`), commits it in one transaction and only then completes each
+request's future. Nothing is acknowledged before it is durable, and with a single request in
+flight this is simply one transaction per registration.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from prometheus_client import Histogram
+from sqlalchemy.exc import DBAPIError
+
+from rbr_registrar.domain import Decision, Registration
+from rbr_registrar.repository import BucketRepository
+from rbr_runtime.db.engine import is_transient_db_error
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = Histogram(
+    "rbr_registration_batch_size",
+    "Registrations committed per transaction (group commit).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+_Item = tuple[Registration, "Future[Decision]"]
+
+
+class CommitterStopped(Exception):
+    """The registrar is shutting down and takes no more registrations."""
+
+
+class GroupCommitter:
+    """Commits queued registrations in batches on its own thread (`run` / `stop`)."""
+
+    def __init__(
+        self,
+        repository: BucketRepository,
+        *,
+        max_batch: int = 200,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._repository = repository
+        self._max_batch = max_batch
+        self._on_commit = on_commit
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, registration: Registration) -> Future[Decision]:
+        """Queues a registration; the future completes once it is committed (or failed).
+
+        Raises:
+            CommitterStopped: the committer was stopped.
+        """
+        future: Future[Decision] = Future()
+        with self._lock:
+            if self._closed:
+                raise CommitterStopped("the registrar is shutting down")
+            self._queue.put((registration, future))
+        return future
+
+    def stop(self) -> None:
+        """Commits what is queued, then stops."""
+        with self._lock:
+            self._closed = True
+            self._queue.put(None)
+
+    def run(self) -> None:
+        """Commits batches until stopped."""
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            stopping = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stopping:
+                break
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._commit([item])
+
+    def _commit(self, batch: list[_Item]) -> None:
+        BATCH_SIZE.observe(len(batch))
+        try:
+            decisions = self._repository.register([registration for registration, _ in batch])
+        except Exception as error:  # noqa: BLE001 - every waiting request gets the failure
+            self._fail(batch, error)
+            return
+        self._on_commit()
+        for (_, future), decision in zip(batch, decisions, strict=True):
+            future.set_result(decision)
+
+    def _fail(self, batch: list[_Item], error: Exception) -> None:
+        transient = isinstance(error, DBAPIError) and is_transient_db_error(error)
+        if len(batch) > 1 and not transient:
+            # One registration the database refuses must not fail the others with it.
+            for item in batch:
+                self._commit([item])
+            return
+        log.error("registration not stored: %s: %s", type(error).__name__, str(error)[:300])
+        for _, future in batch:
+            future.set_exception(error)

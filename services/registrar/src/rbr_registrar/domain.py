@@ -1,0 +1,277 @@
+"""The registrar's decisions, as pure functions over bucket rows.
+
+What a registration, a bucket's own update or an operator's action does to a bucket is
+decided here without a database, so the rules can be tested alone; `repository.py` loads the
+rows, applies these decisions and writes the results with their outbox events.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from rbr_runtime.kafka.codec import encode, make_event
+from rbr_schemas import (
+    BUCKET_REGISTERED,
+    BucketMetrics,
+    BucketRegistered,
+    BucketState,
+    S3Source,
+)
+
+SOURCE = "/rbr/registrar"
+EVENT_NAMESPACE = uuid.UUID("5b0e7a4e-58b6-4a57-9a43-2f7c1d0b6c11")
+METRIC_FIELDS = ("cpu_usage", "memory_usage", "disk_space", "uptime", "connections")
+
+
+@dataclass(frozen=True)
+class BucketRow:
+    """One row of the `buckets` table."""
+
+    id: str
+    name: str
+    state: str
+    ip_address: str
+    port: int | None
+    operating_system: str | None
+    cpu_usage: str | None
+    memory_usage: str | None
+    disk_space: str | None
+    uptime: str | None
+    connections: str | None
+    s3_bucket_name: str | None
+    s3_region: str | None
+    s3_prefix: str | None
+    token_hash: str = field(repr=False)
+    token_ciphertext: str = field(repr=False)
+    version: int
+    registered_at: datetime
+    updated_at: datetime
+    approved_at: datetime | None = None
+    last_seen: datetime | None = None
+    last_status_at: datetime | None = None
+    last_reachable: bool | None = None
+    last_error_class: str | None = None
+    last_latency_ms: float | None = None
+
+    @classmethod
+    def from_mapping(cls, mapping: Any) -> BucketRow:
+        """Builds a row from a SQLAlchemy row mapping."""
+        return cls(**{f.name: mapping[f.name] for f in fields(cls)})
+
+    def values(self) -> dict[str, Any]:
+        """Returns the row as column values."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def metrics(self) -> dict[str, str | None]:
+        """Returns the latest metrics."""
+        return {name: getattr(self, name) for name in METRIC_FIELDS}
+
+    @property
+    def s3(self) -> S3Config | None:
+        """Returns the bucket's own S3 source, if it has one."""
+        if self.s3_bucket_name is None:
+            return None
+        return S3Config(self.s3_bucket_name, self.s3_region or "", self.s3_prefix or "")
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where a bucket writes its own logs."""
+
+    bucket_name: str
+    region: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A validated registration, its token already hashed and encrypted."""
+
+    name: str
+    ip_address: str
+    port: int | None
+    operating_system: str
+    metrics: dict[str, str]
+    s3: S3Config | None
+    token_hash: str = field(repr=False)
+    token_ciphertext: str = field(repr=False)
+    enrolled: bool = False
+    """Carried a valid enrollment key: a new bucket is active at once."""
+
+
+@dataclass(frozen=True)
+class SelfUpdate:
+    """A bucket's own update: only the fields it sent (an absent field keeps its value)."""
+
+    metrics: dict[str, str]
+    operating_system: str | None = None
+    s3: S3Config | None = None
+    remove_s3: bool = False
+
+
+class Verdict(StrEnum):
+    """What a registration did to the registry."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    CONFLICT = "conflict"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A verdict and the bucket row it leaves (None when nothing may change)."""
+
+    verdict: Verdict
+    row: BucketRow | None
+
+    @property
+    def writes(self) -> bool:
+        """Tells whether the row must be written (and re-published)."""
+        return self.verdict in (Verdict.CREATED, Verdict.UPDATED)
+
+
+def new_bucket(registration: Registration, bucket_id: str, now: datetime) -> BucketRow:
+    """Returns the row of a bucket registering for the first time."""
+    active = registration.enrolled
+    s3 = registration.s3
+    return BucketRow(
+        id=bucket_id,
+        name=registration.name,
+        state=BucketState.ACTIVE if active else BucketState.PENDING,
+        ip_address=registration.ip_address,
+        port=registration.port,
+        operating_system=registration.operating_system,
+        cpu_usage=registration.metrics.get("cpu_usage"),
+        memory_usage=registration.metrics.get("memory_usage"),
+        disk_space=registration.metrics.get("disk_space"),
+        uptime=registration.metrics.get("uptime"),
+        connections=registration.metrics.get("connections"),
+        s3_bucket_name=s3.bucket_name if s3 else None,
+        s3_region=s3.region if s3 else None,
+        s3_prefix=s3.prefix if s3 else None,
+        token_hash=registration.token_hash,
+        token_ciphertext=registration.token_ciphertext,
+        version=1,
+        registered_at=now,
+        updated_at=now,
+        approved_at=now if active else None,
+    )
+
+
+def decide_registration(
+    existing: BucketRow | None, registration: Registration, bucket_id: str, now: datetime
+) -> Decision:
+    """Decides what a registration does.
+
+    * a new name creates the bucket: active with a valid enrollment key, pending without;
+    * the same name with the same token updates what changed (address, port, operating
+      system, the metrics sent, the S3 source if sent); with nothing changed it is a no-op;
+    * the same name with another token is a conflict and changes nothing (no hijacking);
+    * a bucket an operator disabled stays disabled and unchanged.
+
+    Args:
+        existing: the stored bucket of that name, if any.
+        registration: the validated registration.
+        bucket_id: the id a new bucket gets.
+        now: the time of the change.
+    """
+    if existing is None:
+        return Decision(Verdict.CREATED, new_bucket(registration, bucket_id, now))
+    if not hmac.compare_digest(existing.token_hash, registration.token_hash):
+        return Decision(Verdict.CONFLICT, None)
+    if existing.state == BucketState.DISABLED:
+        return Decision(Verdict.DISABLED, existing)
+    changes: dict[str, Any] = {
+        "ip_address": registration.ip_address,
+        "port": registration.port,
+        "operating_system": registration.operating_system,
+        **registration.metrics,
+    }
+    if registration.s3 is not None:
+        changes |= _s3_columns(registration.s3)
+    return _changed(existing, changes, now)
+
+
+def decide_self_update(existing: BucketRow, update: SelfUpdate, now: datetime) -> Decision:
+    """Decides what a bucket's own update (metrics, operating system, S3 source) does."""
+    changes: dict[str, Any] = dict(update.metrics)
+    if update.operating_system is not None:
+        changes["operating_system"] = update.operating_system
+    if update.remove_s3:
+        changes |= {"s3_bucket_name": None, "s3_region": None, "s3_prefix": None}
+    elif update.s3 is not None:
+        changes |= _s3_columns(update.s3)
+    return _changed(existing, changes, now)
+
+
+def decide_approval(existing: BucketRow, now: datetime) -> Decision:
+    """Makes a pending or disabled bucket active (a no-op when it already is)."""
+    if existing.state == BucketState.ACTIVE:
+        return Decision(Verdict.UNCHANGED, existing)
+    return _changed(existing, {"state": BucketState.ACTIVE.value, "approved_at": now}, now)
+
+
+def decide_disable(existing: BucketRow, now: datetime) -> Decision:
+    """Disables a bucket: it is no longer polled nor pulled (a no-op when it already is)."""
+    return _changed(existing, {"state": BucketState.DISABLED.value}, now)
+
+
+def _s3_columns(s3: S3Config) -> dict[str, str]:
+    return {"s3_bucket_name": s3.bucket_name, "s3_region": s3.region, "s3_prefix": s3.prefix}
+
+
+def _changed(existing: BucketRow, changes: dict[str, Any], now: datetime) -> Decision:
+    differs = {
+        name: value
+        for name, value in changes.items()
+        if name != "approved_at" and getattr(existing, name) != value
+    }
+    if not differs:
+        return Decision(Verdict.UNCHANGED, existing)
+    updated = replace(existing, **changes, version=existing.version + 1, updated_at=now)
+    return Decision(Verdict.UPDATED, updated)
+
+
+def registration_record(row: BucketRow) -> BucketRegistered:
+    """Returns the bucket's `bucket.registered` record (the token only as ciphertext)."""
+    s3 = row.s3
+    return BucketRegistered(
+        bucket_id=row.id,
+        name=row.name,
+        state=BucketState(row.state),
+        ip_address=row.ip_address,
+        port=row.port,
+        operating_system=row.operating_system,
+        metrics=BucketMetrics(**row.metrics),
+        s3=S3Source(bucket_name=s3.bucket_name, region=s3.region, prefix=s3.prefix) if s3 else None,
+        token_ciphertext=row.token_ciphertext,
+        registered_at=row.registered_at,
+        updated_at=row.updated_at,
+        version=row.version,
+    )
+
+
+def event_id(row: BucketRow) -> str:
+    """Returns the id of the event of one version of a bucket: the same on every resend."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{row.id}:{row.version}"))
+
+
+def registration_message(row: BucketRow) -> bytes:
+    """Returns the `bucket.registered` message value for the row's version."""
+    event = make_event(
+        BUCKET_REGISTERED,
+        registration_record(row),
+        source=SOURCE,
+        subject=row.name,
+        event_id=event_id(row),
+        time=row.updated_at,
+    )
+    return encode(event)

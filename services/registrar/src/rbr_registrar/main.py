@@ -1,0 +1,107 @@
+"""The registrar process: HTTP API, group committer, outbox relay, status consumer."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from functools import partial
+
+from rbr_registrar.api import Dependencies, create_app
+from rbr_registrar.committer import GroupCommitter
+from rbr_registrar.handlers import apply_statuses
+from rbr_registrar.outbox import OutboxRelay, leadership_for
+from rbr_registrar.repository import BucketRepository
+from rbr_registrar.server import HttpServer
+from rbr_registrar.settings import RegistrarSettings
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.kafka import ConsumerRunner, EventProducer
+from rbr_runtime.secrets import TokenVault
+from rbr_runtime.service import Service, bootstrap
+from rbr_schemas import BUCKET_STATUS
+
+SOURCE = "/rbr/registrar"
+
+
+class CommitterThread:
+    """Runs the group committer beside the HTTP server, started before it, stopped after."""
+
+    def __init__(self, committer: GroupCommitter) -> None:
+        self._committer = committer
+        self._thread = threading.Thread(target=committer.run, name="group-committer", daemon=True)
+
+    def start(self) -> None:
+        """Starts committing."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Commits what is queued and waits for the thread."""
+        self._committer.stop()
+        self._thread.join(30)
+
+
+class Registrar:
+    """The wired parts of a registrar, for tests that need to reach inside."""
+
+    def __init__(self, settings: RegistrarSettings) -> None:
+        self.settings = settings
+        self.service = Service(settings, serve_health=False)
+        self.engine = make_engine(settings.database_url, pool_size=10, max_overflow=10)
+        self.repository = BucketRepository(self.engine)
+        self.producer = EventProducer(settings, source=SOURCE)
+        self.relay = OutboxRelay(
+            self.engine,
+            partial(EventProducer, settings, SOURCE),
+            leadership_for(self.engine),
+            batch_size=settings.outbox_batch_size,
+            scan_interval=settings.outbox_scan_interval,
+            initial_backoff=settings.retry_initial_backoff,
+            max_backoff=settings.retry_max_backoff,
+        )
+        self.committer = GroupCommitter(
+            self.repository, max_batch=settings.registration_batch_max, on_commit=self.relay.wake
+        )
+        committer_thread = CommitterThread(self.committer)
+        self.app = create_app(
+            Dependencies(
+                settings=settings,
+                repository=self.repository,
+                committer=self.committer,
+                vault=TokenVault.from_setting(settings.secret_key.get_secret_value()),
+                health=self.service.health,
+            )
+        )
+        self.http = HttpServer(
+            self.app,
+            settings.http_host,
+            settings.http_port,
+            access_log=settings.access_log,
+            graceful_timeout=settings.shutdown_timeout,
+            before=committer_thread.start,
+            after=committer_thread.stop,
+        )
+        self.status_consumer = ConsumerRunner(
+            settings,
+            group_id="registrar",
+            topics=[BUCKET_STATUS],
+            handler=partial(apply_statuses, self.repository),
+            producer=self.producer,
+        )
+        service = self.service
+        service.add("outbox-relay", self.relay.run, self.relay.stop)
+        service.add("status-consumer", self.status_consumer.run, self.status_consumer.stop)
+        service.add("http", self.http.run, self.http.stop)
+        service.health.add_check("database", self.repository.ping)
+        service.health.add_check("http", self.http.readiness)
+        service.on_shutdown(self.producer.flush)
+        service.on_shutdown(self.engine.dispose)
+
+
+def build_service(settings: RegistrarSettings) -> Service:
+    """Wires the registrar; nothing runs until `run()`."""
+    return Registrar(settings).service
+
+
+def main() -> None:
+    """Runs the registrar until SIGTERM."""
+    settings = bootstrap(RegistrarSettings, "registrar")
+    sys.exit(build_service(settings).run())

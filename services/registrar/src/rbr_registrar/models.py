@@ -1,0 +1,212 @@
+"""The shapes of the registrar's HTTP API: what buckets and operators send and get back.
+
+Validation happens here, with messages that say what is wrong without repeating what was
+sent: a registration carries the bucket's token, which must never be echoed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import unicodedata
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from rbr_schemas import BucketState
+from rbr_schemas.events import BUCKET_NAME_PATTERN
+
+TOKEN_PATTERN = r"^[\x21-\x7e]{16,256}$"  # noqa: S105 - a pattern, not a secret
+S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+S3_REGION_PATTERN = r"^[a-z0-9-]{2,32}$"
+DEFAULT_S3_REGION = "us-east-1"
+DEFAULT_S3_PREFIX = "logs/"
+
+# What each pattern means, said to whoever sent a value that does not match it.
+PATTERN_RULES = {
+    BUCKET_NAME_PATTERN: "must be 1 to 128 characters: letters, digits, '.', '_' or '-', "
+    "starting with a letter or digit",
+    TOKEN_PATTERN: "must be 16 to 256 printable ASCII characters without spaces",
+    S3_BUCKET_PATTERN: "must be a valid S3 bucket name (3 to 63 lowercase letters, digits, "
+    "'.' or '-')",
+    S3_REGION_PATTERN: "must be an AWS region name such as us-east-1",
+}
+
+
+def reject_control_characters(value: str | None) -> str | None:
+    """Refuses text with control or format characters (terminal escapes, bidi overrides)."""
+    if value is not None and any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def normalise_ip(value: str) -> str:
+    """Returns the canonical form of an IP literal.
+
+    Raises:
+        ValueError: not an IPv4 or IPv6 address literal.
+    """
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise ValueError("must be an IPv4 or IPv6 address literal, e.g. 203.0.113.7") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        raise ValueError("must be an address without a zone (%...)")
+    return address.compressed
+
+
+Text = Annotated[str, StringConstraints(max_length=255), AfterValidator(reject_control_characters)]
+BucketNameField = Annotated[str, StringConstraints(pattern=BUCKET_NAME_PATTERN)]
+IpLiteral = Annotated[str, StringConstraints(max_length=64), AfterValidator(normalise_ip)]
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+S3BucketName = Annotated[str, StringConstraints(pattern=S3_BUCKET_PATTERN)]
+S3Region = Annotated[str, StringConstraints(pattern=S3_REGION_PATTERN)]
+S3Prefix = Annotated[
+    str, StringConstraints(max_length=1024), AfterValidator(reject_control_characters)
+]
+
+
+class _Request(BaseModel):
+    # Unknown fields are ignored: a newer honeypot may send more than we know.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class MetricsFields(_Request):
+    """The free-text metrics a bucket reports about itself; each may be absent."""
+
+    cpu_usage: Text | None = None
+    memory_usage: Text | None = None
+    disk_space: Text | None = None
+    uptime: Text | None = None
+    connections: Text | None = None
+
+    def reported_metrics(self) -> dict[str, str]:
+        """Returns the metrics that were sent (absent and null ones left out)."""
+        fields = ("cpu_usage", "memory_usage", "disk_space", "uptime", "connections")
+        return {name: value for name in fields if (value := getattr(self, name)) is not None}
+
+
+class RegistrationRequest(MetricsFields):
+    """`POST /register_bucket`: the seed payload, plus optional port, S3 source and key."""
+
+    name: BucketNameField = Field(examples=["rustbucket-a1B2c3D4"])
+    ip_address: IpLiteral = Field(
+        description="IP literal the registry calls the bucket at.", examples=["203.0.113.7"]
+    )
+    operating_system: Text = Field(examples=["linux (x86_64)"])
+    token: Annotated[str, StringConstraints(pattern=TOKEN_PATTERN)] = Field(
+        description="The bucket's own secret; the registry sends it back as "
+        "`Authorization: Token <token>` when it calls the bucket. Stored encrypted.",
+        json_schema_extra={"writeOnly": True},
+    )
+    port: Port | None = Field(default=None, description="Port to call when not 443.")
+    s3_bucket_name: S3BucketName | None = Field(
+        default=None, description="The bucket's own S3 bucket, when it writes its logs there."
+    )
+    s3_region: S3Region | None = Field(default=None, description="Default us-east-1.")
+    s3_prefix: S3Prefix | None = Field(default=None, description="Default logs/.")
+    registration_key: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None,
+        description="Enrollment key, when the registry requires one (or Authorization: Bearer).",
+        json_schema_extra={"writeOnly": True},
+    )
+
+
+class SelfUpdateRequest(MetricsFields):
+    """`PATCH /api/v1/buckets/{name}/self`: a bucket updates its metrics and S3 source.
+
+    Fields left out keep their value. `s3_bucket_name: null` removes the S3 source.
+    """
+
+    operating_system: Text | None = None
+    s3_bucket_name: S3BucketName | None = None
+    s3_region: S3Region | None = None
+    s3_prefix: S3Prefix | None = None
+
+
+class RegistrationStatus(StrEnum):
+    """What a registration did."""
+
+    REGISTERED = "registered"
+    UPDATED = "updated"
+    PENDING = "pending"
+
+
+class RegistrationResponse(BaseModel):
+    """The answer to a registration."""
+
+    status: RegistrationStatus = Field(
+        description="registered: new and active; pending: waiting for an operator's approval; "
+        "updated: the bucket was already registered with this token."
+    )
+    id: str = Field(description="The bucket's id in the registry.")
+
+
+class FieldError(BaseModel):
+    """What is wrong with one field of a request."""
+
+    field: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: a one-line summary, and the fields at fault for a 422."""
+
+    detail: str
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class S3View(BaseModel):
+    """Where a bucket writes its own logs."""
+
+    bucket_name: str
+    region: str
+    prefix: str
+
+
+class BucketView(BaseModel):
+    """A bucket as operators see it (never its token)."""
+
+    id: str
+    name: str
+    state: BucketState
+    ip_address: str
+    port: int | None
+    operating_system: str | None
+    metrics: dict[str, str | None]
+    s3: S3View | None
+    version: int
+    registered_at: datetime
+    updated_at: datetime
+    approved_at: datetime | None
+    last_seen: datetime | None = Field(description="Last successful poll.")
+    last_status_at: datetime | None = Field(description="Last poll, successful or not.")
+    last_reachable: bool | None
+    last_error_class: str | None
+    last_latency_ms: float | None
+
+
+class BucketPage(BaseModel):
+    """One page of the bucket list."""
+
+    buckets: list[BucketView]
+    next_after: str | None = Field(
+        description="Pass as `after` to get the next page; null on the last page."
+    )
+    total: int = Field(description="Buckets matching the filter, over all pages.")
+
+
+class ChangeResponse(BaseModel):
+    """The answer to an operator action or a bucket's own update."""
+
+    status: str
+    id: str
+    name: str
+    state: BucketState | None = None
+    version: int | None = None
+
+
+def without_input(error: dict[str, Any]) -> dict[str, Any]:
+    """Returns a validation error detail without the submitted value (it may be a secret)."""
+    return {key: value for key, value in error.items() if key not in ("input", "url")}

@@ -1,0 +1,314 @@
+"""The `buckets` table and its transactional outbox.
+
+Every change to a bucket is written in one transaction with the `bucket.registered` message
+that announces it (a row of `registrar_outbox`), so a change is announced if and only if it
+was committed; the relay (`outbox.py`) publishes the outbox in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import Engine, delete, func, insert, or_, select, text, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from rbr_registrar.domain import (
+    BucketRow,
+    Decision,
+    Registration,
+    SelfUpdate,
+    Verdict,
+    decide_approval,
+    decide_disable,
+    decide_registration,
+    decide_self_update,
+    registration_message,
+)
+from rbr_runtime.db.engine import is_transient_db_error
+from rbr_runtime.db.tables import buckets, registrar_outbox
+from rbr_schemas import BUCKET_REGISTERED, BucketState, BucketStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WRITE_ATTEMPTS = 5
+REPORTED_FIELDS = (
+    "operating_system",
+    "cpu_usage",
+    "memory_usage",
+    "disk_space",
+    "uptime",
+    "connections",
+)
+
+
+def with_retries(action: Callable[[], T], attempts: int = WRITE_ATTEMPTS) -> T:
+    """Runs a transaction, again after a deadlock, a lost unique-key race or a lost connection.
+
+    Other errors, and the last failure, propagate.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except (IntegrityError, DBAPIError) as error:
+            retryable = isinstance(error, IntegrityError) or is_transient_db_error(error)
+            if not retryable or attempt == attempts:
+                raise
+            log.info("transaction retried (attempt %d): %s", attempt, type(error).__name__)
+            time.sleep(0.01 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """What a batch of `bucket.status` events says about one bucket."""
+
+    latest: BucketStatus
+    latest_success: BucketStatus | None
+
+
+class BucketRepository:
+    """Reads and writes buckets; every write also queues its announcement in the outbox."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- health --------------------------------------------------------------------------------
+
+    def ping(self) -> str | None:
+        """Readiness check: None when the database answers."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return None
+
+    # -- registrations -------------------------------------------------------------------------
+
+    def register(self, registrations: Sequence[Registration]) -> list[Decision]:
+        """Applies registrations in one transaction (group commit); one decision each.
+
+        Registrations of the same name in one batch apply in order. Raises what the database
+        raised when the transaction could not be committed after retries: then none of them
+        is stored.
+        """
+        return with_retries(lambda: self._register_once(registrations))
+
+    def _register_once(self, registrations: Sequence[Registration]) -> list[Decision]:
+        now = utcnow()
+        with self.engine.begin() as connection:
+            current = self._lock_rows(connection, sorted({r.name for r in registrations}))
+            inserted: dict[str, BucketRow] = {}
+            changed: dict[str, BucketRow] = {}
+            announced: list[BucketRow] = []
+            decisions = []
+            for registration in registrations:
+                decision = decide_registration(
+                    current.get(registration.name), registration, str(uuid.uuid4()), now
+                )
+                decisions.append(decision)
+                if not decision.writes or decision.row is None:
+                    continue
+                row = decision.row
+                current[row.name] = row
+                announced.append(row)
+                new = row.name in inserted or decision.verdict is Verdict.CREATED
+                (inserted if new else changed)[row.name] = row
+            if inserted:
+                connection.execute(insert(buckets), [row.values() for row in inserted.values()])
+            for row in changed.values():
+                self._write_row(connection, row)
+            self._announce(connection, announced, now)
+        return decisions
+
+    # -- a bucket's own update -------------------------------------------------------------------
+
+    def find_by_name(self, name: str) -> BucketRow | None:
+        """Returns the bucket with that name, if registered."""
+        with self.engine.connect() as connection:
+            row = connection.execute(select(buckets).where(buckets.c.name == name)).first()
+        return BucketRow.from_mapping(row._mapping) if row else None
+
+    def self_update(
+        self, name: str, authorised: Callable[[BucketRow], bool], update_: SelfUpdate
+    ) -> Decision | None:
+        """Applies a bucket's own update if `authorised(row)`; None if unknown or refused."""
+        return with_retries(lambda: self._self_update_once(name, authorised, update_))
+
+    def _self_update_once(
+        self, name: str, authorised: Callable[[BucketRow], bool], update_: SelfUpdate
+    ) -> Decision | None:
+        now = utcnow()
+        with self.engine.begin() as connection:
+            row = self._lock_rows(connection, [name]).get(name)
+            if row is None or not authorised(row):
+                return None
+            decision = decide_self_update(row, update_, now)
+            self._write_decision(connection, decision, now)
+        return decision
+
+    # -- operator actions --------------------------------------------------------------------------
+
+    def approve(self, name: str) -> Decision | None:
+        """Makes a bucket active; None if there is no such bucket."""
+        return with_retries(lambda: self._operator_change(name, decide_approval))
+
+    def disable(self, name: str) -> Decision | None:
+        """Disables a bucket; None if there is no such bucket."""
+        return with_retries(lambda: self._operator_change(name, decide_disable))
+
+    def _operator_change(
+        self, name: str, decide: Callable[[BucketRow, datetime], Decision]
+    ) -> Decision | None:
+        now = utcnow()
+        with self.engine.begin() as connection:
+            row = self._lock_rows(connection, [name]).get(name)
+            if row is None:
+                return None
+            decision = decide(row, now)
+            self._write_decision(connection, decision, now)
+        return decision
+
+    def remove(self, name: str) -> BucketRow | None:
+        """Deletes a bucket and queues its tombstone; returns what was removed, if anything."""
+        return with_retries(lambda: self._remove_once(name))
+
+    def _remove_once(self, name: str) -> BucketRow | None:
+        now = utcnow()
+        with self.engine.begin() as connection:
+            row = self._lock_rows(connection, [name]).get(name)
+            if row is None:
+                return None
+            connection.execute(delete(buckets).where(buckets.c.id == row.id))
+            connection.execute(
+                insert(registrar_outbox).values(
+                    topic=BUCKET_REGISTERED.name, message_key=name, value=None, created_at=now
+                )
+            )
+        return row
+
+    # -- listing ---------------------------------------------------------------------------------
+
+    def list_buckets(
+        self, state: BucketState | None, after: str | None, limit: int
+    ) -> tuple[list[BucketRow], int]:
+        """Returns a page of buckets ordered by name, and how many match in all."""
+        condition = buckets.c.state == state.value if state is not None else None
+        query = select(buckets).order_by(buckets.c.name).limit(limit)
+        count = select(func.count()).select_from(buckets)
+        if condition is not None:
+            query = query.where(condition)
+            count = count.where(condition)
+        if after is not None:
+            query = query.where(buckets.c.name > after)
+        with self.engine.connect() as connection:
+            rows = [BucketRow.from_mapping(r._mapping) for r in connection.execute(query)]
+            total = int(connection.execute(count).scalar_one())
+        return rows, total
+
+    # -- statuses from the poller -----------------------------------------------------------------
+
+    def apply_statuses(self, updates: Iterable[StatusUpdate]) -> int:
+        """Records the latest poll of each bucket; returns how many buckets changed.
+
+        An older status never overwrites a newer one (compared by `polled_at`), so a replay
+        or a late redelivery is harmless; statuses of unknown buckets are ignored.
+        """
+        return with_retries(lambda: self._apply_statuses_once(list(updates)))
+
+    def _apply_statuses_once(self, updates: list[StatusUpdate]) -> int:
+        changed = 0
+        with self.engine.begin() as connection:
+            for item in updates:
+                changed += self._apply_status(connection, item)
+        return changed
+
+    def _apply_status(self, connection: Connection, item: StatusUpdate) -> int:
+        latest = item.latest
+        result = connection.execute(
+            update(buckets)
+            .where(
+                buckets.c.name == latest.name,
+                or_(
+                    buckets.c.last_status_at.is_(None),
+                    buckets.c.last_status_at < latest.polled_at,
+                ),
+            )
+            .values(
+                last_status_at=latest.polled_at,
+                last_reachable=latest.reachable,
+                last_error_class=latest.error_class.value if latest.error_class else None,
+                last_latency_ms=latest.latency_ms,
+            )
+        )
+        success = item.latest_success
+        if success is not None:
+            # The latest metrics are those of the latest successful poll.
+            reported = (
+                success.updates.model_dump(include=set(REPORTED_FIELDS), exclude_none=True)
+                if success.updates is not None
+                else {}
+            )
+            connection.execute(
+                update(buckets)
+                .where(
+                    buckets.c.name == success.name,
+                    or_(buckets.c.last_seen.is_(None), buckets.c.last_seen < success.polled_at),
+                )
+                .values(last_seen=success.polled_at, **reported)
+            )
+        return int(result.rowcount or 0)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _lock_rows(self, connection: Connection, names: Sequence[str]) -> dict[str, BucketRow]:
+        # Locked in name order, so two transactions over the same names cannot deadlock.
+        query = select(buckets).where(buckets.c.name.in_(names)).order_by(buckets.c.name)
+        rows = connection.execute(query.with_for_update())
+        return {r.name: BucketRow.from_mapping(r._mapping) for r in rows}
+
+    def _write_decision(self, connection: Connection, decision: Decision, now: datetime) -> None:
+        if decision.verdict is not Verdict.UPDATED or decision.row is None:
+            return
+        self._write_row(connection, decision.row)
+        self._announce(connection, [decision.row], now)
+
+    def _write_row(self, connection: Connection, row: BucketRow) -> None:
+        values = row.values()
+        del values["id"]
+        connection.execute(update(buckets).where(buckets.c.id == row.id).values(**values))
+
+    def _announce(self, connection: Connection, rows: Sequence[BucketRow], now: datetime) -> None:
+        if not rows:
+            return
+        connection.execute(
+            insert(registrar_outbox),
+            [
+                {
+                    "topic": BUCKET_REGISTERED.name,
+                    "message_key": row.name,
+                    "value": registration_message(row),
+                    "created_at": now,
+                }
+                for row in rows
+            ],
+        )
+
+
+def status_updates(statuses: Iterable[BucketStatus]) -> list[StatusUpdate]:
+    """Reduces a batch of statuses to the latest one, and latest success, per bucket."""
+    latest: dict[str, BucketStatus] = {}
+    success: dict[str, BucketStatus] = {}
+    for status in statuses:
+        if status.name not in latest or latest[status.name].polled_at < status.polled_at:
+            latest[status.name] = status
+        if status.reachable and (
+            status.name not in success or success[status.name].polled_at < status.polled_at
+        ):
+            success[status.name] = status
+    return [StatusUpdate(latest[name], success.get(name)) for name in sorted(latest)]

@@ -1,0 +1,55 @@
+"""The registrar's configuration (`RBR_*` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from rbr_runtime.buckets import IpNetworks
+from rbr_runtime.settings import CommonSettings, CsvList
+
+DEFAULT_PORT = 8000
+
+
+class RegistrarSettings(CommonSettings):
+    """Settings of the registrar: the HTTP API, the outbox relay and the status consumer."""
+
+    service_name: str = "registrar"
+    http_port: int = Field(
+        default=DEFAULT_PORT,
+        ge=0,
+        le=65535,
+        description="Port of the API, /docs, /healthz, /readyz and /metrics.",
+    )
+    secret_key: SecretStr = Field(
+        description="Encrypts bucket tokens at rest and in bucket.registered (RBR_SECRET_KEY); "
+        "comma-separated keys rotate: the first encrypts, any decrypts."
+    )
+    enrollment_keys: CsvList = Field(
+        default_factory=list,
+        description="Keys a registration must carry (registration_key field or Authorization: "
+        "Bearer). With keys, a registered bucket is active at once; without, new buckets wait "
+        "as pending until an operator approves them.",
+    )
+    operator_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key of the operator API (/api/v1/buckets); the API is off without.",
+    )
+    allowed_bucket_networks: IpNetworks = Field(
+        default_factory=list,
+        description="CIDRs let through the forbidden-address check (e.g. 127.0.0.0/8 locally).",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    registration_batch_max: int = Field(
+        default=200,
+        ge=1,
+        description="Most registrations committed in one transaction (group commit).",
+    )
+    outbox_scan_interval: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between scans of the outbox when no commit woke the relay.",
+    )
+    outbox_batch_size: int = Field(default=500, ge=1, description="Outbox rows sent at once.")
+    access_log: bool = Field(default=False, description="Log every HTTP request.")

@@ -1,0 +1,409 @@
+"""Bad input gets a clear 4xx that names what is wrong, never a 500, never the token back.
+
+One registrar (real broker, real MariaDB) serves the whole table: enrollment keys are
+required and no network is allowed through the forbidden-address check.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from rbr_registrar.main import Registrar
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.tables import buckets
+from rbr_testing.broker import Broker
+from rbr_testing.mariadb import truncate_all
+from rbr_testing.registry import TEST_OPERATOR_KEY, registrar_settings
+from rbr_testing.services import running
+
+pytestmark = [pytest.mark.broker, pytest.mark.mariadb]
+
+KEY = "enrol-key-1"
+TOKEN = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+OTHER_TOKEN = "Zz9yXx8wVv7uTt6sRr5qPp4oNn3mMm2l"
+TAKEN_NAME = "rustbucket-taken000"
+
+
+@pytest.fixture(scope="module")
+def api(mysql_database_url: str) -> Iterator[httpx.Client]:
+    """A registrar requiring enrollment keys and refusing loopback, with one bucket in it."""
+    broker = Broker()
+    broker.start()
+    engine = make_engine(mysql_database_url)
+    truncate_all(engine)
+    settings = registrar_settings(
+        broker, engine, enrollment_keys=KEY, allowed_bucket_networks="", max_body_bytes=65536
+    )
+    registrar = Registrar(settings)
+    try:
+        with (
+            running(registrar.service),
+            httpx.Client(base_url=f"http://127.0.0.1:{registrar.http.port}") as client,
+        ):
+            taken = client.post("/register_bucket", json=payload(name=TAKEN_NAME))
+            assert taken.status_code == 200, taken.text
+            yield client
+    finally:
+        broker.stop()
+        engine.dispose()
+
+
+def payload(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "rustbucket-good0001",
+        "ip_address": "203.0.113.7",
+        "operating_system": "linux (x86_64)",
+        "token": TOKEN,
+        "registration_key": KEY,
+    }
+    for field, value in changes.items():
+        if value is ...:
+            body.pop(field, None)
+        else:
+            body[field] = value
+    return body
+
+
+def post_json(body: Any) -> dict[str, Any]:
+    return {"method": "POST", "url": "/register_bucket", "json": body}
+
+
+# (case id, request, expected status, expected field, words the message must contain)
+CASES: list[tuple[str, dict[str, Any], int, str | None, str]] = [
+    ("missing name", post_json(payload(name=...)), 422, "name", "is required"),
+    ("missing token", post_json(payload(token=...)), 422, "token", "is required"),
+    ("missing ip", post_json(payload(ip_address=...)), 422, "ip_address", "is required"),
+    (
+        "missing os",
+        post_json(payload(operating_system=...)),
+        422,
+        "operating_system",
+        "is required",
+    ),
+    ("name not a string", post_json(payload(name=12)), 422, "name", "must be a string"),
+    (
+        "name with a path",
+        post_json(payload(name="../../etc/passwd")),
+        422,
+        "name",
+        "letters, digits",
+    ),
+    ("name too long", post_json(payload(name="a" * 129)), 422, "name", "letters, digits"),
+    ("port as text", post_json(payload(port="8443")), 422, "port", "must be an integer"),
+    ("port out of range", post_json(payload(port=70000)), 422, "port", "at most 65535"),
+    ("port zero", post_json(payload(port=0)), 422, "port", "at least 1"),
+    ("port true", post_json(payload(port=True)), 422, "port", "must be an integer"),
+    ("metric as number", post_json(payload(cpu_usage=12)), 422, "cpu_usage", "must be a string"),
+    ("metric too long", post_json(payload(uptime="9" * 300)), 422, "uptime", "at most 255"),
+    (
+        "control characters",
+        post_json(payload(operating_system="linux\x1b[31m")),
+        422,
+        "operating_system",
+        "control characters",
+    ),
+    (
+        "ip not an ip",
+        post_json(payload(ip_address="rustbucket.example.com")),
+        422,
+        "ip_address",
+        "IPv4 or IPv6 address literal",
+    ),
+    (
+        "ip as number",
+        post_json(payload(ip_address=2130706433)),
+        422,
+        "ip_address",
+        "must be a string",
+    ),
+    ("loopback ip", post_json(payload(ip_address="127.0.0.1")), 422, "ip_address", "loopback"),
+    ("ipv6 loopback", post_json(payload(ip_address="::1")), 422, "ip_address", "loopback"),
+    (
+        "cloud metadata ip",
+        post_json(payload(ip_address="169.254.169.254")),
+        422,
+        "ip_address",
+        "link-local",
+    ),
+    ("unspecified ip", post_json(payload(ip_address="0.0.0.0")), 422, "ip_address", "unspecified"),
+    ("multicast ip", post_json(payload(ip_address="224.0.0.1")), 422, "ip_address", "multicast"),
+    (
+        "mapped loopback",
+        post_json(payload(ip_address="::ffff:127.0.0.1")),
+        422,
+        "ip_address",
+        "loopback",
+    ),
+    (
+        "ipv6 with a zone",
+        post_json(payload(ip_address="2001:db8::1%eth0")),
+        422,
+        "ip_address",
+        "without a zone",
+    ),
+    ("token too short", post_json(payload(token="short")), 422, "token", "16 to 256"),
+    (
+        "token with a space",
+        post_json(payload(token="abc def ghi jkl mno pqr")),
+        422,
+        "token",
+        "without spaces",
+    ),
+    (
+        "token not a string",
+        post_json(payload(token=1234567890123456789)),
+        422,
+        "token",
+        "must be a string",
+    ),
+    (
+        "bad s3 bucket",
+        post_json(payload(s3_bucket_name="Not_A_Bucket")),
+        422,
+        "s3_bucket_name",
+        "valid S3 bucket name",
+    ),
+    (
+        "bad s3 region",
+        post_json(payload(s3_bucket_name="logs-bucket", s3_region="Mars 1")),
+        422,
+        "s3_region",
+        "AWS region",
+    ),
+    (
+        "body not json",
+        {
+            "method": "POST",
+            "url": "/register_bucket",
+            "content": b"name=x&token=y",
+            "headers": {"Content-Type": "application/json"},
+        },
+        422,
+        "body",
+        "not valid JSON",
+    ),
+    ("body a list", post_json([payload()]), 422, "body", "JSON object"),
+    (
+        "body empty",
+        {
+            "method": "POST",
+            "url": "/register_bucket",
+            "content": b"",
+            "headers": {"Content-Type": "application/json"},
+        },
+        422,
+        "body",
+        "required",
+    ),
+    (
+        "body huge",
+        post_json(payload(operating_system="x" * 70_000)),
+        413,
+        None,
+        "larger than the 65536 bytes",
+    ),
+    (
+        "body huge, chunked",
+        {
+            "method": "POST",
+            "url": "/register_bucket",
+            "content": iter([b'{"name": "', b"x" * 70_000, b'"}']),
+            "headers": {"Content-Type": "application/json"},
+        },
+        413,
+        None,
+        "larger than the 65536 bytes",
+    ),
+    (
+        "missing enrollment key",
+        post_json(payload(registration_key=...)),
+        401,
+        None,
+        "requires an enrollment key",
+    ),
+    (
+        "wrong enrollment key",
+        post_json(payload(registration_key="guess")),
+        403,
+        None,
+        "enrollment key not accepted",
+    ),
+    (
+        "wrong bearer key",
+        {**post_json(payload(registration_key=...)), "headers": {"Authorization": "Bearer guess"}},
+        403,
+        None,
+        "enrollment key not accepted",
+    ),
+    (
+        "name hijack",
+        post_json(payload(name=TAKEN_NAME, token=OTHER_TOKEN, ip_address="198.51.100.66")),
+        409,
+        None,
+        "different token",
+    ),
+    (
+        "operator without key",
+        {"method": "GET", "url": "/api/v1/buckets"},
+        401,
+        None,
+        "operator key",
+    ),
+    (
+        "operator wrong key",
+        {"method": "GET", "url": "/api/v1/buckets", "headers": {"Authorization": "Bearer nope"}},
+        403,
+        None,
+        "operator key not accepted",
+    ),
+    (
+        "operator bad limit",
+        {
+            "method": "GET",
+            "url": "/api/v1/buckets?limit=0",
+            "headers": {"Authorization": f"Bearer {TEST_OPERATOR_KEY}"},
+        },
+        422,
+        "limit",
+        "at least 1",
+    ),
+    (
+        "operator bad state",
+        {
+            "method": "GET",
+            "url": "/api/v1/buckets?state=sleepy",
+            "headers": {"Authorization": f"Bearer {TEST_OPERATOR_KEY}"},
+        },
+        422,
+        "state",
+        "must be one of",
+    ),
+    (
+        "self update without token",
+        {
+            "method": "PATCH",
+            "url": f"/api/v1/buckets/{TAKEN_NAME}/self",
+            "json": {"cpu_usage": "1%"},
+        },
+        401,
+        None,
+        "Token <token>",
+    ),
+    (
+        "self update wrong token",
+        {
+            "method": "PATCH",
+            "url": f"/api/v1/buckets/{TAKEN_NAME}/self",
+            "json": {"cpu_usage": "1%"},
+            "headers": {"Authorization": f"Token {OTHER_TOKEN}"},
+        },
+        403,
+        None,
+        "token not accepted",
+    ),
+    (
+        "self update region alone",
+        {
+            "method": "PATCH",
+            "url": f"/api/v1/buckets/{TAKEN_NAME}/self",
+            "json": {"s3_region": "eu-west-1"},
+            "headers": {"Authorization": f"Token {TOKEN}"},
+        },
+        422,
+        "s3_bucket_name",
+        "is required when",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_args", "status", "field", "words"),
+    [pytest.param(*case[1:], id=case[0]) for case in CASES],
+)
+def test_bad_input_is_refused_with_a_clear_message(
+    api: httpx.Client, request_args: dict[str, Any], status: int, field: str | None, words: str
+) -> None:
+    answer = api.request(**request_args)
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    assert TOKEN not in answer.text
+    assert OTHER_TOKEN not in answer.text
+    assert KEY not in answer.text
+    if field is None:
+        assert words in body["detail"]
+        return
+    messages = {error["field"]: error["message"] for error in body["errors"]}
+    assert field in messages, body
+    assert words in messages[field]
+    assert f"{field}: {messages[field]}" in body["detail"]
+
+
+def test_name_hijack_changes_nothing(api: httpx.Client, mysql_database_url: str) -> None:
+    api.post(
+        "/register_bucket",
+        json=payload(name=TAKEN_NAME, token=OTHER_TOKEN, ip_address="198.51.100.66"),
+    )
+    engine = make_engine(mysql_database_url)
+    with engine.connect() as connection:
+        row = connection.execute(select(buckets).where(buckets.c.name == TAKEN_NAME)).one()
+    engine.dispose()
+    assert (row.ip_address, row.version) == ("203.0.113.7", 1)
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> Any:
+    choices: list[Any] = [
+        None,
+        rng.choice([True, False]),
+        rng.randint(-(2**70), 2**70),
+        rng.random() * 1e300,
+        "".join(chr(rng.randint(0, 0x10FFFF)) for _ in range(rng.randint(0, 40)))
+        .encode("utf-8", "surrogatepass")
+        .decode("utf-8", "replace"),
+        "x" * rng.randint(0, 5000),
+        "203.0.113." + str(rng.randint(0, 400)),
+    ]
+    if depth < 2:
+        choices.append([_random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))])
+        choices.append({"k": _random_value(rng, depth + 1)})
+    return rng.choice(choices)
+
+
+def test_random_payloads_never_cause_a_server_error(api: httpx.Client) -> None:
+    rng = random.Random(20261121)
+    fields = [
+        "name",
+        "ip_address",
+        "operating_system",
+        "token",
+        "port",
+        "cpu_usage",
+        "memory_usage",
+        "disk_space",
+        "uptime",
+        "connections",
+        "s3_bucket_name",
+        "s3_region",
+        "s3_prefix",
+        "registration_key",
+    ]
+    statuses = []
+    for _ in range(250):
+        body = payload()
+        for field in rng.sample(fields, rng.randint(1, 4)):
+            body[field] = _random_value(rng)
+        answer = api.post(
+            "/register_bucket",
+            content=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        statuses.append(answer.status_code)
+        assert answer.status_code < 500, (body, answer.text)
+        assert TOKEN not in answer.text
+    assert 422 in statuses

@@ -1,0 +1,66 @@
+"""`rbr buckets ...` against a running registrar."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from rbr_cli.main import app
+from rbr_testing.registry import TEST_OPERATOR_KEY, RegistrarFactory
+
+TOKEN = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+
+
+def test_operator_lists_approves_disables_and_removes_from_the_command_line(
+    registrar_factory: RegistrarFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registrar = registrar_factory()
+    name = "rustbucket-cl1test0"
+    with registrar.client() as client:
+        client.post(
+            "/register_bucket",
+            json={
+                "name": name,
+                "ip_address": "127.0.0.1",
+                "operating_system": "linux",
+                "token": TOKEN,
+                "port": 8443,
+            },
+        )
+    runner = CliRunner()
+    monkeypatch.setenv("RBR_REGISTRAR_URL", registrar.url)
+    monkeypatch.setenv("RBR_OPERATOR_KEY", TEST_OPERATOR_KEY)
+
+    listed = runner.invoke(app, ["buckets", "list", "--state", "pending"])
+    assert listed.exit_code == 0, listed.output
+    assert name in listed.output
+    assert "127.0.0.1:8443" in listed.output
+    assert "never" in listed.output
+
+    approved = runner.invoke(app, ["buckets", "approve", name])
+    assert approved.exit_code == 0
+    assert f"{name}: updated (state active)" in approved.output
+    assert (
+        "no buckets in state pending"
+        in runner.invoke(app, ["buckets", "list", "--state", "pending"]).output
+    )
+    shown = runner.invoke(app, ["buckets", "show", name])
+    assert "state              active" in shown.output
+
+    assert "state disabled" in runner.invoke(app, ["buckets", "disable", name]).output
+    removed = runner.invoke(app, ["buckets", "remove", name, "--yes"])
+    assert f"{name}: removed" in removed.output
+
+    missing = runner.invoke(app, ["buckets", "approve", name])
+    assert missing.exit_code == 1
+    assert f"404: no bucket named {name}" in missing.output
+
+    monkeypatch.setenv("RBR_OPERATOR_KEY", "wrong")
+    refused = runner.invoke(app, ["buckets", "list"])
+    assert refused.exit_code == 1
+    assert "operator key not accepted" in refused.output
+
+    monkeypatch.setenv("RBR_REGISTRAR_URL", "http://127.0.0.1:9")
+    unreachable = runner.invoke(app, ["buckets", "list"])
+    assert unreachable.exit_code == 1
+    assert "cannot reach the registrar at http://127.0.0.1:9" in unreachable.output

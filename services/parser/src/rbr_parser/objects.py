@@ -124,15 +124,23 @@ def decompressed(chunks: Iterator[bytes], limit: int = CHUNK_BYTES) -> Iterator[
 
 def _gunzip(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
     inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
+    started = False
     for chunk in chunks:
         data = chunk
         while data:
+            started = True
             yield inflater.decompress(data, limit)
-            data = inflater.unconsumed_tail
             if inflater.eof:
-                data = inflater.unused_data + data
+                # The member ended: what follows is the next member (unconsumed_tail repeats
+                # it at this point, so only unused_data is read).
+                data = inflater.unused_data
                 inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
+                started = False
+            else:
+                data = inflater.unconsumed_tail
     yield inflater.flush()
+    if started and not inflater.eof:
+        raise zlib.error("the stream ends in the middle of a gzip member (truncated)")
 
 
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -4,4 +4,6 @@ pytest_plugins = [
     "rbr_testing.broker",
     "rbr_testing.mariadb",
     "rbr_testing.report",
+    "rbr_testing.s3",
+    "rbr_testing.simulator",
 ]

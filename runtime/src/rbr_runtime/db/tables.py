@@ -129,6 +129,8 @@ extract_cursors = Table(
         nullable=True,
         comment="logs.extracted data stored with its cursor, until the broker confirmed it",
     ),
+    Column("lease_owner", String(255), nullable=True, comment="host:pid extracting now"),
+    Column("lease_until", UtcDateTime(), nullable=True),
     Column("updated_at", UtcDateTime(), nullable=False),
 )
 

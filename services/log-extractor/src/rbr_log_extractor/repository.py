@@ -66,6 +66,11 @@ class ExtractState:
     def _ensure_row(self, connection: Connection, name: str) -> None:
         connection.execute(self._insert_cursor, [{"name": name, "updated_at": utcnow()}])
 
+    def ensure(self, name: str) -> None:
+        """Creates the bucket's row if it has none yet."""
+        with self._engine.begin() as connection:
+            self._ensure_row(connection, name)
+
     def claim_slot(self, name: str, slot: int, lease: timedelta) -> bool:
         """Claims the bucket's extraction for the slot, with a lease; False if done or taken.
 

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, delete, select
+from typer.testing import CliRunner
 
+from rbr_cli.main import app
 from rbr_log_extractor.extractor import ExtractionError, source_prefix, valid_cursor
 from rbr_log_extractor.scheduler import target_slot
 from rbr_log_extractor.storage import RawObjectWriter, TooLarge, raw_key
@@ -15,7 +17,7 @@ from rbr_runtime.db.tables import extract_cursors, s3_copy_ledger
 from rbr_schemas import LOGS_EXTRACTED, BucketRegistered, LogsExtracted, LogSource
 from rbr_simulator.s3 import S3Settings
 from rbr_testing.broker import Broker, free_port
-from rbr_testing.buckets import registration
+from rbr_testing.buckets import TEST_SECRET_KEY, publish_registrations, registration
 from rbr_testing.kafka import read_events
 from rbr_testing.s3 import MotoS3
 
@@ -243,3 +245,35 @@ def test_s3_copies_each_object_once_even_out_of_key_order(
     assert harness.keys() == keys_before
     again = extracted(broker.bootstrap, at_least=2 * (len(source_keys) + 1))
     assert len({e.object_id for e in again}) == len(source_keys) + 1
+
+
+# -- by hand ---------------------------------------------------------------------------------
+
+
+def test_extract_logs_task_runs_one_cycle(
+    fleet_factory: Any,
+    mysql_database_url: str,
+    mysql_engine: Engine,
+    moto_s3: MotoS3,
+    raw_bucket: str,
+    broker: Broker,
+) -> None:
+    fleet = fleet_factory(count=2, bind="ports", seed=10)
+    publish_registrations(broker.bootstrap, [registration(b) for b in fleet.buckets])
+    emitted = fleet.emit(fleet.names[0], 5)
+    env = {
+        "RBR_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "RBR_DATABASE_URL": mysql_database_url,
+        "RBR_S3_ENDPOINT_URL": moto_s3.endpoint_url,
+        "RBR_S3_BUCKET": raw_bucket,
+        "RBR_SECRET_KEY": TEST_SECRET_KEY,
+        "RBR_BUCKET_CA_FILE": str(fleet.ca_file),
+        "RBR_ALLOWED_BUCKET_NETWORKS": "127.0.0.0/8",
+    }
+    result = CliRunner().invoke(app, ["run-task", "extract_logs"], env=env)
+    assert result.exit_code == 0, result.output
+    size = sum(r.size for r in emitted)
+    assert f"2 active buckets: 1 objects ({size} bytes) stored, 0 failed" in result.output
+    [event] = extracted(broker.bootstrap, at_least=1)
+    assert event.name == fleet.names[0]
+    assert cursor_row(mysql_engine, fleet.names[0]).lease_owner is None

@@ -152,7 +152,8 @@ class GroupOffsets:
         Raises:
             ReplayError: the topic does not exist.
         """
-        metadata = self._admin.list_topics(self.topic, timeout=READ_TIMEOUT).topics.get(self.topic)
+        # All topics: asking for one by name would create it where auto-creation is on.
+        metadata = self._admin.list_topics(timeout=READ_TIMEOUT).topics.get(self.topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             raise ReplayError(f"topic {self.topic!r} does not exist")
         return sorted(metadata.partitions)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -125,6 +126,8 @@ class ObjectParser:
         self._producer = producer
         self._stopping = stopping
         self._syslog_zone = ZoneInfo(settings.syslog_timezone)
+        # One writer: batches of an object are inserted in order while the next is parsed.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="parser-writer")
 
     def __call__(self, batch: Sequence[Inbound[LogsExtracted]]) -> None:
         """Handles a batch of logs.extracted events."""
@@ -217,13 +220,18 @@ class ObjectParser:
         stats = ObjectStats()
         batch: list[dict[str, Any]] = []
         limit = self._settings.parser_insert_batch
-        for record_no, record in enumerate(reader.records(lines)):
-            batch.append(self._row(extracted, record_no, record))
-            stats.add(record.fields)
-            if len(batch) >= limit:
-                self._write(batch, stats)
-                batch = []
-        self._write(batch, stats)
+        writes: deque[Future[int]] = deque()
+        try:
+            for record_no, record in enumerate(reader.records(lines)):
+                batch.append(self._row(extracted, record_no, record))
+                stats.add(record.fields)
+                if len(batch) >= limit:
+                    self._write(batch, stats, writes)
+                    batch = []
+            self._write(batch, stats, writes)
+            self._collect(writes, stats, keep=0)
+        finally:
+            wait(writes)  # never leave a write running behind a failure
         BYTES.inc(opened.bytes_read)
         for (log_format, event_type), count in stats.kinds.items():
             RECORDS.labels(log_format, event_type).inc(count)
@@ -241,10 +249,28 @@ class ObjectParser:
         row["record_no"] = record_no
         return row
 
-    def _write(self, batch: list[dict[str, Any]], stats: ObjectStats) -> None:
+    def _write(
+        self, batch: list[dict[str, Any]], stats: ObjectStats, writes: deque[Future[int]]
+    ) -> None:
+        """Hands a batch to the writer thread, so parsing goes on while the database works."""
         if self._stopping():
             raise ParseInterrupted("stopping; the object will be parsed again from where it was")
+        if batch:
+            writes.append(self._writer.submit(self._insert, batch))
+        self._collect(writes, stats, keep=1)
+
+    def _insert(self, batch: list[dict[str, Any]]) -> int:
         inserted = self._rows.insert(batch)
-        stats.rows_inserted += inserted
         ROWS_INSERTED.inc(inserted)
         DUPLICATES.inc(len(batch) - inserted)
+        return inserted
+
+    @staticmethod
+    def _collect(writes: deque[Future[int]], stats: ObjectStats, keep: int) -> None:
+        """Waits for the oldest writes until at most `keep` are in flight (errors raise)."""
+        while len(writes) > keep:
+            stats.rows_inserted += writes.popleft().result()
+
+    def close(self) -> None:
+        """Stops the writer thread."""
+        self._writer.shutdown(wait=True)

@@ -63,6 +63,7 @@ def build_service(settings: ParserSettings) -> Service:
         "consumer", lambda: None if runner.joined.is_set() else "joining the parser group"
     )
     service.health.add_check("database", rows.ping)
+    service.on_shutdown(parser.close)
     service.on_shutdown(producer.flush)
     service.on_shutdown(engine.dispose)
     return service

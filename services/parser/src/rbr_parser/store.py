@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from pymysql.constants import SERVER_STATUS
+from pymysql.converters import escape_string
 from sqlalchemy import Engine, delete, func, select
 
-from rbr_runtime.db.engine import insert_ignore
+from rbr_runtime.db.engine import insert_ignore, is_mysql
 from rbr_runtime.db.tables import logs
 
 log = logging.getLogger(__name__)
+
+
+INSERT_COLUMNS: tuple[str, ...] = tuple(
+    column.name for column in logs.columns if column.name not in ("id", "created_at")
+)
+
+
+def _mysql_literal(value: object, escape: Callable[[str], str]) -> str:
+    """Returns a value as a MySQL literal (strings escaped by PyMySQL's own function)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + escape(value) + "'"
+    if isinstance(value, datetime):
+        return "'" + value.astimezone(UTC).replace(tzinfo=None).isoformat(" ") + "'"
+    if isinstance(value, bool | int):
+        return str(int(value))
+    raise TypeError(f"no literal for {type(value).__name__}")
+
+
+def _quote_doubling(value: str) -> str:
+    return value.replace("'", "''")
 
 
 class LogRows:
@@ -21,6 +45,9 @@ class LogRows:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._insert = insert_ignore(engine, logs)
+        self._mysql = is_mysql(engine)
+        columns = ", ".join(INSERT_COLUMNS)  # constants from the table definition
+        self._mysql_prefix = f"INSERT IGNORE INTO {logs.name} ({columns}) VALUES "  # noqa: S608
 
     def insert(self, rows: Sequence[dict[str, Any]]) -> int:
         """Inserts rows in one transaction, skipping those already present.
@@ -33,9 +60,37 @@ class LogRows:
         """
         if not rows:
             return 0
+        if self._mysql:
+            return self._insert_mysql(rows)
         with self._engine.begin() as connection:
             result = connection.execute(self._insert, list(rows))
         return max(0, result.rowcount)
+
+    def _insert_mysql(self, rows: Sequence[dict[str, Any]]) -> int:
+        """One multi-row INSERT IGNORE, built without per-value driver overhead.
+
+        PyMySQL escapes every parameter through several Python calls, which made escaping
+        the parser's largest cost. Here each value goes through PyMySQL's escape function
+        directly (or quote doubling when the server runs with NO_BACKSLASH_ESCAPES, as
+        PyMySQL itself does), so attacker-controlled text is quoted exactly as the driver
+        would quote it.
+        """
+        with self._engine.begin() as connection:
+            dbapi = connection.connection.dbapi_connection
+            assert dbapi is not None
+            no_backslash = dbapi.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
+            escape = _quote_doubling if no_backslash else escape_string
+            values = ",".join(
+                "(" + ",".join([_mysql_literal(row[c], escape) for c in INSERT_COLUMNS]) + ")"
+                for row in rows
+            )
+            cursor = dbapi.cursor()
+            try:
+                cursor.execute(self._mysql_prefix + values)
+                inserted = int(cursor.rowcount)
+            finally:
+                cursor.close()
+        return max(0, inserted)
 
     def delete_older_than(self, cutoff: datetime, chunk: int) -> Iterator[int]:
         """Deletes rows created before cutoff, chunk by chunk, one transaction each.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from rbr_log_extractor.extractor import Extractor
+from rbr_log_extractor.memory import release_large_buffers
 from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import ExtractScheduler
 from rbr_log_extractor.settings import ExtractorSettings
@@ -84,4 +85,5 @@ def build_service(settings: ExtractorSettings) -> Service:
 def main() -> None:
     """Runs the log-extractor until SIGTERM."""
     settings = bootstrap(ExtractorSettings, "log-extractor")
+    release_large_buffers()
     sys.exit(build_service(settings).run())

@@ -121,8 +121,11 @@ class RawObjectWriter:
         self._sha256.update(data)
         self._buffer += data
         while len(self._buffer) >= self._part_bytes:
-            self._upload_part(bytes(self._buffer[: self._part_bytes]))
+            with memoryview(self._buffer) as view:
+                part = bytes(view[: self._part_bytes])  # one copy, not two
             del self._buffer[: self._part_bytes]
+            self._upload_part(part)
+            del part
 
     def finish(self) -> StoredObject | None:
         """Stores the object under its final key with its metadata; None if it is empty."""

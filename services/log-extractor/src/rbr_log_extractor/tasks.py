@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rbr_log_extractor.extractor import ExtractionError, Extractor, Outcome
 from rbr_log_extractor.main import make_extractor
+from rbr_log_extractor.memory import release_large_buffers
 from rbr_log_extractor.registrations import read_registrations
 from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import lease_for
@@ -26,6 +27,7 @@ def extract_logs() -> str:
     Buckets another process is extracting at this moment are skipped (their lease says so).
     """
     settings = load_settings(ExtractorSettings)
+    release_large_buffers()
     engine = make_engine(settings.database_url)
     state = ExtractState(engine, f"{worker_identity()}:run-task")
     extractor, _ = make_extractor(settings, state)

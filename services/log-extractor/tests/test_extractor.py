@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from rbr_cli.main import app
 from rbr_log_extractor.extractor import ExtractionError, source_prefix, valid_cursor
-from rbr_log_extractor.scheduler import target_slot
+from rbr_log_extractor.repository import ExtractState
+from rbr_log_extractor.scheduler import ExtractScheduler, target_slot
 from rbr_log_extractor.storage import RawObjectWriter, TooLarge, raw_key
 from rbr_runtime.db.tables import extract_cursors, s3_copy_ledger
 from rbr_schemas import LOGS_EXTRACTED, BucketRegistered, LogsExtracted, LogSource
@@ -277,3 +278,46 @@ def test_extract_logs_task_runs_one_cycle(
     [event] = extracted(broker.bootstrap, at_least=1)
     assert event.name == fleet.names[0]
     assert cursor_row(mysql_engine, fleet.names[0]).lease_owner is None
+
+
+class _BothOwn:
+    """A bucket directory in which both replicas own every bucket (a rebalance overlap)."""
+
+    def __init__(self, records: list[BucketRegistered]) -> None:
+        self.records = records
+        self.caught_up = True
+
+    def buckets(self) -> list[BucketRegistered]:
+        return self.records
+
+
+def test_two_replicas_extract_each_bucket_once_per_slot(
+    fleet_factory: Any, harness_factory: Any, mysql_engine: Engine, broker: Broker
+) -> None:
+    fleet = fleet_factory(count=4, bind="ports", seed=12)
+    records = [registration(info) for info in fleet.buckets]
+    for record in records:
+        fleet.emit(record.name, 3)
+    replicas = []
+    for owner in ("replica-a", "replica-b"):
+        harness = harness_factory(bucket_ca_file=str(fleet.ca_file))
+        state = ExtractState(mysql_engine, owner)
+        replicas.append(
+            ExtractScheduler(
+                harness.settings,
+                directory=_BothOwn(records),  # type: ignore[arg-type]
+                extractor=harness.extractor,
+                state=state,
+                s3=harness.s3,
+            )
+        )
+    moment = datetime.now(UTC)
+    for _ in range(3):  # both replicas look several times during the same slot
+        for replica in replicas:
+            replica.tick(moment)
+        for replica in replicas:
+            assert replica.wait_idle(30)
+    for replica in replicas:
+        replica.stop()
+    assert fleet.request_counts("/extract_logs") == dict.fromkeys(fleet.names, 1)
+    assert len(extracted(broker.bootstrap, at_least=4)) == 4

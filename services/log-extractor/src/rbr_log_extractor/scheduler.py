@@ -76,6 +76,7 @@ class ExtractScheduler:
         """Looks for due buckets every RBR_EXTRACT_TICK seconds until stop()."""
         try:
             while not self._stop.is_set():
+                self._safely(self._housekeeping)
                 self._safely(self.tick)
                 self._stop.wait(self._settings.extract_tick)
         finally:
@@ -101,7 +102,6 @@ class ExtractScheduler:
         if not self._directory.caught_up:
             return 0
         moment = now or utcnow()
-        self._housekeeping()
         started = 0
         for record in self._directory.buckets():
             slot = target_slot(
@@ -161,6 +161,7 @@ class ExtractScheduler:
             self._state.release(record.name, give_back_slot=give_back)
 
     def _housekeeping(self) -> None:
+        """Removes what crashed transfers left in staging/ (hourly; its failure delays nothing)."""
         if time.monotonic() < self._next_housekeeping:
             return
         self._next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS

@@ -80,8 +80,20 @@ class LogRows:
             assert dbapi is not None
             no_backslash = dbapi.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
             escape = _quote_doubling if no_backslash else escape_string
+            # None and str, by far the most common, are inlined (no call per value).
             values = ",".join(
-                "(" + ",".join([_mysql_literal(row[c], escape) for c in INSERT_COLUMNS]) + ")"
+                "("
+                + ",".join(
+                    [
+                        "NULL"
+                        if value is None
+                        else "'" + escape(value) + "'"
+                        if type(value) is str
+                        else _mysql_literal(value, escape)
+                        for value in map(row.__getitem__, INSERT_COLUMNS)
+                    ]
+                )
+                + ")"
                 for row in rows
             )
             cursor = dbapi.cursor()

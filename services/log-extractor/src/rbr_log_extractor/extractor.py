@@ -1,0 +1,456 @@
+"""Extracting one bucket's logs into the registry's bucket and announcing them.
+
+Two ways in:
+
+* HTTP: `GET {base}/extract_logs` with the bucket's token, streamed into S3. With a stored
+  cursor the request carries `?since=<cursor>`, so records of a transfer that failed are
+  sent again; a bucket without cursor support (the real rustbucket) sends what is new since
+  its previous pull. The object, then (in one transaction) the new cursor together with the
+  object's `logs.extracted` event, then the event itself: once the cursor has moved past
+  some records, their object is sure to be announced, because the stored event is sent
+  again until the broker confirms it.
+* S3: the objects under `{s3_prefix}{name}/` in the bucket's own S3 bucket not in the copy
+  ledger yet are copied server-side (the listing is complete every time, so an object that
+  appears out of key order is still copied); each one's event is sent, then its ledger row
+  written. Ids and keys derive from the source object, so a crash between the two copies and
+  announces the same object again, which the parser recognises.
+
+Nothing is announced before it is stored; a failed or partial transfer stores nothing under
+`raw/` and is tried again at the next cycle.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from botocore.exceptions import BotoCoreError, ClientError
+from confluent_kafka import KafkaException
+from prometheus_client import Counter, Histogram
+from sqlalchemy.exc import SQLAlchemyError
+
+from rbr_log_extractor.repository import ExtractState
+from rbr_log_extractor.settings import ExtractorSettings
+from rbr_log_extractor.storage import (
+    RawObjectWriter,
+    StoredObject,
+    TooLarge,
+    copy_with_metadata,
+    object_metadata,
+    raw_key,
+    staging_key,
+)
+from rbr_runtime.buckets import base_url, forbidden_reason, token_header
+from rbr_runtime.kafka import DeliveryError, EventProducer
+from rbr_runtime.secrets import TokenDecryptionError, TokenVault
+from rbr_schemas import LOGS_EXTRACTED, BucketRegistered, LogsExtracted, LogSource, utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+CURSOR_HEADER = "X-Log-Cursor"
+EXTRACT_PATH = "/extract_logs"
+READ_CHUNK = 1024 * 1024
+EVENT_NAMESPACE = uuid.UUID("3c8d7a52-8f0e-4b59-a2f4-0b7e5d7c1f20")
+_CURSOR = re.compile(r"[\x21-\x7e]{1,255}")
+
+EXTRACTIONS = Counter(
+    "rbr_extractor_extractions_total", "Bucket extractions, by source and outcome.",
+    ["source", "outcome"],
+)  # fmt: skip
+OBJECTS = Counter("rbr_extractor_objects_total", "Raw objects stored, by source.", ["source"])
+BYTES = Counter("rbr_extractor_bytes_total", "Raw log bytes stored, by source.", ["source"])
+SECONDS = Histogram(
+    "rbr_extractor_seconds",
+    "Time one bucket's extraction took.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
+
+
+class ExtractionError(Exception):
+    """The bucket's logs could not be extracted this cycle (tried again next cycle)."""
+
+
+class Interrupted(Exception):
+    """The service is stopping; the transfer was abandoned and nothing was announced."""
+
+
+@dataclass
+class Outcome:
+    """What one extraction stored."""
+
+    objects: int = 0
+    bytes: int = 0
+
+
+def event_id(object_id: str) -> str:
+    """Returns the logs.extracted event id of an object (the same when it is re-sent)."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"logs.extracted:{object_id}"))
+
+
+def source_prefix(prefix: str, bucket_name: str) -> str:
+    """Returns where a bucket's own log objects are: `{prefix}{name}/`.
+
+    Several honeypots may share one S3 bucket and prefix; their objects differ by name, so
+    listing only this bucket's folder never attributes another honeypot's logs to it.
+    """
+    folder = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    return f"{folder}{bucket_name}/"
+
+
+def valid_cursor(value: str | None) -> str | None:
+    """Returns the bucket's cursor header if it is a sane token, else None."""
+    if value is None:
+        return None
+    if _CURSOR.fullmatch(value) is None:
+        log.warning("ignoring an invalid %s header (%d characters)", CURSOR_HEADER, len(value))
+        return None
+    return value
+
+
+class Extractor:
+    """Extracts the logs of one bucket at a time (thread-safe: one call per bucket)."""
+
+    def __init__(
+        self,
+        settings: ExtractorSettings,
+        *,
+        state: ExtractState,
+        s3: S3Client,
+        source_s3: Callable[[str], S3Client],
+        producer: EventProducer,
+        http: httpx.Client,
+        vault: TokenVault,
+    ) -> None:
+        """Prepares the extractor.
+
+        Args:
+            settings: the service settings.
+            state: cursors, pending events and the copy ledger.
+            s3: a client for the registry's bucket.
+            source_s3: returns a client for the buckets' own S3 in a region.
+            producer: sends logs.extracted.
+            http: the client buckets are called with (TLS as configured, no redirects).
+            vault: decrypts bucket tokens.
+        """
+        self._settings = settings
+        self._state = state
+        self._s3 = s3
+        self._source_s3 = source_s3
+        self._producer = producer
+        self._http = http
+        self._vault = vault
+
+    def close(self) -> None:
+        """Flushes the producer and closes the HTTP client."""
+        self._producer.flush()
+        self._http.close()
+
+    def extract(
+        self, record: BucketRegistered, stopping: Callable[[], bool] = lambda: False
+    ) -> Outcome:
+        """Extracts what is new of one bucket and records the outcome.
+
+        Raises:
+            ExtractionError: the bucket, S3, the database or the broker failed; nothing new
+                was announced that is not stored, and the next cycle tries again.
+            Interrupted: the service is stopping.
+        """
+        source = LogSource.S3 if record.s3 is not None else LogSource.HTTP
+        started = time.monotonic()
+        try:
+            self._state.ensure(record.name)
+            self._announce_pending(record.name)
+            if record.s3 is not None:
+                outcome = self._copy_from_s3(record, stopping)
+            else:
+                outcome = self._pull_http(record, stopping)
+        except Interrupted:
+            EXTRACTIONS.labels(source.value, "interrupted").inc()
+            raise
+        except (ExtractionError, httpx.HTTPError, BotoCoreError, ClientError, SQLAlchemyError,
+                TokenDecryptionError, TooLarge, DeliveryError, KafkaException,
+                OSError) as error:  # fmt: skip
+            reason = describe(error)
+            EXTRACTIONS.labels(source.value, "failed").inc()
+            self._record_failure(record.name, reason)
+            raise ExtractionError(reason) from error
+        SECONDS.observe(time.monotonic() - started)
+        EXTRACTIONS.labels(source.value, "ok").inc()
+        self._state.record_outcome(record.name, None)
+        return outcome
+
+    def _record_failure(self, name: str, reason: str) -> None:
+        log.warning("extraction failed, retried next cycle: %s", reason)
+        try:
+            self._state.record_outcome(name, reason)
+        except SQLAlchemyError:
+            log.warning("could not record the failure (database unavailable)")
+
+    # -- announcing ---------------------------------------------------------------------------
+
+    def _send(self, event: LogsExtracted) -> None:
+        self._producer.send(
+            LOGS_EXTRACTED,
+            event.name,
+            event,
+            subject=event.name,
+            event_id=event_id(event.object_id),
+        )
+        OBJECTS.labels(event.source.value).inc()
+        BYTES.labels(event.source.value).inc(event.size_bytes)
+
+    def _announce_pending(self, name: str) -> None:
+        """Sends the event of an object stored earlier whose announcement was not confirmed."""
+        pending = self._state.state(name).pending_event
+        if pending is None:
+            return
+        log.info("announcing an object stored by an earlier cycle")
+        self._send(LogsExtracted.model_validate_json(pending))
+        self._state.clear_pending(name, pending)
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    def _pull_http(self, record: BucketRegistered, stopping: Callable[[], bool]) -> Outcome:
+        reason = forbidden_reason(record.ip_address, self._settings.allowed_bucket_networks)
+        if reason is not None:
+            raise ExtractionError(f"refusing to call {record.ip_address}: {reason}")
+        token = self._vault.decrypt(record.token_ciphertext)
+        cursor = self._state.state(record.name).http_cursor
+        started = utcnow()
+        object_id = str(uuid.uuid4())
+        writer = RawObjectWriter(
+            self._s3,
+            self._settings.s3_bucket,
+            final_key=raw_key(record.name, started, object_id),
+            staging=staging_key(record.name, object_id),
+            part_bytes=self._settings.extract_part_bytes,
+            max_bytes=self._settings.extract_max_bytes,
+            source=LogSource.HTTP.value,
+        )
+        try:
+            new_cursor = self._stream(record, token, cursor, writer, stopping)
+            stored = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        if stored is None:
+            if new_cursor is not None and new_cursor != cursor:
+                self._state.store_cursor(record.name, new_cursor)
+            log.info("nothing new", extra={"cursor": new_cursor})
+            return Outcome()
+        event = LogsExtracted(
+            object_id=object_id,
+            name=record.name,
+            ip_address=record.ip_address,
+            s3_bucket=self._settings.s3_bucket,
+            s3_key=stored.key,
+            size_bytes=stored.size,
+            sha256=stored.sha256,
+            source=LogSource.HTTP,
+            source_ref=new_cursor,
+            extracted_at=started,
+        )
+        self._store_and_announce(event, new_cursor)
+        log.info(
+            "stored %d bytes as %s",
+            stored.size,
+            stored.key,
+            extra={"cursor": new_cursor, "previous_cursor": cursor},
+        )
+        return Outcome(1, stored.size)
+
+    def _stream(
+        self,
+        record: BucketRegistered,
+        token: str,
+        cursor: str | None,
+        writer: RawObjectWriter,
+        stopping: Callable[[], bool],
+    ) -> str | None:
+        url = base_url(record, self._settings) + EXTRACT_PATH
+        params = {"since": cursor} if cursor is not None else None
+        deadline = time.monotonic() + self._settings.extract_timeout
+        with self._http.stream("GET", url, params=params, headers=token_header(token)) as response:
+            if response.status_code != httpx.codes.OK:
+                raise ExtractionError(f"{EXTRACT_PATH} answered HTTP {response.status_code}")
+            new_cursor = valid_cursor(response.headers.get(CURSOR_HEADER))
+            for chunk in response.iter_bytes(READ_CHUNK):
+                if stopping():
+                    raise Interrupted("stopping")
+                if time.monotonic() > deadline:
+                    raise ExtractionError(
+                        f"transfer took longer than {self._settings.extract_timeout:.0f}s"
+                    )
+                writer.write(chunk)
+        return new_cursor
+
+    def _store_and_announce(self, event: LogsExtracted, cursor: str | None) -> None:
+        payload = event.model_dump_json()
+        try:
+            self._state.store_extraction(event.name, cursor=cursor, pending_event=payload)
+        except SQLAlchemyError:
+            if cursor is None:
+                # A bucket without cursors will not send these records again: announce the
+                # stored object now rather than lose it.
+                self._send(event)
+            raise
+        self._send(event)
+        self._state.clear_pending(event.name, payload)
+
+    # -- S3 -----------------------------------------------------------------------------------
+
+    def _copy_from_s3(self, record: BucketRegistered, stopping: Callable[[], bool]) -> Outcome:
+        source = record.s3
+        assert source is not None
+        client = self._source_s3(source.region)
+        prefix = source_prefix(source.prefix, record.name)
+        outcome = Outcome()
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=source.bucket_name, Prefix=prefix):
+            items = {
+                f"s3://{source.bucket_name}/{item['Key']}": item
+                for item in page.get("Contents", [])
+            }
+            done = self._state.copied(record.name, items)
+            for uri in sorted(items):
+                if uri in done:
+                    _warn_if_changed(uri, done[uri].source_etag, items[uri])
+                    continue
+                if stopping():
+                    raise Interrupted("stopping")
+                stored = self._copy_one(record, client, uri, items[uri])
+                if stored is not None:
+                    outcome.objects += 1
+                    outcome.bytes += stored.size
+        if outcome.objects:
+            log.info("copied %d objects (%d bytes)", outcome.objects, outcome.bytes)
+        return outcome
+
+    def _copy_one(
+        self, record: BucketRegistered, client: S3Client, uri: str, item: Any
+    ) -> StoredObject | None:
+        source = record.s3
+        assert source is not None
+        key, etag, size = item["Key"], item["ETag"], int(item["Size"])
+        if size == 0:
+            self._state.record_copy(
+                record.name, source_uri=uri, source_etag=etag, size_bytes=0, target_key=None
+            )
+            return None
+        object_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{uri}#{etag}"))
+        final_key = raw_key(record.name, item["LastModified"], object_id)
+        if self._settings.server_side_copy:
+            sha256 = source_sha256(client, source.bucket_name, key, etag)
+            copy_with_metadata(
+                self._s3,
+                source_bucket=source.bucket_name,
+                source_key=key,
+                bucket=self._settings.s3_bucket,
+                key=final_key,
+                metadata=object_metadata(size, sha256, LogSource.S3.value),
+                source_client=client,
+                source_etag=etag,
+            )
+            stored = StoredObject(final_key, size, sha256)
+        else:
+            stored = self._stream_copy(
+                client,
+                bucket=source.bucket_name,
+                key=key,
+                etag=etag,
+                final_key=final_key,
+                object_id=object_id,
+            )
+        self._send(
+            LogsExtracted(
+                object_id=object_id,
+                name=record.name,
+                ip_address=record.ip_address,
+                s3_bucket=self._settings.s3_bucket,
+                s3_key=stored.key,
+                size_bytes=stored.size,
+                sha256=stored.sha256,
+                source=LogSource.S3,
+                source_ref=uri,
+                extracted_at=utcnow(),
+            )
+        )
+        self._state.record_copy(
+            record.name, source_uri=uri, source_etag=etag, size_bytes=size, target_key=final_key
+        )
+        return stored
+
+    def _stream_copy(
+        self,
+        client: S3Client,
+        *,
+        bucket: str,
+        key: str,
+        etag: str,
+        final_key: str,
+        object_id: str,
+    ) -> StoredObject:
+        """Copies through this process: the source is on another S3 service than ours."""
+        writer = RawObjectWriter(
+            self._s3,
+            self._settings.s3_bucket,
+            final_key=final_key,
+            staging=staging_key(final_key.split("/")[1], object_id),
+            part_bytes=self._settings.extract_part_bytes,
+            max_bytes=self._settings.extract_max_bytes,
+            source=LogSource.S3.value,
+        )
+        try:
+            body = client.get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"]
+            for chunk in body.iter_chunks(READ_CHUNK):
+                writer.write(chunk)
+            stored = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        if stored is None:
+            raise ExtractionError(f"{key} was empty when read")
+        return stored
+
+
+def source_sha256(client: S3Client, bucket: str, key: str, etag: str) -> str:
+    """Returns a source object's sha256: from its full-object checksum, or by reading it."""
+    head = client.head_object(Bucket=bucket, Key=key, IfMatch=etag, ChecksumMode="ENABLED")
+    checksum = head.get("ChecksumSHA256")
+    if checksum and head.get("ChecksumType") == "FULL_OBJECT":
+        return base64.b64decode(checksum).hex()
+    digest = hashlib.sha256()
+    body = client.get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"]
+    for chunk in body.iter_chunks(READ_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _warn_if_changed(uri: str, copied_etag: str | None, item: Any) -> None:
+    if copied_etag is not None and item["ETag"] != copied_etag:
+        log.warning(
+            "%s changed after it was copied (ETag %s, was %s); objects are copied once",
+            uri,
+            item["ETag"],
+            copied_etag,
+        )
+
+
+def describe(error: BaseException) -> str:
+    """Returns a short reason for a failure, free of secrets (tokens travel in headers only)."""
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        return f"S3 {details.get('Code', '?')}: {details.get('Message', '')}"[:500]
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}"[:500]

@@ -1,0 +1,89 @@
+"""The log-extractor service: each owned bucket's logs into S3 every RBR_EXTRACT_INTERVAL."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import TYPE_CHECKING
+
+import httpx
+
+from rbr_log_extractor.extractor import Extractor
+from rbr_log_extractor.memory import release_large_buffers
+from rbr_log_extractor.repository import ExtractState
+from rbr_log_extractor.scheduler import ExtractScheduler
+from rbr_log_extractor.settings import ExtractorSettings
+from rbr_runtime.buckets import tls_verification, vault
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.kafka import BucketDirectory, EventProducer
+from rbr_runtime.s3 import make_s3_client
+from rbr_runtime.schedule import worker_identity
+from rbr_runtime.service import Service, bootstrap
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+GROUP_ID = "log-extractor"
+
+
+def make_http_client(settings: ExtractorSettings) -> httpx.Client:
+    """Returns the client buckets are called with: TLS as configured, bounded, no redirects.
+
+    Redirects are not followed, so a bucket cannot send the registry (and its token) away.
+    """
+    return httpx.Client(
+        verify=tls_verification(settings),
+        timeout=httpx.Timeout(settings.bucket_timeout),
+        limits=httpx.Limits(
+            max_connections=settings.extract_concurrency,
+            max_keepalive_connections=settings.extract_concurrency,
+        ),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def make_extractor(settings: ExtractorSettings, state: ExtractState) -> tuple[Extractor, S3Client]:
+    """Builds the extractor and the registry bucket's S3 client."""
+    s3 = make_s3_client(settings)
+
+    @functools.cache
+    def source_client(region: str) -> S3Client:
+        return make_s3_client(settings, region=region, endpoint_url=settings.source_endpoint)
+
+    extractor = Extractor(
+        settings,
+        state=state,
+        s3=s3,
+        source_s3=source_client,
+        producer=EventProducer(settings, source="/rbr/log-extractor"),
+        http=make_http_client(settings),
+        vault=vault(settings),
+    )
+    return extractor, s3
+
+
+def build_service(settings: ExtractorSettings) -> Service:
+    """Wires the log-extractor: bucket directory, scheduler, health checks."""
+    engine = make_engine(settings.database_url)
+    state = ExtractState(engine, worker_identity())
+    extractor, s3 = make_extractor(settings, state)
+    directory = BucketDirectory(settings, GROUP_ID)
+    scheduler = ExtractScheduler(
+        settings, directory=directory, extractor=extractor, state=state, s3=s3
+    )
+    service = Service(settings)
+    service.add("bucket-directory", directory.run, directory.stop)
+    service.add("scheduler", scheduler.run, scheduler.stop)
+    service.health.add_check("bucket-directory", directory.readiness)
+    service.health.add_check("database", state.ping)
+    service.on_shutdown(extractor.close)
+    service.on_shutdown(engine.dispose)
+    return service
+
+
+def main() -> None:
+    """Runs the log-extractor until SIGTERM."""
+    settings = bootstrap(ExtractorSettings, "log-extractor")
+    release_large_buffers()
+    sys.exit(build_service(settings).run())

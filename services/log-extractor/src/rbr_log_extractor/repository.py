@@ -1,0 +1,267 @@
+"""The log-extractor's durable state: per-bucket cursors and leases, and the S3 copy ledger.
+
+`extract_cursors` holds, per bucket, the last slot extracted (so each slot is extracted once
+across replicas), a lease (so two processes never extract one bucket at the same time, e.g.
+during a rebalance or while an operator runs `rbr run-task extract_logs`), the HTTP pull
+cursor, and the `logs.extracted` event of the last object until the broker confirmed it.
+`s3_copy_ledger` has one row per source object copied from a bucket's own S3 bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, and_, case, or_, select, update
+from sqlalchemy.engine import Connection
+
+from rbr_runtime.db.engine import insert_ignore
+from rbr_runtime.db.tables import extract_cursors, s3_copy_ledger
+from rbr_schemas import utcnow
+
+MAX_ERROR_CHARS = 500
+
+
+def uri_digest(uri: str) -> str:
+    """Returns the ledger key of a source object URI."""
+    return hashlib.sha256(uri.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CursorState:
+    """What is stored about one bucket's extractions."""
+
+    http_cursor: str | None
+    pending_event: str | None
+    last_extract_slot: int
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A source object already copied."""
+
+    source_uri: str
+    source_etag: str | None
+
+
+class ExtractState:
+    """Reads and writes `extract_cursors` and `s3_copy_ledger`."""
+
+    def __init__(self, engine: Engine, owner: str) -> None:
+        """Prepares the repository.
+
+        Args:
+            engine: the registry database.
+            owner: who takes leases (host:pid), recorded for operators.
+        """
+        self._engine = engine
+        self.owner = owner
+        self._insert_cursor = insert_ignore(engine, extract_cursors)
+        self._insert_ledger = insert_ignore(engine, s3_copy_ledger)
+
+    # -- leases and slots ------------------------------------------------------------------------
+
+    def _ensure_row(self, connection: Connection, name: str) -> None:
+        connection.execute(self._insert_cursor, [{"name": name, "updated_at": utcnow()}])
+
+    def ensure(self, name: str) -> None:
+        """Creates the bucket's row if it has none yet."""
+        with self._engine.begin() as connection:
+            self._ensure_row(connection, name)
+
+    def claim_slot(self, name: str, slot: int, lease: timedelta) -> bool:
+        """Claims the bucket's extraction for the slot, with a lease; False if done or taken.
+
+        Only one replica's conditional update can move `last_extract_slot` to the slot, so a
+        slot is extracted once even when two replicas think they own the bucket.
+        """
+        now = utcnow()
+        table = extract_cursors.c
+        with self._engine.begin() as connection:
+            self._ensure_row(connection, name)
+            result = connection.execute(
+                update(extract_cursors)
+                .where(
+                    table.name == name,
+                    table.last_extract_slot < slot,
+                    or_(table.lease_until.is_(None), table.lease_until < now),
+                )
+                .values(
+                    last_extract_slot=slot,
+                    lease_owner=self.owner,
+                    lease_until=now + lease,
+                    last_attempt_at=now,
+                    updated_at=now,
+                )
+            )
+        return result.rowcount == 1
+
+    def take_lease(self, name: str, slot: int, lease: timedelta) -> bool:
+        """Takes the bucket's lease whatever slot was done (a run by hand); False if busy.
+
+        The slot is recorded too, so the scheduled extraction of this slot does not follow.
+        """
+        now = utcnow()
+        table = extract_cursors.c
+        with self._engine.begin() as connection:
+            self._ensure_row(connection, name)
+            result = connection.execute(
+                update(extract_cursors)
+                .where(
+                    table.name == name,
+                    or_(table.lease_until.is_(None), table.lease_until < now),
+                )
+                .values(
+                    last_extract_slot=case(
+                        (table.last_extract_slot < slot, slot), else_=table.last_extract_slot
+                    ),
+                    lease_owner=self.owner,
+                    lease_until=now + lease,
+                    last_attempt_at=now,
+                    updated_at=now,
+                )
+            )
+        return result.rowcount == 1
+
+    def release(self, name: str, *, give_back_slot: int | None = None) -> None:
+        """Ends this process's lease; with give_back_slot, the slot is to be done again."""
+        table = extract_cursors.c
+        values: dict[str, object] = {"lease_owner": None, "lease_until": None}
+        if give_back_slot is not None:
+            values["last_extract_slot"] = case(
+                (table.last_extract_slot == give_back_slot, give_back_slot - 1),
+                else_=table.last_extract_slot,
+            )
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(extract_cursors)
+                .where(table.name == name, table.lease_owner == self.owner)
+                .values(**values)
+            )
+
+    def last_slots(self, names: Iterable[str]) -> dict[str, int]:
+        """Returns the last slot extracted of each bucket that has a row."""
+        wanted = list(names)
+        if not wanted:
+            return {}
+        table = extract_cursors.c
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(table.name, table.last_extract_slot).where(table.name.in_(wanted))
+            ).all()
+        return {name: slot for name, slot in rows}
+
+    # -- cursor and pending event ---------------------------------------------------------------
+
+    def state(self, name: str) -> CursorState:
+        """Returns the bucket's cursor and pending event."""
+        table = extract_cursors.c
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                select(table.http_cursor, table.pending_event, table.last_extract_slot).where(
+                    table.name == name
+                )
+            ).one_or_none()
+        if row is None:
+            return CursorState(None, None, -1)
+        return CursorState(row.http_cursor, row.pending_event, row.last_extract_slot)
+
+    def store_extraction(self, name: str, *, cursor: str | None, pending_event: str) -> None:
+        """Records a stored object: its event (until confirmed) and the cursor after it.
+
+        One transaction: once the cursor moves past the records, their object is sure to be
+        announced (the pending event is sent again until the broker confirms it).
+        """
+        values: dict[str, object] = {"pending_event": pending_event, "updated_at": utcnow()}
+        if cursor is not None:
+            values["http_cursor"] = cursor
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(extract_cursors).where(extract_cursors.c.name == name).values(**values)
+            )
+
+    def store_cursor(self, name: str, cursor: str) -> None:
+        """Records a new cursor without an object (an empty pull that moved the cursor)."""
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(extract_cursors)
+                .where(extract_cursors.c.name == name)
+                .values(http_cursor=cursor, updated_at=utcnow())
+            )
+
+    def clear_pending(self, name: str, pending_event: str) -> None:
+        """Forgets the pending event once the broker confirmed it (if it is still that one)."""
+        table = extract_cursors.c
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(extract_cursors)
+                .where(table.name == name, table.pending_event == pending_event)
+                .values(pending_event=None, updated_at=utcnow())
+            )
+
+    def record_outcome(self, name: str, error: str | None, when: datetime | None = None) -> None:
+        """Records how the bucket's extraction ended: success (None) or a short reason."""
+        now = when or utcnow()
+        table = extract_cursors.c
+        values: dict[str, object]
+        if error is None:
+            values = {"last_extracted_at": now, "consecutive_failures": 0, "last_error": None}
+        else:
+            values = {
+                "consecutive_failures": table.consecutive_failures + 1,
+                "last_error": error[:MAX_ERROR_CHARS],
+            }
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(extract_cursors).where(table.name == name).values(updated_at=now, **values)
+            )
+
+    # -- S3 copy ledger --------------------------------------------------------------------------
+
+    def copied(self, name: str, uris: Iterable[str]) -> dict[str, LedgerEntry]:
+        """Returns the ledger entries of those source URIs that were copied already."""
+        digests = {uri_digest(uri): uri for uri in uris}
+        if not digests:
+            return {}
+        table = s3_copy_ledger.c
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(table.source_uri, table.source_etag).where(
+                    and_(table.name == name, table.source_uri_sha256.in_(list(digests)))
+                )
+            ).all()
+        return {row.source_uri: LedgerEntry(row.source_uri, row.source_etag) for row in rows}
+
+    def record_copy(
+        self,
+        name: str,
+        *,
+        source_uri: str,
+        source_etag: str | None,
+        size_bytes: int,
+        target_key: str | None,
+    ) -> None:
+        """Adds a source object to the ledger (idempotent)."""
+        with self._engine.begin() as connection:
+            connection.execute(
+                self._insert_ledger,
+                [
+                    {
+                        "name": name,
+                        "source_uri_sha256": uri_digest(source_uri),
+                        "source_uri": source_uri,
+                        "source_etag": source_etag,
+                        "size_bytes": size_bytes,
+                        "target_key": target_key,
+                        "copied_at": utcnow(),
+                    }
+                ],
+            )
+
+    def ping(self) -> str | None:
+        """Readiness check: None when the database answers."""
+        with self._engine.connect() as connection:
+            connection.execute(select(1))
+        return None

@@ -1,0 +1,67 @@
+"""The log-extractor's configuration (`RBR_*` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from rbr_runtime.buckets import BucketAccessSettings
+
+MIB = 1024 * 1024
+
+
+class ExtractorSettings(BucketAccessSettings):
+    """Settings of the log-extractor service (port 9102)."""
+
+    service_name: str = "log-extractor"
+    http_port: int = Field(default=9102, ge=0, le=65535)
+    extract_interval: float = Field(
+        default=900.0, gt=0, description="Seconds between two extractions of one bucket."
+    )
+    extract_spread: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Fraction of the interval the buckets' extraction times are spread over.",
+    )
+    extract_tick: float = Field(
+        default=5.0, gt=0, description="Seconds between two looks for buckets that are due."
+    )
+    extract_concurrency: int = Field(
+        default=8, ge=1, le=256, description="Extractions in flight at once (one per bucket)."
+    )
+    extract_part_bytes: int = Field(
+        default=8 * MIB,
+        ge=5 * MIB,
+        le=512 * MIB,
+        description="Multipart part size; a pull smaller than this is stored in one PUT. "
+        "Memory per extraction in flight is about twice this.",
+    )
+    extract_max_bytes: int = Field(
+        default=20 * 1024 * MIB,
+        ge=1,
+        description="Largest pull accepted; a bucket sending more is cut off (failure).",
+    )
+    extract_timeout: float = Field(
+        default=1800.0, gt=0, description="Seconds one extraction may take in all."
+    )
+    source_s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of the buckets' own S3 buckets when not RBR_S3_ENDPOINT_URL "
+        "(e.g. AWS while the registry uses MinIO: objects are then streamed, not copied "
+        "server-side).",
+    )
+
+    @field_validator("source_s3_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return value or None
+
+    @property
+    def source_endpoint(self) -> str | None:
+        """Returns the endpoint of the buckets' own S3 buckets."""
+        return self.source_s3_endpoint_url or self.s3_endpoint_url
+
+    @property
+    def server_side_copy(self) -> bool:
+        """Tells whether source and registry buckets are on one S3 service."""
+        return self.source_endpoint == self.s3_endpoint_url

@@ -1,0 +1,323 @@
+"""Extracting simulated buckets' logs into S3 (moto): HTTP pulls and S3-to-S3 copies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, delete, select
+from typer.testing import CliRunner
+
+from rbr_cli.main import app
+from rbr_log_extractor.extractor import ExtractionError, source_prefix, valid_cursor
+from rbr_log_extractor.repository import ExtractState
+from rbr_log_extractor.scheduler import ExtractScheduler, target_slot
+from rbr_log_extractor.storage import RawObjectWriter, TooLarge, raw_key
+from rbr_runtime.db.tables import extract_cursors, s3_copy_ledger
+from rbr_schemas import LOGS_EXTRACTED, BucketRegistered, LogsExtracted, LogSource
+from rbr_simulator.s3 import S3Settings
+from rbr_testing.broker import Broker, free_port
+from rbr_testing.buckets import TEST_SECRET_KEY, publish_registrations, registration
+from rbr_testing.kafka import read_events
+from rbr_testing.s3 import MotoS3
+
+MIB = 1024 * 1024
+LOG_START = datetime(2025, 10, 28, 19, 0, tzinfo=UTC)
+
+
+def extracted(bootstrap: str, at_least: int = 0) -> list[LogsExtracted]:
+    return [e.data for e in read_events(bootstrap, LOGS_EXTRACTED, at_least=at_least)]
+
+
+def cursor_row(engine: Engine, name: str) -> Any:
+    with engine.connect() as connection:
+        return connection.execute(
+            select(extract_cursors).where(extract_cursors.c.name == name)
+        ).one()
+
+
+# -- pure logic ---------------------------------------------------------------------------
+
+
+def test_schedule_keys_and_cursor_rules() -> None:
+    interval = 900.0
+    moment = datetime(2026, 11, 21, 9, 7, tzinfo=UTC)
+    slot = int(moment.timestamp() // interval)
+    assert target_slot("b", moment, interval, 1.0) in (slot, slot - 1)
+    # A bucket is due once its phase in the slot has passed; before that, the slot before.
+    assert target_slot("b", moment + timedelta(seconds=interval), interval, 1.0) == (
+        target_slot("b", moment, interval, 1.0) + 1
+    )
+    assert source_prefix("logs/", "rb-1") == "logs/rb-1/"
+    assert source_prefix("logs", "rb-1") == "logs/rb-1/"
+    assert source_prefix("", "rb-1") == "rb-1/"
+    assert valid_cursor("1234") == "1234"
+    assert valid_cursor("bad cursor\r\nX-Evil: 1") is None
+    assert valid_cursor("x" * 300) is None
+    assert raw_key("rb-1", moment, "id-1") == "raw/rb-1/2026/11/21/20261121T090700Z-id-1.log"
+
+
+# -- storing raw objects --------------------------------------------------------------------
+
+
+def test_raw_object_writer_small_large_and_aborted(moto_s3: MotoS3, raw_bucket: str) -> None:
+    s3 = moto_s3.client()
+
+    def writer(key: str, max_bytes: int = 100 * MIB) -> RawObjectWriter:
+        return RawObjectWriter(
+            s3,
+            raw_bucket,
+            final_key=f"raw/b/{key}.log",
+            staging=f"staging/b/{key}.log",
+            part_bytes=5 * MIB,
+            max_bytes=max_bytes,
+            source="http",
+        )
+
+    small = writer("small")
+    small.write(b"hello\n")
+    assert small.finish() is not None
+    large = writer("large")
+    payload = bytes(range(256)) * (12 * MIB // 256 + 7)
+    for start in range(0, len(payload), MIB):
+        large.write(payload[start : start + MIB])
+    stored = large.finish()
+    assert stored is not None
+    assert stored.size == len(payload)
+    head = s3.head_object(Bucket=raw_bucket, Key="raw/b/large.log")
+    assert head["Metadata"] == {
+        "sha256": stored.sha256,
+        "size": str(len(payload)),
+        "source": "http",
+    }
+    assert s3.get_object(Bucket=raw_bucket, Key="raw/b/large.log")["Body"].read() == payload
+
+    assert writer("empty").finish() is None
+    aborted = writer("aborted", max_bytes=7 * MIB)
+    for _ in range(7):
+        aborted.write(b"x" * MIB)
+    with pytest.raises(TooLarge):
+        aborted.write(b"x")
+    aborted.abort()
+    keys = [i["Key"] for i in s3.list_objects_v2(Bucket=raw_bucket).get("Contents", [])]
+    assert sorted(keys) == ["raw/b/large.log", "raw/b/small.log"]
+    assert s3.list_multipart_uploads(Bucket=raw_bucket).get("Uploads", []) == []
+
+
+# -- HTTP pulls -----------------------------------------------------------------------------
+
+
+def test_http_pull_with_cursor_empty_pulls_and_retries(
+    fleet_factory: Any, harness_factory: Any, mysql_engine: Engine, broker: Broker
+) -> None:
+    fleet = fleet_factory(count=2, bind="ports", seed=5, log_start=LOG_START)
+    harness = harness_factory(bucket_ca_file=str(fleet.ca_file))
+    busy, quiet = (registration(info) for info in fleet.buckets)
+    emitted = fleet.emit(busy.name, 10)
+
+    outcome = harness.extractor.extract(busy)
+    assert outcome.objects == 1
+    [key] = harness.keys()
+    content, metadata = harness.read(key)
+    assert content == b"".join(r.data for r in emitted)
+    assert metadata["size"] == str(len(content))
+    assert cursor_row(mysql_engine, busy.name).http_cursor == str(emitted[-1].seq)
+    [event] = extracted(broker.bootstrap, at_least=1)
+    assert (event.s3_key, event.sha256, event.source) == (key, metadata["sha256"], LogSource.HTTP)
+    assert event.size_bytes == len(content)
+    assert cursor_row(mysql_engine, busy.name).pending_event is None
+
+    # Nothing new, and a bucket with nothing at all: nothing stored, nothing announced.
+    assert harness.extractor.extract(busy).objects == 0
+    assert harness.extractor.extract(quiet).objects == 0
+    assert len(harness.keys()) == 1
+
+    # A failed transfer (the bucket errs, then sends more than allowed) is never announced;
+    # the cursor stays, so the next cycle gets the same records again.
+    more = fleet.emit(busy.name, 30)
+    fleet.set_mode(busy.name, "error")
+    with pytest.raises(ExtractionError, match="HTTP 500"):
+        harness.extractor.extract(busy)
+    fleet.set_mode(busy.name, "normal")
+    too_small = len(b"".join(r.data for r in more)) - 1
+    limited = harness_factory(bucket_ca_file=str(fleet.ca_file), extract_max_bytes=too_small)
+    with pytest.raises(ExtractionError, match="TooLarge"):
+        limited.extractor.extract(busy)
+    assert cursor_row(mysql_engine, busy.name).consecutive_failures == 2
+    assert len(harness.keys()) == 1
+    assert harness.keys("staging/") == []
+
+    assert harness.extractor.extract(busy).objects == 1
+    newest = max(harness.keys())
+    assert harness.read(newest)[0] == b"".join(r.data for r in more)
+    assert cursor_row(mysql_engine, busy.name).consecutive_failures == 0
+    assert len(extracted(broker.bootstrap, at_least=2)) == 2
+
+
+def test_forbidden_addresses_are_never_called(
+    fleet_factory: Any, harness_factory: Any, broker: Broker
+) -> None:
+    fleet = fleet_factory(count=1, bind="ports", seed=6)
+    harness = harness_factory(bucket_ca_file=str(fleet.ca_file), allowed_bucket_networks="")
+    record = registration(fleet.buckets[0])
+    fleet.emit(record.name, 5)
+    with pytest.raises(ExtractionError, match=r"refusing to call 127\.0\.0\.1: loopback"):
+        harness.extractor.extract(record)
+    metadata_ip = record.model_copy(update={"ip_address": "169.254.169.254"})
+    with pytest.raises(ExtractionError, match="link-local"):
+        harness.extractor.extract(metadata_ip)
+    assert fleet.requests(record.name) == []
+
+
+def test_announcement_lost_after_the_cursor_moved_is_sent_next_cycle(
+    fleet_factory: Any, harness_factory: Any, mysql_engine: Engine, broker: Broker
+) -> None:
+    fleet = fleet_factory(count=1, bind="ports", seed=7, log_start=LOG_START)
+    harness = harness_factory(bucket_ca_file=str(fleet.ca_file))
+    record = registration(fleet.buckets[0])
+    fleet.emit(record.name, 5)
+    # The object is stored and the cursor moves, but the event cannot be sent (no broker).
+    unreachable = harness_factory(
+        bucket_ca_file=str(fleet.ca_file),
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_message_timeout_ms=1000,
+    )
+    with pytest.raises(ExtractionError, match="DeliveryError"):
+        unreachable.extractor.extract(record)
+    row = cursor_row(mysql_engine, record.name)
+    assert row.pending_event is not None
+    assert row.http_cursor == "5"
+    assert harness.extractor.extract(record).objects == 0  # nothing new to pull ...
+    [event] = extracted(broker.bootstrap, at_least=1)  # ... but the stored object announced
+    assert harness.keys() == [event.s3_key]
+    assert cursor_row(mysql_engine, record.name).pending_event is None
+
+
+# -- S3-to-S3 copies --------------------------------------------------------------------------
+
+
+def test_s3_copies_each_object_once_even_out_of_key_order(
+    fleet_factory: Any,
+    harness_factory: Any,
+    moto_s3: MotoS3,
+    mysql_engine: Engine,
+    broker: Broker,
+) -> None:
+    fleet = fleet_factory(
+        count=1,
+        bind="ports",
+        seed=8,
+        log_start=LOG_START,
+        s3_fraction=1.0,
+        s3_settings=S3Settings(endpoint_url=moto_s3.endpoint_url, prefix="logs/"),
+    )
+    harness = harness_factory(bucket_ca_file=str(fleet.ca_file))
+    record: BucketRegistered = registration(fleet.buckets[0])
+    assert record.s3 is not None
+    records = fleet.emit(record.name, 40)
+    source_keys = fleet.flush_to_s3(record.name)
+
+    assert harness.extractor.extract(record).objects == len(source_keys)
+    assert harness.extractor.extract(record).objects == 0
+    events = extracted(broker.bootstrap, at_least=len(source_keys))
+    copied = b"".join(
+        harness.read(e.s3_key)[0] for e in sorted(events, key=lambda e: e.source_ref or "")
+    )
+    assert copied == b"".join(r.data for r in records)
+    assert {e.source for e in events} == {LogSource.S3}
+    assert all(harness.read(e.s3_key)[1]["sha256"] == e.sha256 for e in events)
+
+    # An object that appears later with a key sorting first is still copied; an empty one
+    # is noted and not announced.
+    source = moto_s3.client()
+    early = f"{source_prefix(record.s3.prefix, record.name)}rustbucket.log.2000-01-01-00"
+    source.put_object(Bucket=record.s3.bucket_name, Key=early, Body=records[0].data)
+    source.put_object(Bucket=record.s3.bucket_name, Key=early + ".empty", Body=b"")
+    assert harness.extractor.extract(record).objects == 1
+    assert len(extracted(broker.bootstrap, at_least=len(source_keys) + 1)) == len(source_keys) + 1
+
+    # Losing the ledger (a crash after announcing) copies the same objects to the same keys
+    # under the same ids: the parser recognises them.
+    keys_before = harness.keys()
+    with mysql_engine.begin() as connection:
+        connection.execute(delete(s3_copy_ledger))
+    harness.extractor.extract(record)
+    assert harness.keys() == keys_before
+    again = extracted(broker.bootstrap, at_least=2 * (len(source_keys) + 1))
+    assert len({e.object_id for e in again}) == len(source_keys) + 1
+
+
+# -- by hand ---------------------------------------------------------------------------------
+
+
+def test_extract_logs_task_runs_one_cycle(
+    fleet_factory: Any,
+    mysql_database_url: str,
+    mysql_engine: Engine,
+    moto_s3: MotoS3,
+    raw_bucket: str,
+    broker: Broker,
+) -> None:
+    fleet = fleet_factory(count=2, bind="ports", seed=10)
+    publish_registrations(broker.bootstrap, [registration(b) for b in fleet.buckets])
+    emitted = fleet.emit(fleet.names[0], 5)
+    env = {
+        "RBR_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "RBR_DATABASE_URL": mysql_database_url,
+        "RBR_S3_ENDPOINT_URL": moto_s3.endpoint_url,
+        "RBR_S3_BUCKET": raw_bucket,
+        "RBR_SECRET_KEY": TEST_SECRET_KEY,
+        "RBR_BUCKET_CA_FILE": str(fleet.ca_file),
+        "RBR_ALLOWED_BUCKET_NETWORKS": "127.0.0.0/8",
+    }
+    result = CliRunner().invoke(app, ["run-task", "extract_logs"], env=env)
+    assert result.exit_code == 0, result.output
+    size = sum(r.size for r in emitted)
+    assert f"2 active buckets: 1 objects ({size} bytes) stored, 0 failed" in result.output
+    [event] = extracted(broker.bootstrap, at_least=1)
+    assert event.name == fleet.names[0]
+    assert cursor_row(mysql_engine, fleet.names[0]).lease_owner is None
+
+
+class _BothOwn:
+    """A bucket directory in which both replicas own every bucket (a rebalance overlap)."""
+
+    def __init__(self, records: list[BucketRegistered]) -> None:
+        self.records = records
+        self.caught_up = True
+
+    def buckets(self) -> list[BucketRegistered]:
+        return self.records
+
+
+def test_two_replicas_extract_each_bucket_once_per_slot(
+    fleet_factory: Any, harness_factory: Any, mysql_engine: Engine, broker: Broker
+) -> None:
+    fleet = fleet_factory(count=4, bind="ports", seed=12)
+    records = [registration(info) for info in fleet.buckets]
+    for record in records:
+        fleet.emit(record.name, 3)
+    replicas = []
+    for owner in ("replica-a", "replica-b"):
+        harness = harness_factory(bucket_ca_file=str(fleet.ca_file))
+        state = ExtractState(mysql_engine, owner)
+        replicas.append(
+            ExtractScheduler(
+                harness.settings,
+                directory=_BothOwn(records),  # type: ignore[arg-type]
+                extractor=harness.extractor,
+                state=state,
+                s3=harness.s3,
+            )
+        )
+    moment = datetime.now(UTC)
+    for _ in range(3):  # both replicas look several times during the same slot
+        for replica in replicas:
+            replica.tick(moment)
+        for replica in replicas:
+            assert replica.wait_idle(30)
+    for replica in replicas:
+        replica.stop()
+    assert fleet.request_counts("/extract_logs") == dict.fromkeys(fleet.names, 1)
+    assert len(extracted(broker.bootstrap, at_least=4)) == 4

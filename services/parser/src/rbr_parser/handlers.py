@@ -1,0 +1,276 @@
+"""Parsing one raw log object into `logs` rows, then announcing it on `logs.parsed`.
+
+For each `logs.extracted` event: the object is streamed from S3 (never held whole), cut into
+records, parsed, and written in multi-row batches keyed by (object sha256, record number), so
+a redelivered or replayed event inserts nothing twice. `logs.parsed` follows, with an id
+derived from the object, and only then does the runner commit the offset.
+
+A missing object or one whose content is not what the event says can never be parsed: that
+is a `PermanentError` (the event goes to the DLQ with the reason). Anything else, e.g. the
+database or S3 being down, is an outage: the runner retries the batch until it succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Histogram
+
+from rbr_parser import formats
+from rbr_parser.formats import ParseContext
+from rbr_parser.lines import iter_lines
+from rbr_parser.objects import OpenedObject, decompressed, hash_object, head_object, open_object
+from rbr_parser.records import Record, RecordReader
+from rbr_parser.settings import ParserSettings
+from rbr_parser.store import LogRows
+from rbr_runtime.jsonlog import log_context
+from rbr_runtime.kafka import EventProducer, Inbound, PermanentError
+from rbr_schemas import LOGS_PARSED, LogsExtracted, LogsParsed, utcnow
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+PARSED_EVENT_NAMESPACE = uuid.UUID("5b0f6f0e-2f4c-4a57-9a3e-6d1f0c2b7a91")
+MAX_LOG_SIZE = 2**31 - 1
+
+RECORDS = MetricCounter(
+    "rbr_parser_records_total", "Records parsed, by format and event type.", ["format", "type"]
+)
+ROWS_INSERTED = MetricCounter("rbr_parser_rows_inserted_total", "New rows written to logs.")
+DUPLICATES = MetricCounter(
+    "rbr_parser_duplicates_total", "Records already in logs (redelivery or replay)."
+)
+OBJECTS = MetricCounter("rbr_parser_objects_total", "Raw objects parsed, by outcome.", ["outcome"])
+BYTES = MetricCounter("rbr_parser_bytes_total", "Raw object bytes read.")
+OBJECT_SECONDS = Histogram(
+    "rbr_parser_object_seconds",
+    "Time to parse one raw object.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+
+
+class ParseInterrupted(Exception):
+    """The service is stopping: the object is left for the next run (nothing is lost)."""
+
+
+def parsed_event_id(extracted: LogsExtracted) -> str:
+    """Returns the id of the logs.parsed event of an object: the same on every re-parse."""
+    return str(uuid.uuid5(PARSED_EVENT_NAMESPACE, f"{extracted.object_id}:{extracted.sha256}"))
+
+
+@dataclass
+class ObjectStats:
+    """What parsing one object found."""
+
+    records: int = 0
+    rows_inserted: int = 0
+    unparsed: int = 0
+    event_counts: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[tuple[str, str]] = field(default_factory=Counter)
+    first_event_at: datetime | None = None
+    last_event_at: datetime | None = None
+
+    def add(self, fields: dict[str, Any]) -> None:
+        """Counts one parsed record."""
+        self.records += 1
+        event_type = fields["event_type"]
+        self.event_counts[event_type] += 1
+        self.kinds[fields["log_format"], event_type] += 1
+        if event_type == formats.UNPARSED:
+            self.unparsed += 1
+        moment = fields["event_time"]
+        if moment is not None:
+            if self.first_event_at is None or moment < self.first_event_at:
+                self.first_event_at = moment
+            if self.last_event_at is None or moment > self.last_event_at:
+                self.last_event_at = moment
+
+
+class ObjectParser:
+    """The `logs.extracted` handler: parses each object of a batch, in order."""
+
+    def __init__(
+        self,
+        settings: ParserSettings,
+        *,
+        rows: LogRows,
+        s3: S3Client,
+        producer: EventProducer,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Prepares the handler.
+
+        Args:
+            settings: the parser's settings (batch size, record limits, zones).
+            rows: where rows go.
+            s3: a client for the registry's bucket.
+            producer: sends logs.parsed.
+            stopping: tells whether the service is shutting down; a long object is then
+                abandoned between two batches (its next run skips what was inserted).
+        """
+        self._settings = settings
+        self._rows = rows
+        self._s3 = s3
+        self._producer = producer
+        self._stopping = stopping
+        self._syslog_zone = ZoneInfo(settings.syslog_timezone)
+        # One writer: batches of an object are inserted in order while the next is parsed.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="parser-writer")
+
+    def __call__(self, batch: Sequence[Inbound[LogsExtracted]]) -> None:
+        """Handles a batch of logs.extracted events."""
+        for message in batch:
+            extracted = message.data
+            with log_context(bucket=extracted.name, object_id=extracted.object_id):
+                self.parse(extracted)
+
+    def parse(self, extracted: LogsExtracted) -> LogsParsed:
+        """Parses one raw object into logs rows and announces it on logs.parsed.
+
+        Raises:
+            PermanentError: the object is missing, or its content is not the one the event
+                describes.
+            ParseInterrupted: the service is stopping.
+        """
+        started = time.monotonic()
+        self._verify_before(extracted)
+        opened = open_object(self._s3, extracted.s3_bucket, extracted.s3_key)
+        stats = self._insert_records(extracted, opened)
+        if opened.hexdigest != extracted.sha256:
+            OBJECTS.labels("sha256_mismatch").inc()
+            raise PermanentError(
+                f"s3://{extracted.s3_bucket}/{extracted.s3_key} changed while it was read: "
+                f"sha256 {opened.hexdigest} is not the event's {extracted.sha256}"
+            )
+        parsed = LogsParsed(
+            object_id=extracted.object_id,
+            name=extracted.name,
+            s3_bucket=extracted.s3_bucket,
+            s3_key=extracted.s3_key,
+            sha256=extracted.sha256,
+            records=stats.records,
+            rows_inserted=stats.rows_inserted,
+            duplicates_skipped=stats.records - stats.rows_inserted,
+            unparsed_records=stats.unparsed,
+            event_counts=dict(stats.event_counts),
+            first_event_at=stats.first_event_at,
+            last_event_at=stats.last_event_at,
+            parsed_at=utcnow(),
+        )
+        self._producer.send(
+            LOGS_PARSED,
+            extracted.name,
+            parsed,
+            subject=extracted.name,
+            event_id=parsed_event_id(extracted),
+        )
+        OBJECTS.labels("parsed").inc()
+        OBJECT_SECONDS.observe(time.monotonic() - started)
+        log.info(
+            "parsed %s: %d records, %d new rows, %d already present, %d unparsed",
+            extracted.s3_key,
+            stats.records,
+            stats.rows_inserted,
+            stats.records - stats.rows_inserted,
+            stats.unparsed,
+            extra={"seconds": round(time.monotonic() - started, 3)},
+        )
+        return parsed
+
+    def _verify_before(self, extracted: LogsExtracted) -> None:
+        """Checks the object is the one the event describes before a row is written.
+
+        The log-extractor stores sha256 and size in the object's metadata, so the check is
+        one request; an object without them is hashed in a first pass.
+        """
+        size, metadata = head_object(self._s3, extracted.s3_bucket, extracted.s3_key)
+        stored_sha = metadata.get("sha256")
+        if stored_sha is None:
+            stored_sha, size = hash_object(self._s3, extracted.s3_bucket, extracted.s3_key)
+        if size != extracted.size_bytes or stored_sha != extracted.sha256:
+            OBJECTS.labels("sha256_mismatch").inc()
+            raise PermanentError(
+                f"s3://{extracted.s3_bucket}/{extracted.s3_key} is not the object the event "
+                f"describes: sha256 {stored_sha} and {size} bytes, the event says "
+                f"{extracted.sha256} and {extracted.size_bytes} bytes"
+            )
+
+    def _insert_records(self, extracted: LogsExtracted, opened: OpenedObject) -> ObjectStats:
+        context = ParseContext(
+            reference_time=extracted.extracted_at, syslog_timezone=self._syslog_zone
+        )
+        reader = RecordReader(
+            context,
+            max_record_chars=self._settings.parser_max_line_bytes,
+            max_raw_bytes=self._settings.parser_max_log_bytes,
+        )
+        lines = iter_lines(decompressed(opened.chunks()), self._settings.parser_max_line_bytes)
+        stats = ObjectStats()
+        batch: list[dict[str, Any]] = []
+        limit = self._settings.parser_insert_batch
+        writes: deque[Future[int]] = deque()
+        try:
+            for record_no, record in enumerate(reader.records(lines)):
+                batch.append(self._row(extracted, record_no, record))
+                stats.add(record.fields)
+                if len(batch) >= limit:
+                    self._write(batch, stats, writes)
+                    batch = []
+            self._write(batch, stats, writes)
+            self._collect(writes, stats, keep=0)
+        finally:
+            wait(writes)  # never leave a write running behind a failure
+        BYTES.inc(opened.bytes_read)
+        for (log_format, event_type), count in stats.kinds.items():
+            RECORDS.labels(log_format, event_type).inc(count)
+        return stats
+
+    @staticmethod
+    def _row(extracted: LogsExtracted, record_no: int, record: Record) -> dict[str, Any]:
+        row = record.fields
+        row["name"] = extracted.name
+        row["ip_address"] = extracted.ip_address
+        row["log"] = record.raw
+        row["log_size"] = min(record.size, MAX_LOG_SIZE)
+        row["source_key"] = extracted.s3_key
+        row["source_sha256"] = extracted.sha256
+        row["record_no"] = record_no
+        return row
+
+    def _write(
+        self, batch: list[dict[str, Any]], stats: ObjectStats, writes: deque[Future[int]]
+    ) -> None:
+        """Hands a batch to the writer thread, so parsing goes on while the database works."""
+        if self._stopping():
+            raise ParseInterrupted("stopping; the object will be parsed again from where it was")
+        if batch:
+            writes.append(self._writer.submit(self._insert, batch))
+        self._collect(writes, stats, keep=1)
+
+    def _insert(self, batch: list[dict[str, Any]]) -> int:
+        inserted = self._rows.insert(batch)
+        ROWS_INSERTED.inc(inserted)
+        DUPLICATES.inc(len(batch) - inserted)
+        return inserted
+
+    @staticmethod
+    def _collect(writes: deque[Future[int]], stats: ObjectStats, keep: int) -> None:
+        """Waits for the oldest writes until at most `keep` are in flight (errors raise)."""
+        while len(writes) > keep:
+            stats.rows_inserted += writes.popleft().result()
+
+    def close(self) -> None:
+        """Stops the writer thread."""
+        self._writer.shutdown(wait=True)

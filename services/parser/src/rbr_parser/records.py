@@ -1,0 +1,158 @@
+"""Cutting a stream of lines into records and parsing each one.
+
+A record is one line, except in rustbucket's text log, where a line that starts no record of
+any known format continues the rustbucket record before it (a payload with newlines spans
+several lines). A line that continues nothing and matches no format is a record of its own,
+typed `unparsed`: nothing is dropped but blank lines between records.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from rbr_parser import formats
+from rbr_parser.formats import Fields, ParseContext
+from rbr_parser.lines import Line
+from rbr_parser.sanitize import cut_utf8
+
+_ANSI_PREFIX = re.compile(r"(?:\x1b\[[0-?]*[ -/]*[@-~])+")
+
+_Start = tuple[str, Any]
+"""How a line starts a record: (format, its match or decoded event)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One parsed record.
+
+    Attributes:
+        fields: the `logs` columns parsing found (see formats.PARSED_COLUMNS).
+        raw: the record as written (invalid UTF-8 shown as U+FFFD), cut to the raw limit,
+            without its final newline.
+        size: the record's true size in bytes, newlines included.
+    """
+
+    fields: Fields
+    raw: str
+    size: int
+
+
+class _Pending:
+    """A rustbucket record whose continuation lines are still being read."""
+
+    __slots__ = ("header", "kept", "parts", "size")
+
+    def __init__(self, header: re.Match[str], text: str, size: int) -> None:
+        self.header = header
+        self.parts = [text]
+        self.kept = len(text)
+        self.size = size
+
+    def add(self, text: str, size: int, max_chars: int) -> None:
+        self.size += size
+        if self.kept < max_chars:
+            self.parts.append(text)
+            self.kept += len(text) + 1
+
+
+class RecordReader:
+    """Turns lines into parsed records, with bounded memory per record."""
+
+    def __init__(
+        self,
+        context: ParseContext,
+        *,
+        max_record_chars: int = 1 << 20,
+        max_raw_bytes: int = 65_536,
+    ) -> None:
+        """Prepares a reader.
+
+        Args:
+            context: what the parser knows about the object (reference time, zones).
+            max_record_chars: the most characters of one record parsed; beyond that the
+                record's lines are counted, not kept.
+            max_raw_bytes: the most bytes of a record kept in `raw` (the `log` column).
+        """
+        self._context = context
+        self._max_record_chars = max_record_chars
+        self._max_raw_bytes = max_raw_bytes
+        self.blank_lines = 0
+
+    def records(self, lines: Iterable[Line]) -> Iterator[Record]:
+        """Yields the records of the lines, in order."""
+        pending: _Pending | None = None
+        for line in lines:
+            text = line.data.decode("utf-8", "replace")
+            start = self._classify(text)
+            if start is None and pending is not None:
+                pending.add(text, line.size, self._max_record_chars)
+                continue
+            if pending is not None:
+                yield self._finish(pending)
+                pending = None
+            if start is not None and start[0] == formats.RUSTBUCKET:
+                pending = _Pending(start[1], text, line.size)
+            elif start is not None:
+                yield Record(self._fields(start, text), self._raw(text), line.size)
+            elif text.strip():
+                yield Record(formats.unparsed(text), self._raw(text), line.size)
+            else:
+                self.blank_lines += 1
+        if pending is not None:
+            yield self._finish(pending)
+
+    def _classify(self, text: str) -> _Start | None:  # noqa: PLR0911 - one return per format
+        """Returns how the line starts a record of a known format, or None if it does not."""
+        first = text[:1]
+        if first == "{":
+            event = formats.load_cowrie(text)
+            if event is not None:
+                return formats.COWRIE, event
+            # A Cowrie line cut short still starts a record (an unparsed one).
+            return (formats.UNKNOWN, None) if formats.looks_like_cowrie(text) else None
+        if first.isdigit():
+            found = formats.match_rustbucket(text)
+            if found is not None:
+                return formats.RUSTBUCKET, found
+            return self._syslog_or_http(text)
+        if first == "\x1b":
+            # A terminal-coloured log (ANSI off is the default for files, but not always).
+            found = formats.match_rustbucket(_ANSI_PREFIX.sub("", text))
+            return (formats.RUSTBUCKET, found) if found is not None else None
+        if not first or first.isspace():
+            return None
+        return self._syslog_or_http(text)
+
+    @staticmethod
+    def _syslog_or_http(text: str) -> _Start | None:
+        found = formats.match_syslog(text)
+        if found is not None:
+            return formats.SYSLOG, found
+        found = formats.match_http(text)
+        if found is not None:
+            return formats.HTTP, found
+        return None
+
+    def _fields(self, start: _Start, text: str) -> Fields:
+        kind, payload = start
+        if kind == formats.COWRIE:
+            return formats.parse_cowrie(payload)
+        if kind == formats.SYSLOG:
+            return formats.parse_syslog(payload, self._context)
+        if kind == formats.HTTP:
+            return formats.parse_http(payload)
+        return formats.unparsed(text)
+
+    def _finish(self, pending: _Pending) -> Record:
+        header = pending.header
+        lines = pending.parts
+        first_message = header["message"]
+        message = first_message if len(lines) == 1 else "\n".join([first_message, *lines[1:]])
+        raw = lines[0] if len(lines) == 1 else "\n".join(lines)
+        return Record(formats.parse_rustbucket(header, message), self._raw(raw), pending.size)
+
+    def _raw(self, text: str) -> str:
+        return cut_utf8(text, self._max_raw_bytes)

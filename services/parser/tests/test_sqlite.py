@@ -1,0 +1,57 @@
+"""The parser's and log-extractor's SQL on SQLite, the local stack's default database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rbr_log_extractor.repository import ExtractState
+from rbr_parser.formats import PARSED_COLUMNS
+from rbr_parser.store import LogRows
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.migrate import upgrade
+
+
+def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'rbr.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    rows = LogRows(engine)
+    old = datetime.now(UTC) - timedelta(days=100)
+    batch = [
+        dict.fromkeys(PARSED_COLUMNS)
+        | {
+            "log_format": "unknown",
+            "event_type": "unparsed",
+            "name": "rb",
+            "ip_address": "203.0.113.5",
+            "log": "it's \\ raw",
+            "log_size": 11,
+            "source_key": "raw/rb/x.log",
+            "source_sha256": "b" * 64,
+            "record_no": number,
+            "event_time": old,
+        }
+        for number in range(30)
+    ]
+    assert rows.insert(batch) == 30
+    assert rows.insert(batch) == 0
+    assert rows.count_for_object("b" * 64) == 30
+    assert sum(rows.delete_older_than(datetime.now(UTC) + timedelta(seconds=5), 7)) == 30
+
+    state = ExtractState(engine, "me")
+    lease = timedelta(minutes=5)
+    assert state.claim_slot("rb", 10, lease)
+    assert not ExtractState(engine, "other").take_lease("rb", 10, lease)  # leased
+    state.release("rb", give_back_slot=10)
+    assert state.state("rb").last_extract_slot == 9
+    assert state.claim_slot("rb", 10, lease)
+    state.store_extraction("rb", cursor="42", pending_event="{}")
+    state.clear_pending("rb", "{}")
+    state.record_outcome("rb", "boom")
+    state.release("rb")
+    assert state.state("rb") == state.state("rb").__class__("42", None, 10)
+    assert not state.claim_slot("rb", 10, lease)  # done already
+    state.record_copy("rb", source_uri="s3://b/k", source_etag='"e"', size_bytes=3, target_key="t")
+    assert set(state.copied("rb", ["s3://b/k", "s3://b/other"])) == {"s3://b/k"}
+    engine.dispose()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
 import pytest
+import trustme
 
-from rbr_runtime.buckets import BucketAccessSettings, base_url, forbidden_reason
+from rbr_runtime.buckets import BucketAccessSettings, BucketClients, base_url, forbidden_reason
 from rbr_schemas import BucketRegistered, BucketState
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
@@ -72,3 +77,43 @@ def test_base_url() -> None:
     assert base_url(record("203.0.113.5"), settings) == "https://203.0.113.5"
     assert base_url(record("203.0.113.5", 8443), settings) == "https://203.0.113.5:8443"
     assert base_url(record("2001:db8::5"), settings) == "https://[2001:db8::5]"
+
+
+def test_bucket_clients_wait_for_the_ca_file_and_follow_its_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    settings = BucketAccessSettings(secret_key="k", bucket_ca_file=str(ca_file))  # type: ignore[arg-type]
+    made: list[object] = []
+    clients = BucketClients(
+        settings, lambda verify: made.append(verify) or httpx.Client(verify=verify)
+    )
+
+    assert clients.current() is None
+    assert clients.current() is None
+    assert [r.message for r in caplog.records].count(
+        f"RBR_BUCKET_CA_FILE {ca_file} does not exist: buckets cannot be verified; "
+        "calls wait until it is usable"
+    ) == 1
+
+    first_ca = trustme.CA()
+    first_ca.cert_pem.write_to_path(str(ca_file))
+    first = clients.current()
+    assert first is not None
+    assert clients.current() is first
+
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    os.utime(ca_file, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    second = clients.current()
+    assert second is not None
+    assert second is not first
+    assert clients.made() == [first, second]
+    for client in clients.made():
+        client.close()
+
+
+def test_bucket_clients_report_an_unreadable_bundle(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("not a certificate")
+    settings = BucketAccessSettings(secret_key="k", bucket_ca_file=str(ca_file))  # type: ignore[arg-type]
+    assert BucketClients(settings, lambda verify: httpx.Client(verify=verify)).current() is None

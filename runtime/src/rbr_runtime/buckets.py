@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import ssl
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import httpx
 from pydantic import BeforeValidator, Field, SecretStr
@@ -130,19 +132,101 @@ def tls_verification(settings: BucketAccessSettings) -> ssl.SSLContext | bool:
     return ssl.create_default_context()
 
 
-def make_async_client(settings: BucketAccessSettings) -> httpx.AsyncClient:
-    """Returns an HTTP client for calling buckets: TLS as configured, bounded, no redirects.
+def client_options(
+    settings: BucketAccessSettings, concurrency: int | None = None
+) -> dict[str, Any]:
+    """Returns the httpx client options for calling buckets, except `verify`.
 
-    Redirects are not followed: a bucket must not be able to send the registry (and its
-    token header) somewhere else.
+    Bounded connections, the bucket timeout, no proxies from the environment, and no
+    redirects: a bucket must not be able to send the registry (and its token header)
+    somewhere else.
     """
-    return httpx.AsyncClient(
-        verify=tls_verification(settings),
-        timeout=httpx.Timeout(settings.bucket_timeout),
-        limits=httpx.Limits(
-            max_connections=settings.bucket_concurrency,
-            max_keepalive_connections=min(settings.bucket_concurrency, 100),
+    connections = concurrency or settings.bucket_concurrency
+    return {
+        "timeout": httpx.Timeout(settings.bucket_timeout),
+        "limits": httpx.Limits(
+            max_connections=connections, max_keepalive_connections=min(connections, 100)
         ),
-        follow_redirects=False,
-        trust_env=False,
-    )
+        "follow_redirects": False,
+        "trust_env": False,
+    }
+
+
+def make_async_client(settings: BucketAccessSettings) -> httpx.AsyncClient:
+    """Returns an async HTTP client for calling buckets, TLS as configured now.
+
+    Raises:
+        OSError, ssl.SSLError: RBR_BUCKET_CA_FILE is missing or not a CA bundle. Long-running
+            services use `BucketClients`, which waits for the file instead.
+    """
+    return httpx.AsyncClient(verify=tls_verification(settings), **client_options(settings))
+
+
+ClientT = TypeVar("ClientT", httpx.Client, httpx.AsyncClient)
+
+
+class BucketClients(Generic[ClientT]):
+    """The HTTP client for calling buckets, rebuilt when the CA bundle file changes.
+
+    RBR_BUCKET_CA_FILE may appear after the service started (the local stack's simulator
+    writes it) or be replaced (a new CA). While it is missing or unreadable `current()` returns
+    None and the error is logged once; calls wait (and buckets turn unresponsive) rather than
+    the service crashing or skipping verification. The new bundle is used as soon as it is
+    there. Clients replaced by a newer one are kept until `made()` is closed by the owner, since
+    calls in flight may still use them.
+    """
+
+    def __init__(
+        self,
+        settings: BucketAccessSettings,
+        make: Callable[[ssl.SSLContext | bool], ClientT],
+    ) -> None:
+        self._settings = settings
+        self._make: Callable[[ssl.SSLContext | bool], ClientT] = make
+        self._client: ClientT | None = None
+        self._stamp: tuple[int, int] | None = None
+        self._made: list[ClientT] = []
+        self._complained = False
+
+    def _ca_stamp(self) -> tuple[int, int] | None:
+        path = self._settings.bucket_ca_file
+        if not path or not self._settings.bucket_tls_verify:
+            return (0, 0)
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size)
+
+    def current(self) -> ClientT | None:
+        """Returns the client for the current CA bundle, or None while it is unusable."""
+        stamp = self._ca_stamp()
+        if stamp is not None and stamp == self._stamp and self._client is not None:
+            return self._client
+        if stamp is None:
+            self._complain("does not exist")
+            return None
+        try:
+            client = self._make(tls_verification(self._settings))
+        except (OSError, ssl.SSLError) as error:
+            self._complain(f"cannot be loaded ({type(error).__name__})")
+            return None
+        if self._client is not None:
+            log.info("bucket CA bundle changed; using the new one")
+        self._client, self._stamp, self._complained = client, stamp, False
+        self._made.append(client)
+        return client
+
+    def made(self) -> list[ClientT]:
+        """Returns every client made so far, for the owner to close."""
+        return list(self._made)
+
+    def _complain(self, why: str) -> None:
+        if self._complained:
+            return
+        log.error(
+            "RBR_BUCKET_CA_FILE %s %s: buckets cannot be verified; calls wait until it is usable",
+            self._settings.bucket_ca_file,
+            why,
+        )
+        self._complained = True

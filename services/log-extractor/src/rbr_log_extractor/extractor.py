@@ -48,7 +48,7 @@ from rbr_log_extractor.storage import (
     raw_key,
     staging_key,
 )
-from rbr_runtime.buckets import base_url, forbidden_reason, token_header
+from rbr_runtime.buckets import BucketClients, base_url, forbidden_reason, token_header
 from rbr_runtime.kafka import DeliveryError, EventProducer
 from rbr_runtime.secrets import TokenDecryptionError, TokenVault
 from rbr_schemas import LOGS_EXTRACTED, BucketRegistered, LogsExtracted, LogSource, utcnow
@@ -129,7 +129,7 @@ class Extractor:
         s3: S3Client,
         source_s3: Callable[[str], S3Client],
         producer: EventProducer,
-        http: httpx.Client,
+        http: BucketClients[httpx.Client],
         vault: TokenVault,
     ) -> None:
         """Prepares the extractor.
@@ -140,7 +140,7 @@ class Extractor:
             s3: a client for the registry's bucket.
             source_s3: returns a client for the buckets' own S3 in a region.
             producer: sends logs.extracted.
-            http: the client buckets are called with (TLS as configured, no redirects).
+            http: the clients buckets are called with (TLS as configured, no redirects).
             vault: decrypts bucket tokens.
         """
         self._settings = settings
@@ -154,7 +154,8 @@ class Extractor:
     def close(self) -> None:
         """Flushes the producer and closes the HTTP client."""
         self._producer.flush()
-        self._http.close()
+        for client in self._http.made():
+            client.close()
 
     def extract(
         self, record: BucketRegistered, stopping: Callable[[], bool] = lambda: False
@@ -281,7 +282,10 @@ class Extractor:
         url = base_url(record, self._settings) + EXTRACT_PATH
         params = {"since": cursor} if cursor is not None else None
         deadline = time.monotonic() + self._settings.extract_timeout
-        with self._http.stream("GET", url, params=params, headers=token_header(token)) as response:
+        client = self._http.current()
+        if client is None:
+            raise ExtractionError("RBR_BUCKET_CA_FILE is missing or unreadable; see the log")
+        with client.stream("GET", url, params=params, headers=token_header(token)) as response:
             if response.status_code != httpx.codes.OK:
                 raise ExtractionError(f"{EXTRACT_PATH} answered HTTP {response.status_code}")
             new_cursor = valid_cursor(response.headers.get(CURSOR_HEADER))

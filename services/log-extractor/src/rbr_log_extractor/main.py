@@ -13,7 +13,7 @@ from rbr_log_extractor.memory import release_large_buffers
 from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import ExtractScheduler
 from rbr_log_extractor.settings import ExtractorSettings
-from rbr_runtime.buckets import tls_verification, vault
+from rbr_runtime.buckets import BucketClients, client_options, vault
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.kafka import BucketDirectory, EventProducer
 from rbr_runtime.s3 import make_s3_client
@@ -26,20 +26,13 @@ if TYPE_CHECKING:
 GROUP_ID = "log-extractor"
 
 
-def make_http_client(settings: ExtractorSettings) -> httpx.Client:
-    """Returns the client buckets are called with: TLS as configured, bounded, no redirects.
-
-    Redirects are not followed, so a bucket cannot send the registry (and its token) away.
-    """
-    return httpx.Client(
-        verify=tls_verification(settings),
-        timeout=httpx.Timeout(settings.bucket_timeout),
-        limits=httpx.Limits(
-            max_connections=settings.extract_concurrency,
-            max_keepalive_connections=settings.extract_concurrency,
+def make_http_clients(settings: ExtractorSettings) -> BucketClients[httpx.Client]:
+    """Returns the clients buckets are called with, following RBR_BUCKET_CA_FILE changes."""
+    return BucketClients(
+        settings,
+        lambda verify: httpx.Client(
+            verify=verify, **client_options(settings, settings.extract_concurrency)
         ),
-        follow_redirects=False,
-        trust_env=False,
     )
 
 
@@ -57,7 +50,7 @@ def make_extractor(settings: ExtractorSettings, state: ExtractState) -> tuple[Ex
         s3=s3,
         source_s3=source_client,
         producer=EventProducer(settings, source="/rbr/log-extractor"),
-        http=make_http_client(settings),
+        http=make_http_clients(settings),
         vault=vault(settings),
     )
     return extractor, s3

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import ssl
 import threading
 import time
 import uuid
@@ -31,7 +29,7 @@ from rbr_poller.polling import PollConfig, poll_bucket
 from rbr_poller.recorder import UNRESPONSIVE, Recorder
 from rbr_poller.settings import PollerSettings
 from rbr_poller.store import PollerStateStore
-from rbr_runtime.buckets import BucketAccessSettings, make_async_client
+from rbr_runtime.buckets import BucketClients, client_options
 from rbr_runtime.kafka import BucketDirectory
 from rbr_runtime.kafka.consumer import backoff_delay
 from rbr_runtime.schedule import due_at, slot_of
@@ -47,67 +45,6 @@ IN_FLIGHT = Gauge("rbr_polls_in_flight", "Polls in progress.")
 PENDING_STATUSES = Gauge(
     "rbr_statuses_unpublished", "Polled statuses waiting to be published (broker or DB down)."
 )
-
-
-class ClientCache:
-    """The HTTP client for buckets, rebuilt when the CA bundle file changes.
-
-    The CA file may appear after the poller started (the local stack's simulator writes it)
-    or be replaced (a new CA): polls wait while it is missing or unreadable, with an error in
-    the log, and use the new bundle as soon as it is there. Polls not happening for long
-    enough raise the buckets' unresponsive alerts, as any other reason would.
-    """
-
-    def __init__(self, access: BucketAccessSettings) -> None:
-        self._access = access
-        self._client: httpx.AsyncClient | None = None
-        self._stamp: tuple[int, int] | None = None
-        self._retired: list[httpx.AsyncClient] = []
-        self._complained = False
-
-    def _ca_stamp(self) -> tuple[int, int] | None:
-        path = self._access.bucket_ca_file
-        if not path or not self._access.bucket_tls_verify:
-            return (0, 0)
-        try:
-            info = os.stat(path)
-        except OSError:
-            return None
-        return (info.st_mtime_ns, info.st_size)
-
-    def current(self) -> httpx.AsyncClient | None:
-        """Returns the client for the current CA bundle, or None while it is unusable."""
-        stamp = self._ca_stamp()
-        if stamp is not None and stamp == self._stamp and self._client is not None:
-            return self._client
-        if stamp is None:
-            self._complain("does not exist")
-            return None
-        try:
-            client = make_async_client(self._access)
-        except (OSError, ssl.SSLError) as error:
-            self._complain(f"cannot be loaded ({type(error).__name__})")
-            return None
-        if self._client is not None:
-            self._retired.append(self._client)
-            log.info("bucket CA bundle changed; using the new one")
-        self._client, self._stamp, self._complained = client, stamp, False
-        return client
-
-    def _complain(self, why: str) -> None:
-        if not self._complained:
-            log.error(
-                "RBR_BUCKET_CA_FILE %s %s: buckets cannot be verified, polls wait until it is "
-                "usable",
-                self._access.bucket_ca_file,
-                why,
-            )
-            self._complained = True
-
-    async def close(self) -> None:
-        """Closes every client made."""
-        for client in [*self._retired, *([self._client] if self._client else [])]:
-            await client.aclose()
 
 
 def status_event_id(name: str, slot: int) -> str:
@@ -168,7 +105,10 @@ class PollLoop:
         self._next_flush = 0.0
         self._next_sweep = 0.0
         self.polls_done = 0
-        self._clients = ClientCache(config.access)
+        self._clients = BucketClients(
+            config.access,
+            lambda verify: httpx.AsyncClient(verify=verify, **client_options(config.access)),
+        )
 
     # -- component -----------------------------------------------------------------------------
 
@@ -211,7 +151,8 @@ class PollLoop:
                 self._wake.clear()
             await self._drain()
         finally:
-            await self._clients.close()
+            for client in self._clients.made():
+                await client.aclose()
 
     async def _drain(self) -> None:
         if self._tasks:

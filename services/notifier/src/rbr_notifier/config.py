@@ -114,7 +114,9 @@ class _Channel(_Strict):
         return ""
 
 
-class _HttpChannel(_Channel):
+class HttpChannel(_Channel):
+    """Settings every HTTP channel has: TLS verification."""
+
     tls_verify: bool = Field(default=True, description="Verify the server's certificate.")
     ca_file: Path | None = Field(default=None, description="Extra CA bundle to verify with.")
 
@@ -176,7 +178,7 @@ class EmailChannel(_Channel):
         return f"{self.host}:{self.effective_port} ({self.security}) to {', '.join(self.to)}"
 
 
-class SlackChannel(_HttpChannel):
+class SlackChannel(HttpChannel):
     """A Slack incoming webhook."""
 
     type: Literal["slack"]
@@ -195,7 +197,7 @@ class SlackChannel(_HttpChannel):
         return _host_only(self.url)
 
 
-class WebhookChannel(_HttpChannel):
+class WebhookChannel(HttpChannel):
     """Any HTTP endpoint taking a JSON POST, signed with HMAC-SHA256 when `secret` is set."""
 
     type: Literal["webhook"]
@@ -229,7 +231,7 @@ class WebhookChannel(_HttpChannel):
         return f"{_host_only(self.url)} ({signed})"
 
 
-class PagerDutyChannel(_HttpChannel):
+class PagerDutyChannel(HttpChannel):
     """PagerDuty Events API v2 (`POST {base_url}/v2/enqueue`)."""
 
     type: Literal["pagerduty"]
@@ -254,7 +256,7 @@ class OpsgenieResponder(_Strict):
     name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
-class OpsgenieChannel(_HttpChannel):
+class OpsgenieChannel(HttpChannel):
     """Opsgenie Alert API: create by alias, close by alias."""
 
     type: Literal["opsgenie"]

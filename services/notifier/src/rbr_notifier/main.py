@@ -14,8 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from sqlalchemy import Engine, text
-
 from rbr_notifier.config import ChannelConfigError, ChannelsFile, load_channels
 from rbr_notifier.digest import DigestSweeper
 from rbr_notifier.dispatch import Dispatcher
@@ -26,7 +24,7 @@ from rbr_notifier.senders import Sender, build_sender
 from rbr_notifier.senders.base import quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
 from rbr_notifier.tasks import purge_history
-from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.engine import database_ready, make_engine
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.schedule import DailyTask, PeriodicTask, TaskClaims
 from rbr_runtime.service import Service, bootstrap
@@ -111,7 +109,7 @@ def build_service(
     service.health.add_check(
         "consumer", lambda: None if runner.joined.is_set() else "joining the consumer group"
     )
-    service.health.add_check("database", lambda: _database_problem(engine))
+    service.health.add_check("database", database_ready(engine))
 
     def release() -> None:
         producer.flush()
@@ -123,12 +121,6 @@ def build_service(
 
     service.on_shutdown(release)
     return service
-
-
-def _database_problem(engine: Engine) -> str | None:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
-    return None
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from rbr_parser.handlers import ObjectParser
 from rbr_parser.retention import run_retention
 from rbr_parser.settings import ParserSettings
 from rbr_parser.store import LogRows
-from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.engine import database_ready, make_engine
 from rbr_runtime.kafka import ConsumerRunner, EventProducer, Inbound
 from rbr_runtime.s3 import make_s3_client
 from rbr_runtime.schedule import DailyTask, TaskClaims
@@ -62,7 +62,7 @@ def build_service(settings: ParserSettings) -> Service:
     service.health.add_check(
         "consumer", lambda: None if runner.joined.is_set() else "joining the parser group"
     )
-    service.health.add_check("database", rows.ping)
+    service.health.add_check("database", database_ready(engine))
     service.on_shutdown(parser.close)
     service.on_shutdown(producer.flush)
     service.on_shutdown(engine.dispose)

@@ -134,9 +134,3 @@ class LogRows:
                 select(func.count()).select_from(logs).where(logs.c.source_sha256 == source_sha256)
             ).scalar_one()
         return count
-
-    def ping(self) -> str | None:
-        """Readiness check: None when the database answers."""
-        with self._engine.connect() as connection:
-            connection.execute(select(1))
-        return None

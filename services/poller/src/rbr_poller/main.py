@@ -10,7 +10,7 @@ from rbr_poller.scheduler import PollLoop
 from rbr_poller.settings import PollerSettings
 from rbr_poller.store import PollerStateStore
 from rbr_runtime.buckets import vault
-from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.engine import database_ready, make_engine
 from rbr_runtime.kafka import BucketDirectory, EventProducer
 from rbr_runtime.service import Service, bootstrap
 
@@ -43,7 +43,7 @@ class Poller:
         service.add("bucket-directory", self.directory.run, self.directory.stop)
         service.add("poll-loop", self.loop.run, self.loop.stop)
         service.health.add_check("bucket directory", self.directory.readiness)
-        service.health.add_check("database", self.store.ping)
+        service.health.add_check("database", database_ready(self.engine))
         service.on_shutdown(self.producer.flush)
         service.on_shutdown(self.engine.dispose)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, or_, select, text, update
+from sqlalchemy import Engine, or_, select, update
 
 from rbr_poller.health import HealthRow
 from rbr_runtime.db.engine import insert_ignore
@@ -51,12 +51,6 @@ class PollerStateStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-
-    def ping(self) -> str | None:
-        """Readiness check: None when the database answers."""
-        with self.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        return None
 
     def ensure(self, names: Iterable[str], now: datetime) -> None:
         """Creates the state of buckets seen for the first time (first_seen_at = now)."""

@@ -13,7 +13,7 @@ from rbr_registrar.outbox import OutboxRelay, leadership_for
 from rbr_registrar.repository import BucketRepository
 from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
-from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.engine import database_ready, make_engine
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.service import Service, bootstrap
@@ -90,7 +90,7 @@ class Registrar:
         service.add("outbox-relay", self.relay.run, self.relay.stop)
         service.add("status-consumer", self.status_consumer.run, self.status_consumer.stop)
         service.add("http", self.http.run, self.http.stop)
-        service.health.add_check("database", self.repository.ping)
+        service.health.add_check("database", database_ready(self.engine))
         service.health.add_check("http", self.http.readiness)
         service.on_shutdown(self.producer.flush)
         service.on_shutdown(self.engine.dispose)

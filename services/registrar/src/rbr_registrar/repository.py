@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, text, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -79,14 +79,6 @@ class BucketRepository:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-
-    # -- health --------------------------------------------------------------------------------
-
-    def ping(self) -> str | None:
-        """Readiness check: None when the database answers."""
-        with self.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        return None
 
     # -- registrations -------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from rbr_notifier.config import HttpChannel
 from rbr_notifier.model import Notification
 
 USER_AGENT = "rbr-notifier/0.1 (+https://github.com/jamesbinford/rustbucket)"
@@ -119,21 +120,13 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 class HttpSender(Sender):
     """A sender speaking JSON over HTTP(S) with one pooled client (thread-safe)."""
 
-    def __init__(
-        self,
-        name: str,
-        secrets: list[str],
-        *,
-        timeout: float,
-        tls_verify: bool = True,
-        ca_file: Path | None = None,
-    ) -> None:
-        super().__init__(name, secrets)
+    def __init__(self, config: HttpChannel, timeout: float) -> None:
+        super().__init__(config.name, config.secrets())
         self._timeout = timeout
         self._client = httpx.Client(
             timeout=timeout,
             follow_redirects=False,
-            verify=_verification(tls_verify, ca_file),
+            verify=_verification(config.tls_verify, config.ca_file),
             headers={"User-Agent": USER_AGENT},
         )
 

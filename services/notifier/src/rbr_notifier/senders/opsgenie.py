@@ -113,13 +113,7 @@ class OpsgenieSender(HttpSender):
     channel_type = "opsgenie"
 
     def __init__(self, config: OpsgenieChannel, timeout: float) -> None:
-        super().__init__(
-            config.name,
-            config.secrets(),
-            timeout=timeout,
-            tls_verify=config.tls_verify,
-            ca_file=config.ca_file,
-        )
+        super().__init__(config, timeout)
         self._config = config
         self._alerts_url = f"{config.api_url}/v2/alerts"
         self._headers = {"Authorization": f"GenieKey {config.api_key.get_secret_value()}"}

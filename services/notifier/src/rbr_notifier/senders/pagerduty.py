@@ -90,13 +90,7 @@ class PagerDutySender(HttpSender):
     channel_type = "pagerduty"
 
     def __init__(self, config: PagerDutyChannel, timeout: float) -> None:
-        super().__init__(
-            config.name,
-            config.secrets(),
-            timeout=timeout,
-            tls_verify=config.tls_verify,
-            ca_file=config.ca_file,
-        )
+        super().__init__(config, timeout)
         self._url = f"{config.base_url.rstrip('/')}/v2/enqueue"
         self._routing_key = config.routing_key.get_secret_value()
         self._client_url = config.client_url

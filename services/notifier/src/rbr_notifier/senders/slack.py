@@ -29,13 +29,7 @@ class SlackSender(HttpSender):
     channel_type = "slack"
 
     def __init__(self, config: SlackChannel, timeout: float) -> None:
-        super().__init__(
-            config.name,
-            config.secrets(),
-            timeout=timeout,
-            tls_verify=config.tls_verify,
-            ca_file=config.ca_file,
-        )
+        super().__init__(config, timeout)
         self._url = config.url.get_secret_value()
 
     def send(self, notification: Notification) -> AttemptResult:

@@ -64,13 +64,7 @@ class WebhookSender(HttpSender):
     channel_type = "webhook"
 
     def __init__(self, config: WebhookChannel, timeout: float) -> None:
-        super().__init__(
-            config.name,
-            config.secrets(),
-            timeout=timeout,
-            tls_verify=config.tls_verify,
-            ca_file=config.ca_file,
-        )
+        super().__init__(config, timeout)
         self._url = config.url.get_secret_value()
         self._secret = config.secret.get_secret_value().encode() if config.secret else None
         self._headers = {name: value.get_secret_value() for name, value in config.headers.items()}

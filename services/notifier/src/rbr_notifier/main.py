@@ -106,9 +106,7 @@ def build_service(
     service.add("consumer", runner.run, stop_consumer)
     service.add("digests", digests.run, stop_digests)
     service.add("cleanup", cleanup.run, cleanup.stop)
-    service.health.add_check(
-        "consumer", lambda: None if runner.joined.is_set() else "joining the consumer group"
-    )
+    service.health.add_check("consumer", runner.readiness)
     service.health.add_check("database", database_ready(engine))
 
     def release() -> None:

@@ -59,9 +59,7 @@ def build_service(settings: ParserSettings) -> Service:
     )
     service.add("consumer", runner.run, runner.stop)
     service.add("retention", daily.run, daily.stop)
-    service.health.add_check(
-        "consumer", lambda: None if runner.joined.is_set() else "joining the parser group"
-    )
+    service.health.add_check("consumer", runner.readiness)
     service.health.add_check("database", database_ready(engine))
     service.on_shutdown(parser.close)
     service.on_shutdown(producer.flush)

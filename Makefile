@@ -46,4 +46,4 @@ bench: install ## Run the benchmarks and print their figures (see README).
 
 .PHONY: demo
 demo: install ## Run the stack with a simulated fleet of 20 buckets.
-	$(UV) run python -m bench.demo
+	$(UV) run python tools/demo.py

@@ -132,10 +132,28 @@ def report(receiver: AlertReceiver) -> str:
     return " | ".join([*figures, f"alerts delivered {len(receiver.received)}"])
 
 
-def wait_for_registrar(stopping: threading.Event) -> bool:
+class Stopping:
+    """Set by SIGINT/SIGTERM without taking locks (an Event.set() in a handler can deadlock)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def on_signal(self, *_: object) -> None:
+        """The signal handler."""
+        self.requested = True
+
+    def wait(self, seconds: float) -> bool:
+        """Sleeps up to `seconds`; returns whether a stop was requested."""
+        deadline = time.monotonic() + seconds
+        while not self.requested and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.requested
+
+
+def wait_for_registrar(stopping: Stopping) -> bool:
     """Waits until the stack's registrar is ready; False if stopped or it never came up."""
     deadline = time.monotonic() + 120
-    while not stopping.is_set() and time.monotonic() < deadline:
+    while not stopping.requested and time.monotonic() < deadline:
         try:
             if httpx.get("http://127.0.0.1:8000/readyz", timeout=2).status_code == 200:
                 return True
@@ -176,9 +194,9 @@ def main() -> int:
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     rbr = [sys.executable, "-m", "rbr_cli"]
-    stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stopping = Stopping()
+    signal.signal(signal.SIGINT, stopping.on_signal)
+    signal.signal(signal.SIGTERM, stopping.on_signal)
     print(f"demo: starting the registry and {BUCKETS} simulated rustbuckets (logs in {VAR})")
     with ExitStack() as running:
         running.enter_context(process([*rbr, "stack", "--var-dir", str(VAR)], "stack.log", env))

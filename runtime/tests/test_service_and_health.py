@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 
 import httpx
@@ -88,3 +91,28 @@ def test_a_crashed_component_stops_the_service_with_exit_one() -> None:
     alive, body = service.health.liveness()
     assert not alive
     assert "boom" in body["failed"]["crashing"]
+
+
+SERVICE_SCRIPT = """
+import threading
+from rbr_runtime.service import Service
+from rbr_runtime.settings import CommonSettings
+
+service = Service(CommonSettings(http_port=0))
+stop = threading.Event()
+service.add("idle", stop.wait, stop.set)
+print("ready", flush=True)
+raise SystemExit(service.run())
+"""
+
+
+def test_a_burst_of_signals_stops_a_service_process_cleanly() -> None:
+    """Signal handlers must not take locks: a burst of SIGTERM/SIGINT never deadlocks."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVICE_SCRIPT], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    for n in range(50):
+        process.send_signal(signal.SIGTERM if n % 2 else signal.SIGINT)
+    assert process.wait(30) == 0

@@ -58,6 +58,9 @@ class Service:
         self._threads: list[threading.Thread] = []
         self._on_shutdown: list[Callable[[], object]] = []
         self._stop = threading.Event()
+        # Set by signal handlers, which must not take locks: Event.set() from a handler can
+        # deadlock with the main thread inside Event.wait(). The main thread polls it.
+        self._signalled = False
         self._exit_code = 0
         self._health_server: HealthServer | None = None
         self._serve_health = serve_health
@@ -90,14 +93,14 @@ class Service:
             )
             thread.start()
             self._threads.append(thread)
-        self._stop.wait()
+        while not (self._signalled or self._stop.is_set()):
+            self._stop.wait(0.2)
         self._shutdown()
         return self._exit_code
 
     def _install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s, draining", signal.Signals(signum).name)
-            self.request_stop()
+            self._signalled = True
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
@@ -131,6 +134,7 @@ class Service:
             self.request_stop()
 
     def _shutdown(self) -> None:
+        log.info("stopping: draining in-flight work (up to %.0fs)", self.settings.shutdown_timeout)
         deadline = time.monotonic() + self.settings.shutdown_timeout
         for component in reversed(self._components):
             component.stop()

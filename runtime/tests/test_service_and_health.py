@@ -100,8 +100,14 @@ from rbr_runtime.settings import CommonSettings
 
 service = Service(CommonSettings(http_port=0))
 stop = threading.Event()
-service.add("idle", stop.wait, stop.set)
-print("ready", flush=True)
+
+
+def idle():
+    print("ready", flush=True)  # components start after the signal handlers are installed
+    stop.wait()
+
+
+service.add("idle", idle, stop.set)
 raise SystemExit(service.run())
 """
 

@@ -134,6 +134,7 @@ class Service:
             self.request_stop()
 
     def _shutdown(self) -> None:
+        self._stop.set()  # so components returning from here on are not taken for crashes
         log.info("stopping: draining in-flight work (up to %.0fs)", self.settings.shutdown_timeout)
         deadline = time.monotonic() + self.settings.shutdown_timeout
         for component in reversed(self._components):

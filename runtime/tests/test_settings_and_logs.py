@@ -9,6 +9,7 @@ import logging
 import pytest
 from pydantic import SecretStr
 
+from rbr_runtime.buckets import BucketAccessSettings
 from rbr_runtime.jsonlog import JsonFormatter, log_context
 from rbr_runtime.settings import CommonSettings, ConfigError, CsvList, load_settings
 
@@ -76,3 +77,12 @@ def test_json_log_line_carries_context_and_extras() -> None:
     assert first["service"] == "poller"
     assert "bucket" not in second
     assert len(second["message"]) < 2100
+
+
+@pytest.mark.parametrize("value", ["", " ", "new-key,", ",old-key"])
+def test_empty_secret_keys_are_a_configuration_error(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RBR_SECRET_KEY", value)
+    with pytest.raises(ConfigError, match=r"RBR_SECRET_KEY is invalid: .*non-empty keys"):
+        load_settings(BucketAccessSettings)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import httpx
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import BeforeValidator, Field
 from pydantic_settings import NoDecode
 
 from rbr_runtime.secrets import TokenVault
-from rbr_runtime.settings import CommonSettings, split_csv
+from rbr_runtime.settings import CommonSettings, SecretKeys, split_csv
 from rbr_schemas import BucketRegistered
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ _FORBIDDEN_V6 = [
 class BucketAccessSettings(CommonSettings):
     """Settings of the services that call buckets (poller, log-extractor)."""
 
-    secret_key: SecretStr = Field(
+    secret_key: SecretKeys = Field(
         description="Decrypts bucket tokens; the same value as the registrar's (RBR_SECRET_KEY)."
     )
     bucket_ca_file: str | None = Field(

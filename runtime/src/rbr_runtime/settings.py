@@ -11,7 +11,14 @@ import json
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -125,6 +132,17 @@ def split_csv(value: Any) -> Any:
 
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(split_csv)]
 """A list read from a comma-separated environment variable."""
+
+
+def _key_list(value: SecretStr) -> SecretStr:
+    keys = value.get_secret_value().split(",")
+    if not all(key.strip() for key in keys):
+        raise ValueError("must be one or more non-empty keys, comma-separated")
+    return value
+
+
+SecretKeys = Annotated[SecretStr, AfterValidator(_key_list)]
+"""Secret keys from a comma-separated variable (first encrypts, all decrypt): none empty."""
 
 
 def env_var_name(settings_cls: type[CommonSettings], field_name: str) -> str:

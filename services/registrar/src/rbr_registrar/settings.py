@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 
 from rbr_runtime.buckets import IpNetworks
-from rbr_runtime.settings import CommonSettings, CsvList
+from rbr_runtime.settings import CommonSettings, CsvList, SecretKeys
 
 DEFAULT_PORT = 8000
 
@@ -20,7 +20,7 @@ class RegistrarSettings(CommonSettings):
         le=65535,
         description="Port of the API, /docs, /healthz, /readyz and /metrics.",
     )
-    secret_key: SecretStr = Field(
+    secret_key: SecretKeys = Field(
         description="Encrypts bucket tokens at rest and in bucket.registered (RBR_SECRET_KEY); "
         "comma-separated keys rotate: the first encrypts, any decrypts."
     )

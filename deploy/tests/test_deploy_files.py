@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -217,3 +218,57 @@ def test_the_notifier_channels_file_mounted_by_compose_loads() -> None:
     host_path = ROOT / mount.split(":")[0]
     assert notifier["environment"]["RBR_NOTIFIER_CHANNELS"] == "/etc/rbr/channels.yaml"
     assert load_channels(host_path, environ={}).channels == []
+
+
+INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::?([-?])([^}]*))?\}")
+
+
+def interpolated(value: object) -> str:
+    """Resolves ${VAR:-default} to the default and ${VAR:?message} / ${VAR} to a dummy."""
+
+    def replace(match: re.Match[str]) -> str:
+        return match[3] if match[2] == "-" else f"dummy-{match[1].lower()}"
+
+    return INTERPOLATION.sub(replace, str(value))
+
+
+def load_with(environment: dict[str, str], service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rbr_cli.config_commands import service_settings  # noqa: PLC0415
+    from rbr_runtime.settings import load_settings  # noqa: PLC0415
+
+    for variable in [v for v in os.environ if v.startswith("RBR_") or v == "ANTHROPIC_API_KEY"]:
+        monkeypatch.delenv(variable)
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    settings = load_settings(service_settings()[service])
+    assert settings.http_port == SERVICES[service]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_starts_with_the_environment_compose_gives_it(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment = compose()["services"][service]["environment"]
+    load_with({k: interpolated(v) for k, v in environment.items()}, service, monkeypatch)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_starts_with_the_environment_kubernetes_gives_it(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    documents = rendered("base")
+    config = next(d for d in documents if d["kind"] == "ConfigMap")["data"]
+    if shutil.which("kubectl") is None:  # unrendered base: read the generator's literals
+        base = yaml.safe_load((ROOT / "deploy/k8s/base/kustomization.yaml").read_text())
+        config = dict(item.split("=", 1) for item in base["configMapGenerator"][0]["literals"])
+    deployment = next(
+        d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == service
+    )
+    environment = dict(config)
+    for variable in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+        secret = variable.get("valueFrom", {}).get("secretKeyRef")
+        if secret is not None and secret.get("optional"):
+            continue
+        environment[variable["name"]] = variable.get("value", f"dummy-{variable['name'].lower()}")
+    environment["RBR_DATABASE_URL"] = "mysql+pymysql://rbr:dummy@mysql/rbr"
+    load_with(environment, service, monkeypatch)

@@ -109,11 +109,7 @@ class CommonSettings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
-        return value
+        return known_timezone(value)
 
     @field_validator("kafka_client_config", mode="before")
     @classmethod
@@ -121,6 +117,19 @@ class CommonSettings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+
+def known_timezone(value: str) -> str:
+    """Validates an IANA time zone name (a field validator for zone settings).
+
+    Raises:
+        ValueError: not a zone this system knows.
+    """
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value[:64]!r} (use an IANA name)") from None
+    return value
 
 
 def split_csv(value: Any) -> Any:

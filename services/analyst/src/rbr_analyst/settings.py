@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -64,7 +62,9 @@ class AnalystSettings(CommonSettings):
         validation_alias=AliasChoices("RBR_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
         description="Another endpoint speaking the Anthropic API (a proxy, a test server).",
     )
-    analyst_model: str = Field(default=DEFAULT_MODEL, min_length=1)
+    analyst_model: str = Field(
+        default=DEFAULT_MODEL, description="Claude model id; empty means the default."
+    )
     analyst_token_budget: int = Field(
         default=50_000,
         ge=2_000,
@@ -100,8 +100,9 @@ class AnalystSettings(CommonSettings):
         "turn off for a model or endpoint that does not support it.",
     )
 
-    daily_summary_at: str = Field(default="08:00", description="Local time of the daily summary.")
-    timezone: str = Field(default="UTC", description="Time zone of RBR_DAILY_SUMMARY_AT.")
+    daily_summary_at: str = Field(
+        default="08:00", description="Local time of the daily summary (zone: RBR_TIMEZONE)."
+    )
 
     @field_validator("daily_summary_at")
     @classmethod
@@ -109,14 +110,10 @@ class AnalystSettings(CommonSettings):
         parse_time_of_day(value)
         return value
 
-    @field_validator("timezone")
+    @field_validator("analyst_model", mode="before")
     @classmethod
-    def _valid_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value[:64]!r}") from None
-        return value
+    def _empty_model_means_default(cls, value: object) -> object:
+        return value or DEFAULT_MODEL
 
     @field_validator("anthropic_api_key", mode="before")
     @classmethod

@@ -55,7 +55,7 @@ def build_service(settings: ParserSettings) -> Service:
         settings.retention_at,
         retention,
         TaskClaims(engine),
-        timezone=settings.retention_timezone,
+        timezone=settings.timezone,
     )
     service.add("consumer", runner.run, runner.stop)
     service.add("retention", daily.run, daily.stop)

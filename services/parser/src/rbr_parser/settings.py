@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 from pydantic import Field, field_validator
 
 from rbr_runtime.schedule import parse_time_of_day
-from rbr_runtime.settings import CommonSettings
+from rbr_runtime.settings import CommonSettings, known_timezone
 
 
 class ParserSettings(CommonSettings):
@@ -43,9 +41,9 @@ class ParserSettings(CommonSettings):
         default="UTC", description="Zone of classic syslog timestamps (they carry none)."
     )
     retention_at: str = Field(
-        default="02:00", description="Time of day (HH:MM) the daily retention run starts."
+        default="02:00",
+        description="Time of day (HH:MM, zone RBR_TIMEZONE) the daily retention run starts.",
     )
-    retention_timezone: str = Field(default="UTC", description="Zone of RBR_RETENTION_AT.")
     log_retention_days: int = Field(
         default=90, ge=0, description="Delete logs rows older than this (0: keep forever)."
     )
@@ -56,14 +54,10 @@ class ParserSettings(CommonSettings):
         default=5000, ge=100, description="Rows deleted per statement by retention."
     )
 
-    @field_validator("syslog_timezone", "retention_timezone")
+    @field_validator("syslog_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown time zone {value!r}") from error
-        return value
+        return known_timezone(value)
 
     @field_validator("retention_at")
     @classmethod

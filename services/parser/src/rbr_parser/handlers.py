@@ -133,7 +133,10 @@ class ObjectParser:
         """Handles a batch of logs.extracted events."""
         for message in batch:
             extracted = message.data
-            with log_context(bucket=extracted.name, object_id=extracted.object_id):
+            event_id = message.event.id if message.event else None
+            with log_context(
+                bucket=extracted.name, object_id=extracted.object_id, event_id=event_id
+            ):
                 self.parse(extracted)
 
     def parse(self, extracted: LogsExtracted) -> LogsParsed:

@@ -98,6 +98,10 @@ def test_stack_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         assert current_revision(engine) == head_revision()
         engine.dispose()
         assert (tmp_path / "var" / "local.env").stat().st_mode & 0o077 == 0
+        shell_env = (tmp_path / "var" / "rbr.env").read_text()
+        assert (tmp_path / "var" / "rbr.env").stat().st_mode & 0o077 == 0
+        assert f"RBR_KAFKA_BOOTSTRAP=127.0.0.1:{BROKER_PORT + offset}" in shell_env
+        assert "RBR_OPERATOR_KEY=" in shell_env
 
         for service in services:
             url = f"http://127.0.0.1:{SERVICE_PORTS[service] + offset}/healthz"
@@ -110,6 +114,8 @@ def test_stack_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         code = process.wait(90)
     assert code == 0, output.text()[-3000:]
     assert "rbr stack: stopped" in output.text()
+    for service in services:
+        assert f"{service} stopped (rc=0)" in output.text(), f"{service} did not drain cleanly"
     assert _free(BROKER_PORT + offset)
     assert _free(S3_PORT + offset)
 

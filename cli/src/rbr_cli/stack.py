@@ -153,7 +153,17 @@ def _stack_environment(layout: StackLayout) -> dict[str, str]:
     }
     # What the operator set wins over the stack's defaults (e.g. a MySQL RBR_DATABASE_URL).
     env.update({key: value for key, value in os.environ.items() if key in env})
+    _write_shell_environment(layout.var_dir / "rbr.env", env)
     return {**os.environ, **env}
+
+
+def _write_shell_environment(path: Path, env: dict[str, str]) -> None:
+    """Writes what a shell needs to use this stack with `rbr` (`set -a; source ...`)."""
+    lines = [f"{key}={shlex.quote(value)}" for key, value in env.items() if key != "RBR_LOG_FORMAT"]
+    path.write_text(
+        "# Written by rbr stack at each start; secrets inside.\n" + "\n".join(lines) + "\n"
+    )
+    path.chmod(0o600)
 
 
 def _port_in_use(port: int) -> bool:
@@ -256,7 +266,9 @@ def _run_services(services: dict[str, str], env: dict[str, str], layout: StackLa
         module, _, function = target.partition(":")
         command = [sys.executable, "-c", f"import {module}; {module}.{function}()"]
         port = layout.service_port(name)
-        manager.add_process(name, shlex.join(command), env={**env, "RBR_HTTP_PORT": str(port)})
+        manager.add_process(
+            name, "exec " + shlex.join(command), env={**env, "RBR_HTTP_PORT": str(port)}
+        )
     _print_endpoints(services, layout)
     manager.loop()
     return int(manager.returncode or 0)
@@ -268,5 +280,6 @@ def _print_endpoints(services: dict[str, str], layout: StackLayout) -> None:
         port = layout.service_port(name)
         extra = "  (API, /docs)" if name == "registrar" else ""
         _say(f"  {name:<14} http://127.0.0.1:{port}  /healthz /readyz /metrics{extra}")
-    _say("operator key: see RBR_OPERATOR_KEY in " + str(layout.var_dir / "local.env"))
+    env_file = layout.var_dir / "rbr.env"
+    _say(f"for rbr in another shell: set -a; source {env_file}; set +a")
     _say("Ctrl-C stops everything")

@@ -18,6 +18,7 @@ from rbr_schemas.events import (
     PollErrorClass,
     S3Source,
     Severity,
+    unresponsive_dedupe_key,
 )
 from rbr_schemas.topics import (
     ALERTS,
@@ -61,5 +62,6 @@ __all__ = [
     "dlq_topic",
     "is_dlq_header",
     "topic",
+    "unresponsive_dedupe_key",
     "utcnow",
 ]

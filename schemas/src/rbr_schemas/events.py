@@ -240,6 +240,11 @@ class AlertType(StrEnum):
     TEST = "test"
 
 
+def unresponsive_dedupe_key(bucket: str) -> str:
+    """Returns the dedupe key of a bucket's `bucket_unresponsive` alerts."""
+    return f"{AlertType.BUCKET_UNRESPONSIVE.value}:{bucket}"
+
+
 ContextValue = str | int | float | bool | None
 
 

@@ -14,8 +14,10 @@ from rbr_runtime.kafka import EventProducer
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import (
+    ALERTS,
     BUCKET_REGISTERED,
     BUCKET_STATUS,
+    AlertState,
     BucketState,
     BucketStatus,
     BucketUpdate,
@@ -124,6 +126,10 @@ def test_pending_bucket_is_approved_disabled_and_removed_by_an_operator(
     states = [e.data.state for e in registered(broker, name, 3)]
     assert versions == [1, 2, 3]
     assert states == [BucketState.PENDING, BucketState.ACTIVE, BucketState.DISABLED]
+    closing = [e.data for e in read_events(broker.bootstrap, ALERTS, at_least=1)]
+    assert [(a.dedupe_key, a.state) for a in closing] == [
+        (f"bucket_unresponsive:{name}", AlertState.RESOLVED)
+    ], "removal resolves any unresponsive alert left open"
 
 
 def test_bucket_updates_its_own_s3_source_and_metrics_with_its_token(

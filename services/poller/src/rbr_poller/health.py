@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from rbr_schemas import Alert, AlertState, AlertType, Severity
+from rbr_schemas import Alert, AlertState, AlertType, Severity, unresponsive_dedupe_key
 
 ALERT_NAMESPACE = uuid.UUID("0b8f2a52-0d59-4c55-9d1c-7a6e3f1e9b41")
 SOURCE = "poller"
@@ -72,9 +72,7 @@ def transition(row: HealthRow, now: datetime, unresponsive_after: float) -> Tran
     return None
 
 
-def dedupe_key(name: str) -> str:
-    """Returns the dedupe key of a bucket's unresponsive alerts."""
-    return f"bucket_unresponsive:{name}"
+dedupe_key = unresponsive_dedupe_key
 
 
 def alert_id_for(name: str, silent_since: datetime) -> str:

@@ -16,11 +16,17 @@ from typing import Any
 
 from rbr_runtime.kafka.codec import encode, make_event
 from rbr_schemas import (
+    ALERTS,
     BUCKET_REGISTERED,
+    Alert,
+    AlertState,
+    AlertType,
     BucketMetrics,
     BucketRegistered,
     BucketState,
     S3Source,
+    Severity,
+    unresponsive_dedupe_key,
 )
 
 SOURCE = "/rbr/registrar"
@@ -262,6 +268,31 @@ def registration_record(row: BucketRow) -> BucketRegistered:
 def event_id(row: BucketRow) -> str:
     """Returns the id of the event of one version of a bucket: the same on every resend."""
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{row.id}:{row.version}"))
+
+
+def removal_resolution(row: BucketRow, removed_at: datetime) -> tuple[str, bytes]:
+    """Returns the (key, value) of the alert that closes a removed bucket's unresponsive alert.
+
+    The poller stops looking at a removed bucket, so it would never resolve an alert left
+    open; this resolve, keyed by the dedupe key, closes it. If none was open, consumers record
+    a resolve of nothing (the notifier sends it to no channel).
+    """
+    key = unresponsive_dedupe_key(row.name)
+    alert = Alert(
+        alert_id=str(uuid.uuid5(EVENT_NAMESPACE, f"{key}:removed:{row.id}")),
+        dedupe_key=key,
+        type=AlertType.BUCKET_UNRESPONSIVE.value,
+        severity=Severity.HIGH,
+        state=AlertState.RESOLVED,
+        bucket=row.name,
+        title=f"Bucket {row.name} was removed from the registry",
+        detail=f"Bucket {row.name} was removed by an operator; it is no longer polled.",
+        source=SOURCE,
+        occurred_at=removed_at,
+        context={"reason": "removed"},
+    )
+    event = make_event(ALERTS, alert, source=SOURCE, subject=row.name, event_id=alert.alert_id)
+    return key, encode(event)
 
 
 def registration_message(row: BucketRow) -> bytes:

@@ -30,10 +30,11 @@ from rbr_registrar.domain import (
     decide_registration,
     decide_self_update,
     registration_message,
+    removal_resolution,
 )
 from rbr_runtime.db.engine import is_transient_db_error
 from rbr_runtime.db.tables import buckets, registrar_outbox
-from rbr_schemas import BUCKET_REGISTERED, BucketState, BucketStatus, utcnow
+from rbr_schemas import ALERTS, BUCKET_REGISTERED, BucketState, BucketStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +178,23 @@ class BucketRepository:
             if row is None:
                 return None
             connection.execute(delete(buckets).where(buckets.c.id == row.id))
+            alert_key, resolution = removal_resolution(row, now)
             connection.execute(
-                insert(registrar_outbox).values(
-                    topic=BUCKET_REGISTERED.name, message_key=name, value=None, created_at=now
-                )
+                insert(registrar_outbox),
+                [
+                    {
+                        "topic": BUCKET_REGISTERED.name,
+                        "message_key": name,
+                        "value": None,
+                        "created_at": now,
+                    },
+                    {
+                        "topic": ALERTS.name,
+                        "message_key": alert_key,
+                        "value": resolution,
+                        "created_at": now,
+                    },
+                ],
             )
         return row
 

@@ -303,3 +303,27 @@ def test_long_outage_keeps_group_membership(
 
     assert handled == ["bucket-a"]
     assert len(assignments) == 1, "the member was rebalanced out during the outage"
+
+
+def test_rejections_caused_outside_the_system_do_not_stop_the_consumer(
+    settings: CommonSettings, producer: EventProducer, start: Callable[..., RunningConsumer]
+) -> None:
+    handled: list[str] = []
+
+    def channel_down(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        handled.extend(m.data.name for m in batch)
+        raise PermanentError("the receiving system refused it", counts_toward_cap=False)
+
+    for i in range(6):
+        producer.send(BUCKET_STATUS, f"bucket-{i}", status(f"bucket-{i}", i))
+
+    running = start(channel_down, "g-external")
+    dead = read_all(settings, BUCKET_STATUS.dlq, 6)
+    wait_for(
+        lambda: sum(committed(settings, "g-external", BUCKET_STATUS.name).values()) == 6,
+        message="all six committed",
+    )
+    running.stop()
+
+    assert running.error is None
+    assert len(dead) == 6

@@ -125,3 +125,58 @@ def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         body: bytes = response.read()
     return body.decode()
+
+
+def test_a_channel_that_refuses_everything_never_stops_delivery_to_the_others(
+    broker: Broker,
+    mysql_database_url: str,
+    http_receiver_factory: Callable[..., HttpReceiver],
+    make_alert: Callable[..., Alert],
+) -> None:
+    """A revoked Slack webhook (404) must not trip the consumer's dead-letter cap."""
+    healthy = http_receiver_factory()
+    revoked = http_receiver_factory(Reply(404, b"no_service"))
+    channels = parse_channels(
+        {
+            "channels": [
+                {"name": "ops", "type": "webhook", "url": f"{healthy.url}/ops", "throttle": False},
+                {"name": "chat", "type": "slack", "url": f"{revoked.url}/hook", "throttle": False},
+            ]
+        }
+    )
+    settings = NotifierSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        consumer_batch_wait=0.1,
+        consumer_batch_size=10,
+        database_url=mysql_database_url,
+        http_port=0,
+        dlq_max_consecutive=5,
+        retry_initial_backoff=0.05,
+        retry_max_backoff=0.2,
+    )
+    producer = EventProducer(settings, source="/rbr/poller")
+    sent = [make_alert(f"bucket_unresponsive:rustbucket-{n:02d}") for n in range(30)]
+    for alert in sent:
+        producer.send(ALERTS, alert.dedupe_key, alert)
+    service = build_service(settings, channels=channels)
+
+    with running(service) as handle:
+        healthy.wait_for_requests(30, timeout=60)
+        wait_for(
+            lambda: (
+                sum(committed_offsets(broker.bootstrap, "notifier", ALERTS.name).values()) == 30
+            ),
+            timeout=60,
+            message="every alert committed",
+        )
+        assert handle.exit_code is None, "the notifier stopped"
+        dead = read_topic(broker.bootstrap, ALERTS.dlq, at_least=30)
+
+    delivered = {r.json()["alert"]["dedupe_key"] for r in healthy.requests}
+    assert delivered == {a.dedupe_key for a in sent}
+    assert sorted(m.key() for m in dead) == sorted(a.dedupe_key.encode() for a in sent)
+    assert all(
+        "channel chat (slack)" in DeadLetterHeaders.from_kafka(m.headers() or []).error
+        for m in dead
+    )

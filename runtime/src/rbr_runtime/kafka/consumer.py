@@ -64,7 +64,18 @@ class PermanentError(Exception):
     """Raised by a handler for a message that can never be processed: dead-letter it.
 
     The text becomes the DLQ's error header, so it must not contain secrets.
+
+    Args:
+        reason: why, for the DLQ header and the log.
+        counts_toward_cap: False when the cause is outside this system (e.g. a notification
+            channel that refuses every delivery): such dead letters do not stop the consumer
+            through RBR_DLQ_MAX_CONSECUTIVE, which is there to catch our own systematic faults
+            (a bad deploy, a schema mismatch), and stopping would starve every other message.
     """
+
+    def __init__(self, reason: str, *, counts_toward_cap: bool = True) -> None:
+        super().__init__(reason)
+        self.counts_toward_cap = counts_toward_cap
 
 
 class DeadLetterCapExceeded(RuntimeError):
@@ -331,7 +342,7 @@ class ConsumerRunner:
             for message in batch:
                 self._handle([message])
             return
-        self._dead_letter(batch[0], "rejected", str(rejection))
+        self._dead_letter(batch[0], "rejected", str(rejection), counts=rejection.counts_toward_cap)
 
     def _call_handler(self, batch: Sequence[Inbound[Any]]) -> PermanentError | None:
         first = batch[0]
@@ -399,8 +410,8 @@ class ConsumerRunner:
                 consumer.seek(TopicPartition(record.topic, record.partition, record.offset))
         consumer.resume(consumer.assignment())
 
-    def _dead_letter(self, record: Record, reason: str, error: str) -> None:
-        self._consecutive_dead_letters += 1
+    def _dead_letter(self, record: Record, reason: str, error: str, *, counts: bool = True) -> None:
+        self._consecutive_dead_letters += 1 if counts else 0
         if self._consecutive_dead_letters > self._settings.dlq_max_consecutive:
             raise DeadLetterCapExceeded(
                 f"{self._consecutive_dead_letters} consecutive messages could not be processed "

@@ -55,7 +55,8 @@ class AlertHandler:
         self._dispatcher = dispatcher
         self._channels = channels
         self._reopen_after = reopen_after
-        self._rejected: OrderedDict[Position, str] = OrderedDict()
+        # Why a message was rejected, and whether the fault is ours (see PermanentError).
+        self._rejected: OrderedDict[Position, tuple[str, bool]] = OrderedDict()
 
     def __call__(self, batch: Sequence[Inbound[Any]]) -> None:
         """Records and delivers a batch; raises PermanentError if a message must be rejected."""
@@ -65,12 +66,15 @@ class AlertHandler:
             self._handle(valid)
         rejected = [self._rejected[_position(m)] for m in batch if _position(m) in self._rejected]
         if rejected:
-            raise PermanentError(rejected[0])
+            reason, ours = rejected[0]
+            raise PermanentError(reason, counts_toward_cap=ours)
 
     def _validate(self, message: Inbound[Any]) -> bool:
         alert: Alert = message.data
         if len(alert.alert_id) > MAX_ID_CHARS or not alert.alert_id.strip():
-            self._remember(_position(message), f"alert_id must be 1 to {MAX_ID_CHARS} characters")
+            self._remember(
+                _position(message), f"alert_id must be 1 to {MAX_ID_CHARS} characters", ours=True
+            )
             return False
         return True
 
@@ -90,10 +94,12 @@ class AlertHandler:
         for message, (_, owned) in zip(messages, recorded, strict=True):
             reasons = [failures[d.id].summary for d in owned if d.id in failures]
             if reasons:
-                self._remember(_position(message), "; ".join(dict.fromkeys(reasons)))
+                # A channel that refuses or stays down is not our fault: dead-letter the alert
+                # for a later `rbr dlq replay`, but never let it stop delivery to the others.
+                self._remember(_position(message), "; ".join(dict.fromkeys(reasons)), ours=False)
 
-    def _remember(self, position: Position, reason: str) -> None:
-        self._rejected[position] = reason[:1500]
+    def _remember(self, position: Position, reason: str, *, ours: bool) -> None:
+        self._rejected[position] = (reason[:1500], ours)
         while len(self._rejected) > REMEMBERED_REJECTIONS:
             self._rejected.popitem(last=False)
 

@@ -327,3 +327,38 @@ def test_rejections_caused_outside_the_system_do_not_stop_the_consumer(
 
     assert running.error is None
     assert len(dead) == 6
+
+
+def test_partition_revoked_and_assigned_back_mid_batch_loses_nothing(
+    settings: CommonSettings, producer: EventProducer, start: Callable[..., RunningConsumer]
+) -> None:
+    """A rebalance that takes a partition away and gives it back while a batch is in hand.
+
+    The batch's records are dropped (the partition was revoked); the runner must fetch them
+    again rather than commit past them.
+    """
+    handled: list[str] = []
+    rebalanced: list[bool] = []
+    runner_box: list[ConsumerRunner] = []
+
+    def rebalance_during_first_batch(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        if not rebalanced:
+            rebalanced.append(True)
+            runner = runner_box[0]
+            consumer = runner._consumer
+            partitions = [TopicPartition(m.topic, m.partition) for m in batch]
+            runner._on_revoke(consumer, partitions)
+            runner._on_assign(consumer, partitions)
+            raise ConnectionError("interrupted by the rebalance")
+        handled.extend(m.data.name for m in batch)
+
+    names = [f"bucket-{i}" for i in range(10)]
+    for name in names:
+        producer.send(BUCKET_STATUS, name, status(name))
+    running = start(rebalance_during_first_batch, "g-reassigned")
+    runner_box.append(running.runner)
+    wait_for(
+        lambda: set(names) <= set(handled), message="every message handled after the rebalance"
+    )
+    running.stop()
+    assert sum(committed(settings, "g-reassigned", BUCKET_STATUS.name).values()) == 10

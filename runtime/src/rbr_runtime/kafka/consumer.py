@@ -307,8 +307,35 @@ class ConsumerRunner:
         except _Abandoned:
             log.info("batch abandoned uncommitted", extra={"group": self.group_id})
             return
+        finally:
+            self._rewind_reassigned(records)
         self._commit(records)
         BATCH_SECONDS.labels(self.group_id).observe(time.monotonic() - started)
+
+    def _rewind_reassigned(self, records: Sequence[Record]) -> None:
+        """Fetches again what was dropped from partitions revoked and assigned back meanwhile.
+
+        Records of a partition revoked while the batch was in hand are dropped uncommitted
+        (the new owner redoes them). When the partition came back to this member in the same
+        rebalance, librdkafka's fetch position may already be past those records, so the next
+        commit would skip them: rewind to the batch's first record of the partition instead.
+        """
+        firsts: dict[TopicPartitionKey, int] = {}
+        for record in records:
+            if record.position in self._revoked_during_batch and record.position in self._assigned:
+                firsts[record.position] = min(
+                    firsts.get(record.position, record.offset), record.offset
+                )
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for (topic, partition), offset in firsts.items():
+            try:
+                consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as error:
+                # The partition is not fetchable yet: it restarts from the committed offset,
+                # which is not past these records either.
+                log.warning("could not rewind %s[%d]: %s", topic, partition, error)
 
     def _is_event(self, message: Message) -> bool:
         """Handles a message that carries a client event rather than data; True if it did."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
+from sqlalchemy.exc import OperationalError
 
 from rbr_runtime.kafka import (
     ConsumerRunner,
@@ -362,3 +363,85 @@ def test_partition_revoked_and_assigned_back_mid_batch_loses_nothing(
     )
     running.stop()
     assert sum(committed(settings, "g-reassigned", BUCKET_STATUS.name).values()) == 10
+
+
+def test_a_message_the_handler_cannot_cope_with_is_dead_lettered_after_a_few_tries(
+    broker: Broker, producer: EventProducer, start: Callable[..., RunningConsumer]
+) -> None:
+    """A bug hit by one (hostile) message must not block its partition forever."""
+    attempts: list[str] = []
+    handled: list[str] = []
+
+    def crashes_on_one(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        for message in batch:
+            if message.data.name == "bucket-poison":
+                attempts.append(message.data.name)
+                raise OverflowError("date value out of range")
+        handled.extend(m.data.name for m in batch)
+
+    settings = CommonSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        consumer_batch_wait=0.2,
+        retry_initial_backoff=0.05,
+        retry_max_backoff=0.1,
+        unexpected_error_retries=2,
+    )
+    for name in ["bucket-a", "bucket-poison", "bucket-b"]:
+        producer.send(BUCKET_STATUS, name, status(name))
+    runner = ConsumerRunner(
+        settings,
+        group_id="g-fault",
+        topics=[BUCKET_STATUS],
+        handler=crashes_on_one,
+        producer=producer,
+    )
+    running = RunningConsumer(runner)
+    (dead,) = read_all(settings, BUCKET_STATUS.dlq, 1)
+    wait_for(lambda: {"bucket-a", "bucket-b"} <= set(handled), message="the others handled")
+    wait_for(
+        lambda: sum(committed(settings, "g-fault", BUCKET_STATUS.name).values()) == 3,
+        message="all committed",
+    )
+    running.stop()
+
+    headers = DeadLetterHeaders.from_kafka(dead.headers())
+    assert dead.key() == b"bucket-poison"
+    assert headers.error_class == "handler_error"
+    assert headers.error == "OverflowError: date value out of range"
+    assert running.error is None
+
+
+def test_outages_outlast_the_unexpected_error_budget(
+    broker: Broker, producer: EventProducer, start: Callable[..., RunningConsumer]
+) -> None:
+    failures: list[int] = []
+    handled: list[str] = []
+
+    def database_down_for_a_while(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        if len(failures) < 6:
+            failures.append(1)
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("db down"))
+        handled.extend(m.data.name for m in batch)
+
+    settings = CommonSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        consumer_batch_wait=0.2,
+        retry_initial_backoff=0.05,
+        retry_max_backoff=0.1,
+        unexpected_error_retries=1,
+    )
+    producer.send(BUCKET_STATUS, "bucket-a", status("bucket-a"))
+    runner = ConsumerRunner(
+        settings,
+        group_id="g-outage-budget",
+        topics=[BUCKET_STATUS],
+        handler=database_down_for_a_while,
+        producer=producer,
+    )
+    running = RunningConsumer(runner)
+    wait_for(lambda: handled, message="handled once the database is back")
+    running.stop()
+    assert handled == ["bucket-a"]
+    assert read_topic(settings.kafka_bootstrap, BUCKET_STATUS.dlq) == []

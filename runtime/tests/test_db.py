@@ -104,3 +104,39 @@ def test_upsert_inserts_then_updates(engine: Engine) -> None:
             )
         rows = connection.execute(select(extract_cursors.c.http_cursor)).scalars().all()
     assert rows == ["20"]
+
+
+def test_values_compare_byte_for_byte_on_both_databases(engine: Engine) -> None:
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        for name in ("rustbucket-aB1", "rustbucket-Ab1"):
+            connection.execute(
+                insert(extract_cursors).values(name=name, http_cursor=None, updated_at=now)
+            )
+        found = connection.execute(
+            select(extract_cursors.c.name).where(extract_cursors.c.name == "rustbucket-ab1")
+        ).all()
+        stored = sorted(connection.execute(select(extract_cursors.c.name)).scalars())
+    assert stored == ["rustbucket-Ab1", "rustbucket-aB1"]
+    assert found == []
+
+
+def test_server_default_timestamps_sort_with_bound_ones(engine: Engine) -> None:
+    row = {
+        "name": "rustbucket-a",
+        "ip_address": "203.0.113.5",
+        "log": "x",
+        "log_size": 1,
+        "log_format": "unparsed",
+        "event_type": "unparsed",
+        "source_key": "k",
+        "source_sha256": "b" * 64,
+        "record_no": 0,
+    }
+    with engine.begin() as connection:
+        connection.execute(insert(logs).values(row))
+        stamped = connection.execute(select(logs.c.created_at)).scalar_one()
+        second = stamped.replace(microsecond=0)
+        at_or_after = connection.execute(select(logs.c.id).where(logs.c.created_at >= second)).all()
+    assert stamped.tzinfo == UTC
+    assert len(at_or_after) == 1

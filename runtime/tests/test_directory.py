@@ -108,3 +108,23 @@ def test_tombstone_and_state_changes_are_applied(
         assert replica.directory.get("rustbucket-a") is None
     finally:
         replica.stop()
+
+
+def test_a_late_older_version_does_not_replace_a_newer_one(
+    settings: CommonSettings, producer: EventProducer
+) -> None:
+    replica = Replica(settings, "poller")
+    try:
+        wait_for(lambda: replica.directory.caught_up, message="caught up")
+        newer = registration("rustbucket-a").model_copy(update={"version": 3, "port": 8443})
+        older = registration("rustbucket-a").model_copy(update={"version": 2})
+        producer.send(BUCKET_REGISTERED, "rustbucket-a", newer)
+        producer.send(BUCKET_REGISTERED, "rustbucket-a", older)
+        producer.send(BUCKET_REGISTERED, "rustbucket-z", registration("rustbucket-z"))
+        wait_for(lambda: replica.directory.get("rustbucket-z"), message="all three read")
+        current = replica.directory.get("rustbucket-a")
+        assert current is not None
+        assert current.version == 3
+        assert current.port == 8443
+    finally:
+        replica.stop()

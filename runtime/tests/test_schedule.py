@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+import threading
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine
 
+from rbr_runtime.db.engine import make_engine
 from rbr_runtime.schedule import (
     DailyTask,
     TaskClaims,
@@ -17,6 +19,7 @@ from rbr_runtime.schedule import (
     slot_of,
     slot_start,
 )
+from rbr_testing.waiting import wait_for
 
 pytestmark = pytest.mark.mariadb
 
@@ -75,3 +78,32 @@ def test_a_failed_daily_run_is_tried_again(mysql_engine: Engine) -> None:
     assert task.run_if_due(now) is True
     assert len(attempts) == 2
     assert task.run_if_due(now) is False
+
+
+def test_a_run_whose_claimer_died_is_taken_over_after_its_lease(mysql_engine: Engine) -> None:
+    runs: list[str] = []
+    now = datetime(2026, 11, 21, 2, 0, 5, tzinfo=UTC)
+    dead = TaskClaims(mysql_engine, "replica-dead", lease=timedelta(minutes=30))
+    assert dead.claim("cleanup", "2026-11-21")  # and then it was killed mid-run
+
+    survivor = DailyTask(
+        "cleanup",
+        "02:00",
+        lambda: runs.append("ran") or "done",
+        TaskClaims(mysql_engine, "replica-b", lease=timedelta(seconds=0)),
+    )
+    assert survivor.run_if_due(now)
+    assert runs == ["ran"]
+    patient = TaskClaims(mysql_engine, "replica-c", lease=timedelta(minutes=30))
+    assert not patient.claim("cleanup", "2026-11-21"), "a finished run is never taken over"
+
+
+def test_daily_task_survives_a_database_outage() -> None:
+    engine = make_engine("mysql+pymysql://root@127.0.0.1:9/nowhere")
+    task = DailyTask("cleanup", "02:00", lambda: "done", TaskClaims(engine), poll_seconds=0.01)
+    thread = threading.Thread(target=task.run, daemon=True)
+    thread.start()
+    wait_for(lambda: task._failures >= 2, message="two failed checks")
+    assert thread.is_alive(), "the component died with the database"
+    task.stop()
+    thread.join(10)

@@ -39,7 +39,9 @@ _FORBIDDEN_V6 = [
     ipaddress.ip_network("::1/128"),
     ipaddress.ip_network("fe80::/10"),
     ipaddress.ip_network("ff00::/8"),
+    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS instance metadata over IPv6
 ]
+_NAT64 = [ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48")]
 
 
 class BucketAccessSettings(CommonSettings):
@@ -77,14 +79,31 @@ def forbidden_reason(
         ip = ipaddress.ip_address(address)
     except ValueError:
         return "not an IP address literal"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = _embedded_ipv4(ip) or ip
     if any(ip in network for network in allowed):
         return None
     forbidden = _FORBIDDEN_V4 if isinstance(ip, ipaddress.IPv4Address) else _FORBIDDEN_V6
     for network in forbidden:
         if ip in network:
             return f"{_describe(ip)} addresses ({network}) are never called"
+    return None
+
+
+def _embedded_ipv4(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | None:
+    """Returns the IPv4 address an IPv6 one leads to (mapped, 6to4, NAT64), if any.
+
+    Otherwise `::ffff:169.254.169.254` or `64:ff9b::a9fe:a9fe` would reach cloud metadata.
+    """
+    if isinstance(ip, ipaddress.IPv4Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in network for network in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
 

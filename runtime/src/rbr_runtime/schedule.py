@@ -97,25 +97,52 @@ class PeriodicTask:
             log.exception("periodic task %s failed; next run in %.0fs", self.name, self.interval)
 
 
-class TaskClaims:
-    """Claims of scheduled runs in `task_runs`: the first replica to claim a slot runs it."""
+DEFAULT_LEASE = timedelta(hours=1)
 
-    def __init__(self, engine: Engine, owner: str | None = None) -> None:
+
+class TaskClaims:
+    """Claims of scheduled runs in `task_runs`: the first replica to claim a slot runs it.
+
+    A claim that was never finished (its replica was killed mid-run) can be taken over once
+    its lease has expired, so a day's run is never lost to a crash.
+    """
+
+    def __init__(
+        self, engine: Engine, owner: str | None = None, lease: timedelta = DEFAULT_LEASE
+    ) -> None:
         self._engine = engine
         self.owner = owner or worker_identity()
+        self._lease = lease
 
     def claim(self, task: str, slot: str) -> bool:
-        """Claims the task's run for the slot; False if another replica already did."""
+        """Claims the task's run for the slot; False if another replica holds or did it."""
+        now = utcnow()
         try:
             with self._engine.begin() as connection:
                 connection.execute(
                     insert(task_runs).values(
-                        task=task, slot=slot, claimed_by=self.owner, claimed_at=utcnow()
+                        task=task, slot=slot, claimed_by=self.owner, claimed_at=now
                     )
                 )
         except IntegrityError:
-            return False
+            return self._take_over_expired(task, slot, now)
         return True
+
+    def _take_over_expired(self, task: str, slot: str, now: datetime) -> bool:
+        with self._engine.begin() as connection:
+            taken = connection.execute(
+                update(task_runs)
+                .where(
+                    task_runs.c.task == task,
+                    task_runs.c.slot == slot,
+                    task_runs.c.finished_at.is_(None),
+                    task_runs.c.claimed_at < now - self._lease,
+                )
+                .values(claimed_by=self.owner, claimed_at=now)
+            )
+        if taken.rowcount:
+            log.warning("took over %s for %s: its claimer never finished it", task, slot)
+        return bool(taken.rowcount)
 
     def finish(self, task: str, slot: str, outcome: str, detail: str | None = None) -> None:
         """Records how a claimed run ended."""
@@ -192,9 +219,13 @@ class DailyTask:
         self._failures = 0
 
     def run(self) -> None:
-        """Checks for a due run every poll interval until stop()."""
+        """Checks for a due run every poll interval until stop(); survives database outages."""
         while not self._stop.is_set():
-            self.run_if_due(utcnow())
+            try:
+                self.run_if_due(utcnow())
+            except Exception:
+                self._failures += 1
+                log.exception("daily task %s: cannot check its run now; trying again", self.name)
             pause = min(self._poll_seconds * 2**self._failures, 3600.0)
             self._stop.wait(pause)
 

@@ -91,6 +91,12 @@ class CommonSettings(BaseSettings):
     retry_max_backoff: float = Field(
         default=30.0, gt=0, description="Longest pause between retries (doubling up to it)."
     )
+    unexpected_error_retries: int = Field(
+        default=5,
+        ge=0,
+        description="Tries of a message whose handler raises an unexpected exception (not an "
+        "outage) before it is dead-lettered; outages are retried for as long as they last.",
+    )
     dlq_max_consecutive: int = Field(
         default=20,
         ge=1,

@@ -21,6 +21,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     timeout so several local processes can share one file.
     """
     parsed = make_url(url)
+    # Bound values (tokens, attacker-controlled log text) never reach error messages or logs.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database, **kwargs)
     if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
@@ -69,7 +71,13 @@ def is_mysql(bind: Engine | Connection) -> bool:
 
 
 def insert_ignore(bind: Engine | Connection, table: Table) -> Insert:
-    """Returns an INSERT that silently skips rows whose unique key already exists."""
+    """Returns an INSERT that silently skips rows whose unique key already exists.
+
+    On MySQL this is INSERT IGNORE, which also downgrades data errors (a value too long for
+    its column, a NULL in a NOT NULL column) to warnings and stores a truncated value, where
+    SQLite would keep it whole: callers bound every value to its column first (the parser caps
+    its fields, the notifier validates ids), as they must for SQLite's sake anyway.
+    """
     if is_mysql(bind):
         return mysql.insert(table).prefix_with("IGNORE")
     return sqlite.insert(table).on_conflict_do_nothing()

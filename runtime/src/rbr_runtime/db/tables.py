@@ -2,6 +2,8 @@
 
 Alembic migrations (`rbr_runtime/db/migrations`) create these; a test checks that the
 migrated schema and these definitions agree. Each table is written by one service only.
+On MySQL every table is utf8mb4 with the binary collation: names and values compare byte for
+byte, as on SQLite (rustbucket names are case-sensitive: `rustbucket-aB` is not `rustbucket-Ab`).
 """
 
 from __future__ import annotations

@@ -64,6 +64,13 @@ def _utc_now_default(element: UtcNow, compiler: Any, **kwargs: Any) -> str:
     return "CURRENT_TIMESTAMP"
 
 
+@compiles(UtcNow, "sqlite")
+def _utc_now_sqlite(element: UtcNow, compiler: Any, **kwargs: Any) -> str:
+    # SQLite compares timestamps as text: store six fractional digits, as SQLAlchemy writes
+    # them, or "08:00:00" would sort before a bound "08:00:00.000000".
+    return "(strftime('%Y-%m-%d %H:%M:%f000', 'now'))"
+
+
 @compiles(UtcNow, "mysql")
 @compiles(UtcNow, "mariadb")
 def _utc_now_mysql(element: UtcNow, compiler: Any, **kwargs: Any) -> str:

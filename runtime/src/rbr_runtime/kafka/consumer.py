@@ -8,8 +8,12 @@ effect is durable. The runner owns everything else:
   message to find which, and that one goes to `<topic>.dlq` with headers saying why;
 * a message that is not a valid event of its topic goes to the DLQ without reaching the
   handler;
-* any other exception is an outage: the batch is retried with exponential backoff, forever,
-  never committed and never skipped; the consumer keeps its group membership meanwhile;
+* an outage (an exception `rbr_runtime.errors.is_outage` recognises: database, S3, broker,
+  network, or `TransientError`) is retried with exponential backoff, forever, never committed
+  and never skipped; the consumer keeps its group membership meanwhile;
+* any other exception is a bug or a message the code cannot handle: retried
+  RBR_UNEXPECTED_ERROR_RETRIES times, then the message is dead-lettered (`handler_error`)
+  so it cannot block its partition forever;
 * more than `dlq_max_consecutive` dead letters in a row stop the consumer
   (`DeadLetterCapExceeded`): something is systematically wrong;
 * `stop()` lets the batch in hand finish and commit, then leaves the group.
@@ -32,6 +36,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel
 
+from rbr_runtime.errors import is_outage
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.kafka.codec import UndecodableMessage, decode
 from rbr_runtime.kafka.config import consumer_config
@@ -80,6 +85,10 @@ class PermanentError(Exception):
 
 class DeadLetterCapExceeded(RuntimeError):
     """Too many consecutive dead letters: the consumer stops instead of dumping everything."""
+
+
+class _HandlerFault(PermanentError):
+    """A handler kept failing with an exception that is not an outage (a bug, a poison)."""
 
 
 class _Abandoned(Exception):
@@ -369,7 +378,8 @@ class ConsumerRunner:
             for message in batch:
                 self._handle([message])
             return
-        self._dead_letter(batch[0], "rejected", str(rejection), counts=rejection.counts_toward_cap)
+        reason = "handler_error" if isinstance(rejection, _HandlerFault) else "rejected"
+        self._dead_letter(batch[0], reason, str(rejection), counts=rejection.counts_toward_cap)
 
     def _call_handler(self, batch: Sequence[Inbound[Any]]) -> PermanentError | None:
         first = batch[0]
@@ -387,9 +397,17 @@ class ConsumerRunner:
         self,
         batch: Sequence[Record],
         action: Callable[[Any], PermanentError | None],
+        *,
+        bounded: bool = True,
     ) -> PermanentError | None:
-        """Runs action(batch) until it stops raising; each failure backs off and retries."""
-        attempt = 0
+        """Runs action(batch) until it stops raising; each failure backs off and retries.
+
+        Outages are retried for as long as they last. With `bounded`, other exceptions (a bug
+        or a message the code cannot handle) are retried RBR_UNEXPECTED_ERROR_RETRIES times,
+        then returned as a rejection so the message is dead-lettered instead of blocking its
+        partition forever.
+        """
+        attempt = faults = 0
         while True:
             batch = [
                 record for record in batch if record.position not in self._revoked_during_batch
@@ -398,14 +416,19 @@ class ConsumerRunner:
                 raise _Abandoned
             try:
                 outcome = action(batch)
-            except Exception as error:  # noqa: BLE001 - anything but PermanentError is an outage
+            except Exception as error:  # noqa: BLE001 - classified below
                 attempt += 1
-                self._back_off(attempt, error)
+                fault = bounded and not is_outage(error)
+                faults += fault
+                if faults > self._settings.unexpected_error_retries:
+                    self.retrying_since = None
+                    return _HandlerFault(f"{type(error).__name__}: {error}"[:1000])
+                self._back_off(attempt, error, fault=fault)
                 continue
             self.retrying_since = None
             return outcome
 
-    def _back_off(self, attempt: int, error: Exception) -> None:
+    def _back_off(self, attempt: int, error: Exception, *, fault: bool = False) -> None:
         delay = backoff_delay(
             attempt, self._settings.retry_initial_backoff, self._settings.retry_max_backoff
         )
@@ -413,12 +436,14 @@ class ConsumerRunner:
             self.retrying_since = time.monotonic()
         HANDLER_RETRIES.labels(self.group_id).inc()
         log.warning(
-            "transient failure, retrying in %.1fs (attempt %d): %s: %s",
+            "%s, retrying in %.1fs (attempt %d): %s: %s",
+            "unexpected error" if fault else "transient failure",
             delay,
             attempt,
             type(error).__name__,
             str(error)[:500],
             extra={"group": self.group_id},
+            exc_info=error if fault and attempt == 1 else None,
         )
         self._idle(delay)
 
@@ -457,7 +482,7 @@ class ConsumerRunner:
         )
         headers = [h for h in record.headers if not is_dlq_header(h[0])] + dlq_headers.to_kafka()
         message = OutgoingMessage(spec.dlq, record.key, record.value, headers)
-        self._retry([record], lambda _: self._producer.send_messages([message]))
+        self._retry([record], lambda _: self._producer.send_messages([message]), bounded=False)
         MESSAGES_DEAD_LETTERED.labels(self.group_id, record.topic, reason).inc()
         log.error(
             "message dead-lettered to %s: %s",

@@ -40,6 +40,11 @@ INVALID_RECORDS = Counter(
 OWNED_BUCKETS = Gauge("rbr_owned_buckets", "Buckets this replica owns.", ["group", "state"])
 
 
+def _is_older(record: BucketRegistered, current: BucketRegistered) -> bool:
+    """Tells whether a record is an older version of the same registration."""
+    return record.bucket_id == current.bucket_id and record.version < current.version
+
+
 class BucketDirectory:
     """Keeps the registration of every bucket in the partitions this replica is assigned."""
 
@@ -177,8 +182,13 @@ class BucketDirectory:
             return
         partition = message.partition()
         with self._lock:
-            if partition is not None and partition in self._assigned:
-                self._records[name] = (partition, record)
+            if partition is None or partition not in self._assigned:
+                return
+            current = self._records.get(name)
+            if current is not None and _is_older(record, current[1]):
+                # A relay that lost its lock mid-pass may re-send an older version late.
+                return
+            self._records[name] = (partition, record)
 
     def _remove(self, name: str) -> None:
         with self._lock:

@@ -59,6 +59,8 @@ def upgrade() -> None:
         sa.Column("last_latency_ms", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_buckets")),
         sa.UniqueConstraint("name", name=op.f("uq_buckets_name")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
     with op.batch_alter_table("buckets", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_buckets_state"), ["state"], unique=False)
@@ -83,6 +85,8 @@ def upgrade() -> None:
         ),
         sa.Column("created_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_registrar_outbox")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
 
 

@@ -34,6 +34,8 @@ def upgrade() -> None:
         sa.Column("alert_id", sa.String(length=64), nullable=True),
         sa.Column("alert_opened_at", rbr_runtime.db.types.UtcDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_poller_state")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
 
 

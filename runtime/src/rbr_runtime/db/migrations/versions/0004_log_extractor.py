@@ -51,6 +51,8 @@ def upgrade() -> None:
         sa.Column("lease_until", rbr_runtime.db.types.UtcDateTime(), nullable=True),
         sa.Column("updated_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_extract_cursors")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
 
     op.create_table(
@@ -77,6 +79,8 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "name", "source_uri_sha256", name=op.f("uq_s3_copy_ledger_name_source_uri_sha256")
         ),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
 
 

@@ -98,6 +98,8 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "source_sha256", "record_no", name=op.f("uq_logs_source_sha256_record_no")
         ),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
     with op.batch_alter_table("logs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_logs_created_at"), ["created_at"], unique=False)

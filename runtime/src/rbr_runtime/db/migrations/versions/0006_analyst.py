@@ -72,6 +72,8 @@ def upgrade() -> None:
             "window_end",
             name=op.f("uq_log_analysis_name_window_start_window_end"),
         ),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
     with op.batch_alter_table("log_analysis", schema=None) as batch_op:
         batch_op.create_index(
@@ -94,6 +96,8 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_error", sa.String(length=500), nullable=True),
         sa.PrimaryKeyConstraint("name", "window_start", name=op.f("pk_analysis_backlog")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
 
     op.create_table(
@@ -108,6 +112,8 @@ def upgrade() -> None:
         sa.Column("last_window_start", rbr_runtime.db.types.UtcDateTime(), nullable=False),
         sa.Column("updated_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("name", "finding_key", name=op.f("pk_analysis_alert_state")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
     with op.batch_alter_table("analysis_alert_state", schema=None) as batch_op:
         batch_op.create_index(
@@ -135,6 +141,8 @@ def upgrade() -> None:
         ),
         sa.Column("created_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_analyst_outbox")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
 
 

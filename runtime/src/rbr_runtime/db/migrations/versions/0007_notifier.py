@@ -69,6 +69,8 @@ def upgrade() -> None:
         sa.Column("updated_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alerts")),
         sa.UniqueConstraint("alert_id", name=op.f("uq_alerts_alert_id")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
     with op.batch_alter_table("alerts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_alerts_dedupe_key"), ["dedupe_key"], unique=False)
@@ -106,6 +108,8 @@ def upgrade() -> None:
         ),
         sa.Column("created_at", rbr_runtime.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_notifications_alert_id"), ["alert_id"], unique=False)
@@ -154,6 +158,8 @@ def upgrade() -> None:
             "kind",
             name=op.f("uq_notifier_deliveries_alert_id_channel_kind"),
         ),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
     with op.batch_alter_table("notifier_deliveries", schema=None) as batch_op:
         batch_op.create_index(
@@ -174,6 +180,8 @@ def upgrade() -> None:
         sa.Column("digest_claimed_at", rbr_runtime.db.types.UtcDateTime(), nullable=True),
         sa.Column("digests_sent", sa.Integer(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("channel", "window_start", name=op.f("pk_notifier_windows")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
     )
     with op.batch_alter_table("notifier_windows", schema=None) as batch_op:
         batch_op.create_index(

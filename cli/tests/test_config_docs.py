@@ -30,7 +30,9 @@ def test_reference_names_the_design_variables() -> None:
 def test_values_hide_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RBR_DATABASE_URL", "mysql+pymysql://rbr:hunter2@db/rbr")
     monkeypatch.setenv("RBR_KAFKA_BOOTSTRAP", "kafka-1:9092")
+    monkeypatch.setenv("RBR_KAFKA_CLIENT_CONFIG", '{"sasl.password": "TOPSECRETPW"}')
     result = runner.invoke(app, ["config", "--values"])
     assert result.exit_code == 0, result.output
     assert "kafka-1:9092" in result.output
     assert "hunter2" not in result.output
+    assert "TOPSECRETPW" not in result.output

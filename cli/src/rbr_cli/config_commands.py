@@ -27,7 +27,10 @@ from rbr_runtime.settings import CommonSettings, env_var_name
 README = Path(__file__).resolve().parents[3] / "README.md"
 START_MARKER = "<!-- config-reference:start -->"
 END_MARKER = "<!-- config-reference:end -->"
-SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|DATABASE_URL", re.IGNORECASE)
+# KAFKA_CLIENT_CONFIG may carry a SASL password.
+SECRET_NAME = re.compile(
+    r"KEY|SECRET|PASSWORD|TOKEN|DATABASE_URL|KAFKA_CLIENT_CONFIG", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)

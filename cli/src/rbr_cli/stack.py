@@ -89,8 +89,9 @@ def stack(
 ) -> None:
     """Run broker, S3, migrations, topics and every installed service on this machine."""
     layout = StackLayout(var_dir.resolve(), port_offset)
-    layout.logs_dir.mkdir(parents=True, exist_ok=True)
     services = _selected_services(only)
+    _check_ports(layout, services)
+    layout.logs_dir.mkdir(parents=True, exist_ok=True)
     env = _stack_environment(layout)
     with ExitStack() as infrastructure:
         _say(f"broker (Tansu, memory only) on 127.0.0.1:{layout.broker_port}")
@@ -101,6 +102,15 @@ def stack(
         code = _run_services(services, env, layout)
     _say("stopped")
     raise typer.Exit(0 if code in (0, 130, 143, None) else code)
+
+
+def _check_ports(layout: StackLayout, services: dict[str, str]) -> None:
+    """Fails before starting anything if a port the stack needs is taken (another stack?)."""
+    wanted = {"the broker": layout.broker_port, "the S3 endpoint": layout.s3_port}
+    wanted |= {name: layout.service_port(name) for name in services}
+    busy = [f"{what} ({port})" for what, port in wanted.items() if _port_in_use(port)]
+    if busy:
+        fail(f"ports already in use (another stack?): {', '.join(busy)}")
 
 
 def _say(message: str) -> None:
@@ -146,6 +156,7 @@ def _stack_environment(layout: StackLayout) -> dict[str, str]:
         "RBR_ALLOWED_BUCKET_NETWORKS": "127.0.0.0/8",
         "RBR_BUCKET_CA_FILE": str(layout.var_dir / "simulator-ca.pem"),
         "RBR_HTTP_HOST": "127.0.0.1",
+        "RBR_REGISTRAR_URL": f"http://127.0.0.1:{layout.service_port('registrar')}",
         "RBR_LOG_FORMAT": "text",
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",

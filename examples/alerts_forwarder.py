@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import jsonschema
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "json" / "alerts.schema.json"
 
@@ -60,39 +60,76 @@ def wanted(event: dict[str, Any], min_severity: str) -> bool:
     return SEVERITIES.index(event["data"]["severity"]) >= SEVERITIES.index(min_severity)
 
 
-def forward(event: dict[str, Any], url: str | None, client: httpx.Client) -> None:
-    """Sends the event on, retrying until the endpoint accepts it (never drops one)."""
+RETRIED_STATUSES = {408, 425, 429}
+
+
+class Stopping:
+    """Set by SIGINT/SIGTERM; the handler only sets a flag (no locks in signal handlers)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def on_signal(self, *_: object) -> None:
+        """The signal handler."""
+        self.requested = True
+
+
+def forward(
+    event: dict[str, Any], url: str | None, client: httpx.Client, stopping: Stopping
+) -> bool:
+    """Sends the event on; True once it is done with, False if stopped before it was.
+
+    Timeouts, network errors, 408/425/429 and 5xx are retried until the endpoint accepts the
+    alert: none is dropped because your system was down. Any other 4xx means your endpoint
+    refuses this alert for good: it is logged and skipped, since retrying cannot help.
+    """
     if url is None:
         print(json.dumps(event), flush=True)
-        return
+        return True
     delay = 1.0
-    while True:
+    while not stopping.requested:
         try:
             response = client.post(url, json=event, headers={"Idempotency-Key": event["id"]})
-            if response.status_code < 500:
-                response.raise_for_status()
-                return
         except httpx.TransportError as error:
             print(f"forward failed ({error}); retrying in {delay:.0f}s", file=sys.stderr)
-        time.sleep(delay)
+        else:
+            status = response.status_code
+            if status < 400:
+                return True
+            if status < 500 and status not in RETRIED_STATUSES:
+                print(
+                    f"endpoint refused alert {event['id']} with HTTP {status}; skipped",
+                    file=sys.stderr,
+                )
+                return True
+            print(f"endpoint answered HTTP {status}; retrying in {delay:.0f}s", file=sys.stderr)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not stopping.requested:
+            time.sleep(0.2)
         delay = min(delay * 2, 60)
+    return False
 
 
 def handle(
-    message: Message, args: argparse.Namespace, validator: Any, client: httpx.Client
-) -> None:
-    """Validates, filters and forwards one message."""
+    message: Message,
+    args: argparse.Namespace,
+    validator: Any,
+    client: httpx.Client,
+    stopping: Stopping,
+) -> bool:
+    """Validates, filters and forwards one message; False if stopped before it was done."""
     value = message.value()
     if value is None:
-        return
+        return True
     try:
         event = json.loads(value)
         validator.validate(event)
     except (ValueError, jsonschema.ValidationError) as error:
         print(f"skipping invalid alert at offset {message.offset()}: {error}", file=sys.stderr)
-        return
-    if wanted(event, args.min_severity):
-        forward(event, args.forward_to, client)
+        return True
+    if not wanted(event, args.min_severity):
+        return True
+    return forward(event, args.forward_to, client, stopping)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,13 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             **dict(option.split("=", 1) for option in args.kafka_options),
         }
     )
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    stopping = Stopping()
+    signal.signal(signal.SIGTERM, stopping.on_signal)
+    signal.signal(signal.SIGINT, stopping.on_signal)
     consumer.subscribe(["alerts"])
     handled = 0
     with httpx.Client(timeout=10) as client:
-        while not stopping and (args.max_messages == 0 or handled < args.max_messages):
+        while not stopping.requested and (args.max_messages == 0 or handled < args.max_messages):
             message = consumer.poll(0.5)
             if message is None:
                 continue
@@ -122,8 +159,14 @@ def main(argv: list[str] | None = None) -> int:
                 if message.error().code() != KafkaError._PARTITION_EOF:
                     print(f"consumer error: {message.error()}", file=sys.stderr)
                 continue
-            handle(message, args, validator, client)
-            consumer.commit(message=message, asynchronous=False)
+            if not handle(message, args, validator, client, stopping):
+                break  # not forwarded: left uncommitted, it comes again at the next start
+            try:
+                consumer.commit(message=message, asynchronous=False)
+            except KafkaException as error:
+                # The group moved on (a rebalance): the alert comes again; your endpoint
+                # dedupes on its id.
+                print(f"commit failed, the alert will be delivered again: {error}", file=sys.stderr)
             handled += 1
     consumer.close()
     return 0

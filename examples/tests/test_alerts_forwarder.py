@@ -23,17 +23,24 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "alerts_forwarder.py"
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, statuses: list[int] | None = None) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.statuses = list(statuses or [])
+        self.answered: list[int] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers["Content-Length"])
-                receiver.bodies.append(json.loads(self.rfile.read(length)))
-                receiver.headers.append(dict(self.headers))
-                self.send_response(202)
+                body = json.loads(self.rfile.read(length))
+                status = receiver.statuses.pop(0) if receiver.statuses else 202
+                receiver.answered.append(status)
+                if status < 300:
+                    receiver.bodies.append(body)
+                    receiver.headers.append(dict(self.headers))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -102,3 +109,42 @@ def test_forwarder_delivers_validated_alerts_above_the_threshold(
     assert sorted(body["id"] for body in receiver.bodies) == sorted(e.id for e in sent[1:])
     assert {h["Idempotency-Key"] for h in receiver.headers} == {e.id for e in sent[1:]}
     assert {body["data"]["severity"] for body in receiver.bodies} == {"high", "critical"}
+
+
+def test_forwarder_retries_while_the_endpoint_is_busy_and_skips_what_it_refuses(
+    broker: Broker,
+) -> None:
+    receiver = Receiver(statuses=[429, 503, 202, 400])
+    try:
+        producer = EventProducer(
+            CommonSettings(kafka_bootstrap=broker.bootstrap), source="/rbr/poller"
+        )
+        first = producer.send(ALERTS, "k-1", alert(Severity.HIGH, 1))
+        producer.send(ALERTS, "k-1", alert(Severity.HIGH, 2))
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(EXAMPLE),
+                "--bootstrap",
+                broker.bootstrap,
+                "--group",
+                "soc",
+                "--forward-to",
+                receiver.url,
+                "--max-messages",
+                "2",
+                "-X",
+                "session.timeout.ms=2000",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    finally:
+        receiver.server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert receiver.answered == [429, 503, 202, 400]
+    assert [body["id"] for body in receiver.bodies] == [first.id]
+    assert "refused alert" in result.stderr
+    assert "HTTP 400; skipped" in result.stderr

@@ -202,6 +202,32 @@ def test_a_burst_is_throttled_and_the_rest_folded_into_one_digest(
     assert restarted.attempts()[-1].kind == "digest"
 
 
+def test_a_resolve_is_never_throttled_while_firings_still_are(
+    notifier_factory: Factory,
+    http_receiver: HttpReceiver,
+    make_alert: Callable[..., Alert],
+    to_inbound: Callable[..., Inbound[Any]],
+) -> None:
+    document = {"channels": [hook("pager", http_receiver, throttle={"max": 1, "window": 60})]}
+    notifier = notifier_factory(document)
+    first, second = make_alert("k:first"), make_alert("k:second")
+
+    notifier.handler([to_inbound(first)])
+    notifier.handler([to_inbound(second)])  # the window is full: folded
+    notifier.handler([to_inbound(make_alert("k:first", state="resolved"))])
+    notifier.handler([to_inbound(make_alert("k:third"))])  # still full: folded
+
+    # The resolve of a firing the channel heard goes out at once, or its incident stays open.
+    assert list(zip(kinds(http_receiver), keys(http_receiver), strict=True)) == [
+        ("trigger", "k:first"),
+        ("resolve", "k:first"),
+    ]
+    notifier.clock.advance(60)
+    assert notifier.sweeper.run_once() == 1
+    digest = http_receiver.requests[-1].json()["digest"]
+    assert [item["alert"]["dedupe_key"] for item in digest["items"]] == ["k:second", "k:third"]
+
+
 def test_an_unreachable_channel_rejects_the_alert_after_the_last_try(
     notifier_factory: Factory,
     http_receiver_factory: Callable[..., HttpReceiver],

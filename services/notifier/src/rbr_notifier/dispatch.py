@@ -7,7 +7,8 @@ its own deliveries. Before sending, each delivery is checked against what is tru
 * a trigger goes out only while its alert is firing (not acknowledged, not already resolved);
 * a resolve goes out only to a channel that was notified of the firing (directly or in a
   digest); if the firing is still waiting in a digest, the resolve joins it;
-* the channel's throttle counts it, or folds it into the window's digest.
+* the channel's throttle counts a trigger, or folds it into the window's digest; a resolve is
+  never throttled (it joins a digest only when its firing waits in that same digest).
 """
 
 from __future__ import annotations
@@ -169,6 +170,11 @@ class Dispatcher:
             assert context.trigger_window is not None
             self._store.fold(context.id, context.channel, context.trigger_window)
             return False
+        if context.kind is Kind.RESOLVE:
+            # The channel heard the firing on its own: the resolve must follow it on its own.
+            # Folded into a digest it would never close the PagerDuty incident or Opsgenie
+            # alert. The throttle is for floods of firings; resolves are never held back.
+            return True
         throttle = throttle_of(channel, self._settings)
         if throttle is None or context.window_start is not None:
             return True

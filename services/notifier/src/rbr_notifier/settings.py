@@ -59,8 +59,9 @@ class NotifierSettings(CommonSettings):
     notifier_throttle_max: int = Field(
         default=20,
         ge=0,
-        description="Notifications per channel per throttle window; what exceeds is folded "
-        "into one digest sent when the window ends. 0 disables throttling by default.",
+        description="Firings (triggers) per channel per throttle window; what exceeds is "
+        "folded into one digest sent when the window ends. Resolves are never throttled. 0 "
+        "disables throttling by default.",
     )
     notifier_throttle_window: float = Field(
         default=300.0, gt=0, description="Length of a throttle window."

@@ -177,3 +177,35 @@ def test_secrets_are_hidden_from_repr_and_target() -> None:
     rendered = repr(channels) + " ".join(c.target() for c in channels.channels)
     for secret in SECRETS.values():
         assert secret not in rendered
+
+
+@pytest.mark.parametrize(
+    ("channel", "expected"),
+    [
+        (
+            {"type": "webhook", "url": "https://siem:hunter2@hooks.example.com:8443/in?t=1"},
+            "https://hooks.example.com:8443/… (UNSIGNED)",
+        ),
+        (
+            {"type": "slack", "url": "https://u:p@ss-hunter2@hooks.slack.com/x"},
+            "https://hooks.slack.com/…",
+        ),
+        (
+            {
+                "type": "pagerduty",
+                "routing_key": "k" * 32,
+                "base_url": "https://pd:hunter2@pd.example",
+            },
+            "https://pd.example/v2/enqueue",
+        ),
+        (
+            {"type": "opsgenie", "api_key": "key", "base_url": "https://og:hunter2@og.example/"},
+            "https://og.example/v2/alerts",
+        ),
+    ],
+)
+def test_target_strips_userinfo_from_urls(channel: dict[str, str], expected: str) -> None:
+    (parsed,) = parse_channels({"channels": [{"name": "c", **channel}]}).channels
+
+    assert parsed.target() == expected
+    assert "hunter2" not in parsed.target()

@@ -245,8 +245,8 @@ class PagerDutyChannel(HttpChannel):
         return [self.routing_key]
 
     def target(self) -> str:
-        """Returns the events endpoint."""
-        return f"{self.base_url.rstrip('/')}/v2/enqueue"
+        """Returns the events endpoint (without any user:password@ in base_url)."""
+        return _without_userinfo(f"{self.base_url.rstrip('/')}/v2/enqueue")
 
 
 class OpsgenieResponder(_Strict):
@@ -281,8 +281,8 @@ class OpsgenieChannel(HttpChannel):
         return [self.api_key]
 
     def target(self) -> str:
-        """Returns the alerts endpoint."""
-        return f"{self.api_url}/v2/alerts"
+        """Returns the alerts endpoint (without any user:password@ in base_url)."""
+        return _without_userinfo(f"{self.api_url}/v2/alerts")
 
 
 ChannelConfig = Annotated[
@@ -292,9 +292,23 @@ ChannelConfig = Annotated[
 CHANNEL_TYPES = ("email", "slack", "webhook", "pagerduty", "opsgenie")
 
 
+# Scheme, then userinfo up to the authority's last "@" (greedy: a password may hold a raw "@"),
+# then host and port.
+_URL_AUTHORITY = re.compile(r"^([a-z][a-z0-9+.-]*://)(?:[^/?#]*@)?([^/?#]*)(.*)$", re.IGNORECASE)
+
+
 def _host_only(url: SecretStr) -> str:
-    match = re.match(r"^(https?://[^/?#]+)", url.get_secret_value())
-    return f"{match.group(1)}/…" if match else "(invalid URL)"
+    """Returns scheme, host and port of a secret URL: no userinfo, path or query (for logs)."""
+    match = _URL_AUTHORITY.match(url.get_secret_value())
+    if match is None or not match.group(2):
+        return "(invalid URL)"
+    return f"{match.group(1)}{match.group(2)}/…"
+
+
+def _without_userinfo(url: str) -> str:
+    """Returns a URL without its user:password@ part, which is a secret wherever it appears."""
+    match = _URL_AUTHORITY.match(url)
+    return f"{match.group(1)}{match.group(2)}{match.group(3)}" if match else "(invalid URL)"
 
 
 class ChannelsFile(_Strict):

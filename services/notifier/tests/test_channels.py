@@ -18,7 +18,7 @@ from urllib.parse import unquote
 import jsonschema
 import pytest
 
-from rbr_notifier.config import ChannelConfig, parse_channels
+from rbr_notifier.config import ChannelConfig, ChannelConfigError, parse_channels
 from rbr_notifier.model import AlertState, AlertView, Digest, DigestItem, Kind, Notification
 from rbr_notifier.senders import Outcome, Sender, build_sender
 from rbr_schemas import Severity
@@ -547,10 +547,37 @@ OPSGENIE_CREATE = {
         "description": {"type": "string", "maxLength": 15000},
         "responders": {
             "type": "array",
+            # A user by id or username; a team, escalation or schedule by id or name.
             "items": {
-                "type": "object",
-                "required": ["type"],
-                "properties": {"type": {"enum": ["team", "user", "escalation", "schedule"]}},
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["type", "id"],
+                        "properties": {
+                            "type": {"enum": ["team", "user", "escalation", "schedule"]},
+                            "id": {"type": "string", "minLength": 1},
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["type", "username"],
+                        "properties": {
+                            "type": {"const": "user"},
+                            "username": {"type": "string", "minLength": 1},
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["type", "name"],
+                        "properties": {
+                            "type": {"enum": ["team", "escalation", "schedule"]},
+                            "name": {"type": "string", "minLength": 1},
+                        },
+                    },
+                ]
             },
         },
         "visibleTo": {"type": "array"},
@@ -586,7 +613,12 @@ def opsgenie(http_receiver: HttpReceiver, senders: Callable[..., Sender]) -> Sen
             "type": "opsgenie",
             "api_key": "${OG_KEY}",
             "base_url": http_receiver.url,
-            "responders": [{"type": "team", "name": "SecOps"}],
+            "responders": [
+                {"type": "team", "name": "SecOps"},
+                {"type": "user", "name": "trinity@example.com"},
+                {"type": "escalation", "name": "Nightwatch"},
+                {"type": "schedule", "id": "4513b7ea-3b91-438f-b7e4-e3e54af9147c"},
+            ],
             "tags": ["honeypot"],
         },
         OG_KEY="eb243592-faa2-4ba2-a551-1afdf565c889",
@@ -609,7 +641,12 @@ def test_opsgenie_create_and_close_by_alias(http_receiver: HttpReceiver, opsgeni
     assert body["alias"] == "bucket_unresponsive:rustbucket-a1"
     assert body["priority"] == "P1"
     assert len(body["message"]) <= 130
-    assert body["responders"] == [{"type": "team", "name": "SecOps"}]
+    assert body["responders"] == [
+        {"type": "team", "name": "SecOps"},
+        {"type": "user", "username": "trinity@example.com"},
+        {"type": "escalation", "name": "Nightwatch"},
+        {"type": "schedule", "id": "4513b7ea-3b91-438f-b7e4-e3e54af9147c"},
+    ]
     assert {"rbr", "bucket_unresponsive", "severity:critical", "honeypot"} <= set(body["tags"])
     assert body["details"]["context.ip"] == "203.0.113.9"
     assert close.method == "POST"
@@ -623,6 +660,16 @@ def test_opsgenie_test_creates_then_closes(http_receiver: HttpReceiver, opsgenie
     create, close = http_receiver.wait_for_requests(2)
     assert create.json()["alias"] == "rbr-test:og:t9"
     assert unquote(close.path) == "/v2/alerts/rbr-test:og:t9/close"
+
+
+@pytest.mark.parametrize(
+    "responder",
+    [{"type": "team"}, {"type": "user", "name": "neo@example.com", "id": "u-1"}],
+)
+def test_opsgenie_responder_needs_exactly_one_of_name_or_id(responder: dict[str, str]) -> None:
+    channel = {"name": "o", "type": "opsgenie", "api_key": "k", "responders": [responder]}
+    with pytest.raises(ChannelConfigError, match="exactly one of name or id"):
+        parse_channels({"channels": [channel]})
 
 
 def test_opsgenie_region_selects_the_api() -> None:

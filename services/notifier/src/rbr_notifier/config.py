@@ -250,10 +250,28 @@ class PagerDutyChannel(HttpChannel):
 
 
 class OpsgenieResponder(_Strict):
-    """A team, user, escalation or schedule an Opsgenie alert is routed to."""
+    """A team, user, escalation or schedule an Opsgenie alert is routed to, by name or id.
+
+    For a user, `name` is the Opsgenie username (the user's e-mail address); the Alert API
+    takes it as `username`, teams, escalations and schedules as `name`.
+    """
 
     type: Literal["team", "user", "escalation", "schedule"]
-    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    id: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+
+    @model_validator(mode="after")
+    def _one_identifier(self) -> OpsgenieResponder:
+        if (self.name is None) == (self.id is None):
+            raise ValueError("a responder needs exactly one of name or id")
+        return self
+
+    def as_json(self) -> dict[str, str]:
+        """Returns the responder as the Alert API's create request takes it."""
+        if self.id is not None:
+            return {"type": self.type, "id": self.id}
+        assert self.name is not None
+        return {"type": self.type, "username" if self.type == "user" else "name": self.name}
 
 
 class OpsgenieChannel(HttpChannel):

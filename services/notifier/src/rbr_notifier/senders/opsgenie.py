@@ -3,7 +3,8 @@
 Create: `POST {api}/v2/alerts` with `message` (at most 130 characters), `alias` (our dedupe key,
 at most 512; Opsgenie keeps one open alert per alias), `description` (15,000), `priority`
 (P1-P5), `tags` (at most 20 of 50 characters), `details` (string map, 8,000 characters in all),
-`entity`, `source` (100) and configured `responders`. Close:
+`entity`, `source` (100) and configured `responders` (a user by `username`, a team, escalation
+or schedule by `name`, any of them by `id`). Close:
 `POST {api}/v2/alerts/{alias}/close?identifierType=alias` with `source` and `note`. Both are
 answered 202 Accepted (processed asynchronously). The API lives at api.opsgenie.com, or
 api.eu.opsgenie.com for the EU instance.
@@ -60,7 +61,7 @@ def create_request(
     notification: Notification, alias: str, config: OpsgenieChannel
 ) -> dict[str, Any]:
     """Returns the body of a create-alert request."""
-    responders = [{"type": r.type, "name": r.name} for r in config.responders]
+    responders = [responder.as_json() for responder in config.responders]
     if notification.kind is Kind.DIGEST:
         digest = notification.require_digest()
         body: dict[str, Any] = {

@@ -131,7 +131,12 @@ def notifier_factory(mysql_engine: Engine) -> Iterator[Callable[..., Notifier]]:
     pools: list[ThreadPoolExecutor] = []
 
     def wire(
-        document: dict[str, Any] | ChannelsFile, *, workers: int = 4, **settings: Any
+        document: dict[str, Any] | ChannelsFile,
+        *,
+        workers: int = 4,
+        owner: str = "replica-1",
+        wait: Callable[[float], bool] | None = None,
+        **settings: Any,
     ) -> Notifier:
         channels = document if isinstance(document, ChannelsFile) else parse_channels(document)
         config = quick_settings(**settings)
@@ -142,15 +147,19 @@ def notifier_factory(mysql_engine: Engine) -> Iterator[Callable[..., Notifier]]:
         clock = Clock()
         pauses: list[float] = []
 
-        def wait(seconds: float) -> bool:
+        def record_pause(seconds: float) -> bool:
             pauses.append(seconds)
-            return False
+            return wait(seconds) if wait is not None else False
 
-        dispatcher = Dispatcher(store, channels, senders, config, pool, clock=clock, wait=wait)
+        dispatcher = Dispatcher(
+            store, channels, senders, config, pool, clock=clock, wait=record_pause, owner=owner
+        )
         handler = AlertHandler(
             store, dispatcher, channels, reopen_after=config.notifier_reopen_after
         )
-        sweeper = DigestSweeper(store, channels, senders, config, pool, clock=clock, wait=wait)
+        sweeper = DigestSweeper(
+            store, channels, senders, config, pool, clock=clock, wait=record_pause, owner=owner
+        )
         return Notifier(store, handler, dispatcher, sweeper, clock, pauses)
 
     yield wire

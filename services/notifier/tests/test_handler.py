@@ -6,17 +6,24 @@ Filters, dedupe, resolve, acknowledgement, throttling with digests, retries then
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from rbr_notifier.model import AlertState
+from rbr_notifier.repository import AlertEvent
+from rbr_runtime.db.tables import notifier_deliveries
+from rbr_runtime.errors import TransientError
 from rbr_runtime.kafka.consumer import Inbound, PermanentError
-from rbr_schemas import Alert
+from rbr_schemas import Alert, utcnow
 from rbr_testing.http_receiver import HttpReceiver, Reply
+from rbr_testing.waiting import wait_for
 
 Factory = Callable[..., Any]
 
@@ -344,3 +351,72 @@ def test_resolve_of_an_unknown_alert_is_recorded_and_notifies_nobody(
     assert http_receiver.requests == []
     (row,) = notifier.store.list_alerts(state=AlertState.RESOLVED)
     assert row.resolved_by == "event"
+
+
+def test_a_delivery_another_replica_is_sending_is_not_sent_twice(
+    notifier_factory: Factory,
+    http_receiver: HttpReceiver,
+    make_alert: Callable[..., Alert],
+    to_inbound: Callable[..., Inbound[Any]],
+) -> None:
+    document = {"channels": [hook("pager", http_receiver)]}
+    paused, resume = threading.Event(), threading.Event()
+
+    def hold(_: float) -> bool:
+        paused.set()
+        resume.wait(20)
+        return False
+
+    first = notifier_factory(document, owner="replica-a", wait=hold)
+    second = notifier_factory(document, owner="replica-b")
+    http_receiver.enqueue(Reply(503))
+    message = to_inbound(make_alert())
+
+    with ThreadPoolExecutor(1) as pool:
+        # Replica A is between two tries when the group gives the partition to replica B.
+        running = pool.submit(first.handler, [message])
+        wait_for(paused.is_set, message="replica A's retry pause")
+        with pytest.raises(TransientError, match="being sent by another notifier replica"):
+            second.handler([message])
+        assert len(http_receiver.requests) == 1
+        resume.set()
+        running.result(timeout=20)
+
+    second.handler([message])  # B's retry of the batch finds it sent and commits
+    assert kinds(http_receiver) == ["trigger", "trigger"]  # A's 503, then A's success
+    (row,) = second.deliveries()
+    assert (row.state, row.claimed_by, row.attempts) == ("sent", "replica-a", 2)
+
+
+def test_a_stale_claim_of_a_dead_replica_is_taken_over(
+    notifier_factory: Factory,
+    http_receiver: HttpReceiver,
+    make_alert: Callable[..., Alert],
+    to_inbound: Callable[..., Inbound[Any]],
+) -> None:
+    document = {"channels": [hook("pager", http_receiver)]}
+    notifier = notifier_factory(document, owner="replica-b")
+    message = to_inbound(make_alert())
+    (planned,) = notifier.store.record_events(
+        [notifier_event(message)], lambda _: ["pager"], reopen_after=0
+    )[0][1]
+    lease = timedelta(minutes=10)
+    assert notifier.store.claim(planned.id, "replica-a", lease)  # then replica A died
+    with pytest.raises(TransientError):
+        notifier.handler([message])
+    assert http_receiver.requests == []
+
+    with notifier.store.engine.begin() as connection:
+        connection.execute(
+            update(notifier_deliveries).values(claimed_at=utcnow() - timedelta(hours=1))
+        )
+    notifier.handler([message])
+
+    assert kinds(http_receiver) == ["trigger"]
+    (row,) = notifier.deliveries()
+    assert (row.state, row.claimed_by) == ("sent", "replica-b")
+
+
+def notifier_event(message: Inbound[Any]) -> AlertEvent:
+    assert message.event is not None
+    return AlertEvent(message.event.id, message.data)

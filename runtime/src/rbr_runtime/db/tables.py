@@ -327,11 +327,26 @@ notifier_deliveries = Table(
         "state",
         String(16),
         nullable=False,
-        comment="pending, sent, throttled, digested, failed, rejected or skipped",
+        comment="pending, sending, sent, throttled, digested, failed, rejected or skipped",
     ),
     Column("window_start", UtcDateTime(), nullable=True, comment="throttle window counted in"),
     Column("attempts", Integer(), nullable=False, server_default="0"),
     Column("detail", String(500), nullable=True, comment="why it ended so, sanitised"),
+    # A delivery is claimed (state sending) before anything is sent, and the claim is renewed
+    # at every try: another replica that gets the alert after a rebalance waits for it instead
+    # of sending the same notification a second time, and takes over once the claim is stale.
+    Column(
+        "claimed_by",
+        String(255),
+        nullable=True,
+        comment="replica that is sending (or last sent) it",
+    ),
+    Column(
+        "claimed_at",
+        UtcDateTime(),
+        nullable=True,
+        comment="when the claim was taken or last renewed",
+    ),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("alert_id", "channel", "kind"),

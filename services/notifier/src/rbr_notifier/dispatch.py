@@ -2,7 +2,11 @@
 
 Deliveries of one dedupe key run in order (a trigger before its resolve); different dedupe
 keys run side by side on a bounded thread pool, so one slow or failing channel holds up only
-its own deliveries. Before sending, each delivery is checked against what is true now:
+its own deliveries. Each delivery is first claimed in the database (state sending, renewed at
+every try): a replica that gets the same alert after a rebalance (the first one took longer
+than max.poll.interval.ms) waits for that claim to end instead of sending a second time, and
+takes the delivery over once the claim is stale (the first replica died). Before sending, each
+delivery is checked against what is true now:
 
 * a trigger goes out only while its alert is firing (not acknowledged, not already resolved);
 * a resolve goes out only to a channel that was notified of the firing (directly or in a
@@ -21,13 +25,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from rbr_notifier.config import ChannelConfig, ChannelsFile, Throttle
-from rbr_notifier.delivery import RetryPolicy, deliver
+from rbr_notifier.delivery import Interrupted, RetryPolicy, deliver
 from rbr_notifier.metrics import DELIVERIES
 from rbr_notifier.model import AlertState, DeliveryState, Kind, Notification
 from rbr_notifier.repository import DeliveryContext, NotifierStore, PlannedDelivery
 from rbr_notifier.senders.base import AttemptResult, Sender
 from rbr_notifier.settings import NotifierSettings
+from rbr_runtime.errors import TransientError
 from rbr_runtime.jsonlog import log_context
+from rbr_runtime.schedule import worker_identity
 from rbr_schemas import utcnow
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,26 @@ def window_of(moment: datetime, window: float) -> tuple[datetime, datetime]:
     return start, start + timedelta(seconds=window)
 
 
+def claim_lease(settings: NotifierSettings, channels: ChannelsFile) -> timedelta:
+    """Returns how long a delivery's claim holds without renewal.
+
+    Past it, another replica may take the delivery over. It is well above the longest time
+    between two renewals (one try, then the longest pause) of any channel.
+    """
+    timeouts = [c.timeout or settings.notifier_timeout for c in channels.channels]
+    longest_try = max([settings.notifier_timeout, *timeouts])
+    longest_pause = max(settings.notifier_retry_max_backoff, settings.notifier_retry_after_max)
+    return timedelta(seconds=2 * (longest_try + longest_pause) + 60)
+
+
+def longest_delivery(channel: ChannelConfig, settings: NotifierSettings) -> float:
+    """Returns the most seconds one notification to a channel may take, every try failing."""
+    policy = policy_of(channel, settings)
+    longest_try = channel.timeout or settings.notifier_timeout
+    longest_pause = max(policy.max_backoff, policy.retry_after_max)
+    return policy.max_attempts * longest_try + (policy.max_attempts - 1) * longest_pause
+
+
 def policy_of(channel: ChannelConfig, settings: NotifierSettings) -> RetryPolicy:
     """Returns the retry policy of a channel."""
     return RetryPolicy(
@@ -90,6 +116,7 @@ class Dispatcher:
         stop: threading.Event | None = None,
         clock: Clock = utcnow,
         wait: Callable[[float], bool] | None = None,
+        owner: str | None = None,
     ) -> None:
         self._store = store
         self._channels = channels
@@ -99,6 +126,8 @@ class Dispatcher:
         self.stop_event = stop or threading.Event()
         self._clock = clock
         self._wait = wait
+        self._owner = owner or worker_identity()
+        self._lease = claim_lease(settings, channels)
 
     def stop(self) -> None:
         """Ends retry pauses early: deliveries in a pause are left for after the restart."""
@@ -143,8 +172,17 @@ class Dispatcher:
         """
         with log_context(alert_id=planned.alert_id, channel=planned.channel):
             context = self._store.delivery(planned.id)
-            if context.state is not DeliveryState.PENDING:
+            if context.state not in (DeliveryState.PENDING, DeliveryState.SENDING):
                 return DeliveryResult(planned, context.state, f"already {context.state}", ran=False)
+            if context.kind is Kind.RESOLVE and context.trigger_state is DeliveryState.SENDING:
+                raise TransientError(f"the firing of {planned.alert_id} is still being sent")
+            if not self._store.claim(planned.id, self._owner, self._lease):
+                # Another replica sends it (it had the partition before a rebalance). The
+                # runner retries the batch until that delivery ended or its claim went stale.
+                raise TransientError(
+                    f"{planned.kind.value} of {planned.alert_id} to channel {planned.channel} "
+                    "is being sent by another notifier replica"
+                )
             channel = self._channels.get(planned.channel)
             sender = self._senders.get(planned.channel)
             if channel is None or sender is None or not channel.enabled:
@@ -210,15 +248,21 @@ class Dispatcher:
                 end_state=state if final else None,
             )
 
-        outcome = deliver(
-            sender,
-            notification,
-            policy_of(channel, self._settings),
-            record,
-            stop=self.stop_event,
-            first_attempt=context.attempts + 1,
-            wait=self._wait,
-        )
+        try:
+            outcome = deliver(
+                sender,
+                notification,
+                policy_of(channel, self._settings),
+                record,
+                stop=self.stop_event,
+                first_attempt=context.attempts + 1,
+                wait=self._wait,
+            )
+        except Interrupted:
+            # Stopping between two tries: give the delivery back, so whichever replica gets
+            # the alert next sends it at once instead of waiting for the claim to go stale.
+            self._store.release(planned.id, self._owner)
+            raise
         DELIVERIES.labels(planned.channel, planned.kind.value, outcome.state.value).inc()
         if outcome.state is not DeliveryState.SENT:
             log.warning(

@@ -34,6 +34,7 @@ class DeliveryState(StrEnum):
     """Where one (alert, channel, kind) delivery stands in `notifier_deliveries`."""
 
     PENDING = "pending"
+    SENDING = "sending"
     SENT = "sent"
     THROTTLED = "throttled"
     DIGESTED = "digested"

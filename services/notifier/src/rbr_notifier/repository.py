@@ -28,11 +28,14 @@ from rbr_schemas import AlertState as EventState
 OPEN_STATES = (AlertState.FIRING.value, AlertState.ACKNOWLEDGED.value)
 RESOLVABLE_TRIGGER_STATES = (
     DeliveryState.PENDING.value,
+    DeliveryState.SENDING.value,
     DeliveryState.SENT.value,
     DeliveryState.THROTTLED.value,
     DeliveryState.DIGESTED.value,
 )
 RETRYABLE_STATES = (DeliveryState.FAILED.value, DeliveryState.REJECTED.value)
+# Not ended yet: to do, or being sent (possibly by a replica that lost the partition).
+UNFINISHED_STATES = (DeliveryState.PENDING.value, DeliveryState.SENDING.value)
 MAX_ID_CHARS = 64
 MAX_DETAIL_CHARS = 500
 
@@ -262,7 +265,11 @@ class NotifierStore:
     def _claim_owned(
         self, connection: Connection, alert_ids: list[str], kind: Kind
     ) -> list[PlannedDelivery]:
-        """Returns the event's deliveries to attempt; failed ones are made pending again."""
+        """Returns the event's unfinished deliveries; failed ones are made pending again.
+
+        A delivery another replica is sending is returned too: the event's offset must not be
+        committed before it ended, and if that replica died, this one takes it over.
+        """
         if not alert_ids:
             return []
         scope = and_(
@@ -282,7 +289,7 @@ class NotifierStore:
                 alerts.c.dedupe_key,
             )
             .join(alerts, alerts.c.alert_id == notifier_deliveries.c.alert_id)
-            .where(scope, notifier_deliveries.c.state == DeliveryState.PENDING.value)
+            .where(scope, notifier_deliveries.c.state.in_(UNFINISHED_STATES))
             .order_by(notifier_deliveries.c.id)
         ).all()
         return [PlannedDelivery(r.id, r.alert_id, r.dedupe_key, r.channel, kind) for r in rows]
@@ -325,6 +332,54 @@ class NotifierStore:
             trigger_state=DeliveryState(trigger.state) if trigger else None,
             trigger_window=trigger.window_start if trigger else None,
         )
+
+    def claim(self, delivery_id: int, owner: str, lease: timedelta) -> bool:
+        """Claims an unfinished delivery for sending (state sending); False if it cannot be.
+
+        It can be claimed when pending, when this owner already holds it (a batch re-run
+        after an outage), or when its claim was not renewed for `lease` (the replica sending
+        it died). Otherwise another replica is sending it, or it has just ended.
+        """
+        now = utcnow()
+        plan = notifier_deliveries.c
+        with self.engine.begin() as connection:
+            claimed = connection.execute(
+                update(notifier_deliveries)
+                .where(
+                    plan.id == delivery_id,
+                    or_(
+                        plan.state == DeliveryState.PENDING.value,
+                        and_(
+                            plan.state == DeliveryState.SENDING.value,
+                            or_(
+                                plan.claimed_by == owner[:255],
+                                plan.claimed_at.is_(None),
+                                plan.claimed_at < now - lease,
+                            ),
+                        ),
+                    ),
+                )
+                .values(
+                    state=DeliveryState.SENDING.value,
+                    claimed_by=owner[:255],
+                    claimed_at=now,
+                    updated_at=now,
+                )
+            ).rowcount
+        return bool(claimed)
+
+    def release(self, delivery_id: int, owner: str) -> None:
+        """Gives a claimed delivery back (pending), e.g. when stopping between two tries."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(notifier_deliveries)
+                .where(
+                    notifier_deliveries.c.id == delivery_id,
+                    notifier_deliveries.c.state == DeliveryState.SENDING.value,
+                    notifier_deliveries.c.claimed_by == owner[:255],
+                )
+                .values(state=DeliveryState.PENDING.value, claimed_at=None, updated_at=utcnow())
+            )
 
     def finish(self, delivery_id: int, state: DeliveryState, detail: str | None = None) -> None:
         """Moves a pending delivery to an end state (skipped, sent, failed, rejected)."""
@@ -435,7 +490,12 @@ class NotifierStore:
             )
             if delivery_id is None:
                 return
-            values: dict[str, Any] = {"attempts": attempt, "updated_at": utcnow()}
+            # Every try renews the delivery's claim (see `claim`).
+            values: dict[str, Any] = {
+                "attempts": attempt,
+                "updated_at": utcnow(),
+                "claimed_at": utcnow(),
+            }
             if end_state is not None:
                 values |= {"state": end_state.value, "detail": _short(error)}
             connection.execute(

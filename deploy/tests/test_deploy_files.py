@@ -220,6 +220,65 @@ def test_the_notifier_channels_file_mounted_by_compose_loads() -> None:
     assert load_channels(host_path, environ={}).channels == []
 
 
+CHANNEL_FILES = ["services/notifier/channels.example.yaml", "deploy/notifier/channels.yaml"]
+CHANNEL_REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def channel_file_references(relative: str) -> set[str]:
+    """Returns the ${VAR} names the values of a channels file refer to."""
+
+    def strings(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            return [text for value in node.values() for text in strings(value)]
+        if isinstance(node, list):
+            return [text for item in node for text in strings(item)]
+        return [node] if isinstance(node, str) else []
+
+    document = yaml.safe_load((ROOT / relative).read_text())
+    return {name for text in strings(document) for name in CHANNEL_REFERENCE.findall(text)}
+
+
+def k8s_notifier_variables() -> set[str]:
+    deployment = next(
+        d
+        for d in rendered("base")
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "notifier"
+    )
+    return {v["name"] for v in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def compose_env_example_variables() -> set[str]:
+    text = (ROOT / "deploy/compose.env.example").read_text()
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, re.MULTILINE))
+
+
+@pytest.mark.parametrize("relative", CHANNEL_FILES)
+def test_channel_files_refer_only_to_variables_the_deployments_provide(relative: str) -> None:
+    from rbr_notifier.config import load_channels  # noqa: PLC0415 - only these tests need it
+
+    referenced = channel_file_references(relative)
+    provided = set(compose()["services"]["notifier"]["environment"])
+    assert referenced <= provided, "not passed by docker-compose.yml"
+    assert referenced <= compose_env_example_variables(), "not in deploy/compose.env.example"
+    assert referenced <= k8s_notifier_variables(), "not in deploy/k8s/base/notifier.yaml"
+    # Dummy values that pass validation (URLs where a URL is expected).
+    environ = {name: f"https://dummy.example/{name.lower()}" for name in provided}
+    load_channels(ROOT / relative, environ=environ)
+
+
+def test_channel_secrets_are_provided_alike_by_compose_env_file_and_kubernetes() -> None:
+    document = compose()
+    common = set(document["x-service-defaults"]["environment"])
+    environment = document["services"]["notifier"]["environment"]
+    channel_secrets = {n for n in environment if n not in common and not n.startswith("RBR_")}
+    assert channel_secrets  # the channel secrets the notifier gets, e.g. SLACK_WEBHOOK_URL
+    assert channel_secrets <= compose_env_example_variables()
+    assert channel_secrets <= k8s_notifier_variables()
+    # The deployed file's comment tells which variables the notifier gets; it must not lie.
+    comment = (ROOT / "deploy/notifier/channels.yaml").read_text()
+    assert channel_secrets <= set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", comment))
+
+
 INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::?([-?])([^}]*))?\}")
 
 

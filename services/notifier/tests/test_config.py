@@ -25,8 +25,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "channels.example.yaml"
 SECRETS = {
     "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/XXXXSECRET",
     "SMTP_PASSWORD": "smtp-pass-SECRET",
-    "RBR_WEBHOOK_SECRET": "whsec-SECRET-value",
-    "SIEM_TOKEN": "siem-token-SECRET",
+    "WEBHOOK_SECRET": "whsec-SECRET-value",
+    "WEBHOOK_TOKEN": "siem-token-SECRET",
     "PAGERDUTY_ROUTING_KEY": "R0UTINGKEYSECRET0000000000000000",
     "OPSGENIE_API_KEY": "genie-key-SECRET",
 }

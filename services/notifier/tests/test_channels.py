@@ -21,6 +21,7 @@ import pytest
 from rbr_notifier.config import ChannelConfig, ChannelConfigError, parse_channels
 from rbr_notifier.model import AlertState, AlertView, Digest, DigestItem, Kind, Notification
 from rbr_notifier.senders import Outcome, Sender, build_sender
+from rbr_notifier.senders.base import trust_context
 from rbr_schemas import Severity
 from rbr_testing.http_receiver import HttpReceiver, Reply
 from rbr_testing.smtp import SmtpServer
@@ -175,6 +176,17 @@ def test_email_unknown_certificate_authority_is_refused(
     assert result.outcome is Outcome.PERMANENT
     assert "CERTIFICATE_VERIFY_FAILED" in (result.error or "")
     assert smtp_server.messages == []
+
+
+def test_a_ca_file_is_trusted_in_addition_to_the_usual_authorities(
+    smtp_server: SmtpServer,
+) -> None:
+    usual = {cert["serialNumber"] for cert in trust_context(None).get_ca_certs()}
+    extra = trust_context(smtp_server.ca_file).get_ca_certs()
+
+    serials = {cert["serialNumber"] for cert in extra}
+    assert usual  # certifi's bundle at least
+    assert usual < serials  # nothing replaced, the channel's CA added
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,9 @@ class HttpChannel(_Channel):
     """Settings every HTTP channel has: TLS verification."""
 
     tls_verify: bool = Field(default=True, description="Verify the server's certificate.")
-    ca_file: Path | None = Field(default=None, description="Extra CA bundle to verify with.")
+    ca_file: Path | None = Field(
+        default=None, description="Extra CA bundle, trusted in addition to the usual CAs."
+    )
 
 
 class EmailChannel(_Channel):

@@ -173,9 +173,21 @@ class HttpSender(Sender):
         return AttemptResult(Outcome.PERMANENT, http_status=status, error=detail)
 
 
+def trust_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Returns a verifying TLS context: the usual CAs, plus the channel's `ca_file` if set.
+
+    The usual CAs are certifi's bundle (httpx's default, or SSL_CERT_FILE) and the operating
+    system's store. A `ca_file` adds to them rather than replacing them: a private CA for one
+    relay must not make every public endpoint (a corporate proxy aside) untrusted.
+    """
+    context = httpx.create_ssl_context()
+    context.load_default_certs()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
 def _verification(tls_verify: bool, ca_file: Path | None) -> ssl.SSLContext | bool:
     if not tls_verify:
         return False
-    if ca_file is None:
-        return True
-    return ssl.create_default_context(cafile=str(ca_file))
+    return trust_context(ca_file)

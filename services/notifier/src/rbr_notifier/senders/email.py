@@ -1,7 +1,7 @@
 """Email over SMTP: STARTTLS (587), implicit TLS (465) or plain (25), with optional AUTH.
 
-One connection per message, certificate verified against the system CAs or the channel's
-`ca_file`. The message has a plain-text and an HTML part, a stable Message-ID per (alert,
+One connection per message, certificate verified against the usual CAs plus the channel's
+`ca_file` if set. The message has a plain-text and an HTML part, a stable Message-ID per (alert,
 channel, kind), and a resolve carries In-Reply-To/References pointing at its trigger, so mail
 clients thread them. SMTP 4xx replies and network errors are retried; 5xx replies, failed
 authentication, a missing STARTTLS/AUTH extension and certificate verification failures are
@@ -18,7 +18,7 @@ from email.utils import formatdate, make_msgid
 from rbr_notifier.config import EmailChannel
 from rbr_notifier.model import Kind, Notification, message_id
 from rbr_notifier.render import headline, html_body, one_line, text_body
-from rbr_notifier.senders.base import AttemptResult, Outcome, Sender
+from rbr_notifier.senders.base import AttemptResult, Outcome, Sender, trust_context
 
 
 def build_message(notification: Notification, config: EmailChannel) -> EmailMessage:
@@ -56,9 +56,7 @@ class EmailSender(Sender):
         super().__init__(config.name, config.secrets())
         self._config = config
         self._timeout = timeout
-        self._tls = ssl.create_default_context(
-            cafile=str(config.ca_file) if config.ca_file else None
-        )
+        self._tls = trust_context(config.ca_file)
         if not config.tls_verify:
             self._tls.check_hostname = False
             self._tls.verify_mode = ssl.CERT_NONE

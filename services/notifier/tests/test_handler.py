@@ -235,6 +235,28 @@ def test_a_resolve_is_never_throttled_while_firings_still_are(
     assert [item["alert"]["dedupe_key"] for item in digest["items"]] == ["k:second", "k:third"]
 
 
+def test_a_disabled_channel_gets_no_digest(
+    notifier_factory: Factory,
+    http_receiver: HttpReceiver,
+    make_alert: Callable[..., Alert],
+    to_inbound: Callable[..., Inbound[Any]],
+) -> None:
+    channel = hook("ops", http_receiver, throttle={"max": 1, "window": 60})
+    notifier = notifier_factory({"channels": [channel]})
+    notifier.handler([to_inbound(make_alert(f"k:{i}")) for i in range(3)])
+    assert kinds(http_receiver) == ["trigger"]
+
+    # The operator disables the channel and restarts before the window ends.
+    restarted = notifier_factory({"channels": [{**channel, "enabled": False}]})
+    restarted.clock.advance(60)
+    assert restarted.sweeper.run_once() == 0
+
+    assert kinds(http_receiver) == ["trigger"]
+    folded = [row for row in restarted.deliveries() if row.state != "sent"]
+    assert [(row.state, row.detail) for row in folded] == [("skipped", "channel disabled")] * 2
+    assert restarted.sweeper.run_once() == 0  # nothing left waiting
+
+
 def test_an_unreachable_channel_rejects_the_alert_after_the_last_try(
     notifier_factory: Factory,
     http_receiver_factory: Callable[..., HttpReceiver],

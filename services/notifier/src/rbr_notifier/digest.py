@@ -95,9 +95,11 @@ class DigestSweeper:
         if not items:
             self._store.finish_digest(window, [], DeliveryState.SKIPPED, None)
             return False
-        if channel is None or sender is None:
+        if channel is None or sender is None or not channel.enabled:
+            # A disabled channel hears nothing, digests included (like its direct deliveries).
             ids = [i.delivery_id for i in items]
-            self._store.finish_digest(window, ids, DeliveryState.SKIPPED, "channel removed")
+            why = "channel removed" if channel is None else "channel disabled"
+            self._store.finish_digest(window, ids, DeliveryState.SKIPPED, why)
             return False
         notification = self._notification(window, items)
         outcome = deliver(

@@ -12,8 +12,10 @@ from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
+from rbr_notifier.main import cleanup_task
 from rbr_notifier.repository import AlertEvent, NotifierStore
-from rbr_runtime.db.tables import notifications
+from rbr_notifier.settings import NotifierSettings
+from rbr_runtime.db.tables import notifications, task_runs
 from rbr_schemas import Alert
 from rbr_testing.http_receiver import HttpReceiver, Reply
 
@@ -196,3 +198,15 @@ def test_cleanup_task_deletes_only_history_older_than_the_retention(
     assert result.exit_code == 0, result.output
     assert "deleted 1 resolved alert(s)" in result.output
     assert sorted(row.dedupe_key for row in store.list_alerts()) == ["k:recent", "k:still-open"]
+
+
+def test_daily_cleanup_runs_at_its_time_in_rbr_timezone(mysql_engine: Engine) -> None:
+    settings = NotifierSettings(timezone="America/New_York", notifier_cleanup_at="03:30")
+    task = cleanup_task(settings, NotifierStore(mysql_engine))
+
+    # 04:00 UTC on the 21st is 23:00 on the 20th in New York: the 20th's 03:30 run is due, the
+    # 21st's is not (it would be in UTC).
+    assert task.run_if_due(datetime(2026, 11, 21, 4, 0, tzinfo=UTC))
+    with mysql_engine.connect() as connection:
+        slots = connection.execute(select(task_runs.c.slot)).scalars().all()
+    assert slots == ["2026-11-20"]

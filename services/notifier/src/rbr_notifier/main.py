@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 GROUP_ID = "notifier"
 SOURCE = "/rbr/notifier"
 DIGEST_WORKERS = 2
+CLEANUP_TASK = "notifier_cleanup"
 
 
 def build_senders(channels: ChannelsFile, settings: NotifierSettings) -> dict[str, Sender]:
@@ -75,6 +76,17 @@ def warn_about_poll_interval(channels: ChannelsFile, settings: NotifierSettings)
             )
 
 
+def cleanup_task(settings: NotifierSettings, store: NotifierStore) -> DailyTask:
+    """Returns the daily purge of old alert history, at RBR_NOTIFIER_CLEANUP_AT in RBR_TIMEZONE."""
+    return DailyTask(
+        CLEANUP_TASK,
+        settings.notifier_cleanup_at,
+        lambda: purge_history(store, settings.notifier_retention_days),
+        TaskClaims(store.engine),
+        timezone=settings.timezone,
+    )
+
+
 def build_service(
     settings: NotifierSettings,
     *,
@@ -109,12 +121,7 @@ def build_service(
     )
     sweeper = DigestSweeper(store, channels, senders, settings, digest_pool, stop=stop, clock=clock)
     digests = PeriodicTask("digests", settings.notifier_digest_interval, sweeper.run_once)
-    cleanup = DailyTask(
-        "notifier_cleanup",
-        settings.notifier_cleanup_at,
-        lambda: purge_history(store, settings.notifier_retention_days),
-        TaskClaims(engine),
-    )
+    cleanup = cleanup_task(settings, store)
 
     def stop_consumer() -> None:
         stop.set()

@@ -95,5 +95,7 @@ class NotifierSettings(CommonSettings):
         "everything.",
     )
     notifier_cleanup_at: str = Field(
-        default="03:30", pattern=r"^\d{1,2}:\d{2}$", description="Daily cleanup time (UTC)."
+        default="03:30",
+        pattern=r"^\d{1,2}:\d{2}$",
+        description="Daily cleanup time (HH:MM, zone RBR_TIMEZONE).",
     )

@@ -442,3 +442,30 @@ def test_a_stale_claim_of_a_dead_replica_is_taken_over(
 def notifier_event(message: Inbound[Any]) -> AlertEvent:
     assert message.event is not None
     return AlertEvent(message.event.id, message.data)
+
+
+def test_a_daily_summary_is_closed_once_delivered_and_no_resolve_is_sent(
+    notifier_factory: Factory,
+    http_receiver_factory: Callable[..., HttpReceiver],
+    make_alert: Callable[..., Alert],
+    to_inbound: Callable[..., Inbound[Any]],
+) -> None:
+    pager, down = http_receiver_factory(), http_receiver_factory(Reply(503))
+    notifier = notifier_factory({"channels": [hook("pager", pager), hook("down", down)]})
+    summary = make_alert("daily_summary:2026-11-21", type="daily_summary", severity="info")
+
+    # One channel down: the summary stays open, so a DLQ replay can still reach it.
+    with pytest.raises(PermanentError):
+        notifier.handler([to_inbound(summary)])
+    assert notifier.store.list_alerts()[0].state == "firing"
+
+    down.respond(Reply(200))
+    notifier.handler([to_inbound(summary)])  # the replay from the DLQ
+
+    (row,) = notifier.store.list_alerts()
+    assert (row.state, row.resolved_by) == ("resolved", "one-shot")
+    assert kinds(pager) == ["trigger"]
+    assert kinds(down)[-1] == "trigger"
+    notifier.handler([to_inbound(summary)])  # a late redelivery changes nothing
+    assert kinds(pager) == ["trigger"]
+    assert {(r.kind, r.state) for r in notifier.deliveries()} == {("trigger", "sent")}

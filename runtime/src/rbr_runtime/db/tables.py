@@ -288,7 +288,7 @@ alerts = Table(
     ),
     Column("repeats", Integer(), nullable=False, server_default="0"),
     Column("resolved_at", UtcDateTime(), nullable=True),
-    Column("resolved_by", String(32), nullable=True, comment="event, or superseded"),
+    Column("resolved_by", String(32), nullable=True, comment="event, superseded or one-shot"),
     Column("acknowledged_at", UtcDateTime(), nullable=True),
     Column("acknowledged_by", String(255), nullable=True),
     Column("last_event_id", String(64), nullable=False),

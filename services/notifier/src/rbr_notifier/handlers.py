@@ -22,9 +22,9 @@ from typing import Any
 from rbr_notifier.config import ChannelsFile
 from rbr_notifier.dispatch import DeliveryResult, Dispatcher
 from rbr_notifier.metrics import ALERT_EVENTS
-from rbr_notifier.repository import MAX_ID_CHARS, AlertEvent, NotifierStore
+from rbr_notifier.repository import MAX_ID_CHARS, ONE_SHOT_TYPES, AlertEvent, NotifierStore
 from rbr_runtime.kafka.consumer import Inbound, PermanentError
-from rbr_schemas import Alert
+from rbr_schemas import Alert, AlertState
 
 log = logging.getLogger(__name__)
 Position = tuple[str, int, int]
@@ -91,17 +91,27 @@ class AlertHandler:
             ALERT_EVENTS.labels(message.data.state.value, outcome).inc()
         results = self._dispatcher.run(planned) if planned else []
         failures: dict[int, DeliveryResult] = {r.delivery.id: r for r in results if r.gave_up}
+        delivered_one_shots = []
         for message, (_, owned) in zip(messages, recorded, strict=True):
             reasons = [failures[d.id].summary for d in owned if d.id in failures]
             if reasons:
                 # A channel that refuses or stays down is not our fault: dead-letter the alert
                 # for a later `rbr dlq replay`, but never let it stop delivery to the others.
                 self._remember(_position(message), "; ".join(dict.fromkeys(reasons)), ours=False)
+            elif _is_one_shot(message.data):
+                delivered_one_shots.append(message.data.dedupe_key)
+        # Closed only once every channel was served: left open, a DLQ replay still retries the
+        # channels that were not reached (a closed occurrence's replay sends nothing).
+        self._store.close_one_shot(delivered_one_shots)
 
     def _remember(self, position: Position, reason: str, *, ours: bool) -> None:
         self._rejected[position] = (reason[:1500], ours)
         while len(self._rejected) > REMEMBERED_REJECTIONS:
             self._rejected.popitem(last=False)
+
+
+def _is_one_shot(alert: Alert) -> bool:
+    return alert.state is AlertState.FIRING and alert.type in ONE_SHOT_TYPES
 
 
 def _position(message: Inbound[Any]) -> Position:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Row
 from rbr_notifier.model import AlertState, AlertView, DeliveryState, Kind
 from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.tables import alerts, notifications, notifier_deliveries, notifier_windows
-from rbr_schemas import Alert, Severity, utcnow
+from rbr_schemas import Alert, AlertType, Severity, utcnow
 from rbr_schemas import AlertState as EventState
 
 OPEN_STATES = (AlertState.FIRING.value, AlertState.ACKNOWLEDGED.value)
@@ -36,6 +36,9 @@ RESOLVABLE_TRIGGER_STATES = (
 RETRYABLE_STATES = (DeliveryState.FAILED.value, DeliveryState.REJECTED.value)
 # Not ended yet: to do, or being sent (possibly by a replica that lost the partition).
 UNFINISHED_STATES = (DeliveryState.PENDING.value, DeliveryState.SENDING.value)
+# Alerts that report rather than track a condition: nothing ever resolves them, so once their
+# firing was delivered the occurrence is closed here (resolved_by one-shot), sending no resolve.
+ONE_SHOT_TYPES = frozenset({AlertType.DAILY_SUMMARY.value})
 MAX_ID_CHARS = 64
 MAX_DETAIL_CHARS = 500
 
@@ -293,6 +296,33 @@ class NotifierStore:
             .order_by(notifier_deliveries.c.id)
         ).all()
         return [PlannedDelivery(r.id, r.alert_id, r.dedupe_key, r.channel, kind) for r in rows]
+
+    def close_one_shot(self, dedupe_keys: Iterable[str]) -> int:
+        """Closes the open occurrences of one-shot alerts (the daily summary); returns how many.
+
+        No resolve is planned: a resolve means "the condition ended", and a summary never
+        began one (PagerDuty and Opsgenie would get a resolve for nothing).
+        """
+        keys = sorted(set(dedupe_keys))
+        if not keys:
+            return 0
+        now = utcnow()
+        with self.engine.begin() as connection:
+            closed: int = connection.execute(
+                update(alerts)
+                .where(
+                    alerts.c.dedupe_key.in_(keys),
+                    alerts.c.type.in_(ONE_SHOT_TYPES),
+                    alerts.c.state.in_(OPEN_STATES),
+                )
+                .values(
+                    state=AlertState.RESOLVED.value,
+                    resolved_at=now,
+                    resolved_by="one-shot",
+                    updated_at=now,
+                )
+            ).rowcount
+        return closed
 
     # -- deliveries (phase 2) ------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""notifier: a delivery is claimed (state sending, by whom, since when) before it is sent
+"""notifier: a delivery is claimed (state sending, by whom, since when) before it is sent;
+alerts.resolved_by may be one-shot (a daily summary closed once delivered)
 
 Revision ID: 0010
 Revises: 0007
@@ -22,7 +23,19 @@ OLD_STATES = "pending, sent, throttled, digested, failed, rejected or skipped"
 NEW_STATES = "pending, sending, sent, throttled, digested, failed, rejected or skipped"
 
 
+OLD_RESOLVED_BY = "event, or superseded"
+NEW_RESOLVED_BY = "event, superseded or one-shot"
+
+
 def upgrade() -> None:
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.alter_column(
+            "resolved_by",
+            existing_type=sa.String(length=32),
+            existing_nullable=True,
+            comment=NEW_RESOLVED_BY,
+            existing_comment=OLD_RESOLVED_BY,
+        )
     with op.batch_alter_table("notifier_deliveries", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -50,6 +63,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.alter_column(
+            "resolved_by",
+            existing_type=sa.String(length=32),
+            existing_nullable=True,
+            comment=OLD_RESOLVED_BY,
+            existing_comment=NEW_RESOLVED_BY,
+        )
     with op.batch_alter_table("notifier_deliveries", schema=None) as batch_op:
         batch_op.alter_column(
             "state",

@@ -404,6 +404,11 @@ def test_webhook_delivery_id_is_stable_across_tries(
     sender.send(notification)
     first, second = http_receiver.wait_for_requests(2)
     assert first.headers["x-rbr-delivery"] == second.headers["x-rbr-delivery"]
+    # What receivers dedupe on (the README): the body's delivery_id, the same on each try.
+    assert first.json()["delivery_id"] == second.json()["delivery_id"]
+    assert first.json()["delivery_id"] == first.headers["x-rbr-delivery"]
+    trigger = Notification(Kind.TRIGGER, "siem", alert=alert())
+    assert trigger.delivery_id != notification.delivery_id  # trigger and resolve differ
     assert "x-rbr-signature" not in first.headers  # no secret configured: unsigned
 
 

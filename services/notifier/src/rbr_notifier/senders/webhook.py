@@ -7,8 +7,9 @@ Signature (when the channel has a `secret`): the notifier sends
 
 The timestamp is inside the signed material, so a captured request cannot be replayed later
 with a fresh timestamp; receivers reject timestamps older than a few minutes (see the README
-for the verification procedure). `X-Rbr-Delivery` is stable across retries and redeliveries of
-the same notification, so a receiver can drop duplicates.
+for the verification procedure). The body's `delivery_id` is stable across retries and
+redeliveries of the same notification, so a receiver drops duplicates (and requests replayed
+within its timestamp tolerance) on it; `X-Rbr-Delivery` repeats it, unsigned.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from rbr_parser import formats
 from rbr_parser.formats import ParseContext
 from rbr_parser.lines import Line, iter_lines
 from rbr_parser.objects import decompressed
@@ -229,6 +230,47 @@ def test_a_truncated_cowrie_line_after_a_rustbucket_record_is_not_swallowed() ->
         b'{"eventid":"cowrie.login.failed","username":"ro\n'
     )
     assert [r.fields["event_type"] for r in records] == ["system", "unparsed"]
+
+
+def test_timestamps_past_the_calendar_leave_the_time_empty_and_fail_nothing() -> None:
+    records = parse(
+        b"99999-01-01T00:00:00Z  INFO rustbucket: Tracing initialized\n"
+        b"9999-12-31T23:59:59-23:59  INFO rustbucket: Tracing initialized\n"
+        b'{"eventid":"cowrie.session.connect","timestamp":"9999-12-31T23:59:59-10:00"}\n'
+        b'203.0.113.9 - - [31/Dec/9999:23:59:59 -2359] "GET / HTTP/1.1" 200 1\n'
+        b'203.0.113.9 - - [01/Jan/0001:00:00:00 +2359] "GET / HTTP/1.1" 200 1\n'
+        b"2025-10-28T19:05:41Z  INFO rustbucket: after them\n"
+    )
+    assert [(r.fields["log_format"], r.fields["event_time"]) for r in records[:5]] == [
+        ("unknown", None),  # a 5-digit year is no RFC 3339 header: kept whole, unparsed
+        ("rustbucket", None),
+        ("cowrie", None),
+        ("http", None),
+        ("http", None),
+    ]
+    assert records[5].fields["message"] == "after them"
+
+
+def test_a_record_whose_parsing_raises_is_kept_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a corner no format foresaw")
+
+    monkeypatch.setattr(formats, "parse_http", broken)
+    monkeypatch.setattr(formats, "parse_rustbucket", broken)
+    monkeypatch.setattr(formats, "load_cowrie", broken)
+    lines = [
+        '203.0.113.9 - - [28/Oct/2025:19:05:41 +0000] "GET / HTTP/1.1" 200 1',
+        "2025-10-28T19:05:41Z  INFO rustbucket: two lines",
+        "of one record",
+        '{"eventid":"cowrie.session.connect"}',
+        "Oct 28 19:05:32 web1 sshd[1234]: Invalid user admin from 203.0.113.50 port 41234",
+    ]
+    records = parse("\n".join(lines).encode() + b"\n")
+    assert [r.fields["event_type"] for r in records] == ["unparsed"] * 3 + ["invalid_user"]
+    assert [r.raw for r in records[:3]] == [lines[0], "\n".join(lines[1:3]), lines[3]]
+    assert records[1].fields["message"] == "\n".join(lines[1:3])
 
 
 # -- OpenSSH auth.log ----------------------------------------------------------------------------

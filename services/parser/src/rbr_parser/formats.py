@@ -138,7 +138,11 @@ def _sane_time(moment: datetime) -> datetime | None:
         return None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        # 9999-12-31T23:59:59-01:00 is past datetime.max once in UTC.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def parse_rfc3339(text: str) -> datetime | None:
@@ -527,9 +531,11 @@ def _clf_time(found: re.Match[str]) -> datetime | None:
             int(found["ss"]),
             tzinfo=UTC,
         )
-    except ValueError:
+        # The offset can carry a time at either end of the calendar past datetime's range.
+        moment = moment - offset if tz[0] == "+" else moment + offset
+    except (ValueError, OverflowError):
         return None
-    return _sane_time(moment - offset if tz[0] == "+" else moment + offset)
+    return _sane_time(moment)
 
 
 def parse_http(found: re.Match[str]) -> Fields:

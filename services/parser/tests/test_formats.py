@@ -338,6 +338,57 @@ def test_openssh_auth_log() -> None:
     assert all(f["protocol"] == "ssh" for f in fields if f["log_format"] == "sshd")
 
 
+def test_openssh_user_names_with_spaces_and_invalid_user_variants() -> None:
+    prefix = "Oct 28 19:05:32 web1 sshd[7]: "
+    messages = [
+        "Invalid user John Smith from 203.0.113.50 port 41234",
+        "Invalid user  from 203.0.113.50 port 41234",  # an empty user name
+        "Invalid user x from 6.6.6.6 port 1 from 203.0.113.50 port 41234",  # a spoofed peer
+        "Failed password for invalid user invalid user from 203.0.113.50 port 41234 ssh2",
+        "Failed none for invalid user a b from 203.0.113.50 port 41234 ssh2",
+        "Disconnecting invalid user admin 203.0.113.50 port 41234: Too many authentication "
+        "failures [preauth]",
+        "Disconnecting authenticating user root 203.0.113.50 port 41234: Change of username "
+        "or service not allowed [preauth]",
+        "Unable to negotiate with 203.0.113.50 port 41234: no matching key exchange method "
+        "found. Their offer: diffie-hellman-group1-sha1 [preauth]",
+        "message repeated 3 times: [ Failed password for root from 203.0.113.50 port 41234 ssh2]",
+        "Invalid user 1.2.3.4 port 5",  # no peer: nothing taken from the user name
+    ]
+    data = "".join(prefix + message + "\n" for message in messages).encode()
+    fields = [r.fields for r in parse(data)]
+    assert [(f["event_type"], f["username"]) for f in fields] == [
+        ("invalid_user", "John Smith"),
+        ("invalid_user", None),
+        ("invalid_user", "x from 6.6.6.6 port 1"),
+        ("login_failed", "invalid user"),
+        ("login_failed", "a b"),
+        ("disconnect", "admin"),
+        ("disconnect", "root"),
+        ("disconnect", None),
+        ("login_failed", "root"),
+        ("other", None),
+    ]
+    assert {(f["source_ip"], f["source_port"]) for f in fields[:-1]} == {("203.0.113.50", 41234)}
+    assert (fields[-1]["source_ip"], fields[-1]["source_port"]) == (None, None)
+
+
+def test_rustbucket_credentials_cost_linear_time_on_hostile_records() -> None:
+    # `username=` repeated without ` password=` used to take time quadratic in its length
+    # (minutes for a 1 MiB record). No clock here but pytest's timeout.
+    hostile = (
+        b"2025-10-28T19:05:33Z  INFO rustbucket::protocols::ssh: Authentication attempt "
+        + b"username=" * 100_000
+        + b"\n"
+    )
+    fields = parse(hostile)[0].fields
+    assert (fields["event_type"], fields["username"], fields["password"]) == (
+        "login_attempt",
+        None,
+        None,
+    )
+
+
 # -- HTTP access log ----------------------------------------------------------------------------
 
 

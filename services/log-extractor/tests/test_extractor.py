@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, delete, select, update
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
-from rbr_log_extractor.extractor import ExtractionError, source_prefix, valid_cursor
+from rbr_log_extractor.extractor import ExtractionError, Extractor, source_prefix, valid_cursor
 from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import ExtractScheduler, target_slot
 from rbr_log_extractor.storage import RawObjectWriter, TooLarge, raw_key
 from rbr_parser.main import build_service as build_parser
 from rbr_parser.settings import ParserSettings
+from rbr_runtime.buckets import BucketClients, vault
 from rbr_runtime.db.tables import extract_cursors, logs, s3_copy_ledger
+from rbr_runtime.kafka import EventProducer
 from rbr_schemas import LOGS_EXTRACTED, LOGS_PARSED, BucketRegistered, LogsExtracted, LogSource
 from rbr_simulator.s3 import S3Settings
 from rbr_testing.broker import Broker, free_port
@@ -196,6 +200,42 @@ def test_announcement_lost_after_the_cursor_moved_is_sent_next_cycle(
     [event] = extracted(broker.bootstrap, at_least=1)  # ... but the stored object announced
     assert harness.keys() == [event.s3_key]
     assert cursor_row(mysql_engine, record.name).pending_event is None
+
+
+def test_a_compressed_body_is_stored_as_sent_never_inflated(
+    fleet_factory: Any, harness_factory: Any, broker: Broker
+) -> None:
+    fleet = fleet_factory(count=1, bind="ports", seed=14)
+    harness = harness_factory(bucket_ca_file=str(fleet.ca_file), extract_max_bytes=MIB)
+    record = registration(fleet.buckets[0])
+    bomb = gzip.compress(b"\0" * (64 * MIB))  # 64 KB that would inflate to 64 MiB
+    seen: list[httpx.Request] = []
+
+    def bucket(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        headers = {"Content-Encoding": "gzip", "X-Log-Cursor": "7"}
+        return httpx.Response(200, headers=headers, content=iter([bomb]))  # streamed
+
+    extractor = Extractor(
+        harness.settings,
+        state=harness.state,
+        s3=harness.s3,
+        source_s3=lambda _region: harness.s3,
+        producer=EventProducer(harness.settings, source="/rbr/test"),
+        http=BucketClients(
+            harness.settings, lambda _verify: httpx.Client(transport=httpx.MockTransport(bucket))
+        ),
+        vault=vault(harness.settings),
+    )
+    try:
+        assert extractor.extract(record).objects == 1
+    finally:
+        extractor.close()
+    assert seen[0].headers["Accept-Encoding"] == "identity"
+    [key] = harness.keys()
+    assert harness.read(key)[0] == bomb
+    [event] = extracted(broker.bootstrap, at_least=1)
+    assert event.size_bytes == len(bomb)
 
 
 # -- S3-to-S3 copies --------------------------------------------------------------------------

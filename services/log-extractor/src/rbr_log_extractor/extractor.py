@@ -291,11 +291,16 @@ class Extractor:
         client = self._http.current()
         if client is None:
             raise ExtractionError("RBR_BUCKET_CA_FILE is missing or unreadable; see the log")
-        with client.stream("GET", url, params=params, headers=token_header(token)) as response:
+        # Identity encoding, and the body read raw: httpx would otherwise inflate a gzip
+        # body as it comes, and one small chunk of a hostile bucket's bomb would expand to
+        # gigabytes in memory. A bucket that compresses anyway is stored compressed (the
+        # parser inflates with bounded memory), and RBR_EXTRACT_MAX_BYTES counts real bytes.
+        headers = token_header(token) | {"Accept-Encoding": "identity"}
+        with client.stream("GET", url, params=params, headers=headers) as response:
             if response.status_code != httpx.codes.OK:
                 raise ExtractionError(f"{EXTRACT_PATH} answered HTTP {response.status_code}")
             new_cursor = valid_cursor(response.headers.get(CURSOR_HEADER))
-            for chunk in response.iter_bytes(READ_CHUNK):
+            for chunk in response.iter_raw(READ_CHUNK):
                 if stopping():
                     raise Interrupted("stopping")
                 if time.monotonic() > deadline:

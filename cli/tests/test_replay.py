@@ -92,6 +92,20 @@ def test_replay_plans_and_moves_offsets(consumed: Broker) -> None:
     assert code == 0, out
     assert committed_offsets(bootstrap, GROUP, TOPIC) == {0: 7, 1: 3}
 
+    # Forward (3 -> 5) would skip two unprocessed messages: refused unless asked for.
+    code, out = rbr(bootstrap, TOPIC, "-g", GROUP, "--from-offset", "5", "--partition", "1")
+    assert code == 1
+    assert "refusing to move offsets FORWARD on partition(s) 1: 2 message(s)" in out
+    assert "--allow-skip" in out
+    assert committed_offsets(bootstrap, GROUP, TOPIC) == {0: 7, 1: 3}
+    code, out = rbr(
+        bootstrap, TOPIC, "-g", GROUP, "--from-offset", "5", "--partition", "1", "--allow-skip"
+    )
+    assert code == 0, out
+    assert committed_offsets(bootstrap, GROUP, TOPIC) == {0: 7, 1: 5}
+    code, out = rbr(bootstrap, TOPIC, "-g", GROUP, "--from-offset", "3", "--partition", "1")
+    assert code == 0, out
+
     code, out = rbr(bootstrap, TOPIC, "-g", GROUP, "--from-offset", "99", "--partition", "0")
     assert code == 1
     assert "offset 99 is outside partition 0" in out

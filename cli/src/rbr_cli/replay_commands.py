@@ -80,6 +80,14 @@ def replay(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
     ] = False,
+    allow_skip: Annotated[
+        bool,
+        typer.Option(
+            "--allow-skip",
+            help="Also move offsets FORWARD, past messages the group has not processed "
+            "(they are then never processed by it).",
+        ),
+    ] = False,
 ) -> None:
     """Move a stopped consumer group's offsets back so it reprocesses a topic."""
     start = _start(from_beginning, from_offset, from_time)
@@ -91,6 +99,7 @@ def replay(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
         if dry_run:
             typer.echo("dry run: no offset was changed")
             return
+        _refuse_skipping(moves, allow_skip)
         offsets.apply(moves)
     except ReplayError as error:
         fail(str(error))
@@ -115,6 +124,25 @@ def _plan(
         )
     typer.echo(f"reading {offsets.topic} to plan the replay ...", err=True)
     return offsets.plan(start, partition, progress=lambda line: typer.echo(line, err=True))
+
+
+def _refuse_skipping(moves: list[PartitionMove], allow_skip: bool) -> None:
+    """Refuses a move past unprocessed messages unless asked for: they would be lost.
+
+    Raises:
+        ReplayError: some partition would move forward and --allow-skip was not given.
+    """
+    forward = [m for m in moves if m.committed is not None and m.target > m.committed]
+    if not forward or allow_skip:
+        return
+    skipped = sum(m.target - (m.committed or 0) for m in forward)
+    partitions = ", ".join(str(m.partition) for m in forward)
+    raise ReplayError(
+        f"refusing to move offsets FORWARD on partition(s) {partitions}: {skipped} message(s) "
+        "the group has not processed would be skipped and never processed by it. Pick an "
+        "earlier start, or add --allow-skip if skipping them is what you want. No offset "
+        "was changed."
+    )
 
 
 def _show(topic: str, group: str, moves: list[PartitionMove]) -> None:

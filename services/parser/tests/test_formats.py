@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from rbr_parser import formats
 from rbr_parser.formats import ParseContext
 from rbr_parser.lines import Line, iter_lines
 from rbr_parser.objects import decompressed
@@ -231,6 +232,47 @@ def test_a_truncated_cowrie_line_after_a_rustbucket_record_is_not_swallowed() ->
     assert [r.fields["event_type"] for r in records] == ["system", "unparsed"]
 
 
+def test_timestamps_past_the_calendar_leave_the_time_empty_and_fail_nothing() -> None:
+    records = parse(
+        b"99999-01-01T00:00:00Z  INFO rustbucket: Tracing initialized\n"
+        b"9999-12-31T23:59:59-23:59  INFO rustbucket: Tracing initialized\n"
+        b'{"eventid":"cowrie.session.connect","timestamp":"9999-12-31T23:59:59-10:00"}\n'
+        b'203.0.113.9 - - [31/Dec/9999:23:59:59 -2359] "GET / HTTP/1.1" 200 1\n'
+        b'203.0.113.9 - - [01/Jan/0001:00:00:00 +2359] "GET / HTTP/1.1" 200 1\n'
+        b"2025-10-28T19:05:41Z  INFO rustbucket: after them\n"
+    )
+    assert [(r.fields["log_format"], r.fields["event_time"]) for r in records[:5]] == [
+        ("unknown", None),  # a 5-digit year is no RFC 3339 header: kept whole, unparsed
+        ("rustbucket", None),
+        ("cowrie", None),
+        ("http", None),
+        ("http", None),
+    ]
+    assert records[5].fields["message"] == "after them"
+
+
+def test_a_record_whose_parsing_raises_is_kept_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a corner no format foresaw")
+
+    monkeypatch.setattr(formats, "parse_http", broken)
+    monkeypatch.setattr(formats, "parse_rustbucket", broken)
+    monkeypatch.setattr(formats, "load_cowrie", broken)
+    lines = [
+        '203.0.113.9 - - [28/Oct/2025:19:05:41 +0000] "GET / HTTP/1.1" 200 1',
+        "2025-10-28T19:05:41Z  INFO rustbucket: two lines",
+        "of one record",
+        '{"eventid":"cowrie.session.connect"}',
+        "Oct 28 19:05:32 web1 sshd[1234]: Invalid user admin from 203.0.113.50 port 41234",
+    ]
+    records = parse("\n".join(lines).encode() + b"\n")
+    assert [r.fields["event_type"] for r in records] == ["unparsed"] * 3 + ["invalid_user"]
+    assert [r.raw for r in records[:3]] == [lines[0], "\n".join(lines[1:3]), lines[3]]
+    assert records[1].fields["message"] == "\n".join(lines[1:3])
+
+
 # -- OpenSSH auth.log ----------------------------------------------------------------------------
 
 AUTH_LOG = (
@@ -294,6 +336,57 @@ def test_openssh_auth_log() -> None:
     # No year in classic syslog: 31 December read on 29 October is last year's.
     assert fields[11]["event_time"] == datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC)
     assert all(f["protocol"] == "ssh" for f in fields if f["log_format"] == "sshd")
+
+
+def test_openssh_user_names_with_spaces_and_invalid_user_variants() -> None:
+    prefix = "Oct 28 19:05:32 web1 sshd[7]: "
+    messages = [
+        "Invalid user John Smith from 203.0.113.50 port 41234",
+        "Invalid user  from 203.0.113.50 port 41234",  # an empty user name
+        "Invalid user x from 6.6.6.6 port 1 from 203.0.113.50 port 41234",  # a spoofed peer
+        "Failed password for invalid user invalid user from 203.0.113.50 port 41234 ssh2",
+        "Failed none for invalid user a b from 203.0.113.50 port 41234 ssh2",
+        "Disconnecting invalid user admin 203.0.113.50 port 41234: Too many authentication "
+        "failures [preauth]",
+        "Disconnecting authenticating user root 203.0.113.50 port 41234: Change of username "
+        "or service not allowed [preauth]",
+        "Unable to negotiate with 203.0.113.50 port 41234: no matching key exchange method "
+        "found. Their offer: diffie-hellman-group1-sha1 [preauth]",
+        "message repeated 3 times: [ Failed password for root from 203.0.113.50 port 41234 ssh2]",
+        "Invalid user 1.2.3.4 port 5",  # no peer: nothing taken from the user name
+    ]
+    data = "".join(prefix + message + "\n" for message in messages).encode()
+    fields = [r.fields for r in parse(data)]
+    assert [(f["event_type"], f["username"]) for f in fields] == [
+        ("invalid_user", "John Smith"),
+        ("invalid_user", None),
+        ("invalid_user", "x from 6.6.6.6 port 1"),
+        ("login_failed", "invalid user"),
+        ("login_failed", "a b"),
+        ("disconnect", "admin"),
+        ("disconnect", "root"),
+        ("disconnect", None),
+        ("login_failed", "root"),
+        ("other", None),
+    ]
+    assert {(f["source_ip"], f["source_port"]) for f in fields[:-1]} == {("203.0.113.50", 41234)}
+    assert (fields[-1]["source_ip"], fields[-1]["source_port"]) == (None, None)
+
+
+def test_rustbucket_credentials_cost_linear_time_on_hostile_records() -> None:
+    # `username=` repeated without ` password=` used to take time quadratic in its length
+    # (minutes for a 1 MiB record). No clock here but pytest's timeout.
+    hostile = (
+        b"2025-10-28T19:05:33Z  INFO rustbucket::protocols::ssh: Authentication attempt "
+        + b"username=" * 100_000
+        + b"\n"
+    )
+    fields = parse(hostile)[0].fields
+    assert (fields["event_type"], fields["username"], fields["password"]) == (
+        "login_attempt",
+        None,
+        None,
+    )
 
 
 # -- HTTP access log ----------------------------------------------------------------------------

@@ -116,9 +116,13 @@ def test_replay_from_the_beginning_leaves_the_same_rows(
 ) -> None:
     events = [raw_objects.store(f"rustbucket-r{i}", body(generate(200, seed=i))) for i in range(3)]
     raw_objects.publish(*events)
+    batches_before = _batches()
     with running(build_service(settings)):
         parsed_events(broker.bootstrap, at_least=3)
     before = all_rows(mysql_engine)
+    # One object per batch (all three were waiting together): a batch of several large
+    # objects could outlast the poll interval, and its commit would then be refused.
+    assert _batches() - batches_before == 3
 
     offsets = GroupOffsets(settings, "parser", LOGS_EXTRACTED.name)
     moves = offsets.plan(ReplayStart(beginning=True))
@@ -130,6 +134,10 @@ def test_replay_from_the_beginning_leaves_the_same_rows(
     assert all_rows(mysql_engine) == before
     outcomes = sorted((e.rows_inserted, e.duplicates_skipped) for e in replayed)
     assert outcomes == [(0, 200)] * 3 + [(200, 0)] * 3
+
+
+def _batches() -> float:
+    return REGISTRY.get_sample_value("rbr_batch_seconds_count", {"group": "parser"}) or 0.0
 
 
 def _retries() -> float:

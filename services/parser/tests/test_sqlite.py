@@ -52,6 +52,29 @@ def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
     state.release("rb")
     assert state.state("rb") == state.state("rb").__class__("42", None, 10)
     assert not state.claim_slot("rb", 10, lease)  # done already
-    state.record_copy("rb", source_uri="s3://b/k", source_etag='"e"', size_bytes=3, target_key="t")
+    state.record_copy(
+        "rb",
+        source_uri="s3://b/k",
+        source_etag='"e"',
+        size_bytes=3,
+        source_sha256="a" * 64,
+        target_key="t",
+    )
     assert set(state.copied("rb", ["s3://b/k", "s3://b/other"])) == {"s3://b/k"}
+    # A newer version of the source replaces the ledger row (an upsert on SQLite too).
+    state.record_copy(
+        "rb",
+        source_uri="s3://b/k",
+        source_etag='"f"',
+        size_bytes=5,
+        source_sha256="b" * 64,
+        target_key="t2",
+    )
+    entry = state.copied("rb", ["s3://b/k"])["s3://b/k"]
+    assert (entry.source_etag, entry.size_bytes, entry.source_sha256, entry.target_key) == (
+        '"f"',
+        5,
+        "b" * 64,
+        "t2",
+    )
     engine.dispose()

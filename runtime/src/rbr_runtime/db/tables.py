@@ -147,6 +147,12 @@ s3_copy_ledger = Table(
     Column("size_bytes", BigInteger(), nullable=False, server_default="0"),
     Column("target_key", String(1024), nullable=True, comment="NULL: empty, nothing stored"),
     Column("copied_at", UtcDateTime(), nullable=False),
+    Column(
+        "source_sha256",
+        String(64),
+        nullable=True,
+        comment="sha256 of the source's first size_bytes bytes (NULL: before 0009)",
+    ),
     UniqueConstraint("name", "source_uri_sha256"),
 )
 

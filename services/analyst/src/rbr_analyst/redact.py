@@ -15,6 +15,8 @@ import unicodedata
 from collections.abc import Iterable
 
 REDACTED = "[REDACTED]"
+MAX_REDACT_CHARS = 100_000
+"""The most text the secret patterns run on at once (they are linear, but bounded anyway)."""
 
 # Each pattern matches a secret (or the secret part of a match, group "secret" when present).
 _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -51,7 +53,12 @@ _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "url-credentials",
-        re.compile(r"(?P<label>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/:@]+:)(?P<secret>[^\s/@]+)(?=@)"),
+        # Starts only where a scheme can start (not inside one) and never backtracks, so a
+        # long run like `a.a.a.a...` costs one pass, not one pass per `a`.
+        re.compile(
+            r"(?P<label>(?<![a-zA-Z0-9+.\-])[a-zA-Z][a-zA-Z0-9+.\-]*+://[^\s/:@]++:)"
+            r"(?P<secret>[^\s/@]++)(?=@)"
+        ),
     ),
     (
         "bearer-token",
@@ -61,9 +68,14 @@ _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "assigned-secret",
+        # The name is matched once per name (it starts where no name character precedes, and
+        # the atomic group never gives back what it took): `secret-secret-secret...` without
+        # a `=` costs one pass. Two free-running quantifiers around the keyword would retry
+        # every split of every name at every word boundary (seconds for a few kilobytes).
         re.compile(
-            r"(?i)(?P<label>\b[\w.\-]*(?:api[_\-]?key|secret|access[_\-]?token|auth[_\-]?token"
-            r"|client[_\-]?secret|private[_\-]?key)[\w.\-]*[\"']?\s*[:=]\s*[\"']?)"
+            r"(?i)(?P<label>(?<![\w.\-])(?>[\w.\-]*?(?:api[_\-]?key|secret|access[_\-]?token"
+            r"|auth[_\-]?token|client[_\-]?secret|private[_\-]?key)[\w.\-]*+)"
+            r"[\"']?\s*+[:=]\s*+[\"']?)"
             r"(?P<secret>[^\s\"',;&]{8,})"
         ),
     ),
@@ -76,7 +88,13 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 def redact_secrets(text: str) -> str:
-    """Replaces every secret the patterns recognise by `[REDACTED]` (label kept)."""
+    """Replaces every secret the patterns recognise by `[REDACTED]` (label kept).
+
+    Raises:
+        ValueError: text is longer than MAX_REDACT_CHARS (callers cap it first: see clean).
+    """
+    if len(text) > MAX_REDACT_CHARS:
+        raise ValueError(f"{len(text)} characters is more than redaction is run on")
     for _name, pattern in _SECRET_PATTERNS:
         text = pattern.sub(_replacement, text)
     return text
@@ -112,7 +130,7 @@ def clean(value: object, limit: int = 300) -> str:
     prefix (so a megabyte-long record costs no more than a few kilobytes of regex work).
     """
     text = "" if value is None else str(value)
-    text = text[: max(limit * 4, 4096)]
+    text = text[: min(max(limit * 4, 4096), MAX_REDACT_CHARS)]
     text = strip_controls(text)
     text = redact_secrets(text)
     text = _WHITESPACE.sub(" ", text).strip()

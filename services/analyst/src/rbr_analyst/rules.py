@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 BRUTE_FORCE_THRESHOLD = 100
 MAX_EVIDENCE = 5
+MAX_RULE_CHARS = 16_000
+"""The most characters of a command the rules look at (the parser keeps no more)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ def _rx(pattern: str) -> re.Pattern[str]:
 
 _FETCH = r"(?:wget|curl|tftp|ftpget|busybox\s+(?:wget|tftp))"
 _SHELL = r"(?:ba|da|z|k|c|tc)?sh|python[0-9.]*|perl|php|ruby"
+# Gaps between the two halves of a pattern are bounded: an unbounded one is scanned to the
+# end of the command from every occurrence of the first half, so `wget wget wget ...`
+# would cost time quadratic in its length. Real one-liners keep the halves much closer.
+_GAP = "{0,512}"
 
 COMMAND_RULES: tuple[CommandRule, ...] = (
     CommandRule(
@@ -44,8 +50,9 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
         "Reverse shell attempted",
         Severity.CRITICAL,
         _rx(
-            r"/dev/(?:tcp|udp)/|\bnc(?:at)?\b[^|;]*\s-[a-z]*[ec]\b|\bbash\s+-i\b[^|;]*>&"
-            r"|\bmkfifo\b.*\bnc\b|\bsocat\b.*\bexec:|\bsocket\.socket\(.*connect"
+            rf"/dev/(?:tcp|udp)/|\bnc(?:at)?\b[^|;]{_GAP}\s-[a-z]*[ec]\b"
+            rf"|\bbash\s+-i\b[^|;]{_GAP}>&"
+            rf"|\bmkfifo\b.{_GAP}\bnc\b|\bsocat\b.{_GAP}\bexec:|\bsocket\.socket\(.{_GAP}connect"
         ),
         "Block the listener address and review outbound connections from the bucket's host.",
     ),
@@ -61,8 +68,8 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
         "Payload downloaded and executed",
         Severity.CRITICAL,
         _rx(
-            rf"{_FETCH}\b[^|]*\|\s*(?:sudo\s+)?(?:{_SHELL})\b"
-            rf"|{_FETCH}\b.*(?:;|&&)\s*(?:sh|bash|\./)\S*"
+            rf"{_FETCH}\b[^|]{_GAP}+\|\s*(?:sudo\s+)?(?:{_SHELL})\b"
+            rf"|{_FETCH}\b.{_GAP}(?:;|&&)\s*(?:sh|bash|\./)"
         ),
         "Block the download URLs, submit the payload hashes to threat intel, check real hosts "
         "for the same commands.",
@@ -72,9 +79,9 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
         "Base64-encoded command executed",
         Severity.HIGH,
         _rx(
-            rf"base64\s+(?:-d|--decode)\b[^|]*\|\s*(?:{_SHELL})\b"
+            rf"base64\s+(?:-d|--decode)\b[^|]{_GAP}+\|\s*(?:{_SHELL})\b"
             r"|exec\(\s*(?:base64\.b64decode|__import__\(['\"]base64)"
-            r"|\beval\b.*base64"
+            rf"|\beval\b.{_GAP}base64"
         ),
         "Decode the payload offline and add its indicators to blocklists.",
     ),
@@ -82,7 +89,9 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
         "made_executable",
         "Downloaded file made executable",
         Severity.HIGH,
-        _rx(r"\bchmod\s+(?:[ugoa]*\+[rwx]*x|[0-7]?[0-7]*[1357][0-7]*)\s+\S+"),
+        # An octal mode with an odd digit (an execute bit): the lookahead finds one, then the
+        # digits are taken once (no splitting them between overlapping quantifiers).
+        _rx(r"\bchmod\s+(?:[ugoa]*+\+[rwx]*x|(?=[0-7]*?[1357])[0-7]++)\s+\S"),
         "Recover the file from the bucket's download store and analyse it.",
     ),
     CommandRule(
@@ -117,6 +126,7 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
 
 def match_command(command: str) -> CommandRule | None:
     """Returns the most severe rule the command matches, if any."""
+    command = command[:MAX_RULE_CHARS]
     for rule in COMMAND_RULES:  # ordered most severe first
         if rule.pattern.search(command):
             return rule

@@ -13,7 +13,12 @@ Two ways in:
   ledger yet are copied server-side (the listing is complete every time, so an object that
   appears out of key order is still copied); each one's event is sent, then its ledger row
   written. Ids and keys derive from the source object, so a crash between the two copies and
-  announces the same object again, which the parser recognises.
+  announces the same object again, which the parser recognises. A source that changes after
+  it was copied (new ETag) is looked at again: if it only grew (its first bytes are those
+  copied before, by sha256), its new bytes are copied as an object of their own, so none of
+  its records is parsed twice; if it was rewritten otherwise, it is copied whole again (its
+  records then become rows beside those of the earlier version). A record cut in two by the
+  moment of the earlier copy (the source did not end with a newline then) stays two records.
 
 Nothing is announced before it is stored; a failed or partial transfer stores nothing under
 `raw/` and is tried again at the next cycle.
@@ -37,13 +42,14 @@ from confluent_kafka import KafkaException
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 
-from rbr_log_extractor.repository import ExtractState
+from rbr_log_extractor.repository import ExtractState, LedgerEntry
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_log_extractor.storage import (
     RawObjectWriter,
     StoredObject,
     TooLarge,
     copy_with_metadata,
+    head_metadata,
     object_metadata,
     raw_key,
     staging_key,
@@ -285,11 +291,16 @@ class Extractor:
         client = self._http.current()
         if client is None:
             raise ExtractionError("RBR_BUCKET_CA_FILE is missing or unreadable; see the log")
-        with client.stream("GET", url, params=params, headers=token_header(token)) as response:
+        # Identity encoding, and the body read raw: httpx would otherwise inflate a gzip
+        # body as it comes, and one small chunk of a hostile bucket's bomb would expand to
+        # gigabytes in memory. A bucket that compresses anyway is stored compressed (the
+        # parser inflates with bounded memory), and RBR_EXTRACT_MAX_BYTES counts real bytes.
+        headers = token_header(token) | {"Accept-Encoding": "identity"}
+        with client.stream("GET", url, params=params, headers=headers) as response:
             if response.status_code != httpx.codes.OK:
                 raise ExtractionError(f"{EXTRACT_PATH} answered HTTP {response.status_code}")
             new_cursor = valid_cursor(response.headers.get(CURSOR_HEADER))
-            for chunk in response.iter_bytes(READ_CHUNK):
+            for chunk in response.iter_raw(READ_CHUNK):
                 if stopping():
                     raise Interrupted("stopping")
                 if time.monotonic() > deadline:
@@ -328,12 +339,12 @@ class Extractor:
             }
             done = self._state.copied(record.name, items)
             for uri in sorted(items):
-                if uri in done:
-                    _warn_if_changed(uri, done[uri].source_etag, items[uri])
+                entry = done.get(uri)
+                if entry is not None and entry.source_etag == items[uri]["ETag"]:
                     continue
                 if stopping():
                     raise Interrupted("stopping")
-                stored = self._copy_one(record, client, uri, items[uri])
+                stored = self._copy_one(record, client, uri, items[uri], entry)
                 if stored is not None:
                     outcome.objects += 1
                     outcome.bytes += stored.size
@@ -342,31 +353,42 @@ class Extractor:
         return outcome
 
     def _copy_one(
-        self, record: BucketRegistered, client: S3Client, uri: str, item: Any
+        self,
+        record: BucketRegistered,
+        client: S3Client,
+        uri: str,
+        item: Any,
+        entry: LedgerEntry | None,
     ) -> StoredObject | None:
+        """Copies a source object not copied yet, or what it gained since its last copy.
+
+        A source that was copied and then grew (same key, longer, its earlier bytes
+        unchanged: a log file uploaded again with more lines) gets only its new bytes copied,
+        as an object of their own, so no record is parsed twice. A source rewritten
+        otherwise (shorter, or its earlier bytes changed) is copied whole again: its records
+        become rows beside those of the version copied before.
+        """
         source = record.s3
         assert source is not None
         key, etag, size = item["Key"], item["ETag"], int(item["Size"])
-        if size == 0:
+        offset, whole = self._unchanged_prefix(client, source.bucket_name, item, entry)
+        if offset == size:
+            # Nothing new (an empty object, or the same bytes uploaded again).
             self._state.record_copy(
-                record.name, source_uri=uri, source_etag=etag, size_bytes=0, target_key=None
+                record.name,
+                source_uri=uri,
+                source_etag=etag,
+                size_bytes=size,
+                source_sha256=whole.hexdigest(),
+                target_key=entry.target_key if entry is not None else None,
             )
             return None
-        object_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{uri}#{etag}"))
+        version = f"{uri}#{etag}" if offset == 0 else f"{uri}#{etag}@{offset}"
+        object_id = str(uuid.uuid5(EVENT_NAMESPACE, version))
         final_key = raw_key(record.name, item["LastModified"], object_id)
-        if self._settings.server_side_copy:
-            sha256 = source_sha256(client, source.bucket_name, key, etag)
-            copy_with_metadata(
-                self._s3,
-                source_bucket=source.bucket_name,
-                source_key=key,
-                bucket=self._settings.s3_bucket,
-                key=final_key,
-                metadata=object_metadata(size, sha256, LogSource.S3.value),
-                source_client=client,
-                source_etag=etag,
-            )
-            stored = StoredObject(final_key, size, sha256)
+        if offset == 0 and self._settings.server_side_copy:
+            stored = self._server_side_copy(client, source.bucket_name, key, etag, final_key)
+            whole_sha = stored.sha256
         else:
             stored = self._stream_copy(
                 client,
@@ -375,7 +397,10 @@ class Extractor:
                 etag=etag,
                 final_key=final_key,
                 object_id=object_id,
+                offset=offset,
+                whole=whole,
             )
+            whole_sha = whole.hexdigest()
         self._send(
             LogsExtracted(
                 object_id=object_id,
@@ -391,9 +416,72 @@ class Extractor:
             )
         )
         self._state.record_copy(
-            record.name, source_uri=uri, source_etag=etag, size_bytes=size, target_key=final_key
+            record.name,
+            source_uri=uri,
+            source_etag=etag,
+            size_bytes=size,
+            source_sha256=whole_sha,
+            target_key=final_key,
         )
         return stored
+
+    def _unchanged_prefix(
+        self, client: S3Client, bucket: str, item: Any, entry: LedgerEntry | None
+    ) -> tuple[int, Any]:
+        """Returns how many of the source's first bytes were copied before, and their hash.
+
+        The hash object is returned to be fed the rest of the source, so the ledger gets the
+        sha256 of the whole new version without reading it twice. (0, an empty hash) means
+        the source is to be copied whole.
+        """
+        copied = entry.size_bytes if entry is not None else 0
+        if entry is None or copied == 0 or copied > int(item["Size"]):
+            return 0, hashlib.sha256()
+        expected = entry.source_sha256 or self._target_sha256(entry.target_key)
+        digest = hashlib.sha256()
+        body = client.get_object(
+            Bucket=bucket, Key=item["Key"], IfMatch=item["ETag"], Range=f"bytes=0-{copied - 1}"
+        )["Body"]
+        for chunk in body.iter_chunks(READ_CHUNK):
+            digest.update(chunk)
+        if digest.hexdigest() != expected:
+            log.warning(
+                "%s was rewritten after it was copied (ETag %s, was %s); copying it whole again",
+                item["Key"],
+                item["ETag"],
+                entry.source_etag,
+            )
+            return 0, hashlib.sha256()
+        return copied, digest
+
+    def _target_sha256(self, target_key: str | None) -> str | None:
+        """Returns the sha256 of an earlier whole copy (ledger rows from before 0009)."""
+        if target_key is None:
+            return None
+        try:
+            _, metadata = head_metadata(self._s3, self._settings.s3_bucket, target_key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                raise
+            return None  # gone with retention: nothing to compare with, the source is copied
+        return metadata.get("sha256")
+
+    def _server_side_copy(
+        self, client: S3Client, bucket: str, key: str, etag: str, final_key: str
+    ) -> StoredObject:
+        """Copies a whole source within one S3 service (the bytes do not pass through here)."""
+        size, sha256 = source_sha256(client, bucket, key, etag)
+        copy_with_metadata(
+            self._s3,
+            source_bucket=bucket,
+            source_key=key,
+            bucket=self._settings.s3_bucket,
+            key=final_key,
+            metadata=object_metadata(size, sha256, LogSource.S3.value),
+            source_client=client,
+            source_etag=etag,
+        )
+        return StoredObject(final_key, size, sha256)
 
     def _stream_copy(
         self,
@@ -404,8 +492,14 @@ class Extractor:
         etag: str,
         final_key: str,
         object_id: str,
+        offset: int,
+        whole: Any,
     ) -> StoredObject:
-        """Copies through this process: the source is on another S3 service than ours."""
+        """Copies through this process the source's bytes from offset on.
+
+        Used when the source is on another S3 service than ours, or when only what a
+        source gained since its last copy is copied. `whole` is fed the bytes too.
+        """
         writer = RawObjectWriter(
             self._s3,
             self._settings.s3_bucket,
@@ -416,8 +510,11 @@ class Extractor:
             source=LogSource.S3.value,
         )
         try:
-            body = client.get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"]
+            body = client.get_object(
+                Bucket=bucket, Key=key, IfMatch=etag, Range=f"bytes={offset}-"
+            )["Body"]
             for chunk in body.iter_chunks(READ_CHUNK):
+                whole.update(chunk)
                 writer.write(chunk)
             stored = writer.finish()
         except BaseException:
@@ -428,27 +525,18 @@ class Extractor:
         return stored
 
 
-def source_sha256(client: S3Client, bucket: str, key: str, etag: str) -> str:
-    """Returns a source object's sha256: from its full-object checksum, or by reading it."""
+def source_sha256(client: S3Client, bucket: str, key: str, etag: str) -> tuple[int, str]:
+    """Returns a source object's size and sha256: from its full-object checksum, or read."""
     head = client.head_object(Bucket=bucket, Key=key, IfMatch=etag, ChecksumMode="ENABLED")
+    size = int(head["ContentLength"])
     checksum = head.get("ChecksumSHA256")
     if checksum and head.get("ChecksumType") == "FULL_OBJECT":
-        return base64.b64decode(checksum).hex()
+        return size, base64.b64decode(checksum).hex()
     digest = hashlib.sha256()
     body = client.get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"]
     for chunk in body.iter_chunks(READ_CHUNK):
         digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _warn_if_changed(uri: str, copied_etag: str | None, item: Any) -> None:
-    if copied_etag is not None and item["ETag"] != copied_etag:
-        log.warning(
-            "%s changed after it was copied (ETag %s, was %s); objects are copied once",
-            uri,
-            item["ETag"],
-            copied_etag,
-        )
+    return size, digest.hexdigest()
 
 
 def describe(error: BaseException) -> str:

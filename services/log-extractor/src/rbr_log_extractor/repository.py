@@ -4,7 +4,8 @@
 across replicas), a lease (so two processes never extract one bucket at the same time, e.g.
 during a rebalance or while an operator runs `rbr run-task extract_logs`), the HTTP pull
 cursor, and the `logs.extracted` event of the last object until the broker confirmed it.
-`s3_copy_ledger` has one row per source object copied from a bucket's own S3 bucket.
+`s3_copy_ledger` has one row per source object copied from a bucket's own S3 bucket: its
+ETag, size and sha256 as last copied (a source that grows is copied again from there).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, and_, case, or_, select, update
 from sqlalchemy.engine import Connection
 
-from rbr_runtime.db.engine import insert_ignore
+from rbr_runtime.db.engine import insert_ignore, upsert
 from rbr_runtime.db.tables import extract_cursors, s3_copy_ledger
 from rbr_schemas import utcnow
 
@@ -40,10 +41,19 @@ class CursorState:
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """A source object already copied."""
+    """A source object already copied (the version and how much of it).
+
+    Attributes:
+        size_bytes: how many of the source's first bytes were copied.
+        source_sha256: their sha256 (None for rows recorded before it was kept).
+        target_key: the raw object the last copy made (None: the source was empty).
+    """
 
     source_uri: str
     source_etag: str | None
+    size_bytes: int = 0
+    source_sha256: str | None = None
+    target_key: str | None = None
 
 
 class ExtractState:
@@ -59,7 +69,6 @@ class ExtractState:
         self._engine = engine
         self.owner = owner
         self._insert_cursor = insert_ignore(engine, extract_cursors)
-        self._insert_ledger = insert_ignore(engine, s3_copy_ledger)
 
     # -- leases and slots ------------------------------------------------------------------------
 
@@ -228,11 +237,20 @@ class ExtractState:
         table = s3_copy_ledger.c
         with self._engine.connect() as connection:
             rows = connection.execute(
-                select(table.source_uri, table.source_etag).where(
-                    and_(table.name == name, table.source_uri_sha256.in_(list(digests)))
-                )
+                select(
+                    table.source_uri,
+                    table.source_etag,
+                    table.size_bytes,
+                    table.source_sha256,
+                    table.target_key,
+                ).where(and_(table.name == name, table.source_uri_sha256.in_(list(digests))))
             ).all()
-        return {row.source_uri: LedgerEntry(row.source_uri, row.source_etag) for row in rows}
+        return {
+            row.source_uri: LedgerEntry(
+                row.source_uri, row.source_etag, row.size_bytes, row.source_sha256, row.target_key
+            )
+            for row in rows
+        }
 
     def record_copy(
         self,
@@ -241,21 +259,33 @@ class ExtractState:
         source_uri: str,
         source_etag: str | None,
         size_bytes: int,
+        source_sha256: str | None,
         target_key: str | None,
     ) -> None:
-        """Adds a source object to the ledger (idempotent)."""
+        """Records the version of a source object copied (a new one replaces the old)."""
+        row = {
+            "name": name,
+            "source_uri_sha256": uri_digest(source_uri),
+            "source_uri": source_uri,
+            "source_etag": source_etag,
+            "size_bytes": size_bytes,
+            "source_sha256": source_sha256,
+            "target_key": target_key,
+            "copied_at": utcnow(),
+        }
         with self._engine.begin() as connection:
             connection.execute(
-                self._insert_ledger,
-                [
-                    {
-                        "name": name,
-                        "source_uri_sha256": uri_digest(source_uri),
-                        "source_uri": source_uri,
-                        "source_etag": source_etag,
-                        "size_bytes": size_bytes,
-                        "target_key": target_key,
-                        "copied_at": utcnow(),
-                    }
-                ],
+                upsert(
+                    connection,
+                    s3_copy_ledger,
+                    [row],
+                    key_columns=["name", "source_uri_sha256"],
+                    update_columns=[
+                        "source_etag",
+                        "size_bytes",
+                        "source_sha256",
+                        "target_key",
+                        "copied_at",
+                    ],
+                )
             )

@@ -194,6 +194,13 @@ class RawObjectWriter:
         self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
 
 
+def head_metadata(s3: S3Client, bucket: str, key: str) -> tuple[int, dict[str, str]]:
+    """Returns an object's size and user metadata (keys in lower case)."""
+    head = s3.head_object(Bucket=bucket, Key=key)
+    metadata = {k.lower(): v for k, v in head.get("Metadata", {}).items()}
+    return int(head.get("ContentLength", 0)), metadata
+
+
 def copy_with_metadata(
     s3: S3Client,
     *,

@@ -138,7 +138,11 @@ def _sane_time(moment: datetime) -> datetime | None:
         return None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        # 9999-12-31T23:59:59-01:00 is past datetime.max once in UTC.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def parse_rfc3339(text: str) -> datetime | None:
@@ -195,10 +199,12 @@ _REJECTED_FROM = re.compile(r"Connection rejected from (\S+): ")
 _NEW_CONNECTION_ON = re.compile(r"New connection on \S+: (\S+)")
 _PROTOCOL_FIELD = re.compile(r'\bprotocol="([^"]{1,16})"')
 _ACTOR_PROTOCOL = re.compile(r"Actor attempted to connect(?: to port \d+)? - (\w{1,16})")
-_AUTH = re.compile(
-    r'\busername=(?P<username>.*?) password=(?P<password>.*?)(?: auth_method="[^"]*")?$',
-    re.DOTALL,
-)
+# Credentials are cut with str.find, not one regex: `username=(.*?) password=` retried from
+# every `username=` of a record without ` password=` took time quadratic in its length
+# (seconds for 100 KB; records may be 1 MiB).
+_USERNAME_FIELD = re.compile(r"\busername=")
+_PASSWORD_FIELD: Final = " password="  # noqa: S105 - a field name, not a secret
+_AUTH_METHOD_FIELD: Final = ' auth_method="'
 _COMMAND = re.compile(r"\bcommand=(?P<command>.*)$", re.DOTALL)
 _REQUEST = re.compile(r"\brequest=(?P<request>.*)$", re.DOTALL)
 _METHOD_PATH = re.compile(r"\bmethod=(?P<method>\S+) path=(?P<path>.*)$", re.DOTALL)
@@ -267,10 +273,32 @@ def _rustbucket_protocol(row: Fields, message: str) -> None:
 
 
 def _rustbucket_credentials(row: Fields, message: str) -> None:
-    found = _AUTH.search(message)
-    if found:
-        row["username"] = clean_optional(found["username"], MAX_NAME)
-        row["password"] = clean_optional(found["password"], MAX_NAME)
+    """Sets the username and password of `... username=<u> password=<p> auth_method="<m>"`.
+
+    Neither value is quoted in rustbucket's log, so both may contain spaces: the username
+    runs to the first ` password=` after `username=`, the password to a final
+    `auth_method="..."` (or the end of the record).
+    """
+    found = _USERNAME_FIELD.search(message)
+    if found is None:
+        return
+    cut = message.find(_PASSWORD_FIELD, found.end())
+    if cut < 0:
+        return
+    row["username"] = clean_optional(message[found.end() : cut], MAX_NAME)
+    row["password"] = clean_optional(_without_auth_method(message[cut + 10 :]), MAX_NAME)
+
+
+def _without_auth_method(text: str) -> str:
+    """Returns text without a final newline and a final ` auth_method="..."` field."""
+    body = text[:-1] if text.endswith("\n") else text
+    if not body.endswith('"'):
+        return body
+    # The field's value holds no quote: its opening quote is the last one before the end.
+    opening = body.rfind('"', 0, len(body) - 1)
+    if opening < 0 or not body.endswith(_AUTH_METHOD_FIELD, 0, opening + 1):
+        return body
+    return body[: opening + 1 - len(_AUTH_METHOD_FIELD)]
 
 
 def _rustbucket_request(row: Fields, request: str) -> None:
@@ -410,6 +438,11 @@ _SSHD_MESSAGES: Final = tuple(
             rf"Connection reset by (?:(?:invalid|authenticating) user (?P<user>.*) )?{_PEER}",
             "disconnect",
         ),
+        (
+            rf"Disconnecting (?:(?:invalid|authenticating) user (?P<user>.*) )?{_PEER}",
+            "disconnect",
+        ),
+        (rf"Unable to negotiate with {_PEER}", "disconnect"),
         (rf"Connection from {_PEER} on ", "connect"),
         (
             r"pam_unix\(sshd:auth\): authentication failure;.*?\brhost=(?P<ip>\S*)"
@@ -481,7 +514,20 @@ def parse_syslog(found: re.Match[str], context: ParseContext) -> Fields:
     return row
 
 
+# rsyslog folds repeats: `message repeated 3 times: [ Failed password for root from ...]`.
+_REPEATED = re.compile(r"message repeated \d{1,10} times: \[ ?(?P<message>.*)\]", re.DOTALL)
+
+
 def _sshd_fields(row: Fields, message: str) -> None:
+    """Sets the event type and fields of an OpenSSH message.
+
+    User names are what sshd logs, spaces included (`Invalid user John Smith from ...`); the
+    peer is the last `from <ip> port <n>` of the message, since sshd writes it after the
+    user name, which an attacker chooses.
+    """
+    repeated = _REPEATED.fullmatch(message)
+    if repeated is not None:
+        message = repeated["message"]
     for pattern, event_type in _SSHD_MESSAGES:
         found = pattern.match(message) if event_type != OTHER else pattern.search(message)
         if found is None:
@@ -527,9 +573,11 @@ def _clf_time(found: re.Match[str]) -> datetime | None:
             int(found["ss"]),
             tzinfo=UTC,
         )
-    except ValueError:
+        # The offset can carry a time at either end of the calendar past datetime's range.
+        moment = moment - offset if tz[0] == "+" else moment + offset
+    except (ValueError, OverflowError):
         return None
-    return _sane_time(moment - offset if tz[0] == "+" else moment + offset)
+    return _sane_time(moment)
 
 
 def parse_http(found: re.Match[str]) -> Fields:

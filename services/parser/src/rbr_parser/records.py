@@ -4,24 +4,41 @@ A record is one line, except in rustbucket's text log, where a line that starts 
 any known format continues the rustbucket record before it (a payload with newlines spans
 several lines). A line that continues nothing and matches no format is a record of its own,
 typed `unparsed`: nothing is dropped but blank lines between records.
+
+Parsing one record never fails the object: a record whose parsing raises (attacker bytes
+finding a corner no format foresaw) becomes an `unparsed` record with its raw text kept.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from prometheus_client import Counter
 
 from rbr_parser import formats
 from rbr_parser.formats import Fields, ParseContext
 from rbr_parser.lines import Line
 from rbr_parser.sanitize import cut_utf8
 
+log = logging.getLogger(__name__)
+
+RECORD_ERRORS = Counter(
+    "rbr_parser_record_errors_total",
+    "Records whose parsing raised and which were kept as unparsed instead.",
+)
+
 _ANSI_PREFIX = re.compile(r"(?:\x1b\[[0-?]*[ -/]*[@-~])+")
 
 _Start = tuple[str, Any]
 """How a line starts a record: (format, its match or decoded event)."""
+_UNKNOWN_START: _Start = (formats.UNKNOWN, None)
+
+_T = TypeVar("_T")
+_D = TypeVar("_D")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +103,7 @@ class RecordReader:
         pending: _Pending | None = None
         for line in lines:
             text = line.data.decode("utf-8", "replace")
-            start = self._classify(text)
+            start = _guarded(self._classify, _UNKNOWN_START, text)
             if start is None and pending is not None:
                 pending.add(text, line.size, self._max_record_chars)
                 continue
@@ -96,7 +113,8 @@ class RecordReader:
             if start is not None and start[0] == formats.RUSTBUCKET:
                 pending = _Pending(start[1], text, line.size)
             elif start is not None:
-                yield Record(self._fields(start, text), self._raw(text), line.size)
+                fields = _guarded(self._fields, None, start, text)
+                yield Record(fields or formats.unparsed(text), self._raw(text), line.size)
             elif text.strip():
                 yield Record(formats.unparsed(text), self._raw(text), line.size)
             else:
@@ -152,7 +170,21 @@ class RecordReader:
         first_message = header["message"]
         message = first_message if len(lines) == 1 else "\n".join([first_message, *lines[1:]])
         raw = lines[0] if len(lines) == 1 else "\n".join(lines)
-        return Record(formats.parse_rustbucket(header, message), self._raw(raw), pending.size)
+        fields = _guarded(formats.parse_rustbucket, None, header, message)
+        return Record(fields or formats.unparsed(raw), self._raw(raw), pending.size)
 
     def _raw(self, text: str) -> str:
         return cut_utf8(text, self._max_raw_bytes)
+
+
+def _guarded(step: Callable[..., _T], default: _D, *args: Any) -> _T | _D:
+    """Returns step(*args), or default when it raises: one record never fails its object.
+
+    Only the exception's type is logged: the record is attacker-controlled text.
+    """
+    try:
+        return step(*args)
+    except Exception as error:  # noqa: BLE001 - any parsing failure is the record's alone
+        RECORD_ERRORS.inc()
+        log.debug("a record could not be parsed (%s); kept as unparsed", type(error).__name__)
+        return default

@@ -14,13 +14,19 @@ class ParserSettings(CommonSettings):
     service_name: str = "parser"
     http_port: int = Field(default=9103, ge=0, le=65535)
     consumer_batch_size: int = Field(
-        default=20, ge=1, description="logs.extracted events handled per batch (objects)."
+        default=1,
+        ge=1,
+        description="logs.extracted events handled per batch (objects). One: a batch must "
+        "end within RBR_KAFKA_MAX_POLL_INTERVAL_MS, and several large objects in one batch "
+        "could take longer, get the member evicted, their commit refused and the whole "
+        "batch parsed again (forever, if it always takes that long).",
     )
     kafka_max_poll_interval_ms: int = Field(
-        default=1_800_000,
+        default=14_400_000,
         ge=1000,
-        description="A large object can take minutes to parse; the group must not evict the "
-        "member meanwhile.",
+        le=86_400_000,
+        description="Longest one batch may take before the group evicts the member: above "
+        "the parse time of the largest object (RBR_EXTRACT_MAX_BYTES at about 2 MB/s).",
     )
     parser_insert_batch: int = Field(
         default=1000, ge=1, le=20_000, description="Rows per multi-row INSERT and transaction."

@@ -7,6 +7,8 @@ from typer.testing import CliRunner
 
 from rbr_cli.config_commands import README, markdown, readme_with_reference
 from rbr_cli.main import app
+from rbr_notifier.settings import NotifierSettings
+from rbr_parser.settings import ParserSettings
 
 runner = CliRunner()
 
@@ -36,3 +38,17 @@ def test_values_hide_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "kafka-1:9092" in result.output
     assert "hunter2" not in result.output
     assert "TOPSECRETPW" not in result.output
+
+
+def _section(reference: str, title: str) -> str:
+    return reference.split(f"**{title}**", 1)[1].split("\n**", 1)[0]
+
+
+def test_a_service_overriding_a_shared_default_lists_its_own_value() -> None:
+    reference = markdown()
+    for title, settings_cls in (("notifier", NotifierSettings), ("parser", ParserSettings)):
+        own_default = settings_cls.model_fields["kafka_max_poll_interval_ms"].default
+        section = _section(reference, title)
+        assert f"| `RBR_KAFKA_MAX_POLL_INTERVAL_MS` | `{own_default}` |" in section
+    # Services that keep the shared default do not repeat it.
+    assert "RBR_KAFKA_MAX_POLL_INTERVAL_MS" not in _section(reference, "poller")

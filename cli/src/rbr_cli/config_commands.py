@@ -84,11 +84,24 @@ def settings_of(settings_cls: type[CommonSettings], skip: set[str]) -> list[Sett
     return settings
 
 
+def _inherited_unchanged(settings_cls: type[CommonSettings]) -> set[str]:
+    """Returns the shared fields a service keeps as they are in CommonSettings.
+
+    A service that overrides a shared default (the parser's and the notifier's longer
+    max.poll.interval, each service's port) lists that variable in its own section.
+    """
+    common = CommonSettings.model_fields
+    return {
+        name
+        for name, field in settings_cls.model_fields.items()
+        if name in common and _default(field) == _default(common[name])
+    } - {"http_port"}
+
+
 def _sections() -> list[tuple[str, list[Setting]]]:
-    common = set(CommonSettings.model_fields)
     sections = [("every service", settings_of(CommonSettings, {"service_name", "http_port"}))]
     for service, settings_cls in service_settings().items():
-        own = settings_of(settings_cls, common - {"http_port"})
+        own = settings_of(settings_cls, _inherited_unchanged(settings_cls) | {"service_name"})
         sections.append((service, own))
     return sections
 

@@ -97,7 +97,8 @@ class PollLoop:
         self._wake: asyncio.Event | None = None
         self._limiter: asyncio.Semaphore | None = None
         self._done: dict[str, int] = {}
-        self._known: set[str] = set()
+        self._known: dict[str, str] = {}
+        """Buckets whose state row is known to exist: name -> bucket id."""
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: list[tuple[BucketStatus, str | None]] = []
@@ -178,7 +179,7 @@ class PollLoop:
     async def _schedule(
         self, client: httpx.AsyncClient, records: list[BucketRegistered], now: datetime
     ) -> None:
-        new = {r.name for r in records} - self._known
+        new = {r.name: r.bucket_id for r in records if self._known.get(r.name) != r.bucket_id}
         if new:
             await asyncio.to_thread(self._store.ensure, new, now)
             self._known |= new
@@ -247,9 +248,8 @@ class PollLoop:
 
     async def _check_polled(self, names: list[str]) -> None:
         """Fires or resolves the alerts of buckets just polled (the sweep retries failures)."""
-        changed = {r.name: r.updated_at for r in self._directory.buckets()}
         try:
-            await asyncio.to_thread(self._recorder.check_health, names, self._clock(), (), changed)
+            await asyncio.to_thread(self._recorder.check_health, names, self._clock())
         except Exception as error:  # noqa: BLE001 - the next sweep decides again from state
             log.warning("health check after polls failed: %s: %s", type(error).__name__, error)
 
@@ -263,9 +263,6 @@ class PollLoop:
         ]
         owned = set(active)
         self._done = {name: slot for name, slot in self._done.items() if name in owned}
-        self._known &= owned
-        changed = {r.name: r.updated_at for r in records}
-        summary = await asyncio.to_thread(
-            self._recorder.check_health, active, now, inactive, changed
-        )
+        self._known = {name: key for name, key in self._known.items() if name in owned}
+        summary = await asyncio.to_thread(self._recorder.check_health, active, now, inactive)
         UNRESPONSIVE.set(summary.open)

@@ -29,8 +29,9 @@ class PollerSettings(BucketAccessSettings):
     unresponsive_after: float = Field(
         default=900.0,
         gt=0,
-        description="Seconds without a successful poll after which a bucket_unresponsive alert "
-        "fires (counted from the last success, or from when the poller first saw the bucket).",
+        description="Seconds of polling without a successful poll after which a "
+        "bucket_unresponsive alert fires (counted from the last success, or from when polling "
+        "of the bucket began or resumed after a gap; time no poller polled is not counted).",
     )
     max_response_bytes: int = Field(
         default=64 * 1024,

@@ -240,3 +240,43 @@ def test_concurrent_registrations_are_each_acknowledged_once_committed(
         assert len(connection.execute(select(buckets.c.id)).all()) == count
     events = read_events(broker.bootstrap, BUCKET_REGISTERED, at_least=count)
     assert sorted(e.subject for e in events) == sorted(names)
+
+
+def test_a_status_of_a_removed_bucket_does_not_touch_its_namesake(
+    broker: Broker, registrar_factory: RegistrarFactory, mysql_engine: Engine
+) -> None:
+    registrar = registrar_factory()
+    name = "rustbucket-n4mesake"
+    with registrar.client() as client, registrar.operator() as operator:
+        old_id = client.post("/register_bucket", json=seed_payload(name)).json()["id"]
+        assert operator.delete(f"/api/v1/buckets/{name}").status_code == 200
+        new_id = client.post("/register_bucket", json=seed_payload(name)).json()["id"]
+    assert new_id != old_id
+    producer = EventProducer(CommonSettings(kafka_bootstrap=broker.bootstrap), source="/rbr/t")
+    base = datetime.now(UTC).replace(microsecond=0)
+
+    def status(bucket_id: str, offset: int, cpu: str) -> BucketStatus:
+        return BucketStatus(
+            bucket_id=bucket_id,
+            name=name,
+            polled_at=base + timedelta(seconds=offset),
+            reachable=True,
+            latency_ms=3.0,
+            updates=BucketUpdate(cpu_usage=cpu),
+        )
+
+    # A poll of the removed bucket, late (it was in flight), and newer than the new one's.
+    producer.send(BUCKET_STATUS, name, status(new_id, 10, "10%"))
+    producer.send(BUCKET_STATUS, name, status(old_id, 20, "99%"))
+    wait_for(
+        lambda: (
+            sum(committed_offsets(broker.bootstrap, "registrar", BUCKET_STATUS.name).values()) == 2
+        ),
+        message="both statuses handled and committed",
+    )
+    with mysql_engine.connect() as connection:
+        row = connection.execute(select(buckets).where(buckets.c.name == name)).one()
+    assert row.id == new_id
+    assert row.last_seen == base + timedelta(seconds=10)
+    assert row.last_status_at == base + timedelta(seconds=10)
+    assert row.cpu_usage == "10%"

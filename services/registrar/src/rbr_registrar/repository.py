@@ -223,7 +223,8 @@ class BucketRepository:
         """Records the latest poll of each bucket; returns how many buckets changed.
 
         An older status never overwrites a newer one (compared by `polled_at`), so a replay
-        or a late redelivery is harmless; statuses of unknown buckets are ignored.
+        or a late redelivery is harmless; statuses of unknown buckets are ignored, and so are
+        those of a removed bucket whose name was registered again (matched by name and id).
         """
         return with_retries(lambda: self._apply_statuses_once(list(updates)))
 
@@ -240,6 +241,7 @@ class BucketRepository:
             update(buckets)
             .where(
                 buckets.c.name == latest.name,
+                buckets.c.id == latest.bucket_id,
                 or_(
                     buckets.c.last_status_at.is_(None),
                     buckets.c.last_status_at < latest.polled_at,
@@ -264,6 +266,7 @@ class BucketRepository:
                 update(buckets)
                 .where(
                     buckets.c.name == success.name,
+                    buckets.c.id == success.bucket_id,
                     or_(buckets.c.last_seen.is_(None), buckets.c.last_seen < success.polled_at),
                 )
                 .values(last_seen=success.polled_at, **reported)
@@ -307,14 +310,17 @@ class BucketRepository:
 
 
 def status_updates(statuses: Iterable[BucketStatus]) -> list[StatusUpdate]:
-    """Reduces a batch of statuses to the latest one, and latest success, per bucket."""
-    latest: dict[str, BucketStatus] = {}
-    success: dict[str, BucketStatus] = {}
+    """Reduces a batch of statuses to the latest one, and latest success, per bucket.
+
+    A bucket is its name and id: a removed bucket's statuses stay apart from those of a new
+    bucket registered under the same name.
+    """
+    latest: dict[tuple[str, str], BucketStatus] = {}
+    success: dict[tuple[str, str], BucketStatus] = {}
     for status in statuses:
-        if status.name not in latest or latest[status.name].polled_at < status.polled_at:
-            latest[status.name] = status
-        if status.reachable and (
-            status.name not in success or success[status.name].polled_at < status.polled_at
-        ):
-            success[status.name] = status
-    return [StatusUpdate(latest[name], success.get(name)) for name in sorted(latest)]
+        key = (status.name, status.bucket_id)
+        if key not in latest or latest[key].polled_at < status.polled_at:
+            latest[key] = status
+        if status.reachable and (key not in success or success[key].polled_at < status.polled_at):
+            success[key] = status
+    return [StatusUpdate(latest[key], success.get(key)) for key in sorted(latest)]

@@ -52,6 +52,8 @@ class Poller:
         service.add("poll-loop", self.loop.run, self.loop.stop)
         service.health.add_check("bucket directory", self.directory.readiness)
         service.health.add_check("database", database_ready(self.engine))
+        # Not ready while results cannot be published (the producer is renewed if broken).
+        service.health.add_check("publishing", self.producer.readiness)
         service.on_shutdown(self.producer.flush)
         service.on_shutdown(self.engine.dispose)
 

@@ -25,6 +25,7 @@ from datetime import datetime
 import httpx
 from prometheus_client import Counter, Gauge
 
+from rbr_poller.pending import PendingResults
 from rbr_poller.polling import PollConfig, poll_bucket
 from rbr_poller.recorder import UNRESPONSIVE, Recorder
 from rbr_poller.settings import PollerSettings
@@ -33,7 +34,7 @@ from rbr_runtime.buckets import BucketClients, client_options
 from rbr_runtime.kafka import BucketDirectory
 from rbr_runtime.kafka.consumer import backoff_delay
 from rbr_runtime.schedule import due_at, slot_of
-from rbr_schemas import BucketRegistered, BucketState, BucketStatus, utcnow
+from rbr_schemas import BucketRegistered, BucketState, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class PollLoop:
         """Buckets whose state row is known to exist: name -> bucket id."""
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._results: list[tuple[BucketStatus, str | None]] = []
+        self._results = PendingResults(settings.max_unpublished_statuses)
         self._flush_failures = 0
         self._next_flush = 0.0
         self._next_sweep = 0.0
@@ -211,7 +212,7 @@ class PollLoop:
     async def _poll(self, client: httpx.AsyncClient, record: BucketRegistered, slot: int) -> None:
         try:
             status = await poll_bucket(client, record, self._config, self._limiter)
-            self._results.append((status, status_event_id(record.name, slot)))
+            self._results.add((status, status_event_id(record.name, slot)))
             self.polls_done += 1
         finally:
             self._busy.discard(record.name)
@@ -222,11 +223,11 @@ class PollLoop:
     async def _flush(self, *, force: bool = False) -> None:
         if not self._results or (not force and time.monotonic() < self._next_flush):
             return
-        batch, self._results = self._results, []
+        batch = self._results.take()
         try:
             await asyncio.to_thread(self._recorder.record, batch)
         except Exception as error:  # noqa: BLE001 - broker or DB down: keep and retry
-            self._results = batch + self._results
+            self._results.put_back(batch)
             self._flush_failures += 1
             delay = backoff_delay(
                 self._flush_failures,

@@ -44,3 +44,9 @@ class PollerSettings(BucketAccessSettings):
         description="Seconds between health checks of every owned bucket (polls that fail to "
         "happen at all are noticed here).",
     )
+    max_unpublished_statuses: int = Field(
+        default=20_000,
+        ge=1,
+        description="Most poll results kept while they cannot be published (broker or database "
+        "down); beyond it the oldest are dropped (rbr_statuses_dropped_total).",
+    )

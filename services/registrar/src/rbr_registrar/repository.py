@@ -51,16 +51,29 @@ REPORTED_FIELDS = (
 
 
 def with_retries(action: Callable[[], T], attempts: int = WRITE_ATTEMPTS) -> T:
-    """Runs a transaction, again after a deadlock, a lost unique-key race or a lost connection.
+    """Runs a transaction, again after a deadlock or a lost connection, or a lost unique race.
 
-    Other errors, and the last failure, propagate.
+    A lost unique-key race (two replicas inserting the same new name) is settled by the time
+    the database reports it: the winner has committed. So it is decided again once, at
+    once: the second attempt sees the winner's row (and answers, e.g., a conflict). Another
+    IntegrityError is no race and no outage: it propagates without more tries or pauses.
+    Outages are retried with growing pauses; other errors, and the last failure, propagate.
     """
+    try:
+        return _through_outages(action, attempts)
+    except IntegrityError as error:
+        log.info("transaction lost a unique-key race; deciding again: %s", type(error).__name__)
+    return _through_outages(action, attempts)
+
+
+def _through_outages(action: Callable[[], T], attempts: int) -> T:
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except (IntegrityError, DBAPIError) as error:
-            retryable = isinstance(error, IntegrityError) or is_transient_db_error(error)
-            if not retryable or attempt == attempts:
+        except DBAPIError as error:
+            if isinstance(error, IntegrityError) or not is_transient_db_error(error):
+                raise
+            if attempt == attempts:
                 raise
             log.info("transaction retried (attempt %d): %s", attempt, type(error).__name__)
             time.sleep(0.01 * 2**attempt)

@@ -43,3 +43,13 @@ def test_constant_time_membership() -> None:
     assert constant_time_in("key-2", ["key-1", "key-2"])
     assert not constant_time_in("key-3", ["key-1", "key-2"])
     assert not constant_time_in("", [])
+
+
+def test_rotation_a_fingerprint_made_with_an_old_key_still_matches() -> None:
+    stored = TokenVault.from_setting("old-key").fingerprint(TOKEN)
+    rotated = TokenVault.from_setting("new-key,old-key")
+    assert rotated.matches(TOKEN, stored)
+    assert not rotated.matches(TOKEN[:-1] + "x", stored)
+    assert rotated.fingerprint(TOKEN) == TokenVault.from_setting("new-key").fingerprint(TOKEN)
+    assert rotated.fingerprints(TOKEN) == [rotated.fingerprint(TOKEN), stored]
+    assert not TokenVault.from_setting("new-key").matches(TOKEN, stored), "old key dropped"

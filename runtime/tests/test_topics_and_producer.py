@@ -71,3 +71,29 @@ def test_send_raises_when_the_broker_is_down(broker: Broker) -> None:
     )
     with pytest.raises(DeliveryError):
         producer.send(ALERTS, "k", alert)
+    assert "cannot publish" in (producer.readiness() or "")
+
+
+def test_a_producer_broken_for_good_is_replaced_and_the_retry_succeeds(broker: Broker) -> None:
+    producer = EventProducer(CommonSettings(kafka_bootstrap=broker.bootstrap), source="/rbr/t")
+    alert = Alert(
+        alert_id="a-3",
+        dedupe_key="k",
+        type="test",
+        severity=Severity.INFO,
+        state=AlertState.FIRING,
+        title="t",
+        source="/rbr/t",
+        occurred_at=utcnow(),
+    )
+    producer.send(ALERTS, "k", alert)
+    assert producer.readiness() is None
+    # A closed librdkafka producer never produces again (as after a fatal error).
+    producer._producer.close()  # breaking the client is the point
+    with pytest.raises(DeliveryError) as raised:
+        producer.send(ALERTS, "k", alert)
+    assert raised.value.fatal
+    assert "cannot publish" in (producer.readiness() or "")
+    again = producer.send(ALERTS, "k", alert)
+    assert producer.readiness() is None
+    assert again.id in [e.id for e in read_events(broker.bootstrap, ALERTS, at_least=2)]

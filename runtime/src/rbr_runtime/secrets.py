@@ -3,7 +3,8 @@
 The registrar encrypts each bucket's token with a key derived from `RBR_SECRET_KEY` and
 publishes only the ciphertext; the poller and log-extractor, configured with the same key,
 decrypt it to call the bucket. Several comma-separated keys allow rotation: the first
-encrypts, any decrypts.
+encrypts and fingerprints, any decrypts, and a stored fingerprint made with any of them
+matches (the registrar then re-stores the token under the first key).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class TokenVault:
         self._fernet = MultiFernet(
             [Fernet(base64.urlsafe_b64encode(_derive(key, _KDF_INFO))) for key in keys]
         )
-        self._hash_key = _derive(keys[0], _HASH_INFO)
+        self._hash_keys = [_derive(key, _HASH_INFO) for key in keys]
 
     @classmethod
     def from_setting(cls, secret_key_setting: str) -> TokenVault:
@@ -64,12 +65,24 @@ class TokenVault:
             ) from None
 
     def fingerprint(self, token: str) -> str:
-        """Returns a keyed hash of the token, for lookups and comparison without decrypting."""
-        return hmac.new(self._hash_key, token.encode(), hashlib.sha256).hexdigest()
+        """Returns a keyed hash of the token under the current (first) key."""
+        return self.fingerprints(token)[0]
+
+    def fingerprints(self, token: str) -> list[str]:
+        """Returns the token's keyed hash under every configured key, the current one first."""
+        return [
+            hmac.new(key, token.encode(), hashlib.sha256).hexdigest() for key in self._hash_keys
+        ]
 
     def matches(self, token: str, fingerprint: str) -> bool:
-        """Compares a presented token with a stored fingerprint in constant time."""
-        return hmac.compare_digest(self.fingerprint(token), fingerprint)
+        """Tells whether a stored fingerprint is the token's under any configured key.
+
+        Each key's hash is compared in constant time, and all are compared.
+        """
+        found = False
+        for candidate in self.fingerprints(token):
+            found |= hmac.compare_digest(candidate, fingerprint)
+        return found
 
 
 def constant_time_in(candidate: str, allowed: Sequence[str]) -> bool:

@@ -10,6 +10,7 @@ from rbr_poller.health import (
     Transition,
     alert_id_for,
     firing_alert,
+    polling_gap,
     resolved_alert,
     transition,
 )
@@ -19,6 +20,7 @@ from rbr_schemas import AlertState, BucketRegistered, BucketState
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 LIMIT = 900.0
+GAP = 610.0
 
 
 def row(**changes: object) -> HealthRow:
@@ -36,33 +38,59 @@ def row(**changes: object) -> HealthRow:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+def polled(base: HealthRow, at: datetime) -> HealthRow:
+    """The row after a poll at `at` was recorded, in a run of polls without a gap."""
+    return replace(base, last_attempt_at=at, polling_since=base.polling_since or at)
+
+
 def test_new_bucket_gets_the_full_grace_period_from_first_sight() -> None:
-    assert transition(row(), T0 + timedelta(seconds=899), LIMIT) is None
-    assert transition(row(), T0 + timedelta(seconds=900), LIMIT) is Transition.FIRE
+    early = T0 + timedelta(seconds=899)
+    assert transition(polled(row(), early), early, LIMIT, GAP) is None
+    due = T0 + timedelta(seconds=900)
+    assert transition(polled(row(polling_since=T0), due), due, LIMIT, GAP) is Transition.FIRE
 
 
 def test_silence_is_counted_from_the_last_success() -> None:
-    healthy = row(last_success_at=T0 + timedelta(minutes=10))
-    assert transition(healthy, T0 + timedelta(minutes=24), LIMIT) is None
-    assert transition(healthy, T0 + timedelta(minutes=25), LIMIT) is Transition.FIRE
+    healthy = row(last_success_at=T0 + timedelta(minutes=10), polling_since=T0)
+    early, due = T0 + timedelta(minutes=24), T0 + timedelta(minutes=25)
+    assert transition(polled(healthy, early), early, LIMIT, GAP) is None
+    assert transition(polled(healthy, due), due, LIMIT, GAP) is Transition.FIRE
 
 
-def test_a_changed_registration_restarts_the_count() -> None:
-    old = row(last_success_at=T0)
-    reapproved = replace(old, registration_changed_at=T0 + timedelta(days=1))
-    assert transition(old, T0 + timedelta(days=1, minutes=1), LIMIT) is Transition.FIRE
-    assert transition(reapproved, T0 + timedelta(days=1, minutes=1), LIMIT) is None
-    assert transition(reapproved, T0 + timedelta(days=1, minutes=15), LIMIT) is Transition.FIRE
+def test_time_no_poller_polled_is_not_the_buckets_silence() -> None:
+    # Polled fine until T0, then every poller was down for two hours.
+    before = row(last_success_at=T0, last_attempt_at=T0, polling_since=T0 - timedelta(days=1))
+    restart = T0 + timedelta(hours=2)
+    assert transition(before, restart, LIMIT, GAP) is None, "no poll since the restart yet"
+    # The first poll after the restart fails: a new run of polls begins with it.
+    first = replace(before, last_attempt_at=restart, polling_since=restart)
+    assert transition(first, restart, LIMIT, GAP) is None
+    later = restart + timedelta(seconds=LIMIT - 1)
+    assert transition(replace(first, last_attempt_at=later), later, LIMIT, GAP) is None
+    due = restart + timedelta(seconds=LIMIT)
+    alert_row = replace(first, last_attempt_at=due)
+    assert transition(alert_row, due, LIMIT, GAP) is Transition.FIRE
+    alert = firing_alert(alert_row, due, LIMIT)
+    assert alert.context["silent_since"] == restart.isoformat()
+    assert "polling resumed" in alert.detail
+
+
+def test_a_bucket_no_longer_polled_does_not_fire() -> None:
+    stale = row(last_attempt_at=T0, polling_since=T0)
+    assert transition(stale, T0 + timedelta(seconds=GAP), LIMIT, GAP) is None
+    assert transition(stale, T0 + timedelta(seconds=GAP + 1), LIMIT, GAP) is None
+    assert polling_gap(300.0, 10.0) == 610.0
 
 
 def test_open_alert_never_fires_again_and_resolves_on_a_later_success() -> None:
     opened = T0 + timedelta(minutes=15)
     open_row = row(alert_open=True, alert_id="a-1", alert_opened_at=opened, consecutive_failures=9)
-    assert transition(open_row, T0 + timedelta(days=2), LIMIT) is None
+    later = T0 + timedelta(days=2)
+    assert transition(polled(open_row, later), later, LIMIT, GAP) is None
     before = replace(open_row, last_success_at=opened - timedelta(seconds=1))
-    assert transition(before, opened + timedelta(minutes=1), LIMIT) is None
+    assert transition(before, opened + timedelta(minutes=1), LIMIT, GAP) is None
     back = replace(open_row, last_success_at=opened + timedelta(minutes=5))
-    assert transition(back, opened + timedelta(minutes=5), LIMIT) is Transition.RESOLVE
+    assert transition(back, opened + timedelta(minutes=5), LIMIT, GAP) is Transition.RESOLVE
 
 
 def test_alert_id_is_stable_for_one_silence_and_new_for_the_next() -> None:

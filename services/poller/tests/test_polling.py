@@ -147,9 +147,10 @@ def test_health_check_task_fires_for_silent_buckets_once(
         broker, mysql_engine, bucket_ca_file=str(fleet.ca_file), unresponsive_after=60.0
     )
     pull_updates(settings)
-    # Both were first seen a moment ago; back-date the first sighting past the threshold.
+    # Both were first seen and polled a moment ago; back-date the first sighting and the start
+    # of polling past the threshold (as if polled, in vain, since then).
     with mysql_engine.begin() as connection:
-        connection.execute(poller_state.update().values(first_seen_at=T0))
+        connection.execute(poller_state.update().values(first_seen_at=T0, polling_since=T0))
     assert health_check(settings) == (
         "checked 2 active bucket(s): 1 unresponsive; alerts fired 1, resolved 0"
     )
@@ -168,8 +169,8 @@ def test_concurrent_claims_give_each_slot_of_each_bucket_to_one_replica(
     mysql_engine: Engine,
 ) -> None:
     names = [f"rustbucket-{i:08d}" for i in range(200)]
-    stores = [PollerStateStore(mysql_engine) for _ in range(4)]
-    stores[0].ensure(names, T0)
+    stores = [PollerStateStore(mysql_engine, polling_gap=600.0) for _ in range(4)]
+    stores[0].ensure({name: f"id-{name}" for name in names}, T0)
     won: list[list[str]] = [[] for _ in stores]
 
     def claimer(index: int) -> Callable[[], None]:

@@ -14,9 +14,9 @@ def test_slot_claims_on_sqlite(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/rbr.db"
     upgrade(url)
     engine = make_engine(url)
-    store = PollerStateStore(engine)
+    store = PollerStateStore(engine, polling_gap=600.0)
     moment = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
-    store.ensure(["b-1", "b-2"], moment)
+    store.ensure({"b-1": "id-1", "b-2": "id-2"}, moment)
     assert store.claim(["b-1", "b-2"], 5, moment) == ["b-1", "b-2"]
     assert store.claim(["b-1", "b-2"], 5, moment) == []
     assert store.claim(["b-2"], 6, moment) == ["b-2"]

@@ -166,3 +166,36 @@ def test_registration_message_carries_the_ciphertext_never_the_token() -> None:
 def test_row_repr_hides_token_material(field: str) -> None:
     row = new_bucket(registration(), "id-1", NOW)
     assert getattr(row, field) not in repr(row)
+
+
+def test_a_token_stored_under_a_rotated_out_key_is_stored_again_under_the_current_one() -> None:
+    old, rotated = TokenVault.from_setting("old-key"), TokenVault.from_setting("new-key,old-key")
+    stored = new_bucket(
+        registration(token_hash=old.fingerprint(TOKEN), token_ciphertext=old.encrypt(TOKEN)),
+        "id-1",
+        NOW,
+    )
+    current, *earlier = rotated.fingerprints(TOKEN)
+    again = registration(
+        token_hash=current,
+        token_ciphertext=rotated.encrypt(TOKEN),
+        earlier_token_hashes=tuple(earlier),
+    )
+    decision = decide_registration(stored, again, "id-2", LATER)
+    assert decision.verdict is Verdict.UPDATED
+    assert decision.row is not None
+    assert decision.row.token_hash == current
+    assert TokenVault.from_setting("new-key").decrypt(decision.row.token_ciphertext) == TOKEN
+    # Stored under the current key now: the same registration changes nothing more.
+    assert decide_registration(decision.row, again, "id-3", LATER).verdict is Verdict.UNCHANGED
+    other = rotated.fingerprints("x" * 32)
+    hijack = registration(token_hash=other[0], earlier_token_hashes=tuple(other[1:]))
+    assert decide_registration(stored, hijack, "id-4", LATER).verdict is Verdict.CONFLICT
+
+    update = SelfUpdate(metrics={}, token_hash=current, token_ciphertext=rotated.encrypt(TOKEN))
+    rehashed = decide_self_update(stored, update, LATER)
+    assert rehashed.verdict is Verdict.UPDATED
+    assert rehashed.row is not None
+    assert rehashed.row.token_hash == current
+    assert rehashed.row is not None
+    assert decide_self_update(rehashed.row, update, LATER).verdict is Verdict.UNCHANGED

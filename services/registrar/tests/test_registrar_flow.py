@@ -240,3 +240,83 @@ def test_concurrent_registrations_are_each_acknowledged_once_committed(
         assert len(connection.execute(select(buckets.c.id)).all()) == count
     events = read_events(broker.bootstrap, BUCKET_REGISTERED, at_least=count)
     assert sorted(e.subject for e in events) == sorted(names)
+
+
+def test_a_status_of_a_removed_bucket_does_not_touch_its_namesake(
+    broker: Broker, registrar_factory: RegistrarFactory, mysql_engine: Engine
+) -> None:
+    registrar = registrar_factory()
+    name = "rustbucket-n4mesake"
+    with registrar.client() as client, registrar.operator() as operator:
+        old_id = client.post("/register_bucket", json=seed_payload(name)).json()["id"]
+        assert operator.delete(f"/api/v1/buckets/{name}").status_code == 200
+        new_id = client.post("/register_bucket", json=seed_payload(name)).json()["id"]
+    assert new_id != old_id
+    producer = EventProducer(CommonSettings(kafka_bootstrap=broker.bootstrap), source="/rbr/t")
+    base = datetime.now(UTC).replace(microsecond=0)
+
+    def status(bucket_id: str, offset: int, cpu: str) -> BucketStatus:
+        return BucketStatus(
+            bucket_id=bucket_id,
+            name=name,
+            polled_at=base + timedelta(seconds=offset),
+            reachable=True,
+            latency_ms=3.0,
+            updates=BucketUpdate(cpu_usage=cpu),
+        )
+
+    # A poll of the removed bucket, late (it was in flight), and newer than the new one's.
+    producer.send(BUCKET_STATUS, name, status(new_id, 10, "10%"))
+    producer.send(BUCKET_STATUS, name, status(old_id, 20, "99%"))
+    wait_for(
+        lambda: (
+            sum(committed_offsets(broker.bootstrap, "registrar", BUCKET_STATUS.name).values()) == 2
+        ),
+        message="both statuses handled and committed",
+    )
+    with mysql_engine.connect() as connection:
+        row = connection.execute(select(buckets).where(buckets.c.name == name)).one()
+    assert row.id == new_id
+    assert row.last_seen == base + timedelta(seconds=10)
+    assert row.last_status_at == base + timedelta(seconds=10)
+    assert row.cpu_usage == "10%"
+
+
+def test_tokens_stored_under_a_rotated_out_key_are_accepted_and_stored_again(
+    broker: Broker, registrar_factory: RegistrarFactory, mysql_engine: Engine
+) -> None:
+    name, other = "rustbucket-r0tate00", "rustbucket-r0tate01"
+    before = registrar_factory(secret_key="old-key")
+    with before.client() as client:
+        for bucket in (name, other):
+            answer = client.post("/register_bucket", json=seed_payload(bucket))
+            assert answer.json()["status"] == "pending", answer.text
+    before.handle.stop()
+
+    rotated = registrar_factory(secret_key="new-key,old-key")
+    new_only = TokenVault.from_setting("new-key")
+    with rotated.client() as client:
+        again = client.post("/register_bucket", json=seed_payload(name))
+        assert again.status_code == 200, again.text
+        auth = {"Authorization": f"Token {TOKEN}"}
+        own = client.patch(f"/api/v1/buckets/{other}/self", json={"cpu_usage": "5%"}, headers=auth)
+        assert own.status_code == 200, own.text
+        hijack = client.post("/register_bucket", json=seed_payload(name, token="q" * 32))
+        assert hijack.status_code == 409
+
+    with mysql_engine.connect() as connection:
+        rows = {r.name: r for r in connection.execute(select(buckets))}
+    for bucket in (name, other):
+        assert rows[bucket].token_hash == new_only.fingerprint(TOKEN), bucket
+        assert new_only.decrypt(rows[bucket].token_ciphertext) == TOKEN, bucket
+        assert rows[bucket].version == 2, bucket
+
+    # The new ciphertext is published, so pollers keep working once the old key is dropped.
+    def republished() -> dict[str, Any] | None:
+        latest = {e.subject: e.data for e in read_events(broker.bootstrap, BUCKET_REGISTERED)}
+        versions = {bucket: latest[bucket].version for bucket in (name, other) if bucket in latest}
+        return latest if versions == {name: 2, other: 2} else None
+
+    latest = wait_for(republished, message="the re-encrypted registrations published")
+    for bucket in (name, other):
+        assert new_only.decrypt(latest[bucket].token_ciphertext) == TOKEN, bucket

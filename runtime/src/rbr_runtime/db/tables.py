@@ -111,6 +111,14 @@ poller_state = Table(
     Column("alert_open", Boolean(), nullable=False, server_default="0"),
     Column("alert_id", String(64), nullable=True),
     Column("alert_opened_at", UtcDateTime(), nullable=True),
+    Column("bucket_id", String(36), nullable=True, comment="the registration this state is of"),
+    Column("last_attempt_at", UtcDateTime(), nullable=True, comment="latest recorded poll"),
+    Column(
+        "polling_since",
+        UtcDateTime(),
+        nullable=True,
+        comment="start of the current run of polls without a gap",
+    ),
 )
 
 # --- log-extractor -----------------------------------------------------------------------------

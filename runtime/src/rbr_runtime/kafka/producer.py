@@ -3,6 +3,10 @@
 Idempotent with acks=all: a retry inside librdkafka never duplicates or reorders a message.
 Callers treat an event as sent only when `send` returns; on failure it raises, and the caller
 retries (consumers: the batch is retried; the registrar: the outbox row stays).
+
+A librdkafka producer that hit a fatal error (or was closed) never delivers again; the
+`EventProducer` then replaces it with a new one, so the caller's retry can succeed. Whether
+the last send failed is its `readiness()`, for a service's `/readyz`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pydantic import BaseModel
 from rbr_runtime.kafka.codec import CONTENT_TYPE, CONTENT_TYPE_HEADER, encode, make_event
 from rbr_runtime.kafka.config import producer_config
 from rbr_runtime.settings import CommonSettings
-from rbr_schemas import CloudEvent, TopicSpec
+from rbr_schemas import CloudEvent, TopicSpec, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +37,18 @@ EVENTS_PRODUCED = Counter(
 PRODUCE_FAILURES = Counter(
     "rbr_produce_failures_total", "Messages the broker did not confirm, by topic.", ["topic"]
 )
+PRODUCERS_RENEWED = Counter(
+    "rbr_producers_renewed_total", "Producers replaced after a fatal error or being closed."
+)
 
 
 class DeliveryError(Exception):
     """The broker did not confirm a message; nothing may be treated as sent."""
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+        """The producer can never deliver again (it is replaced before this is raised)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class _PendingBatch:
     def __init__(self, size: int) -> None:
         self.remaining = size
         self.errors: list[str] = []
+        self.fatal = False
         self.done = threading.Event()
         self._lock = threading.Lock()
         if size == 0:
@@ -64,6 +77,7 @@ class _PendingBatch:
         with self._lock:
             if error is not None:
                 self.errors.append(f"{message.topic()}: {error.str()}")
+                self.fatal |= bool(error.fatal())
                 PRODUCE_FAILURES.labels(message.topic()).inc()
             else:
                 EVENTS_PRODUCED.labels(message.topic()).inc()
@@ -79,9 +93,16 @@ class EventProducer:
     """
 
     def __init__(self, settings: CommonSettings, source: str) -> None:
-        self._producer = Producer(producer_config(settings))
+        self._config = producer_config(settings)
+        self._producer = Producer(self._config)
+        self._renew_lock = threading.Lock()
         self._source = source
         self._delivery_timeout = settings.kafka_message_timeout_ms / 1000 + 5
+        self._failure: str | None = None
+
+    def readiness(self) -> str | None:
+        """Returns why the last send failed, or None when it succeeded (or none was made)."""
+        return self._failure
 
     @property
     def source(self) -> str:
@@ -140,16 +161,37 @@ class EventProducer:
         Raises:
             DeliveryError: at least one message was not confirmed; any of them may or may not
                 have been written, so the caller must retry all (consumers are idempotent).
+                A fatal one has already replaced the producer: the retry uses a new one.
         """
+        producer = self._producer
         pending = _PendingBatch(len(messages))
-        for message in messages:
-            self._produce(message, pending)
-        self._wait(pending)
+        try:
+            for message in messages:
+                self._produce(producer, message, pending)
+            self._wait(producer, pending)
+        except DeliveryError as error:
+            self._failed(producer, error)
+            raise
+        self._failure = None
 
-    def _produce(self, message: OutgoingMessage, pending: _PendingBatch) -> None:
+    def _failed(self, producer: Producer, error: DeliveryError) -> None:
+        if self._failure is None:
+            self._failure = f"cannot publish since {utcnow():%Y-%m-%d %H:%M:%S} UTC: {error}"[:300]
+        if not error.fatal:
+            return
+        with self._renew_lock:
+            if self._producer is not producer:
+                return  # another thread replaced it already
+            self._producer = Producer(self._config)
+        PRODUCERS_RENEWED.inc()
+        log.error("producer broken for good (%s); replaced by a new one", str(error)[:300])
+
+    def _produce(
+        self, producer: Producer, message: OutgoingMessage, pending: _PendingBatch
+    ) -> None:
         while True:
             try:
-                self._producer.produce(
+                producer.produce(
                     message.topic,
                     key=message.key,
                     value=message.value,
@@ -159,18 +201,28 @@ class EventProducer:
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports to make room.
-                self._producer.poll(0.1)
+                producer.poll(0.1)
             except KafkaException as error:
-                raise DeliveryError(f"cannot produce to {message.topic}: {error}") from error
+                fatal = bool(error.args and error.args[0].fatal())
+                raise DeliveryError(
+                    f"cannot produce to {message.topic}: {error}", fatal=fatal
+                ) from error
+            except RuntimeError as error:
+                # "Producer has been closed": this one will never produce again.
+                raise DeliveryError(
+                    f"cannot produce to {message.topic}: {error}", fatal=True
+                ) from error
 
-    def _wait(self, pending: _PendingBatch) -> None:
+    def _wait(self, producer: Producer, pending: _PendingBatch) -> None:
         deadline = time.monotonic() + self._delivery_timeout
         while not pending.done.is_set():
             if time.monotonic() > deadline:
                 raise DeliveryError(f"{pending.remaining} message(s) not confirmed in time")
-            self._producer.poll(0.05)
+            producer.poll(0.05)
         if pending.errors:
-            raise DeliveryError(f"broker refused or timed out: {pending.errors[0]}")
+            raise DeliveryError(
+                f"broker refused or timed out: {pending.errors[0]}", fatal=pending.fatal
+            )
 
     def flush(self, timeout: float = 10.0) -> int:
         """Waits for outstanding messages; returns how many are still not delivered."""

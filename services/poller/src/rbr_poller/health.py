@@ -3,10 +3,17 @@
 The decision is a pure function of the bucket's poll state, so it gives the same answer on
 any replica, after any rebalance, and whether it runs after a poll or in a periodic sweep:
 
-* fire when no poll succeeded for `unresponsive_after` seconds (counted from the last
-  success, or from when the poller first saw the bucket) and no alert is open;
+* fire when the bucket is being polled (a poll outcome was recorded within the polling gap)
+  and no poll succeeded for `unresponsive_after` seconds of polling (counted from the last
+  success, or from when the current run of polls began, whichever is later) and no alert
+  is open;
 * resolve an open alert once a poll succeeded after it was opened;
 * nothing else: an open alert never fires again.
+
+Only polls count. Time while no poller was polling the bucket (all replicas down, the
+bucket disabled) is the poller's silence, not the bucket's: after such a gap the count starts
+again with the first poll recorded. A registration change (a bucket's own update, a new
+address) is not a sign of life either: only a successful poll is.
 
 An occurrence's `alert_id` derives from the bucket and the start of the silence, so a firing
 published twice (a crash between publishing and recording it) is recognisably the same.
@@ -38,19 +45,36 @@ class HealthRow:
     alert_open: bool
     alert_id: str | None
     alert_opened_at: datetime | None
-    registration_changed_at: datetime | None = None
-    """When the registration last changed (e.g. approved again after being disabled)."""
+    last_attempt_at: datetime | None = None
+    """When the latest recorded poll (success or failure) was made."""
+    polling_since: datetime | None = None
+    """When the current run of polls began (the first poll after a gap in polling)."""
 
     @property
     def silent_since(self) -> datetime:
-        """Returns the start of the current silence: the last success, or first sight.
+        """Returns the start of the current silence, as seen by polls.
 
-        A change of the registration (a new address, a re-approval) starts the count again:
-        the bucket must get a chance to be polled as it is now before it is called silent.
+        The last success (or first sight), but never before the current run of polls began:
+        the time before it nobody polled the bucket, so it proves nothing about the bucket.
         """
         since = self.last_success_at or self.first_seen_at
-        changed = self.registration_changed_at
-        return max(since, changed) if changed is not None else since
+        polling = self.polling_since
+        return max(since, polling) if polling is not None else since
+
+    def polled_recently(self, now: datetime, polling_gap: float) -> bool:
+        """Tells whether a poll outcome was recorded within the polling gap (it is polled)."""
+        attempt = self.last_attempt_at
+        return attempt is not None and now - attempt <= timedelta(seconds=polling_gap)
+
+
+def polling_gap(poll_interval: float, bucket_timeout: float) -> float:
+    """Returns the longest normal time between two recorded polls of a bucket, in seconds.
+
+    A bucket is polled once per slot at its own phase; a change of owner can make one poll
+    due at once and the next at its phase in the following slot, so two polls can be up to
+    two intervals apart, plus the poll's own time. A longer pause means polling stopped.
+    """
+    return 2 * poll_interval + bucket_timeout
 
 
 class Transition(StrEnum):
@@ -60,12 +84,24 @@ class Transition(StrEnum):
     RESOLVE = "resolve"
 
 
-def transition(row: HealthRow, now: datetime, unresponsive_after: float) -> Transition | None:
-    """Returns what must happen to the bucket's alert now, if anything."""
+def transition(
+    row: HealthRow, now: datetime, unresponsive_after: float, polling_gap: float
+) -> Transition | None:
+    """Returns what must happen to the bucket's alert now, if anything.
+
+    Args:
+        row: the bucket's poll state.
+        now: the time of the check.
+        unresponsive_after: seconds of polling without a success before the alert fires.
+        polling_gap: seconds without a recorded poll after which the bucket counts as not
+            being polled (then nothing fires: the silence is the poller's).
+    """
     if row.alert_open:
         opened = row.alert_opened_at
         if row.last_success_at is not None and (opened is None or row.last_success_at > opened):
             return Transition.RESOLVE
+        return None
+    if not row.polled_recently(now, polling_gap):
         return None
     if now - row.silent_since >= timedelta(seconds=unresponsive_after):
         return Transition.FIRE
@@ -94,7 +130,12 @@ def firing_alert(row: HealthRow, now: datetime, unresponsive_after: float) -> Al
     since = row.silent_since
     minutes = (now - since).total_seconds() / 60
     if row.last_success_at is None:
-        history = f"never answered since the poller first saw it at {_when(since)}"
+        history = f"answered no poll since {_when(since)} (never answered one)"
+    elif row.last_success_at < since:
+        history = (
+            f"answered no poll since polling resumed at {_when(since)} (last success "
+            f"{_when(row.last_success_at)})"
+        )
     else:
         history = f"no successful poll since {_when(since)}"
     last = f"{row.last_error_class}: {row.last_error}" if row.last_error_class else "none recorded"
@@ -116,6 +157,7 @@ def firing_alert(row: HealthRow, now: datetime, unresponsive_after: float) -> Al
         context={
             "last_success_at": row.last_success_at.isoformat() if row.last_success_at else None,
             "first_seen_at": row.first_seen_at.isoformat(),
+            "silent_since": since.isoformat(),
             "consecutive_failures": row.consecutive_failures,
             "last_error_class": row.last_error_class,
             "unresponsive_after_seconds": unresponsive_after,

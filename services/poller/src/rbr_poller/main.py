@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from sqlalchemy import Engine
+
+from rbr_poller.health import polling_gap
 from rbr_poller.polling import PollConfig
 from rbr_poller.recorder import Recorder
 from rbr_poller.scheduler import PollLoop
@@ -16,6 +19,11 @@ from rbr_runtime.service import Service, bootstrap
 
 SOURCE = "/rbr/poller"
 GROUP = "poller"
+
+
+def state_store(engine: Engine, settings: PollerSettings) -> PollerStateStore:
+    """Returns the poll state store, knowing how far apart this fleet's polls normally are."""
+    return PollerStateStore(engine, polling_gap(settings.poll_interval, settings.bucket_timeout))
 
 
 def poll_config(settings: PollerSettings) -> PollConfig:
@@ -32,7 +40,7 @@ class Poller:
         self.settings = settings
         self.service = Service(settings)
         self.engine = make_engine(settings.database_url)
-        self.store = PollerStateStore(self.engine)
+        self.store = state_store(self.engine, settings)
         self.producer = EventProducer(settings, source=SOURCE)
         self.recorder = Recorder(self.store, self.producer, settings.unresponsive_after)
         self.directory = BucketDirectory(settings, GROUP, on_change=self._directory_changed)
@@ -44,6 +52,8 @@ class Poller:
         service.add("poll-loop", self.loop.run, self.loop.stop)
         service.health.add_check("bucket directory", self.directory.readiness)
         service.health.add_check("database", database_ready(self.engine))
+        # Not ready while results cannot be published (the producer is renewed if broken).
+        service.health.add_check("publishing", self.producer.readiness)
         service.on_shutdown(self.producer.flush)
         service.on_shutdown(self.engine.dispose)
 

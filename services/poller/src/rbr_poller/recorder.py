@@ -9,8 +9,8 @@ loses one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from prometheus_client import Counter, Gauge
@@ -56,6 +56,7 @@ class Recorder:
         self._store = store
         self._producer = producer
         self._unresponsive_after = unresponsive_after
+        self._polling_gap = store.polling_gap
 
     def record(self, polled: Sequence[tuple[BucketStatus, str | None]]) -> None:
         """Publishes each status (with its event id) and records the outcomes.
@@ -77,29 +78,19 @@ class Recorder:
         self._store.record([Outcome.of(status) for status, _ in polled])
 
     def check_health(
-        self,
-        names: Iterable[str],
-        now: datetime,
-        inactive: Iterable[str] = (),
-        changed_at: Mapping[str, datetime] | None = None,
+        self, names: Iterable[str], now: datetime, inactive: Iterable[str] = ()
     ) -> HealthSummary:
         """Fires and resolves alerts of active buckets; closes those of inactive ones.
-
-        `changed_at` gives when each bucket's registration last changed (its `updated_at`):
-        the silence is counted from then at the earliest.
 
         Raises:
             DeliveryError: the broker did not confirm the alerts (none recorded).
         """
         summary = HealthSummary()
         changes: list[tuple[HealthRow, Alert]] = []
-        rows = [
-            replace(row, registration_changed_at=(changed_at or {}).get(row.name))
-            for row in self._store.health_rows(names)
-        ]
+        rows = self._store.health_rows(names)
         summary.checked = len(rows)
         for row in rows:
-            change = transition(row, now, self._unresponsive_after)
+            change = transition(row, now, self._unresponsive_after, self._polling_gap)
             if change is Transition.FIRE:
                 changes.append((row, firing_alert(row, now, self._unresponsive_after)))
             elif change is Transition.RESOLVE and row.last_success_at is not None:

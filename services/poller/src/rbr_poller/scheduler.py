@@ -25,6 +25,7 @@ from datetime import datetime
 import httpx
 from prometheus_client import Counter, Gauge
 
+from rbr_poller.pending import PendingResults
 from rbr_poller.polling import PollConfig, poll_bucket
 from rbr_poller.recorder import UNRESPONSIVE, Recorder
 from rbr_poller.settings import PollerSettings
@@ -33,7 +34,7 @@ from rbr_runtime.buckets import BucketClients, client_options
 from rbr_runtime.kafka import BucketDirectory
 from rbr_runtime.kafka.consumer import backoff_delay
 from rbr_runtime.schedule import due_at, slot_of
-from rbr_schemas import BucketRegistered, BucketState, BucketStatus, utcnow
+from rbr_schemas import BucketRegistered, BucketState, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,11 @@ class PollLoop:
         self._wake: asyncio.Event | None = None
         self._limiter: asyncio.Semaphore | None = None
         self._done: dict[str, int] = {}
-        self._known: set[str] = set()
+        self._known: dict[str, str] = {}
+        """Buckets whose state row is known to exist: name -> bucket id."""
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._results: list[tuple[BucketStatus, str | None]] = []
+        self._results = PendingResults(settings.max_unpublished_statuses)
         self._flush_failures = 0
         self._next_flush = 0.0
         self._next_sweep = 0.0
@@ -178,7 +180,7 @@ class PollLoop:
     async def _schedule(
         self, client: httpx.AsyncClient, records: list[BucketRegistered], now: datetime
     ) -> None:
-        new = {r.name for r in records} - self._known
+        new = {r.name: r.bucket_id for r in records if self._known.get(r.name) != r.bucket_id}
         if new:
             await asyncio.to_thread(self._store.ensure, new, now)
             self._known |= new
@@ -210,7 +212,7 @@ class PollLoop:
     async def _poll(self, client: httpx.AsyncClient, record: BucketRegistered, slot: int) -> None:
         try:
             status = await poll_bucket(client, record, self._config, self._limiter)
-            self._results.append((status, status_event_id(record.name, slot)))
+            self._results.add((status, status_event_id(record.name, slot)))
             self.polls_done += 1
         finally:
             self._busy.discard(record.name)
@@ -221,11 +223,11 @@ class PollLoop:
     async def _flush(self, *, force: bool = False) -> None:
         if not self._results or (not force and time.monotonic() < self._next_flush):
             return
-        batch, self._results = self._results, []
+        batch = self._results.take()
         try:
             await asyncio.to_thread(self._recorder.record, batch)
         except Exception as error:  # noqa: BLE001 - broker or DB down: keep and retry
-            self._results = batch + self._results
+            self._results.put_back(batch)
             self._flush_failures += 1
             delay = backoff_delay(
                 self._flush_failures,
@@ -247,9 +249,8 @@ class PollLoop:
 
     async def _check_polled(self, names: list[str]) -> None:
         """Fires or resolves the alerts of buckets just polled (the sweep retries failures)."""
-        changed = {r.name: r.updated_at for r in self._directory.buckets()}
         try:
-            await asyncio.to_thread(self._recorder.check_health, names, self._clock(), (), changed)
+            await asyncio.to_thread(self._recorder.check_health, names, self._clock())
         except Exception as error:  # noqa: BLE001 - the next sweep decides again from state
             log.warning("health check after polls failed: %s: %s", type(error).__name__, error)
 
@@ -263,9 +264,6 @@ class PollLoop:
         ]
         owned = set(active)
         self._done = {name: slot for name, slot in self._done.items() if name in owned}
-        self._known &= owned
-        changed = {r.name: r.updated_at for r in records}
-        summary = await asyncio.to_thread(
-            self._recorder.check_health, active, now, inactive, changed
-        )
+        self._known = {name: key for name, key in self._known.items() if name in owned}
+        summary = await asyncio.to_thread(self._recorder.check_health, active, now, inactive)
         UNRESPONSIVE.set(summary.open)

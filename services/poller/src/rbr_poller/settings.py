@@ -29,8 +29,9 @@ class PollerSettings(BucketAccessSettings):
     unresponsive_after: float = Field(
         default=900.0,
         gt=0,
-        description="Seconds without a successful poll after which a bucket_unresponsive alert "
-        "fires (counted from the last success, or from when the poller first saw the bucket).",
+        description="Seconds of polling without a successful poll after which a "
+        "bucket_unresponsive alert fires (counted from the last success, or from when polling "
+        "of the bucket began or resumed after a gap; time no poller polled is not counted).",
     )
     max_response_bytes: int = Field(
         default=64 * 1024,
@@ -42,4 +43,10 @@ class PollerSettings(BucketAccessSettings):
         gt=0,
         description="Seconds between health checks of every owned bucket (polls that fail to "
         "happen at all are noticed here).",
+    )
+    max_unpublished_statuses: int = Field(
+        default=20_000,
+        ge=1,
+        description="Most poll results kept while they cannot be published (broker or database "
+        "down); beyond it the oldest are dropped (rbr_statuses_dropped_total).",
     )

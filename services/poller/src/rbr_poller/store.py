@@ -5,16 +5,22 @@ The table is shared by every poller replica and survives rebalances and restarts
 * a slot claim is a conditional update (`last_poll_slot < slot`), so whichever replica owns
   a bucket, and however often ownership moves, each bucket is polled at most once per slot;
 * poll outcomes (last success, consecutive failures, last error) feed the health decision;
-* `alert_open`/`alert_id` remember an open unresponsive alert, so it never fires twice.
+* `alert_open`/`alert_id` remember an open unresponsive alert, so it never fires twice;
+* `bucket_id` names the registration the row is of: a bucket removed and registered again
+  under the same name starts over (no inherited alert, failures or successes);
+* `last_attempt_at`/`polling_since` record when polls were actually made, so time nobody
+  polled the bucket (every replica down) is never counted as the bucket's silence.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import ColumnElement, Engine, case, or_, select, update
+from sqlalchemy.engine import Connection
 
 from rbr_poller.health import HealthRow
 from rbr_runtime.db.engine import insert_ignore
@@ -33,12 +39,15 @@ class Outcome:
     success: bool
     error_class: str | None = None
     error: str | None = None
+    bucket_id: str | None = None
+    """The registration polled; an outcome of a since removed one is not recorded."""
 
     @classmethod
     def of(cls, status: BucketStatus) -> Outcome:
         """Returns the outcome of a status event."""
         return cls(
             name=status.name,
+            bucket_id=status.bucket_id,
             polled_at=status.polled_at,
             success=status.reachable,
             error_class=status.error_class.value if status.error_class else None,
@@ -46,25 +55,75 @@ class Outcome:
         )
 
 
+# What a row of a bucket registered anew starts from: nothing of the removed one's state.
+_FRESH_STATE: dict[str, Any] = {
+    "last_success_at": None,
+    "consecutive_failures": 0,
+    "last_error_class": None,
+    "last_error": None,
+    "alert_open": False,
+    "alert_id": None,
+    "alert_opened_at": None,
+    "last_attempt_at": None,
+    "polling_since": None,
+}
+
+
 class PollerStateStore:
-    """Reads and writes `poller_state`."""
+    """Reads and writes `poller_state`.
 
-    def __init__(self, engine: Engine) -> None:
+    Args:
+        engine: the database.
+        polling_gap: seconds between two recorded polls beyond which polling counts as
+            having stopped in between (see `health.polling_gap`).
+    """
+
+    def __init__(self, engine: Engine, polling_gap: float) -> None:
         self.engine = engine
+        self.polling_gap = polling_gap
 
-    def ensure(self, names: Iterable[str], now: datetime) -> None:
-        """Creates the state of buckets seen for the first time (first_seen_at = now)."""
-        rows = [
-            {"name": name, "first_seen_at": now, "last_poll_slot": -1}
-            for name in sorted(set(names))
-        ]
-        if not rows:
+    def ensure(self, buckets: Mapping[str, str], now: datetime) -> None:
+        """Creates or renews the state of the buckets (name -> bucket id).
+
+        A bucket seen for the first time gets a row (first_seen_at = now). A row of another
+        registration of that name (the bucket was removed and registered again) is reset, so
+        the new bucket inherits no open alert, failures or successes of the old one.
+        """
+        names = sorted(buckets)
+        if not names:
             return
         with self.engine.begin() as connection:
-            for start in range(0, len(rows), CHUNK):
-                connection.execute(
-                    insert_ignore(connection, poller_state), rows[start : start + CHUNK]
-                )
+            for start in range(0, len(names), CHUNK):
+                chunk = names[start : start + CHUNK]
+                rows = [
+                    {
+                        "name": name,
+                        "first_seen_at": now,
+                        "last_poll_slot": -1,
+                        "bucket_id": buckets[name],
+                    }
+                    for name in chunk
+                ]
+                connection.execute(insert_ignore(connection, poller_state), rows)
+                self._renew(connection, {name: buckets[name] for name in chunk}, now)
+
+    def _renew(self, connection: Connection, buckets: Mapping[str, str], now: datetime) -> None:
+        stored = connection.execute(
+            select(poller_state.c.name, poller_state.c.bucket_id).where(
+                poller_state.c.name.in_(list(buckets))
+            )
+        )
+        for name, bucket_id in stored:
+            wanted = buckets[name]
+            if bucket_id == wanted:
+                continue
+            # A row from before bucket ids were kept is adopted as it is; another id's reset.
+            values: dict[str, Any] = {"bucket_id": wanted}
+            if bucket_id is not None:
+                values |= {**_FRESH_STATE, "first_seen_at": now}
+            connection.execute(
+                update(poller_state).where(poller_state.c.name == name).values(**values)
+            )
 
     def claim(self, names: Sequence[str], slot: int, now: datetime) -> list[str]:
         """Claims the slot for each bucket; returns those this replica got.
@@ -85,36 +144,74 @@ class PollerStateStore:
         return claimed
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Records poll outcomes: a success resets the failure count, a failure adds one."""
+        """Records poll outcomes: a success resets the failure count, a failure adds one.
+
+        Every outcome also records the attempt; one made more than the polling gap after the
+        previous starts a new run of polls (`polling_since`). Outcomes of another
+        registration than the row's (a bucket since removed) are ignored.
+        """
         with self.engine.begin() as connection:
             for outcome in outcomes:
-                if outcome.success:
-                    connection.execute(
-                        update(poller_state)
-                        .where(
-                            poller_state.c.name == outcome.name,
-                            or_(
-                                poller_state.c.last_success_at.is_(None),
-                                poller_state.c.last_success_at < outcome.polled_at,
-                            ),
-                        )
-                        .values(
-                            last_success_at=outcome.polled_at,
-                            consecutive_failures=0,
-                            last_error_class=None,
-                            last_error=None,
-                        )
-                    )
-                    continue
-                connection.execute(
-                    update(poller_state)
-                    .where(poller_state.c.name == outcome.name)
-                    .values(
-                        consecutive_failures=poller_state.c.consecutive_failures + 1,
-                        last_error_class=outcome.error_class,
-                        last_error=(outcome.error or "")[:500] or None,
-                    )
+                self._record_attempt(connection, outcome)
+                self._record_result(connection, outcome)
+
+    def _of(self, outcome: Outcome) -> ColumnElement[bool]:
+        same_name = poller_state.c.name == outcome.name
+        if outcome.bucket_id is None:
+            return same_name
+        return same_name & or_(
+            poller_state.c.bucket_id.is_(None), poller_state.c.bucket_id == outcome.bucket_id
+        )
+
+    def _record_attempt(self, connection: Connection, outcome: Outcome) -> None:
+        column = poller_state.c
+        polled_at = outcome.polled_at
+        gap_before = polled_at - timedelta(seconds=self.polling_gap)
+        resumed = or_(
+            column.last_attempt_at.is_(None),
+            column.polling_since.is_(None),
+            column.last_attempt_at < gap_before,
+        )
+        newer = or_(column.last_attempt_at.is_(None), column.last_attempt_at < polled_at)
+        # MySQL assigns left to right, each seeing the columns already set: polling_since
+        # must be decided from the previous last_attempt_at, so it is set first.
+        connection.execute(
+            update(poller_state)
+            .where(self._of(outcome))
+            .ordered_values(
+                (column.polling_since, case((resumed, polled_at), else_=column.polling_since)),
+                (column.last_attempt_at, case((newer, polled_at), else_=column.last_attempt_at)),
+            )
+        )
+
+    def _record_result(self, connection: Connection, outcome: Outcome) -> None:
+        if outcome.success:
+            connection.execute(
+                update(poller_state)
+                .where(
+                    self._of(outcome),
+                    or_(
+                        poller_state.c.last_success_at.is_(None),
+                        poller_state.c.last_success_at < outcome.polled_at,
+                    ),
                 )
+                .values(
+                    last_success_at=outcome.polled_at,
+                    consecutive_failures=0,
+                    last_error_class=None,
+                    last_error=None,
+                )
+            )
+            return
+        connection.execute(
+            update(poller_state)
+            .where(self._of(outcome))
+            .values(
+                consecutive_failures=poller_state.c.consecutive_failures + 1,
+                last_error_class=outcome.error_class,
+                last_error=(outcome.error or "")[:500] or None,
+            )
+        )
 
     def health_rows(self, names: Iterable[str]) -> list[HealthRow]:
         """Returns the health state of the named buckets that have one."""
@@ -134,6 +231,8 @@ class PollerStateStore:
                         poller_state.c.alert_open,
                         poller_state.c.alert_id,
                         poller_state.c.alert_opened_at,
+                        poller_state.c.last_attempt_at,
+                        poller_state.c.polling_since,
                     ).where(poller_state.c.name.in_(chunk))
                 )
                 rows.extend(HealthRow(**dict(row._mapping)) for row in result)

@@ -16,12 +16,11 @@ import asyncio
 import logging
 from collections import Counter
 
-from rbr_poller.main import SOURCE, poll_config
+from rbr_poller.main import SOURCE, poll_config, state_store
 from rbr_poller.polling import poll_bucket
 from rbr_poller.recorder import Recorder
 from rbr_poller.registrations import read_registrations
 from rbr_poller.settings import PollerSettings
-from rbr_poller.store import PollerStateStore
 from rbr_runtime.buckets import make_async_client
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.jsonlog import configure_logging
@@ -54,13 +53,12 @@ def pull_updates(settings: PollerSettings | None = None) -> str:
     engine = make_engine(settings.database_url)
     producer = EventProducer(settings, source=SOURCE)
     try:
-        store = PollerStateStore(engine)
+        store = state_store(engine, settings)
         recorder = Recorder(store, producer, settings.unresponsive_after)
-        store.ensure([r.name for r in records], utcnow())
+        store.ensure({r.name: r.bucket_id for r in records}, utcnow())
         statuses = asyncio.run(_poll_all(settings, records))
         recorder.record([(status, None) for status in statuses])
-        changed = {r.name: r.updated_at for r in records}
-        health = recorder.check_health([r.name for r in records], utcnow(), (), changed)
+        health = recorder.check_health([r.name for r in records], utcnow())
     finally:
         producer.flush()
         engine.dispose()
@@ -79,16 +77,15 @@ def health_check(settings: PollerSettings | None = None) -> str:
     """Checks every active bucket's health from the recorded polls; returns a summary."""
     settings = settings or _settings()
     records = read_registrations(settings)
-    active = [r.name for r in records.values() if r.state == BucketState.ACTIVE]
-    changed = {r.name: r.updated_at for r in records.values()}
+    active = {r.name: r.bucket_id for r in records.values() if r.state == BucketState.ACTIVE}
     inactive = [r.name for r in records.values() if r.state != BucketState.ACTIVE]
     engine = make_engine(settings.database_url)
     producer = EventProducer(settings, source=SOURCE)
     try:
-        store = PollerStateStore(engine)
+        store = state_store(engine, settings)
         store.ensure(active, utcnow())
         summary = Recorder(store, producer, settings.unresponsive_after).check_health(
-            active, utcnow(), inactive, changed
+            list(active), utcnow(), inactive
         )
     finally:
         producer.flush()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Response
@@ -147,6 +147,7 @@ def _registration(deps: Dependencies, payload: RegistrationRequest, enrolled: bo
             payload.s3_region or DEFAULT_S3_REGION,
             payload.s3_prefix or DEFAULT_S3_PREFIX,
         )
+    current, *earlier = deps.vault.fingerprints(payload.token)
     return Registration(
         name=payload.name,
         ip_address=payload.ip_address,
@@ -154,9 +155,10 @@ def _registration(deps: Dependencies, payload: RegistrationRequest, enrolled: bo
         operating_system=payload.operating_system,
         metrics=payload.reported_metrics(),
         s3=s3,
-        token_hash=deps.vault.fingerprint(payload.token),
+        token_hash=current,
         token_ciphertext=deps.vault.encrypt(payload.token),
         enrolled=enrolled,
+        earlier_token_hashes=tuple(earlier),
     )
 
 
@@ -281,7 +283,11 @@ def _self_update_routes(deps: Dependencies) -> APIRouter:
         re-published on `bucket.registered`.
         """
         token = _presented_token(authorization)
-        change = _self_update(payload)
+        change = replace(
+            _self_update(payload),
+            token_hash=deps.vault.fingerprint(token),
+            token_ciphertext=deps.vault.encrypt(token),
+        )
         decision = deps.repository.self_update(
             name, lambda row: deps.vault.matches(token, row.token_hash), change
         )

@@ -109,6 +109,8 @@ class Registration:
     token_ciphertext: str = field(repr=False)
     enrolled: bool = False
     """Carried a valid enrollment key: a new bucket is active at once."""
+    earlier_token_hashes: tuple[str, ...] = field(default=(), repr=False)
+    """The token's hashes under the older secret keys still configured (key rotation)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,10 @@ class SelfUpdate:
     operating_system: str | None = None
     s3: S3Config | None = None
     remove_s3: bool = False
+    token_hash: str | None = field(default=None, repr=False)
+    """The presented token's hash under the current secret key."""
+    token_ciphertext: str | None = field(default=None, repr=False)
+    """The presented token encrypted under the current secret key."""
 
 
 class Verdict(StrEnum):
@@ -181,6 +187,8 @@ def decide_registration(
     * the same name with the same token updates what changed (address, port, operating
       system, the metrics sent, the S3 source if sent); with nothing changed it is a no-op;
     * the same name with another token is a conflict and changes nothing (no hijacking);
+    * the same token stored under an older secret key (rotation) is stored again under the
+      current key (an update, re-published so every service gets the new ciphertext);
     * a bucket an operator disabled stays disabled and unchanged.
 
     Args:
@@ -191,7 +199,11 @@ def decide_registration(
     """
     if existing is None:
         return Decision(Verdict.CREATED, new_bucket(registration, bucket_id, now))
-    if not hmac.compare_digest(existing.token_hash, registration.token_hash):
+    current = hmac.compare_digest(existing.token_hash, registration.token_hash)
+    earlier = False
+    for candidate in registration.earlier_token_hashes:
+        earlier |= hmac.compare_digest(existing.token_hash, candidate)
+    if not current and not earlier:
         return Decision(Verdict.CONFLICT, None)
     if existing.state == BucketState.DISABLED:
         return Decision(Verdict.DISABLED, existing)
@@ -203,11 +215,18 @@ def decide_registration(
     }
     if registration.s3 is not None:
         changes |= _s3_columns(registration.s3)
+    if not current:
+        # Stored under a secret key being rotated out: store it again under the current one.
+        changes |= _token_columns(registration.token_hash, registration.token_ciphertext)
     return _changed(existing, changes, now)
 
 
 def decide_self_update(existing: BucketRow, update: SelfUpdate, now: datetime) -> Decision:
-    """Decides what a bucket's own update (metrics, operating system, S3 source) does."""
+    """Decides what a bucket's own update (metrics, operating system, S3 source) does.
+
+    The caller has checked the token. When the stored hash is not the token's under the
+    current key (it was accepted under an older one), the token is stored again under it.
+    """
     changes: dict[str, Any] = dict(update.metrics)
     if update.operating_system is not None:
         changes["operating_system"] = update.operating_system
@@ -215,6 +234,12 @@ def decide_self_update(existing: BucketRow, update: SelfUpdate, now: datetime) -
         changes |= {"s3_bucket_name": None, "s3_region": None, "s3_prefix": None}
     elif update.s3 is not None:
         changes |= _s3_columns(update.s3)
+    token_hash, ciphertext = update.token_hash, update.token_ciphertext
+    rotated = token_hash is not None and not hmac.compare_digest(existing.token_hash, token_hash)
+    if rotated and token_hash is not None and ciphertext is not None:
+        # The token was accepted under a secret key being rotated out: store it again under
+        # the current one.
+        changes |= _token_columns(token_hash, ciphertext)
     return _changed(existing, changes, now)
 
 
@@ -232,6 +257,10 @@ def decide_disable(existing: BucketRow, now: datetime) -> Decision:
 
 def _s3_columns(s3: S3Config) -> dict[str, str]:
     return {"s3_bucket_name": s3.bucket_name, "s3_region": s3.region, "s3_prefix": s3.prefix}
+
+
+def _token_columns(token_hash: str, token_ciphertext: str) -> dict[str, str]:
+    return {"token_hash": token_hash, "token_ciphertext": token_ciphertext}
 
 
 def _changed(existing: BucketRow, changes: dict[str, Any], now: datetime) -> Decision:

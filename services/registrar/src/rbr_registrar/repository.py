@@ -51,16 +51,29 @@ REPORTED_FIELDS = (
 
 
 def with_retries(action: Callable[[], T], attempts: int = WRITE_ATTEMPTS) -> T:
-    """Runs a transaction, again after a deadlock, a lost unique-key race or a lost connection.
+    """Runs a transaction, again after a deadlock or a lost connection, or a lost unique race.
 
-    Other errors, and the last failure, propagate.
+    A lost unique-key race (two replicas inserting the same new name) is settled by the time
+    the database reports it: the winner has committed. So it is decided again once, at
+    once: the second attempt sees the winner's row (and answers, e.g., a conflict). Another
+    IntegrityError is no race and no outage: it propagates without more tries or pauses.
+    Outages are retried with growing pauses; other errors, and the last failure, propagate.
     """
+    try:
+        return _through_outages(action, attempts)
+    except IntegrityError as error:
+        log.info("transaction lost a unique-key race; deciding again: %s", type(error).__name__)
+    return _through_outages(action, attempts)
+
+
+def _through_outages(action: Callable[[], T], attempts: int) -> T:
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except (IntegrityError, DBAPIError) as error:
-            retryable = isinstance(error, IntegrityError) or is_transient_db_error(error)
-            if not retryable or attempt == attempts:
+        except DBAPIError as error:
+            if isinstance(error, IntegrityError) or not is_transient_db_error(error):
+                raise
+            if attempt == attempts:
                 raise
             log.info("transaction retried (attempt %d): %s", attempt, type(error).__name__)
             time.sleep(0.01 * 2**attempt)
@@ -223,7 +236,8 @@ class BucketRepository:
         """Records the latest poll of each bucket; returns how many buckets changed.
 
         An older status never overwrites a newer one (compared by `polled_at`), so a replay
-        or a late redelivery is harmless; statuses of unknown buckets are ignored.
+        or a late redelivery is harmless; statuses of unknown buckets are ignored, and so are
+        those of a removed bucket whose name was registered again (matched by name and id).
         """
         return with_retries(lambda: self._apply_statuses_once(list(updates)))
 
@@ -240,6 +254,7 @@ class BucketRepository:
             update(buckets)
             .where(
                 buckets.c.name == latest.name,
+                buckets.c.id == latest.bucket_id,
                 or_(
                     buckets.c.last_status_at.is_(None),
                     buckets.c.last_status_at < latest.polled_at,
@@ -264,6 +279,7 @@ class BucketRepository:
                 update(buckets)
                 .where(
                     buckets.c.name == success.name,
+                    buckets.c.id == success.bucket_id,
                     or_(buckets.c.last_seen.is_(None), buckets.c.last_seen < success.polled_at),
                 )
                 .values(last_seen=success.polled_at, **reported)
@@ -307,14 +323,17 @@ class BucketRepository:
 
 
 def status_updates(statuses: Iterable[BucketStatus]) -> list[StatusUpdate]:
-    """Reduces a batch of statuses to the latest one, and latest success, per bucket."""
-    latest: dict[str, BucketStatus] = {}
-    success: dict[str, BucketStatus] = {}
+    """Reduces a batch of statuses to the latest one, and latest success, per bucket.
+
+    A bucket is its name and id: a removed bucket's statuses stay apart from those of a new
+    bucket registered under the same name.
+    """
+    latest: dict[tuple[str, str], BucketStatus] = {}
+    success: dict[tuple[str, str], BucketStatus] = {}
     for status in statuses:
-        if status.name not in latest or latest[status.name].polled_at < status.polled_at:
-            latest[status.name] = status
-        if status.reachable and (
-            status.name not in success or success[status.name].polled_at < status.polled_at
-        ):
-            success[status.name] = status
-    return [StatusUpdate(latest[name], success.get(name)) for name in sorted(latest)]
+        key = (status.name, status.bucket_id)
+        if key not in latest or latest[key].polled_at < status.polled_at:
+            latest[key] = status
+        if status.reachable and (key not in success or success[key].polled_at < status.polled_at):
+            success[key] = status
+    return [StatusUpdate(latest[key], success.get(key)) for key in sorted(latest)]

@@ -12,7 +12,13 @@ import httpx
 import pytest
 import trustme
 
-from rbr_runtime.buckets import BucketAccessSettings, BucketClients, base_url, forbidden_reason
+from rbr_runtime.buckets import (
+    CA_BUNDLE_UNUSABLE,
+    BucketAccessSettings,
+    BucketClients,
+    base_url,
+    forbidden_reason,
+)
 from rbr_schemas import BucketRegistered, BucketState
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
@@ -98,11 +104,13 @@ def test_bucket_clients_wait_for_the_ca_file_and_follow_its_changes(
         f"RBR_BUCKET_CA_FILE {ca_file} does not exist: buckets cannot be verified; "
         "calls wait until it is usable"
     ) == 1
+    assert CA_BUNDLE_UNUSABLE._value.get() == 1  # operators alert on this gauge
 
     first_ca = trustme.CA()
     first_ca.cert_pem.write_to_path(str(ca_file))
     first = clients.current()
     assert first is not None
+    assert CA_BUNDLE_UNUSABLE._value.get() == 0
     assert clients.current() is first
 
     trustme.CA().cert_pem.write_to_path(str(ca_file))

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import httpx
+from prometheus_client import Gauge
 from pydantic import BeforeValidator, Field
 from pydantic_settings import NoDecode
 
@@ -22,6 +23,11 @@ from rbr_runtime.settings import CommonSettings, SecretKeys, split_csv
 from rbr_schemas import BucketRegistered
 
 log = logging.getLogger(__name__)
+
+CA_BUNDLE_UNUSABLE = Gauge(
+    "rbr_bucket_ca_unusable",
+    "1 while RBR_BUCKET_CA_FILE is missing or unreadable: no bucket is called meanwhile.",
+)
 
 IpNetworks = Annotated[
     list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode, BeforeValidator(split_csv)
@@ -189,10 +195,11 @@ class BucketClients(Generic[ClientT]):
 
     RBR_BUCKET_CA_FILE may appear after the service started (the local stack's simulator
     writes it) or be replaced (a new CA). While it is missing or unreadable `current()` returns
-    None and the error is logged once; calls wait (and buckets turn unresponsive) rather than
-    the service crashing or skipping verification. The new bundle is used as soon as it is
-    there. Clients replaced by a newer one are kept until `made()` is closed by the owner, since
-    calls in flight may still use them.
+    None, the error is logged once and `rbr_bucket_ca_unusable` is 1; calls wait rather than
+    the service crashing or skipping verification. No poll is attempted meanwhile, so buckets
+    do not turn unresponsive either (alerting on that gauge is the operator's signal). The
+    new bundle is used as soon as it is there. Clients replaced by a newer one are kept until
+    `made()` is closed by the owner, since calls in flight may still use them.
     """
 
     def __init__(
@@ -233,6 +240,7 @@ class BucketClients(Generic[ClientT]):
         if self._client is not None:
             log.info("bucket CA bundle changed; using the new one")
         self._client, self._stamp, self._complained = client, stamp, False
+        CA_BUNDLE_UNUSABLE.set(0)
         self._made.append(client)
         return client
 
@@ -241,6 +249,7 @@ class BucketClients(Generic[ClientT]):
         return list(self._made)
 
     def _complain(self, why: str) -> None:
+        CA_BUNDLE_UNUSABLE.set(1)
         if self._complained:
             return
         log.error(

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, select, update
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
@@ -17,11 +17,20 @@ from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import ExtractScheduler, target_slot
 from rbr_log_extractor.storage import RawObjectWriter, TooLarge, raw_key
 from rbr_parser.main import build_service as build_parser
+from rbr_parser.retention import run_retention
 from rbr_parser.settings import ParserSettings
+from rbr_parser.store import LogRows
 from rbr_runtime.buckets import BucketClients, vault
 from rbr_runtime.db.tables import extract_cursors, logs, s3_copy_ledger
 from rbr_runtime.kafka import EventProducer
-from rbr_schemas import LOGS_EXTRACTED, LOGS_PARSED, BucketRegistered, LogsExtracted, LogSource
+from rbr_schemas import (
+    LOGS_EXTRACTED,
+    LOGS_PARSED,
+    BucketRegistered,
+    LogsExtracted,
+    LogSource,
+    utcnow,
+)
 from rbr_simulator.s3 import S3Settings
 from rbr_testing.broker import Broker, free_port
 from rbr_testing.buckets import TEST_SECRET_KEY, publish_registrations, registration
@@ -281,15 +290,86 @@ def test_s3_copies_each_object_once_even_out_of_key_order(
     assert harness.extractor.extract(record).objects == 1
     assert len(extracted(broker.bootstrap, at_least=len(source_keys) + 1)) == len(source_keys) + 1
 
-    # Losing the ledger (a crash after announcing) copies the same objects to the same keys
-    # under the same ids: the parser recognises them.
+    # The broker gone just after a copy (as a crash between copy and announcement): the
+    # ledger has the copy and its event is pending; the next cycle sends that event and
+    # copies nothing again.
+    late = f"{source_prefix(record.s3.prefix, record.name)}rustbucket.log.2100-01-01-00"
+    source.put_object(Bucket=record.s3.bucket_name, Key=late, Body=records[1].data)
+    unreachable = harness_factory(
+        bucket_ca_file=str(fleet.ca_file),
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_message_timeout_ms=1000,
+    )
+    with pytest.raises(ExtractionError, match="DeliveryError"):
+        unreachable.extractor.extract(record)
+    assert cursor_row(mysql_engine, record.name).pending_event is not None
     keys_before = harness.keys()
-    with mysql_engine.begin() as connection:
-        connection.execute(delete(s3_copy_ledger))
-    harness.extractor.extract(record)
+    assert harness.extractor.extract(record).objects == 0
     assert harness.keys() == keys_before
-    again = extracted(broker.bootstrap, at_least=2 * (len(source_keys) + 1))
-    assert len({e.object_id for e in again}) == len(source_keys) + 1
+    events = extracted(broker.bootstrap, at_least=len(source_keys) + 2)
+    assert len(events) == len(source_keys) + 2
+    assert (events[-1].source_ref or "").endswith(late)
+    assert events[-1].s3_key in keys_before
+    assert cursor_row(mysql_engine, record.name).pending_event is None
+
+
+def test_an_old_source_object_is_keyed_by_its_copy_date_and_outlives_retention(
+    fleet_factory: Any,
+    harness_factory: Any,
+    moto_s3: MotoS3,
+    mysql_engine: Engine,
+    raw_bucket: str,
+    broker: Broker,
+) -> None:
+    fleet = fleet_factory(
+        count=1,
+        bind="ports",
+        seed=15,
+        log_start=LOG_START,
+        s3_fraction=1.0,
+        s3_settings=S3Settings(endpoint_url=moto_s3.endpoint_url, prefix="logs/"),
+    )
+    harness = harness_factory(bucket_ca_file=str(fleet.ca_file))
+    record: BucketRegistered = registration(fleet.buckets[0])
+    assert record.s3 is not None
+    source = moto_s3.client()
+    key = f"{source_prefix(record.s3.prefix, record.name)}rustbucket.log.2001-01-01-00"
+    source.put_object(Bucket=record.s3.bucket_name, Key=key, Body=b"an old record\n")
+
+    def backdate(parsed: dict[str, Any], **_: Any) -> None:
+        # moto dates objects at upload; the source says this one was written in 2001.
+        for item in parsed.get("Contents", []):
+            item["LastModified"] = datetime(2001, 1, 1, tzinfo=UTC)
+
+    source.meta.events.register("after-call.s3.ListObjectsV2", backdate)
+    extractor = Extractor(
+        harness.settings,
+        state=harness.state,
+        s3=harness.s3,
+        source_s3=lambda _region: source,
+        producer=EventProducer(harness.settings, source="/rbr/test"),
+        http=BucketClients(harness.settings, lambda _verify: httpx.Client()),
+        vault=vault(harness.settings),
+    )
+    try:
+        assert extractor.extract(record).objects == 1
+    finally:
+        extractor.close()
+    [event] = extracted(broker.bootstrap, at_least=1)
+    assert event.s3_key == raw_key(record.name, event.extracted_at, event.object_id)
+    assert event.extracted_at > utcnow() - timedelta(hours=1)
+
+    report = run_retention(
+        rows=LogRows(mysql_engine),
+        s3=harness.s3,
+        bucket=raw_bucket,
+        now=utcnow(),
+        log_days=0,
+        raw_days=1,
+        chunk=1000,
+    )
+    assert report.objects_deleted == 0
+    assert harness.keys() == [event.s3_key]
 
 
 def _rows_by_object(engine: Engine) -> dict[str, list[Any]]:

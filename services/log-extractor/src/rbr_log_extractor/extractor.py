@@ -11,14 +11,18 @@ Two ways in:
   again until the broker confirms it.
 * S3: the objects under `{s3_prefix}{name}/` in the bucket's own S3 bucket not in the copy
   ledger yet are copied server-side (the listing is complete every time, so an object that
-  appears out of key order is still copied); each one's event is sent, then its ledger row
-  written. Ids and keys derive from the source object, so a crash between the two copies and
-  announces the same object again, which the parser recognises. A source that changes after
-  it was copied (new ETag) is looked at again: if it only grew (its first bytes are those
-  copied before, by sha256), its new bytes are copied as an object of their own, so none of
-  its records is parsed twice; if it was rewritten otherwise, it is copied whole again (its
-  records then become rows beside those of the earlier version). A record cut in two by the
-  moment of the earlier copy (the source did not end with a newline then) stays two records.
+  appears out of key order is still copied). Like a pull, a copy is keyed by the moment it
+  is made (retention deletes raw objects by the date in their key, so a key dated by an old
+  source's LastModified could be deleted before it is parsed). Then (in one transaction) its
+  ledger row together with its `logs.extracted` event, then the event itself: a crash
+  between copy and announcement neither loses the announcement (the stored event is sent
+  at the next cycle) nor copies the object again (the ledger has it). A source that changes
+  after it was copied (new ETag) is looked at again: if it only grew (its first bytes are
+  those copied before, by sha256), its new bytes are copied as an object of their own, so
+  none of its records is parsed twice; if it was rewritten otherwise, it is copied whole
+  again (its records then become rows beside those of the earlier version). A record cut in
+  two by the moment of the earlier copy (the source did not end with a newline then) stays
+  two records.
 
 Nothing is announced before it is stored; a failed or partial transfer stores nothing under
 `raw/` and is tried again at the next cycle.
@@ -385,7 +389,9 @@ class Extractor:
             return None
         version = f"{uri}#{etag}" if offset == 0 else f"{uri}#{etag}@{offset}"
         object_id = str(uuid.uuid5(EVENT_NAMESPACE, version))
-        final_key = raw_key(record.name, item["LastModified"], object_id)
+        # Keyed by the copy's own time, as a pull is: retention goes by the key's date.
+        copied_at = utcnow()
+        final_key = raw_key(record.name, copied_at, object_id)
         if offset == 0 and self._settings.server_side_copy:
             stored = self._server_side_copy(client, source.bucket_name, key, etag, final_key)
             whole_sha = stored.sha256
@@ -401,20 +407,22 @@ class Extractor:
                 whole=whole,
             )
             whole_sha = whole.hexdigest()
-        self._send(
-            LogsExtracted(
-                object_id=object_id,
-                name=record.name,
-                ip_address=record.ip_address,
-                s3_bucket=self._settings.s3_bucket,
-                s3_key=stored.key,
-                size_bytes=stored.size,
-                sha256=stored.sha256,
-                source=LogSource.S3,
-                source_ref=uri,
-                extracted_at=utcnow(),
-            )
+        event = LogsExtracted(
+            object_id=object_id,
+            name=record.name,
+            ip_address=record.ip_address,
+            s3_bucket=self._settings.s3_bucket,
+            s3_key=stored.key,
+            size_bytes=stored.size,
+            sha256=stored.sha256,
+            source=LogSource.S3,
+            source_ref=uri,
+            extracted_at=copied_at,
         )
+        payload = event.model_dump_json()
+        # The ledger row and the pending event in one transaction: once the ledger says the
+        # source was copied, its copy is sure to be announced (the pending event is sent
+        # again at the next cycle until the broker confirms it).
         self._state.record_copy(
             record.name,
             source_uri=uri,
@@ -422,7 +430,10 @@ class Extractor:
             size_bytes=size,
             source_sha256=whole_sha,
             target_key=final_key,
+            pending_event=payload,
         )
+        self._send(event)
+        self._state.clear_pending(record.name, payload)
         return stored
 
     def _unchanged_prefix(

@@ -60,12 +60,16 @@ def cursor_row(engine: Engine, name: str) -> Any:
 def test_schedule_keys_and_cursor_rules() -> None:
     interval = 900.0
     moment = datetime(2026, 11, 21, 9, 7, tzinfo=UTC)
-    slot = int(moment.timestamp() // interval)
-    assert target_slot("b", moment, interval, 1.0) in (slot, slot - 1)
-    # A bucket is due once its phase in the slot has passed; before that, the slot before.
-    assert target_slot("b", moment + timedelta(seconds=interval), interval, 1.0) == (
-        target_slot("b", moment, interval, 1.0) + 1
-    )
+    slot = int(moment.timestamp() // interval)  # 09:00 to 09:15
+    # Bucket "b" is due 218.46 s into every slot (a hash of its name): 09:03:38.46 in this
+    # one. Before that, the slot it should have been extracted for is the one before.
+    assert target_slot("b", moment, interval, 1.0) == slot
+    assert target_slot("b", moment.replace(minute=3, second=38), interval, 1.0) == slot - 1
+    assert target_slot("b", moment.replace(minute=3, second=39), interval, 1.0) == slot
+    assert target_slot("b", moment.replace(minute=0), interval, 1.0) == slot - 1
+    assert target_slot("b", moment + timedelta(seconds=interval), interval, 1.0) == slot + 1
+    # Spread 0: every bucket is due at the start of the slot.
+    assert target_slot("b", moment.replace(minute=0), interval, 0.0) == slot
     assert source_prefix("logs/", "rb-1") == "logs/rb-1/"
     assert source_prefix("logs", "rb-1") == "logs/rb-1/"
     assert source_prefix("", "rb-1") == "rb-1/"

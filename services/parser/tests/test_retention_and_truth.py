@@ -15,7 +15,7 @@ from rbr_parser.lines import iter_lines
 from rbr_parser.records import RecordReader
 from rbr_parser.retention import run_retention
 from rbr_parser.store import LogRows
-from rbr_runtime.db.tables import logs, task_runs
+from rbr_runtime.db.tables import logs, parsed_objects, task_runs
 from rbr_runtime.schedule import DailyTask, TaskClaims
 from rbr_simulator.generator import LogGenerator
 from rbr_simulator.records import LogMix
@@ -93,6 +93,32 @@ def test_retention_deletes_what_is_older_in_chunks_once_a_day(
     assert (run.claimed_by, run.outcome) == ("replica-a", "ok")
     assert "deleted 250 logs rows" in run.detail
     assert "4 raw objects" in run.detail
+
+
+def test_retention_forgets_stale_done_markers_even_with_retention_off(
+    mysql_engine: Engine, moto_s3: MotoS3, raw_bucket: str
+) -> None:
+    # A marker outlives its object's commit only after a crash between the two.
+    with mysql_engine.begin() as connection:
+        connection.execute(
+            insert(parsed_objects),
+            [
+                {"event_id": name, "source_sha256": "a" * 64, "parsed_event": "{}", "parsed_at": at}
+                for name, at in (("stale", NOW - timedelta(days=2)), ("fresh", NOW))
+            ],
+        )
+    run_retention(
+        rows=LogRows(mysql_engine),
+        s3=moto_s3.client(),
+        bucket=raw_bucket,
+        now=NOW,
+        log_days=0,
+        raw_days=0,
+        chunk=100,
+    )
+    with mysql_engine.connect() as connection:
+        left = connection.execute(select(parsed_objects.c.event_id)).scalars().all()
+    assert left == ["fresh"]
 
 
 def test_cleanup_task_by_hand(

@@ -15,8 +15,8 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import REGISTRY
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 

@@ -38,8 +38,8 @@ def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
     assert rows.insert(batch) == 0
     assert rows.count_for_object("b" * 64) == 30
     # An object's done marker, written with its last rows (none here), is an upsert too.
+    marker = {"event_id": "e-1", "source_sha256": "b" * 64, "parsed_at": old}
     for inserted in (0, 1):
-        marker = {"event_id": "e-1", "source_sha256": "b" * 64, "parsed_at": old}
         assert rows.insert([], lambda n, i=inserted: marker | {"parsed_event": f"{n}+{i}"}) == 0
     assert rows.done_event("e-1") == "0+1"
     rows.forget_done(["e-1"])

@@ -26,7 +26,7 @@ from rbr_parser.settings import ParserSettings
 from rbr_parser.store import LogRows
 from rbr_runtime.db.tables import logs, parsed_objects
 from rbr_runtime.kafka.admin import GroupOffsets, ReplayStart
-from rbr_schemas import LOGS_EXTRACTED, LOGS_PARSED, DeadLetterHeaders, LogsParsed
+from rbr_schemas import LOGS_EXTRACTED, LOGS_PARSED, DeadLetterHeaders, LogsParsed, utcnow
 from rbr_simulator.generator import LogGenerator
 from rbr_simulator.records import LogMix, LogRecord
 from rbr_testing.broker import Broker
@@ -274,3 +274,19 @@ def test_an_object_parsed_past_the_poll_interval_is_not_parsed_again(
     assert [(p.rows_inserted, p.duplicates_skipped) for p in parsed] == [(300, 0)] * 2
     assert parsed[0] == parsed[1]
     assert mismatches(rows_of_object(mysql_engine, event.sha256), records) == []
+
+
+def test_the_rows_of_an_object_share_the_created_at_the_parser_gave_them(
+    settings_factory: Any, mysql_engine: Engine, raw_objects: Any, broker: Broker
+) -> None:
+    settings = settings_factory(parser_insert_batch=100)  # ten transactions
+    event = raw_objects.store("rustbucket-when", body(generate(1000, seed=51)))
+    raw_objects.publish(event)
+    before = utcnow()
+    with running(build_service(settings)):
+        parsed_events(broker.bootstrap, at_least=1)
+    after = utcnow()
+    with mysql_engine.connect() as connection:
+        moments = connection.execute(select(logs.c.created_at).distinct()).scalars().all()
+    assert len(moments) == 1
+    assert before <= moments[0] <= after

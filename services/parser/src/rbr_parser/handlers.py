@@ -244,9 +244,10 @@ class ObjectParser:
         batch: list[dict[str, Any]] = []
         limit = self._settings.parser_insert_batch
         writes: deque[Future[int]] = deque()
+        created_at = utcnow()  # one moment for all the object's rows
         try:
             for record_no, record in enumerate(reader.records(lines)):
-                batch.append(self._row(extracted, record_no, record))
+                batch.append(self._row(extracted, record_no, record, created_at))
                 stats.add(record.fields)
                 if len(batch) >= limit:
                     self._write(batch, stats, writes)
@@ -312,8 +313,11 @@ class ObjectParser:
         )
 
     @staticmethod
-    def _row(extracted: LogsExtracted, record_no: int, record: Record) -> dict[str, Any]:
+    def _row(
+        extracted: LogsExtracted, record_no: int, record: Record, created_at: datetime
+    ) -> dict[str, Any]:
         row = record.fields
+        row["created_at"] = created_at
         row["name"] = extracted.name
         row["ip_address"] = extracted.ip_address
         row["log"] = record.raw

@@ -23,8 +23,10 @@ from rbr_runtime.db.tables import logs, parsed_objects
 log = logging.getLogger(__name__)
 
 
+# created_at is written by the parser (one value per object, microseconds included), not
+# left to the column default: the rows of an object then agree, on MySQL and SQLite alike.
 INSERT_COLUMNS: tuple[str, ...] = tuple(
-    column.name for column in logs.columns if column.name not in ("id", "created_at")
+    column.name for column in logs.columns if column.name != "id"
 )
 
 DoneMarker = Callable[[int], Mapping[str, Any]]
@@ -38,7 +40,11 @@ def _mysql_literal(value: object, escape: Callable[[str], str]) -> str:
     if isinstance(value, str):
         return "'" + escape(value) + "'"
     if isinstance(value, datetime):
-        return "'" + value.astimezone(UTC).replace(tzinfo=None).isoformat(" ") + "'"
+        # As UtcDateTime binds it: aware only (a naive one would be read as local time),
+        # naive UTC with all six fractional digits for the DATETIME(6) columns.
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime")
+        return "'" + f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}" + "'"
     if isinstance(value, bool | int):
         return str(int(value))
     raise TypeError(f"no literal for {type(value).__name__}")

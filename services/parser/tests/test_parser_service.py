@@ -19,7 +19,9 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
 
+from rbr_cli.main import app
 from rbr_parser import handlers
 from rbr_parser.main import build_service
 from rbr_parser.settings import ParserSettings
@@ -290,3 +292,35 @@ def test_the_rows_of_an_object_share_the_created_at_the_parser_gave_them(
         moments = connection.execute(select(logs.c.created_at).distinct()).scalars().all()
     assert len(moments) == 1
     assert before <= moments[0] <= after
+
+
+def test_a_corrupt_gzip_object_keeps_the_rows_before_the_damage_and_is_dead_lettered(
+    settings_factory: Any, mysql_engine: Engine, raw_objects: Any, broker: Broker
+) -> None:
+    settings = settings_factory(parser_insert_batch=100)
+    readable = generate(500, seed=61)
+    # A second gzip member whose deflate data is zeros: an invalid stored block.
+    damaged = bytearray(gzip.compress(body(generate(100, seed=62))))
+    damaged[10:] = bytes(len(damaged) - 10)
+    event = raw_objects.store("rustbucket-zip", gzip.compress(body(readable)) + damaged)
+    raw_objects.publish(event)
+
+    with running(build_service(settings)):
+        [dead] = read_topic(broker.bootstrap, LOGS_EXTRACTED.dlq, at_least=1, timeout=60)
+    headers = DeadLetterHeaders.from_kafka(dead.headers() or [])
+    assert headers.error_class == "rejected"
+    assert headers.error.startswith("raw object is not valid gzip")
+    kept = rows_of_object(mysql_engine, event.sha256)
+    assert 400 <= len(kept) <= len(readable)  # whole insert batches before the damage
+    assert mismatches(kept, readable[: len(kept)]) == []
+
+    # Sent back unchanged, it fails the same way and inserts nothing twice.
+    replay = CliRunner().invoke(
+        app, ["dlq", "replay", LOGS_EXTRACTED.name], env={"RBR_KAFKA_BOOTSTRAP": broker.bootstrap}
+    )
+    assert replay.exit_code == 0, replay.output
+    with running(build_service(settings)):
+        dead_again = read_topic(broker.bootstrap, LOGS_EXTRACTED.dlq, at_least=2, timeout=60)
+    assert len(dead_again) == 2
+    assert rows_of_object(mysql_engine, event.sha256) == kept
+    assert row_count(mysql_engine) == len(kept)

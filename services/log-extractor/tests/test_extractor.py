@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +41,7 @@ from rbr_testing.kafka import read_events
 from rbr_testing.log_truth import mismatches
 from rbr_testing.s3 import MotoS3
 from rbr_testing.services import running
+from rbr_testing.waiting import wait_for
 
 MIB = 1024 * 1024
 LOG_START = datetime(2025, 10, 28, 19, 0, tzinfo=UTC)
@@ -540,3 +544,87 @@ def test_two_replicas_extract_each_bucket_once_per_slot(
         replica.stop()
     assert fleet.request_counts("/extract_logs") == dict.fromkeys(fleet.names, 1)
     assert len(extracted(broker.bootstrap, at_least=4)) == 4
+
+
+def _fake_bucket_extractor(harness: Any, body: Callable[[], Iterator[bytes]]) -> Extractor:
+    """Returns an extractor whose every bucket answers /extract_logs with body()."""
+
+    def bucket(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"X-Log-Cursor": "9"}, content=body())  # streamed
+
+    return Extractor(
+        harness.settings,
+        state=harness.state,
+        s3=harness.s3,
+        source_s3=lambda _region: harness.s3,
+        producer=EventProducer(harness.settings, source="/rbr/test"),
+        http=BucketClients(
+            harness.settings, lambda _verify: httpx.Client(transport=httpx.MockTransport(bucket))
+        ),
+        vault=vault(harness.settings),
+    )
+
+
+def test_sigterm_during_a_slow_transfer_aborts_it_cleanly_and_the_next_cycle_redoes_it(
+    fleet_factory: Any, harness_factory: Any, mysql_engine: Engine, broker: Broker
+) -> None:
+    fleet = fleet_factory(count=1, bind="ports", seed=16)
+    harness = harness_factory(bucket_ca_file=str(fleet.ca_file))
+    record = registration(fleet.buckets[0])
+    line = b"2025-10-28T19:05:41Z  INFO rustbucket: the first part, 64 bytes\n"
+    head = line * (5 * MIB // len(line))  # exactly one multipart part
+    teardown = threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        # One multipart part's worth at once, then a trickle that never ends on its own
+        # (2 KB/s: gathering 1 MiB before looking at the stop would take minutes).
+        yield head
+        while not teardown.is_set():
+            time.sleep(0.05)  # the bucket's pace, not a wait for the test
+            yield b"x" * 100
+
+    extractor = _fake_bucket_extractor(harness, slow_body)
+    scheduler = ExtractScheduler(
+        harness.settings,
+        directory=_BothOwn([record]),  # type: ignore[arg-type]
+        extractor=extractor,
+        state=harness.state,
+        s3=harness.s3,
+    )
+    thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
+    try:
+        thread.start()
+
+        def uploading() -> bool:
+            listing = harness.s3.list_multipart_uploads(Bucket=harness.settings.s3_bucket)
+            return bool(listing.get("Uploads"))
+
+        wait_for(uploading, timeout=30, message="a multipart upload in progress")
+        scheduler.stop()  # what SIGTERM does (Service._shutdown), within its 20 s grace
+        thread.join(20)
+        assert not thread.is_alive(), "the transfer did not notice the stop"
+    finally:
+        teardown.set()
+        thread.join(30)
+        extractor.close()
+
+    listing = harness.s3.list_multipart_uploads(Bucket=harness.settings.s3_bucket)
+    assert listing.get("Uploads", []) == []
+    assert harness.keys("") == []  # nothing under raw/ nor staging/
+    assert extracted(broker.bootstrap) == []
+    row = cursor_row(mysql_engine, record.name)
+    assert (row.http_cursor, row.pending_event, row.lease_owner) == (None, None, None)
+    assert row.consecutive_failures == 0  # interrupted, not failed
+    slot = target_slot(
+        record.name, utcnow(), harness.settings.extract_interval, harness.settings.extract_spread
+    )
+    assert row.last_extract_slot < slot  # given back: the next cycle does it
+
+    whole = _fake_bucket_extractor(harness, lambda: iter([head]))
+    try:
+        assert whole.extract(record).objects == 1
+    finally:
+        whole.close()
+    [event] = extracted(broker.bootstrap, at_least=1)
+    assert harness.keys() == [event.s3_key]
+    assert (len(line), event.size_bytes) == (64, 5 * MIB)

@@ -304,7 +304,10 @@ class Extractor:
             if response.status_code != httpx.codes.OK:
                 raise ExtractionError(f"{EXTRACT_PATH} answered HTTP {response.status_code}")
             new_cursor = valid_cursor(response.headers.get(CURSOR_HEADER))
-            for chunk in response.iter_raw(READ_CHUNK):
+            # Each piece as it arrives, not gathered into large chunks: a bucket sending
+            # slowly would otherwise keep a SIGTERM (and the timeout) unnoticed for minutes,
+            # past the shutdown's grace, and leave its multipart upload and lease behind.
+            for chunk in response.iter_raw():
                 if stopping():
                     raise Interrupted("stopping")
                 if time.monotonic() > deadline:
@@ -348,7 +351,7 @@ class Extractor:
                     continue
                 if stopping():
                     raise Interrupted("stopping")
-                stored = self._copy_one(record, client, uri, items[uri], entry)
+                stored = self._copy_one(record, client, uri, items[uri], entry, stopping=stopping)
                 if stored is not None:
                     outcome.objects += 1
                     outcome.bytes += stored.size
@@ -363,6 +366,8 @@ class Extractor:
         uri: str,
         item: Any,
         entry: LedgerEntry | None,
+        *,
+        stopping: Callable[[], bool],
     ) -> StoredObject | None:
         """Copies a source object not copied yet, or what it gained since its last copy.
 
@@ -405,6 +410,7 @@ class Extractor:
                 object_id=object_id,
                 offset=offset,
                 whole=whole,
+                stopping=stopping,
             )
             whole_sha = whole.hexdigest()
         event = LogsExtracted(
@@ -505,11 +511,13 @@ class Extractor:
         object_id: str,
         offset: int,
         whole: Any,
+        stopping: Callable[[], bool],
     ) -> StoredObject:
         """Copies through this process the source's bytes from offset on.
 
         Used when the source is on another S3 service than ours, or when only what a
-        source gained since its last copy is copied. `whole` is fed the bytes too.
+        source gained since its last copy is copied. `whole` is fed the bytes too. When the
+        service stops, the copy is abandoned (its upload aborted) and done next cycle.
         """
         writer = RawObjectWriter(
             self._s3,
@@ -525,6 +533,7 @@ class Extractor:
                 Bucket=bucket, Key=key, IfMatch=etag, Range=f"bytes={offset}-"
             )["Body"]
             for chunk in body.iter_chunks(READ_CHUNK):
+                check_stopping(stopping)
                 whole.update(chunk)
                 writer.write(chunk)
             stored = writer.finish()
@@ -534,6 +543,12 @@ class Extractor:
         if stored is None:
             raise ExtractionError(f"{key} was empty when read")
         return stored
+
+
+def check_stopping(stopping: Callable[[], bool]) -> None:
+    """Raises Interrupted if the service is stopping."""
+    if stopping():
+        raise Interrupted("stopping")
 
 
 def source_sha256(client: S3Client, bucket: str, key: str, etag: str) -> tuple[int, str]:

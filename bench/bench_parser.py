@@ -61,6 +61,7 @@ def _generate(records: int) -> bytes:
 def _preparsed(data: bytes, event: LogsExtracted) -> list[dict[str, Any]]:
     reader = RecordReader(ParseContext(reference_time=event.extracted_at))
     rows = []
+    created_at = datetime.now(UTC)
     for number, record in enumerate(reader.records(iter_lines([data], 1 << 20))):
         row = dict(record.fields)
         row.update(
@@ -71,6 +72,7 @@ def _preparsed(data: bytes, event: LogsExtracted) -> list[dict[str, Any]]:
             source_key=event.s3_key,
             source_sha256=event.sha256,
             record_no=number,
+            created_at=created_at,
         )
         rows.append(row)
     return rows

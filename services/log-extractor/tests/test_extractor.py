@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, select, update
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
@@ -17,11 +20,20 @@ from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import ExtractScheduler, target_slot
 from rbr_log_extractor.storage import RawObjectWriter, TooLarge, raw_key
 from rbr_parser.main import build_service as build_parser
+from rbr_parser.retention import run_retention
 from rbr_parser.settings import ParserSettings
+from rbr_parser.store import LogRows
 from rbr_runtime.buckets import BucketClients, vault
 from rbr_runtime.db.tables import extract_cursors, logs, s3_copy_ledger
 from rbr_runtime.kafka import EventProducer
-from rbr_schemas import LOGS_EXTRACTED, LOGS_PARSED, BucketRegistered, LogsExtracted, LogSource
+from rbr_schemas import (
+    LOGS_EXTRACTED,
+    LOGS_PARSED,
+    BucketRegistered,
+    LogsExtracted,
+    LogSource,
+    utcnow,
+)
 from rbr_simulator.s3 import S3Settings
 from rbr_testing.broker import Broker, free_port
 from rbr_testing.buckets import TEST_SECRET_KEY, publish_registrations, registration
@@ -29,6 +41,7 @@ from rbr_testing.kafka import read_events
 from rbr_testing.log_truth import mismatches
 from rbr_testing.s3 import MotoS3
 from rbr_testing.services import running
+from rbr_testing.waiting import wait_for
 
 MIB = 1024 * 1024
 LOG_START = datetime(2025, 10, 28, 19, 0, tzinfo=UTC)
@@ -51,12 +64,16 @@ def cursor_row(engine: Engine, name: str) -> Any:
 def test_schedule_keys_and_cursor_rules() -> None:
     interval = 900.0
     moment = datetime(2026, 11, 21, 9, 7, tzinfo=UTC)
-    slot = int(moment.timestamp() // interval)
-    assert target_slot("b", moment, interval, 1.0) in (slot, slot - 1)
-    # A bucket is due once its phase in the slot has passed; before that, the slot before.
-    assert target_slot("b", moment + timedelta(seconds=interval), interval, 1.0) == (
-        target_slot("b", moment, interval, 1.0) + 1
-    )
+    slot = int(moment.timestamp() // interval)  # 09:00 to 09:15
+    # Bucket "b" is due 218.46 s into every slot (a hash of its name): 09:03:38.46 in this
+    # one. Before that, the slot it should have been extracted for is the one before.
+    assert target_slot("b", moment, interval, 1.0) == slot
+    assert target_slot("b", moment.replace(minute=3, second=38), interval, 1.0) == slot - 1
+    assert target_slot("b", moment.replace(minute=3, second=39), interval, 1.0) == slot
+    assert target_slot("b", moment.replace(minute=0), interval, 1.0) == slot - 1
+    assert target_slot("b", moment + timedelta(seconds=interval), interval, 1.0) == slot + 1
+    # Spread 0: every bucket is due at the start of the slot.
+    assert target_slot("b", moment.replace(minute=0), interval, 0.0) == slot
     assert source_prefix("logs/", "rb-1") == "logs/rb-1/"
     assert source_prefix("logs", "rb-1") == "logs/rb-1/"
     assert source_prefix("", "rb-1") == "rb-1/"
@@ -281,15 +298,86 @@ def test_s3_copies_each_object_once_even_out_of_key_order(
     assert harness.extractor.extract(record).objects == 1
     assert len(extracted(broker.bootstrap, at_least=len(source_keys) + 1)) == len(source_keys) + 1
 
-    # Losing the ledger (a crash after announcing) copies the same objects to the same keys
-    # under the same ids: the parser recognises them.
+    # The broker gone just after a copy (as a crash between copy and announcement): the
+    # ledger has the copy and its event is pending; the next cycle sends that event and
+    # copies nothing again.
+    late = f"{source_prefix(record.s3.prefix, record.name)}rustbucket.log.2100-01-01-00"
+    source.put_object(Bucket=record.s3.bucket_name, Key=late, Body=records[1].data)
+    unreachable = harness_factory(
+        bucket_ca_file=str(fleet.ca_file),
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_message_timeout_ms=1000,
+    )
+    with pytest.raises(ExtractionError, match="DeliveryError"):
+        unreachable.extractor.extract(record)
+    assert cursor_row(mysql_engine, record.name).pending_event is not None
     keys_before = harness.keys()
-    with mysql_engine.begin() as connection:
-        connection.execute(delete(s3_copy_ledger))
-    harness.extractor.extract(record)
+    assert harness.extractor.extract(record).objects == 0
     assert harness.keys() == keys_before
-    again = extracted(broker.bootstrap, at_least=2 * (len(source_keys) + 1))
-    assert len({e.object_id for e in again}) == len(source_keys) + 1
+    events = extracted(broker.bootstrap, at_least=len(source_keys) + 2)
+    assert len(events) == len(source_keys) + 2
+    assert (events[-1].source_ref or "").endswith(late)
+    assert events[-1].s3_key in keys_before
+    assert cursor_row(mysql_engine, record.name).pending_event is None
+
+
+def test_an_old_source_object_is_keyed_by_its_copy_date_and_outlives_retention(
+    fleet_factory: Any,
+    harness_factory: Any,
+    moto_s3: MotoS3,
+    mysql_engine: Engine,
+    raw_bucket: str,
+    broker: Broker,
+) -> None:
+    fleet = fleet_factory(
+        count=1,
+        bind="ports",
+        seed=15,
+        log_start=LOG_START,
+        s3_fraction=1.0,
+        s3_settings=S3Settings(endpoint_url=moto_s3.endpoint_url, prefix="logs/"),
+    )
+    harness = harness_factory(bucket_ca_file=str(fleet.ca_file))
+    record: BucketRegistered = registration(fleet.buckets[0])
+    assert record.s3 is not None
+    source = moto_s3.client()
+    key = f"{source_prefix(record.s3.prefix, record.name)}rustbucket.log.2001-01-01-00"
+    source.put_object(Bucket=record.s3.bucket_name, Key=key, Body=b"an old record\n")
+
+    def backdate(parsed: dict[str, Any], **_: Any) -> None:
+        # moto dates objects at upload; the source says this one was written in 2001.
+        for item in parsed.get("Contents", []):
+            item["LastModified"] = datetime(2001, 1, 1, tzinfo=UTC)
+
+    source.meta.events.register("after-call.s3.ListObjectsV2", backdate)
+    extractor = Extractor(
+        harness.settings,
+        state=harness.state,
+        s3=harness.s3,
+        source_s3=lambda _region: source,
+        producer=EventProducer(harness.settings, source="/rbr/test"),
+        http=BucketClients(harness.settings, lambda _verify: httpx.Client()),
+        vault=vault(harness.settings),
+    )
+    try:
+        assert extractor.extract(record).objects == 1
+    finally:
+        extractor.close()
+    [event] = extracted(broker.bootstrap, at_least=1)
+    assert event.s3_key == raw_key(record.name, event.extracted_at, event.object_id)
+    assert event.extracted_at > utcnow() - timedelta(hours=1)
+
+    report = run_retention(
+        rows=LogRows(mysql_engine),
+        s3=harness.s3,
+        bucket=raw_bucket,
+        now=utcnow(),
+        log_days=0,
+        raw_days=1,
+        chunk=1000,
+    )
+    assert report.objects_deleted == 0
+    assert harness.keys() == [event.s3_key]
 
 
 def _rows_by_object(engine: Engine) -> dict[str, list[Any]]:
@@ -456,3 +544,87 @@ def test_two_replicas_extract_each_bucket_once_per_slot(
         replica.stop()
     assert fleet.request_counts("/extract_logs") == dict.fromkeys(fleet.names, 1)
     assert len(extracted(broker.bootstrap, at_least=4)) == 4
+
+
+def _fake_bucket_extractor(harness: Any, body: Callable[[], Iterator[bytes]]) -> Extractor:
+    """Returns an extractor whose every bucket answers /extract_logs with body()."""
+
+    def bucket(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"X-Log-Cursor": "9"}, content=body())  # streamed
+
+    return Extractor(
+        harness.settings,
+        state=harness.state,
+        s3=harness.s3,
+        source_s3=lambda _region: harness.s3,
+        producer=EventProducer(harness.settings, source="/rbr/test"),
+        http=BucketClients(
+            harness.settings, lambda _verify: httpx.Client(transport=httpx.MockTransport(bucket))
+        ),
+        vault=vault(harness.settings),
+    )
+
+
+def test_sigterm_during_a_slow_transfer_aborts_it_cleanly_and_the_next_cycle_redoes_it(
+    fleet_factory: Any, harness_factory: Any, mysql_engine: Engine, broker: Broker
+) -> None:
+    fleet = fleet_factory(count=1, bind="ports", seed=16)
+    harness = harness_factory(bucket_ca_file=str(fleet.ca_file))
+    record = registration(fleet.buckets[0])
+    line = b"2025-10-28T19:05:41Z  INFO rustbucket: the first part, 64 bytes\n"
+    head = line * (5 * MIB // len(line))  # exactly one multipart part
+    teardown = threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        # One multipart part's worth at once, then a trickle that never ends on its own
+        # (2 KB/s: gathering 1 MiB before looking at the stop would take minutes).
+        yield head
+        while not teardown.is_set():
+            time.sleep(0.05)  # the bucket's pace, not a wait for the test
+            yield b"x" * 100
+
+    extractor = _fake_bucket_extractor(harness, slow_body)
+    scheduler = ExtractScheduler(
+        harness.settings,
+        directory=_BothOwn([record]),  # type: ignore[arg-type]
+        extractor=extractor,
+        state=harness.state,
+        s3=harness.s3,
+    )
+    thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
+    try:
+        thread.start()
+
+        def uploading() -> bool:
+            listing = harness.s3.list_multipart_uploads(Bucket=harness.settings.s3_bucket)
+            return bool(listing.get("Uploads"))
+
+        wait_for(uploading, timeout=30, message="a multipart upload in progress")
+        scheduler.stop()  # what SIGTERM does (Service._shutdown), within its 20 s grace
+        thread.join(20)
+        assert not thread.is_alive(), "the transfer did not notice the stop"
+    finally:
+        teardown.set()
+        thread.join(30)
+        extractor.close()
+
+    listing = harness.s3.list_multipart_uploads(Bucket=harness.settings.s3_bucket)
+    assert listing.get("Uploads", []) == []
+    assert harness.keys("") == []  # nothing under raw/ nor staging/
+    assert extracted(broker.bootstrap) == []
+    row = cursor_row(mysql_engine, record.name)
+    assert (row.http_cursor, row.pending_event, row.lease_owner) == (None, None, None)
+    assert row.consecutive_failures == 0  # interrupted, not failed
+    slot = target_slot(
+        record.name, utcnow(), harness.settings.extract_interval, harness.settings.extract_spread
+    )
+    assert row.last_extract_slot < slot  # given back: the next cycle does it
+
+    whole = _fake_bucket_extractor(harness, lambda: iter([head]))
+    try:
+        assert whole.extract(record).objects == 1
+    finally:
+        whole.close()
+    [event] = extracted(broker.bootstrap, at_least=1)
+    assert harness.keys() == [event.s3_key]
+    assert (len(line), event.size_bytes) == (64, 5 * MIB)

@@ -11,18 +11,24 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
 
+from rbr_cli.main import app
+from rbr_parser import handlers
 from rbr_parser.main import build_service
 from rbr_parser.settings import ParserSettings
-from rbr_runtime.db.tables import logs
+from rbr_parser.store import LogRows
+from rbr_runtime.db.tables import logs, parsed_objects
 from rbr_runtime.kafka.admin import GroupOffsets, ReplayStart
-from rbr_schemas import LOGS_EXTRACTED, LOGS_PARSED, DeadLetterHeaders, LogsParsed
+from rbr_schemas import LOGS_EXTRACTED, LOGS_PARSED, DeadLetterHeaders, LogsParsed, utcnow
 from rbr_simulator.generator import LogGenerator
 from rbr_simulator.records import LogMix, LogRecord
 from rbr_testing.broker import Broker
@@ -213,3 +219,108 @@ def test_killed_mid_object_and_restarted_ends_with_exactly_the_expected_rows(
     assert parsed[0].records == len(records)
     assert parsed[0].rows_inserted == len(records) - partial
     assert mismatches(rows_of_object(mysql_engine, event.sha256), records) == []
+
+
+def _processed() -> float:
+    labels = {"group": "parser", "topic": LOGS_EXTRACTED.name}
+    return REGISTRY.get_sample_value("rbr_messages_processed_total", labels) or 0.0
+
+
+def _markers(engine: Engine) -> int:
+    with engine.connect() as connection:
+        count: int = connection.execute(
+            select(func.count()).select_from(parsed_objects)
+        ).scalar_one()
+    return count
+
+
+def test_an_object_parsed_past_the_poll_interval_is_not_parsed_again(
+    settings_factory: Any,
+    mysql_engine: Engine,
+    raw_objects: Any,
+    broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = settings_factory(kafka_max_poll_interval_ms=3000)
+    records = generate(300, seed=41)
+    event = raw_objects.store("rustbucket-slow", body(records))
+    opened: list[str] = []
+    real_open = handlers.open_object
+
+    def counting_open(s3: Any, bucket: str, key: str) -> Any:
+        opened.append(key)
+        return real_open(s3, bucket, key)
+
+    group = GroupOffsets(settings, "parser", LOGS_EXTRACTED.name)
+    evicted = threading.Event()
+    real_insert = LogRows.insert
+
+    def slow_insert(self: LogRows, *args: Any, **kwargs: Any) -> int:
+        if not evicted.is_set():
+            # The parse outlasts max.poll.interval: its write is held until the client has
+            # left the group, so the commit that follows is refused.
+            wait_for(lambda: not group.activity().active, timeout=60, message="evicted")
+            evicted.set()
+        return real_insert(self, *args, **kwargs)
+
+    monkeypatch.setattr(handlers, "open_object", counting_open)
+    monkeypatch.setattr(LogRows, "insert", slow_insert)
+    processed_before = _processed()
+    raw_objects.publish(event)
+    with running(build_service(settings)):
+        wait_for(lambda: _processed() > processed_before, timeout=120, message="committed")
+        wait_for(lambda: _markers(mysql_engine) == 0, timeout=10, message="marker forgotten")
+    assert evicted.is_set()
+    assert opened == [event.s3_key], "parsed again after the eviction"
+    parsed = parsed_events(broker.bootstrap, at_least=2)
+    assert [(p.rows_inserted, p.duplicates_skipped) for p in parsed] == [(300, 0)] * 2
+    assert parsed[0] == parsed[1]
+    assert mismatches(rows_of_object(mysql_engine, event.sha256), records) == []
+
+
+def test_the_rows_of_an_object_share_the_created_at_the_parser_gave_them(
+    settings_factory: Any, mysql_engine: Engine, raw_objects: Any, broker: Broker
+) -> None:
+    settings = settings_factory(parser_insert_batch=100)  # ten transactions
+    event = raw_objects.store("rustbucket-when", body(generate(1000, seed=51)))
+    raw_objects.publish(event)
+    before = utcnow()
+    with running(build_service(settings)):
+        parsed_events(broker.bootstrap, at_least=1)
+    after = utcnow()
+    with mysql_engine.connect() as connection:
+        moments = connection.execute(select(logs.c.created_at).distinct()).scalars().all()
+    assert len(moments) == 1
+    assert before <= moments[0] <= after
+
+
+def test_a_corrupt_gzip_object_keeps_the_rows_before_the_damage_and_is_dead_lettered(
+    settings_factory: Any, mysql_engine: Engine, raw_objects: Any, broker: Broker
+) -> None:
+    settings = settings_factory(parser_insert_batch=100)
+    readable = generate(500, seed=61)
+    # A second gzip member whose deflate data is zeros: an invalid stored block.
+    damaged = bytearray(gzip.compress(body(generate(100, seed=62))))
+    damaged[10:] = bytes(len(damaged) - 10)
+    event = raw_objects.store("rustbucket-zip", gzip.compress(body(readable)) + damaged)
+    raw_objects.publish(event)
+
+    with running(build_service(settings)):
+        [dead] = read_topic(broker.bootstrap, LOGS_EXTRACTED.dlq, at_least=1, timeout=60)
+    headers = DeadLetterHeaders.from_kafka(dead.headers() or [])
+    assert headers.error_class == "rejected"
+    assert headers.error.startswith("raw object is not valid gzip")
+    kept = rows_of_object(mysql_engine, event.sha256)
+    assert 400 <= len(kept) <= len(readable)  # whole insert batches before the damage
+    assert mismatches(kept, readable[: len(kept)]) == []
+
+    # Sent back unchanged, it fails the same way and inserts nothing twice.
+    replay = CliRunner().invoke(
+        app, ["dlq", "replay", LOGS_EXTRACTED.name], env={"RBR_KAFKA_BOOTSTRAP": broker.bootstrap}
+    )
+    assert replay.exit_code == 0, replay.output
+    with running(build_service(settings)):
+        dead_again = read_topic(broker.bootstrap, LOGS_EXTRACTED.dlq, at_least=2, timeout=60)
+    assert len(dead_again) == 2
+    assert rows_of_object(mysql_engine, event.sha256) == kept
+    assert row_count(mysql_engine) == len(kept)

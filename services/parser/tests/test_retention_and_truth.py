@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, insert, select
@@ -14,8 +15,8 @@ from rbr_parser.formats import ParseContext
 from rbr_parser.lines import iter_lines
 from rbr_parser.records import RecordReader
 from rbr_parser.retention import run_retention
-from rbr_parser.store import LogRows
-from rbr_runtime.db.tables import logs, task_runs
+from rbr_parser.store import LogRows, _mysql_literal
+from rbr_runtime.db.tables import logs, parsed_objects, task_runs
 from rbr_runtime.schedule import DailyTask, TaskClaims
 from rbr_simulator.generator import LogGenerator
 from rbr_simulator.records import LogMix
@@ -95,6 +96,32 @@ def test_retention_deletes_what_is_older_in_chunks_once_a_day(
     assert "4 raw objects" in run.detail
 
 
+def test_retention_forgets_stale_done_markers_even_with_retention_off(
+    mysql_engine: Engine, moto_s3: MotoS3, raw_bucket: str
+) -> None:
+    # A marker outlives its object's commit only after a crash between the two.
+    with mysql_engine.begin() as connection:
+        connection.execute(
+            insert(parsed_objects),
+            [
+                {"event_id": name, "source_sha256": "a" * 64, "parsed_event": "{}", "parsed_at": at}
+                for name, at in (("stale", NOW - timedelta(days=2)), ("fresh", NOW))
+            ],
+        )
+    run_retention(
+        rows=LogRows(mysql_engine),
+        s3=moto_s3.client(),
+        bucket=raw_bucket,
+        now=NOW,
+        log_days=0,
+        raw_days=0,
+        chunk=100,
+    )
+    with mysql_engine.connect() as connection:
+        left = connection.execute(select(parsed_objects.c.event_id)).scalars().all()
+    assert left == ["fresh"]
+
+
 def test_cleanup_task_by_hand(
     aged: dict[str, Any],
     mysql_database_url: str,
@@ -136,6 +163,14 @@ def test_every_generated_record_parses_to_its_ground_truth() -> None:
         row = {**result.fields, "log": result.raw, "log_size": result.size}
         for column, wanted in expected_row(record).items():
             assert row[column] == wanted, (column, record.data[:200])
+
+
+def test_mysql_literals_of_datetimes_are_utc_with_microseconds() -> None:
+    paris = datetime(2026, 11, 21, 3, 0, 30, 7, tzinfo=ZoneInfo("Europe/Paris"))
+    assert _mysql_literal(paris, str) == "'2026-11-21 02:00:30.000007'"
+    assert _mysql_literal(NOW, str) == "'2026-11-21 02:00:30.000000'"
+    with pytest.raises(ValueError, match="naive"):
+        _mysql_literal(NOW.replace(tzinfo=None), str)
 
 
 def test_rows_round_trip_hostile_text_exactly(mysql_engine: Engine) -> None:

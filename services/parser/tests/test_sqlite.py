@@ -37,6 +37,13 @@ def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
     assert rows.insert(batch) == 30
     assert rows.insert(batch) == 0
     assert rows.count_for_object("b" * 64) == 30
+    # An object's done marker, written with its last rows (none here), is an upsert too.
+    marker = {"event_id": "e-1", "source_sha256": "b" * 64, "parsed_at": old}
+    for inserted in (0, 1):
+        assert rows.insert([], lambda n, i=inserted: marker | {"parsed_event": f"{n}+{i}"}) == 0
+    assert rows.done_event("e-1") == "0+1"
+    rows.forget_done(["e-1"])
+    assert rows.done_event("e-1") is None
     assert sum(rows.delete_older_than(datetime.now(UTC) + timedelta(seconds=5), 7)) == 30
 
     state = ExtractState(engine, "me")
@@ -48,6 +55,7 @@ def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
     assert state.claim_slot("rb", 10, lease)
     state.store_extraction("rb", cursor="42", pending_event="{}")
     state.clear_pending("rb", "{}")
+    assert state.state("rb").pending_event is None
     state.record_outcome("rb", "boom")
     state.release("rb")
     assert state.state("rb") == state.state("rb").__class__("42", None, 10)
@@ -77,4 +85,15 @@ def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
         "b" * 64,
         "t2",
     )
+    # A copy's ledger row and its pending event go together.
+    state.record_copy(
+        "rb",
+        source_uri="s3://b/k2",
+        source_etag='"g"',
+        size_bytes=1,
+        source_sha256="c" * 64,
+        target_key="t3",
+        pending_event='{"copy": 1}',
+    )
+    assert state.state("rb").pending_event == '{"copy": 1}'
     engine.dispose()

@@ -16,7 +16,9 @@ effect is durable. The runner owns everything else:
   so it cannot block its partition forever;
 * more than `dlq_max_consecutive` dead letters in a row stop the consumer
   (`DeadLetterCapExceeded`): something is systematically wrong;
-* `stop()` lets the batch in hand finish and commit, then leaves the group.
+* `stop()` lets the batch in hand finish and commit, then leaves the group;
+* `on_commit`, if given, hears which messages were committed (e.g. to forget a "done, not
+  committed yet" marker); what it raises is logged, never undoes the commit.
 
 Handlers must be idempotent: a batch may be delivered again after a crash or a rebalance.
 """
@@ -160,6 +162,7 @@ class Inbound(Record, Generic[DataT]):
 
 
 Handler = Callable[[Sequence[Inbound[Any]]], None]
+CommitCallback = Callable[[Sequence[Inbound[Any]]], None]
 
 
 def _as_bytes(value: str | bytes | None) -> bytes | None:
@@ -209,6 +212,7 @@ class ConsumerRunner:
         batch_size: int | None = None,
         on_assign: PartitionCallback | None = None,
         on_revoke: PartitionCallback | None = None,
+        on_commit: CommitCallback | None = None,
     ) -> None:
         self.group_id = group_id
         self._settings = settings
@@ -218,6 +222,7 @@ class ConsumerRunner:
         self._batch_size = batch_size or settings.consumer_batch_size
         self._user_on_assign = on_assign
         self._user_on_revoke = on_revoke
+        self._on_commit = on_commit
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
         self._assigned: set[TopicPartitionKey] = set()
@@ -309,6 +314,7 @@ class ConsumerRunner:
         if not records:
             return
         started = time.monotonic()
+        inbound: list[Inbound[Any]] = []
         try:
             inbound = self._decode_or_dead_letter(records)
             if inbound:
@@ -318,8 +324,23 @@ class ConsumerRunner:
             return
         finally:
             self._rewind_reassigned(records)
-        self._commit(records)
+        committed = self._commit(records)
         BATCH_SECONDS.labels(self.group_id).observe(time.monotonic() - started)
+        self._committed([m for m in inbound if m.position in committed])
+
+    def _committed(self, messages: Sequence[Inbound[Any]]) -> None:
+        """Tells on_commit which messages were committed (its failures are only logged)."""
+        if self._on_commit is None or not messages:
+            return
+        try:
+            self._on_commit(messages)
+        except Exception as error:  # noqa: BLE001 - the commit stands whatever the hook does
+            log.warning(
+                "after-commit hook failed: %s: %s",
+                type(error).__name__,
+                str(error)[:500],
+                extra={"group": self.group_id},
+            )
 
     def _rewind_reassigned(self, records: Sequence[Record]) -> None:
         """Fetches again what was dropped from partitions revoked and assigned back meanwhile.
@@ -497,7 +518,8 @@ class ConsumerRunner:
             },
         )
 
-    def _commit(self, records: Sequence[Record]) -> None:
+    def _commit(self, records: Sequence[Record]) -> set[TopicPartitionKey]:
+        """Commits the offsets after records; returns the partitions committed."""
         next_offsets: dict[TopicPartitionKey, int] = {}
         for record in records:
             next_offsets[record.position] = max(
@@ -509,7 +531,7 @@ class ConsumerRunner:
             if position not in self._revoked_during_batch
         }
         if not owned:
-            return
+            return set()
         consumer = self._consumer
         assert consumer is not None
         try:
@@ -520,12 +542,13 @@ class ConsumerRunner:
         except KafkaException as error:
             # The group moved on (rebalance); the new owner will see these messages again.
             log.warning("commit failed, messages will be redelivered: %s", error)
-            return
+            return set()
         for (topic, partition), offset in owned.items():
             MESSAGES_PROCESSED.labels(self.group_id, topic).inc(
                 sum(1 for r in records if r.position == (topic, partition))
             )
             self._record_lag(consumer, topic, partition, offset)
+        return set(owned)
 
     def _record_lag(self, consumer: Consumer, topic: str, partition: int, position: int) -> None:
         # cached=True reads the high watermark from the last fetch response: no extra request,

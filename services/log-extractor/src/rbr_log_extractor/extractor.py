@@ -11,14 +11,18 @@ Two ways in:
   again until the broker confirms it.
 * S3: the objects under `{s3_prefix}{name}/` in the bucket's own S3 bucket not in the copy
   ledger yet are copied server-side (the listing is complete every time, so an object that
-  appears out of key order is still copied); each one's event is sent, then its ledger row
-  written. Ids and keys derive from the source object, so a crash between the two copies and
-  announces the same object again, which the parser recognises. A source that changes after
-  it was copied (new ETag) is looked at again: if it only grew (its first bytes are those
-  copied before, by sha256), its new bytes are copied as an object of their own, so none of
-  its records is parsed twice; if it was rewritten otherwise, it is copied whole again (its
-  records then become rows beside those of the earlier version). A record cut in two by the
-  moment of the earlier copy (the source did not end with a newline then) stays two records.
+  appears out of key order is still copied). Like a pull, a copy is keyed by the moment it
+  is made (retention deletes raw objects by the date in their key, so a key dated by an old
+  source's LastModified could be deleted before it is parsed). Then (in one transaction) its
+  ledger row together with its `logs.extracted` event, then the event itself: a crash
+  between copy and announcement neither loses the announcement (the stored event is sent
+  at the next cycle) nor copies the object again (the ledger has it). A source that changes
+  after it was copied (new ETag) is looked at again: if it only grew (its first bytes are
+  those copied before, by sha256), its new bytes are copied as an object of their own, so
+  none of its records is parsed twice; if it was rewritten otherwise, it is copied whole
+  again (its records then become rows beside those of the earlier version). A record cut in
+  two by the moment of the earlier copy (the source did not end with a newline then) stays
+  two records.
 
 Nothing is announced before it is stored; a failed or partial transfer stores nothing under
 `raw/` and is tried again at the next cycle.
@@ -300,7 +304,10 @@ class Extractor:
             if response.status_code != httpx.codes.OK:
                 raise ExtractionError(f"{EXTRACT_PATH} answered HTTP {response.status_code}")
             new_cursor = valid_cursor(response.headers.get(CURSOR_HEADER))
-            for chunk in response.iter_raw(READ_CHUNK):
+            # Each piece as it arrives, not gathered into large chunks: a bucket sending
+            # slowly would otherwise keep a SIGTERM (and the timeout) unnoticed for minutes,
+            # past the shutdown's grace, and leave its multipart upload and lease behind.
+            for chunk in response.iter_raw():
                 if stopping():
                     raise Interrupted("stopping")
                 if time.monotonic() > deadline:
@@ -344,7 +351,7 @@ class Extractor:
                     continue
                 if stopping():
                     raise Interrupted("stopping")
-                stored = self._copy_one(record, client, uri, items[uri], entry)
+                stored = self._copy_one(record, client, uri, items[uri], entry, stopping=stopping)
                 if stored is not None:
                     outcome.objects += 1
                     outcome.bytes += stored.size
@@ -359,6 +366,8 @@ class Extractor:
         uri: str,
         item: Any,
         entry: LedgerEntry | None,
+        *,
+        stopping: Callable[[], bool],
     ) -> StoredObject | None:
         """Copies a source object not copied yet, or what it gained since its last copy.
 
@@ -385,7 +394,9 @@ class Extractor:
             return None
         version = f"{uri}#{etag}" if offset == 0 else f"{uri}#{etag}@{offset}"
         object_id = str(uuid.uuid5(EVENT_NAMESPACE, version))
-        final_key = raw_key(record.name, item["LastModified"], object_id)
+        # Keyed by the copy's own time, as a pull is: retention goes by the key's date.
+        copied_at = utcnow()
+        final_key = raw_key(record.name, copied_at, object_id)
         if offset == 0 and self._settings.server_side_copy:
             stored = self._server_side_copy(client, source.bucket_name, key, etag, final_key)
             whole_sha = stored.sha256
@@ -399,22 +410,25 @@ class Extractor:
                 object_id=object_id,
                 offset=offset,
                 whole=whole,
+                stopping=stopping,
             )
             whole_sha = whole.hexdigest()
-        self._send(
-            LogsExtracted(
-                object_id=object_id,
-                name=record.name,
-                ip_address=record.ip_address,
-                s3_bucket=self._settings.s3_bucket,
-                s3_key=stored.key,
-                size_bytes=stored.size,
-                sha256=stored.sha256,
-                source=LogSource.S3,
-                source_ref=uri,
-                extracted_at=utcnow(),
-            )
+        event = LogsExtracted(
+            object_id=object_id,
+            name=record.name,
+            ip_address=record.ip_address,
+            s3_bucket=self._settings.s3_bucket,
+            s3_key=stored.key,
+            size_bytes=stored.size,
+            sha256=stored.sha256,
+            source=LogSource.S3,
+            source_ref=uri,
+            extracted_at=copied_at,
         )
+        payload = event.model_dump_json()
+        # The ledger row and the pending event in one transaction: once the ledger says the
+        # source was copied, its copy is sure to be announced (the pending event is sent
+        # again at the next cycle until the broker confirms it).
         self._state.record_copy(
             record.name,
             source_uri=uri,
@@ -422,7 +436,10 @@ class Extractor:
             size_bytes=size,
             source_sha256=whole_sha,
             target_key=final_key,
+            pending_event=payload,
         )
+        self._send(event)
+        self._state.clear_pending(record.name, payload)
         return stored
 
     def _unchanged_prefix(
@@ -494,11 +511,13 @@ class Extractor:
         object_id: str,
         offset: int,
         whole: Any,
+        stopping: Callable[[], bool],
     ) -> StoredObject:
         """Copies through this process the source's bytes from offset on.
 
         Used when the source is on another S3 service than ours, or when only what a
-        source gained since its last copy is copied. `whole` is fed the bytes too.
+        source gained since its last copy is copied. `whole` is fed the bytes too. When the
+        service stops, the copy is abandoned (its upload aborted) and done next cycle.
         """
         writer = RawObjectWriter(
             self._s3,
@@ -514,6 +533,7 @@ class Extractor:
                 Bucket=bucket, Key=key, IfMatch=etag, Range=f"bytes={offset}-"
             )["Body"]
             for chunk in body.iter_chunks(READ_CHUNK):
+                check_stopping(stopping)
                 whole.update(chunk)
                 writer.write(chunk)
             stored = writer.finish()
@@ -523,6 +543,12 @@ class Extractor:
         if stored is None:
             raise ExtractionError(f"{key} was empty when read")
         return stored
+
+
+def check_stopping(stopping: Callable[[], bool]) -> None:
+    """Raises Interrupted if the service is stopping."""
+    if stopping():
+        raise Interrupted("stopping")
 
 
 def source_sha256(client: S3Client, bucket: str, key: str, etag: str) -> tuple[int, str]:

@@ -5,7 +5,8 @@ across replicas), a lease (so two processes never extract one bucket at the same
 during a rebalance or while an operator runs `rbr run-task extract_logs`), the HTTP pull
 cursor, and the `logs.extracted` event of the last object until the broker confirmed it.
 `s3_copy_ledger` has one row per source object copied from a bucket's own S3 bucket: its
-ETag, size and sha256 as last copied (a source that grows is copied again from there).
+ETag, size and sha256 as last copied (a source that grows is copied again from there). A
+copy's ledger row is written together with its pending event, as a pull's cursor is.
 """
 
 from __future__ import annotations
@@ -261,8 +262,13 @@ class ExtractState:
         size_bytes: int,
         source_sha256: str | None,
         target_key: str | None,
+        pending_event: str | None = None,
     ) -> None:
-        """Records the version of a source object copied (a new one replaces the old)."""
+        """Records the version of a source object copied (a new one replaces the old).
+
+        With pending_event, the copy's `logs.extracted` event is stored in the same
+        transaction (as a pull's is with its cursor), to be sent again until confirmed.
+        """
         row = {
             "name": name,
             "source_uri_sha256": uri_digest(source_uri),
@@ -289,3 +295,9 @@ class ExtractState:
                     ],
                 )
             )
+            if pending_event is not None:
+                connection.execute(
+                    update(extract_cursors)
+                    .where(extract_cursors.c.name == name)
+                    .values(pending_event=pending_event, updated_at=utcnow())
+                )

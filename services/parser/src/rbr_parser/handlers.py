@@ -8,6 +8,17 @@ derived from the object, and only then does the runner commit the offset.
 A missing object or one whose content is not what the event says can never be parsed: that
 is a `PermanentError` (the event goes to the DLQ with the reason). Anything else, e.g. the
 database or S3 being down, is an outage: the runner retries the batch until it succeeds.
+
+An object whose parse outlasts max.poll.interval gets the member evicted, and the offset
+commit after it is refused: the event comes back. So the object's last rows are written in
+one transaction with a `parsed_objects` row holding its logs.parsed data, and that row is
+deleted once the offset is committed. An event whose object has such a row is not parsed
+again: its stored logs.parsed is sent again (at-least-once: it may have been sent) and the
+offset committed. A replay (`rbr replay`) comes after the commit, when the row is gone, so
+it parses the objects again as before: their rows are idempotent and come out the same. A
+row a crash left behind between commit and delete is purged by the daily retention run
+after a day; until then a replay of that one object sends its stored logs.parsed instead of
+parsing it again (its rows are in).
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from rbr_parser.lines import iter_lines
 from rbr_parser.objects import OpenedObject, decompressed, hash_object, head_object, open_object
 from rbr_parser.records import Record, RecordReader
 from rbr_parser.settings import ParserSettings
-from rbr_parser.store import LogRows
+from rbr_parser.store import DoneMarker, LogRows
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.kafka import EventProducer, Inbound, PermanentError
 from rbr_schemas import LOGS_PARSED, LogsExtracted, LogsParsed, utcnow
@@ -52,7 +63,11 @@ ROWS_INSERTED = MetricCounter("rbr_parser_rows_inserted_total", "New rows writte
 DUPLICATES = MetricCounter(
     "rbr_parser_duplicates_total", "Records already in logs (redelivery or replay)."
 )
-OBJECTS = MetricCounter("rbr_parser_objects_total", "Raw objects parsed, by outcome.", ["outcome"])
+OBJECTS = MetricCounter(
+    "rbr_parser_objects_total",
+    "Raw objects handled, by outcome (parsed, already_parsed, sha256_mismatch).",
+    ["outcome"],
+)
 BYTES = MetricCounter("rbr_parser_bytes_total", "Raw object bytes read.")
 OBJECT_SECONDS = Histogram(
     "rbr_parser_object_seconds",
@@ -148,30 +163,31 @@ class ObjectParser:
             ParseInterrupted: the service is stopping.
         """
         started = time.monotonic()
+        stored = self._rows.done_event(parsed_event_id(extracted))
+        if stored is not None:
+            return self._announce_again(extracted, LogsParsed.model_validate_json(stored))
         self._verify_before(extracted)
         opened = open_object(self._s3, extracted.s3_bucket, extracted.s3_key)
-        stats = self._insert_records(extracted, opened)
-        if opened.hexdigest != extracted.sha256:
-            OBJECTS.labels("sha256_mismatch").inc()
-            raise PermanentError(
-                f"s3://{extracted.s3_bucket}/{extracted.s3_key} changed while it was read: "
-                f"sha256 {opened.hexdigest} is not the event's {extracted.sha256}"
-            )
-        parsed = LogsParsed(
-            object_id=extracted.object_id,
-            name=extracted.name,
-            s3_bucket=extracted.s3_bucket,
-            s3_key=extracted.s3_key,
-            sha256=extracted.sha256,
-            records=stats.records,
-            rows_inserted=stats.rows_inserted,
-            duplicates_skipped=stats.records - stats.rows_inserted,
-            unparsed_records=stats.unparsed,
-            event_counts=dict(stats.event_counts),
-            first_event_at=stats.first_event_at,
-            last_event_at=stats.last_event_at,
-            parsed_at=utcnow(),
+        parsed = self._insert_records(extracted, opened)
+        self._announce(extracted, parsed)
+        OBJECTS.labels("parsed").inc()
+        OBJECT_SECONDS.observe(time.monotonic() - started)
+        log.info(
+            "parsed %s: %d records, %d new rows, %d already present, %d unparsed",
+            extracted.s3_key,
+            parsed.records,
+            parsed.rows_inserted,
+            parsed.duplicates_skipped,
+            parsed.unparsed_records,
+            extra={"seconds": round(time.monotonic() - started, 3)},
         )
+        return parsed
+
+    def committed(self, batch: Sequence[Inbound[LogsExtracted]]) -> None:
+        """Forgets the done markers of events whose offsets were committed."""
+        self._rows.forget_done([parsed_event_id(m.data) for m in batch if m.event is not None])
+
+    def _announce(self, extracted: LogsExtracted, parsed: LogsParsed) -> None:
         self._producer.send(
             LOGS_PARSED,
             extracted.name,
@@ -179,17 +195,16 @@ class ObjectParser:
             subject=extracted.name,
             event_id=parsed_event_id(extracted),
         )
-        OBJECTS.labels("parsed").inc()
-        OBJECT_SECONDS.observe(time.monotonic() - started)
+
+    def _announce_again(self, extracted: LogsExtracted, parsed: LogsParsed) -> LogsParsed:
+        """Sends the logs.parsed of an object parsed before its offset could be committed."""
         log.info(
-            "parsed %s: %d records, %d new rows, %d already present, %d unparsed",
+            "%s was parsed before its offset could be committed (the member was evicted?); "
+            "announcing it again instead of parsing it again",
             extracted.s3_key,
-            stats.records,
-            stats.rows_inserted,
-            stats.records - stats.rows_inserted,
-            stats.unparsed,
-            extra={"seconds": round(time.monotonic() - started, 3)},
         )
+        self._announce(extracted, parsed)
+        OBJECTS.labels("already_parsed").inc()
         return parsed
 
     def _verify_before(self, extracted: LogsExtracted) -> None:
@@ -210,7 +225,12 @@ class ObjectParser:
                 f"{extracted.sha256} and {extracted.size_bytes} bytes"
             )
 
-    def _insert_records(self, extracted: LogsExtracted, opened: OpenedObject) -> ObjectStats:
+    def _insert_records(self, extracted: LogsExtracted, opened: OpenedObject) -> LogsParsed:
+        """Writes the object's rows; the last batch with its done marker, in one transaction.
+
+        Returns:
+            Its logs.parsed data, as stored with the marker.
+        """
         context = ParseContext(
             reference_time=extracted.extracted_at, syslog_timezone=self._syslog_zone
         )
@@ -224,25 +244,80 @@ class ObjectParser:
         batch: list[dict[str, Any]] = []
         limit = self._settings.parser_insert_batch
         writes: deque[Future[int]] = deque()
+        created_at = utcnow()  # one moment for all the object's rows
         try:
             for record_no, record in enumerate(reader.records(lines)):
-                batch.append(self._row(extracted, record_no, record))
+                batch.append(self._row(extracted, record_no, record, created_at))
                 stats.add(record.fields)
                 if len(batch) >= limit:
                     self._write(batch, stats, writes)
                     batch = []
-            self._write(batch, stats, writes)
             self._collect(writes, stats, keep=0)
         finally:
             wait(writes)  # never leave a write running behind a failure
+        self._check_read(extracted, opened)
+        parsed = self._finish(extracted, batch, stats)
         BYTES.inc(opened.bytes_read)
         for (log_format, event_type), count in stats.kinds.items():
             RECORDS.labels(log_format, event_type).inc(count)
-        return stats
+        return parsed
 
     @staticmethod
-    def _row(extracted: LogsExtracted, record_no: int, record: Record) -> dict[str, Any]:
+    def _check_read(extracted: LogsExtracted, opened: OpenedObject) -> None:
+        """Refuses an object that changed while it was read (before it is marked done)."""
+        if opened.hexdigest == extracted.sha256:
+            return
+        OBJECTS.labels("sha256_mismatch").inc()
+        raise PermanentError(
+            f"s3://{extracted.s3_bucket}/{extracted.s3_key} changed while it was read: "
+            f"sha256 {opened.hexdigest} is not the event's {extracted.sha256}"
+        )
+
+    def _finish(
+        self, extracted: LogsExtracted, batch: list[dict[str, Any]], stats: ObjectStats
+    ) -> LogsParsed:
+        """Writes the last rows and the object's done marker in one transaction."""
+        if self._stopping():
+            raise ParseInterrupted("stopping; the object will be parsed again from where it was")
+        summary: list[LogsParsed] = []
+
+        def done(inserted: int) -> dict[str, Any]:
+            parsed = self._summary(extracted, stats, stats.rows_inserted + inserted)
+            summary[:] = [parsed]
+            return {
+                "event_id": parsed_event_id(extracted),
+                "source_sha256": extracted.sha256,
+                "parsed_event": parsed.model_dump_json(),
+                "parsed_at": parsed.parsed_at,
+            }
+
+        stats.rows_inserted += self._insert(batch, done)
+        return summary[0]
+
+    @staticmethod
+    def _summary(extracted: LogsExtracted, stats: ObjectStats, inserted: int) -> LogsParsed:
+        return LogsParsed(
+            object_id=extracted.object_id,
+            name=extracted.name,
+            s3_bucket=extracted.s3_bucket,
+            s3_key=extracted.s3_key,
+            sha256=extracted.sha256,
+            records=stats.records,
+            rows_inserted=inserted,
+            duplicates_skipped=stats.records - inserted,
+            unparsed_records=stats.unparsed,
+            event_counts=dict(stats.event_counts),
+            first_event_at=stats.first_event_at,
+            last_event_at=stats.last_event_at,
+            parsed_at=utcnow(),
+        )
+
+    @staticmethod
+    def _row(
+        extracted: LogsExtracted, record_no: int, record: Record, created_at: datetime
+    ) -> dict[str, Any]:
         row = record.fields
+        row["created_at"] = created_at
         row["name"] = extracted.name
         row["ip_address"] = extracted.ip_address
         row["log"] = record.raw
@@ -262,8 +337,8 @@ class ObjectParser:
             writes.append(self._writer.submit(self._insert, batch))
         self._collect(writes, stats, keep=1)
 
-    def _insert(self, batch: list[dict[str, Any]]) -> int:
-        inserted = self._rows.insert(batch)
+    def _insert(self, batch: list[dict[str, Any]], done: DoneMarker | None = None) -> int:
+        inserted = self._rows.insert(batch, done)
         ROWS_INSERTED.inc(inserted)
         DUPLICATES.inc(len(batch) - inserted)
         return inserted

@@ -32,8 +32,16 @@ def build_service(settings: ParserSettings) -> Service:
     def handle(batch: Sequence[Inbound[Any]]) -> None:
         parser(batch)
 
+    def committed(batch: Sequence[Inbound[Any]]) -> None:
+        parser.committed(batch)
+
     runner = ConsumerRunner(
-        settings, group_id=GROUP_ID, topics=[LOGS_EXTRACTED], handler=handle, producer=producer
+        settings,
+        group_id=GROUP_ID,
+        topics=[LOGS_EXTRACTED],
+        handler=handle,
+        producer=producer,
+        on_commit=committed,
     )
     parser = ObjectParser(
         settings, rows=rows, s3=s3, producer=producer, stopping=lambda: runner.stopping

@@ -18,8 +18,8 @@ class ParserSettings(CommonSettings):
         ge=1,
         description="logs.extracted events handled per batch (objects). One: a batch must "
         "end within RBR_KAFKA_MAX_POLL_INTERVAL_MS, and several large objects in one batch "
-        "could take longer, get the member evicted, their commit refused and the whole "
-        "batch parsed again (forever, if it always takes that long).",
+        "could take longer, get the member evicted and their commit refused; the objects "
+        "parsed by then are not parsed again (parsed_objects), the others are.",
     )
     kafka_max_poll_interval_ms: int = Field(
         default=14_400_000,

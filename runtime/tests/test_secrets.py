@@ -53,3 +53,30 @@ def test_rotation_a_fingerprint_made_with_an_old_key_still_matches() -> None:
     assert rotated.fingerprint(TOKEN) == TokenVault.from_setting("new-key").fingerprint(TOKEN)
     assert rotated.fingerprints(TOKEN) == [rotated.fingerprint(TOKEN), stored]
     assert not TokenVault.from_setting("new-key").matches(TOKEN, stored), "old key dropped"
+
+
+def test_a_token_stored_under_an_old_key_is_restored_under_the_current_one() -> None:
+    old = TokenVault.from_setting("old-key")
+    rotated = TokenVault.from_setting("new-key,old-key")
+    new_only = TokenVault.from_setting("new-key")
+    # Both, only the ciphertext, or only the hash made with the old key: each is stale.
+    stale = [
+        (old.encrypt(TOKEN), old.fingerprint(TOKEN)),
+        (old.encrypt(TOKEN), new_only.fingerprint(TOKEN)),
+        (new_only.encrypt(TOKEN), old.fingerprint(TOKEN)),
+    ]
+    for ciphertext, token_hash in stale:
+        restored = rotated.restored(ciphertext, token_hash)
+        assert restored is not None
+        assert new_only.decrypt(restored.ciphertext) == TOKEN
+        assert restored.token_hash == new_only.fingerprint(TOKEN)
+        assert TOKEN not in repr(restored)
+        assert rotated.restored(restored.ciphertext, restored.token_hash) is None, "now current"
+
+
+def test_restoring_a_token_no_key_decrypts_raises() -> None:
+    lost = TokenVault.from_setting("lost-key")
+    with pytest.raises(TokenDecryptionError):
+        TokenVault.from_setting("new-key,old-key").restored(
+            lost.encrypt(TOKEN), lost.fingerprint(TOKEN)
+        )

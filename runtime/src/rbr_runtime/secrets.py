@@ -4,7 +4,8 @@ The registrar encrypts each bucket's token with a key derived from `RBR_SECRET_K
 publishes only the ciphertext; the poller and log-extractor, configured with the same key,
 decrypt it to call the bucket. Several comma-separated keys allow rotation: the first
 encrypts and fingerprints, any decrypts, and a stored fingerprint made with any of them
-matches (the registrar then re-stores the token under the first key).
+matches (the registrar then re-stores the token under the first key, when the bucket
+registers again or when an operator runs `rbr buckets rekey`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -30,6 +32,14 @@ def _derive(secret: str, info: bytes) -> bytes:
     return hmac.new(secret.encode(), info, hashlib.sha256).digest()
 
 
+@dataclass(frozen=True)
+class StoredToken:
+    """A token as the registrar stores it: its keyed hash and its ciphertext."""
+
+    token_hash: str = field(repr=False)
+    ciphertext: str = field(repr=False)
+
+
 class TokenVault:
     """Encrypts, decrypts and fingerprints bucket tokens."""
 
@@ -37,9 +47,9 @@ class TokenVault:
         keys = [key for key in secret_keys if key]
         if not keys:
             raise ValueError("at least one secret key is required")
-        self._fernet = MultiFernet(
-            [Fernet(base64.urlsafe_b64encode(_derive(key, _KDF_INFO))) for key in keys]
-        )
+        fernets = [Fernet(base64.urlsafe_b64encode(_derive(key, _KDF_INFO))) for key in keys]
+        self._current = fernets[0]
+        self._fernet = MultiFernet(fernets)
         self._hash_keys = [_derive(key, _HASH_INFO) for key in keys]
 
     @classmethod
@@ -63,6 +73,31 @@ class TokenVault:
             raise TokenDecryptionError(
                 "bucket token cannot be decrypted: RBR_SECRET_KEY differs from the registrar's"
             ) from None
+
+    def restored(self, ciphertext: str, token_hash: str) -> StoredToken | None:
+        """Returns a stored token again under the current key; None when it already is.
+
+        A token is current when its ciphertext was made with the current key and its hash
+        is the token's under the current key; otherwise (either was made with an older key)
+        both are made again, from the token the ciphertext holds.
+
+        Raises:
+            TokenDecryptionError: no configured key made this ciphertext.
+        """
+        token = self.decrypt(ciphertext)
+        current_hash = self.fingerprint(token)
+        if self._made_with_current_key(ciphertext) and hmac.compare_digest(
+            current_hash, token_hash
+        ):
+            return None
+        return StoredToken(current_hash, self.encrypt(token))
+
+    def _made_with_current_key(self, ciphertext: str) -> bool:
+        try:
+            self._current.decrypt(ciphertext.encode())
+        except InvalidToken:
+            return False
+        return True
 
     def fingerprint(self, token: str) -> str:
         """Returns a keyed hash of the token under the current (first) key."""

@@ -64,3 +64,43 @@ def test_operator_lists_approves_disables_and_removes_from_the_command_line(
     unreachable = runner.invoke(app, ["buckets", "list"])
     assert unreachable.exit_code == 1
     assert "cannot reach the registrar at http://127.0.0.1:9" in unreachable.output
+
+
+def test_operator_rekeys_every_bucket_from_the_command_line(
+    registrar_factory: RegistrarFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = {"ip_address": "127.0.0.1", "operating_system": "linux", "token": TOKEN}
+    lost = registrar_factory(secret_key="lost-key")
+    with lost.client() as client:
+        client.post("/register_bucket", json={**payload, "name": "rustbucket-cl1l0st0"})
+    lost.handle.stop()
+    before = registrar_factory(secret_key="old-key")
+    with before.client() as client:
+        for name in ("rustbucket-cl1rk000", "rustbucket-cl1rk001", "rustbucket-cl1rk002"):
+            assert client.post("/register_bucket", json={**payload, "name": name}).is_success
+    before.handle.stop()
+    registrar = registrar_factory(secret_key="new-key,old-key")
+    runner = CliRunner()
+    monkeypatch.setenv("RBR_REGISTRAR_URL", registrar.url)
+    monkeypatch.setenv("RBR_OPERATOR_KEY", TEST_OPERATOR_KEY)
+
+    dry = runner.invoke(app, ["buckets", "rekey", "--dry-run", "--batch", "2"])
+    assert dry.exit_code == 1, dry.output
+    assert "... 2 checked" in dry.output, "progress between pages"
+    assert "4 checked: 3 still under an older key, 0 current, 1 undecryptable" in dry.output
+    assert "rustbucket-cl1l0st0" in dry.output
+
+    done = runner.invoke(app, ["buckets", "rekey", "--batch", "2"])
+    assert done.exit_code == 1, done.output
+    assert "4 checked: 3 re-keyed, 0 already current, 1 undecryptable" in done.output
+    assert "rustbucket-cl1l0st0" in done.output
+    assert TOKEN not in done.output
+
+    assert runner.invoke(app, ["buckets", "remove", "rustbucket-cl1l0st0", "--yes"]).exit_code == 0
+    status = runner.invoke(app, ["buckets", "rekey", "--dry-run"])
+    assert status.exit_code == 0, status.output
+    assert "3 checked: 0 still under an older key, 3 current, 0 undecryptable" in status.output
+    assert "older keys can be dropped" in status.output
+    again = runner.invoke(app, ["buckets", "rekey"])
+    assert again.exit_code == 0, again.output
+    assert "3 checked: 0 re-keyed, 3 already current" in again.output

@@ -15,6 +15,7 @@ from rbr_registrar.domain import (
     decide_approval,
     decide_disable,
     decide_registration,
+    decide_rekey,
     decide_self_update,
     event_id,
     new_bucket,
@@ -199,3 +200,20 @@ def test_a_token_stored_under_a_rotated_out_key_is_stored_again_under_the_curren
     assert rehashed.row.token_hash == current
     assert rehashed.row is not None
     assert decide_self_update(rehashed.row, update, LATER).verdict is Verdict.UNCHANGED
+
+
+def test_rekey_stores_the_token_again_as_a_new_version_keeping_the_rest() -> None:
+    existing = new_bucket(registration(), "id-1", NOW)
+    rotated = TokenVault.from_setting("next-secret,unit-test-secret")
+    restored = rotated.restored(existing.token_ciphertext, existing.token_hash)
+    assert restored is not None
+    decision = decide_rekey(existing, restored.token_hash, restored.ciphertext, LATER)
+    assert decision.verdict is Verdict.UPDATED
+    assert decision.row is not None
+    assert decision.row.version == 2
+    assert decision.row.updated_at == LATER
+    assert decision.row.token_ciphertext == restored.ciphertext
+    assert decision.row.token_hash == TokenVault.from_setting("next-secret").fingerprint(TOKEN)
+    assert replace(decision.row, token_hash="", token_ciphertext="", version=1, updated_at=NOW) == (
+        replace(existing, token_hash="", token_ciphertext="")
+    )

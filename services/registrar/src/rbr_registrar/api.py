@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Response
@@ -38,6 +39,7 @@ from rbr_registrar.models import (
     RegistrationRequest,
     RegistrationResponse,
     RegistrationStatus,
+    RekeyResponse,
     S3View,
     SelfUpdateRequest,
 )
@@ -94,6 +96,8 @@ class Dependencies:
     committer: GroupCommitter
     vault: TokenVault
     health: HealthState
+    on_commit: Callable[[], None] = lambda: None
+    """Called after an operator's bulk change committed outbox rows (wakes the relay)."""
 
 
 def unauthorised(message: str, scheme: str = "Bearer") -> HTTPException:
@@ -377,6 +381,43 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
         return BucketPage(
             buckets=[bucket_view(r) for r in rows], next_after=next_after, total=total
         )
+
+    @router.post("/rekey", response_model=RekeyResponse)
+    def rekey_buckets(
+        dry_run: Annotated[
+            bool, Query(description="Only count the buckets still under an older key.")
+        ] = False,
+        after: Annotated[
+            str | None, Query(max_length=128, description="Name to continue after (paging).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Buckets per page.")] = 200,
+    ) -> RekeyResponse:
+        """Stores one page of buckets' tokens again under the current secret key.
+
+        For secret key rotation: a bucket whose token is encrypted or hashed under an older
+        key of `RBR_SECRET_KEY` is decrypted, encrypted and hashed again under the first
+        key, and re-published on `bucket.registered` with a new version. Call it page by
+        page (`after` = the previous `next_after`) until `next_after` is null. With
+        `dry_run` nothing changes: the counts say how many are still under an older key.
+        Buckets no configured key decrypts are listed by name and left as they are.
+        """
+        page = deps.repository.rekey(deps.vault, after, limit, dry_run)
+        if page.rekeyed:
+            deps.on_commit()
+        action = "rekey_dry_run" if dry_run else "rekey"
+        OPERATOR_ACTIONS.labels(action, "rekeyed").inc(page.rekeyed)
+        OPERATOR_ACTIONS.labels(action, "undecryptable").inc(len(page.undecryptable))
+        log.info(
+            "operator %s: %d checked, %d current, %d under an older key, %d re-keyed, "
+            "%d undecryptable",
+            action,
+            page.checked,
+            page.current,
+            page.stale,
+            page.rekeyed,
+            len(page.undecryptable),
+        )
+        return RekeyResponse(dry_run=dry_run, **asdict(page))
 
     @router.get("/{name}", response_model=BucketView)
     def get_bucket(name: NamePath) -> BucketView:

@@ -1,4 +1,4 @@
-"""`rbr buckets list|show|approve|disable|remove`: the operator API from the command line.
+"""`rbr buckets list|show|approve|disable|remove|rekey`: the operator API from the command line.
 
 Talks to the registrar over HTTP (`RBR_REGISTRAR_URL`, default http://127.0.0.1:8000) with
 the operator key (`RBR_OPERATOR_KEY`).
@@ -6,6 +6,7 @@ the operator key (`RBR_OPERATOR_KEY`).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any, NoReturn
 
 import httpx
@@ -144,3 +145,55 @@ def remove_bucket(
     if not yes:
         typer.confirm(f"remove bucket {name}?", abort=True)
     _change("DELETE", f"/api/v1/buckets/{name}")
+
+
+@app.command("rekey")
+def rekey_buckets(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count the buckets still under an older key.")
+    ] = False,
+    batch: Annotated[int, typer.Option(help="Buckets per request.", min=1, max=1000)] = 200,
+) -> None:
+    """Store every bucket's token again under the current (first) RBR_SECRET_KEY.
+
+    After rotating RBR_SECRET_KEY to `new,old`: buckets still stored under `old` are
+    re-encrypted, re-hashed and re-published, so `old` can be dropped. Exits 1 when some
+    bucket's token no configured key decrypts (they are listed by name).
+    """
+    totals: Counter[str] = Counter()
+    undecryptable: list[str] = []
+    after: str | None = None
+    while True:
+        params: dict[str, Any] = {"dry_run": dry_run, "limit": batch}
+        if after:
+            params["after"] = after
+        page = _call("POST", "/api/v1/buckets/rekey", params=params)
+        totals.update({key: page[key] for key in ("checked", "current", "stale", "rekeyed")})
+        undecryptable.extend(page["undecryptable"])
+        after = page["next_after"]
+        if after is None:
+            break
+        typer.echo(f"... {totals['checked']} checked", err=True)
+    _rekey_summary(totals, undecryptable, dry_run)
+
+
+def _rekey_summary(totals: Counter[str], undecryptable: list[str], dry_run: bool) -> None:
+    if dry_run:
+        typer.echo(
+            f"{totals['checked']} checked: {totals['stale']} still under an older key, "
+            f"{totals['current']} current, {len(undecryptable)} undecryptable (dry run)"
+        )
+    else:
+        typer.echo(
+            f"{totals['checked']} checked: {totals['rekeyed']} re-keyed, "
+            f"{totals['current']} already current, {len(undecryptable)} undecryptable"
+        )
+    if undecryptable:
+        _fail(
+            "no configured RBR_SECRET_KEY decrypts the token of: "
+            + ", ".join(undecryptable)
+            + " (they cannot be polled; re-register or remove them)"
+        )
+    if dry_run and totals["stale"]:
+        return
+    typer.echo("every bucket is stored under the current key: older keys can be dropped")

@@ -255,6 +255,17 @@ def decide_disable(existing: BucketRow, now: datetime) -> Decision:
     return _changed(existing, {"state": BucketState.DISABLED.value}, now)
 
 
+def decide_rekey(
+    existing: BucketRow, token_hash: str, token_ciphertext: str, now: datetime
+) -> Decision:
+    """Stores a bucket's token again under the current secret key (an operator's re-key).
+
+    The caller made the hash and ciphertext from the stored token; the change is a new
+    version, re-published like any update, so every service gets the new ciphertext.
+    """
+    return _changed(existing, _token_columns(token_hash, token_ciphertext), now)
+
+
 def _s3_columns(s3: S3Config) -> dict[str, str]:
     return {"s3_bucket_name": s3.bucket_name, "s3_region": s3.region, "s3_prefix": s3.prefix}
 

@@ -68,6 +68,7 @@ class Registrar:
                 committer=self.committer,
                 vault=TokenVault.from_setting(settings.secret_key.get_secret_value()),
                 health=self.service.health,
+                on_commit=self.relay.wake,
             )
         )
         self.http = HttpServer(

@@ -207,6 +207,26 @@ class ChangeResponse(BaseModel):
     version: int | None = None
 
 
+class RekeyResponse(BaseModel):
+    """What re-keying one page of buckets found and did (no tokens, only names)."""
+
+    dry_run: bool = Field(description="Only counted; nothing was stored.")
+    checked: int = Field(description="Buckets looked at on this page.")
+    current: int = Field(description="Already stored under the current (first) secret key.")
+    stale: int = Field(
+        description="Found stored under an older secret key (on a dry run: still to re-key)."
+    )
+    rekeyed: int = Field(
+        description="Stored again under the current key and re-published (0 on a dry run)."
+    )
+    undecryptable: list[str] = Field(
+        description="Names of buckets whose token no configured secret key decrypts."
+    )
+    next_after: str | None = Field(
+        description="Pass as `after` to continue with the next page; null on the last page."
+    )
+
+
 def without_input(error: dict[str, Any]) -> dict[str, Any]:
     """Returns a validation error detail without the submitted value (it may be a secret)."""
     return {key: value for key, value in error.items() if key not in ("input", "url")}

@@ -11,8 +11,9 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TypeVar
 
 from sqlalchemy import Engine, delete, func, insert, or_, select, update
@@ -28,12 +29,14 @@ from rbr_registrar.domain import (
     decide_approval,
     decide_disable,
     decide_registration,
+    decide_rekey,
     decide_self_update,
     registration_message,
     removal_resolution,
 )
 from rbr_runtime.db.engine import is_transient_db_error
 from rbr_runtime.db.tables import buckets, registrar_outbox
+from rbr_runtime.secrets import StoredToken, TokenDecryptionError, TokenVault
 from rbr_schemas import ALERTS, BUCKET_REGISTERED, BucketState, BucketStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,41 @@ class StatusUpdate:
 
     latest: BucketStatus
     latest_success: BucketStatus | None
+
+
+class TokenState(StrEnum):
+    """How a bucket's stored token relates to the configured secret keys."""
+
+    CURRENT = "current"
+    STALE = "stale"
+    """Its ciphertext or hash was made with an older key: to be stored again."""
+    UNDECRYPTABLE = "undecryptable"
+    """No configured key decrypts it: it cannot be stored again (nor polled)."""
+
+
+def token_state(vault: TokenVault, row: BucketRow) -> tuple[TokenState, StoredToken | None]:
+    """Returns the state of a bucket's stored token, and the token restored if stale."""
+    try:
+        restored = vault.restored(row.token_ciphertext, row.token_hash)
+    except TokenDecryptionError:
+        return TokenState.UNDECRYPTABLE, None
+    if restored is None:
+        return TokenState.CURRENT, None
+    return TokenState.STALE, restored
+
+
+@dataclass
+class RekeyPage:
+    """What re-keying one page of buckets found and did."""
+
+    checked: int = 0
+    current: int = 0
+    stale: int = 0
+    """Found under an older key (on a dry run: would be stored again)."""
+    rekeyed: int = 0
+    """Stored again under the current key by this call (none on a dry run)."""
+    undecryptable: list[str] = field(default_factory=list)
+    next_after: str | None = None
 
 
 class BucketRepository:
@@ -210,6 +248,55 @@ class BucketRepository:
                 ],
             )
         return row
+
+    # -- re-keying (secret key rotation) ---------------------------------------------------------
+
+    def rekey(self, vault: TokenVault, after: str | None, limit: int, dry_run: bool) -> RekeyPage:
+        """Stores the tokens of one page of buckets (by name) again under the current key.
+
+        The page is read without locks and checked; only the stale buckets are then locked,
+        checked again (a registration may have stored one again meanwhile) and written, in
+        one transaction, each as a new version queued in the outbox like any update. So a
+        call holds at most `limit` row locks, briefly, and the fleet is done page by page.
+        """
+        rows = self._page(after, limit)
+        page = RekeyPage(
+            checked=len(rows), next_after=rows[-1].name if len(rows) == limit else None
+        )
+        stale: list[str] = []
+        for row in rows:
+            state, _ = token_state(vault, row)
+            if state is TokenState.UNDECRYPTABLE:
+                page.undecryptable.append(row.name)
+            elif state is TokenState.STALE:
+                stale.append(row.name)
+        page.stale = len(stale)
+        page.current = page.checked - page.stale - len(page.undecryptable)
+        if stale and not dry_run:
+            page.rekeyed = with_retries(lambda: self._rekey_once(vault, stale))
+        return page
+
+    def _page(self, after: str | None, limit: int) -> list[BucketRow]:
+        query = select(buckets).order_by(buckets.c.name).limit(limit)
+        if after is not None:
+            query = query.where(buckets.c.name > after)
+        with self.engine.connect() as connection:
+            return [BucketRow.from_mapping(r._mapping) for r in connection.execute(query)]
+
+    def _rekey_once(self, vault: TokenVault, names: Sequence[str]) -> int:
+        now = utcnow()
+        written: list[BucketRow] = []
+        with self.engine.begin() as connection:
+            for row in self._lock_rows(connection, names).values():
+                state, restored = token_state(vault, row)
+                if state is not TokenState.STALE or restored is None:
+                    continue  # stored again (or removed, or changed) since the page was read
+                decision = decide_rekey(row, restored.token_hash, restored.ciphertext, now)
+                if decision.verdict is Verdict.UPDATED and decision.row is not None:
+                    self._write_row(connection, decision.row)
+                    written.append(decision.row)
+            self._announce(connection, written, now)
+        return len(written)
 
     # -- listing ---------------------------------------------------------------------------------
 

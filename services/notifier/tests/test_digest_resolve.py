@@ -9,15 +9,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from sqlalchemy import delete
 
 from rbr_notifier.repository import AlertEvent
+from rbr_runtime.db.tables import notifier_windows
 from rbr_runtime.errors import TransientError
 from rbr_runtime.kafka.consumer import Inbound, PermanentError
-from rbr_schemas import Alert
+from rbr_schemas import Alert, utcnow
 from rbr_testing.http_receiver import HttpReceiver, ReceivedRequest, Reply
 from rbr_testing.waiting import wait_for
 
@@ -294,3 +297,43 @@ def test_a_resolve_folded_after_its_digest_went_out_does_not_page_again(
         ("trigger", f"{DIGEST_KEY}:pd"),
         ("resolve", f"{DIGEST_KEY}:pd"),
     ]
+
+
+def test_a_digest_outliving_its_purged_window_is_still_resolved_then_purged(
+    notifier_factory: Factory,
+    http_receiver: HttpReceiver,
+    make_alert: Callable[..., Alert],
+    to_inbound: Callable[..., Inbound[Any]],
+) -> None:
+    notifier = notifier_factory({"channels": [pagerduty(http_receiver)]})
+    first, *folded = flood(notifier, make_alert, to_inbound)
+    notifier.clock.advance(60)
+    assert notifier.sweeper.run_once() == 1
+    # The retention removes ended windows while their alerts still fire.
+    with notifier.store.engine.begin() as connection:
+        connection.execute(delete(notifier_windows))
+
+    notifier.handler([to_inbound(resolved(alert, make_alert)) for alert in folded])
+    assert events(http_receiver)[2:] == [("resolve", f"{DIGEST_KEY}:pd")]
+
+    notifier.store.purge(utcnow() + timedelta(days=1))
+    # Resolved history and the digest's resolve go; the first alert still fires, so it stays.
+    assert [(r.alert_id, r.kind) for r in notifier.deliveries()] == [(first.alert_id, "trigger")]
+
+
+def test_the_last_alerts_resolving_in_one_batch_resolve_the_digest_once(
+    notifier_factory: Factory,
+    http_receiver: HttpReceiver,
+    make_alert: Callable[..., Alert],
+    to_inbound: Callable[..., Inbound[Any]],
+) -> None:
+    # One replica's delivery threads share a claim owner: they must not both send it.
+    notifier = notifier_factory({"channels": [pagerduty(http_receiver)]}, workers=4)
+    _, *folded = flood(notifier, make_alert, to_inbound)
+    notifier.clock.advance(60)
+    assert notifier.sweeper.run_once() == 1
+
+    notifier.handler([to_inbound(resolved(alert, make_alert)) for alert in folded])
+    assert notifier.sweeper.run_once() == 0
+
+    assert events(http_receiver)[2:] == [("resolve", f"{DIGEST_KEY}:pd")]

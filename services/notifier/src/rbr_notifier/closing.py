@@ -5,14 +5,17 @@ On PagerDuty and Opsgenie a digest opens an incident (alert) of its own, under t
 opened anything, so they are not sent; instead, once every alert the digest carried has
 resolved, the digest's resolve is sent under its key, once. It is a `notifier_deliveries` row
 (see `NotifierStore.plan_digest_resolve`), claimed before sending like any delivery, so two
-replicas, or the consumer and the digest sweeper, never both send it.
+replicas never both send it. Within one replica, where every thread has the same claim owner,
+`DIGEST_LOCKS` keeps two threads (resolves of the digest's last alerts arriving in one batch,
+or the consumer and the digest sweeper) from sending it side by side.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from rbr_notifier.delivery import (
@@ -28,6 +31,37 @@ from rbr_notifier.repository import DigestResolve, NotifierStore
 from rbr_notifier.senders.base import AttemptResult, Sender
 
 log = logging.getLogger(__name__)
+
+
+class KeyedLocks:
+    """One lock per key, created on demand and dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[Hashable, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: Hashable, *, blocking: bool = True) -> Iterator[bool]:
+        """Holds the key's lock; yields False (not held) if it was busy and not `blocking`."""
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        acquired = lock.acquire(blocking)
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                lock.release()
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
+DIGEST_LOCKS = KeyedLocks()
+"""Per (claim owner, channel, window start): one thread of a replica handles a digest's resolve."""
 
 
 def resolve_notification(target: DigestResolve) -> Notification:

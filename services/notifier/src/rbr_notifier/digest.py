@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-from rbr_notifier.closing import send_digest_resolve
+from rbr_notifier.closing import DIGEST_LOCKS, send_digest_resolve
 from rbr_notifier.config import ChannelsFile
 from rbr_notifier.delivery import Interrupted, deliver
 from rbr_notifier.dispatch import claim_lease, policy_of
@@ -78,26 +78,35 @@ class DigestSweeper:
         return delivered
 
     def _send_resolve(self, target: DigestResolve) -> None:
-        with log_context(channel=target.channel, window_start=target.window_start.isoformat()):
-            channel = self._channels.get(target.channel)
-            sender = self._senders.get(target.channel)
-            if channel is None or sender is None or not channel.enabled:
-                why = "channel removed" if channel is None else "channel disabled"
-                self._store.finish(target.id, DeliveryState.SKIPPED, why)
-                return
-            try:
-                send_digest_resolve(
-                    self._store,
-                    target,
-                    sender,
-                    policy_of(channel, self._settings),
-                    owner=self._owner,
-                    lease=self._lease,
-                    stop=self._stop,
-                    wait=self._wait,
-                )
-            except Interrupted:
-                return  # given back: sent after the restart
+        key = (self._owner, target.channel, target.window_start)
+        with (
+            log_context(channel=target.channel, window_start=target.window_start.isoformat()),
+            DIGEST_LOCKS.hold(key, blocking=False) as held,
+        ):
+            if held:
+                self._send_held_resolve(target)
+            # else: a delivery thread of this replica is sending it
+
+    def _send_held_resolve(self, target: DigestResolve) -> None:
+        channel = self._channels.get(target.channel)
+        sender = self._senders.get(target.channel)
+        if channel is None or sender is None or not channel.enabled:
+            why = "channel removed" if channel is None else "channel disabled"
+            self._store.finish(target.id, DeliveryState.SKIPPED, why)
+            return
+        try:
+            send_digest_resolve(
+                self._store,
+                target,
+                sender,
+                policy_of(channel, self._settings),
+                owner=self._owner,
+                lease=self._lease,
+                stop=self._stop,
+                wait=self._wait,
+            )
+        except Interrupted:
+            return  # given back: sent after the restart
 
     def _send_window(self, window: DueWindow, now: datetime) -> bool:
         if not self._store.claim_digest(window, self._owner, now, CLAIM_LEASE):

@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from rbr_notifier.closing import send_digest_resolve
+from rbr_notifier.closing import DIGEST_LOCKS, send_digest_resolve
 from rbr_notifier.config import ChannelConfig, ChannelsFile, Throttle
 from rbr_notifier.delivery import END_STATES, Interrupted, RetryPolicy, deliver
 from rbr_notifier.metrics import DELIVERIES
@@ -232,6 +232,20 @@ class Dispatcher:
         This resolve stays unfinished until then, so the alert's offset is not committed (and
         a crash loses nothing) before the digest's resolve ended.
         """
+        assert context.trigger_window is not None
+        # Another thread of this replica may be sending it (same claim owner): wait for it,
+        # then find it ended.
+        with DIGEST_LOCKS.hold((self._owner, planned.channel, context.trigger_window)):
+            return self._close_digest_held(planned, context, channel, sender, down)
+
+    def _close_digest_held(
+        self,
+        planned: PlannedDelivery,
+        context: DeliveryContext,
+        channel: ChannelConfig,
+        sender: Sender,
+        down: set[str],
+    ) -> DeliveryResult:
         assert context.trigger_window is not None
         key = f"{digest_key(context.trigger_window)}:{planned.channel}"
         target = self._store.plan_digest_resolve(planned.channel, context.trigger_window)

@@ -737,25 +737,26 @@ class NotifierStore:
     def _digest_resolves(self, connection: Connection, where: Any) -> list[DigestResolve]:
         plan = notifier_deliveries.c
         item = notifier_deliveries.alias("item").c
+        window = notifier_windows.c
         carried = (
             select(func.count())
             .where(
-                item.channel == notifier_windows.c.channel,
-                item.window_start == notifier_windows.c.window_start,
+                item.channel == plan.channel,
+                item.window_start == plan.window_start,
                 item.kind == Kind.TRIGGER.value,
                 item.state == DeliveryState.DIGESTED.value,
             )
-            .correlate(notifier_windows)
+            .correlate(notifier_deliveries)
             .scalar_subquery()
         )
-        window = notifier_windows.c
+        # An outer join: the retention may have purged the window of a long-firing digest.
         rows = connection.execute(
             select(
                 plan.id,
                 plan.channel,
                 plan.state,
                 plan.attempts,
-                window.window_start,
+                plan.window_start,
                 window.window_end,
                 carried.label("total"),
             )
@@ -763,6 +764,7 @@ class NotifierStore:
                 notifier_deliveries.join(
                     notifier_windows,
                     and_(window.channel == plan.channel, window.window_start == plan.window_start),
+                    isouter=True,
                 )
             )
             .where(where)
@@ -773,7 +775,7 @@ class NotifierStore:
                 id=r.id,
                 channel=r.channel,
                 window_start=r.window_start,
-                window_end=r.window_end,
+                window_end=r.window_end or r.window_start,
                 state=DeliveryState(r.state),
                 attempts=r.attempts,
                 total=r.total,

@@ -53,6 +53,13 @@ class AttemptStatus:
     REJECTED = "rejected"
 
 
+END_STATES = {
+    AttemptStatus.SENT: DeliveryState.SENT,
+    AttemptStatus.FAILED: DeliveryState.FAILED,
+    AttemptStatus.REJECTED: DeliveryState.REJECTED,
+}
+"""The delivery state a try's status ends in (a retrying try ends nothing)."""
+
 AttemptRecorder = Callable[[int, str, AttemptResult], None]
 """Records try number n with its status and result (a row in `notifications`)."""
 

@@ -6,6 +6,11 @@ still holds some, claims it (a lease in `notifier_windows`, so one replica sends
 digest through the channel with the usual retries, and marks the items digested. Triggers of
 alerts acknowledged meanwhile are left out. A digest that cannot be delivered is recorded
 (failed or rejected) in `notifications` and logged; its alerts stay in `rbr alerts list`.
+
+On PagerDuty and Opsgenie a digest opens an incident of its own, which is resolved once every
+alert it carried resolved (see `closing`). When they all resolved before the digest went out,
+its resolve is planned with the digest's end and the sweeper sends it; the sweeper also sends
+any digest resolve left pending by a replica that stopped or died.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from rbr_notifier.closing import DIGEST_LOCKS, send_digest_resolve
 from rbr_notifier.config import ChannelsFile
 from rbr_notifier.delivery import Interrupted, deliver
-from rbr_notifier.dispatch import policy_of
+from rbr_notifier.dispatch import claim_lease, policy_of
 from rbr_notifier.metrics import DIGEST_BACKLOG, DIGESTS
 from rbr_notifier.model import AlertState, DeliveryState, Digest, DigestItem, Kind, Notification
-from rbr_notifier.repository import DueWindow, FoldedItem, NotifierStore
+from rbr_notifier.repository import DigestResolve, DueWindow, FoldedItem, NotifierStore
 from rbr_notifier.senders.base import AttemptResult, Sender
 from rbr_notifier.settings import NotifierSettings
 from rbr_runtime.jsonlog import log_context
@@ -57,16 +63,50 @@ class DigestSweeper:
         self._clock = clock
         self._wait = wait
         self._owner = owner or worker_identity()
+        self._lease = claim_lease(settings, channels)
 
     def run_once(self) -> int:
-        """Sends every due digest; returns how many were delivered."""
+        """Sends every due digest, then pending digest resolves; returns how many digests."""
         now = self._clock()
         due = self._store.due_windows(now)
         DIGEST_BACKLOG.set(self._store.backlog())
-        if not due:
-            return 0
         futures = [self._pool.submit(self._send_window, window, now) for window in due]
-        return sum(1 for future in futures if future.result())
+        delivered = sum(1 for future in futures if future.result())
+        resolves = self._store.pending_digest_resolves()
+        for future in [self._pool.submit(self._send_resolve, target) for target in resolves]:
+            future.result()
+        return delivered
+
+    def _send_resolve(self, target: DigestResolve) -> None:
+        key = (self._owner, target.channel, target.window_start)
+        with (
+            log_context(channel=target.channel, window_start=target.window_start.isoformat()),
+            DIGEST_LOCKS.hold(key, blocking=False) as held,
+        ):
+            if held:
+                self._send_held_resolve(target)
+            # else: a delivery thread of this replica is sending it
+
+    def _send_held_resolve(self, target: DigestResolve) -> None:
+        channel = self._channels.get(target.channel)
+        sender = self._senders.get(target.channel)
+        if channel is None or sender is None or not channel.enabled:
+            why = "channel removed" if channel is None else "channel disabled"
+            self._store.finish(target.id, DeliveryState.SKIPPED, why)
+            return
+        try:
+            send_digest_resolve(
+                self._store,
+                target,
+                sender,
+                policy_of(channel, self._settings),
+                owner=self._owner,
+                lease=self._lease,
+                stop=self._stop,
+                wait=self._wait,
+            )
+        except Interrupted:
+            return  # given back: sent after the restart
 
     def _send_window(self, window: DueWindow, now: datetime) -> bool:
         if not self._store.claim_digest(window, self._owner, now, CLAIM_LEASE):
@@ -92,6 +132,20 @@ class DigestSweeper:
         items = [i for i in items if i not in acknowledged]
         channel = self._channels.get(window.channel)
         sender = self._senders.get(window.channel)
+        closes = sender is not None and sender.closes_digests
+        late = _late_resolves(items) if closes else []
+        if late:
+            # On PagerDuty and Opsgenie a resolve whose firing went out in an earlier digest of
+            # this window would re-open that digest's incident; that digest's resolve carries it.
+            self._store.finish_digest(
+                window,
+                [i.delivery_id for i in late],
+                DeliveryState.DIGESTED,
+                "firing in an earlier digest; resolved with it",
+                release=False,
+                plan_resolve=True,
+            )
+            items = [i for i in items if i not in late]
         if not items:
             self._store.finish_digest(window, [], DeliveryState.SKIPPED, None)
             return False
@@ -112,7 +166,11 @@ class DigestSweeper:
         )
         state = DeliveryState.DIGESTED if outcome.state is DeliveryState.SENT else outcome.state
         self._store.finish_digest(
-            window, [i.delivery_id for i in items], state, f"digest {outcome.summary()}"
+            window,
+            [i.delivery_id for i in items],
+            state,
+            f"digest {outcome.summary()}",
+            plan_resolve=closes and state is DeliveryState.DIGESTED,
         )
         DIGESTS.labels(window.channel, outcome.state.value).inc()
         if state is not DeliveryState.DIGESTED:
@@ -150,6 +208,12 @@ class DigestSweeper:
             )
 
         return record
+
+
+def _late_resolves(items: list[FoldedItem]) -> list[FoldedItem]:
+    """Returns the resolves whose firing is not in this digest (it went out in an earlier one)."""
+    firing = {i.alert.alert_id for i in items if i.kind is Kind.TRIGGER}
+    return [i for i in items if i.kind is Kind.RESOLVE and i.alert.alert_id not in firing]
 
 
 def _acknowledged(item: FoldedItem) -> bool:

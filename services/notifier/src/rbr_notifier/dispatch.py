@@ -11,6 +11,9 @@ delivery is checked against what is true now:
 * a trigger goes out only while its alert is firing (not acknowledged, not already resolved);
 * a resolve goes out only to a channel that was notified of the firing (directly or in a
   digest); if the firing is still waiting in a digest, the resolve joins it;
+* on PagerDuty and Opsgenie, a resolve whose firing went out only in a digest is not sent on
+  its own (it would address an incident that was never opened): once every alert of that
+  digest resolved, the digest's own resolve is sent instead (see `closing`);
 * the channel's throttle counts a trigger, or folds it into the window's digest; a resolve is
   never throttled (it joins a digest only when its firing waits in that same digest).
 """
@@ -24,10 +27,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from rbr_notifier.closing import DIGEST_LOCKS, send_digest_resolve
 from rbr_notifier.config import ChannelConfig, ChannelsFile, Throttle
-from rbr_notifier.delivery import Interrupted, RetryPolicy, deliver
+from rbr_notifier.delivery import END_STATES, Interrupted, RetryPolicy, deliver
 from rbr_notifier.metrics import DELIVERIES
-from rbr_notifier.model import AlertState, DeliveryState, Kind, Notification
+from rbr_notifier.model import AlertState, DeliveryState, Kind, Notification, digest_key
 from rbr_notifier.repository import DeliveryContext, NotifierStore, PlannedDelivery
 from rbr_notifier.senders.base import AttemptResult, Sender
 from rbr_notifier.settings import NotifierSettings
@@ -193,13 +197,89 @@ class Dispatcher:
             if planned.channel in down:
                 why = f"channel {planned.channel} ({channel.type}): not tried, it gave up on an "
                 return self._end(planned, DeliveryState.FAILED, why + "earlier notification")
-            if not self._counted(context, channel):
-                DELIVERIES.labels(planned.channel, planned.kind.value, "throttled").inc()
-                return DeliveryResult(planned, DeliveryState.THROTTLED, "folded into digest")
-            result = self._send(planned, context, channel, sender)
-            if result.state is DeliveryState.FAILED:
-                down.add(planned.channel)  # set.add is atomic under the GIL
-            return result
+            return self._deliver_due(planned, context, channel, sender, down)
+
+    def _deliver_due(
+        self,
+        planned: PlannedDelivery,
+        context: DeliveryContext,
+        channel: ChannelConfig,
+        sender: Sender,
+        down: set[str],
+    ) -> DeliveryResult:
+        """Sends a delivery that is due, unless the throttle folds it or a digest carries it."""
+        if _only_in_a_digest(context) and sender.closes_digests:
+            return self._close_digest(planned, context, channel, sender, down)
+        if not self._counted(context, channel):
+            DELIVERIES.labels(planned.channel, planned.kind.value, "throttled").inc()
+            return DeliveryResult(planned, DeliveryState.THROTTLED, "folded into digest")
+        result = self._send(planned, context, channel, sender)
+        if result.state is DeliveryState.FAILED:
+            down.add(planned.channel)  # set.add is atomic under the GIL
+        return result
+
+    def _close_digest(
+        self,
+        planned: PlannedDelivery,
+        context: DeliveryContext,
+        channel: ChannelConfig,
+        sender: Sender,
+        down: set[str],
+    ) -> DeliveryResult:
+        """Ends the resolve of an alert whose firing went out only in a digest.
+
+        The digest's resolve is sent, once, when this was the last of its alerts to resolve.
+        This resolve stays unfinished until then, so the alert's offset is not committed (and
+        a crash loses nothing) before the digest's resolve ended.
+        """
+        assert context.trigger_window is not None
+        # Another thread of this replica may be sending it (same claim owner): wait for it,
+        # then find it ended.
+        with DIGEST_LOCKS.hold((self._owner, planned.channel, context.trigger_window)):
+            return self._close_digest_held(planned, context, channel, sender, down)
+
+    def _close_digest_held(
+        self,
+        planned: PlannedDelivery,
+        context: DeliveryContext,
+        channel: ChannelConfig,
+        sender: Sender,
+        down: set[str],
+    ) -> DeliveryResult:
+        assert context.trigger_window is not None
+        key = f"{digest_key(context.trigger_window)}:{planned.channel}"
+        target = self._store.plan_digest_resolve(planned.channel, context.trigger_window)
+        if target is None:
+            why = f"firing only in digest {key}, resolved with it once all its alerts are"
+            return self._end(planned, DeliveryState.DIGESTED, why)
+        if target.state not in (DeliveryState.PENDING, DeliveryState.SENDING):
+            return self._end(
+                planned, DeliveryState.DIGESTED, f"digest {key} resolve {target.state}"
+            )
+        try:
+            outcome = send_digest_resolve(
+                self._store,
+                target,
+                sender,
+                policy_of(channel, self._settings),
+                owner=self._owner,
+                lease=self._lease,
+                stop=self.stop_event,
+                wait=self._wait,
+            )
+        except Interrupted:
+            self._store.release(planned.id, self._owner)
+            raise
+        if outcome is None:
+            raise TransientError(
+                f"the resolve of digest {key} is being sent by another notifier replica"
+            )
+        if outcome.state is DeliveryState.SENT:
+            return self._end(planned, DeliveryState.DIGESTED, f"digest {key} resolved")
+        if outcome.state is DeliveryState.FAILED:
+            down.add(planned.channel)
+        summary = f"channel {planned.channel} ({channel.type}): resolve of digest {key} "
+        return self._end(planned, outcome.state, summary + outcome.summary())
 
     def _counted(self, context: DeliveryContext, channel: ChannelConfig) -> bool:
         """Applies the throttle; False when the delivery was folded into a digest."""
@@ -229,12 +309,6 @@ class Dispatcher:
         notification = Notification(planned.kind, planned.channel, alert=context.alert)
 
         def record(attempt: int, status: str, result: AttemptResult) -> None:
-            final = status != "retrying"
-            state = {
-                "sent": DeliveryState.SENT,
-                "failed": DeliveryState.FAILED,
-                "rejected": DeliveryState.REJECTED,
-            }.get(status)
             self._store.record_attempt(
                 alert_id=planned.alert_id,
                 dedupe_key=planned.dedupe_key,
@@ -245,7 +319,7 @@ class Dispatcher:
                 http_status=result.http_status,
                 error=result.error,
                 delivery_id=planned.id,
-                end_state=state if final else None,
+                end_state=END_STATES.get(status),
             )
 
         try:
@@ -279,6 +353,11 @@ class Dispatcher:
         self._store.finish(planned.id, state, why)
         DELIVERIES.labels(planned.channel, planned.kind.value, state.value).inc()
         return DeliveryResult(planned, state, why)
+
+
+def _only_in_a_digest(context: DeliveryContext) -> bool:
+    """Tells whether this is a resolve whose firing reached the channel only in a digest."""
+    return context.kind is Kind.RESOLVE and context.trigger_state is DeliveryState.DIGESTED
 
 
 def _skip_reason(context: DeliveryContext) -> str | None:

@@ -31,6 +31,12 @@ DIGESTS = Counter(
     "Digests of throttled notifications, by channel and state (sent, failed, rejected).",
     ["channel", "state"],
 )
+DIGEST_RESOLVES = Counter(
+    "rbr_notifier_digest_resolves_total",
+    "Resolves of digests (PagerDuty, Opsgenie) once all their alerts resolved, by channel and "
+    "state (sent, failed, rejected).",
+    ["channel", "state"],
+)
 DIGEST_BACKLOG = Gauge(
     "rbr_notifier_digest_backlog",
     "Notifications folded by the throttle and waiting for their window's digest.",

@@ -82,6 +82,14 @@ class AlertView:
         }
 
 
+DIGEST_KEY_PREFIX = "rbr-digest:"
+
+
+def digest_key(window_start: datetime) -> str:
+    """Returns the key of a window's digests; the channel's name follows it on the wire."""
+    return f"{DIGEST_KEY_PREFIX}{window_start.isoformat()}"
+
+
 @dataclass(frozen=True)
 class DigestItem:
     """One folded notification in a digest."""
@@ -102,7 +110,7 @@ class Digest:
     @property
     def dedupe_key(self) -> str:
         """Returns the key identifying this digest (PagerDuty dedup_key, Opsgenie alias)."""
-        return f"rbr-digest:{self.window_start.isoformat()}"
+        return digest_key(self.window_start)
 
     @property
     def highest_severity(self) -> Severity:

@@ -19,7 +19,14 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
-from rbr_notifier.model import AlertState, AlertView, DeliveryState, Kind
+from rbr_notifier.model import (
+    DIGEST_KEY_PREFIX,
+    AlertState,
+    AlertView,
+    DeliveryState,
+    Kind,
+    digest_key,
+)
 from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.tables import alerts, notifications, notifier_deliveries, notifier_windows
 from rbr_schemas import Alert, AlertType, Severity, utcnow
@@ -93,6 +100,23 @@ class DueWindow:
     channel: str
     window_start: datetime
     window_end: datetime
+
+
+@dataclass(frozen=True)
+class DigestResolve:
+    """The resolve of a digest on a channel that opened an incident for it.
+
+    A `notifier_deliveries` row (kind resolve, alert_id the digest's key, window_start its
+    window), so it is claimed, retried and recorded like any delivery, and planned once.
+    """
+
+    id: int
+    channel: str
+    window_start: datetime
+    window_end: datetime
+    state: DeliveryState
+    attempts: int
+    total: int
 
 
 Router = Callable[[Alert], list[str]]
@@ -613,8 +637,14 @@ class NotifierStore:
         detail: str | None,
         *,
         release: bool = True,
+        plan_resolve: bool = False,
     ) -> None:
-        """Ends the folded deliveries a digest carried, and releases the window's claim."""
+        """Ends the folded deliveries a digest carried, and releases the window's claim.
+
+        With `plan_resolve` (a channel where the digest opened an incident), the digest's
+        resolve is planned in the same transaction when every alert it carried has already
+        resolved: no resolve event will come for them any more.
+        """
         ids = list(delivery_ids)
         with self.engine.begin() as connection:
             if ids:
@@ -623,6 +653,8 @@ class NotifierStore:
                     .where(notifier_deliveries.c.id.in_(ids))
                     .values(state=state.value, detail=_short(detail), updated_at=utcnow())
                 )
+            if plan_resolve:
+                self._plan_digest_resolve(connection, window.channel, window.window_start)
             if not release:
                 return
             connection.execute(
@@ -638,6 +670,118 @@ class NotifierStore:
                     + (1 if state is DeliveryState.DIGESTED else 0),
                 )
             )
+
+    # -- digest resolves -----------------------------------------------------------------------
+
+    def plan_digest_resolve(self, channel: str, window_start: datetime) -> DigestResolve | None:
+        """Plans a digest's resolve once every alert it carried resolved; returns it, or None.
+
+        Planning is idempotent (one row per digest and channel, whoever plans it first). A
+        resolve that failed or was rejected before is made pending again: the resolve event
+        (or its DLQ replay) that asks for it now gets a fresh set of tries.
+        """
+        with self.engine.begin() as connection:
+            if not self._plan_digest_resolve(connection, channel, window_start):
+                return None
+            connection.execute(
+                update(notifier_deliveries)
+                .where(
+                    _digest_resolve_row(channel, window_start),
+                    notifier_deliveries.c.state.in_(RETRYABLE_STATES),
+                )
+                .values(state=DeliveryState.PENDING.value, updated_at=utcnow())
+            )
+            return self._digest_resolves(connection, _digest_resolve_row(channel, window_start))[0]
+
+    def _plan_digest_resolve(
+        self, connection: Connection, channel: str, window_start: datetime
+    ) -> bool:
+        """Plans the resolve if every alert the window's digest carried resolved; True if so."""
+        plan = notifier_deliveries.c
+        carried = and_(
+            plan.channel == channel,
+            plan.window_start == window_start,
+            plan.kind == Kind.TRIGGER.value,
+            plan.state == DeliveryState.DIGESTED.value,
+        )
+        joined = notifier_deliveries.join(alerts, alerts.c.alert_id == plan.alert_id)
+        total = connection.execute(
+            select(func.count()).select_from(joined).where(carried)
+        ).scalar_one()
+        still_open = connection.execute(
+            select(func.count())
+            .select_from(joined)
+            .where(carried, alerts.c.state != AlertState.RESOLVED.value)
+        ).scalar_one()
+        if total == 0 or still_open > 0:
+            return False
+        now = utcnow()
+        row = _delivery_row(digest_key(window_start), channel, Kind.RESOLVE, now)
+        connection.execute(
+            insert_ignore(connection, notifier_deliveries).values(**row, window_start=window_start)
+        )
+        return True
+
+    def pending_digest_resolves(self) -> list[DigestResolve]:
+        """Returns the digest resolves not ended yet (planned, or claimed by someone)."""
+        with self.engine.connect() as connection:
+            return self._digest_resolves(
+                connection,
+                and_(
+                    notifier_deliveries.c.alert_id.startswith(DIGEST_KEY_PREFIX, autoescape=True),
+                    notifier_deliveries.c.kind == Kind.RESOLVE.value,
+                    notifier_deliveries.c.state.in_(UNFINISHED_STATES),
+                ),
+            )
+
+    def _digest_resolves(self, connection: Connection, where: Any) -> list[DigestResolve]:
+        plan = notifier_deliveries.c
+        item = notifier_deliveries.alias("item").c
+        window = notifier_windows.c
+        carried = (
+            select(func.count())
+            .where(
+                item.channel == plan.channel,
+                item.window_start == plan.window_start,
+                item.kind == Kind.TRIGGER.value,
+                item.state == DeliveryState.DIGESTED.value,
+            )
+            .correlate(notifier_deliveries)
+            .scalar_subquery()
+        )
+        # An outer join: the retention may have purged the window of a long-firing digest.
+        rows = connection.execute(
+            select(
+                plan.id,
+                plan.channel,
+                plan.state,
+                plan.attempts,
+                plan.window_start,
+                window.window_end,
+                carried.label("total"),
+            )
+            .select_from(
+                notifier_deliveries.join(
+                    notifier_windows,
+                    and_(window.channel == plan.channel, window.window_start == plan.window_start),
+                    isouter=True,
+                )
+            )
+            .where(where)
+            .order_by(plan.id)
+        ).all()
+        return [
+            DigestResolve(
+                id=r.id,
+                channel=r.channel,
+                window_start=r.window_start,
+                window_end=r.window_end or r.window_start,
+                state=DeliveryState(r.state),
+                attempts=r.attempts,
+                total=r.total,
+            )
+            for r in rows
+        ]
 
     # -- operators (rbr alerts) ----------------------------------------------------------------
 
@@ -738,6 +882,14 @@ class NotifierStore:
             removed["notifications"] += connection.execute(
                 delete(notifications).where(notifications.c.created_at < cutoff)
             ).rowcount
+            # Digest resolves belong to no alert occurrence: they go with their window.
+            connection.execute(
+                delete(notifier_deliveries).where(
+                    notifier_deliveries.c.alert_id.startswith(DIGEST_KEY_PREFIX, autoescape=True),
+                    notifier_deliveries.c.window_start < cutoff,
+                    notifier_deliveries.c.state.not_in(UNFINISHED_STATES),
+                )
+            )
             removed["windows"] += connection.execute(
                 delete(notifier_windows).where(notifier_windows.c.window_end < cutoff)
             ).rowcount
@@ -781,6 +933,14 @@ def _delivery_row(alert_id: str, channel: str, kind: Kind, now: datetime) -> dic
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _digest_resolve_row(channel: str, window_start: datetime) -> Any:
+    return and_(
+        notifier_deliveries.c.alert_id == digest_key(window_start),
+        notifier_deliveries.c.channel == channel,
+        notifier_deliveries.c.kind == Kind.RESOLVE.value,
+    )
 
 
 def _short(detail: str | None) -> str | None:

@@ -82,6 +82,9 @@ class Sender(ABC):
     """Sends notifications to one channel; one try per call."""
 
     channel_type: str = ""
+    # A digest opens an incident (PagerDuty) or alert (Opsgenie) of its own on this channel,
+    # which the notifier resolves once every alert folded into it has resolved.
+    closes_digests: bool = False
 
     def __init__(self, name: str, secrets: list[str]) -> None:
         self.name = name

@@ -5,7 +5,8 @@ at most 512; Opsgenie keeps one open alert per alias), `description` (15,000), `
 (P1-P5), `tags` (at most 20 of 50 characters), `details` (string map, 8,000 characters in all),
 `entity`, `source` (100) and configured `responders` (a user by `username`, a team, escalation
 or schedule by `name`, any of them by `id`). Close:
-`POST {api}/v2/alerts/{alias}/close?identifierType=alias` with `source` and `note`. Both are
+`POST {api}/v2/alerts/{alias}/close?identifierType=alias` with `source` and `note` (a digest's
+alert is closed by its alias once every alert folded into it has resolved). Both are
 answered 202 Accepted (processed asynchronously). The API lives at api.opsgenie.com, or
 api.eu.opsgenie.com for the EU instance.
 """
@@ -100,7 +101,12 @@ def create_request(
 
 
 def close_request(notification: Notification) -> dict[str, Any]:
-    """Returns the body of a close-alert request."""
+    """Returns the body of a close-alert request (an alert's, or a digest's)."""
+    if notification.digest is not None:
+        total = notification.digest.total
+        noun = "alert" if total == 1 else "alerts"
+        note = f"All {total} {noun} of this digest resolved (Rustbucket Registry)."
+        return {"source": SOURCE, "note": note}
     alert = notification.require_alert()
     return {
         "source": SOURCE,
@@ -112,6 +118,7 @@ class OpsgenieSender(HttpSender):
     """Creates and closes alerts through one Opsgenie API integration."""
 
     channel_type = "opsgenie"
+    closes_digests = True
 
     def __init__(self, config: OpsgenieChannel, timeout: float) -> None:
         super().__init__(config, timeout)

@@ -4,6 +4,8 @@ Trigger: `routing_key`, `event_action: trigger`, `dedup_key` (our dedupe key, at
 characters), `payload.summary` (at most 1024), `payload.source`, `payload.severity` (critical,
 error, warning or info), `payload.timestamp`, `payload.class`, `payload.component`,
 `payload.custom_details`. Resolve: `routing_key`, `event_action: resolve`, `dedup_key`.
+A digest triggers under `rbr-digest:<window start>:<channel>` and is resolved under that key
+once every alert folded into it has resolved.
 400 is permanent; 429 and 5xx are retried (PagerDuty's documented retry logic).
 """
 
@@ -88,6 +90,7 @@ class PagerDutySender(HttpSender):
     """Sends events to one PagerDuty service integration."""
 
     channel_type = "pagerduty"
+    closes_digests = True
 
     def __init__(self, config: PagerDutyChannel, timeout: float) -> None:
         super().__init__(config, timeout)

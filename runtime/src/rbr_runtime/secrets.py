@@ -114,10 +114,7 @@ class TokenVault:
 
         Each key's hash is compared in constant time, and all are compared.
         """
-        found = False
-        for candidate in self.fingerprints(token):
-            found |= hmac.compare_digest(candidate, fingerprint)
-        return found
+        return constant_time_in(fingerprint, self.fingerprints(token))
 
 
 def constant_time_in(candidate: str, allowed: Sequence[str]) -> bool:

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from rbr_runtime.kafka.codec import encode, make_event
+from rbr_runtime.secrets import constant_time_in
 from rbr_schemas import (
     ALERTS,
     BUCKET_REGISTERED,
@@ -200,9 +201,7 @@ def decide_registration(
     if existing is None:
         return Decision(Verdict.CREATED, new_bucket(registration, bucket_id, now))
     current = hmac.compare_digest(existing.token_hash, registration.token_hash)
-    earlier = False
-    for candidate in registration.earlier_token_hashes:
-        earlier |= hmac.compare_digest(existing.token_hash, candidate)
+    earlier = constant_time_in(existing.token_hash, registration.earlier_token_hashes)
     if not current and not earlier:
         return Decision(Verdict.CONFLICT, None)
     if existing.state == BucketState.DISABLED:
@@ -235,8 +234,11 @@ def decide_self_update(existing: BucketRow, update: SelfUpdate, now: datetime) -
     elif update.s3 is not None:
         changes |= _s3_columns(update.s3)
     token_hash, ciphertext = update.token_hash, update.token_ciphertext
-    rotated = token_hash is not None and not hmac.compare_digest(existing.token_hash, token_hash)
-    if rotated and token_hash is not None and ciphertext is not None:
+    if (
+        token_hash is not None
+        and ciphertext is not None
+        and not hmac.compare_digest(existing.token_hash, token_hash)
+    ):
         # The token was accepted under a secret key being rotated out: store it again under
         # the current one.
         changes |= _token_columns(token_hash, ciphertext)

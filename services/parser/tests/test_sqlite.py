@@ -36,7 +36,13 @@ def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
     ]
     assert rows.insert(batch) == 30
     assert rows.insert(batch) == 0
-    assert rows.count_for_object("b" * 64) == 30
+    assert rows.count_for_object("rb", "b" * 64) == 30
+    # The same content from another bucket is that bucket's rows, stored once too.
+    other = [row | {"name": "rb-2", "source_key": "raw/rb-2/x.log"} for row in batch]
+    assert rows.insert(other) == 30
+    assert rows.insert(other) == 0
+    assert rows.count_for_object("rb-2", "b" * 64) == 30
+    assert rows.count_for_object("rb", "b" * 64) == 30
     # An object's done marker, written with its last rows (none here), is an upsert too.
     marker = {"event_id": "e-1", "source_sha256": "b" * 64, "parsed_at": old}
     for inserted in (0, 1):
@@ -44,7 +50,7 @@ def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
     assert rows.done_event("e-1") == "0+1"
     rows.forget_done(["e-1"])
     assert rows.done_event("e-1") is None
-    assert sum(rows.delete_older_than(datetime.now(UTC) + timedelta(seconds=5), 7)) == 30
+    assert sum(rows.delete_older_than(datetime.now(UTC) + timedelta(seconds=5), 7)) == 60
 
     state = ExtractState(engine, "me")
     lease = timedelta(minutes=5)

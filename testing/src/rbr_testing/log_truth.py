@@ -78,17 +78,22 @@ def mismatches(
     return problems
 
 
-def rows_of_object(engine: Engine, source_sha256: str) -> list[dict[str, Any]]:
-    """Returns the logs rows of one raw object, in record order."""
+def rows_of_object(
+    engine: Engine, source_sha256: str, name: str | None = None
+) -> list[dict[str, Any]]:
+    """Returns the logs rows of one raw object (of one bucket if named), in record order."""
+    query = select(logs).where(logs.c.source_sha256 == source_sha256)
+    if name is not None:
+        query = query.where(logs.c.name == name)
     with engine.connect() as connection:
-        result = connection.execute(
-            select(logs).where(logs.c.source_sha256 == source_sha256).order_by(logs.c.record_no)
-        )
+        result = connection.execute(query.order_by(logs.c.name, logs.c.record_no))
         return [dict(row._mapping) for row in result]
 
 
 def all_rows(engine: Engine) -> list[dict[str, Any]]:
-    """Returns every logs row, by object and record number."""
+    """Returns every logs row, by object, bucket and record number."""
     with engine.connect() as connection:
-        result = connection.execute(select(logs).order_by(logs.c.source_sha256, logs.c.record_no))
+        result = connection.execute(
+            select(logs).order_by(logs.c.source_sha256, logs.c.name, logs.c.record_no)
+        )
         return [dict(row._mapping) for row in result]

@@ -196,11 +196,15 @@ logs = Table(
     Column("file_sha256", String(64), nullable=True),
     Column("session", String(64), nullable=True),
     Column("message", Text(), nullable=True),
-    # Where the record came from, and the key that makes re-parsing a no-op.
+    # Where the record came from, and the key that makes re-parsing a no-op: a record is
+    # identified by its bucket, its object's content and its position, so one bucket's
+    # content stored twice (under two keys) is one set of rows, while two buckets sending
+    # the same bytes each keep theirs. sha256 first: an object's rows are found by its hash
+    # alone too. At most 256 + 1020 + 4 bytes of key (utf8mb4), within InnoDB's 3072.
     Column("source_key", String(1024), nullable=False, comment="S3 key of the raw object"),
     Column("source_sha256", String(64), nullable=False),
     Column("record_no", Integer(), nullable=False, comment="position in the raw object, from 0"),
-    UniqueConstraint("source_sha256", "record_no"),
+    UniqueConstraint("source_sha256", "name", "record_no"),
     Index(None, "name", "created_at"),
     Index(None, "created_at"),
     Index(None, "event_type"),
@@ -216,7 +220,7 @@ parsed_objects = Table(
         "event_id",
         String(36),
         primary_key=True,
-        comment="id of the object's logs.parsed event (object id + sha256)",
+        comment="id of the object's logs.parsed event (bucket + object id + sha256)",
     ),
     Column("source_sha256", String(64), nullable=False),
     Column("parsed_event", Text(), nullable=False, comment="logs.parsed data, as sent"),

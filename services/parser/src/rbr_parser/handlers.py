@@ -1,9 +1,10 @@
 """Parsing one raw log object into `logs` rows, then announcing it on `logs.parsed`.
 
 For each `logs.extracted` event: the object is streamed from S3 (never held whole), cut into
-records, parsed, and written in multi-row batches keyed by (object sha256, record number), so
-a redelivered or replayed event inserts nothing twice. `logs.parsed` follows, with an id
-derived from the object, and only then does the runner commit the offset.
+records, parsed, and written in multi-row batches keyed by (object sha256, bucket, record
+number), so a redelivered or replayed event inserts nothing twice, and two buckets sending
+identical objects each get their rows. `logs.parsed` follows, with an id derived from the
+bucket and the object, and only then does the runner commit the offset.
 
 A missing object or one whose content is not what the event says can never be parsed: that
 is a `PermanentError` (the event goes to the DLQ with the reason). Anything else, e.g. the
@@ -81,8 +82,13 @@ class ParseInterrupted(Exception):
 
 
 def parsed_event_id(extracted: LogsExtracted) -> str:
-    """Returns the id of the logs.parsed event of an object: the same on every re-parse."""
-    return str(uuid.uuid5(PARSED_EVENT_NAMESPACE, f"{extracted.object_id}:{extracted.sha256}"))
+    """Returns the id of the logs.parsed event of an object: the same on every re-parse.
+
+    The bucket is part of it: two buckets' copies of one source (the same object id and
+    content) are two events, each with its own done marker. A bucket name holds no ':'.
+    """
+    identity = f"{extracted.name}:{extracted.object_id}:{extracted.sha256}"
+    return str(uuid.uuid5(PARSED_EVENT_NAMESPACE, identity))
 
 
 @dataclass

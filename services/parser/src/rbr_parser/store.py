@@ -67,8 +67,9 @@ class LogRows:
     def insert(self, rows: Sequence[dict[str, Any]], done: DoneMarker | None = None) -> int:
         """Inserts rows in one transaction, skipping those already present.
 
-        Rows are identified by (source_sha256, record_no), so inserting the records of an
-        object twice stores them once.
+        Rows are identified by (source_sha256, name, record_no), so inserting the records
+        of an object twice for one bucket stores them once, while another bucket's rows
+        with the same content are rows of their own.
 
         Args:
             rows: the rows.
@@ -192,10 +193,12 @@ class LogRows:
                 deleted = connection.execute(delete(logs).where(logs.c.id.in_(ids))).rowcount
             yield deleted
 
-    def count_for_object(self, source_sha256: str) -> int:
-        """Returns how many rows came from the object with this sha256."""
+    def count_for_object(self, name: str, source_sha256: str) -> int:
+        """Returns how many of a bucket's rows came from the object with this sha256."""
         with self._engine.connect() as connection:
             count: int = connection.execute(
-                select(func.count()).select_from(logs).where(logs.c.source_sha256 == source_sha256)
+                select(func.count())
+                .select_from(logs)
+                .where(logs.c.source_sha256 == source_sha256, logs.c.name == name)
             ).scalar_one()
         return count

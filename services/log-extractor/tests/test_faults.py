@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 
 from rbr_log_extractor.extractor import RateFloor, TooSlow
@@ -31,14 +31,23 @@ MIB = 1024 * 1024
 
 
 class _Owns:
-    """A bucket directory that owns the given buckets (no consumer group needed)."""
+    """A bucket directory that owns the given buckets (no consumer group needed).
+
+    `looks` counts the scheduler's looks for due buckets (it asks first whether the
+    directory is caught up).
+    """
 
     def __init__(self, records: list[BucketRegistered]) -> None:
         self.records = records
-        self.caught_up = True
+        self.looks = 0
+
+    @property
+    def caught_up(self) -> bool:
+        self.looks += 1
+        return True
 
     def buckets(self) -> list[BucketRegistered]:
-        return self.records
+        return list(self.records)
 
 
 def cursor_row(engine: Engine, name: str) -> Any:
@@ -87,21 +96,26 @@ def test_a_lease_held_through_a_database_outage_is_taken_back_when_it_returns(
     # the lease and slot given back, not from the next slot or the lease expiring.
     settings = settings_factory(database_url=through_proxy, bucket_scheme="http")
     engine = make_engine(through_proxy)
-    database_errors: list[BaseException] = []
-    event.listen(engine, "handle_error", lambda ctx: database_errors.append(ctx.original_exception))
     state = ExtractState(engine, "replica-a")
     extractor, s3 = make_extractor(settings, state)
     bucket = played_buckets("rb-outage")
     everything = bucket.add_records(2000)
     cut_short = bucket.enqueue_answer(pause_at=len(everything) // 2)
     held = bucket.enqueue_answer(pause_at=0)
+    late = played_buckets("rb-late")  # appears during the outage
+    late_records = late.add_records(50)
+    directory = _Owns([bucket.registration()])
     scheduler = ExtractScheduler(
         settings,
-        directory=_Owns([bucket.registration()]),  # type: ignore[arg-type]
+        directory=directory,  # type: ignore[arg-type]
         extractor=extractor,
         state=state,
         s3=s3,
     )
+
+    def stored(event: LogsExtracted) -> bytes:
+        return s3.get_object(Bucket=settings.s3_bucket, Key=event.s3_key)["Body"].read()
+
     caplog.set_level(logging.INFO, logger="rbr_log_extractor")
     thread = threading.Thread(target=scheduler.run, name="scheduler", daemon=True)
     thread.start()
@@ -109,13 +123,15 @@ def test_a_lease_held_through_a_database_outage_is_taken_back_when_it_returns(
         wait_for(cut_short.paused.is_set, message="an extraction under way")
         proxy.cut()
         cut_short.resume.set()  # the transfer ends; storing its cursor meets the outage
-        failed_so_far = len(database_errors)
+        directory.records.append(late.registration())
+        looks = directory.looks
         wait_for(
-            lambda: len(database_errors) >= failed_so_far + 10,
-            message="ten more database attempts failing during the outage",
+            lambda: directory.looks >= looks + 20,
+            message="twenty looks for due buckets during the outage",
         )
         row = cursor_row(mysql_engine, bucket.name)  # seen past the proxy
         assert (row.lease_owner, row.http_cursor) == ("replica-a", None)
+        assert late.requests == []
 
         proxy.restore()
         wait_for(lambda: len(bucket.requests) == 2, timeout=15, message="the bucket pulled again")
@@ -125,9 +141,9 @@ def test_a_lease_held_through_a_database_outage_is_taken_back_when_it_returns(
         assert row.lease_owner == "replica-a"  # taken again at once, not 31 minutes later
         assert bucket.requests == [None, None]  # the cursor did not move: everything again
         held.resume.set()
-        [announced] = extracted(broker.bootstrap, at_least=1)
-        body = s3.get_object(Bucket=settings.s3_bucket, Key=announced.s3_key)["Body"].read()
-        assert body == everything
+        by_name = {e.name: e for e in extracted(broker.bootstrap, at_least=2)}
+        assert stored(by_name[bucket.name]) == everything
+        assert stored(by_name[late.name]) == late_records
         wait_for(
             lambda: cursor_row(mysql_engine, bucket.name).lease_owner is None,
             message="the lease released",

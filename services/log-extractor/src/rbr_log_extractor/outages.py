@@ -80,8 +80,3 @@ class Outages:
                     time.monotonic() - since,
                     extra={"dependency": dependency},
                 )
-
-    def is_down(self, dependency: str) -> bool:
-        """Tells whether the dependency's last answer was a failure."""
-        with self._lock:
-            return dependency in self._since

@@ -46,6 +46,7 @@ from confluent_kafka import KafkaException
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 
+from rbr_log_extractor.outages import BROKER, DATABASE, S3, Outages, unavailable_dependency
 from rbr_log_extractor.repository import ExtractState, LedgerEntry
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_log_extractor.storage import (
@@ -88,7 +89,63 @@ SECONDS = Histogram(
 
 
 class ExtractionError(Exception):
-    """The bucket's logs could not be extracted this cycle (tried again next cycle)."""
+    """The bucket's logs could not be extracted this time.
+
+    Attributes:
+        reason: a short description, free of secrets (stored as `last_error`).
+        outage: the registry's own dependency that was down ("database", "S3", "broker"),
+            or None when the bucket failed (or the data was bad): an outage is retried as
+            soon as the dependency is back, a bucket's failure at its next slot.
+        recorded: whether the failure made it into `extract_cursors` (not while the
+            database is down: the scheduler records it when the database is back).
+    """
+
+    def __init__(self, reason: str, *, outage: str | None = None, recorded: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.outage = outage
+        self.recorded = recorded
+
+
+class TooSlow(Exception):
+    """A bucket sent less than the minimum rate over a whole window."""
+
+
+class RateFloor:
+    """Watches a transfer's pace: at least `min_rate` bytes/s over each window of `window` s.
+
+    The pace is measured over consecutive windows, not since the start, so a fast first
+    burst cannot buy a trickle afterwards. A transfer shorter than one window is never
+    judged (a small pull finishes whatever its pace). A bucket that sends nothing at all is
+    cut off by the per-read timeout (RBR_BUCKET_TIMEOUT) before a window ends.
+    """
+
+    def __init__(
+        self, min_rate: float, window: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._min_rate = min_rate
+        self._window = window
+        self._clock = clock
+        self._started = clock()
+        self._bytes = 0
+
+    def add(self, count: int) -> None:
+        """Counts bytes received.
+
+        Raises:
+            TooSlow: the window that just ended brought less than min_rate bytes/s.
+        """
+        self._bytes += count
+        elapsed = self._clock() - self._started
+        if self._min_rate <= 0 or elapsed < self._window:
+            return
+        if self._bytes < self._min_rate * elapsed:
+            raise TooSlow(
+                f"the bucket sent {self._bytes} bytes in {elapsed:.0f} s, less than "
+                f"{self._min_rate:.0f} bytes/s"
+            )
+        self._started += elapsed
+        self._bytes = 0
 
 
 class Interrupted(Exception):
@@ -160,6 +217,7 @@ class Extractor:
         self._producer = producer
         self._http = http
         self._vault = vault
+        self.outages = Outages()
 
     def close(self) -> None:
         """Flushes the producer and closes the HTTP client."""
@@ -186,27 +244,41 @@ class Extractor:
                 outcome = self._copy_from_s3(record, stopping)
             else:
                 outcome = self._pull_http(record, stopping)
+            self._state.record_outcome(record.name, None)
         except Interrupted:
             EXTRACTIONS.labels(source.value, "interrupted").inc()
             raise
         except (ExtractionError, httpx.HTTPError, BotoCoreError, ClientError, SQLAlchemyError,
-                TokenDecryptionError, TooLarge, DeliveryError, KafkaException,
+                TokenDecryptionError, TooLarge, TooSlow, DeliveryError, KafkaException,
                 OSError) as error:  # fmt: skip
-            reason = describe(error)
             EXTRACTIONS.labels(source.value, "failed").inc()
-            self._record_failure(record.name, reason)
-            raise ExtractionError(reason) from error
+            raise self._failed(record.name, error) from error
         SECONDS.observe(time.monotonic() - started)
         EXTRACTIONS.labels(source.value, "ok").inc()
-        self._state.record_outcome(record.name, None)
+        # What worked is no longer down: the database always, S3 and the broker once
+        # something was stored and announced.
+        self.outages.up(DATABASE, *((S3, BROKER) if outcome.objects else ()))
         return outcome
 
-    def _record_failure(self, name: str, reason: str) -> None:
-        log.warning("extraction failed, retried next cycle: %s", reason)
+    def _failed(self, name: str, error: Exception) -> ExtractionError:
+        """Reports and records a failed extraction; returns the error to raise."""
+        reason = describe(error)
+        outage = unavailable_dependency(error)
+        if outage is None:
+            log.warning("extraction failed, retried next cycle: %s", reason)
+        else:
+            self.outages.down(outage, reason)
+        recorded = self._record_failure(name, reason)
+        return ExtractionError(reason, outage=outage, recorded=recorded)
+
+    def _record_failure(self, name: str, reason: str) -> bool:
+        """Stores the failure in extract_cursors; False if the database is unavailable."""
         try:
             self._state.record_outcome(name, reason)
-        except SQLAlchemyError:
-            log.warning("could not record the failure (database unavailable)")
+        except SQLAlchemyError as error:
+            self.outages.down(DATABASE, describe(error))
+            return False
+        return True
 
     # -- announcing ---------------------------------------------------------------------------
 
@@ -300,6 +372,7 @@ class Extractor:
         # gigabytes in memory. A bucket that compresses anyway is stored compressed (the
         # parser inflates with bounded memory), and RBR_EXTRACT_MAX_BYTES counts real bytes.
         headers = token_header(token) | {"Accept-Encoding": "identity"}
+        pace = RateFloor(self._settings.extract_min_rate, self._settings.extract_rate_window)
         with client.stream("GET", url, params=params, headers=headers) as response:
             if response.status_code != httpx.codes.OK:
                 raise ExtractionError(f"{EXTRACT_PATH} answered HTTP {response.status_code}")
@@ -314,6 +387,7 @@ class Extractor:
                     raise ExtractionError(
                         f"transfer took longer than {self._settings.extract_timeout:.0f}s"
                     )
+                pace.add(len(chunk))
                 writer.write(chunk)
         return new_cursor
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, and_, case, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Update, and_, case, or_, select, update
 from sqlalchemy.engine import Connection
 
 from rbr_runtime.db.engine import insert_ignore, upsert
@@ -81,11 +81,25 @@ class ExtractState:
         with self._engine.begin() as connection:
             self._ensure_row(connection, name)
 
+    def _lease_free(self, now: datetime) -> ColumnElement[bool]:
+        """The condition for taking a bucket's lease: none, expired, or already this owner's.
+
+        A lease this process could not give back (the database went away as it ended its
+        extraction) is taken back at once, not after it expires: the owner is this process,
+        which knows it is no longer extracting the bucket.
+        """
+        table = extract_cursors.c
+        return or_(
+            table.lease_until.is_(None), table.lease_until < now, table.lease_owner == self.owner
+        )
+
     def claim_slot(self, name: str, slot: int, lease: timedelta) -> bool:
         """Claims the bucket's extraction for the slot, with a lease; False if done or taken.
 
         Only one replica's conditional update can move `last_extract_slot` to the slot, so a
-        slot is extracted once even when two replicas think they own the bucket.
+        slot is extracted once even when two replicas think they own the bucket. The caller
+        makes sure it does not extract the bucket twice at once itself (the lease is taken
+        whatever this owner's own lease says).
         """
         now = utcnow()
         table = extract_cursors.c
@@ -96,7 +110,7 @@ class ExtractState:
                 .where(
                     table.name == name,
                     table.last_extract_slot < slot,
-                    or_(table.lease_until.is_(None), table.lease_until < now),
+                    self._lease_free(now),
                 )
                 .values(
                     last_extract_slot=slot,
@@ -121,7 +135,7 @@ class ExtractState:
                 update(extract_cursors)
                 .where(
                     table.name == name,
-                    or_(table.lease_until.is_(None), table.lease_until < now),
+                    self._lease_free(now),
                 )
                 .values(
                     last_extract_slot=case(
@@ -135,8 +149,14 @@ class ExtractState:
             )
         return result.rowcount == 1
 
-    def release(self, name: str, *, give_back_slot: int | None = None) -> None:
-        """Ends this process's lease; with give_back_slot, the slot is to be done again."""
+    def release(
+        self, name: str, *, give_back_slot: int | None = None, failure: str | None = None
+    ) -> None:
+        """Ends this process's lease; with give_back_slot, the slot is to be done again.
+
+        With failure, the extraction's failure is recorded in the same transaction (one that
+        could not be recorded when it happened, the database being down).
+        """
         table = extract_cursors.c
         values: dict[str, object] = {"lease_owner": None, "lease_until": None}
         if give_back_slot is not None:
@@ -150,6 +170,8 @@ class ExtractState:
                 .where(table.name == name, table.lease_owner == self.owner)
                 .values(**values)
             )
+            if failure is not None:
+                connection.execute(self._outcome_update(name, failure, utcnow()))
 
     def last_slots(self, names: Iterable[str]) -> dict[str, int]:
         """Returns the last slot extracted of each bucket that has a row."""
@@ -213,7 +235,11 @@ class ExtractState:
 
     def record_outcome(self, name: str, error: str | None, when: datetime | None = None) -> None:
         """Records how the bucket's extraction ended: success (None) or a short reason."""
-        now = when or utcnow()
+        with self._engine.begin() as connection:
+            connection.execute(self._outcome_update(name, error, when or utcnow()))
+
+    @staticmethod
+    def _outcome_update(name: str, error: str | None, now: datetime) -> Update:
         table = extract_cursors.c
         values: dict[str, object]
         if error is None:
@@ -223,10 +249,7 @@ class ExtractState:
                 "consecutive_failures": table.consecutive_failures + 1,
                 "last_error": error[:MAX_ERROR_CHARS],
             }
-        with self._engine.begin() as connection:
-            connection.execute(
-                update(extract_cursors).where(table.name == name).values(updated_at=now, **values)
-            )
+        return update(extract_cursors).where(table.name == name).values(updated_at=now, **values)
 
     # -- S3 copy ledger --------------------------------------------------------------------------
 

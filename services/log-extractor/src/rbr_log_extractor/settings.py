@@ -27,7 +27,11 @@ class ExtractorSettings(BucketAccessSettings):
         default=5.0, gt=0, description="Seconds between two looks for buckets that are due."
     )
     extract_concurrency: int = Field(
-        default=8, ge=1, le=256, description="Extractions in flight at once (one per bucket)."
+        default=8,
+        ge=1,
+        le=256,
+        description="Extractions in flight at once (one per bucket); buckets whose last "
+        "extraction failed hold at most half of them.",
     )
     extract_part_bytes: int = Field(
         default=8 * MIB,
@@ -43,6 +47,17 @@ class ExtractorSettings(BucketAccessSettings):
     )
     extract_timeout: float = Field(
         default=1800.0, gt=0, description="Seconds one extraction may take in all."
+    )
+    extract_min_rate: float = Field(
+        default=1024.0,
+        ge=0,
+        description="Bytes per second a pull must average over each RBR_EXTRACT_RATE_WINDOW, "
+        "else it is abandoned as a failure (0: no minimum).",
+    )
+    extract_rate_window: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds over which a pull's rate is measured against RBR_EXTRACT_MIN_RATE.",
     )
     source_s3_endpoint_url: str | None = Field(
         default=None,

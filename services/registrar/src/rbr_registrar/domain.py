@@ -25,6 +25,7 @@ from rbr_schemas import (
     BucketMetrics,
     BucketRegistered,
     BucketState,
+    DeliveryMode,
     S3Source,
     Severity,
     unresponsive_dedupe_key,
@@ -64,6 +65,9 @@ class BucketRow:
     last_reachable: bool | None = None
     last_error_class: str | None = None
     last_latency_ms: float | None = None
+    delivery_mode: str = DeliveryMode.PULL.value
+    delivery_mode_pinned: bool = False
+    """An operator chose the mode: it is never inferred again."""
 
     @classmethod
     def from_mapping(cls, mapping: Any) -> BucketRow:
@@ -151,6 +155,20 @@ class Decision:
         return self.verdict in (Verdict.CREATED, Verdict.UPDATED)
 
 
+def inferred_delivery_mode(registration: Registration) -> DeliveryMode:
+    """Returns the delivery mode of a bucket registering for the first time.
+
+    A registration says nothing of how logs are delivered: the real rustbucket sends
+    neither a port nor an S3 source and serves nothing, and a registration with an S3 source
+    (the seed protocol, the simulator) comes from a bucket that answers polls and has its
+    logs copied from its own S3 folder, as before. So a new bucket is `pull`; it becomes
+    `s3-drop` when a drop folder is linked to it while it has never answered a poll (see
+    `mode_after_link`), or when an operator says so.
+    """
+    del registration
+    return DeliveryMode.PULL
+
+
 def new_bucket(registration: Registration, bucket_id: str, now: datetime) -> BucketRow:
     """Returns the row of a bucket registering for the first time."""
     active = registration.enrolled
@@ -176,6 +194,7 @@ def new_bucket(registration: Registration, bucket_id: str, now: datetime) -> Buc
         registered_at=now,
         updated_at=now,
         approved_at=now if active else None,
+        delivery_mode=inferred_delivery_mode(registration).value,
     )
 
 
@@ -257,6 +276,37 @@ def decide_disable(existing: BucketRow, now: datetime) -> Decision:
     return _changed(existing, {"state": BucketState.DISABLED.value}, now)
 
 
+def decide_delivery_mode(existing: BucketRow, mode: DeliveryMode, now: datetime) -> Decision:
+    """Sets the delivery mode an operator chose; pinned, so it is never inferred again."""
+    return _changed(existing, {"delivery_mode": mode.value, "delivery_mode_pinned": True}, now)
+
+
+def decide_s3_source(existing: BucketRow, s3: S3Config | None, now: datetime) -> Decision:
+    """Sets (or with None removes) a bucket's own S3 source, as an operator asked."""
+    if s3 is None:
+        return _changed(
+            existing, {"s3_bucket_name": None, "s3_region": None, "s3_prefix": None}, now
+        )
+    return _changed(existing, _s3_columns(s3), now)
+
+
+def mode_after_link(existing: BucketRow, now: datetime) -> Decision:
+    """Decides the delivery mode of a bucket a drop folder was just linked to.
+
+    A `pull` bucket that has never answered a poll (the real rustbucket serves nothing) and
+    whose logs turn up in a drop location is an `s3-drop` bucket: it is no longer polled and
+    is judged by its uploads. A bucket that answers polls stays `pull` (its logs are then
+    read from the folder, and it is still polled); a mode an operator chose is kept.
+    """
+    if (
+        existing.delivery_mode != DeliveryMode.PULL.value
+        or existing.delivery_mode_pinned
+        or existing.last_seen is not None
+    ):
+        return Decision(Verdict.UNCHANGED, existing)
+    return _changed(existing, {"delivery_mode": DeliveryMode.S3_DROP.value}, now)
+
+
 def decide_rekey(
     existing: BucketRow, token_hash: str, token_ciphertext: str, now: datetime
 ) -> Decision:
@@ -300,6 +350,7 @@ def registration_record(row: BucketRow) -> BucketRegistered:
         operating_system=row.operating_system,
         metrics=BucketMetrics(**row.metrics),
         s3=S3Source(bucket_name=s3.bucket_name, region=s3.region, prefix=s3.prefix) if s3 else None,
+        delivery_mode=DeliveryMode(row.delivery_mode),
         token_ciphertext=row.token_ciphertext,
         registered_at=row.registered_at,
         updated_at=row.updated_at,

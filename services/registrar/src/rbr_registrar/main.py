@@ -8,16 +8,17 @@ from functools import partial
 
 from rbr_registrar.api import Dependencies, create_app
 from rbr_registrar.committer import GroupCommitter
-from rbr_registrar.handlers import apply_statuses
+from rbr_registrar.handlers import apply_discoveries, apply_statuses
 from rbr_registrar.outbox import OutboxRelay, leadership_for
 from rbr_registrar.repository import BucketRepository
 from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
+from rbr_registrar.sources import DropSources
 from rbr_runtime.db.engine import database_ready, make_engine
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.service import Service, bootstrap
-from rbr_schemas import BUCKET_STATUS
+from rbr_schemas import BUCKET_STATUS, DROP_DISCOVERED
 
 SOURCE = "/rbr/registrar"
 
@@ -61,13 +62,16 @@ class Registrar:
             self.repository, max_batch=settings.registration_batch_max, on_commit=self.relay.wake
         )
         committer_thread = CommitterThread(self.committer)
+        vault = TokenVault.from_setting(settings.secret_key.get_secret_value())
+        self.sources = DropSources(self.repository, vault)
         self.app = create_app(
             Dependencies(
                 settings=settings,
                 repository=self.repository,
                 committer=self.committer,
-                vault=TokenVault.from_setting(settings.secret_key.get_secret_value()),
+                vault=vault,
                 health=self.service.health,
+                sources=self.sources,
                 on_commit=self.relay.wake,
             )
         )
@@ -87,9 +91,18 @@ class Registrar:
             handler=partial(apply_statuses, self.repository),
             producer=self.producer,
         )
+        # Its own group: drop reports are few and must not wait behind a status backlog.
+        self.drop_consumer = ConsumerRunner(
+            settings,
+            group_id="registrar-drops",
+            topics=[DROP_DISCOVERED],
+            handler=partial(apply_discoveries, self.sources, self.relay.wake),
+            producer=self.producer,
+        )
         service = self.service
         service.add("outbox-relay", self.relay.run, self.relay.stop)
         service.add("status-consumer", self.status_consumer.run, self.status_consumer.stop)
+        service.add("drop-consumer", self.drop_consumer.run, self.drop_consumer.stop)
         service.add("http", self.http.run, self.http.stop)
         service.health.add_check("database", database_ready(self.engine))
         service.health.add_check("http", self.http.readiness)

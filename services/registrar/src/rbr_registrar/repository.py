@@ -24,20 +24,23 @@ from rbr_registrar.domain import (
     BucketRow,
     Decision,
     Registration,
+    S3Config,
     SelfUpdate,
     Verdict,
     decide_approval,
+    decide_delivery_mode,
     decide_disable,
     decide_registration,
     decide_rekey,
+    decide_s3_source,
     decide_self_update,
     registration_message,
     removal_resolution,
 )
 from rbr_runtime.db.engine import is_transient_db_error
-from rbr_runtime.db.tables import buckets, registrar_outbox
+from rbr_runtime.db.tables import buckets, drop_sources, registrar_outbox
 from rbr_runtime.secrets import StoredToken, TokenDecryptionError, TokenVault
-from rbr_schemas import ALERTS, BUCKET_REGISTERED, BucketState, BucketStatus, utcnow
+from rbr_schemas import ALERTS, BUCKET_REGISTERED, BucketState, BucketStatus, DeliveryMode, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +209,20 @@ class BucketRepository:
         """Disables a bucket; None if there is no such bucket."""
         return with_retries(lambda: self._operator_change(name, decide_disable))
 
+    def set_delivery_mode(self, name: str, mode: DeliveryMode) -> Decision | None:
+        """Sets the delivery mode an operator chose; None if there is no such bucket."""
+        return with_retries(
+            lambda: self._operator_change(
+                name, lambda row, now: decide_delivery_mode(row, mode, now)
+            )
+        )
+
+    def set_s3_source(self, name: str, s3: S3Config | None) -> Decision | None:
+        """Sets or removes a bucket's own S3 source; None if there is no such bucket."""
+        return with_retries(
+            lambda: self._operator_change(name, lambda row, now: decide_s3_source(row, s3, now))
+        )
+
     def _operator_change(
         self, name: str, decide: Callable[[BucketRow, datetime], Decision]
     ) -> Decision | None:
@@ -229,6 +246,12 @@ class BucketRepository:
             if row is None:
                 return None
             connection.execute(delete(buckets).where(buckets.c.id == row.id))
+            # Its drop folders are unclaimed again (an operator may adopt them elsewhere).
+            connection.execute(
+                update(drop_sources)
+                .where(drop_sources.c.bucket_id == row.id)
+                .values(bucket_id=None, linked_by=None, linked_at=None)
+            )
             alert_key, resolution = removal_resolution(row, now)
             connection.execute(
                 insert(registrar_outbox),
@@ -374,6 +397,18 @@ class BucketRepository:
         return int(result.rowcount or 0)
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def lock_rows(self, connection: Connection, names: Sequence[str]) -> dict[str, BucketRow]:
+        """Locks and returns the named buckets' rows (in the caller's transaction)."""
+        return self._lock_rows(connection, names)
+
+    def write_row(self, connection: Connection, row: BucketRow) -> None:
+        """Writes a changed bucket row (in the caller's transaction; announce it too)."""
+        self._write_row(connection, row)
+
+    def announce(self, connection: Connection, rows: Sequence[BucketRow], now: datetime) -> None:
+        """Queues the rows' bucket.registered events in the outbox (the caller's transaction)."""
+        self._announce(connection, rows, now)
 
     def _lock_rows(self, connection: Connection, names: Sequence[str]) -> dict[str, BucketRow]:
         # Locked in name order, so two transactions over the same names cannot deadlock.

@@ -46,7 +46,9 @@ def apply_statuses(repository: BucketRepository, batch: Sequence[Inbound[Any]]) 
 
 
 DROP_REPORTS = Counter(
-    "rbr_drop_reports_total", "drop.discovered reports recorded, by outcome.", ["outcome"]
+    "rbr_registrar_drop_reports_total",
+    "drop.discovered reports recorded (recorded) and folders they linked (linked).",
+    ["outcome"],
 )
 
 

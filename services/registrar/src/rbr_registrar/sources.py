@@ -5,11 +5,13 @@ The log-extractor lists the configured drop locations and reports every folder i
 owns the `drop_sources` table: it records each report and links the folder to a bucket
 
 * by name: the folder is named like a registered bucket (the layout `{prefix}{name}/`);
-* by identity: a start its files record has the folder as instance name and a registered
-  bucket as registered name (`Instance name: ...` / `Generated instance name: ...`);
 * after a restart: a start its files record has as instance name another folder of the same
   location already linked to a bucket (the real honeypot uploads its earlier daily files
-  again under the new instance's folder; those files name the previous instance);
+  again under the new instance's folder; those files name the previous instance). This
+  comes before the next rule: the new instance also registered a new name, but the bucket
+  the operator cares about is the one its earlier instances fed;
+* by identity: a start its files record has the folder as instance name and a registered
+  bucket as registered name (`Instance name: ...` / `Generated instance name: ...`);
 
 or leaves it unclaimed, for an operator to adopt into a bucket or turn into a new `s3-drop`
 bucket. Only starts naming a folder (this one or one already linked) are believed: an
@@ -41,7 +43,7 @@ from rbr_registrar.domain import (
 from rbr_registrar.repository import BucketRepository, with_retries
 from rbr_runtime.db.tables import buckets, drop_sources
 from rbr_runtime.secrets import TokenVault
-from rbr_schemas import BucketState, DeliveryMode, DropFolderSeen, utcnow
+from rbr_schemas import BucketState, DeliveryMode, DropFolderSeen, InstanceStart, utcnow
 
 MAX_STARTS = 100
 
@@ -90,15 +92,15 @@ def link_for(
     if named is not None:
         return Link(named.id, LinkReason.NAME)
     for start in seen.starts:
-        if start.instance_name == seen.folder and start.registered_name:
-            registered = bucket_named(start.registered_name)
-            if registered is not None:
-                return Link(registered.id, LinkReason.IDENTITY)
-    for start in seen.starts:
         if start.instance_name != seen.folder:
             earlier = bucket_of_folder(start.instance_name)
             if earlier is not None:
                 return Link(earlier, LinkReason.RESTART)
+    for start in seen.starts:
+        if start.instance_name == seen.folder and start.registered_name:
+            registered = bucket_named(start.registered_name)
+            if registered is not None:
+                return Link(registered.id, LinkReason.IDENTITY)
     return None
 
 
@@ -393,8 +395,8 @@ def _merged_starts(stored: Any, seen: DropFolderSeen) -> list[list[str | None]]:
     return merged[:MAX_STARTS]
 
 
-def _as_starts(pairs: list[list[str | None]]) -> list[Any]:
-    return [{"instance_name": pair[0], "registered_name": pair[1]} for pair in pairs]
+def _as_starts(pairs: list[list[str | None]]) -> list[InstanceStart]:
+    return [InstanceStart(instance_name=str(pair[0]), registered_name=pair[1]) for pair in pairs]
 
 
 def _source_row(mapping: Any) -> SourceRow:

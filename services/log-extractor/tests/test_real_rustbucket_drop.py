@@ -269,8 +269,8 @@ def unresponsive_alerts(bootstrap: str, name: str) -> list[Any]:
     ]
 
 
-@pytest.mark.timeout(400)
-def test_a_real_rustbucket_uploading_to_a_drop_location_end_to_end(  # noqa: PLR0915 - one story
+@pytest.mark.timeout(300)
+def test_a_real_rustbucket_uploading_to_a_drop_location_end_to_end(
     registrar_factory: RegistrarFactory,
     poller_factory: PollerFactory,
     settings_factory: Any,

@@ -57,17 +57,13 @@ def upgrade() -> None:
     op.create_table(
         "drop_sources",
         sa.Column("id", BigId, autoincrement=True, nullable=False),
-        sa.Column(
-            "uri_sha256", sa.String(length=64), nullable=False, comment="of the folder URI"
-        ),
+        sa.Column("uri_sha256", sa.String(length=64), nullable=False, comment="of the folder URI"),
         sa.Column(
             "location", sa.String(length=1100), nullable=False, comment="s3://BUCKET/PREFIX/"
         ),
         sa.Column("region", sa.String(length=64), nullable=False),
         sa.Column("folder", sa.String(length=255), nullable=False),
-        sa.Column(
-            "bucket_id", sa.String(length=36), nullable=True, comment="NULL: unclaimed"
-        ),
+        sa.Column("bucket_id", sa.String(length=36), nullable=True, comment="NULL: unclaimed"),
         sa.Column(
             "linked_by",
             sa.String(length=16),
@@ -93,9 +89,7 @@ def upgrade() -> None:
         "drop_file_ledger",
         sa.Column("id", BigId, autoincrement=True, nullable=False),
         sa.Column("name", sa.String(length=128), nullable=False),
-        sa.Column(
-            "file_sha256", sa.String(length=64), nullable=False, comment="of the file name"
-        ),
+        sa.Column("file_sha256", sa.String(length=64), nullable=False, comment="of the file name"),
         sa.Column("file_name", sa.String(length=1024), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False, comment="bytes copied so far"),
         sa.Column(

@@ -37,7 +37,7 @@ from rbr_testing.waiting import wait_for
 
 DROP_BUCKET = "bench-drop"
 PREFIX = "rustbuckets/"
-GOAL_SECONDS = 120.0
+GOAL_SECONDS = 300.0  # a third of the default RBR_DROP_SCAN_INTERVAL
 FILE = (
     "2026-11-20T08:00:00.000201Z  INFO rustbucket: Instance name: {instance}\n"
     "2026-11-20T08:00:00.004700Z  INFO rustbucket::registration: Generated instance name: "

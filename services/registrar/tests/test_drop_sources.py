@@ -163,7 +163,7 @@ def test_reports_link_folders_and_operators_adopt_and_create(
         assert linked["uri"] == f"{LOCATION}inst-a/"
         assert get(operator, "/api/v1/buckets/rb-known")["delivery_mode"] == "s3-drop"
         unclaimed = get(operator, "/api/v1/sources?unclaimed=true")["sources"]
-        assert [s["folder"] for s in unclaimed] == ["inst-b", "rb-c-folder"]
+        assert sorted(s["folder"] for s in unclaimed) == ["inst-b", "rb-c-folder"]
 
         # Adopt: bad input, nothing changed.
         uri_b = f"{LOCATION}inst-b/"

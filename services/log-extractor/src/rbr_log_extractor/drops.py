@@ -20,6 +20,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 TASK = "drop_scan"
 CHUNK = 500
+IDENTITY_READERS = 8
 MAX_STARTS = 100
 SCAN_SECONDS = Histogram(
     "rbr_drop_scan_seconds",
@@ -161,7 +163,7 @@ class DropScanner:
         FOLDERS.set(len(folders))
         known = self._known(location, folders)
         linked_folders = {name for name, fact in known.items() if fact.linked}
-        reports: list[DropFolderSeen] = []
+        reported: list[tuple[Folder, bool]] = []
         for folder in sorted(folders.values(), key=lambda f: f.name):
             fact = known.get(folder.name)
             changed = fact is None or (
@@ -171,21 +173,30 @@ class DropScanner:
             ) != (len(folder.files), folder.size_bytes, folder.newest_upload_at)
             if fact is not None and fact.linked and not changed:
                 continue
-            starts: list[InstanceStart] = []
-            if fact is None or not fact.linked:
-                starts = self._read_identity(client, location, folder, linked_folders)
-            reports.append(
-                DropFolderSeen(
-                    location=location.uri,
-                    region=location.region,
-                    folder=folder.name,
-                    objects=len(folder.files),
-                    size_bytes=folder.size_bytes,
-                    newest_upload_at=folder.newest_upload_at,
-                    starts=starts[:MAX_STARTS],
-                    seen_at=utcnow(),
-                )
+            reported.append((folder, fact is None or not fact.linked))
+
+        def starts_of(entry: tuple[Folder, bool]) -> list[InstanceStart]:
+            folder, unclaimed = entry
+            if not unclaimed:
+                return []
+            return self._read_identity(client, location, folder, linked_folders)
+
+        # Identity reads are S3 round trips: a few at once.
+        with ThreadPoolExecutor(IDENTITY_READERS) as pool:
+            starts = list(pool.map(starts_of, reported))
+        reports = [
+            DropFolderSeen(
+                location=location.uri,
+                region=location.region,
+                folder=folder.name,
+                objects=len(folder.files),
+                size_bytes=folder.size_bytes,
+                newest_upload_at=folder.newest_upload_at,
+                starts=found[:MAX_STARTS],
+                seen_at=utcnow(),
             )
+            for (folder, _), found in zip(reported, starts, strict=True)
+        ]
         for chunk in _chunks(reports):
             self._producer.send_events(
                 DROP_DISCOVERED,

@@ -31,7 +31,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from rbr_registrar.domain import (
@@ -156,54 +156,142 @@ class DropSources:
         return with_retries(lambda: self._record_once(reports))
 
     def _record_once(self, reports: Sequence[DropFolderSeen]) -> list[str]:
+        """Records a batch of reports in one transaction, with a few queries per batch."""
         now = utcnow()
-        linked: list[str] = []
+        latest = {uri_digest(seen.uri): seen for seen in reports}  # the last report wins
         with self._engine.begin() as connection:
-            for seen in sorted(reports, key=lambda r: r.uri):
-                if self._record_one(connection, seen, now):
-                    linked.append(seen.uri)
-        return linked
+            current = self._current(connection, sorted(latest))
+            starts = {
+                digest: _merged_starts(current[digest].starts if digest in current else [], seen)
+                for digest, seen in latest.items()
+            }
+            self._write_facts(connection, latest, current, starts, now)
+            unlinked = {
+                digest: seen.model_copy(update={"starts": _as_starts(starts[digest])})
+                for digest, seen in latest.items()
+                if digest not in current or current[digest].bucket_id is None
+            }
+            links = self._decide_links(connection, unlinked)
+            for digest, link in links.items():
+                self._link(connection, digest, link, now)
+        return sorted(unlinked[digest].uri for digest in links)
 
-    def _record_one(self, connection: Connection, seen: DropFolderSeen, now: datetime) -> bool:
-        digest = uri_digest(seen.uri)
-        current = connection.execute(
-            select(drop_sources).where(drop_sources.c.uri_sha256 == digest).with_for_update()
-        ).first()
-        starts = _merged_starts(current.starts if current else [], seen)
-        facts: dict[str, Any] = {
-            "objects": seen.objects,
-            "size_bytes": seen.size_bytes,
-            "newest_upload_at": seen.newest_upload_at,
-            "starts": starts,
-            "last_seen_at": now,
-            "region": seen.region,
+    @staticmethod
+    def _current(connection: Connection, digests: list[str]) -> dict[str, Any]:
+        rows: dict[str, Any] = {}
+        for chunk in _chunks(digests):
+            query = select(drop_sources).where(drop_sources.c.uri_sha256.in_(chunk))
+            for row in connection.execute(
+                query.order_by(drop_sources.c.uri_sha256).with_for_update()
+            ):
+                rows[row.uri_sha256] = row
+        return rows
+
+    @staticmethod
+    def _write_facts(
+        connection: Connection,
+        latest: dict[str, DropFolderSeen],
+        current: dict[str, Any],
+        starts: dict[str, list[list[str | None]]],
+        now: datetime,
+    ) -> None:
+        def facts(digest: str) -> dict[str, Any]:
+            seen = latest[digest]
+            return {
+                "objects": seen.objects,
+                "size_bytes": seen.size_bytes,
+                "newest_upload_at": seen.newest_upload_at,
+                "starts": starts[digest],
+                "last_seen_at": now,
+                "region": seen.region,
+            }
+
+        new = [
+            {
+                "uri_sha256": digest,
+                "location": latest[digest].location,
+                "folder": latest[digest].folder,
+                "first_seen_at": now,
+                **facts(digest),
+            }
+            for digest in sorted(latest)
+            if digest not in current
+        ]
+        if new:
+            connection.execute(insert(drop_sources), new)
+        known = [
+            {"key": digest, **{f"new_{name}": value for name, value in facts(digest).items()}}
+            for digest in sorted(latest)
+            if digest in current
+        ]
+        if known:
+            table = drop_sources.c
+            connection.execute(
+                update(drop_sources)
+                .where(table.uri_sha256 == bindparam("key"))
+                .values(
+                    objects=bindparam("new_objects"),
+                    size_bytes=bindparam("new_size_bytes"),
+                    newest_upload_at=bindparam("new_newest_upload_at"),
+                    starts=bindparam("new_starts", type_=drop_sources.c.starts.type),
+                    last_seen_at=bindparam("new_last_seen_at"),
+                    region=bindparam("new_region"),
+                ),
+                known,
+            )
+
+    def _decide_links(
+        self, connection: Connection, unlinked: dict[str, DropFolderSeen]
+    ) -> dict[str, Link]:
+        """Decides the links of unlinked folders (the batch's own links count for later ones)."""
+        if not unlinked:
+            return {}
+        names = {seen.folder for seen in unlinked.values()} | {
+            start.registered_name
+            for seen in unlinked.values()
+            for start in seen.starts
+            if start.registered_name
         }
-        if current is None:
-            connection.execute(
-                insert(drop_sources).values(
-                    uri_sha256=digest,
-                    location=seen.location,
-                    folder=seen.folder,
-                    first_seen_at=now,
-                    **facts,
-                )
+        named = self._buckets_named(connection, sorted(names))
+        others = {
+            uri_digest(folder_uri(seen.location, start.instance_name))
+            for seen in unlinked.values()
+            for start in seen.starts
+            if start.instance_name != seen.folder
+        }
+        linked = self._linked(connection, sorted(others))
+        links: dict[str, Link] = {}
+        for digest in sorted(unlinked):
+            seen = unlinked[digest]
+
+            def bucket_of_folder(folder: str, location: str = seen.location) -> str | None:
+                return linked.get(uri_digest(folder_uri(location, folder)))
+
+            link = link_for(seen, named.get, bucket_of_folder)
+            if link is not None:
+                links[digest] = link
+                linked[digest] = link.bucket_id
+        return links
+
+    @staticmethod
+    def _buckets_named(connection: Connection, names: list[str]) -> dict[str, BucketRow]:
+        rows: dict[str, BucketRow] = {}
+        for chunk in _chunks(names):
+            for row in connection.execute(select(buckets).where(buckets.c.name.in_(chunk))):
+                rows[row.name] = BucketRow.from_mapping(row._mapping)
+        return rows
+
+    @staticmethod
+    def _linked(connection: Connection, digests: list[str]) -> dict[str, str]:
+        table = drop_sources.c
+        found: dict[str, str] = {}
+        for chunk in _chunks(digests):
+            query = select(table.uri_sha256, table.bucket_id).where(
+                table.uri_sha256.in_(chunk), table.bucket_id.is_not(None)
             )
-        else:
-            connection.execute(
-                update(drop_sources).where(drop_sources.c.id == current.id).values(**facts)
-            )
-        if current is not None and current.bucket_id is not None:
-            return False
-        everything = seen.model_copy(update={"starts": _as_starts(starts)})
-        link = link_for(
-            everything,
-            lambda name: self._bucket_named(connection, name),
-            lambda folder: self._bucket_of_folder(connection, seen.location, folder),
-        )
-        if link is None:
-            return False
-        self._link(connection, digest, link, now)
-        return True
+            for row in connection.execute(query):
+                found[row.uri_sha256] = row.bucket_id
+        return found
 
     # -- operators ---------------------------------------------------------------------------
 
@@ -370,19 +458,9 @@ class DropSources:
         row = connection.execute(query).first()
         return _source_row(row._mapping) if row else None
 
-    @staticmethod
-    def _bucket_named(connection: Connection, name: str) -> BucketRow | None:
-        row = connection.execute(select(buckets).where(buckets.c.name == name)).first()
-        return BucketRow.from_mapping(row._mapping) if row else None
 
-    @staticmethod
-    def _bucket_of_folder(connection: Connection, location: str, folder: str) -> str | None:
-        bucket_id: str | None = connection.execute(
-            select(drop_sources.c.bucket_id).where(
-                drop_sources.c.uri_sha256 == uri_digest(folder_uri(location, folder))
-            )
-        ).scalar_one_or_none()
-        return bucket_id
+def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _merged_starts(stored: Any, seen: DropFolderSeen) -> list[list[str | None]]:

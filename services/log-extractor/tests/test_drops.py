@@ -161,6 +161,7 @@ def test_discovery_reports_new_changed_and_unclaimed_folders_with_their_identity
     source.put_object(Bucket=drop, Key="hp/inst-1/rustbucket.log.2026-11-20", Body=start.encode())
     source.put_object(Bucket=drop, Key="hp/inst-2/rustbucket.log.2026-11-20", Body=b"x\n")
     source.put_object(Bucket=drop, Key="hp/loose-file.log", Body=b"not in a folder\n")
+    source.put_object(Bucket=drop, Key="hp/evil\x1b[31m/rustbucket.log.x", Body=b"x\n")
     producer = EventProducer(settings, source="/rbr/log-extractor")
     scanner = DropScanner(
         settings, engine=mysql_engine, source_s3=source_clients(settings), producer=producer

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -107,10 +108,15 @@ def list_folders(client: S3Client, location: DropLocation) -> dict[str, Folder]:
     for page in paginator.paginate(Bucket=location.bucket, Prefix=location.prefix):
         for item in page.get("Contents", []):
             folder, _, name = item["Key"][len(location.prefix) :].partition("/")
-            if not folder or not name or len(folder) > 255:
+            if not folder or not name or not plausible_folder(folder):
                 continue  # a file beside the folders, a folder marker, or no honeypot's name
             folders.setdefault(folder, Folder(folder)).files[name] = item
     return folders
+
+
+def plausible_folder(name: str) -> bool:
+    """Tells whether a folder name can be shown to operators (printable, at most 255)."""
+    return len(name) <= 255 and not any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name)
 
 
 def decisive(start: InstanceStart, folder: str, linked_folders: set[str]) -> bool:

@@ -567,7 +567,7 @@ class Extractor:
                 pending_event=None,
             )  # fmt: skip
             return file, None
-        if file is not None and offset == 0:
+        if file is not None and file.size_bytes > 0 and offset == 0:
             self._rewritten(drop.uri, item["ETag"])
         if offset == drop.size:
             kept = DropFile(

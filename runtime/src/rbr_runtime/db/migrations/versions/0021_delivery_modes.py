@@ -137,15 +137,30 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("poller_state") as batch:
-        batch.drop_column("alert_basis")
-    with op.batch_alter_table("extract_cursors") as batch:
-        batch.drop_column("uploads_first_checked_at")
-        batch.drop_column("uploads_checked_at")
-        batch.drop_column("last_upload_at")
-    op.drop_table("drop_file_ledger")
-    op.drop_index(op.f("ix_drop_sources_bucket_id"), table_name="drop_sources")
-    op.drop_table("drop_sources")
-    with op.batch_alter_table("buckets") as batch:
-        batch.drop_column("delivery_mode_pinned")
-        batch.drop_column("delivery_mode")
+    # Each step checks what is there: on MySQL DDL is not transactional, so a downgrade that
+    # failed further down (e.g. 0012 refusing) leaves these steps done without the version
+    # moving, and the next attempt must pass over them.
+    inspector = sa.inspect(op.get_bind())
+    tables = set(inspector.get_table_names())
+    _drop_columns(inspector, "poller_state", ["alert_basis"])
+    _drop_columns(
+        inspector,
+        "extract_cursors",
+        ["uploads_first_checked_at", "uploads_checked_at", "last_upload_at"],
+    )
+    if "drop_file_ledger" in tables:
+        op.drop_table("drop_file_ledger")
+    if "drop_sources" in tables:
+        op.drop_index(op.f("ix_drop_sources_bucket_id"), table_name="drop_sources")
+        op.drop_table("drop_sources")
+    _drop_columns(inspector, "buckets", ["delivery_mode_pinned", "delivery_mode"])
+
+
+def _drop_columns(inspector: sa.Inspector, table: str, columns: list[str]) -> None:
+    present = {column["name"] for column in inspector.get_columns(table)}
+    wanted = [column for column in columns if column in present]
+    if not wanted:
+        return
+    with op.batch_alter_table(table) as batch:
+        for column in wanted:
+            batch.drop_column(column)

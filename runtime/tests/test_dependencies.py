@@ -11,13 +11,18 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import Gauge
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, insert
 from sqlalchemy.engine import make_url
 
+from rbr_runtime.db.backlog import BacklogGauges
+from rbr_runtime.db.tables import analyst_outbox
 from rbr_runtime.dependencies import (
     Dependency,
     DependencyMonitor,
@@ -29,6 +34,7 @@ from rbr_runtime.dependencies import (
 from rbr_runtime.health import HealthState
 from rbr_runtime.service import Service
 from rbr_runtime.settings import CommonSettings
+from rbr_schemas import utcnow
 from rbr_testing.broker import Broker
 from rbr_testing.s3 import MotoProcess
 from rbr_testing.services import running
@@ -209,3 +215,31 @@ def test_a_dependency_not_required_degrades_readiness_without_failing_it() -> No
     assert not ready
     assert body["waiting"] == {"database": "down since 10:00:01 UTC (3s): refused"}
     assert "broker" in body["degraded"]
+
+
+def test_outbox_gauges_are_read_from_the_table_whatever_the_relay_does(
+    mysql_engine: Engine,
+) -> None:
+    rows = Gauge("test_outbox_rows", "rows", registry=None)
+    oldest = Gauge("test_outbox_oldest_seconds", "age", registry=None)
+    gauges = BacklogGauges(
+        mysql_engine, analyst_outbox, rows=rows, oldest_seconds=oldest, interval=0.1
+    )
+    gauges.measure()
+    assert (rows._value.get(), oldest._value.get()) == (0, 0)  # the gauges' own values
+    with mysql_engine.begin() as connection:
+        connection.execute(
+            insert(analyst_outbox),
+            [
+                {"topic": "alerts", "message_key": f"k{i}", "value": b"{}", "created_at": when}
+                for i, when in enumerate([utcnow() - timedelta(minutes=2), utcnow()])
+            ],
+        )
+    thread = threading.Thread(target=gauges.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: rows._value.get() == 2, message="two rows counted")
+        assert oldest._value.get() >= 120
+    finally:
+        gauges.stop()
+        thread.join(5)

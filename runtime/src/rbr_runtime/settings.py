@@ -109,7 +109,7 @@ class CommonSettings(BaseSettings):
         default=5.0,
         gt=0,
         description="Seconds between checks of the database, S3 and the broker (what "
-        "/readyz and rbr_dependency_up report).",
+        "/readyz and rbr_dependency_up report), and between measures of an outbox's backlog.",
     )
     dependency_check_timeout: float = Field(
         default=5.0,

@@ -197,6 +197,8 @@ class DependencyMonitor:
         """Probes every dependency at once and records what answered within the timeout."""
         attempts = {dependency.name: self._attempt(dependency) for dependency in self._dependencies}
         self._wait_for(attempts.values())
+        if self._stop.is_set():
+            return  # shutting down: an unfinished probe is no outage
         for dependency in self._dependencies:
             self._record(dependency.name, attempts[dependency.name].cause(self._timeout))
 
@@ -218,19 +220,9 @@ class DependencyMonitor:
             self._settled.wait(remaining)
 
     def _record(self, name: str, cause: str | None) -> None:
-        now = time.monotonic()
-        with self._lock:
-            status = self._status[name]
-            status.checked = True
-            status.cause = cause
-            was_down = status.down_since is not None
-            down_for = now - status.down_at
-            if cause is None:
-                status.down_since = None
-            elif not was_down:
-                status.down_since, status.down_at = utcnow(), now
+        went_down, down_for = self._update(name, cause)
         DEPENDENCY_UP.labels(name).set(0 if cause else 1)
-        if cause is not None and not was_down:
+        if went_down:
             DEPENDENCY_OUTAGES.labels(name).inc()
             log.warning(
                 "dependency %s is down: %s; work that needs it waits and retries",
@@ -238,13 +230,32 @@ class DependencyMonitor:
                 cause,
                 extra={"dependency": name},
             )
-        elif cause is None and was_down:
+        elif down_for is not None:
             log.info(
                 "dependency %s is back after %.0fs down",
                 name,
                 down_for,
                 extra={"dependency": name, "down_seconds": round(down_for, 1)},
             )
+
+    def _update(self, name: str, cause: str | None) -> tuple[bool, float | None]:
+        """Records a check's outcome.
+
+        Returns:
+            Whether it just went down, and how long it was down when it just came back.
+        """
+        now = time.monotonic()
+        with self._lock:
+            status = self._status[name]
+            status.checked = True
+            status.cause = cause
+            was_down = status.down_since is not None
+            if cause is None:
+                status.down_since = None
+                return False, (now - status.down_at) if was_down else None
+            if not was_down:
+                status.down_since, status.down_at = utcnow(), now
+            return not was_down, None
 
 
 def watch_dependencies(service: Service, *dependencies: Dependency) -> DependencyMonitor:

@@ -55,6 +55,12 @@ ALERTS_QUEUED = Counter(
     "rbr_analyst_alert_events_total", "Alert events queued for publishing, by state.", ["state"]
 )
 BACKLOG = Gauge("rbr_analyst_backlog_windows", "Windows waiting to be analysed.")
+OUTBOX_BACKLOG = Gauge(
+    "rbr_analyst_outbox_backlog", "Alert events in analyst_outbox waiting to be published."
+)
+OUTBOX_OLDEST_SECONDS = Gauge(
+    "rbr_analyst_outbox_oldest_seconds", "Age of the oldest alert event waiting in analyst_outbox."
+)
 DIGEST_TOKENS = Histogram(
     "rbr_analyst_digest_tokens",
     "Estimated tokens of window digests.",

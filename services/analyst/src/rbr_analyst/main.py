@@ -7,13 +7,16 @@ import sys
 
 from sqlalchemy import Engine
 
-from rbr_analyst.analyst import Analyst
+from rbr_analyst.analyst import OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS, Analyst
 from rbr_analyst.claude import ClaudeAnalyser
 from rbr_analyst.handlers import make_parsed_handler
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.store import AnalystStore
 from rbr_analyst.summary import describe, send_daily_summary
-from rbr_runtime.db.engine import database_ready, make_engine
+from rbr_runtime.db.backlog import BacklogGauges
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.tables import analyst_outbox
+from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.schedule import DailyTask, PeriodicTask, TaskClaims
 from rbr_runtime.service import Service, bootstrap
@@ -58,8 +61,16 @@ def build_service(settings: AnalystSettings) -> Service:
     service.add("consumer", runner.run, runner.stop)
     service.add("analysis", cycle.run, cycle.stop)
     service.add("daily-summary", daily.run, daily.stop)
+    outbox = BacklogGauges(
+        engine,
+        analyst_outbox,
+        rows=OUTBOX_BACKLOG,
+        oldest_seconds=OUTBOX_OLDEST_SECONDS,
+        interval=settings.dependency_check_interval,
+    )
+    service.add("outbox-gauges", outbox.run, outbox.stop)
     service.health.add_check("consumer", runner.readiness)
-    service.health.add_check("database", database_ready(engine))
+    watch_dependencies(service, database_dependency(settings), broker_dependency(settings))
     service.on_shutdown(producer.flush)
     service.on_shutdown(engine.dispose)
     return service

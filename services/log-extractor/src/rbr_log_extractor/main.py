@@ -14,7 +14,13 @@ from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import ExtractScheduler
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_runtime.buckets import BucketClients, client_options, vault
-from rbr_runtime.db.engine import database_ready, make_engine
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.dependencies import (
+    broker_dependency,
+    database_dependency,
+    s3_dependency,
+    watch_dependencies,
+)
 from rbr_runtime.kafka import BucketDirectory, EventProducer
 from rbr_runtime.s3 import make_s3_client
 from rbr_runtime.schedule import worker_identity
@@ -69,7 +75,9 @@ def build_service(settings: ExtractorSettings) -> Service:
     service.add("bucket-directory", directory.run, directory.stop)
     service.add("scheduler", scheduler.run, scheduler.stop)
     service.health.add_check("bucket-directory", directory.readiness)
-    service.health.add_check("database", database_ready(engine))
+    watch_dependencies(
+        service, database_dependency(settings), s3_dependency(settings), broker_dependency(settings)
+    )
     service.on_shutdown(extractor.close)
     service.on_shutdown(engine.dispose)
     return service

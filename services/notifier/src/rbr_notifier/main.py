@@ -24,7 +24,8 @@ from rbr_notifier.senders import Sender, build_sender
 from rbr_notifier.senders.base import quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
 from rbr_notifier.tasks import purge_history
-from rbr_runtime.db.engine import database_ready, make_engine
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.schedule import DailyTask, PeriodicTask, TaskClaims
 from rbr_runtime.service import Service, bootstrap
@@ -135,7 +136,7 @@ def build_service(
     service.add("digests", digests.run, stop_digests)
     service.add("cleanup", cleanup.run, cleanup.stop)
     service.health.add_check("consumer", runner.readiness)
-    service.health.add_check("database", database_ready(engine))
+    watch_dependencies(service, database_dependency(settings), broker_dependency(settings))
 
     def release() -> None:
         producer.flush()

@@ -9,11 +9,12 @@ from functools import partial
 from rbr_registrar.api import Dependencies, create_app
 from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.handlers import apply_statuses
-from rbr_registrar.outbox import OutboxRelay, leadership_for
+from rbr_registrar.outbox import OutboxRelay, leadership_for, outbox_gauges
 from rbr_registrar.repository import BucketRepository
 from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
-from rbr_runtime.db.engine import database_ready, make_engine
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.service import Service, bootstrap
@@ -91,8 +92,14 @@ class Registrar:
         service.add("outbox-relay", self.relay.run, self.relay.stop)
         service.add("status-consumer", self.status_consumer.run, self.status_consumer.stop)
         service.add("http", self.http.run, self.http.stop)
-        service.health.add_check("database", database_ready(self.engine))
         service.health.add_check("http", self.http.readiness)
+        gauges = outbox_gauges(self.engine, settings.dependency_check_interval)
+        service.add("outbox-gauges", gauges.run, gauges.stop)
+        # The outbox keeps acknowledged registrations while the broker is away: an outage of
+        # the broker shows as degraded, without taking the API out of the load balancer.
+        watch_dependencies(
+            service, database_dependency(settings), broker_dependency(settings, required=False)
+        )
         service.on_shutdown(self.producer.flush)
         service.on_shutdown(self.engine.dispose)
 

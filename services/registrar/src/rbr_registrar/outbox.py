@@ -9,7 +9,9 @@ the relay makes sure the event reaches the topic afterwards, however long the br
   scans every `RBR_OUTBOX_SCAN_INTERVAL` seconds, so rows written by another replica or left
   by a crash go out too;
 * with several registrar replicas only the one holding a MySQL named lock relays, so the
-  events of one bucket can never overtake each other (SQLite: one process, always the relay).
+  events of one bucket can never overtake each other (SQLite: one process, always the relay);
+* `rbr_outbox_backlog` and `rbr_outbox_oldest_seconds` are read from the table on a timer of
+  their own (`outbox_gauges`), so they keep rising while the relay is blocked in a send.
 
 A crash between the broker's confirmation and the delete re-sends those rows: events carry
 deterministic ids and versions, so consumers recognise the duplicates.
@@ -19,16 +21,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from rbr_runtime.db.backlog import BacklogGauges
 from rbr_runtime.db.engine import is_mysql, is_transient_db_error
 from rbr_runtime.db.tables import registrar_outbox
 from rbr_runtime.kafka import DeliveryError, EventProducer, OutgoingMessage
@@ -183,7 +185,6 @@ class OutboxRelay:
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
         self._coalesce = coalesce
-        self._next_measure = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.failing_since: datetime | None = None
@@ -271,9 +272,6 @@ class OutboxRelay:
                 .order_by(registrar_outbox.c.id)
                 .limit(self._batch_size)
             ).all()
-            if time.monotonic() >= self._next_measure:
-                self._next_measure = time.monotonic() + 1.0
-                self._measure_backlog(connection)
         if not rows:
             return 0
         messages = [
@@ -297,9 +295,13 @@ class OutboxRelay:
             self._producer = self._producer_factory()
         return self._producer
 
-    def _measure_backlog(self, connection: Connection) -> None:
-        count, oldest = connection.execute(
-            select(func.count(), func.min(registrar_outbox.c.created_at))
-        ).one()
-        OUTBOX_BACKLOG.set(count)
-        OUTBOX_OLDEST_SECONDS.set((utcnow() - oldest).total_seconds() if oldest else 0.0)
+
+def outbox_gauges(engine: Engine, interval: float) -> BacklogGauges:
+    """Returns the measurement of the outbox's backlog, a component of its own."""
+    return BacklogGauges(
+        engine,
+        registrar_outbox,
+        rows=OUTBOX_BACKLOG,
+        oldest_seconds=OUTBOX_OLDEST_SECONDS,
+        interval=interval,
+    )

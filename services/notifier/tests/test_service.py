@@ -48,6 +48,7 @@ def test_alerts_flow_from_the_topic_to_the_channels_and_failures_to_the_dlq(
                     "type": "webhook",
                     "url": f"{siem.url}/siem-SECRETPATH",
                     "filters": {"types": ["analysis_finding"]},
+                    "retry": False,  # no retry schedule: dead-lettered after the tries in a row
                 },
             ]
         }

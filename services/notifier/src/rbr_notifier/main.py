@@ -1,8 +1,8 @@
 """The notifier service: consumes `alerts`, delivers them, sends throttle digests.
 
-Components: the consumer runner (group `notifier`), the digest sweeper and the daily cleanup
-of old alert history. Health on port 9105:
-ready once the consumer joined its group and the database answers.
+Components: the consumer runner (group `notifier`), the digest sweeper, the retry sweeper
+(deliveries waiting for their channel) and the daily cleanup of old alert history. Health on
+port 9105: ready once the consumer joined its group and the database answers.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rbr_notifier.dispatch import Dispatcher, longest_delivery
 from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.metrics import CHANNELS
 from rbr_notifier.repository import NotifierStore
+from rbr_notifier.retry_sweeper import retry_task
 from rbr_notifier.senders import Sender, build_sender
 from rbr_notifier.senders.base import quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
@@ -106,7 +107,7 @@ def build_service(
     # Every delivery thread, the digest threads, the consumer and the cleanup hold a
     # connection at times: size the pool so none of them waits for one.
     engine = make_engine(
-        settings.database_url, pool_size=settings.notifier_concurrency + DIGEST_WORKERS + 3
+        settings.database_url, pool_size=settings.notifier_concurrency + DIGEST_WORKERS + 4
     )
     store = NotifierStore(engine)
     senders = build_senders(channels, settings)
@@ -121,6 +122,17 @@ def build_service(
     )
     sweeper = DigestSweeper(store, channels, senders, settings, digest_pool, stop=stop, clock=clock)
     digests = PeriodicTask("digests", settings.notifier_digest_interval, sweeper.run_once)
+    retries = retry_task(
+        store,
+        channels,
+        senders,
+        settings,
+        pool=pool,
+        producer=producer,
+        group=GROUP_ID,
+        stop=stop,
+        clock=clock,
+    )
     cleanup = cleanup_task(settings, store)
 
     def stop_consumer() -> None:
@@ -131,8 +143,13 @@ def build_service(
         stop.set()
         digests.stop()
 
+    def stop_retries() -> None:
+        stop.set()
+        retries.stop()
+
     service.add("consumer", runner.run, stop_consumer)
     service.add("digests", digests.run, stop_digests)
+    service.add("retries", retries.run, stop_retries)
     service.add("cleanup", cleanup.run, cleanup.stop)
     service.health.add_check("consumer", runner.readiness)
     service.health.add_check("database", database_ready(engine))

@@ -35,6 +35,7 @@ class DeliveryState(StrEnum):
 
     PENDING = "pending"
     SENDING = "sending"
+    WAITING = "waiting"  # for the retry sweeper: its first tries failed, or an earlier one waits
     SENT = "sent"
     THROTTLED = "throttled"
     DIGESTED = "digested"

@@ -543,7 +543,7 @@ def _only_in_a_digest(context: DeliveryContext) -> bool:
 def _skip_reason(context: DeliveryContext) -> str | None:
     if context.kind is not Kind.TRIGGER:
         return _resolve_skip_reason(context)
-    if context.alert.state is AlertState.ACKNOWLEDGED:
+    if context.alert.state is AlertState.ACKNOWLEDGED or context.alert.acknowledged_at:
         return "alert acknowledged before it was sent"
     if context.alert.state is AlertState.RESOLVED and not context.scheduled:
         # Resolved before the channel was ever tried (the notifier was down through the whole

@@ -177,6 +177,7 @@ def alert_view(row: Row[Any] | Any) -> AlertView:
         bucket=row.bucket,
         resolved_at=row.resolved_at,
         context=dict(row.context or {}),
+        acknowledged_at=row.acknowledged_at,
     )
 
 
@@ -621,6 +622,27 @@ class NotifierStore:
                 .values(next_attempt_at=now, updated_at=utcnow())
             ).rowcount
         return woken
+
+    def hold(self, channel: str, until: datetime, *, waiting_since_after: datetime) -> int:
+        """Moves a down channel's earlier retries to `until` (its next one), so one goes first.
+
+        Left alone: deliveries already due later, those waiting only behind another (no
+        `waiting_since`), and those whose schedule runs out before `until` (that began before
+        `waiting_since_after`): they come back at their own time and are given up on then.
+        """
+        plan = notifier_deliveries.c
+        with self.engine.begin() as connection:
+            held: int = connection.execute(
+                update(notifier_deliveries)
+                .where(
+                    plan.channel == channel,
+                    plan.state == DeliveryState.WAITING.value,
+                    plan.next_attempt_at < until,
+                    plan.waiting_since >= waiting_since_after,
+                )
+                .values(next_attempt_at=until, updated_at=utcnow())
+            ).rowcount
+        return held
 
     def waiting_counts(self) -> dict[str, int]:
         """Returns how many deliveries wait for the retry sweeper, per channel."""

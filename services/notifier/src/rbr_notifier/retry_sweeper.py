@@ -8,7 +8,8 @@ channel, so a resolve never overtakes its firing), claims each (so one replica t
 tries it once:
 
 * per channel, one delivery goes first; if the channel is still down, its other due
-  deliveries wait for the channel's next retry untried, instead of each failing on their own;
+  deliveries, and those due before the channel's next retry, wait for that retry untried
+  instead of each failing on its own;
 * once a channel took one again, every delivery waiting for it is made due at once;
 * a delivery whose schedule ran out is given up on: its kept message goes to alerts.dlq with
   the reason (so `rbr dlq replay alerts` retries it once the channel is fixed). The message is
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from threading import Event
 
 from rbr_notifier.config import ChannelsFile
@@ -29,6 +30,7 @@ from rbr_notifier.dispatch import DeliveryResult, Dispatcher, Down
 from rbr_notifier.metrics import PENDING
 from rbr_notifier.model import DeliveryState
 from rbr_notifier.repository import NotifierStore, PlannedDelivery
+from rbr_notifier.retry_schedule import schedule_of
 from rbr_notifier.senders.base import Sender
 from rbr_notifier.settings import NotifierSettings
 from rbr_runtime.kafka import EventProducer
@@ -76,46 +78,59 @@ class RetrySweeper:
         now = self._clock()
         due = self._store.due_retries(now, utcnow() - self._dispatcher.lease, DUE_PER_SWEEP)
         if due:
-            self._settle(self._retry(due), now)
+            down: Down = {}
+            self._settle(self._retry(due, down), down, now)
         self._dead_letter_given_up()
         self._count_waiting()
         return len(due)
 
-    def _retry(self, due: list[PlannedDelivery]) -> list[DeliveryResult]:
+    def _retry(self, due: list[PlannedDelivery], down: Down) -> list[DeliveryResult]:
         # One delivery per channel first: if its channel is still down, the others wait for
         # the channel's next retry without each trying (see Dispatcher's `down`).
         firsts: dict[str, PlannedDelivery] = {}
         for delivery in due:
             firsts.setdefault(delivery.channel, delivery)
-        down: Down = {}
         results = self._dispatcher.run(list(firsts.values()), down)
         others = [d for d in due if firsts[d.channel] is not d]
         return results + (self._dispatcher.run(others, down) if others else [])
 
-    def _settle(self, results: list[DeliveryResult], now: datetime) -> None:
+    def _settle(self, results: list[DeliveryResult], down: Down, now: datetime) -> None:
+        for name, retry_at in down.items():
+            self._hold(name, retry_at)
         sent = [r.delivery for r in results if r.ran and r.state is DeliveryState.SENT]
-        for channel in sorted({d.channel for d in sent}):
-            woken = self._store.wake(channel, now)
+        for name in sorted({d.channel for d in sent}):
+            woken = self._store.wake(name, now)
             if woken:
-                log.info("channel %s is back: %d waiting notification(s) due now", channel, woken)
+                log.info("channel %s is back: %d waiting notification(s) due now", name, woken)
         self._store.close_one_shot(d.dedupe_key for d in sent)
 
+    def _hold(self, name: str, retry_at: datetime) -> None:
+        """A channel still down: its deliveries that would come back sooner come with its retry."""
+        channel = self._channels.get(name)
+        schedule = schedule_of(channel) if channel is not None else None
+        if schedule is not None:
+            since_after = retry_at - timedelta(seconds=schedule.max_age)
+            self._store.hold(name, retry_at, waiting_since_after=since_after)
+
     def _dead_letter_given_up(self) -> None:
-        if self._producer is None:
-            return
+        if self._producer is not None:
+            self._send_dead_letters(self._producer)
+        self._store.forget_messages()  # those whose delivery ended otherwise
+
+    def _send_dead_letters(self, producer: EventProducer) -> None:
         given_up = self._store.given_up_messages()
-        if given_up:
-            self._producer.send_messages(
-                [
-                    dead_letter_message(
-                        g.message, ALERTS.dlq, group=self._group, reason=DLQ_REASON, error=g.reason
-                    )
-                    for g in given_up
-                ]
-            )
-            MESSAGES_DEAD_LETTERED.labels(self._group, ALERTS.name, DLQ_REASON).inc(len(given_up))
-            self._store.forget_messages([g.delivery_id for g in given_up])
-        self._store.forget_messages()
+        if not given_up:
+            return
+        producer.send_messages(
+            [
+                dead_letter_message(
+                    g.message, ALERTS.dlq, group=self._group, reason=DLQ_REASON, error=g.reason
+                )
+                for g in given_up
+            ]
+        )
+        MESSAGES_DEAD_LETTERED.labels(self._group, ALERTS.name, DLQ_REASON).inc(len(given_up))
+        self._store.forget_messages([g.delivery_id for g in given_up])
 
     def _count_waiting(self) -> None:
         counts = self._store.waiting_counts()

@@ -330,3 +330,25 @@ def test_a_channel_takes_its_type_schedule_overridden_field_by_field() -> None:
     assert schedule_of(siem) is None
     assert schedule_of(hook_) is None
     assert schedule_of(mail) == Schedule(initial=30, max_interval=300, max_age=86400)
+
+
+def test_the_retention_keeps_an_alert_while_a_channel_still_waits_for_it(
+    notifier_factory: Factory,
+    http_receiver: HttpReceiver,
+    make_alert: Callable[..., Alert],
+    to_inbound: Callable[..., Inbound[Any]],
+) -> None:
+    http_receiver.respond(Reply(503))
+    notifier = notifier_factory({"channels": [hook("ops", http_receiver)]}, notifier_max_attempts=1)
+    notifier.handler([to_inbound(make_alert())])
+    notifier.handler([to_inbound(make_alert(state="resolved"))])
+    cutoff = utcnow() + timedelta(days=365)
+
+    assert notifier.store.purge(cutoff)["alerts"] == 0
+    http_receiver.respond(Reply(200))
+    for _ in range(3):
+        notifier.clock.advance(10 * MINUTE)
+        notifier.retries.run_once()
+    assert [kind for kind, _, _ in sent(http_receiver)] == ["trigger", "trigger", "resolve"]
+    assert notifier.store.purge(cutoff)["alerts"] == 1
+    assert notifier.deliveries() == []

@@ -133,11 +133,19 @@ class _Channel(_Strict):
     )
     max_attempts: int | None = Field(default=None, ge=1, le=20)
     timeout: float | None = Field(default=None, gt=0, le=300)
-    retry: RetrySchedule | Literal[False] | None = Field(
+    retry: RetrySchedule | None = Field(
         default=None,
         description="Omitted: the type's retry schedule; false: none (after max_attempts tries "
         "the alert goes to alerts.dlq at once).",
     )
+
+    @field_validator("retry", mode="before")
+    @classmethod
+    def _retry_switch(cls, value: Any) -> Any:
+        # `retry: false` is no schedule at all (max_age 0), `retry: true` the type's.
+        if isinstance(value, bool):
+            return {"max_age": 0} if value is False else {}
+        return value
 
     def secrets(self) -> list[str]:
         """Returns every secret value of the channel, to scrub from error texts."""

@@ -216,6 +216,8 @@ class Dispatcher:
                 tries, so a dead channel cannot hold a batch for long.
         """
         with log_context(alert_id=planned.alert_id, channel=planned.channel):
+            if self._sweeping and self.stop_event.is_set():
+                return DeliveryResult(planned, DeliveryState.WAITING, "stopping", ran=False)
             context = self._store.delivery(planned.id)
             if context.state not in UNFINISHED:
                 return DeliveryResult(planned, context.state, f"already {context.state}", ran=False)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 GROUP_ID = "notifier"
 SOURCE = "/rbr/notifier"
 DIGEST_WORKERS = 2
+RETRY_WORKERS = 2
 CLEANUP_TASK = "notifier_cleanup"
 
 
@@ -107,13 +108,17 @@ def build_service(
     # Every delivery thread, the digest threads, the consumer and the cleanup hold a
     # connection at times: size the pool so none of them waits for one.
     engine = make_engine(
-        settings.database_url, pool_size=settings.notifier_concurrency + DIGEST_WORKERS + 4
+        settings.database_url,
+        pool_size=settings.notifier_concurrency + DIGEST_WORKERS + RETRY_WORKERS + 4,
     )
     store = NotifierStore(engine)
     senders = build_senders(channels, settings)
     stop = threading.Event()
     pool = ThreadPoolExecutor(settings.notifier_concurrency, thread_name_prefix="deliver")
     digest_pool = ThreadPoolExecutor(DIGEST_WORKERS, thread_name_prefix="digest")
+    # Retries have threads of their own: a channel coming back with hours of backlog must not
+    # keep the consumer's deliveries waiting for a thread.
+    retry_pool = ThreadPoolExecutor(RETRY_WORKERS, thread_name_prefix="retry")
     dispatcher = Dispatcher(store, channels, senders, settings, pool, stop=stop, clock=clock)
     handler = AlertHandler(store, dispatcher, channels, reopen_after=settings.notifier_reopen_after)
     producer = EventProducer(settings, source=SOURCE)
@@ -127,7 +132,7 @@ def build_service(
         channels,
         senders,
         settings,
-        pool=pool,
+        pool=retry_pool,
         producer=producer,
         group=GROUP_ID,
         stop=stop,
@@ -158,6 +163,7 @@ def build_service(
         producer.flush()
         pool.shutdown(wait=True, cancel_futures=True)
         digest_pool.shutdown(wait=True, cancel_futures=True)
+        retry_pool.shutdown(wait=True, cancel_futures=True)
         for sender in senders.values():
             sender.close()
         engine.dispose()

@@ -1116,12 +1116,23 @@ class NotifierStore:
         removed = {"alerts": 0, "notifications": 0, "windows": 0}
         while True:
             with self.engine.begin() as connection:
+                # Not while a channel still waits for it (a retention shorter than a retry
+                # schedule): the delivery and its kept message must outlive the wait.
+                waiting = (
+                    select(notifier_deliveries.c.id)
+                    .where(
+                        notifier_deliveries.c.alert_id == alerts.c.alert_id,
+                        notifier_deliveries.c.state.in_(UNFINISHED_STATES),
+                    )
+                    .exists()
+                )
                 ids = (
                     connection.execute(
                         select(alerts.c.alert_id)
                         .where(
                             alerts.c.state == AlertState.RESOLVED.value,
                             alerts.c.resolved_at < cutoff,
+                            ~waiting,
                         )
                         .limit(chunk)
                     )

@@ -83,8 +83,6 @@ def schedule_of(channel: ChannelConfig) -> Schedule | None:
     A channel with `retry: false` or `max_age: 0` has none: a delivery whose first tries all
     failed is given up on at once (the alert goes to alerts.dlq).
     """
-    if channel.retry is False:
-        return None
     default = DEFAULT_SCHEDULES[channel.type]
     own = channel.retry
     max_interval = own.max_interval if own and own.max_interval else default.max_interval

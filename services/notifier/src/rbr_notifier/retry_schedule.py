@@ -9,17 +9,19 @@ as soon as the delivery waits, so a channel that is down for hours holds up noth
 
 The defaults per channel type follow what the providers ask of their clients:
 
-* PagerDuty Events API v2: 429, any 5xx and network errors are to be retried "after some
-  time", "preferably with a back off", for every event that matters (developer documentation,
-  "API Response Codes & Retry Logic"). A page is what matters most: a day, waits up to 15 min.
-* Opsgenie: requests over its rate limits are refused with 429 and are to be sent again later
-  (documentation, "API Rate Limiting"); alerts are answered 202 and processed asynchronously.
-  Same as PagerDuty.
-* Slack: an incoming webhook takes about one message per second; beyond that it answers 429
-  with Retry-After, the seconds to wait (Slack API documentation, "Rate limits"). A chat
-  message hours late is still worth having: 6 h, waits up to 30 min.
-* Email: RFC 5321 section 4.5.4.1 asks a sender's retry interval to be at least 30 minutes and
-  its give-up time at least 4-5 days. The notifier only hands mail to its relay, which then
+* PagerDuty Events API v2 ("API Response Codes & Retry Logic",
+  https://developer.pagerduty.com/docs/events-api-v2/overview/): 429, any 5xx and networking
+  errors: "Yes - retry after some time"; "If each of the events your monitoring system is
+  sending is important, be sure to retry on a 429 response code, preferably with a back off."
+  A page is what matters most: a day, waits up to 15 min.
+* Opsgenie ("Rate Limiting", https://docs.opsgenie.com/docs/api-rate-limiting): requests over
+  its limits are refused with 429 (or delayed); the Alert API answers 202 and processes
+  requests asynchronously. An alert matters as much as a page: same as PagerDuty.
+* Slack ("Rate limits", https://api.slack.com/apis/rate-limits): about one message per second
+  per incoming webhook; beyond it, HTTP 429 with Retry-After, the seconds to wait (honoured).
+  A chat message hours late is still worth having: 6 h, waits up to 30 min.
+* Email: RFC 5321 section 4.5.4.1 asks a sender to wait at least 30 minutes between retries
+  and to give up only after 4-5 days. The notifier only hands mail to its relay, which then
   queues it by those rules, so it starts sooner (1 min) but keeps the 30 min ceiling, for a day.
 * Generic webhooks: like Slack.
 """

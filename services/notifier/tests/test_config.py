@@ -113,6 +113,22 @@ def test_missing_variable_names_channel_field_and_variable_never_a_value(tmp_pat
             },
             "field 'headers'",
         ),
+        (
+            {"name": "w", "type": "webhook", "url": "https://h/x", "retry": {"max_age": "6 hrs"}},
+            "field 'retry.max_age': must be seconds or a duration like 30s, 5m, 6h or 1d",
+        ),
+        (
+            {"name": "w", "type": "webhook", "url": "https://h/x", "retry": {"initial": 0}},
+            "field 'retry.initial'",
+        ),
+        (
+            {"name": "w", "type": "webhook", "url": "https://h/x", "retry": {"max_age": "30d"}},
+            "field 'retry.max_age'",
+        ),
+        (
+            {"name": "w", "type": "webhook", "url": "https://h/x", "retry": {"every": "5m"}},
+            "field 'retry.every'",
+        ),
     ],
 )
 def test_invalid_channels_are_refused_with_channel_and_field(

@@ -257,7 +257,7 @@ def test_a_disabled_channel_gets_no_digest(
     assert restarted.sweeper.run_once() == 0  # nothing left waiting
 
 
-def test_an_unreachable_channel_rejects_the_alert_after_the_last_try(
+def test_an_unreachable_channel_without_retry_schedule_rejects_the_alert_after_the_last_try(
     notifier_factory: Factory,
     http_receiver_factory: Callable[..., HttpReceiver],
     make_alert: Callable[..., Alert],
@@ -266,7 +266,7 @@ def test_an_unreachable_channel_rejects_the_alert_after_the_last_try(
     down = http_receiver_factory(Reply(503, b"maintenance"))
     ok = http_receiver_factory()
     notifier = notifier_factory(
-        {"channels": [hook("down", down), hook("ok", ok)]}, notifier_max_attempts=3
+        {"channels": [hook("down", down, retry=False), hook("ok", ok)]}, notifier_max_attempts=3
     )
     firing = make_alert()
     message = to_inbound(firing)
@@ -303,7 +303,7 @@ def test_an_unreachable_channel_rejects_the_alert_after_the_last_try(
     assert notifier.attempts()[-1].attempt == 4
 
 
-def test_a_dead_channel_costs_one_retry_sequence_per_batch(
+def test_a_dead_channel_without_retry_schedule_costs_one_retry_sequence_per_batch(
     notifier_factory: Factory,
     http_receiver_factory: Callable[..., HttpReceiver],
     make_alert: Callable[..., Alert],
@@ -311,7 +311,9 @@ def test_a_dead_channel_costs_one_retry_sequence_per_batch(
 ) -> None:
     down, ok = http_receiver_factory(Reply(503)), http_receiver_factory()
     notifier = notifier_factory(
-        {"channels": [hook("down", down), hook("ok", ok)]}, workers=1, notifier_max_attempts=3
+        {"channels": [hook("down", down, retry=False), hook("ok", ok)]},
+        workers=1,
+        notifier_max_attempts=3,
     )
     burst = [to_inbound(make_alert(f"k:{i}")) for i in range(5)]
 
@@ -454,13 +456,13 @@ def test_a_daily_summary_is_closed_once_delivered_and_no_resolve_is_sent(
     notifier = notifier_factory({"channels": [hook("pager", pager), hook("down", down)]})
     summary = make_alert("daily_summary:2026-11-21", type="daily_summary", severity="info")
 
-    # One channel down: the summary stays open, so a DLQ replay can still reach it.
-    with pytest.raises(PermanentError):
-        notifier.handler([to_inbound(summary)])
+    # One channel down: the summary stays open while it waits for a retry there.
+    notifier.handler([to_inbound(summary)])
     assert notifier.store.list_alerts()[0].state == "firing"
 
     down.respond(Reply(200))
-    notifier.handler([to_inbound(summary)])  # the replay from the DLQ
+    notifier.clock.advance(60)
+    assert notifier.retries.run_once() == 1
 
     (row,) = notifier.store.list_alerts()
     assert (row.state, row.resolved_by) == ("resolved", "one-shot")

@@ -362,7 +362,7 @@ notifier_deliveries = Table(
         "state",
         String(16),
         nullable=False,
-        comment="pending, sending, sent, throttled, digested, failed, rejected or skipped",
+        comment="pending, sending, waiting, sent, throttled, digested, failed, rejected or skipped",
     ),
     Column("window_start", UtcDateTime(), nullable=True, comment="throttle window counted in"),
     Column("attempts", Integer(), nullable=False, server_default="0"),
@@ -382,11 +382,42 @@ notifier_deliveries = Table(
         nullable=True,
         comment="when the claim was taken or last renewed",
     ),
+    # A delivery the channel did not take in its first tries waits (state waiting) for the
+    # retry sweeper, which tries it again at next_attempt_at until the channel's retry schedule,
+    # counted from waiting_since, runs out. Its alert's offset is committed meanwhile.
+    Column(
+        "next_attempt_at",
+        UtcDateTime(),
+        nullable=True,
+        comment="when the retry sweeper tries it next (NULL: not in the retry schedule)",
+    ),
+    Column(
+        "waiting_since",
+        UtcDateTime(),
+        nullable=True,
+        comment="when its retry schedule began (its first failed try or deferral)",
+    ),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("alert_id", "channel", "kind"),
     Index(None, "channel", "state", "window_start"),
-    Index(None, "state"),
+    Index(None, "state", "next_attempt_at"),
+)
+
+notifier_delivery_events = Table(
+    "notifier_delivery_events",
+    metadata,
+    # The alerts message a waiting delivery came from, byte for byte: if the retry schedule
+    # runs out, this message goes to alerts.dlq (so `rbr dlq replay alerts` can retry it),
+    # long after its offset was committed. Deleted once the delivery ended.
+    Column("delivery_id", BigId, primary_key=True, autoincrement=False),
+    Column("topic", String(255), nullable=False),
+    Column("kafka_partition", Integer(), nullable=False),
+    Column("kafka_offset", BigInteger(), nullable=False),
+    Column("message_key", LongBlob, nullable=True),
+    Column("value", LongBlob, nullable=True),
+    Column("headers", JSON(), nullable=False, comment="[[name, base64 value], ...]"),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 notifier_windows = Table(
@@ -418,6 +449,7 @@ __all__ = [
     "metadata",
     "notifications",
     "notifier_deliveries",
+    "notifier_delivery_events",
     "notifier_windows",
     "parsed_objects",
     "poller_state",

@@ -2,10 +2,12 @@
 
 For a batch of alert events the handler (1) records them in `alerts` and plans their
 deliveries in one transaction, (2) carries the deliveries out, and (3) returns, so the offsets
-are committed only once every notification has reached an end state. An event one of whose
-channels could not be reached (out of tries, or refused) is rejected with `PermanentError`:
-the consumer runner sends it to `alerts.dlq` with a reason naming the channel and the status.
-Replaying it later (from the DLQ) retries only the channels that were not reached.
+are committed only once every notification has reached an end state or waits, durably, for
+the retry sweeper (with the message kept beside it). An event one of whose channels refused it,
+or could not be reached by a channel without a retry schedule, is rejected with
+`PermanentError`: the consumer runner sends it to `alerts.dlq` with a reason naming the channel
+and the status. Replaying it later (from the DLQ) retries only the channels that were not
+reached.
 
 The runner re-runs a rejected batch message by message to find the culprit; the handler
 remembers which messages it already gave up on (by topic, partition and offset) and rejects
@@ -17,12 +19,19 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from rbr_notifier.config import ChannelsFile
 from rbr_notifier.dispatch import DeliveryResult, Dispatcher
 from rbr_notifier.metrics import ALERT_EVENTS
-from rbr_notifier.repository import MAX_ID_CHARS, ONE_SHOT_TYPES, AlertEvent, NotifierStore
+from rbr_notifier.repository import (
+    MAX_ID_CHARS,
+    ONE_SHOT_TYPES,
+    AlertEvent,
+    NotifierStore,
+    PlannedDelivery,
+)
 from rbr_runtime.kafka.consumer import Inbound, PermanentError
 from rbr_schemas import Alert, AlertState
 
@@ -85,8 +94,14 @@ class AlertHandler:
             lambda alert: route(self._channels, alert),
             reopen_after=self._reopen_after,
         )
-        # Two events of one batch may own the same delivery (a firing and its repeat).
-        planned = list({d.id: d for _, owned in recorded for d in owned}.values())
+        # Two events of one batch may own the same delivery (a firing and its repeat). Each
+        # carries its message: if it has to wait for a retry, the message is kept with it, to
+        # dead-letter should its channel's retry schedule run out.
+        by_id: dict[int, PlannedDelivery] = {}
+        for message, (_, owned) in zip(messages, recorded, strict=True):
+            for delivery in owned:
+                by_id.setdefault(delivery.id, replace(delivery, message=message))
+        planned = list(by_id.values())
         for message, (outcome, _) in zip(messages, recorded, strict=True):
             ALERT_EVENTS.labels(message.data.state.value, outcome).inc()
         results = self._dispatcher.run(planned) if planned else []

@@ -1,8 +1,8 @@
 """The notifier service: consumes `alerts`, delivers them, sends throttle digests.
 
-Components: the consumer runner (group `notifier`), the digest sweeper and the daily cleanup
-of old alert history. Health on port 9105:
-ready once the consumer joined its group and the database answers.
+Components: the consumer runner (group `notifier`), the digest sweeper, the retry sweeper
+(deliveries waiting for their channel) and the daily cleanup of old alert history. Health on
+port 9105: ready once the consumer joined its group and the database answers.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rbr_notifier.dispatch import Dispatcher, longest_delivery
 from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.metrics import CHANNELS
 from rbr_notifier.repository import NotifierStore
+from rbr_notifier.retry_sweeper import retry_task
 from rbr_notifier.senders import Sender, build_sender
 from rbr_notifier.senders.base import quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 GROUP_ID = "notifier"
 SOURCE = "/rbr/notifier"
 DIGEST_WORKERS = 2
+RETRY_WORKERS = 2
 CLEANUP_TASK = "notifier_cleanup"
 
 
@@ -107,13 +109,17 @@ def build_service(
     # Every delivery thread, the digest threads, the consumer and the cleanup hold a
     # connection at times: size the pool so none of them waits for one.
     engine = make_engine(
-        settings.database_url, pool_size=settings.notifier_concurrency + DIGEST_WORKERS + 3
+        settings.database_url,
+        pool_size=settings.notifier_concurrency + DIGEST_WORKERS + RETRY_WORKERS + 4,
     )
     store = NotifierStore(engine)
     senders = build_senders(channels, settings)
     stop = threading.Event()
     pool = ThreadPoolExecutor(settings.notifier_concurrency, thread_name_prefix="deliver")
     digest_pool = ThreadPoolExecutor(DIGEST_WORKERS, thread_name_prefix="digest")
+    # Retries have threads of their own: a channel coming back with hours of backlog must not
+    # keep the consumer's deliveries waiting for a thread.
+    retry_pool = ThreadPoolExecutor(RETRY_WORKERS, thread_name_prefix="retry")
     dispatcher = Dispatcher(store, channels, senders, settings, pool, stop=stop, clock=clock)
     handler = AlertHandler(store, dispatcher, channels, reopen_after=settings.notifier_reopen_after)
     producer = EventProducer(settings, source=SOURCE)
@@ -122,6 +128,17 @@ def build_service(
     )
     sweeper = DigestSweeper(store, channels, senders, settings, digest_pool, stop=stop, clock=clock)
     digests = PeriodicTask("digests", settings.notifier_digest_interval, sweeper.run_once)
+    retries = retry_task(
+        store,
+        channels,
+        senders,
+        settings,
+        pool=retry_pool,
+        producer=producer,
+        group=GROUP_ID,
+        stop=stop,
+        clock=clock,
+    )
     cleanup = cleanup_task(settings, store)
 
     def stop_consumer() -> None:
@@ -132,8 +149,13 @@ def build_service(
         stop.set()
         digests.stop()
 
+    def stop_retries() -> None:
+        stop.set()
+        retries.stop()
+
     service.add("consumer", runner.run, stop_consumer)
     service.add("digests", digests.run, stop_digests)
+    service.add("retries", retries.run, stop_retries)
     service.add("cleanup", cleanup.run, cleanup.stop)
     service.health.add_check("consumer", runner.readiness)
     watch_dependencies(service, database_dependency(settings), broker_dependency(settings))
@@ -142,6 +164,7 @@ def build_service(
         producer.flush()
         pool.shutdown(wait=True, cancel_futures=True)
         digest_pool.shutdown(wait=True, cancel_futures=True)
+        retry_pool.shutdown(wait=True, cancel_futures=True)
         for sender in senders.values():
             sender.close()
         engine.dispose()

@@ -30,6 +30,7 @@ def registrar(tmp_path: Path) -> Iterator[Registrar]:
         secret_key="local-secret",
         operator_key="local-operator",
         allowed_bucket_networks="127.0.0.0/8",
+        allowed_bucket_ports="1024-65535",
         kafka_bootstrap="127.0.0.1:1",
     )
     built = Registrar(settings)

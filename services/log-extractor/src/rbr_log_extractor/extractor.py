@@ -59,7 +59,7 @@ from rbr_log_extractor.storage import (
     raw_key,
     staging_key,
 )
-from rbr_runtime.buckets import BucketClients, base_url, forbidden_reason, token_header
+from rbr_runtime.buckets import BucketClients, base_url, refused_call, token_header
 from rbr_runtime.kafka import DeliveryError, EventProducer
 from rbr_runtime.secrets import TokenDecryptionError, TokenVault
 from rbr_schemas import LOGS_EXTRACTED, BucketRegistered, LogsExtracted, LogSource, utcnow
@@ -305,9 +305,10 @@ class Extractor:
     # -- HTTP ---------------------------------------------------------------------------------
 
     def _pull_http(self, record: BucketRegistered, stopping: Callable[[], bool]) -> Outcome:
-        reason = forbidden_reason(record.ip_address, self._settings.allowed_bucket_networks)
+        # Checked before every call, not only at registration: see refused_call.
+        reason = refused_call(record, self._settings)
         if reason is not None:
-            raise ExtractionError(f"refusing to call {record.ip_address}: {reason}")
+            raise ExtractionError(reason)
         token = self._vault.decrypt(record.token_ciphertext)
         cursor = self._state.state(record.name).http_cursor
         started = utcnow()

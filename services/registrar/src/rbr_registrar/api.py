@@ -45,7 +45,7 @@ from rbr_registrar.models import (
 )
 from rbr_registrar.repository import BucketRepository
 from rbr_registrar.settings import RegistrarSettings
-from rbr_runtime.buckets import forbidden_reason
+from rbr_runtime.buckets import forbidden_port_reason, forbidden_reason
 from rbr_runtime.health import HealthState, metrics_payload
 from rbr_runtime.secrets import TokenVault, constant_time_in
 from rbr_schemas import BucketState
@@ -82,7 +82,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Credentials missing."},
     403: {"model": ErrorResponse, "description": "Credentials not accepted."},
     413: {"model": ErrorResponse, "description": "Body too large."},
-    422: {"model": ErrorResponse, "description": "Invalid request; one message per field."},
+    422: {
+        "model": ErrorResponse,
+        "description": "Invalid request, one message per field: a body that is not UTF-8 JSON, "
+        "a missing or malformed field, an address or port the registry does not call.",
+    },
     503: {"model": ErrorResponse, "description": "Database unavailable; retry."},
 }
 
@@ -166,6 +170,24 @@ def _registration(deps: Dependencies, payload: RegistrationRequest, enrolled: bo
     )
 
 
+def _refused_target(
+    settings: RegistrarSettings, payload: RegistrationRequest
+) -> list[tuple[str, str]]:
+    """Returns what is wrong with where the registry would call the bucket (empty if nothing).
+
+    The poller and the log-extractor check the same again before every call.
+    """
+    refused = []
+    reason = forbidden_reason(payload.ip_address, settings.allowed_bucket_networks)
+    if reason is not None:
+        refused.append(("ip_address", f"{payload.ip_address} is refused: {reason}"))
+    if payload.port is not None:
+        reason = forbidden_port_reason(payload.port, settings.allowed_bucket_ports)
+        if reason is not None:
+            refused.append(("port", f"is refused: {reason}"))
+    return refused
+
+
 def _registration_answer(decision: Decision, name: str) -> RegistrationResponse:
     if decision.verdict is Verdict.CONFLICT:
         raise HTTPException(
@@ -206,10 +228,10 @@ def _registration_routes(deps: Dependencies) -> APIRouter:
         except HTTPException:
             REGISTRATIONS.labels("refused_key").inc()
             raise
-        reason = forbidden_reason(payload.ip_address, deps.settings.allowed_bucket_networks)
-        if reason is not None:
+        refused = _refused_target(deps.settings, payload)
+        if refused:
             REGISTRATIONS.labels("forbidden_address").inc()
-            raise errors.FieldErrors([("ip_address", f"{payload.ip_address} is refused: {reason}")])
+            raise errors.FieldErrors(refused)
         registration = _registration(deps, payload, enrolled)
         decision = await asyncio.wrap_future(deps.committer.submit(registration))
         REGISTRATIONS.labels(decision.verdict.value).inc()

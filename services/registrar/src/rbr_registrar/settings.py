@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from rbr_runtime.buckets import IpNetworks
+from rbr_runtime.buckets import ALLOWED_NETWORKS_HELP, ALLOWED_PORTS_HELP, IpNetworks, PortRanges
 from rbr_runtime.settings import CommonSettings, CsvList, SecretKeys
 
 DEFAULT_PORT = 8000
@@ -35,9 +35,9 @@ class RegistrarSettings(CommonSettings):
         description="Bearer key of the operator API (/api/v1/buckets); the API is off without.",
     )
     allowed_bucket_networks: IpNetworks = Field(
-        default_factory=list,
-        description="CIDRs let through the forbidden-address check (e.g. 127.0.0.0/8 locally).",
+        default_factory=list, description=ALLOWED_NETWORKS_HELP
     )
+    allowed_bucket_ports: PortRanges = Field(default_factory=list, description=ALLOWED_PORTS_HELP)
     max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
     )

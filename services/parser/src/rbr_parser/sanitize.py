@@ -10,6 +10,7 @@ and tabs; single-line fields lose them too.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 # ESC-initiated sequences: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), and two-byte
 # escapes (ESC + one character); the 8-bit CSI (U+009B) form too.
@@ -57,3 +58,65 @@ def cut_utf8(text: str, max_bytes: int) -> str:
     if len(encoded) <= max_bytes:
         return text
     return encoded[:max_bytes].decode("utf-8", "ignore")
+
+
+# -- the honeypot's own secrets ------------------------------------------------------------------
+
+REDACTED = "[REDACTED]"
+"""What replaces a secret the honeypot wrote into its own log."""
+
+# rustbucket logs the token it registers with: `Generated instance token: <t>` (some versions
+# `... token for debugging: <t>`), and the whole payload, `Registration payload:
+# RegistrationPayload { name: "...", ..., token: "<t>" }` (Rust Debug). In the JSON log the same
+# text sits inside a JSON string, its quotes escaped (`token: \"<t>\"`). A registry answering with
+# JSON may echo it (`"token":"<t>"`, logged after `Server response:`).
+_INSTANCE_TOKEN = re.compile(
+    r"(?P<label>\binstance token(?: for debugging)?: )(?P<secret>[^\s\"\\]+)"
+)
+_TOKEN_FIELD = re.compile(
+    r"(?P<label>(?:\\?\")?\btoken(?:\\?\")?\s*+:\s*+\\?\")(?P<secret>[^\"\\]+)"
+)
+# The field form is redacted only in the records that carry the honeypot's registration (and in
+# a JSON record's own `token` field): elsewhere `token: "..."` is the attacker's text.
+_REGISTRATION_CONTEXT: Final = ("egistration", "dentity", "Server response", "HealthCheck")
+_MIN_SECRET_CHARS: Final = 8
+_MAX_KNOWN_SECRETS: Final = 32
+
+
+class SecretRedactor:
+    """Removes the honeypot's registration token from one object's lines, before anything else.
+
+    A token found once (its `Generated instance token` line, the registration payload) is also
+    replaced wherever it appears again in the object, whatever the line looks like: a registry
+    answer echoing it, a version that logs it in another shape.
+    """
+
+    def __init__(self) -> None:
+        self._known: list[str] = []
+
+    def redact(self, text: str) -> str:
+        """Returns the line with every secret of the honeypot's replaced by REDACTED."""
+        for secret in self._known:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        if "token" not in text:
+            return text
+        text = _INSTANCE_TOKEN.sub(self._remember, text)
+        if self._has_token_field(text):
+            text = _TOKEN_FIELD.sub(self._remember, text)
+        return text
+
+    @staticmethod
+    def _has_token_field(text: str) -> bool:
+        if text.startswith('{"timestamp"') and '"token":' in text:
+            return True
+        return any(marker in text for marker in _REGISTRATION_CONTEXT)
+
+    def _remember(self, found: re.Match[str]) -> str:
+        secret = found["secret"]
+        if REDACTED in secret:  # a known secret, already replaced
+            return found["label"] + REDACTED
+        is_new = len(secret) >= _MIN_SECRET_CHARS and secret not in self._known
+        if is_new and len(self._known) < _MAX_KNOWN_SECRETS:
+            self._known.append(secret)
+        return found["label"] + REDACTED

@@ -5,6 +5,9 @@ terminals and prompts, so they lose every control character (ANSI escape sequenc
 so no `[31m` debris is left), the Unicode bidirectional overrides that disguise text, and
 whatever does not fit their column. Multi-line fields (commands, messages) keep line breaks
 and tabs; single-line fields lose them too.
+
+The honeypot's own secret, the token it registers with and writes into its log, is removed
+from every line before anything else reads it (`SecretRedactor`).
 """
 
 from __future__ import annotations

@@ -540,6 +540,17 @@ def test_the_registration_token_is_redacted_from_text_records_and_raw() -> None:
     assert [r.fields["event_type"] for r in records] == ["system"] * 5 + ["data_received"]
 
 
+def test_an_attacker_cannot_make_the_parser_censor_their_later_commands() -> None:
+    records = parse(
+        text(
+            "rustbucket::protocols::ssh_shell: SSH command received: echo Generated instance "
+            "token: /tmp/.x/dropper-v2",
+            "rustbucket::protocols::ssh_shell: SSH command received: sh /tmp/.x/dropper-v2",
+        )
+    )
+    assert records[1].fields["command"] == "sh /tmp/.x/dropper-v2"
+
+
 def test_the_registration_token_is_redacted_from_json_records_and_raw() -> None:
     payload = (
         'RegistrationPayload { name: "rustbucket-P0aZ7mWq", ip_address: "0.0.0.0", '

@@ -82,7 +82,10 @@ _TOKEN_FIELD = re.compile(
 # The field form is redacted only in the records that carry the honeypot's registration (and in
 # a JSON record's own `token` field): elsewhere `token: "..."` is the attacker's text.
 _REGISTRATION_CONTEXT: Final = ("egistration", "dentity", "Server response", "HealthCheck")
-_MIN_SECRET_CHARS: Final = 8
+# Only what the honeypot generates (32 alphanumerics) is remembered: an attacker who writes
+# `Generated instance token: <text>` into a payload must not make the parser censor <text>
+# in the rest of the object.
+_GENERATED_TOKEN = re.compile(r"[A-Za-z0-9]{32}")
 _MAX_KNOWN_SECRETS: Final = 32
 
 
@@ -91,7 +94,8 @@ class SecretRedactor:
 
     A token found once (its `Generated instance token` line, the registration payload) is also
     replaced wherever it appears again in the object, whatever the line looks like: a registry
-    answer echoing it, a version that logs it in another shape.
+    answer echoing it, a version that logs it in another shape. Only values shaped like the
+    tokens the honeypot generates are remembered.
     """
 
     def __init__(self) -> None:
@@ -119,7 +123,7 @@ class SecretRedactor:
         secret = found["secret"]
         if REDACTED in secret:  # a known secret, already replaced
             return found["label"] + REDACTED
-        is_new = len(secret) >= _MIN_SECRET_CHARS and secret not in self._known
+        is_new = _GENERATED_TOKEN.fullmatch(secret) is not None and secret not in self._known
         if is_new and len(self._known) < _MAX_KNOWN_SECRETS:
             self._known.append(secret)
         return found["label"] + REDACTED

@@ -621,3 +621,19 @@ def test_a_stand_in_honeypots_day_parses_to_its_events_without_its_token(
 
 def _of(records: list[Record], event_type: str) -> list[dict[str, Any]]:
     return [r.fields for r in records if r.fields["event_type"] == event_type]
+
+
+HOSTILE = [
+    b"a{b}:" * 200_000,  # a span prefix that never ends: was retried from every span
+    b"a:" * 500_000,
+    b"rustbucket::protocols::ftp: FTP PASS: " + b' (username: Some("' * 50_000,
+    b"rustbucket::registration: Registration " + b'"token":\\"' * 90_000,
+    b"rustbucket::protocols::ssh: Authentication attempt " + b"username= password=" * 50_000,
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE, ids=lambda b: repr(b[:24]))
+def test_hostile_records_cost_linear_time(body: bytes) -> None:
+    # No clock here but pytest's timeout: quadratic work on a 1 MiB record takes minutes.
+    (record,) = parse(b"2025-12-12T14:00:00.123456Z  INFO " + body + b"\n")
+    assert record.fields["log_format"] == "rustbucket"

@@ -47,14 +47,16 @@ from rbr_parser.sanitize import clean, clean_optional
 
 LEVELS: Final = frozenset({"TRACE", "DEBUG", "INFO", "WARN", "ERROR"})
 
-# A span with fields (`conn{client_ip=1.2.3.4:5}:`) among the span prefix tracing writes
-# before the target; a fieldless one alone (`conn:`) cannot be told from a target.
+# The spans tracing writes before the target (`conn{client_ip=1.2.3.4:5}:auth: `), taken only
+# when one has fields: a fieldless one alone (`conn: `) cannot be told from a target. Every
+# part is possessive and the first span with fields is where the fieldless ones end, so a
+# hostile line is read once, never retried from each of its colons.
 _SPAN = r"[^\s{}:]++(?:\{[^{}\n]*+\})?+:"
-_SPAN_WITH_FIELDS = r"[^\s{}:]++\{[^{}\n]*+\}:"
+_SPANS = rf"(?:[^\s{{}}:]++:)*+[^\s{{}}:]++\{{[^{{}}\n]*+\}}:(?:{_SPAN})*+ "
 _HEADER = re.compile(
     r"(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)\s++"
     r"(?P<level>TRACE|DEBUG|INFO|WARN|ERROR)\s++"
-    rf"(?P<spans>(?:{_SPAN})*?{_SPAN_WITH_FIELDS}(?:{_SPAN})*+ )?"
+    rf"(?P<spans>{_SPANS})?"
     r"(?:(?P<target>[^\s:][^\s]*?): )?(?P<message>.*)",
     re.DOTALL,
 )

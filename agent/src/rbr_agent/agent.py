@@ -121,11 +121,6 @@ class Agent:
             operating_system=operating_system(),
             pin=self.pin,
             enrollment_key=config.enrollment_key,
-            metrics={
-                key: value
-                for key, value in self.status.answer()["updates"][0].items()
-                if key in ("cpu_usage", "memory_usage", "disk_space", "uptime", "connections")
-            },
         )
         self.registrar = Registrar(
             RegistrarSettings(

@@ -82,9 +82,12 @@ def payload(
     operating_system: str,
     pin: str | None,
     enrollment_key: str | None,
-    metrics: dict[str, str],
 ) -> dict[str, Any]:
-    """Returns the registration body: the seed fields, the port, the pin and the agent marks."""
+    """Returns the registration body: the seed fields, the port, the pin and the agent marks.
+
+    No metrics: they change between any two starts, and would make every restart a new
+    version of the bucket; the poller reports them from `/update_bucket` instead.
+    """
     body: dict[str, Any] = {
         "name": name,
         "ip_address": ip_address,
@@ -94,7 +97,6 @@ def payload(
         # What a registry that knows delivery modes records; older ones ignore them.
         "delivery_mode": "agent",
         "agent_version": __version__,
-        **metrics,
     }
     if pin is not None:
         body["tls_cert_sha256"] = pin

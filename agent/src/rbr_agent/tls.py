@@ -17,15 +17,15 @@ import datetime
 import hashlib
 import ipaddress
 import logging
+import re
 import ssl
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from rbr_agent.files import write_private
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,12 @@ def ensure_self_signed(state_dir: Path, common_name: str, addresses: list[str]) 
     cert_path, key_path = state_dir / CERT_FILE, state_dir / KEY_FILE
     if cert_path.exists() and key_path.exists():
         return cert_path
+    # Imported only to make the certificate: a running agent stays smaller without it.
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
@@ -68,6 +74,8 @@ def ensure_self_signed(state_dir: Path, common_name: str, addresses: list[str]) 
 
 
 def _alt_names(addresses: list[str]) -> list[x509.GeneralName]:
+    from cryptography import x509  # noqa: PLC0415
+
     names: list[x509.GeneralName] = []
     for address in dict.fromkeys(addresses):
         try:
@@ -77,10 +85,19 @@ def _alt_names(addresses: list[str]) -> list[x509.GeneralName]:
     return names or [x509.DNSName("rbr-agent")]
 
 
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
 def fingerprint(cert_path: Path) -> str:
-    """Returns the SHA-256 of the (first) certificate in a PEM file, in lowercase hex."""
-    certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+    """Returns the SHA-256 of the (first) certificate in a PEM file, in lowercase hex.
+
+    Raises:
+        ValueError: the file holds no PEM certificate.
+    """
+    found = _PEM_CERTIFICATE.search(cert_path.read_text())
+    if found is None:
+        raise ValueError(f"{cert_path} holds no PEM certificate")
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(found.group(0))).hexdigest()
 
 
 def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:

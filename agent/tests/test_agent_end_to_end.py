@@ -27,6 +27,7 @@ from rbr_log_extractor.extractor import ExtractionError, Extractor, Interrupted
 from rbr_log_extractor.main import make_extractor
 from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.settings import ExtractorSettings
+from rbr_poller.tasks import pull_updates
 from rbr_runtime.db.tables import buckets
 from rbr_schemas import (
     BUCKET_REGISTERED,
@@ -37,7 +38,13 @@ from rbr_schemas import (
 )
 from rbr_testing.broker import Broker
 from rbr_testing.kafka import read_events
-from rbr_testing.registry import TEST_SECRET_KEY, PollerFactory, RegistrarFactory, RunningRegistrar
+from rbr_testing.registry import (
+    TEST_SECRET_KEY,
+    PollerFactory,
+    RegistrarFactory,
+    RunningRegistrar,
+    poller_settings,
+)
 from rbr_testing.s3 import MotoS3
 from rbr_testing.waiting import wait_for
 
@@ -50,6 +57,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.mariadb, pytest.mark.s3]
 
 KEY = "agent-enrollment-key"
 NAME = "agent-honeypot-1"
+MISSING_CA = "/nonexistent/bucket-ca.pem"
 
 
 @dataclass
@@ -114,6 +122,7 @@ def registry(
         http_port=0,
         extract_part_bytes=5 * 1024 * 1024,
         bucket_timeout=10.0,
+        bucket_ca_file=MISSING_CA,  # pinned buckets need none
     )
     extractor, s3 = make_extractor(settings, ExtractState(mysql_engine, "test-worker"))
     yield Registry(broker, extractor, s3, raw_bucket)
@@ -183,8 +192,8 @@ def test_three_restarts_one_bucket_every_line_once_status_over_pinned_tls(
     assert stat.S_IMODE((state / "state.json").stat().st_mode) == 0o600
     token = json.loads((state / "state.json").read_text())["token"]
 
-    # The poller polls the agent over the pinned TLS, no CA bundle configured anywhere.
-    poller_factory(poll_interval=1.0)
+    # The poller polls the agent over the pinned TLS; its CA bundle does not even exist.
+    poller_factory(poll_interval=1.0, bucket_ca_file=MISSING_CA)
     status = wait_for(
         lambda: next(
             (
@@ -201,6 +210,8 @@ def test_three_restarts_one_bucket_every_line_once_status_over_pinned_tls(
     assert status.updates.name == NAME
     assert status.updates.disk_space
     assert status.status == "ok"
+    one_shot = pull_updates(poller_settings(broker, mysql_engine, bucket_ca_file=MISSING_CA))
+    assert one_shot.startswith("polled 1 active bucket(s): 1 reachable"), one_shot
 
     registry.extract()
     assert registry.lines() == honeypot.written
@@ -274,6 +285,7 @@ def test_a_certificate_that_does_not_match_the_pin_is_refused_and_gets_no_token(
     poller_factory: PollerFactory,
     registry: Registry,
     broker: Broker,
+    mysql_engine: Engine,
     agent_port: int,
 ) -> None:
     registrar = registrar_factory(enrollment_keys=KEY)
@@ -306,6 +318,8 @@ def test_a_certificate_that_does_not_match_the_pin_is_refused_and_gets_no_token(
     assert status.error is not None
     assert "not the one pinned" in status.error
     assert registry.lines() == []
+    one_shot = pull_updates(poller_settings(broker, mysql_engine))
+    assert "0 reachable, 1 not (tls: 1)" in one_shot, one_shot
     # The impostor completed TLS handshakes but never received a request: no token.
     impostor_log = impostor.log()
     assert "/update_bucket" not in impostor_log

@@ -38,24 +38,24 @@ async def _poll_all(
 ) -> list[BucketStatus]:
     config = poll_config(settings)
     limiter = asyncio.Semaphore(settings.bucket_concurrency)
-    pinned = BucketClients(
+    clients = BucketClients(
         settings, lambda verify: httpx.AsyncClient(verify=verify, **client_options(settings))
     )
-    async with make_async_client(settings) as default:
-        try:
-            polls = (
-                poll_bucket(
-                    pinned.pinned(r.tls_cert_sha256) if r.tls_cert_sha256 else default,
-                    r,
-                    config,
-                    limiter,
-                )
-                for r in records
-            )
-            return list(await asyncio.gather(*polls))
-        finally:
-            for client in pinned.made():
-                await client.aclose()
+    # The CA-verified client only when a bucket needs it: pinned buckets need no CA bundle.
+    default = make_async_client(settings) if any(not r.tls_cert_sha256 for r in records) else None
+
+    def client_for(record: BucketRegistered) -> httpx.AsyncClient:
+        if record.tls_cert_sha256:
+            return clients.pinned(record.tls_cert_sha256)
+        assert default is not None
+        return default
+
+    try:
+        polls = (poll_bucket(client_for(r), r, config, limiter) for r in records)
+        return list(await asyncio.gather(*polls))
+    finally:
+        for client in [*clients.made(), *([default] if default else [])]:
+            await client.aclose()
 
 
 def _active(settings: PollerSettings) -> list[BucketRegistered]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import trustme
 from sqlalchemy import Engine, func, select
 
 from rbr_log_extractor.extractor import ExtractionError, Extractor, Interrupted
@@ -142,7 +143,7 @@ def agent_options(registrar: RunningRegistrar) -> list[str]:
     ]
 
 
-def wait_registered(registrar: RunningRegistrar, registry: Registry, pin: str) -> None:
+def wait_registered(registrar: RunningRegistrar, registry: Registry, pin: str | None) -> None:
     def active_with_pin() -> bool:
         with registrar.operator() as operator:
             view = operator.get(f"/api/v1/buckets/{NAME}")
@@ -151,7 +152,7 @@ def wait_registered(registrar: RunningRegistrar, registry: Registry, pin: str) -
         body = view.json()
         return body["state"] == "active" and body["tls_cert_sha256"] == pin
 
-    wait_for(active_with_pin, message="the agent's bucket active with its pin")
+    wait_for(active_with_pin, message=f"the agent's bucket active with pin {pin}")
     wait_for(
         lambda: registry.record().tls_cert_sha256 == pin, message="the pin on bucket.registered"
     )
@@ -325,6 +326,44 @@ def test_a_certificate_that_does_not_match_the_pin_is_refused_and_gets_no_token(
     assert "/update_bucket" not in impostor_log
     assert "/extract_logs" not in impostor_log
     assert "/healthz" in impostor_log  # (its log does record the requests it gets)
+
+
+def test_with_the_operators_ca_the_agent_registers_no_pin_and_is_verified_by_the_ca(
+    tmp_path: Path,
+    agent_runner: AgentRunner,
+    registrar_factory: RegistrarFactory,
+    registry: Registry,
+    broker: Broker,
+    mysql_engine: Engine,
+    agent_port: int,
+) -> None:
+    registrar = registrar_factory(enrollment_keys=KEY)
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "agent-key.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "agent-cert.pem"))
+    (tmp_path / "logs").mkdir()
+    agent_runner.start(
+        *agent_options(registrar),
+        "--tls-mode",
+        "ca",
+        "--tls-cert",
+        str(tmp_path / "agent-cert.pem"),
+        "--tls-key",
+        str(tmp_path / "agent-key.pem"),
+        port=agent_port,
+        state_dir=tmp_path / "state",
+        log_dir=tmp_path / "logs",
+    )
+    wait_registered(registrar, registry, None)
+    assert not (tmp_path / "state" / "cert.pem").exists()  # no certificate of its own
+    verified = pull_updates(
+        poller_settings(broker, mysql_engine, bucket_ca_file=str(tmp_path / "ca.pem"))
+    )
+    assert verified.startswith("polled 1 active bucket(s): 1 reachable"), verified
+    unverified = pull_updates(poller_settings(broker, mysql_engine))  # the system's CAs
+    assert "(tls: 1)" in unverified, unverified
 
 
 def _compress(path: Path) -> None:

@@ -6,10 +6,13 @@ addresses the registry must never call. All three use this module, so the rules 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import logging
 import os
 import ssl
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -265,12 +268,17 @@ def _embedded_ipv4(
 
 
 def base_url(record: BucketRegistered, settings: BucketAccessSettings) -> str:
-    """Returns `{scheme}://{ip}[:port]` for a bucket (IPv6 in brackets)."""
+    """Returns `{scheme}://{ip}[:port]` for a bucket (IPv6 in brackets).
+
+    A bucket with a pinned certificate is always called over HTTPS, whatever
+    RBR_BUCKET_SCHEME says: its token must not travel where the pin cannot be checked.
+    """
     ip = ipaddress.ip_address(record.ip_address)
     host = f"[{ip}]" if ip.version == 6 else str(ip)
     port = record.port or settings.bucket_default_port
-    default = 443 if settings.bucket_scheme == "https" else 80
-    return f"{settings.bucket_scheme}://{host}" + ("" if port == default else f":{port}")
+    scheme = "https" if record.tls_cert_sha256 is not None else settings.bucket_scheme
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" + ("" if port == default else f":{port}")
 
 
 def token_header(token: str) -> dict[str, str]:
@@ -294,6 +302,64 @@ def tls_verification(settings: BucketAccessSettings) -> ssl.SSLContext | bool:
     if settings.bucket_ca_file:
         return ssl.create_default_context(cafile=settings.bucket_ca_file)
     return ssl.create_default_context()
+
+
+class PinMismatch(ssl.SSLCertVerificationError):
+    """The bucket presented another certificate than the one pinned at its registration."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "certificate does not match the pin"
+
+
+def certificate_sha256(der: bytes) -> str:
+    """Returns the pin of a certificate: the SHA-256 of its DER form, in lowercase hex."""
+    return hashlib.sha256(der).hexdigest()
+
+
+def check_pin(der: bytes | None, pin: str) -> None:
+    """Checks that the certificate a bucket presented is the pinned one.
+
+    Raises:
+        PinMismatch: no certificate, or another one than pinned (both fingerprints said).
+    """
+    if der is None:
+        raise PinMismatch(f"the bucket presented no certificate; pinned sha256 {pin}")
+    presented = certificate_sha256(der)
+    if not hmac.compare_digest(presented, pin):
+        raise PinMismatch(
+            f"the bucket's certificate (sha256 {presented}) is not the one pinned at its "
+            f"registration (sha256 {pin}); not calling it"
+        )
+
+
+def pinned_tls_context(pin: str) -> ssl.SSLContext:
+    """Returns a client TLS context that accepts exactly the certificate of that pin.
+
+    The chain and the host name are not verified (the bucket agent's certificate is its
+    own, self-signed); instead the certificate presented is compared with the pin as soon
+    as the handshake completes, inside the handshake call, so a mismatch fails the
+    connection before any byte of the request (and so the token) is written. Both the
+    blocking sockets of `httpx.Client` and the memory BIOs of `httpx.AsyncClient` (anyio)
+    go through the classes set here.
+    """
+
+    class _PinnedSocket(ssl.SSLSocket):
+        def do_handshake(self, block: bool = False) -> None:
+            super().do_handshake(block)
+            check_pin(self.getpeercert(binary_form=True), pin)
+
+    class _PinnedObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()  # raises SSLWantReadError until the handshake is done
+            check_pin(self.getpeercert(binary_form=True), pin)
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.sslsocket_class = _PinnedSocket
+    context.sslobject_class = _PinnedObject
+    return context
 
 
 def client_options(
@@ -330,7 +396,9 @@ ClientT = TypeVar("ClientT", httpx.Client, httpx.AsyncClient)
 
 
 class BucketClients(Generic[ClientT]):
-    """The HTTP client for calling buckets, rebuilt when the CA bundle file changes.
+    """The HTTP clients for calling buckets: CA-verified ones, and one per pinned certificate.
+
+    The CA-verified client is rebuilt when the CA bundle file changes.
 
     RBR_BUCKET_CA_FILE may appear after the service started (the local stack's simulator
     writes it) or be replaced (a new CA). While it is missing or unreadable `current()` returns
@@ -339,6 +407,10 @@ class BucketClients(Generic[ClientT]):
     do not turn unresponsive either (alerting on that gauge is the operator's signal). The
     new bundle is used as soon as it is there. Clients replaced by a newer one are kept until
     `made()` is closed by the owner, since calls in flight may still use them.
+
+    A bucket with a pinned certificate (`tls_cert_sha256`, the bucket agent's) is called with
+    a client of its own pin (`for_bucket`), which needs no CA bundle: its connection pool
+    holds only connections whose certificate matched that pin.
     """
 
     def __init__(
@@ -352,6 +424,8 @@ class BucketClients(Generic[ClientT]):
         self._stamp: tuple[int, int] | None = None
         self._made: list[ClientT] = []
         self._complained = False
+        self._pinned: dict[str, ClientT] = {}
+        self._pinned_lock = threading.Lock()
 
     def _ca_stamp(self) -> tuple[int, int] | None:
         path = self._settings.bucket_ca_file
@@ -382,6 +456,22 @@ class BucketClients(Generic[ClientT]):
         CA_BUNDLE_UNUSABLE.set(0)
         self._made.append(client)
         return client
+
+    def pinned(self, pin: str) -> ClientT:
+        """Returns the client that accepts exactly the certificate of this pin."""
+        with self._pinned_lock:
+            client = self._pinned.get(pin)
+            if client is None:
+                client = self._make(pinned_tls_context(pin))
+                self._pinned[pin] = client
+                self._made.append(client)
+            return client
+
+    def for_bucket(self, record: BucketRegistered) -> ClientT | None:
+        """Returns the client to call a bucket with: its pin's, else `current()`."""
+        if record.tls_cert_sha256 is not None:
+            return self.pinned(record.tls_cert_sha256)
+        return self.current()
 
     def made(self) -> list[ClientT]:
         """Returns every client made so far, for the owner to close."""

@@ -117,6 +117,27 @@ CASES: list[tuple[str, dict[str, Any], int, str | None, str]] = [
     ("port out of range", post_json(payload(port=70000)), 422, "port", "at most 65535"),
     ("port zero", post_json(payload(port=0)), 422, "port", "at least 1"),
     ("port true", post_json(payload(port=True)), 422, "port", "must be an integer"),
+    (
+        "pin too short",
+        post_json(payload(tls_cert_sha256="ab" * 31)),
+        422,
+        "tls_cert_sha256",
+        "64 hex digits",
+    ),
+    (
+        "pin not hex",
+        post_json(payload(tls_cert_sha256="zz" * 32)),
+        422,
+        "tls_cert_sha256",
+        "64 hex digits",
+    ),
+    (
+        "pin as number",
+        post_json(payload(tls_cert_sha256=12)),
+        422,
+        "tls_cert_sha256",
+        "must be a string",
+    ),
     ("metric as number", post_json(payload(cpu_usage=12)), 422, "cpu_usage", "must be a string"),
     ("metric too long", post_json(payload(uptime="9" * 300)), 422, "uptime", "at most 255"),
     (

@@ -83,6 +83,12 @@ buckets = Table(
     Column("last_reachable", Boolean(), nullable=True),
     Column("last_error_class", String(32), nullable=True),
     Column("last_latency_ms", Float(), nullable=True),
+    Column(
+        "tls_cert_sha256",
+        String(64),
+        nullable=True,
+        comment="pinned certificate (sha256 of DER, hex); NULL: verified by CA",
+    ),
 )
 
 registrar_outbox = Table(

@@ -365,7 +365,7 @@ class Extractor:
         url = base_url(record, self._settings) + EXTRACT_PATH
         params = {"since": cursor} if cursor is not None else None
         deadline = time.monotonic() + self._settings.extract_timeout
-        client = self._http.current()
+        client = self._http.for_bucket(record)
         if client is None:
             raise ExtractionError("RBR_BUCKET_CA_FILE is missing or unreadable; see the log")
         # Identity encoding, and the body read raw: httpx would otherwise inflate a gzip

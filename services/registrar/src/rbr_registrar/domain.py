@@ -64,6 +64,8 @@ class BucketRow:
     last_reachable: bool | None = None
     last_error_class: str | None = None
     last_latency_ms: float | None = None
+    tls_cert_sha256: str | None = None
+    """The certificate pinned at registration (sha256 of its DER form, hex), if any."""
 
     @classmethod
     def from_mapping(cls, mapping: Any) -> BucketRow:
@@ -108,6 +110,8 @@ class Registration:
     s3: S3Config | None
     token_hash: str = field(repr=False)
     token_ciphertext: str = field(repr=False)
+    tls_cert_sha256: str | None = None
+    """The certificate the bucket serves with, pinned (sha256 of its DER form, hex)."""
     enrolled: bool = False
     """Carried a valid enrollment key: a new bucket is active at once."""
     earlier_token_hashes: tuple[str, ...] = field(default=(), repr=False)
@@ -176,6 +180,7 @@ def new_bucket(registration: Registration, bucket_id: str, now: datetime) -> Buc
         registered_at=now,
         updated_at=now,
         approved_at=now if active else None,
+        tls_cert_sha256=registration.tls_cert_sha256,
     )
 
 
@@ -185,8 +190,9 @@ def decide_registration(
     """Decides what a registration does.
 
     * a new name creates the bucket: active with a valid enrollment key, pending without;
-    * the same name with the same token updates what changed (address, port, operating
-      system, the metrics sent, the S3 source if sent); with nothing changed it is a no-op;
+    * the same name with the same token updates what changed (address, port, pinned
+      certificate, operating system, the metrics sent, the S3 source if sent); with nothing
+      changed it is a no-op;
     * the same name with another token is a conflict and changes nothing (no hijacking);
     * the same token stored under an older secret key (rotation) is stored again under the
       current key (an update, re-published so every service gets the new ciphertext);
@@ -209,6 +215,7 @@ def decide_registration(
     changes: dict[str, Any] = {
         "ip_address": registration.ip_address,
         "port": registration.port,
+        "tls_cert_sha256": registration.tls_cert_sha256,
         "operating_system": registration.operating_system,
         **registration.metrics,
     }
@@ -301,6 +308,7 @@ def registration_record(row: BucketRow) -> BucketRegistered:
         metrics=BucketMetrics(**row.metrics),
         s3=S3Source(bucket_name=s3.bucket_name, region=s3.region, prefix=s3.prefix) if s3 else None,
         token_ciphertext=row.token_ciphertext,
+        tls_cert_sha256=row.tls_cert_sha256,
         registered_at=row.registered_at,
         updated_at=row.updated_at,
         version=row.version,

@@ -56,9 +56,26 @@ def normalise_ip(value: str) -> str:
     return address.compressed
 
 
+def normalise_fingerprint(value: str) -> str:
+    """Returns a SHA-256 fingerprint as 64 lowercase hex digits (colons and case accepted).
+
+    Raises:
+        ValueError: not 32 bytes written in hex.
+    """
+    digits = value.strip().replace(":", "").lower()
+    if len(digits) != 64 or any(ch not in "0123456789abcdef" for ch in digits):
+        raise ValueError(
+            "must be the SHA-256 of the DER certificate: 64 hex digits (colons allowed)"
+        )
+    return digits
+
+
 Text = Annotated[str, StringConstraints(max_length=255), AfterValidator(reject_control_characters)]
 BucketNameField = Annotated[str, StringConstraints(pattern=BUCKET_NAME_PATTERN)]
 IpLiteral = Annotated[str, StringConstraints(max_length=64), AfterValidator(normalise_ip)]
+CertFingerprint = Annotated[
+    str, StringConstraints(max_length=128), AfterValidator(normalise_fingerprint)
+]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 S3BucketName = Annotated[str, StringConstraints(pattern=S3_BUCKET_PATTERN)]
 S3Region = Annotated[str, StringConstraints(pattern=S3_REGION_PATTERN)]
@@ -101,6 +118,14 @@ class RegistrationRequest(MetricsFields):
         json_schema_extra={"writeOnly": True},
     )
     port: Port | None = Field(default=None, description="Port to call when not 443.")
+    tls_cert_sha256: CertFingerprint | None = Field(
+        default=None,
+        description="SHA-256 of the DER certificate the bucket serves HTTPS with (the bucket "
+        "agent's own): the registry then accepts exactly that certificate when it calls the "
+        "bucket, instead of verifying a CA chain. Leave out to have it verified by "
+        "RBR_BUCKET_CA_FILE. A registration without it removes an earlier pin.",
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+    )
     s3_bucket_name: S3BucketName | None = Field(
         default=None, description="The bucket's own S3 bucket, when it writes its logs there."
     )
@@ -173,6 +198,9 @@ class BucketView(BaseModel):
     state: BucketState
     ip_address: str
     port: int | None
+    tls_cert_sha256: str | None = Field(
+        description="The pinned certificate's SHA-256, or null when verified by CA."
+    )
     operating_system: str | None
     metrics: dict[str, str | None]
     s3: S3View | None

@@ -36,6 +36,17 @@ def build_analyst(settings: AnalystSettings, engine: Engine, producer: EventProd
     return Analyst(settings, AnalystStore(engine), producer, claude)
 
 
+def summary_task(settings: AnalystSettings, engine: Engine, producer: EventProducer) -> DailyTask:
+    """Returns the daily summary: one per local day, at start-up only when a day was missed."""
+    return DailyTask.for_slots(
+        "daily_summary",
+        settings.daily_summary_at,
+        lambda slot: describe(send_daily_summary(engine, producer, slot, utcnow())),
+        TaskClaims(engine),
+        timezone=settings.timezone,
+    )
+
+
 def build_service(settings: AnalystSettings) -> Service:
     """Wires the service's components; nothing runs until `run()`."""
     service = Service(settings)
@@ -51,13 +62,7 @@ def build_service(settings: AnalystSettings) -> Service:
         producer=producer,
     )
     cycle = PeriodicTask("analyze_logs", settings.analysis_check_interval, analyst.run_cycle)
-    daily = DailyTask(
-        "daily_summary",
-        settings.daily_summary_at,
-        lambda: describe(send_daily_summary(engine, producer, utcnow(), settings.timezone)),
-        TaskClaims(engine),
-        timezone=settings.timezone,
-    )
+    daily = summary_task(settings, engine, producer)
     service.add("consumer", runner.run, runner.stop)
     service.add("analysis", cycle.run, cycle.stop)
     service.add("daily-summary", daily.run, daily.stop)

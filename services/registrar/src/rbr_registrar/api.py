@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any
 
+from confluent_kafka import KafkaException
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
@@ -40,10 +41,12 @@ from rbr_registrar.models import (
     RegistrationResponse,
     RegistrationStatus,
     RekeyResponse,
+    ReseedResponse,
     S3View,
     SelfUpdateRequest,
 )
 from rbr_registrar.repository import BucketRepository
+from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.settings import RegistrarSettings
 from rbr_runtime.buckets import forbidden_port_reason, forbidden_reason
 from rbr_runtime.health import HealthState, metrics_payload
@@ -102,6 +105,8 @@ class Dependencies:
     health: HealthState
     on_commit: Callable[[], None] = lambda: None
     """Called after an operator's bulk change committed outbox rows (wakes the relay)."""
+    reseeder: RegistryReseeder | None = None
+    """Compares bucket.registered with the table (`rbr topics reseed`); None: not offered."""
 
 
 def unauthorised(message: str, scheme: str = "Bearer") -> HTTPException:
@@ -121,6 +126,7 @@ def create_app(deps: Dependencies) -> FastAPI:
     app.include_router(_registration_routes(deps))
     app.include_router(_self_update_routes(deps))
     app.include_router(_operator_routes(deps))
+    app.include_router(_topic_routes(deps))
     app.include_router(_health_routes(deps.health))
     return app
 
@@ -497,6 +503,69 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
 
 
 # -- health --------------------------------------------------------------------------------------
+
+
+def _topic_routes(deps: Dependencies) -> APIRouter:
+    def operator(credentials: BearerCredentials = None) -> None:
+        _operator_check(deps, credentials)
+
+    router = APIRouter(
+        prefix="/api/v1/topics",
+        tags=["operators"],
+        dependencies=[Depends(operator)],
+        responses=ERRORS,
+    )
+
+    @router.post("/bucket.registered/reseed", response_model=ReseedResponse)
+    def reseed_registrations(
+        dry_run: Annotated[
+            bool, Query(description="Only compare: report what would be published.")
+        ] = False,
+    ) -> ReseedResponse:
+        """Publishes bucket.registered again from the buckets table where it differs.
+
+        Reads the topic to its end and compares the last record of each bucket with the
+        table: buckets it lacks or holds under another version get their current record,
+        names it still holds but the registry no longer has get a tombstone. What is queued
+        goes through the outbox (published in order within seconds). Nothing is queued when
+        the topic already holds the registry, so it is safe to repeat.
+        """
+        if deps.reseeder is None:
+            raise HTTPException(503, "this registrar does not check bucket.registered")
+        try:
+            report = deps.reseeder.check(dry_run=dry_run)
+        except (KafkaException, TimeoutError) as error:
+            raise HTTPException(
+                503, f"cannot read bucket.registered from the broker: {error}"
+            ) from error
+        plan = report.plan
+        OPERATOR_ACTIONS.labels("reseed_dry_run" if dry_run else "reseed", "ok").inc()
+        log.info(
+            "operator reseed%s: %d registered, %d on the topic, %d missing, %d stale, "
+            "%d removed; queued %d record(s), %d tombstone(s)",
+            " (dry run)" if dry_run else "",
+            plan.registered,
+            plan.on_topic,
+            len(plan.missing),
+            len(plan.stale),
+            len(plan.removed),
+            report.records_queued,
+            report.tombstones_queued,
+        )
+        return ReseedResponse(
+            dry_run=dry_run,
+            registered=plan.registered,
+            on_topic=plan.on_topic,
+            topic_missing=plan.topic_missing,
+            missing=plan.missing,
+            stale=plan.stale,
+            removed=plan.removed,
+            waiting=plan.waiting,
+            records_queued=report.records_queued,
+            tombstones_queued=report.tombstones_queued,
+        )
+
+    return router
 
 
 def _health_routes(health: HealthState) -> APIRouter:

@@ -1,4 +1,4 @@
-"""`rbr buckets list|show|approve|disable|remove|rekey`: the operator API from the command line.
+"""`rbr buckets list|show|approve|disable|remove|rekey` and `rbr topics reseed`: the operator API.
 
 Talks to the registrar over HTTP (`RBR_REGISTRAR_URL`, default http://127.0.0.1:8000) with
 the operator key (`RBR_OPERATOR_KEY`).
@@ -31,13 +31,15 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _call(method: str, path: str, **kwargs: Any) -> Any:
+def _call(method: str, path: str, timeout: float = 15.0, **kwargs: Any) -> Any:
     settings = OperatorClientSettings()
     if settings.operator_key is None:
         _fail("RBR_OPERATOR_KEY is not set: the operator API needs the registrar's operator key", 2)
     headers = {"Authorization": f"Bearer {settings.operator_key.get_secret_value()}"}
     try:
-        with httpx.Client(base_url=settings.registrar_url, timeout=15.0, headers=headers) as client:
+        with httpx.Client(
+            base_url=settings.registrar_url, timeout=timeout, headers=headers
+        ) as client:
             answer = client.request(method, path, **kwargs)
     except httpx.HTTPError as error:
         _fail(
@@ -197,3 +199,59 @@ def _rekey_summary(totals: Counter[str], undecryptable: list[str], dry_run: bool
     if dry_run and totals["stale"]:
         return
     typer.echo("every bucket is stored under the current key: older keys can be dropped")
+
+
+RESEED_NAMES_SHOWN = 20
+
+
+def reseed_topics(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only compare: print what would be published.")
+    ] = False,
+) -> None:
+    """Publish bucket.registered again from the registry where the topic lost it.
+
+    The registrar reads the topic to its end and compares it with the buckets table: buckets
+    the topic lacks (or holds in an older version) are published again, names of removed
+    buckets it still holds get a tombstone. Pollers and log-extractors then see the whole
+    fleet again. The registrar also does this by itself at start, when the broker comes back
+    and every RBR_RESEED_INTERVAL seconds; running it twice publishes nothing the second time.
+    """
+    path = "/api/v1/topics/bucket.registered/reseed"
+    report = _call("POST", path, timeout=120.0, params={"dry_run": dry_run})
+    typer.echo(
+        f"bucket.registered: {report['registered']} bucket(s) registered, "
+        f"{report['on_topic']} on the topic"
+        + (" (the topic did not exist)" if report["topic_missing"] else "")
+    )
+    for key, label in (
+        ("missing", "missing from the topic"),
+        ("stale", "older or other version on the topic"),
+        ("removed", "removed but still on the topic"),
+        ("waiting", "already waiting in the outbox"),
+    ):
+        names = report[key]
+        if names:
+            shown = ", ".join(names[:RESEED_NAMES_SHOWN])
+            more = (
+                f" and {len(names) - RESEED_NAMES_SHOWN} more"
+                if len(names) > RESEED_NAMES_SHOWN
+                else ""
+            )
+            typer.echo(f"  {len(names)} {label}: {shown}{more}")
+    publish = len(report["missing"]) + len(report["stale"])
+    if dry_run:
+        typer.echo(
+            f"would publish {publish} record(s) and {len(report['removed'])} tombstone(s) "
+            "(dry run: nothing published)"
+        )
+    elif report["records_queued"] or report["tombstones_queued"]:
+        typer.echo(
+            f"published again: {report['records_queued']} record(s) and "
+            f"{report['tombstones_queued']} tombstone(s) (queued in the outbox; the relay "
+            "sends them within seconds)"
+        )
+    elif publish or report["removed"]:
+        typer.echo("nothing queued: each of them changed meanwhile and is announced anyway")
+    else:
+        typer.echo("nothing to publish: the topic holds the registry")

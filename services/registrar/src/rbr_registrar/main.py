@@ -1,4 +1,4 @@
-"""The registrar process: HTTP API, group committer, outbox relay, status consumer."""
+"""The registrar process: HTTP API, group committer, outbox relay, reseeder, status consumer."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.handlers import apply_statuses
 from rbr_registrar.outbox import OutboxRelay, leadership_for, outbox_gauges
 from rbr_registrar.repository import BucketRepository
+from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
 from rbr_runtime.db.engine import make_engine
@@ -57,6 +58,17 @@ class Registrar:
             scan_interval=settings.outbox_scan_interval,
             initial_backoff=settings.retry_initial_backoff,
             max_backoff=settings.retry_max_backoff,
+            # Late-bound: the reseeder is built next, from the relay's role.
+            on_recovered=lambda: self.reseeder.trigger(),  # noqa: PLW0108
+        )
+        self.reseeder = RegistryReseeder(
+            settings,
+            self.repository,
+            leading=self.relay.leading,
+            on_queued=self.relay.wake,
+            interval=settings.reseed_interval,
+            initial_backoff=settings.retry_initial_backoff,
+            max_backoff=settings.retry_max_backoff,
         )
         self.committer = GroupCommitter(
             self.repository, max_batch=settings.registration_batch_max, on_commit=self.relay.wake
@@ -70,6 +82,7 @@ class Registrar:
                 vault=TokenVault.from_setting(settings.secret_key.get_secret_value()),
                 health=self.service.health,
                 on_commit=self.relay.wake,
+                reseeder=self.reseeder,
             )
         )
         self.http = HttpServer(
@@ -90,6 +103,7 @@ class Registrar:
         )
         service = self.service
         service.add("outbox-relay", self.relay.run, self.relay.stop)
+        service.add("registry-reseeder", self.reseeder.run, self.reseeder.stop)
         service.add("status-consumer", self.status_consumer.run, self.status_consumer.stop)
         service.add("http", self.http.run, self.http.stop)
         service.health.add_check("http", self.http.readiness)

@@ -255,6 +255,31 @@ class RekeyResponse(BaseModel):
     )
 
 
+class ReseedResponse(BaseModel):
+    """How bucket.registered differed from the buckets table, and what was queued."""
+
+    dry_run: bool = Field(description="Only compared; nothing was queued.")
+    registered: int = Field(description="Buckets in the registry (the buckets table).")
+    on_topic: int = Field(description="Buckets bucket.registered holds a record of.")
+    topic_missing: bool = Field(
+        description="The topic did not exist (created now, unless a dry run)."
+    )
+    missing: list[str] = Field(description="Buckets the topic holds no record of.")
+    stale: list[str] = Field(
+        description="Buckets the topic holds under another id or version (or invalid)."
+    )
+    removed: list[str] = Field(
+        description="Names the topic still holds that are no longer registered (tombstoned)."
+    )
+    waiting: list[str] = Field(
+        description="Names left alone: their announcement is waiting in the outbox."
+    )
+    records_queued: int = Field(
+        description="Current records queued for publishing (0 on a dry run)."
+    )
+    tombstones_queued: int = Field(description="Tombstones queued for publishing (0 on a dry run).")
+
+
 def without_input(error: dict[str, Any]) -> dict[str, Any]:
     """Returns a validation error detail without the submitted value (it may be a secret)."""
     return {key: value for key, value in error.items() if key not in ("input", "url")}

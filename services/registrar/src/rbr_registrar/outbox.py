@@ -175,6 +175,7 @@ class OutboxRelay:
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         coalesce: float = 0.05,
+        on_recovered: Callable[[], None] = lambda: None,
     ) -> None:
         self._engine = engine
         self._producer_factory = producer_factory
@@ -188,6 +189,9 @@ class OutboxRelay:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.failing_since: datetime | None = None
+        self.leading = threading.Event()
+        """Set while this replica holds the relay role (as of its latest pass)."""
+        self._on_recovered = on_recovered
 
     def wake(self) -> None:
         """Asks for a relay pass now (called after every commit that wrote the outbox)."""
@@ -217,6 +221,7 @@ class OutboxRelay:
                     # one pass per commit would compete with the commits themselves.
                     self._stop.wait(self._coalesce)
         finally:
+            self.leading.clear()
             self._leadership.release()
             if self._producer is not None:
                 self._producer.flush(5.0)
@@ -239,6 +244,9 @@ class OutboxRelay:
         if self.failing_since is not None:
             log.info("outbox relay recovered", extra={"failing_since": self.failing_since})
             self.failing_since = None
+            # The broker may have come back without its topics' content (a restarted
+            # memory-only broker, a cluster restored from backup): have it checked.
+            self._on_recovered()
         return published
 
     def _failed(self, cause: str, error: Exception) -> None:
@@ -260,7 +268,9 @@ class OutboxRelay:
             DBAPIError: the database failed.
         """
         if not self._leadership.held():
+            self.leading.clear()
             return 0
+        self.leading.set()
         with self._engine.connect() as connection:
             rows = connection.execute(
                 select(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 from typing import TypeVar
 
 from sqlalchemy import Engine, delete, func, insert, or_, select, update
@@ -297,6 +298,75 @@ class BucketRepository:
                     written.append(decision.row)
             self._announce(connection, written, now)
         return len(written)
+
+    # -- reseeding bucket.registered (reseed.py) ---------------------------------------------------
+
+    def registry_versions(self) -> dict[str, tuple[str, int]]:
+        """Returns every bucket's (id, version) by name: what bucket.registered must hold."""
+        query = select(buckets.c.name, buckets.c.id, buckets.c.version)
+        with self.engine.connect() as connection:
+            return {row.name: (row.id, int(row.version)) for row in connection.execute(query)}
+
+    def waiting_announcements(self) -> set[str]:
+        """Returns the names whose bucket.registered messages wait in the outbox."""
+        with self.engine.connect() as connection:
+            return self._waiting(connection, None)
+
+    def queue_reseed(
+        self, publish: Sequence[str], tombstone: Sequence[str], batch: int = 500
+    ) -> tuple[int, int]:
+        """Queues buckets' current records and removed names' tombstones in the outbox.
+
+        Each batch locks its bucket rows and checks again, in the transaction that writes
+        the outbox, that nothing is waiting there for the name (a change committed since
+        the caller looked is published by its own outbox row) and, for a tombstone, that
+        the name is still not registered. Any later change locks the row after this
+        transaction, so its outbox row comes after: an older version never overtakes a
+        newer one. Returns (records queued, tombstones queued).
+        """
+        published = tombstoned = 0
+        for start in range(0, max(len(publish), len(tombstone)), batch):
+            chunk = partial(
+                self._reseed_once, publish[start : start + batch], tombstone[start : start + batch]
+            )
+            records, tombstones = with_retries(chunk)
+            published += records
+            tombstoned += tombstones
+        return published, tombstoned
+
+    def _reseed_once(self, publish: Sequence[str], tombstone: Sequence[str]) -> tuple[int, int]:
+        now = utcnow()
+        names = sorted({*publish, *tombstone})
+        with self.engine.begin() as connection:
+            rows = self._lock_rows(connection, names)
+            waiting = self._waiting(connection, names)
+            announced = [rows[n] for n in publish if n in rows and n not in waiting]
+            removed = [n for n in tombstone if n not in rows and n not in waiting]
+            self._announce(connection, announced, now)
+            if removed:
+                connection.execute(
+                    insert(registrar_outbox),
+                    [
+                        {
+                            "topic": BUCKET_REGISTERED.name,
+                            "message_key": name,
+                            "value": None,
+                            "created_at": now,
+                        }
+                        for name in removed
+                    ],
+                )
+        return len(announced), len(removed)
+
+    def _waiting(self, connection: Connection, names: Sequence[str] | None) -> set[str]:
+        query = (
+            select(registrar_outbox.c.message_key)
+            .distinct()
+            .where(registrar_outbox.c.topic == BUCKET_REGISTERED.name)
+        )
+        if names is not None:
+            query = query.where(registrar_outbox.c.message_key.in_(names))
+        return set(connection.execute(query).scalars())
 
     # -- listing ---------------------------------------------------------------------------------
 

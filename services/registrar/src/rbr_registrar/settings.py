@@ -52,4 +52,11 @@ class RegistrarSettings(CommonSettings):
         description="Seconds between scans of the outbox when no commit woke the relay.",
     )
     outbox_batch_size: int = Field(default=500, ge=1, description="Outbox rows sent at once.")
+    reseed_interval: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between checks that bucket.registered holds every registered "
+        "bucket (it is re-published from the buckets table where not). Also checked at start "
+        "and when the broker comes back; only the replica relaying the outbox checks.",
+    )
     access_log: bool = Field(default=False, description="Log every HTTP request.")

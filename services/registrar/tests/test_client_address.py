@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from pydantic import ValidationError
 
 from rbr_registrar.client_address import (
     ProxyHeader,
@@ -14,6 +15,7 @@ from rbr_registrar.client_address import (
     is_unspecified,
     x_forwarded_for_hops,
 )
+from rbr_registrar.settings import RegistrarSettings
 
 PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
 
@@ -94,3 +96,21 @@ def test_a_forwarded_element_without_for_stops_the_walk() -> None:
 def test_obfuscated_forwarded_identifiers_are_not_addresses() -> None:
     with pytest.raises(UnknownClientAddress):
         client_address("10.2.2.2", ["for=_hidden"], PROXIES, ProxyHeader.FORWARDED)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("trusted_proxies", "not-a-network"),
+        ("trusted_proxy_header", "x-real-ip"),
+        ("pending_expiry", "-1"),
+    ],
+)
+def test_bad_settings_are_refused_at_start(setting: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=setting):
+        RegistrarSettings(secret_key="k", **{setting: value})  # type: ignore[arg-type]
+
+
+def test_trusted_proxies_are_read_from_a_comma_separated_variable() -> None:
+    settings = RegistrarSettings(secret_key="k", trusted_proxies="10.0.0.0/8, fd00::/8")
+    assert settings.trusted_proxies == PROXIES

@@ -19,7 +19,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
 from starlette.responses import JSONResponse
 
 from rbr_registrar import errors
-from rbr_registrar.client_address import UnknownClientAddress, client_address, is_unspecified
+from rbr_registrar.client_address import (
+    UnknownClientAddress,
+    client_address,
+    is_unspecified,
+    plain_address,
+)
 from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.domain import (
     BucketRow,
@@ -221,7 +226,7 @@ def _address_from_request(
                 )
             ]
         ) from None
-    ADDRESSES_FROM_PEER.labels("peer" if address == peer else "proxy").inc()
+    ADDRESSES_FROM_PEER.labels("peer" if address == plain_address(peer or "") else "proxy").inc()
     log.info(
         "bucket %s registered with the unspecified address %s: using %s, the address the "
         "registration came from",

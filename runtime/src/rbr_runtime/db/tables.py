@@ -78,11 +78,6 @@ buckets = Table(
     Column("registered_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("approved_at", UtcDateTime(), nullable=True),
-    Column("last_seen", UtcDateTime(), nullable=True, comment="last successful poll"),
-    Column("last_status_at", UtcDateTime(), nullable=True),
-    Column("last_reachable", Boolean(), nullable=True),
-    Column("last_error_class", String(32), nullable=True),
-    Column("last_latency_ms", Float(), nullable=True),
     Column(
         "replaces_id",
         String(36),
@@ -92,6 +87,21 @@ buckets = Table(
     # Registrations from one host (same address and operating system) are looked up together
     # to tell a honeypot's restart under a new name from a new honeypot.
     Index(None, "ip_address", "operating_system"),
+    Column("last_seen", UtcDateTime(), nullable=True, comment="last successful poll"),
+    Column("last_status_at", UtcDateTime(), nullable=True),
+    Column("last_reachable", Boolean(), nullable=True),
+    Column("last_error_class", String(32), nullable=True),
+    Column("last_latency_ms", Float(), nullable=True),
+)
+
+registrar_outbox = Table(
+    "registrar_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("topic", String(255), nullable=False),
+    Column("message_key", String(255), nullable=False),
+    Column("value", LongBlob, nullable=True, comment="NULL is a tombstone"),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 bucket_aliases = Table(
@@ -109,16 +119,6 @@ bucket_aliases = Table(
         comment="when the merged registration was made",
     ),
     Column("merged_at", UtcDateTime(), nullable=False),
-)
-
-registrar_outbox = Table(
-    "registrar_outbox",
-    metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("topic", String(255), nullable=False),
-    Column("message_key", String(255), nullable=False),
-    Column("value", LongBlob, nullable=True, comment="NULL is a tombstone"),
-    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 # --- poller ------------------------------------------------------------------------------------

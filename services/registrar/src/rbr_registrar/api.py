@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from rbr_registrar import errors
@@ -116,17 +117,17 @@ class Dependencies:
     committer: GroupCommitter
     vault: TokenVault
     health: HealthState
-    on_commit: Callable[[], None] = lambda: None
-    """Called after an operator's bulk change committed outbox rows (wakes the relay)."""
     merges: BucketMerges | None = None
     """Merges registrations into buckets (made from the repository when not given)."""
+    on_commit: Callable[[], None] = lambda: None
+    """Called after an operator's bulk change committed outbox rows (wakes the relay)."""
 
-    @property
-    def bucket_merges(self) -> BucketMerges:
-        """Returns the merges, made from the repository on first use."""
-        if self.merges is None:
-            self.merges = BucketMerges(self.repository)
-        return self.merges
+
+def bucket_merges(deps: Dependencies) -> BucketMerges:
+    """Returns the merges of the dependencies, made from the repository on first use."""
+    if deps.merges is None:
+        deps.merges = BucketMerges(deps.repository)
+    return deps.merges
 
 
 def unauthorised(message: str, scheme: str = "Bearer") -> HTTPException:
@@ -143,10 +144,10 @@ def create_app(deps: Dependencies) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=deps.settings.max_body_bytes)
     errors.install(app)
+    app.include_router(_merge_routes(deps))
     app.include_router(_registration_routes(deps))
     app.include_router(_self_update_routes(deps))
     app.include_router(_operator_routes(deps))
-    app.include_router(_merge_routes(deps))
     app.include_router(_health_routes(deps.health))
     return app
 
@@ -496,7 +497,7 @@ def _merge_routes(deps: Dependencies) -> APIRouter:
         422 a bucket into itself; nothing is changed then.
         """
         try:
-            result = deps.bucket_merges.merge(name, payload.into)
+            result = bucket_merges(deps).merge(name, payload.into)
         except MergeRefused as refused:
             OPERATOR_ACTIONS.labels("merge", f"refused_{refused.status}").inc()
             raise HTTPException(refused.status, refused.message) from None
@@ -540,7 +541,7 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
         """Lists buckets by name, with state, last_seen and latest metrics."""
         rows, total = deps.repository.list_buckets(state, after, limit)
         next_after = rows[-1].name if len(rows) == limit else None
-        lineages = deps.bucket_merges.lineages(rows)
+        lineages = bucket_merges(deps).lineages(rows)
         return BucketPage(
             buckets=[bucket_view(r, lineages[r.id]) for r in rows],
             next_after=next_after,
@@ -589,13 +590,13 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
         """Returns one bucket (404 for a merged name, saying which bucket it designates)."""
         row = deps.repository.find_by_name(name)
         if row is None:
-            merged_into = deps.bucket_merges.merged_into(name)
+            merged_into = bucket_merges(deps).merged_into(name)
             if merged_into is not None:
                 raise HTTPException(
                     404, f"no bucket named {name}: it was merged into bucket {merged_into}"
                 )
             raise _not_found(name)
-        return bucket_view(row, deps.bucket_merges.lineages([row])[row.id])
+        return bucket_view(row, bucket_merges(deps).lineages([row])[row.id])
 
     def change(action: str, name: str, decision: Decision | None) -> ChangeResponse:
         if decision is None or decision.row is None:

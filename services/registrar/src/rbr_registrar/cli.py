@@ -1,4 +1,4 @@
-"""`rbr buckets list|show|approve|disable|remove|merge|rekey`: the operator API from a shell.
+"""`rbr buckets list|show|approve|disable|remove|rekey`: the operator API from the command line.
 
 Talks to the registrar over HTTP (`RBR_REGISTRAR_URL`, default http://127.0.0.1:8000) with
 the operator key (`RBR_OPERATOR_KEY`).

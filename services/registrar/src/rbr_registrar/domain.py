@@ -59,13 +59,13 @@ class BucketRow:
     registered_at: datetime
     updated_at: datetime
     approved_at: datetime | None = None
+    replaces_id: str | None = None
+    """The silent bucket this pending registration evidently replaces (`lineage.py`)."""
     last_seen: datetime | None = None
     last_status_at: datetime | None = None
     last_reachable: bool | None = None
     last_error_class: str | None = None
     last_latency_ms: float | None = None
-    replaces_id: str | None = None
-    """The silent bucket this pending registration evidently replaces (`lineage.py`)."""
 
     @classmethod
     def from_mapping(cls, mapping: Any) -> BucketRow:

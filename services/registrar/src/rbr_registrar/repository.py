@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import Engine, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
@@ -260,7 +260,7 @@ class BucketRepository:
         """
         connection.execute(delete(buckets).where(buckets.c.id == row.id))
         connection.execute(delete(bucket_aliases).where(bucket_aliases.c.bucket_id == row.id))
-        queued: list[dict[str, Any]] = [
+        queued: list[dict[str, object]] = [
             {
                 "topic": BUCKET_REGISTERED.name,
                 "message_key": row.name,

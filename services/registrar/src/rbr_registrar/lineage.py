@@ -19,7 +19,7 @@ multi-instance guide runs four) register with the same address and operating sys
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,20 @@ from rbr_registrar.domain import METRIC_FIELDS, BucketRow, Decision, Verdict, _c
 CROWDED_HOST = 64
 """Beyond this many registrations from one address and operating system (a simulated fleet on
 one host, honeypots behind one NAT), no registration is marked as replacing another."""
+
+
+IDENTITY_COLUMNS = (
+    "token_hash",
+    "token_ciphertext",
+    "ip_address",
+    "port",
+    "tls_cert_sha256",
+    "operating_system",
+)
+"""What a merge takes from the registration whatever it is: its token and where and how the
+registry reaches it. The certificate pinned at registration (`tls_cert_sha256`, where buckets
+have one) goes with the address it is served at."""
+_ROW_COLUMNS = frozenset(f.name for f in fields(BucketRow))
 
 
 def last_sign_of_life(row: BucketRow) -> datetime | None:
@@ -114,11 +128,7 @@ def plan_merge(
     if merged_since < into_since:
         return MergePlan(Decision(Verdict.UNCHANGED, into), identity_taken=False)
     changes: dict[str, Any] = {
-        "token_hash": merged.token_hash,
-        "token_ciphertext": merged.token_ciphertext,
-        "ip_address": merged.ip_address,
-        "port": merged.port,
-        "operating_system": merged.operating_system,
+        name: getattr(merged, name) for name in IDENTITY_COLUMNS if name in _ROW_COLUMNS
     }
     changes |= {
         name: value for name in METRIC_FIELDS if (value := getattr(merged, name)) is not None

@@ -78,6 +78,15 @@ buckets = Table(
     Column("registered_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("approved_at", UtcDateTime(), nullable=True),
+    Column(
+        "replaces_id",
+        String(36),
+        nullable=True,
+        comment="the silent bucket this pending registration evidently replaces",
+    ),
+    # Registrations from one host (same address and operating system) are looked up together
+    # to tell a honeypot's restart under a new name from a new honeypot.
+    Index(None, "ip_address", "operating_system"),
     Column("last_seen", UtcDateTime(), nullable=True, comment="last successful poll"),
     Column("last_status_at", UtcDateTime(), nullable=True),
     Column("last_reachable", Boolean(), nullable=True),
@@ -99,6 +108,23 @@ registrar_outbox = Table(
     Column("message_key", String(255), nullable=False),
     Column("value", LongBlob, nullable=True, comment="NULL is a tombstone"),
     Column("created_at", UtcDateTime(), nullable=False),
+)
+
+bucket_aliases = Table(
+    "bucket_aliases",
+    metadata,
+    # Names of registrations merged into a bucket (a honeypot's restarts under new names):
+    # the name still designates the bucket it was merged into (`rbr_runtime.db.aliases`).
+    Column("name", String(128), primary_key=True),
+    Column("bucket_id", String(36), nullable=False, index=True, comment="the bucket it names"),
+    Column("merged_id", String(36), nullable=False, comment="the merged registration's own id"),
+    Column(
+        "registered_at",
+        UtcDateTime(),
+        nullable=False,
+        comment="when the merged registration was made",
+    ),
+    Column("merged_at", UtcDateTime(), nullable=False),
 )
 
 # --- poller ------------------------------------------------------------------------------------
@@ -448,6 +474,7 @@ __all__ = [
     "analysis_alert_state",
     "analysis_backlog",
     "analyst_outbox",
+    "bucket_aliases",
     "buckets",
     "extract_cursors",
     "log_analysis",

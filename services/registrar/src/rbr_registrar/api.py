@@ -17,9 +17,16 @@ from confluent_kafka import KafkaException
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from rbr_registrar import errors
+from rbr_registrar.client_address import (
+    UnknownClientAddress,
+    client_address,
+    is_unspecified,
+    plain_address,
+)
 from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.domain import (
     BucketRow,
@@ -30,6 +37,7 @@ from rbr_registrar.domain import (
     Verdict,
 )
 from rbr_registrar.limits import BodyLimit
+from rbr_registrar.merges import BucketMerges, Lineage, MergeRefused
 from rbr_registrar.models import (
     DEFAULT_S3_PREFIX,
     DEFAULT_S3_REGION,
@@ -37,6 +45,8 @@ from rbr_registrar.models import (
     BucketView,
     ChangeResponse,
     ErrorResponse,
+    MergeRequest,
+    MergeResponse,
     RegistrationRequest,
     RegistrationResponse,
     RegistrationStatus,
@@ -66,6 +76,13 @@ REGISTRATION_SECONDS = Histogram(
 )
 OPERATOR_ACTIONS = Counter(
     "rbr_operator_actions_total", "Operator actions, by action and outcome.", ["action", "outcome"]
+)
+ADDRESSES_FROM_PEER = Counter(
+    "rbr_registration_addresses_from_request_total",
+    "Registrations sent with an unspecified address (0.0.0.0, ::), by how their address was "
+    "told: peer (the TCP peer), proxy (a trusted proxy's forwarding header), unknown (it "
+    "could not be: refused).",
+    ["via"],
 )
 SELF_UPDATES = Counter(
     "rbr_bucket_self_updates_total", "Buckets' own updates, by outcome.", ["outcome"]
@@ -103,10 +120,19 @@ class Dependencies:
     committer: GroupCommitter
     vault: TokenVault
     health: HealthState
+    merges: BucketMerges | None = None
+    """Merges registrations into buckets (made from the repository when not given)."""
     on_commit: Callable[[], None] = lambda: None
     """Called after an operator's bulk change committed outbox rows (wakes the relay)."""
     reseeder: RegistryReseeder | None = None
     """Compares bucket.registered with the table (`rbr topics reseed`); None: not offered."""
+
+
+def bucket_merges(deps: Dependencies) -> BucketMerges:
+    """Returns the merges of the dependencies, made from the repository on first use."""
+    if deps.merges is None:
+        deps.merges = BucketMerges(deps.repository)
+    return deps.merges
 
 
 def unauthorised(message: str, scheme: str = "Bearer") -> HTTPException:
@@ -123,6 +149,7 @@ def create_app(deps: Dependencies) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=deps.settings.max_body_bytes)
     errors.install(app)
+    app.include_router(_merge_routes(deps))
     app.include_router(_registration_routes(deps))
     app.include_router(_self_update_routes(deps))
     app.include_router(_operator_routes(deps))
@@ -177,16 +204,67 @@ def _registration(deps: Dependencies, payload: RegistrationRequest, enrolled: bo
     )
 
 
+def _address_from_request(
+    settings: RegistrarSettings, payload: RegistrationRequest, request: Request
+) -> RegistrationRequest:
+    """Returns the payload with an unspecified address replaced by the request's own.
+
+    The real rustbucket registers `0.0.0.0` when it could not learn its public address; the
+    address the registration came from (`client_address.py`) is then the honeypot's.
+
+    Raises:
+        errors.FieldErrors: that address cannot be told (422).
+    """
+    if not is_unspecified(payload.ip_address):
+        return payload
+    peer = request.client.host if request.client else None
+    header = settings.trusted_proxy_header
+    try:
+        address = client_address(
+            peer, request.headers.getlist(header.value), settings.trusted_proxies, header
+        )
+    except UnknownClientAddress as error:
+        ADDRESSES_FROM_PEER.labels("unknown").inc()
+        raise errors.FieldErrors(
+            [
+                (
+                    "ip_address",
+                    f"is unspecified ({payload.ip_address}) and the address the registration "
+                    f"came from cannot be told: {error}; send the bucket's address",
+                )
+            ]
+        ) from None
+    ADDRESSES_FROM_PEER.labels("peer" if address == plain_address(peer or "") else "proxy").inc()
+    log.info(
+        "bucket %s registered with the unspecified address %s: using %s, the address the "
+        "registration came from",
+        payload.name,
+        payload.ip_address,
+        address,
+        extra={"bucket": payload.name},
+    )
+    return payload.model_copy(update={"ip_address": address})
+
+
 def _refused_target(
-    settings: RegistrarSettings, payload: RegistrationRequest
+    settings: RegistrarSettings, payload: RegistrationRequest, sent_address: str | None = None
 ) -> list[tuple[str, str]]:
     """Returns what is wrong with where the registry would call the bucket (empty if nothing).
 
-    The poller and the log-extractor check the same again before every call.
+    The poller and the log-extractor check the same again before every call. `sent_address`
+    is the unspecified address the bucket sent, when the request's address replaced it.
     """
     refused = []
     reason = forbidden_reason(payload.ip_address, settings.allowed_bucket_networks)
-    if reason is not None:
+    if reason is not None and sent_address is not None:
+        refused.append(
+            (
+                "ip_address",
+                f"is unspecified ({sent_address}), so the address the registration came from "
+                f"is used: {payload.ip_address}, which is refused: {reason}",
+            )
+        )
+    elif reason is not None:
         refused.append(("ip_address", f"{payload.ip_address} is refused: {reason}"))
     if payload.port is not None:
         reason = forbidden_port_reason(payload.port, settings.allowed_bucket_ports)
@@ -219,13 +297,14 @@ def _registration_routes(deps: Dependencies) -> APIRouter:
     router = APIRouter(tags=["buckets: registration"])
 
     async def register_bucket(
-        payload: RegistrationRequest, credentials: BearerCredentials = None
+        payload: RegistrationRequest, request: Request, credentials: BearerCredentials = None
     ) -> RegistrationResponse:
         """Registers a bucket, or updates the registration of a bucket with the same token.
 
         Answers 200 with `registered` (new, active), `pending` (new or unchanged, waiting for
         an operator) or `updated` (known bucket, same token). 409 when the name is taken by a
-        bucket with another token; nothing is changed then.
+        bucket with another token; nothing is changed then. An unspecified `ip_address`
+        (`0.0.0.0`, `::`) is replaced by the address the registration came from.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -235,7 +314,15 @@ def _registration_routes(deps: Dependencies) -> APIRouter:
         except HTTPException:
             REGISTRATIONS.labels("refused_key").inc()
             raise
-        refused = _refused_target(deps.settings, payload)
+        sent = payload.ip_address
+        try:
+            payload = _address_from_request(deps.settings, payload, request)
+        except errors.FieldErrors:
+            REGISTRATIONS.labels("forbidden_address").inc()
+            raise
+        refused = _refused_target(
+            deps.settings, payload, sent if sent != payload.ip_address else None
+        )
         if refused:
             REGISTRATIONS.labels("forbidden_address").inc()
             raise errors.FieldErrors(refused)
@@ -355,9 +442,10 @@ def _operator_check(deps: Dependencies, credentials: HTTPAuthorizationCredential
         raise HTTPException(403, "operator key not accepted")
 
 
-def bucket_view(row: BucketRow) -> BucketView:
+def bucket_view(row: BucketRow, lineage: Lineage | None = None) -> BucketView:
     """Returns what operators see of a bucket."""
     s3 = row.s3
+    lineage = lineage or Lineage()
     return BucketView(
         id=row.id,
         name=row.name,
@@ -377,6 +465,8 @@ def bucket_view(row: BucketRow) -> BucketView:
         last_reachable=row.last_reachable,
         last_error_class=row.last_error_class,
         last_latency_ms=row.last_latency_ms,
+        replaces=lineage.replaces,
+        aliases=lineage.aliases,
     )
 
 
@@ -384,16 +474,67 @@ def _not_found(name: str) -> HTTPException:
     return HTTPException(404, f"no bucket named {name}")
 
 
-def _operator_routes(deps: Dependencies) -> APIRouter:
+def _operator_router(deps: Dependencies) -> APIRouter:
     def operator(credentials: BearerCredentials = None) -> None:
         _operator_check(deps, credentials)
 
-    router = APIRouter(
+    return APIRouter(
         prefix="/api/v1/buckets",
         tags=["operators"],
         dependencies=[Depends(operator)],
         responses={404: {"model": ErrorResponse, "description": "No such bucket."}, **ERRORS},
     )
+
+
+def _merge_routes(deps: Dependencies) -> APIRouter:
+    router = _operator_router(deps)
+
+    @router.post(
+        "/{name}/merge",
+        response_model=MergeResponse,
+        responses={409: {"model": ErrorResponse, "description": "Merged elsewhere before."}},
+    )
+    def merge_bucket(name: NamePath, payload: MergeRequest) -> MergeResponse:
+        """Merges a registration into the bucket it replaces (a honeypot's restart).
+
+        The bucket `into` keeps its id, name, state and history, and takes the registration's
+        token, address and metrics (unless the registration is older than the one whose token
+        the bucket holds: then only its name). The registration's name becomes an alias of
+        the bucket, and the registration is removed (tombstone on `bucket.registered`).
+        Merging again answers `unchanged`. 404 unknown names, 409 a name merged elsewhere,
+        422 a bucket into itself; nothing is changed then.
+        """
+        try:
+            result = bucket_merges(deps).merge(name, payload.into)
+        except MergeRefused as refused:
+            OPERATOR_ACTIONS.labels("merge", f"refused_{refused.status}").inc()
+            raise HTTPException(refused.status, refused.message) from None
+        OPERATOR_ACTIONS.labels("merge", result.status).inc()
+        if result.status == "merged":
+            deps.on_commit()
+            log.info(
+                "operator merged bucket %s into %s (%s)",
+                name,
+                result.bucket.name,
+                "token and address taken" if result.identity_taken else "name only",
+                extra={"bucket": result.bucket.name},
+            )
+        bucket = result.bucket
+        return MergeResponse(
+            status=result.status,
+            merged=name,
+            id=bucket.id,
+            name=bucket.name,
+            state=BucketState(bucket.state),
+            version=bucket.version,
+            identity_taken=result.identity_taken,
+        )
+
+    return router
+
+
+def _operator_routes(deps: Dependencies) -> APIRouter:
+    router = _operator_router(deps)
 
     @router.get("", response_model=BucketPage)
     def list_buckets(
@@ -408,8 +549,11 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
         """Lists buckets by name, with state, last_seen and latest metrics."""
         rows, total = deps.repository.list_buckets(state, after, limit)
         next_after = rows[-1].name if len(rows) == limit else None
+        lineages = bucket_merges(deps).lineages(rows)
         return BucketPage(
-            buckets=[bucket_view(r) for r in rows], next_after=next_after, total=total
+            buckets=[bucket_view(r, lineages[r.id]) for r in rows],
+            next_after=next_after,
+            total=total,
         )
 
     @router.post("/rekey", response_model=RekeyResponse)
@@ -451,11 +595,16 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
 
     @router.get("/{name}", response_model=BucketView)
     def get_bucket(name: NamePath) -> BucketView:
-        """Returns one bucket."""
+        """Returns one bucket (404 for a merged name, saying which bucket it designates)."""
         row = deps.repository.find_by_name(name)
         if row is None:
+            merged_into = bucket_merges(deps).merged_into(name)
+            if merged_into is not None:
+                raise HTTPException(
+                    404, f"no bucket named {name}: it was merged into bucket {merged_into}"
+                )
             raise _not_found(name)
-        return bucket_view(row)
+        return bucket_view(row, bucket_merges(deps).lineages([row])[row.id])
 
     def change(action: str, name: str, decision: Decision | None) -> ChangeResponse:
         if decision is None or decision.row is None:

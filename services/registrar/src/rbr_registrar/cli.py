@@ -89,7 +89,7 @@ def list_buckets(
     if not rows:
         typer.echo("no buckets" + (f" in state {state}" if state else ""))
         return
-    lines = [("NAME", "STATE", "ADDRESS", "LAST SEEN", "LAST POLL")]
+    lines = [("NAME", "STATE", "ADDRESS", "LAST SEEN", "LAST POLL", "REPLACES")]
     for bucket in rows:
         address = bucket["ip_address"] + (f":{bucket['port']}" if bucket["port"] else "")
         reach = {True: "ok", False: bucket.get("last_error_class") or "failed", None: "-"}
@@ -100,13 +100,20 @@ def list_buckets(
                 address,
                 _when(bucket["last_seen"]),
                 reach[bucket["last_reachable"]],
+                bucket.get("replaces") or "-",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for line in lines:
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
     if total > len(rows):
         typer.echo(f"({len(rows)} of {total} shown; use --limit)")
+    if any(bucket.get("replaces") for bucket in rows):
+        typer.echo(
+            "REPLACES: a pending registration from the address and operating system of a "
+            "silent bucket (a restart under a new name?): `rbr buckets merge NAME --into "
+            "REPLACED` folds it in; `rbr buckets approve NAME` keeps it as a bucket of its own."
+        )
 
 
 @app.command("show")
@@ -117,6 +124,8 @@ def show_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")])
         shown = value
         if isinstance(value, dict):
             shown = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None) or "-"
+        elif isinstance(value, list):
+            shown = ", ".join(str(item) for item in value) or "-"
         typer.echo(f"{key:<18} {shown if shown is not None else '-'}")
 
 
@@ -147,6 +156,36 @@ def remove_bucket(
     if not yes:
         typer.confirm(f"remove bucket {name}?", abort=True)
     _change("DELETE", f"/api/v1/buckets/{name}")
+
+
+@app.command("merge")
+def merge_bucket(
+    name: Annotated[
+        str, typer.Argument(help="The registration to fold in (e.g. a restart's new name).")
+    ],
+    into: Annotated[
+        str, typer.Option("--into", help="The bucket that stays: keeps its name and history.")
+    ],
+) -> None:
+    """Merge a registration into the bucket it replaces (a honeypot restarted under a new name).
+
+    The bucket keeps its name, state and history and takes the registration's token, address
+    and metrics; the registration's name becomes an alias of the bucket; the registration is
+    removed. Running it again changes nothing.
+    """
+    result = _call("POST", f"/api/v1/buckets/{name}/merge", json={"into": into})
+    if result["status"] == "unchanged":
+        typer.echo(f"{name} was already merged into {result['name']}: nothing to do")
+        return
+    taken = (
+        "token and address taken"
+        if result["identity_taken"]
+        else "older than the registration it holds: only the name taken"
+    )
+    typer.echo(
+        f"{name} merged into {result['name']} ({taken}; state {result['state']}, "
+        f"version {result['version']})"
+    )
 
 
 @app.command("rekey")

@@ -59,6 +59,8 @@ class BucketRow:
     registered_at: datetime
     updated_at: datetime
     approved_at: datetime | None = None
+    replaces_id: str | None = None
+    """The silent bucket this pending registration evidently replaces (`lineage.py`)."""
     last_seen: datetime | None = None
     last_status_at: datetime | None = None
     last_reachable: bool | None = None
@@ -253,10 +255,15 @@ def decide_self_update(existing: BucketRow, update: SelfUpdate, now: datetime) -
 
 
 def decide_approval(existing: BucketRow, now: datetime) -> Decision:
-    """Makes a pending or disabled bucket active (a no-op when it already is)."""
+    """Makes a pending or disabled bucket active (a no-op when it already is).
+
+    Approving a registration marked as replacing another says it is a bucket of its own (a
+    second honeypot on the same host): the mark is dropped.
+    """
     if existing.state == BucketState.ACTIVE:
         return Decision(Verdict.UNCHANGED, existing)
-    return _changed(existing, {"state": BucketState.ACTIVE.value, "approved_at": now}, now)
+    changes = {"state": BucketState.ACTIVE.value, "approved_at": now, "replaces_id": None}
+    return _changed(existing, changes, now)
 
 
 def decide_disable(existing: BucketRow, now: datetime) -> Decision:

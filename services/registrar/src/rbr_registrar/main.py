@@ -8,7 +8,9 @@ from functools import partial
 
 from rbr_registrar.api import Dependencies, create_app
 from rbr_registrar.committer import GroupCommitter
+from rbr_registrar.expiry import PendingExpiry
 from rbr_registrar.handlers import apply_statuses
+from rbr_registrar.merges import BucketMerges
 from rbr_registrar.outbox import OutboxRelay, leadership_for, outbox_gauges
 from rbr_registrar.repository import BucketRepository
 from rbr_registrar.reseed import RegistryReseeder
@@ -17,6 +19,7 @@ from rbr_registrar.settings import RegistrarSettings
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
+from rbr_runtime.schedule import PeriodicTask, TaskClaims
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.service import Service, bootstrap
 from rbr_schemas import BUCKET_STATUS
@@ -48,7 +51,7 @@ class Registrar:
         self.settings = settings
         self.service = Service(settings, serve_health=False)
         self.engine = make_engine(settings.database_url, pool_size=10, max_overflow=10)
-        self.repository = BucketRepository(self.engine)
+        self.repository = BucketRepository(self.engine, settings.replacement_silence)
         self.producer = EventProducer(settings, source=SOURCE)
         self.relay = OutboxRelay(
             self.engine,
@@ -81,9 +84,17 @@ class Registrar:
                 committer=self.committer,
                 vault=TokenVault.from_setting(settings.secret_key.get_secret_value()),
                 health=self.service.health,
+                merges=BucketMerges(self.repository),
                 on_commit=self.relay.wake,
                 reseeder=self.reseeder,
             )
+        )
+        self.pending_expiry = PendingExpiry(
+            self.repository,
+            TaskClaims(self.engine),
+            expiry=settings.pending_expiry,
+            interval=settings.pending_expiry_interval,
+            on_commit=self.relay.wake,
         )
         self.http = HttpServer(
             self.app,
@@ -106,6 +117,11 @@ class Registrar:
         service.add("registry-reseeder", self.reseeder.run, self.reseeder.stop)
         service.add("status-consumer", self.status_consumer.run, self.status_consumer.stop)
         service.add("http", self.http.run, self.http.stop)
+        if settings.pending_expiry:
+            expiry = PeriodicTask(
+                "pending-expiry", settings.pending_expiry_interval, self.pending_expiry.run_once
+            )
+            service.add("pending-expiry", expiry.run, expiry.stop)
         service.health.add_check("http", self.http.readiness)
         gauges = outbox_gauges(self.engine, settings.dependency_check_interval)
         service.add("outbox-gauges", gauges.run, gauges.stop)

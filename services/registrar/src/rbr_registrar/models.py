@@ -109,7 +109,9 @@ class RegistrationRequest(MetricsFields):
 
     name: BucketNameField = Field(examples=["rustbucket-a1B2c3D4"])
     ip_address: IpLiteral = Field(
-        description="IP literal the registry calls the bucket at.", examples=["203.0.113.7"]
+        description="IP literal the registry calls the bucket at. The unspecified address "
+        "(0.0.0.0 or ::) stands for the address the registration comes from.",
+        examples=["203.0.113.7"],
     )
     operating_system: Text = Field(examples=["linux (x86_64)"])
     token: Annotated[str, StringConstraints(pattern=TOKEN_PATTERN)] = Field(
@@ -213,6 +215,15 @@ class BucketView(BaseModel):
     last_reachable: bool | None
     last_error_class: str | None
     last_latency_ms: float | None
+    replaces: str | None = Field(
+        default=None,
+        description="The silent bucket this pending registration evidently replaces (same "
+        "address and operating system): merge it into that bucket, or approve it as its own.",
+    )
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Names of registrations merged into this bucket; they designate it.",
+    )
 
 
 class BucketPage(BaseModel):
@@ -283,3 +294,27 @@ class ReseedResponse(BaseModel):
 def without_input(error: dict[str, Any]) -> dict[str, Any]:
     """Returns a validation error detail without the submitted value (it may be a secret)."""
     return {key: value for key, value in error.items() if key not in ("input", "url")}
+
+
+class MergeRequest(_Request):
+    """`POST /api/v1/buckets/{name}/merge`: the bucket the registration is merged into."""
+
+    into: BucketNameField = Field(
+        description="The bucket that stays (keeps its name and history).",
+        examples=["rustbucket-a1B2c3D4"],
+    )
+
+
+class MergeResponse(BaseModel):
+    """The answer to a merge."""
+
+    status: str = Field(description="merged, or unchanged (it had been merged before).")
+    merged: str = Field(description="The name merged: now an alias of the bucket.")
+    id: str = Field(description="The bucket's id (unchanged by the merge).")
+    name: str = Field(description="The bucket's name (unchanged by the merge).")
+    state: BucketState
+    version: int
+    identity_taken: bool = Field(
+        description="The bucket took the registration's token and address (false: the "
+        "registration was older than the one whose token the bucket holds, or merged before)."
+    )

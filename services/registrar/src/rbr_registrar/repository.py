@@ -11,13 +11,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from typing import TypeVar
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -35,8 +35,9 @@ from rbr_registrar.domain import (
     registration_message,
     removal_resolution,
 )
+from rbr_registrar.lineage import CROWDED_HOST, replaced_bucket
 from rbr_runtime.db.engine import is_transient_db_error
-from rbr_runtime.db.tables import buckets, registrar_outbox
+from rbr_runtime.db.tables import bucket_aliases, buckets, registrar_outbox
 from rbr_runtime.secrets import StoredToken, TokenDecryptionError, TokenVault
 from rbr_schemas import ALERTS, BUCKET_REGISTERED, BucketState, BucketStatus, utcnow
 
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WRITE_ATTEMPTS = 5
+DEFAULT_REPLACEMENT_SILENCE = 900.0
+Host = tuple[str, str | None]
+"""A registration's (ip_address, operating_system)."""
 REPORTED_FIELDS = (
     "operating_system",
     "cpu_usage",
@@ -130,8 +134,12 @@ class RekeyPage:
 class BucketRepository:
     """Reads and writes buckets; every write also queues its announcement in the outbox."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, replacement_silence: float = DEFAULT_REPLACEMENT_SILENCE
+    ) -> None:
         self.engine = engine
+        self.replacement_silence = timedelta(seconds=replacement_silence)
+        """How long a bucket must show no sign of life to be replaced (`lineage.py`)."""
 
     # -- registrations -------------------------------------------------------------------------
 
@@ -147,12 +155,21 @@ class BucketRepository:
     def _register_once(self, registrations: Sequence[Registration]) -> list[Decision]:
         now = utcnow()
         with self.engine.begin() as connection:
-            current = self._lock_rows(connection, sorted({r.name for r in registrations}))
+            names = sorted({r.name for r in registrations})
+            current = self._lock_rows(connection, names)
+            merged_into = self._lock_merged_into(connection, [n for n in names if n not in current])
             inserted: dict[str, BucketRow] = {}
             changed: dict[str, BucketRow] = {}
             announced: list[BucketRow] = []
             decisions = []
-            for registration in registrations:
+            for submitted in registrations:
+                # The name of a registration merged into a bucket designates that bucket: the
+                # same token updates it, another is a conflict like any name taken.
+                target = merged_into.get(submitted.name)
+                registration = submitted
+                if target is not None:
+                    registration = replace(submitted, name=target.name)
+                    current.setdefault(target.name, target)
                 decision = decide_registration(
                     current.get(registration.name), registration, str(uuid.uuid4()), now
                 )
@@ -165,7 +182,8 @@ class BucketRepository:
                 new = row.name in inserted or decision.verdict is Verdict.CREATED
                 (inserted if new else changed)[row.name] = row
             if inserted:
-                connection.execute(insert(buckets), [row.values() for row in inserted.values()])
+                rows = self._mark_replacements(connection, list(inserted.values()), now)
+                connection.execute(insert(buckets), [row.values() for row in rows])
             for row in changed.values():
                 self._write_row(connection, row)
             self._announce(connection, announced, now)
@@ -229,26 +247,72 @@ class BucketRepository:
             row = self._lock_rows(connection, [name]).get(name)
             if row is None:
                 return None
-            connection.execute(delete(buckets).where(buckets.c.id == row.id))
-            alert_key, resolution = removal_resolution(row, now)
-            connection.execute(
-                insert(registrar_outbox),
-                [
-                    {
-                        "topic": BUCKET_REGISTERED.name,
-                        "message_key": name,
-                        "value": None,
-                        "created_at": now,
-                    },
-                    {
-                        "topic": ALERTS.name,
-                        "message_key": alert_key,
-                        "value": resolution,
-                        "created_at": now,
-                    },
-                ],
-            )
+            self.delete_bucket(connection, row, now)
         return row
+
+    def delete_bucket(
+        self, connection: Connection, row: BucketRow, now: datetime, *, resolve_alert: bool = True
+    ) -> None:
+        """Deletes a locked bucket and the names merged into it; queues its tombstone.
+
+        With `resolve_alert`, also queues the resolve of its unresponsive alert (see
+        `removal_resolution`); a bucket that was never active was never polled, so it has
+        none to resolve.
+        """
+        connection.execute(delete(buckets).where(buckets.c.id == row.id))
+        connection.execute(delete(bucket_aliases).where(bucket_aliases.c.bucket_id == row.id))
+        queued: list[dict[str, object]] = [
+            {
+                "topic": BUCKET_REGISTERED.name,
+                "message_key": row.name,
+                "value": None,
+                "created_at": now,
+            }
+        ]
+        if resolve_alert:
+            alert_key, resolution = removal_resolution(row, now)
+            queued.append(
+                {
+                    "topic": ALERTS.name,
+                    "message_key": alert_key,
+                    "value": resolution,
+                    "created_at": now,
+                }
+            )
+        connection.execute(insert(registrar_outbox), queued)
+
+    # -- pending registrations nobody approved -------------------------------------------------
+
+    def expire_pending(self, cutoff: datetime, limit: int) -> list[BucketRow]:
+        """Removes up to `limit` pending buckets registered before cutoff; returns them.
+
+        The candidates are read without locks, then locked and checked again (an operator
+        may have approved one meanwhile) and removed, each with its tombstone, in one
+        transaction.
+        """
+        query = (
+            select(buckets.c.name)
+            .where(buckets.c.state == BucketState.PENDING.value, buckets.c.registered_at < cutoff)
+            .order_by(buckets.c.registered_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            names = sorted(connection.execute(query).scalars())
+        if not names:
+            return []
+        return with_retries(lambda: self._expire_once(names, cutoff))
+
+    def _expire_once(self, names: Sequence[str], cutoff: datetime) -> list[BucketRow]:
+        now = utcnow()
+        with self.engine.begin() as connection:
+            expired = [
+                row
+                for row in self._lock_rows(connection, names).values()
+                if row.state == BucketState.PENDING and row.registered_at < cutoff
+            ]
+            for row in expired:
+                self.delete_bucket(connection, row, now, resolve_alert=False)
+        return expired
 
     # -- re-keying (secret key rotation) ---------------------------------------------------------
 
@@ -445,11 +509,74 @@ class BucketRepository:
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def lock_rows(self, connection: Connection, names: Sequence[str]) -> dict[str, BucketRow]:
+        """Locks and returns the buckets of these names (those that exist), by name."""
+        return self._lock_rows(connection, names)
+
     def _lock_rows(self, connection: Connection, names: Sequence[str]) -> dict[str, BucketRow]:
         # Locked in name order, so two transactions over the same names cannot deadlock.
+        if not names:
+            return {}
         query = select(buckets).where(buckets.c.name.in_(names)).order_by(buckets.c.name)
         rows = connection.execute(query.with_for_update())
         return {r.name: BucketRow.from_mapping(r._mapping) for r in rows}
+
+    def _lock_merged_into(
+        self, connection: Connection, names: Sequence[str]
+    ) -> dict[str, BucketRow]:
+        """Locks and returns the buckets these names were merged into, by merged name."""
+        if not names:
+            return {}
+        query = (
+            select(bucket_aliases.c.name.label("alias"), buckets)
+            .join(buckets, buckets.c.id == bucket_aliases.c.bucket_id)
+            .where(bucket_aliases.c.name.in_(names))
+            .order_by(buckets.c.name)
+        )
+        rows = connection.execute(query.with_for_update())
+        return {r.alias: BucketRow.from_mapping(r._mapping) for r in rows}
+
+    def _mark_replacements(
+        self, connection: Connection, new_rows: list[BucketRow], now: datetime
+    ) -> list[BucketRow]:
+        """Returns the new rows, pending ones marked with the bucket they evidently replace."""
+        pending = [row for row in new_rows if row.state == BucketState.PENDING]
+        if not pending:
+            return new_rows
+        registered = self._host_rows(
+            connection, {(row.ip_address, row.operating_system) for row in pending}
+        )
+        marked = []
+        for row in new_rows:
+            host = registered.get((row.ip_address, row.operating_system))
+            if row.state != BucketState.PENDING or host is None:
+                marked.append(row)
+                continue
+            replaced = replaced_bucket(row, host, now, self.replacement_silence)
+            marked.append(replace(row, replaces_id=replaced))
+            host.append(marked[-1])  # a later registration of the same batch sees this one
+        return marked
+
+    def _host_rows(self, connection: Connection, hosts: set[Host]) -> dict[Host, list[BucketRow]]:
+        """Returns the buckets registered from each host; crowded hosts are left out."""
+        host_of = tuple_(buckets.c.ip_address, buckets.c.operating_system)
+        counted = connection.execute(
+            select(buckets.c.ip_address, buckets.c.operating_system, func.count())
+            .where(host_of.in_(sorted(hosts, key=str)))
+            .group_by(buckets.c.ip_address, buckets.c.operating_system)
+        ).all()
+        found: dict[Host, list[BucketRow]] = {host: [] for host in hosts}
+        wanted: list[Host] = []
+        for ip_address, operating_system, count in counted:
+            if count > CROWDED_HOST:
+                found.pop((ip_address, operating_system), None)
+            else:
+                wanted.append((ip_address, operating_system))
+        if wanted:
+            for r in connection.execute(select(buckets).where(host_of.in_(wanted))):
+                row = BucketRow.from_mapping(r._mapping)
+                found[(row.ip_address, row.operating_system)].append(row)
+        return found
 
     def _write_decision(self, connection: Connection, decision: Decision, now: datetime) -> None:
         if decision.verdict is not Verdict.UPDATED or decision.row is None:

@@ -16,7 +16,7 @@ from rbr_runtime.db.migrate import alembic_config, upgrade
 from rbr_runtime.db.tables import bucket_aliases, buckets
 from rbr_testing.mariadb import create_database, drop_database, mysql_url
 
-BEFORE = "0013"
+BEFORE = "0015"
 """The revision before 0022 (renumber with it)."""
 REVISION = "0022"
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ start); the index on (ip_address, operating_system) finds a host's registrations
 still designate it. Existing rows are kept: no bucket replaces another, no alias exists.
 
 Revision ID: 0022
-Revises: 0013
+Revises: 0015
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from alembic import op
 import rbr_runtime.db.types
 
 revision: str = "0022"
-down_revision: str | None = "0013"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

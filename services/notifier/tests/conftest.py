@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from rbr_notifier.closing import KeyedLocks
 from rbr_notifier.config import ChannelsFile, parse_channels
 from rbr_notifier.digest import DigestSweeper
 from rbr_notifier.dispatch import Dispatcher
@@ -155,14 +156,31 @@ def notifier_factory(mysql_engine: Engine) -> Iterator[Callable[..., Notifier]]:
             pauses.append(seconds)
             return wait(seconds) if wait is not None else False
 
+        digest_locks = KeyedLocks()
         dispatcher = Dispatcher(
-            store, channels, senders, config, pool, clock=clock, wait=record_pause, owner=owner
+            store,
+            channels,
+            senders,
+            config,
+            pool,
+            clock=clock,
+            wait=record_pause,
+            owner=owner,
+            digest_locks=digest_locks,
         )
         handler = AlertHandler(
             store, dispatcher, channels, reopen_after=config.notifier_reopen_after
         )
         sweeper = DigestSweeper(
-            store, channels, senders, config, pool, clock=clock, wait=record_pause, owner=owner
+            store,
+            channels,
+            senders,
+            config,
+            pool,
+            clock=clock,
+            wait=record_pause,
+            owner=owner,
+            digest_locks=digest_locks,
         )
         retry_dispatcher = Dispatcher(
             store,

@@ -1,13 +1,8 @@
 """Resolving digests: closing the incident a digest opened once all its alerts resolved.
 
-On PagerDuty and Opsgenie a digest opens an incident (alert) of its own, under the key
-`rbr-digest:<window start>:<channel>`. The folded alerts' own resolves address keys that never
-opened anything, so they are not sent; instead, once every alert the digest carried has
-resolved, the digest's resolve is sent under its key, once. It is a `notifier_deliveries` row
-(see `NotifierStore.plan_digest_resolve`), claimed before sending like any delivery, so two
-replicas never both send it. Within one replica, where every thread has the same claim owner,
-`DIGEST_LOCKS` keeps two threads (resolves of the digest's last alerts arriving in one batch,
-or the consumer and the digest sweeper) from sending it side by side.
+On PagerDuty and Opsgenie a digest opens an incident under `rbr-digest:<window start>:<channel>`;
+its resolve is a delivery like any other (claimed in the database, so one replica sends it).
+Threads of one replica share a claim owner, so they also share a `KeyedLocks`.
 """
 
 from __future__ import annotations
@@ -58,10 +53,6 @@ class KeyedLocks:
                     del self._locks[key]
                 else:
                     self._locks[key] = (lock, users - 1)
-
-
-DIGEST_LOCKS = KeyedLocks()
-"""Per (claim owner, channel, window start): one thread of a replica handles a digest's resolve."""
 
 
 def resolve_notification(target: DigestResolve) -> Notification:

@@ -21,13 +21,14 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-from rbr_notifier.closing import DIGEST_LOCKS, send_digest_resolve
+from rbr_notifier.closing import KeyedLocks, send_digest_resolve
 from rbr_notifier.config import ChannelsFile
 from rbr_notifier.delivery import Interrupted, deliver
 from rbr_notifier.dispatch import claim_lease, policy_of
+from rbr_notifier.lifecycle import FoldedItem, digest_contents, digested_state
 from rbr_notifier.metrics import DIGEST_BACKLOG, DIGESTS
-from rbr_notifier.model import AlertState, DeliveryState, Digest, DigestItem, Kind, Notification
-from rbr_notifier.repository import DigestResolve, DueWindow, FoldedItem, NotifierStore
+from rbr_notifier.model import DeliveryState, Digest, DigestItem, Kind, Notification
+from rbr_notifier.repository import DigestResolve, DueWindow, NotifierStore
 from rbr_notifier.senders.base import AttemptResult, Sender
 from rbr_notifier.settings import NotifierSettings
 from rbr_runtime.jsonlog import log_context
@@ -53,7 +54,9 @@ class DigestSweeper:
         clock: Callable[[], datetime] = utcnow,
         wait: Callable[[float], bool] | None = None,
         owner: str | None = None,
+        digest_locks: KeyedLocks | None = None,
     ) -> None:
+        """Wires the sweeper; `digest_locks` is the consumer dispatcher's (same claim owner)."""
         self._store = store
         self._channels = channels
         self._senders = senders
@@ -64,6 +67,7 @@ class DigestSweeper:
         self._wait = wait
         self._owner = owner or worker_identity()
         self._lease = claim_lease(settings, channels)
+        self._digest_locks = digest_locks or KeyedLocks()
 
     def run_once(self) -> int:
         """Sends every due digest, then pending digest resolves; returns how many digests."""
@@ -78,10 +82,10 @@ class DigestSweeper:
         return delivered
 
     def _send_resolve(self, target: DigestResolve) -> None:
-        key = (self._owner, target.channel, target.window_start)
+        key = (target.channel, target.window_start)
         with (
             log_context(channel=target.channel, window_start=target.window_start.isoformat()),
-            DIGEST_LOCKS.hold(key, blocking=False) as held,
+            self._digest_locks.hold(key, blocking=False) as held,
         ):
             if held:
                 self._send_held_resolve(target)
@@ -119,33 +123,28 @@ class DigestSweeper:
                 return False
 
     def _deliver(self, window: DueWindow) -> bool:
-        items = self._store.folded_items(window)
-        acknowledged = [i for i in items if i.kind is Kind.TRIGGER and _acknowledged(i)]
-        if acknowledged:
+        channel = self._channels.get(window.channel)
+        sender = self._senders.get(window.channel)
+        closes = sender is not None and sender.closes_digests
+        contents = digest_contents(self._store.folded_items(window), closes_digests=closes)
+        if contents.acknowledged:
             self._store.finish_digest(
                 window,
-                [i.delivery_id for i in acknowledged],
+                [i.delivery_id for i in contents.acknowledged],
                 DeliveryState.SKIPPED,
                 "alert acknowledged before the digest",
                 release=False,
             )
-        items = [i for i in items if i not in acknowledged]
-        channel = self._channels.get(window.channel)
-        sender = self._senders.get(window.channel)
-        closes = sender is not None and sender.closes_digests
-        late = _late_resolves(items) if closes else []
-        if late:
-            # On PagerDuty and Opsgenie a resolve whose firing went out in an earlier digest of
-            # this window would re-open that digest's incident; that digest's resolve carries it.
+        if contents.late:
             self._store.finish_digest(
                 window,
-                [i.delivery_id for i in late],
+                [i.delivery_id for i in contents.late],
                 DeliveryState.DIGESTED,
                 "firing in an earlier digest; resolved with it",
                 release=False,
                 plan_resolve=True,
             )
-            items = [i for i in items if i not in late]
+        items = list(contents.carried)
         if not items:
             self._store.finish_digest(window, [], DeliveryState.SKIPPED, None)
             return False
@@ -164,7 +163,7 @@ class DigestSweeper:
             stop=self._stop,
             wait=self._wait,
         )
-        state = DeliveryState.DIGESTED if outcome.state is DeliveryState.SENT else outcome.state
+        state = digested_state(outcome.state)
         self._store.finish_digest(
             window,
             [i.delivery_id for i in items],
@@ -208,13 +207,3 @@ class DigestSweeper:
             )
 
         return record
-
-
-def _late_resolves(items: list[FoldedItem]) -> list[FoldedItem]:
-    """Returns the resolves whose firing is not in this digest (it went out in an earlier one)."""
-    firing = {i.alert.alert_id for i in items if i.kind is Kind.TRIGGER}
-    return [i for i in items if i.kind is Kind.RESOLVE and i.alert.alert_id not in firing]
-
-
-def _acknowledged(item: FoldedItem) -> bool:
-    return item.alert.state is AlertState.ACKNOWLEDGED

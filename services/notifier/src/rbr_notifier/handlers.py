@@ -24,16 +24,11 @@ from typing import Any
 
 from rbr_notifier.config import ChannelsFile
 from rbr_notifier.dispatch import DeliveryResult, Dispatcher
+from rbr_notifier.lifecycle import is_one_shot
 from rbr_notifier.metrics import ALERT_EVENTS
-from rbr_notifier.repository import (
-    MAX_ID_CHARS,
-    ONE_SHOT_TYPES,
-    AlertEvent,
-    NotifierStore,
-    PlannedDelivery,
-)
+from rbr_notifier.repository import MAX_ID_CHARS, AlertEvent, NotifierStore, PlannedDelivery
 from rbr_runtime.kafka.consumer import Inbound, PermanentError
-from rbr_schemas import Alert, AlertState
+from rbr_schemas import Alert
 
 log = logging.getLogger(__name__)
 Position = tuple[str, int, int]
@@ -113,7 +108,7 @@ class AlertHandler:
                 # A channel that refuses or stays down is not our fault: dead-letter the alert
                 # for a later `rbr dlq replay`, but never let it stop delivery to the others.
                 self._remember(_position(message), "; ".join(dict.fromkeys(reasons)), ours=False)
-            elif _is_one_shot(message.data):
+            elif is_one_shot(message.data):
                 delivered_one_shots.append(message.data.dedupe_key)
         # Closed only once every channel was served: left open, a DLQ replay still retries the
         # channels that were not reached (a closed occurrence's replay sends nothing).
@@ -123,10 +118,6 @@ class AlertHandler:
         self._rejected[position] = (reason[:1500], ours)
         while len(self._rejected) > REMEMBERED_REJECTIONS:
             self._rejected.popitem(last=False)
-
-
-def _is_one_shot(alert: Alert) -> bool:
-    return alert.state is AlertState.FIRING and alert.type in ONE_SHOT_TYPES
 
 
 def _position(message: Inbound[Any]) -> Position:

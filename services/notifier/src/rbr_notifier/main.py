@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+from rbr_notifier.closing import KeyedLocks
 from rbr_notifier.config import ChannelConfigError, ChannelsFile, load_channels
 from rbr_notifier.digest import DigestSweeper
 from rbr_notifier.dispatch import Dispatcher, longest_delivery
@@ -120,13 +121,26 @@ def build_service(
     # Retries have threads of their own: a channel coming back with hours of backlog must not
     # keep the consumer's deliveries waiting for a thread.
     retry_pool = ThreadPoolExecutor(RETRY_WORKERS, thread_name_prefix="retry")
-    dispatcher = Dispatcher(store, channels, senders, settings, pool, stop=stop, clock=clock)
+    # The consumer's deliveries and the digest sweeper claim as one owner: they share locks.
+    digest_locks = KeyedLocks()
+    dispatcher = Dispatcher(
+        store, channels, senders, settings, pool, stop=stop, clock=clock, digest_locks=digest_locks
+    )
     handler = AlertHandler(store, dispatcher, channels, reopen_after=settings.notifier_reopen_after)
     producer = EventProducer(settings, source=SOURCE)
     runner = ConsumerRunner(
         settings, group_id=GROUP_ID, topics=[ALERTS], handler=handler, producer=producer
     )
-    sweeper = DigestSweeper(store, channels, senders, settings, digest_pool, stop=stop, clock=clock)
+    sweeper = DigestSweeper(
+        store,
+        channels,
+        senders,
+        settings,
+        digest_pool,
+        stop=stop,
+        clock=clock,
+        digest_locks=digest_locks,
+    )
     digests = PeriodicTask("digests", settings.notifier_digest_interval, sweeper.run_once)
     retries = retry_task(
         store,

@@ -20,6 +20,18 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
+from rbr_notifier import lifecycle
+from rbr_notifier.lifecycle import (
+    DeliveryContext,
+    FoldedItem,
+    Occurrence,
+    Outcome,
+    Repeat,
+    digest_resolvable,
+    on_firing,
+    on_resolve,
+    resolve_channels,
+)
 from rbr_notifier.model import (
     DIGEST_KEY_PREFIX,
     AlertState,
@@ -37,29 +49,13 @@ from rbr_runtime.db.tables import (
     notifier_windows,
 )
 from rbr_runtime.kafka.consumer import Record
-from rbr_schemas import Alert, AlertType, Severity, utcnow
+from rbr_schemas import Alert, Severity, utcnow
 from rbr_schemas import AlertState as EventState
 
-OPEN_STATES = (AlertState.FIRING.value, AlertState.ACKNOWLEDGED.value)
-RESOLVABLE_TRIGGER_STATES = (
-    DeliveryState.PENDING.value,
-    DeliveryState.SENDING.value,
-    DeliveryState.WAITING.value,
-    DeliveryState.SENT.value,
-    DeliveryState.THROTTLED.value,
-    DeliveryState.DIGESTED.value,
-)
-RETRYABLE_STATES = (DeliveryState.FAILED.value, DeliveryState.REJECTED.value)
-# Not ended yet: to do, being sent (possibly by a replica that lost the partition), or waiting
-# for the retry sweeper.
-UNFINISHED_STATES = (
-    DeliveryState.PENDING.value,
-    DeliveryState.SENDING.value,
-    DeliveryState.WAITING.value,
-)
-# Alerts that report rather than track a condition: nothing ever resolves them, so once their
-# firing was delivered the occurrence is closed here (resolved_by one-shot), sending no resolve.
-ONE_SHOT_TYPES = frozenset({AlertType.DAILY_SUMMARY.value})
+OPEN_STATES = tuple(state.value for state in lifecycle.OPEN_STATES)
+RETRYABLE_STATES = tuple(state.value for state in lifecycle.RETRYABLE_STATES)
+UNFINISHED_STATES = tuple(state.value for state in lifecycle.UNFINISHED_STATES)
+ONE_SHOT_TYPES = tuple(lifecycle.ONE_SHOT_TYPES)
 MAX_ID_CHARS = 64
 MAX_DETAIL_CHARS = 500
 
@@ -86,40 +82,6 @@ class PlannedDelivery:
     channel: str
     kind: Kind
     message: Record | None = None
-
-
-@dataclass(frozen=True)
-class DeliveryContext:
-    """A delivery with what deciding and sending it needs."""
-
-    id: int
-    channel: str
-    kind: Kind
-    state: DeliveryState
-    attempts: int
-    window_start: datetime | None
-    alert: AlertView
-    trigger_state: DeliveryState | None
-    trigger_window: datetime | None
-    next_attempt_at: datetime | None = None
-    waiting_since: datetime | None = None
-    detail: str | None = None
-    behind: bool = False
-    """An earlier delivery of the same dedupe key to the same channel has not ended."""
-
-    @property
-    def scheduled(self) -> bool:
-        """Tells whether the retry sweeper is in charge of it (it waited at least once)."""
-        return self.next_attempt_at is not None
-
-
-@dataclass(frozen=True)
-class FoldedItem:
-    """A throttled delivery waiting in a window's digest."""
-
-    delivery_id: int
-    kind: Kind
-    alert: AlertView
 
 
 @dataclass(frozen=True)
@@ -218,63 +180,41 @@ class NotifierStore:
         self, connection: Connection, event: AlertEvent, route: Router, reopen_after: float
     ) -> tuple[str, list[str]]:
         alert, now = event.alert, utcnow()
-        row = connection.execute(
+        same_id = connection.execute(
             select(alerts).where(alerts.c.alert_id == alert.alert_id)
         ).one_or_none()
-        if row is not None:
-            if row.state == AlertState.RESOLVED:
-                return "replay", []
-            self._note_repeat(connection, row, event, now)
-            return "repeat", [row.alert_id]
-        open_rows = sorted(
-            connection.execute(
+        open_rows: Sequence[Row[Any]] = []
+        if same_id is None:
+            open_rows = connection.execute(
                 select(alerts).where(
                     alerts.c.dedupe_key == alert.dedupe_key, alerts.c.state.in_(OPEN_STATES)
                 )
-            ).all(),
-            key=_last_seen,
-            reverse=True,
+            ).all()
+        firing = on_firing(
+            alert.alert_id,
+            _stored_id(event.event_id),
+            alert.occurred_at,
+            same_id=occurrence(same_id) if same_id is not None else None,
+            open_occurrences=[occurrence(row) for row in open_rows],
+            reopen_after=reopen_after,
         )
-        horizon = alert.occurred_at - timedelta(seconds=reopen_after)
-        current = [r for r in open_rows if reopen_after <= 0 or _last_seen(r) > horizon]
-        if current:
-            self._note_repeat(connection, current[0], event, now)
-            return "repeat", [current[0].alert_id]
-        for stale in open_rows:
+        if firing.repeat is not None:
+            _count_repeat(connection, firing.repeat, now)
+        for stale in firing.superseded:
             connection.execute(
                 update(alerts)
-                .where(alerts.c.id == stale.id)
+                .where(alerts.c.alert_id == stale.alert_id)
                 .values(
                     state=AlertState.RESOLVED.value,
-                    resolved_at=_last_seen(stale),
+                    resolved_at=stale.last_seen,
                     resolved_by="superseded",
                     updated_at=now,
                 )
             )
-        connection.execute(insert_ignore(connection, alerts).values(**_alert_row(event, now)))
-        channels = route(alert)
-        if channels:
-            connection.execute(
-                insert_ignore(connection, notifier_deliveries),
-                [_delivery_row(alert.alert_id, channel, Kind.TRIGGER, now) for channel in channels],
-            )
-        return "new", [alert.alert_id]
-
-    def _note_repeat(
-        self, connection: Connection, row: Row[Any], event: AlertEvent, now: datetime
-    ) -> None:
-        if row.last_event_id == event.event_id[:MAX_ID_CHARS]:
-            return
-        connection.execute(
-            update(alerts)
-            .where(alerts.c.id == row.id)
-            .values(
-                repeats=alerts.c.repeats + 1,
-                last_seen_at=max(_last_seen(row), event.alert.occurred_at),
-                last_event_id=event.event_id[:MAX_ID_CHARS],
-                updated_at=now,
-            )
-        )
+        if firing.outcome is Outcome.NEW:
+            connection.execute(insert_ignore(connection, alerts).values(**_alert_row(event, now)))
+            _plan(connection, alert.alert_id, route(alert), Kind.TRIGGER, now)
+        return firing.outcome, list(firing.owned)
 
     def _record_resolved(self, connection: Connection, event: AlertEvent) -> tuple[str, list[str]]:
         alert, now = event.alert, utcnow()
@@ -289,7 +229,8 @@ class NotifierStore:
                 )
             )
         ).all()
-        if not targets:
+        resolution = on_resolve([occurrence(row) for row in targets])
+        if resolution.outcome is Outcome.RESOLVE_UNKNOWN:
             connection.execute(
                 insert_ignore(connection, alerts).values(
                     {
@@ -300,34 +241,31 @@ class NotifierStore:
                     }
                 )
             )
-            return "resolve-unknown", []
-        for target in targets:
-            if target.state != AlertState.RESOLVED:
+        for alert_id in resolution.owned:
+            if alert_id in resolution.closes:
                 connection.execute(
                     update(alerts)
-                    .where(alerts.c.id == target.id)
+                    .where(alerts.c.alert_id == alert_id)
                     .values(
                         state=AlertState.RESOLVED.value,
                         resolved_at=alert.occurred_at,
                         resolved_by="event",
-                        last_event_id=event.event_id[:MAX_ID_CHARS],
+                        last_event_id=_stored_id(event.event_id),
                         updated_at=now,
                     )
                 )
-            self._plan_resolves(connection, target.alert_id, now)
-        return "resolve", [target.alert_id for target in targets]
+            self._plan_resolves(connection, alert_id, now)
+        return resolution.outcome, list(resolution.owned)
 
     def _plan_resolves(self, connection: Connection, alert_id: str, now: datetime) -> None:
-        notified = connection.execute(
-            select(notifier_deliveries.c.channel).where(
+        triggers = connection.execute(
+            select(notifier_deliveries.c.channel, notifier_deliveries.c.state).where(
                 notifier_deliveries.c.alert_id == alert_id,
                 notifier_deliveries.c.kind == Kind.TRIGGER.value,
-                notifier_deliveries.c.state.in_(RESOLVABLE_TRIGGER_STATES),
             )
-        ).scalars()
-        rows = [_delivery_row(alert_id, channel, Kind.RESOLVE, now) for channel in notified]
-        if rows:
-            connection.execute(insert_ignore(connection, notifier_deliveries), rows)
+        ).all()
+        channels = resolve_channels((r.channel, DeliveryState(r.state)) for r in triggers)
+        _plan(connection, alert_id, channels, Kind.RESOLVE, now)
 
     def _claim_owned(
         self, connection: Connection, alert_ids: list[str], kind: Kind
@@ -966,15 +904,8 @@ class NotifierStore:
             plan.state == DeliveryState.DIGESTED.value,
         )
         joined = notifier_deliveries.join(alerts, alerts.c.alert_id == plan.alert_id)
-        total = connection.execute(
-            select(func.count()).select_from(joined).where(carried)
-        ).scalar_one()
-        still_open = connection.execute(
-            select(func.count())
-            .select_from(joined)
-            .where(carried, alerts.c.state != AlertState.RESOLVED.value)
-        ).scalar_one()
-        if total == 0 or still_open > 0:
+        states = connection.execute(select(alerts.c.state).select_from(joined).where(carried))
+        if not digest_resolvable(AlertState(state) for state in states.scalars()):
             return False
         now = utcnow()
         row = _delivery_row(digest_key(window_start), channel, Kind.RESOLVE, now)
@@ -1177,10 +1108,44 @@ class NotifierStore:
         return removed
 
 
-def _last_seen(row: Row[Any]) -> datetime:
-    """Returns when an occurrence last fired (rows written by others may leave it NULL)."""
-    moment: datetime = row.last_seen_at or row.fired_at
-    return moment
+def occurrence(row: Row[Any]) -> Occurrence:
+    """Returns what the lifecycle rules need of an `alerts` row."""
+    return Occurrence(
+        alert_id=row.alert_id,
+        state=AlertState(row.state),
+        fired_at=row.fired_at,
+        last_seen_at=row.last_seen_at,
+        last_event_id=row.last_event_id,
+    )
+
+
+def _stored_id(event_id: str) -> str:
+    """Returns an event id as `alerts.last_event_id` keeps it."""
+    return event_id[:MAX_ID_CHARS]
+
+
+def _count_repeat(connection: Connection, repeat: Repeat, now: datetime) -> None:
+    connection.execute(
+        update(alerts)
+        .where(alerts.c.alert_id == repeat.alert_id)
+        .values(
+            repeats=alerts.c.repeats + 1,
+            last_seen_at=repeat.last_seen_at,
+            last_event_id=repeat.event_id,
+            updated_at=now,
+        )
+    )
+
+
+def _plan(
+    connection: Connection, alert_id: str, channels: Sequence[str], kind: Kind, now: datetime
+) -> None:
+    """Plans one delivery of an occurrence per channel (those planned already are kept)."""
+    if channels:
+        connection.execute(
+            insert_ignore(connection, notifier_deliveries),
+            [_delivery_row(alert_id, channel, kind, now) for channel in channels],
+        )
 
 
 def _alert_row(event: AlertEvent, now: datetime) -> dict[str, Any]:
@@ -1199,7 +1164,7 @@ def _alert_row(event: AlertEvent, now: datetime) -> dict[str, Any]:
         "fired_at": alert.occurred_at,
         "last_seen_at": alert.occurred_at,
         "repeats": 0,
-        "last_event_id": event.event_id[:MAX_ID_CHARS],
+        "last_event_id": _stored_id(event.event_id),
         "updated_at": now,
     }
 

@@ -27,6 +27,7 @@ from threading import Event
 
 from rbr_notifier.config import ChannelsFile
 from rbr_notifier.dispatch import DeliveryResult, Dispatcher, Down
+from rbr_notifier.lifecycle import first_per_channel
 from rbr_notifier.metrics import PENDING
 from rbr_notifier.model import DeliveryState
 from rbr_notifier.repository import NotifierStore, PlannedDelivery
@@ -85,13 +86,8 @@ class RetrySweeper:
         return len(due)
 
     def _retry(self, due: list[PlannedDelivery], down: Down) -> list[DeliveryResult]:
-        # One delivery per channel first: if its channel is still down, the others wait for
-        # the channel's next retry without each trying (see Dispatcher's `down`).
-        firsts: dict[str, PlannedDelivery] = {}
-        for delivery in due:
-            firsts.setdefault(delivery.channel, delivery)
-        results = self._dispatcher.run(list(firsts.values()), down)
-        others = [d for d in due if firsts[d.channel] is not d]
+        firsts, others = first_per_channel(due)
+        results = self._dispatcher.run(firsts, down)
         return results + (self._dispatcher.run(others, down) if others else [])
 
     def _settle(self, results: list[DeliveryResult], down: Down, now: datetime) -> None:

@@ -19,9 +19,9 @@ from rbr_notifier.digest import DigestSweeper
 from rbr_notifier.dispatch import Dispatcher
 from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.main import build_senders
-from rbr_notifier.repository import NotifierStore
 from rbr_notifier.retry_sweeper import RetrySweeper
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
 from rbr_runtime.db.tables import notifications, notifier_deliveries
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.kafka.codec import encode, make_event

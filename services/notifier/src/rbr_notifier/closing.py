@@ -22,8 +22,9 @@ from rbr_notifier.delivery import (
 )
 from rbr_notifier.metrics import DIGEST_RESOLVES
 from rbr_notifier.model import DeliveryState, Digest, Kind, Notification
-from rbr_notifier.repository import DigestResolve, NotifierStore
 from rbr_notifier.senders.base import AttemptResult, Sender
+from rbr_notifier.store.deliveries import DeliveryStore
+from rbr_notifier.store.windows import DigestResolve
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def resolve_notification(target: DigestResolve) -> Notification:
 
 
 def send_digest_resolve(
-    store: NotifierStore,
+    store: DeliveryStore,
     target: DigestResolve,
     sender: Sender,
     policy: RetryPolicy,

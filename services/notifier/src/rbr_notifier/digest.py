@@ -28,9 +28,10 @@ from rbr_notifier.dispatch import claim_lease, policy_of
 from rbr_notifier.lifecycle import FoldedItem, digest_contents, digested_state
 from rbr_notifier.metrics import DIGEST_BACKLOG, DIGESTS
 from rbr_notifier.model import DeliveryState, Digest, DigestItem, Kind, Notification
-from rbr_notifier.repository import DigestResolve, DueWindow, NotifierStore
 from rbr_notifier.senders.base import AttemptResult, Sender
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.store.windows import DigestResolve, DueWindow
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.schedule import worker_identity
 from rbr_schemas import utcnow
@@ -72,11 +73,11 @@ class DigestSweeper:
     def run_once(self) -> int:
         """Sends every due digest, then pending digest resolves; returns how many digests."""
         now = self._clock()
-        due = self._store.due_windows(now)
-        DIGEST_BACKLOG.set(self._store.backlog())
+        due = self._store.windows.due_windows(now)
+        DIGEST_BACKLOG.set(self._store.windows.backlog())
         futures = [self._pool.submit(self._send_window, window, now) for window in due]
         delivered = sum(1 for future in futures if future.result())
-        resolves = self._store.pending_digest_resolves()
+        resolves = self._store.windows.pending_digest_resolves()
         for future in [self._pool.submit(self._send_resolve, target) for target in resolves]:
             future.result()
         return delivered
@@ -96,11 +97,11 @@ class DigestSweeper:
         sender = self._senders.get(target.channel)
         if channel is None or sender is None or not channel.enabled:
             why = "channel removed" if channel is None else "channel disabled"
-            self._store.finish(target.id, DeliveryState.SKIPPED, why)
+            self._store.deliveries.finish(target.id, DeliveryState.SKIPPED, why)
             return
         try:
             send_digest_resolve(
-                self._store,
+                self._store.deliveries,
                 target,
                 sender,
                 policy_of(channel, self._settings),
@@ -113,22 +114,22 @@ class DigestSweeper:
             return  # given back: sent after the restart
 
     def _send_window(self, window: DueWindow, now: datetime) -> bool:
-        if not self._store.claim_digest(window, self._owner, now, CLAIM_LEASE):
+        if not self._store.windows.claim_digest(window, self._owner, now, CLAIM_LEASE):
             return False
         with log_context(channel=window.channel, window_start=window.window_start.isoformat()):
             try:
                 return self._deliver(window)
             except Interrupted:
-                self._store.finish_digest(window, [], DeliveryState.THROTTLED, None)
+                self._store.windows.finish_digest(window, [], DeliveryState.THROTTLED, None)
                 return False
 
     def _deliver(self, window: DueWindow) -> bool:
         channel = self._channels.get(window.channel)
         sender = self._senders.get(window.channel)
         closes = sender is not None and sender.closes_digests
-        contents = digest_contents(self._store.folded_items(window), closes_digests=closes)
+        contents = digest_contents(self._store.windows.folded_items(window), closes_digests=closes)
         if contents.acknowledged:
-            self._store.finish_digest(
+            self._store.windows.finish_digest(
                 window,
                 [i.delivery_id for i in contents.acknowledged],
                 DeliveryState.SKIPPED,
@@ -136,7 +137,7 @@ class DigestSweeper:
                 release=False,
             )
         if contents.late:
-            self._store.finish_digest(
+            self._store.windows.finish_digest(
                 window,
                 [i.delivery_id for i in contents.late],
                 DeliveryState.DIGESTED,
@@ -146,13 +147,13 @@ class DigestSweeper:
             )
         items = list(contents.carried)
         if not items:
-            self._store.finish_digest(window, [], DeliveryState.SKIPPED, None)
+            self._store.windows.finish_digest(window, [], DeliveryState.SKIPPED, None)
             return False
         if channel is None or sender is None or not channel.enabled:
             # A disabled channel hears nothing, digests included (like its direct deliveries).
             ids = [i.delivery_id for i in items]
             why = "channel removed" if channel is None else "channel disabled"
-            self._store.finish_digest(window, ids, DeliveryState.SKIPPED, why)
+            self._store.windows.finish_digest(window, ids, DeliveryState.SKIPPED, why)
             return False
         notification = self._notification(window, items)
         outcome = deliver(
@@ -164,7 +165,7 @@ class DigestSweeper:
             wait=self._wait,
         )
         state = digested_state(outcome.state)
-        self._store.finish_digest(
+        self._store.windows.finish_digest(
             window,
             [i.delivery_id for i in items],
             state,
@@ -195,7 +196,7 @@ class DigestSweeper:
         self, window: DueWindow, notification: Notification
     ) -> Callable[[int, str, AttemptResult], None]:
         def record(attempt: int, status: str, result: AttemptResult) -> None:
-            self._store.record_attempt(
+            self._store.deliveries.record_attempt(
                 alert_id=None,
                 dedupe_key=notification.dedupe_key,
                 channel=window.channel,

@@ -36,10 +36,11 @@ from rbr_notifier.lifecycle import (
 )
 from rbr_notifier.metrics import DELIVERIES, RETRIES
 from rbr_notifier.model import DeliveryState, Notification, digest_key
-from rbr_notifier.repository import NotifierStore, PlannedDelivery
 from rbr_notifier.retry_schedule import Schedule, schedule_of
 from rbr_notifier.senders.base import AttemptResult, Sender
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.store.deliveries import PlannedDelivery
 from rbr_runtime.errors import TransientError
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.schedule import worker_identity
@@ -164,7 +165,7 @@ class Dispatcher:
                 not end stay pending and are retried with the batch.
         """
         if down is None:
-            down = self._store.channels_down(self._clock())
+            down = self._store.deliveries.channels_down(self._clock())
         groups: dict[str, list[PlannedDelivery]] = {}
         for delivery in planned:
             groups.setdefault(delivery.dedupe_key, []).append(delivery)
@@ -197,14 +198,16 @@ class Dispatcher:
         with log_context(alert_id=planned.alert_id, channel=planned.channel):
             if self._sweeping and self.stop_event.is_set():
                 return DeliveryResult(planned, DeliveryState.WAITING, "stopping", ran=False)
-            context = self._store.delivery(planned.id)
+            context = self._store.deliveries.delivery(planned.id)
             turn = turn_of(context, retry_sweep=self._sweeping)
             if turn is Turn.ENDED:
                 return DeliveryResult(planned, context.state, f"already {context.state}", ran=False)
             if turn is Turn.SWEEPER:
                 # The event's offset can be committed.
                 return DeliveryResult(planned, DeliveryState.WAITING, "waiting", ran=False)
-            if not self._store.claim(planned.id, self._owner, self.lease, due_by=self._clock()):
+            if not self._store.deliveries.claim(
+                planned.id, self._owner, self.lease, due_by=self._clock()
+            ):
                 if self._sweeping:
                     return DeliveryResult(planned, context.state, "claimed elsewhere", ran=False)
                 # Another replica sends it (it had the partition before a rebalance). The
@@ -256,13 +259,15 @@ class Dispatcher:
             return self._close_digest(planned, context, channel, sender, down)
         if step is Step.JOIN_DIGEST:
             assert context.trigger_window is not None
-            self._store.fold(context.id, context.channel, context.trigger_window)
+            self._store.windows.fold(context.id, context.channel, context.trigger_window)
             return self._throttled(planned)
         if step is Step.COUNT:
             throttle = throttle_of(channel, self._settings)
             assert throttle is not None
             start, end = window_of(self._clock(), throttle.window)
-            if not self._store.claim_slot(context.id, context.channel, start, end, throttle.max):
+            if not self._store.windows.claim_slot(
+                context.id, context.channel, start, end, throttle.max
+            ):
                 return self._throttled(planned)
         return self._send(planned, context, channel, sender, down)
 
@@ -305,7 +310,7 @@ class Dispatcher:
     ) -> DeliveryResult:
         """Makes a claimed delivery wait for the retry sweeper until `retry_at`."""
         detail = f"{why}; next try {retry_at:%Y-%m-%d %H:%M:%S} UTC"
-        deferred = self._store.defer(
+        deferred = self._store.deliveries.defer(
             planned.id,
             self._owner,
             next_attempt_at=retry_at,
@@ -352,7 +357,7 @@ class Dispatcher:
     ) -> DeliveryResult:
         assert context.trigger_window is not None
         key = f"{digest_key(context.trigger_window)}:{planned.channel}"
-        target = self._store.plan_digest_resolve(planned.channel, context.trigger_window)
+        target = self._store.windows.plan_digest_resolve(planned.channel, context.trigger_window)
         if target is None:
             why = f"firing only in digest {key}, resolved with it once all its alerts are"
             return self._end(planned, DeliveryState.DIGESTED, why)
@@ -362,7 +367,7 @@ class Dispatcher:
             )
         try:
             outcome = send_digest_resolve(
-                self._store,
+                self._store.deliveries,
                 target,
                 sender,
                 self._policy(channel),
@@ -372,7 +377,7 @@ class Dispatcher:
                 wait=self._wait,
             )
         except Interrupted:
-            self._store.release(planned.id, self._owner)
+            self._store.deliveries.release(planned.id, self._owner)
             raise
         if outcome is None:
             raise TransientError(
@@ -402,7 +407,7 @@ class Dispatcher:
             if status == AttemptStatus.FAILED:
                 waits.append(may_wait(schedule, context.waiting_since, self._clock()))
                 status = AttemptStatus.RETRYING if waits[-1] else status
-            self._store.record_attempt(
+            self._store.deliveries.record_attempt(
                 alert_id=planned.alert_id,
                 dedupe_key=planned.dedupe_key,
                 channel=planned.channel,
@@ -428,7 +433,7 @@ class Dispatcher:
         except Interrupted:
             # Stopping between two tries: give the delivery back, so whichever replica gets
             # the alert next sends it at once instead of waiting for the claim to go stale.
-            self._store.release(planned.id, self._owner)
+            self._store.deliveries.release(planned.id, self._owner)
             raise
         if outcome.state is DeliveryState.FAILED and waits and waits[-1]:
             assert schedule is not None
@@ -448,7 +453,7 @@ class Dispatcher:
             down.setdefault(planned.channel, now + timedelta(seconds=pause))
         summary = f"channel {planned.channel} ({channel.type}): " + _gave_up(context, outcome, now)
         self._give_up_line(planned, summary)
-        self._store.finish(planned.id, outcome.state, summary)
+        self._store.deliveries.finish(planned.id, outcome.state, summary)
         return DeliveryResult(planned, outcome.state, summary)
 
     def _wait_for_retry(
@@ -490,7 +495,7 @@ class Dispatcher:
         )
 
     def _end(self, planned: PlannedDelivery, state: DeliveryState, why: str) -> DeliveryResult:
-        self._store.finish(planned.id, state, why)
+        self._store.deliveries.finish(planned.id, state, why)
         DELIVERIES.labels(planned.channel, planned.kind.value, state.value).inc()
         return DeliveryResult(planned, state, why)
 

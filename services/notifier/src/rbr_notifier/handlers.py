@@ -26,7 +26,9 @@ from rbr_notifier.config import ChannelsFile
 from rbr_notifier.dispatch import DeliveryResult, Dispatcher
 from rbr_notifier.lifecycle import is_one_shot
 from rbr_notifier.metrics import ALERT_EVENTS
-from rbr_notifier.repository import MAX_ID_CHARS, AlertEvent, NotifierStore, PlannedDelivery
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.store.alerts import MAX_ID_CHARS, AlertEvent
+from rbr_notifier.store.deliveries import PlannedDelivery
 from rbr_runtime.kafka.consumer import Inbound, PermanentError
 from rbr_schemas import Alert
 
@@ -84,7 +86,7 @@ class AlertHandler:
 
     def _handle(self, messages: list[Inbound[Any]]) -> None:
         events = [AlertEvent(_event_id(m), m.data) for m in messages]
-        recorded = self._store.record_events(
+        recorded = self._store.alerts.record_events(
             events,
             lambda alert: route(self._channels, alert),
             reopen_after=self._reopen_after,
@@ -112,7 +114,7 @@ class AlertHandler:
                 delivered_one_shots.append(message.data.dedupe_key)
         # Closed only once every channel was served: left open, a DLQ replay still retries the
         # channels that were not reached (a closed occurrence's replay sends nothing).
-        self._store.close_one_shot(delivered_one_shots)
+        self._store.alerts.close_one_shot(delivered_one_shots)
 
     def _remember(self, position: Position, reason: str, *, ours: bool) -> None:
         self._rejected[position] = (reason[:1500], ours)

@@ -20,11 +20,11 @@ from rbr_notifier.digest import DigestSweeper
 from rbr_notifier.dispatch import Dispatcher, longest_delivery
 from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.metrics import CHANNELS
-from rbr_notifier.repository import NotifierStore
 from rbr_notifier.retry_sweeper import retry_task
 from rbr_notifier.senders import Sender, build_sender
 from rbr_notifier.senders.base import quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
 from rbr_notifier.tasks import purge_history
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies

@@ -30,10 +30,11 @@ from rbr_notifier.dispatch import DeliveryResult, Dispatcher, Down
 from rbr_notifier.lifecycle import first_per_channel
 from rbr_notifier.metrics import PENDING
 from rbr_notifier.model import DeliveryState
-from rbr_notifier.repository import NotifierStore, PlannedDelivery
 from rbr_notifier.retry_schedule import schedule_of
 from rbr_notifier.senders.base import Sender
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.store.deliveries import PlannedDelivery
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.kafka.consumer import MESSAGES_DEAD_LETTERED, dead_letter_message
 from rbr_runtime.schedule import PeriodicTask
@@ -77,7 +78,9 @@ class RetrySweeper:
     def run_once(self) -> int:
         """Retries what is due, dead-letters what was given up on; returns how many were due."""
         now = self._clock()
-        due = self._store.due_retries(now, utcnow() - self._dispatcher.lease, DUE_PER_SWEEP)
+        due = self._store.deliveries.due_retries(
+            now, utcnow() - self._dispatcher.lease, DUE_PER_SWEEP
+        )
         if due:
             down: Down = {}
             self._settle(self._retry(due, down), down, now)
@@ -95,10 +98,10 @@ class RetrySweeper:
             self._hold(name, retry_at)
         sent = [r.delivery for r in results if r.ran and r.state is DeliveryState.SENT]
         for name in sorted({d.channel for d in sent}):
-            woken = self._store.wake(name, now)
+            woken = self._store.deliveries.wake(name, now)
             if woken:
                 log.info("channel %s is back: %d waiting notification(s) due now", name, woken)
-        self._store.close_one_shot(d.dedupe_key for d in sent)
+        self._store.alerts.close_one_shot(d.dedupe_key for d in sent)
 
     def _hold(self, name: str, retry_at: datetime) -> None:
         """A channel still down: its deliveries that would come back sooner come with its retry."""
@@ -106,15 +109,15 @@ class RetrySweeper:
         schedule = schedule_of(channel) if channel is not None else None
         if schedule is not None:
             since_after = retry_at - timedelta(seconds=schedule.max_age)
-            self._store.hold(name, retry_at, waiting_since_after=since_after)
+            self._store.deliveries.hold(name, retry_at, waiting_since_after=since_after)
 
     def _dead_letter_given_up(self) -> None:
         if self._producer is not None:
             self._send_dead_letters(self._producer)
-        self._store.forget_messages()  # those whose delivery ended otherwise
+        self._store.deliveries.forget_messages()  # those whose delivery ended otherwise
 
     def _send_dead_letters(self, producer: EventProducer) -> None:
-        given_up = self._store.given_up_messages()
+        given_up = self._store.deliveries.given_up_messages()
         if not given_up:
             return
         producer.send_messages(
@@ -126,10 +129,10 @@ class RetrySweeper:
             ]
         )
         MESSAGES_DEAD_LETTERED.labels(self._group, ALERTS.name, DLQ_REASON).inc(len(given_up))
-        self._store.forget_messages([g.delivery_id for g in given_up])
+        self._store.deliveries.forget_messages([g.delivery_id for g in given_up])
 
     def _count_waiting(self) -> None:
-        counts = self._store.waiting_counts()
+        counts = self._store.deliveries.waiting_counts()
         for name in {c.name for c in self._channels.channels} | set(counts):
             PENDING.labels(name).set(counts.get(name, 0))
 

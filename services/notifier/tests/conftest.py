@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from rbr_notifier.channels import ChannelsFile, parse_channels
 from rbr_notifier.closing import KeyedLocks
-from rbr_notifier.config import ChannelsFile, parse_channels
-from rbr_notifier.digest import DigestSweeper
 from rbr_notifier.dispatch import Dispatcher
 from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.main import build_senders
 from rbr_notifier.retry_sweeper import RetrySweeper
 from rbr_notifier.settings import NotifierSettings
 from rbr_notifier.store import NotifierStore
+from rbr_notifier.throttle_digest import DigestSweeper
 from rbr_runtime.db.tables import notifications, notifier_deliveries
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.kafka.codec import encode, make_event

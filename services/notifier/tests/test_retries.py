@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from rbr_notifier.config import parse_channels
+from rbr_notifier.channels import parse_channels
 from rbr_notifier.retry_schedule import DEFAULT_SCHEDULES, Schedule, schedule_of
 from rbr_runtime.db.tables import notifier_deliveries
 from rbr_runtime.kafka.consumer import Inbound

@@ -18,7 +18,7 @@ import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from rbr_cli.output import fail, settings_or_fail, table
-from rbr_notifier.config import ChannelConfig, ChannelConfigError, ChannelsFile, load_channels
+from rbr_notifier.channels import ChannelConfig, ChannelConfigError, ChannelsFile, load_channels
 from rbr_notifier.delivery import RetryPolicy, deliver
 from rbr_notifier.dispatch import throttle_of
 from rbr_notifier.model import AlertState, AlertView, DeliveryState, Kind, Notification

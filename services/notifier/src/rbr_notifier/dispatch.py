@@ -14,8 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from rbr_notifier.channels import ChannelConfig, ChannelsFile, Throttle
 from rbr_notifier.closing import KeyedLocks, send_digest_resolve
-from rbr_notifier.config import ChannelConfig, ChannelsFile, Throttle
 from rbr_notifier.delivery import (
     END_STATES,
     AttemptStatus,

@@ -1,17 +1,9 @@
-"""The consumer handler of `alerts`: record, plan, deliver; dead-letter what cannot be delivered.
+"""The consumer handler of `alerts`: record, plan, deliver; reject what a channel refused.
 
-For a batch of alert events the handler (1) records them in `alerts` and plans their
-deliveries in one transaction, (2) carries the deliveries out, and (3) returns, so the offsets
-are committed only once every notification has reached an end state or waits, durably, for
-the retry sweeper (with the message kept beside it). An event one of whose channels refused it,
-or could not be reached by a channel without a retry schedule, is rejected with
-`PermanentError`: the consumer runner sends it to `alerts.dlq` with a reason naming the channel
-and the status. Replaying it later (from the DLQ) retries only the channels that were not
-reached.
-
-The runner re-runs a rejected batch message by message to find the culprit; the handler
-remembers which messages it already gave up on (by topic, partition and offset) and rejects
-them again at once instead of sending everything a second time.
+Offsets are committed once every notification ended or waits for the retry sweeper. An event a
+channel refused is rejected with `PermanentError` (to alerts.dlq; a replay retries only the
+channels not reached); rejected positions are remembered, as the runner re-runs a rejected
+batch message by message.
 """
 
 from __future__ import annotations
@@ -22,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from rbr_notifier.config import ChannelsFile
+from rbr_notifier.channels import ChannelsFile
 from rbr_notifier.dispatch import DeliveryResult, Dispatcher
 from rbr_notifier.lifecycle import is_one_shot
 from rbr_notifier.metrics import ALERT_EVENTS

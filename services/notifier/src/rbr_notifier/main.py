@@ -14,9 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+from rbr_notifier.channels import ChannelConfigError, ChannelsFile, load_channels
 from rbr_notifier.closing import KeyedLocks
-from rbr_notifier.config import ChannelConfigError, ChannelsFile, load_channels
-from rbr_notifier.digest import DigestSweeper
 from rbr_notifier.dispatch import Dispatcher, longest_delivery
 from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.metrics import CHANNELS
@@ -26,6 +25,7 @@ from rbr_notifier.senders.base import quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
 from rbr_notifier.store import NotifierStore
 from rbr_notifier.tasks import purge_history
+from rbr_notifier.throttle_digest import DigestSweeper
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer

@@ -1,20 +1,8 @@
-"""The retry sweeper: tries waiting deliveries again on their channel's schedule.
+"""The retry sweeper: tries waiting deliveries again on their channel's retry schedule.
 
-A delivery whose first tries failed waits in `notifier_deliveries` (state waiting, with
-`next_attempt_at`), its alert's offset already committed, with the alerts message it came from
-kept beside it. Every `RBR_NOTIFIER_RETRY_SWEEP_INTERVAL` seconds, on every replica, the
-sweeper takes the deliveries that are due (only the first unfinished one of a dedupe key on a
-channel, so a resolve never overtakes its firing), claims each (so one replica tries it), and
-tries it once:
-
-* per channel, one delivery goes first; if the channel is still down, its other due
-  deliveries, and those due before the channel's next retry, wait for that retry untried
-  instead of each failing on its own;
-* once a channel took one again, every delivery waiting for it is made due at once;
-* a delivery whose schedule ran out is given up on: its kept message goes to alerts.dlq with
-  the reason (so `rbr dlq replay alerts` retries it once the channel is fixed). The message is
-  produced before it is forgotten, so a crash in between dead-letters it twice, never not at
-  all (a replay of either is harmless: deliveries already sent are not sent again).
+Each turn, on every replica, one due delivery per channel goes first: while the channel is
+still down its others wait for its next retry, once it is back they are all due. A delivery
+whose schedule ran out is given up on and its kept alerts message goes to alerts.dlq.
 """
 
 from __future__ import annotations
@@ -25,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from threading import Event
 
-from rbr_notifier.config import ChannelsFile
+from rbr_notifier.channels import ChannelsFile
 from rbr_notifier.dispatch import DeliveryResult, Dispatcher, Down
 from rbr_notifier.lifecycle import first_per_channel
 from rbr_notifier.metrics import PENDING

@@ -1,16 +1,8 @@
-"""Digests: when a throttle window ends, what it folded goes out as one message per channel.
+"""Throttle digests: when a window ends, what its throttle folded goes out as one message.
 
-Folded notifications are rows in `notifier_deliveries` (state throttled) written before the
-alert's offset was committed, so a crash loses none: the sweeper finds every ended window that
-still holds some, claims it (a lease in `notifier_windows`, so one replica sends it), sends one
-digest through the channel with the usual retries, and marks the items digested. Triggers of
-alerts acknowledged meanwhile are left out. A digest that cannot be delivered is recorded
-(failed or rejected) in `notifications` and logged; its alerts stay in `rbr alerts list`.
-
-On PagerDuty and Opsgenie a digest opens an incident of its own, which is resolved once every
-alert it carried resolved (see `closing`). When they all resolved before the digest went out,
-its resolve is planned with the digest's end and the sweeper sends it; the sweeper also sends
-any digest resolve left pending by a replica that stopped or died.
+The digest sweeper (on every replica) claims each ended window that still holds folded
+deliveries, sends one digest per channel with the usual tries and marks its items digested;
+it also sends digest resolves left pending (see `closing`).
 """
 
 from __future__ import annotations
@@ -21,8 +13,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from rbr_notifier.channels import ChannelsFile
 from rbr_notifier.closing import KeyedLocks, send_digest_resolve
-from rbr_notifier.config import ChannelsFile
 from rbr_notifier.delivery import Interrupted, deliver
 from rbr_notifier.dispatch import claim_lease, policy_of
 from rbr_notifier.lifecycle import FoldedItem, digest_contents, digested_state

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from rbr_analyst.main import SOURCE, build_service, summary_task
 from rbr_analyst.settings import AnalystSettings
 from rbr_cli.main import app
-from rbr_notifier.config import parse_channels
+from rbr_notifier.channels import parse_channels
 from rbr_notifier.main import build_service as build_notifier
 from rbr_notifier.settings import NotifierSettings
 from rbr_runtime.db.tables import task_runs

@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from rbr_notifier.config import ChannelsFile, parse_channels
-from rbr_notifier.digest import DigestSweeper
+from rbr_notifier.channels import ChannelsFile, parse_channels
+from rbr_notifier.closing import KeyedLocks
 from rbr_notifier.dispatch import Dispatcher
 from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.main import build_senders
-from rbr_notifier.repository import NotifierStore
 from rbr_notifier.retry_sweeper import RetrySweeper
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.throttle_digest import DigestSweeper
 from rbr_runtime.db.tables import notifications, notifier_deliveries
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.kafka.codec import encode, make_event
@@ -155,14 +156,31 @@ def notifier_factory(mysql_engine: Engine) -> Iterator[Callable[..., Notifier]]:
             pauses.append(seconds)
             return wait(seconds) if wait is not None else False
 
+        digest_locks = KeyedLocks()
         dispatcher = Dispatcher(
-            store, channels, senders, config, pool, clock=clock, wait=record_pause, owner=owner
+            store,
+            channels,
+            senders,
+            config,
+            pool,
+            clock=clock,
+            wait=record_pause,
+            owner=owner,
+            digest_locks=digest_locks,
         )
         handler = AlertHandler(
             store, dispatcher, channels, reopen_after=config.notifier_reopen_after
         )
         sweeper = DigestSweeper(
-            store, channels, senders, config, pool, clock=clock, wait=record_pause, owner=owner
+            store,
+            channels,
+            senders,
+            config,
+            pool,
+            clock=clock,
+            wait=record_pause,
+            owner=owner,
+            digest_locks=digest_locks,
         )
         retry_dispatcher = Dispatcher(
             store,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rbr_notifier.config import (
+from rbr_notifier.channels import (
     ChannelConfigError,
     EmailChannel,
     OpsgenieChannel,

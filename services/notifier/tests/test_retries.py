@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from rbr_notifier.config import parse_channels
+from rbr_notifier.channels import parse_channels
 from rbr_notifier.retry_schedule import DEFAULT_SCHEDULES, Schedule, schedule_of
 from rbr_runtime.db.tables import notifier_deliveries
 from rbr_runtime.kafka.consumer import Inbound
@@ -61,7 +61,7 @@ def test_a_delivery_the_channel_did_not_take_waits_and_is_retried_until_it_arriv
     (waiting,) = [r for r in notifier.deliveries() if r.channel == "down"]
     assert waiting.state == "waiting"
     assert T0 + timedelta(seconds=48) <= waiting.next_attempt_at <= T0 + timedelta(seconds=72)
-    assert notifier.store.waiting_counts() == {"down": 1}
+    assert notifier.store.deliveries.waiting_counts() == {"down": 1}
     notifier.clock.advance(40)
     assert notifier.retries.run_once() == 0  # not due yet
     notifier.clock.advance(40)
@@ -82,8 +82,8 @@ def test_a_delivery_the_channel_did_not_take_waits_and_is_retried_until_it_arriv
     attempts = [(a.attempt, a.status) for a in restarted.attempts() if a.channel == "down"]
     assert attempts == [(1, "retrying"), (2, "retrying"), (3, "retrying"), (4, "sent")]
     assert states(restarted, "down") == [(firing.alert_id, "trigger", "sent")]
-    assert restarted.store.waiting_counts() == {}
-    assert restarted.store.given_up_messages() == []
+    assert restarted.store.deliveries.waiting_counts() == {}
+    assert restarted.store.deliveries.given_up_messages() == []
 
 
 def test_a_resolve_and_a_new_occurrence_wait_behind_the_firing_and_keep_their_order(
@@ -186,14 +186,14 @@ def test_when_the_schedule_runs_out_the_delivery_is_given_up_and_its_message_kep
     resolve_a = rows[first.alert_id, "resolve"]
     assert resolve_a.state == "skipped"
     assert "firing could not be delivered" in resolve_a.detail
-    given_up = notifier.store.given_up_messages()
+    given_up = notifier.store.deliveries.given_up_messages()
     assert [g.message.value for g in given_up] == [m.value for m in messages]
     assert [g.message.key for g in given_up] == [b"k:a", b"k:b"]
     assert all("channel siem (webhook)" in g.reason for g in given_up)
     assert sum("gave up on the trigger of k:a" in r.message for r in caplog.records) == 1
     assert "SECRET" not in caplog.text
     assert "SECRET" not in " ".join(g.reason for g in given_up)
-    assert {a.state for a in notifier.store.list_alerts()} == {"firing", "resolved"}
+    assert {a.state for a in notifier.store.alerts.list_alerts()} == {"firing", "resolved"}
 
     # `rbr dlq replay alerts` puts k:b back on the topic once the channel is fixed.
     http_receiver.respond(Reply(200))
@@ -201,7 +201,7 @@ def test_when_the_schedule_runs_out_the_delivery_is_given_up_and_its_message_kep
     notifier.handler([to_inbound(second)])
     notifier.retries.run_once()
     assert sent(http_receiver)[tries:] == [("trigger", "k:b", second.alert_id)]
-    assert [g.message.key for g in notifier.store.given_up_messages()] == [b"k:a"]
+    assert [g.message.key for g in notifier.store.deliveries.given_up_messages()] == [b"k:a"]
 
 
 def test_a_firing_acknowledged_while_it_waits_is_dropped_with_its_resolve(
@@ -214,7 +214,7 @@ def test_a_firing_acknowledged_while_it_waits_is_dropped_with_its_resolve(
     notifier = notifier_factory({"channels": [hook("ops", http_receiver)]}, notifier_max_attempts=1)
     firing = make_alert()
     notifier.handler([to_inbound(firing)])
-    notifier.store.acknowledge(firing.dedupe_key, "alice", notifier.clock())
+    notifier.store.alerts.acknowledge(firing.dedupe_key, "alice", notifier.clock())
     notifier.handler([to_inbound(make_alert(state="resolved"))])
 
     http_receiver.respond(Reply(200))
@@ -268,7 +268,9 @@ def test_a_retry_claimed_by_a_replica_that_died_is_taken_over_once_stale(
     notifier.handler([to_inbound(make_alert())])
     (row,) = notifier.deliveries()
     far = datetime(2100, 1, 1, tzinfo=UTC)
-    assert notifier.store.claim(row.id, "replica-x/retries", timedelta(minutes=5), due_by=far)
+    assert notifier.store.deliveries.claim(
+        row.id, "replica-x/retries", timedelta(minutes=5), due_by=far
+    )
     http_receiver.respond(Reply(200))
     notifier.clock.advance(10 * MINUTE)
     assert notifier.retries.run_once() == 0  # replica x is retrying it

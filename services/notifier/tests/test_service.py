@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Message
 from sqlalchemy import Engine, func, select
 
-from rbr_notifier.config import parse_channels
+from rbr_notifier.channels import parse_channels
 from rbr_notifier.main import build_service
 from rbr_notifier.settings import NotifierSettings
 from rbr_runtime.db.tables import alerts, notifications, notifier_deliveries

@@ -1,32 +1,8 @@
-"""Sending planned deliveries: rules, throttle, retries, in parallel across alerts and channels.
+"""Carrying out planned deliveries: claim, decide (see `lifecycle`), throttle, send, retry.
 
-Deliveries of one dedupe key run in order (a trigger before its resolve); different dedupe
-keys run side by side on a bounded thread pool, so one slow or failing channel holds up only
-its own deliveries. Each delivery is first claimed in the database (state sending, renewed at
-every try): a replica that gets the same alert after a rebalance (the first one took longer
-than max.poll.interval.ms) waits for that claim to end instead of sending a second time, and
-takes the delivery over once the claim is stale (the first replica died).
-
-A delivery gets the channel's `max_attempts` tries in a row. If they all fail, it waits (state
-waiting) for the retry sweeper, on the channel's retry schedule (see `retry_schedule`), and
-its alert's offset can be committed: a channel down for hours holds up nothing else. Once a
-channel failed, its other deliveries wait for its next retry without trying (in this batch,
-and in later ones until that retry). A delivery behind an earlier unfinished one of the same
-dedupe key on the same channel waits behind it, so a resolve never overtakes its firing. The
-retry sweeper runs its deliveries through a `Dispatcher` too (`retry_sweep=True`: one try per
-turn), and gives up on one when its schedule ran out. Before sending, each delivery is checked
-against what is true now:
-
-* a trigger goes out only while its alert is firing: not acknowledged, and not resolved before
-  it was first tried (a firing the channel could not take yet is still owed to it: once the
-  channel is back, the firing goes out, then its resolve);
-* a resolve goes out only to a channel that was notified of the firing (directly or in a
-  digest), after the firing; if the firing is still waiting in a digest, the resolve joins it;
-* on PagerDuty and Opsgenie, a resolve whose firing went out only in a digest is not sent on
-  its own (it would address an incident that was never opened): once every alert of that
-  digest resolved, the digest's own resolve is sent instead (see `closing`);
-* the channel's throttle counts a trigger, or folds it into the window's digest; a resolve is
-  never throttled (it joins a digest only when its firing waits in that same digest).
+Deliveries of one dedupe key run in order; different keys run side by side on a thread pool.
+Each is claimed in the database before it is sent. Tries in a row that all fail make it wait
+for the retry sweeper; once a channel failed, its other deliveries wait for its next retry.
 """
 
 from __future__ import annotations
@@ -38,8 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from rbr_notifier.closing import DIGEST_LOCKS, send_digest_resolve
-from rbr_notifier.config import ChannelConfig, ChannelsFile, Throttle
+from rbr_notifier.channels import ChannelConfig, ChannelsFile, Throttle
+from rbr_notifier.closing import KeyedLocks, send_digest_resolve
 from rbr_notifier.delivery import (
     END_STATES,
     AttemptStatus,
@@ -48,19 +24,23 @@ from rbr_notifier.delivery import (
     RetryPolicy,
     deliver,
 )
-from rbr_notifier.metrics import DELIVERIES, RETRIES
-from rbr_notifier.model import (
-    NOTIFIED_STATES,
-    AlertState,
-    DeliveryState,
-    Kind,
-    Notification,
-    digest_key,
+from rbr_notifier.lifecycle import (
+    DeliveryContext,
+    Step,
+    Turn,
+    decide,
+    may_wait,
+    postpone,
+    turn_of,
+    window_of,
 )
-from rbr_notifier.repository import DeliveryContext, NotifierStore, PlannedDelivery
+from rbr_notifier.metrics import DELIVERIES, RETRIES
+from rbr_notifier.model import DeliveryState, Notification, digest_key
 from rbr_notifier.retry_schedule import Schedule, schedule_of
 from rbr_notifier.senders.base import AttemptResult, Sender
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.store.deliveries import PlannedDelivery
 from rbr_runtime.errors import TransientError
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.schedule import worker_identity
@@ -70,7 +50,6 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 Down = dict[str, datetime]
 """Channels that failed, with when their next retry is due: their deliveries wait for it."""
-UNFINISHED = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.WAITING)
 
 
 @dataclass(frozen=True)
@@ -97,12 +76,6 @@ def throttle_of(channel: ChannelConfig, settings: NotifierSettings) -> Throttle 
     if settings.notifier_throttle_max <= 0:
         return None
     return Throttle(max=settings.notifier_throttle_max, window=settings.notifier_throttle_window)
-
-
-def window_of(moment: datetime, window: float) -> tuple[datetime, datetime]:
-    """Returns the fixed throttle window (aligned to the epoch) containing a moment."""
-    start = datetime.fromtimestamp((moment.timestamp() // window) * window, moment.tzinfo)
-    return start, start + timedelta(seconds=window)
 
 
 def claim_lease(settings: NotifierSettings, channels: ChannelsFile) -> timedelta:
@@ -151,7 +124,13 @@ class Dispatcher:
         wait: Callable[[float], bool] | None = None,
         owner: str | None = None,
         retry_sweep: bool = False,
+        digest_locks: KeyedLocks | None = None,
     ) -> None:
+        """Wires the dispatcher.
+
+        `digest_locks` is shared with the digest sweeper of the same claim owner: one thread
+        at a time sends a digest's resolve (the database claim cannot tell them apart).
+        """
         self._store = store
         self._channels = channels
         self._senders = senders
@@ -165,6 +144,7 @@ class Dispatcher:
         # replica must not take one of its claims for its own and send the delivery too.
         self._owner = (owner or worker_identity()) + ("/retries" if retry_sweep else "")
         self.lease = claim_lease(settings, channels)
+        self._digest_locks = digest_locks or KeyedLocks()
 
     def stop(self) -> None:
         """Ends retry pauses early: deliveries in a pause are left for after the restart."""
@@ -185,7 +165,7 @@ class Dispatcher:
                 not end stay pending and are retried with the batch.
         """
         if down is None:
-            down = self._store.channels_down(self._clock())
+            down = self._store.deliveries.channels_down(self._clock())
         groups: dict[str, list[PlannedDelivery]] = {}
         for delivery in planned:
             groups.setdefault(delivery.dedupe_key, []).append(delivery)
@@ -218,13 +198,16 @@ class Dispatcher:
         with log_context(alert_id=planned.alert_id, channel=planned.channel):
             if self._sweeping and self.stop_event.is_set():
                 return DeliveryResult(planned, DeliveryState.WAITING, "stopping", ran=False)
-            context = self._store.delivery(planned.id)
-            if context.state not in UNFINISHED:
+            context = self._store.deliveries.delivery(planned.id)
+            turn = turn_of(context, retry_sweep=self._sweeping)
+            if turn is Turn.ENDED:
                 return DeliveryResult(planned, context.state, f"already {context.state}", ran=False)
-            if context.scheduled and not self._sweeping:
-                # The retry sweeper is in charge of it: the event's offset can be committed.
+            if turn is Turn.SWEEPER:
+                # The event's offset can be committed.
                 return DeliveryResult(planned, DeliveryState.WAITING, "waiting", ran=False)
-            if not self._store.claim(planned.id, self._owner, self.lease, due_by=self._clock()):
+            if not self._store.deliveries.claim(
+                planned.id, self._owner, self.lease, due_by=self._clock()
+            ):
                 if self._sweeping:
                     return DeliveryResult(planned, context.state, "claimed elsewhere", ran=False)
                 # Another replica sends it (it had the partition before a rebalance). The
@@ -238,21 +221,59 @@ class Dispatcher:
     def _decide(
         self, planned: PlannedDelivery, context: DeliveryContext, down: Down
     ) -> DeliveryResult:
-        """Skips, defers or sends a claimed delivery."""
+        """Skips, defers, folds or sends a claimed delivery."""
         channel = self._channels.get(planned.channel)
         sender = self._senders.get(planned.channel)
-        if channel is None or sender is None or not channel.enabled:
-            return self._end(planned, DeliveryState.SKIPPED, "channel no longer configured")
-        skip = _skip_reason(context)
-        if skip is not None:
-            return self._end(planned, DeliveryState.SKIPPED, skip)
-        if context.behind:
+        configured = channel is not None and sender is not None and channel.enabled
+        throttle = throttle_of(channel, self._settings) if channel is not None else None
+        decision = decide(
+            context,
+            configured=configured,
+            channel_down=planned.channel in down,
+            closes_digests=sender is not None and sender.closes_digests,
+            throttled=throttle is not None,
+        )
+        if decision.step is Step.SKIP:
+            return self._end(planned, DeliveryState.SKIPPED, decision.reason)
+        assert channel is not None
+        assert sender is not None
+        if decision.step is Step.WAIT_BEHIND:
             # Due as soon as the earlier one ended (the sweeper takes heads only).
-            why = "waits for an earlier notification of the same alert to this channel"
-            return self._defer(planned, self._clock(), context.waiting_since, why)
-        if planned.channel in down:
+            return self._defer(planned, self._clock(), context.waiting_since, decision.reason)
+        if decision.step is Step.POSTPONE:
             return self._postpone(planned, context, channel, down[planned.channel])
-        return self._deliver_due(planned, context, channel, sender, down)
+        return self._deliver_due(planned, context, decision.step, channel=channel, down=down)
+
+    def _deliver_due(
+        self,
+        planned: PlannedDelivery,
+        context: DeliveryContext,
+        step: Step,
+        *,
+        channel: ChannelConfig,
+        down: Down,
+    ) -> DeliveryResult:
+        """Sends a delivery that is due, unless the throttle folds it or a digest carries it."""
+        sender = self._senders[planned.channel]
+        if step is Step.CLOSE_DIGEST:
+            return self._close_digest(planned, context, channel, sender, down)
+        if step is Step.JOIN_DIGEST:
+            assert context.trigger_window is not None
+            self._store.windows.fold(context.id, context.channel, context.trigger_window)
+            return self._throttled(planned)
+        if step is Step.COUNT:
+            throttle = throttle_of(channel, self._settings)
+            assert throttle is not None
+            start, end = window_of(self._clock(), throttle.window)
+            if not self._store.windows.claim_slot(
+                context.id, context.channel, start, end, throttle.max
+            ):
+                return self._throttled(planned)
+        return self._send(planned, context, channel, sender, down)
+
+    def _throttled(self, planned: PlannedDelivery) -> DeliveryResult:
+        DELIVERIES.labels(planned.channel, planned.kind.value, "throttled").inc()
+        return DeliveryResult(planned, DeliveryState.THROTTLED, "folded into digest")
 
     def _postpone(
         self,
@@ -263,21 +284,22 @@ class Dispatcher:
     ) -> DeliveryResult:
         """Makes a delivery to a channel that just failed wait for its next retry, untried."""
         why = f"channel {planned.channel} ({channel.type}): not tried, "
-        schedule, now = schedule_of(channel), self._clock()
-        if schedule is None:
-            return self._end(
-                planned, DeliveryState.FAILED, why + "it gave up on an earlier notification"
-            )
-        since = context.waiting_since or now
-        if schedule.expired(since, now):
+        now = self._clock()
+        postponed = postpone(schedule_of(channel), context.waiting_since, now, retry_at)
+        if postponed.expired:
             summary = (
                 f"channel {planned.channel} ({channel.type}): gave up after {context.attempts} "
-                f"attempt(s) over {_age(since, now)}: the channel is still down"
+                f"attempt(s) over {_age(postponed.since, now)}: the channel is still down"
             )
             self._give_up_line(planned, summary)
             return self._end(planned, DeliveryState.FAILED, summary)
-        retry_at = min(retry_at, schedule.deadline(since))
-        return self._defer(planned, retry_at, since, why + "it failed a moment ago")
+        if postponed.retry_at is None:
+            return self._end(
+                planned, DeliveryState.FAILED, why + "it gave up on an earlier notification"
+            )
+        return self._defer(
+            planned, postponed.retry_at, postponed.since, why + "it failed a moment ago"
+        )
 
     def _defer(
         self,
@@ -288,7 +310,7 @@ class Dispatcher:
     ) -> DeliveryResult:
         """Makes a claimed delivery wait for the retry sweeper until `retry_at`."""
         detail = f"{why}; next try {retry_at:%Y-%m-%d %H:%M:%S} UTC"
-        deferred = self._store.defer(
+        deferred = self._store.deliveries.defer(
             planned.id,
             self._owner,
             next_attempt_at=retry_at,
@@ -299,22 +321,6 @@ class Dispatcher:
         if not deferred:
             raise TransientError(f"lost the claim of {planned.kind.value} of {planned.alert_id}")
         return DeliveryResult(planned, DeliveryState.WAITING, detail)
-
-    def _deliver_due(
-        self,
-        planned: PlannedDelivery,
-        context: DeliveryContext,
-        channel: ChannelConfig,
-        sender: Sender,
-        down: Down,
-    ) -> DeliveryResult:
-        """Sends a delivery that is due, unless the throttle folds it or a digest carries it."""
-        if _only_in_a_digest(context) and sender.closes_digests:
-            return self._close_digest(planned, context, channel, sender, down)
-        if not self._counted(context, channel):
-            DELIVERIES.labels(planned.channel, planned.kind.value, "throttled").inc()
-            return DeliveryResult(planned, DeliveryState.THROTTLED, "folded into digest")
-        return self._send(planned, context, channel, sender, down)
 
     def _policy(self, channel: ChannelConfig) -> RetryPolicy:
         """Returns the tries in a row: the channel's, or one per turn of the retry sweeper."""
@@ -338,7 +344,7 @@ class Dispatcher:
         assert context.trigger_window is not None
         # Another thread of this replica may be sending it (same claim owner): wait for it,
         # then find it ended.
-        with DIGEST_LOCKS.hold((self._owner, planned.channel, context.trigger_window)):
+        with self._digest_locks.hold((planned.channel, context.trigger_window)):
             return self._close_digest_held(planned, context, channel, sender, down)
 
     def _close_digest_held(
@@ -351,7 +357,7 @@ class Dispatcher:
     ) -> DeliveryResult:
         assert context.trigger_window is not None
         key = f"{digest_key(context.trigger_window)}:{planned.channel}"
-        target = self._store.plan_digest_resolve(planned.channel, context.trigger_window)
+        target = self._store.windows.plan_digest_resolve(planned.channel, context.trigger_window)
         if target is None:
             why = f"firing only in digest {key}, resolved with it once all its alerts are"
             return self._end(planned, DeliveryState.DIGESTED, why)
@@ -361,7 +367,7 @@ class Dispatcher:
             )
         try:
             outcome = send_digest_resolve(
-                self._store,
+                self._store.deliveries,
                 target,
                 sender,
                 self._policy(channel),
@@ -371,7 +377,7 @@ class Dispatcher:
                 wait=self._wait,
             )
         except Interrupted:
-            self._store.release(planned.id, self._owner)
+            self._store.deliveries.release(planned.id, self._owner)
             raise
         if outcome is None:
             raise TransientError(
@@ -383,24 +389,6 @@ class Dispatcher:
             down.setdefault(planned.channel, self._clock())
         summary = f"channel {planned.channel} ({channel.type}): resolve of digest {key} "
         return self._end(planned, outcome.state, summary + outcome.summary())
-
-    def _counted(self, context: DeliveryContext, channel: ChannelConfig) -> bool:
-        """Applies the throttle; False when the delivery was folded into a digest."""
-        if context.kind is Kind.RESOLVE and context.trigger_state is DeliveryState.THROTTLED:
-            # The firing waits in a digest: the resolve joins it there.
-            assert context.trigger_window is not None
-            self._store.fold(context.id, context.channel, context.trigger_window)
-            return False
-        if context.kind is Kind.RESOLVE:
-            # The channel heard the firing on its own: the resolve must follow it on its own.
-            # Folded into a digest it would never close the PagerDuty incident or Opsgenie
-            # alert. The throttle is for floods of firings; resolves are never held back.
-            return True
-        throttle = throttle_of(channel, self._settings)
-        if throttle is None or context.window_start is not None:
-            return True
-        start, end = window_of(self._clock(), throttle.window)
-        return self._store.claim_slot(context.id, context.channel, start, end, throttle.max)
 
     def _send(
         self,
@@ -417,9 +405,9 @@ class Dispatcher:
 
         def record(attempt: int, status: str, result: AttemptResult) -> None:
             if status == AttemptStatus.FAILED:
-                waits.append(_may_wait(schedule, context, self._clock()))
+                waits.append(may_wait(schedule, context.waiting_since, self._clock()))
                 status = AttemptStatus.RETRYING if waits[-1] else status
-            self._store.record_attempt(
+            self._store.deliveries.record_attempt(
                 alert_id=planned.alert_id,
                 dedupe_key=planned.dedupe_key,
                 channel=planned.channel,
@@ -445,7 +433,7 @@ class Dispatcher:
         except Interrupted:
             # Stopping between two tries: give the delivery back, so whichever replica gets
             # the alert next sends it at once instead of waiting for the claim to go stale.
-            self._store.release(planned.id, self._owner)
+            self._store.deliveries.release(planned.id, self._owner)
             raise
         if outcome.state is DeliveryState.FAILED and waits and waits[-1]:
             assert schedule is not None
@@ -465,7 +453,7 @@ class Dispatcher:
             down.setdefault(planned.channel, now + timedelta(seconds=pause))
         summary = f"channel {planned.channel} ({channel.type}): " + _gave_up(context, outcome, now)
         self._give_up_line(planned, summary)
-        self._store.finish(planned.id, outcome.state, summary)
+        self._store.deliveries.finish(planned.id, outcome.state, summary)
         return DeliveryResult(planned, outcome.state, summary)
 
     def _wait_for_retry(
@@ -507,14 +495,9 @@ class Dispatcher:
         )
 
     def _end(self, planned: PlannedDelivery, state: DeliveryState, why: str) -> DeliveryResult:
-        self._store.finish(planned.id, state, why)
+        self._store.deliveries.finish(planned.id, state, why)
         DELIVERIES.labels(planned.channel, planned.kind.value, state.value).inc()
         return DeliveryResult(planned, state, why)
-
-
-def _may_wait(schedule: Schedule | None, context: DeliveryContext, now: datetime) -> bool:
-    """Tells whether a delivery whose last try failed may still wait for a retry."""
-    return schedule is not None and not schedule.expired(context.waiting_since, now)
 
 
 def _gave_up(context: DeliveryContext, outcome: DeliveryOutcome, now: datetime) -> str:
@@ -535,30 +518,3 @@ def _age(since: datetime, now: datetime) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def _only_in_a_digest(context: DeliveryContext) -> bool:
-    """Tells whether this is a resolve whose firing reached the channel only in a digest."""
-    return context.kind is Kind.RESOLVE and context.trigger_state is DeliveryState.DIGESTED
-
-
-def _skip_reason(context: DeliveryContext) -> str | None:
-    if context.kind is not Kind.TRIGGER:
-        return _resolve_skip_reason(context)
-    if context.alert.state is AlertState.ACKNOWLEDGED or context.alert.acknowledged_at:
-        return "alert acknowledged before it was sent"
-    if context.alert.state is AlertState.RESOLVED and not context.scheduled:
-        # Resolved before the channel was ever tried (the notifier was down through the whole
-        # incident): nothing to tell. A firing the channel failed to take is still owed to it.
-        return "alert resolved before it was sent"
-    return None
-
-
-def _resolve_skip_reason(context: DeliveryContext) -> str | None:
-    if context.trigger_state in UNFINISHED:
-        return None  # it waits behind its firing
-    if context.trigger_state in (DeliveryState.FAILED, DeliveryState.REJECTED):
-        return "the firing could not be delivered to the channel, so no resolve either"
-    if context.trigger_state not in NOTIFIED_STATES:
-        return "channel was not notified of the firing"
-    return None

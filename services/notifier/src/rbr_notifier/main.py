@@ -14,17 +14,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from rbr_notifier.config import ChannelConfigError, ChannelsFile, load_channels
-from rbr_notifier.digest import DigestSweeper
+from rbr_notifier.channels import ChannelConfigError, ChannelsFile, load_channels
+from rbr_notifier.closing import KeyedLocks
 from rbr_notifier.dispatch import Dispatcher, longest_delivery
 from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.metrics import CHANNELS
-from rbr_notifier.repository import NotifierStore
 from rbr_notifier.retry_sweeper import retry_task
 from rbr_notifier.senders import Sender, build_sender
 from rbr_notifier.senders.base import quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
 from rbr_notifier.tasks import purge_history
+from rbr_notifier.throttle_digest import DigestSweeper
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
@@ -120,13 +121,26 @@ def build_service(
     # Retries have threads of their own: a channel coming back with hours of backlog must not
     # keep the consumer's deliveries waiting for a thread.
     retry_pool = ThreadPoolExecutor(RETRY_WORKERS, thread_name_prefix="retry")
-    dispatcher = Dispatcher(store, channels, senders, settings, pool, stop=stop, clock=clock)
+    # The consumer's deliveries and the digest sweeper claim as one owner: they share locks.
+    digest_locks = KeyedLocks()
+    dispatcher = Dispatcher(
+        store, channels, senders, settings, pool, stop=stop, clock=clock, digest_locks=digest_locks
+    )
     handler = AlertHandler(store, dispatcher, channels, reopen_after=settings.notifier_reopen_after)
     producer = EventProducer(settings, source=SOURCE)
     runner = ConsumerRunner(
         settings, group_id=GROUP_ID, topics=[ALERTS], handler=handler, producer=producer
     )
-    sweeper = DigestSweeper(store, channels, senders, settings, digest_pool, stop=stop, clock=clock)
+    sweeper = DigestSweeper(
+        store,
+        channels,
+        senders,
+        settings,
+        digest_pool,
+        stop=stop,
+        clock=clock,
+        digest_locks=digest_locks,
+    )
     digests = PeriodicTask("digests", settings.notifier_digest_interval, sweeper.run_once)
     retries = retry_task(
         store,

@@ -1,29 +1,8 @@
-"""The long retry schedule: when a delivery a channel did not take is tried again, and until when.
+"""The long retry schedule: when a delivery its channel did not take is tried again, until when.
 
-A delivery first gets the channel's `max_attempts` tries in a row, seconds apart (a blip). If
-they all fail, it waits (state waiting) and the retry sweeper tries it again, once per turn,
-after waits that grow with how long it has been waiting (so they double) from `initial` up to
-`max_interval`, at least the server's Retry-After. When `max_age` has passed since its first
-failed try, it is given up on and its alert goes to alerts.dlq. The alert's offset is committed
-as soon as the delivery waits, so a channel that is down for hours holds up nothing else.
-
-The defaults per channel type follow what the providers ask of their clients:
-
-* PagerDuty Events API v2 ("API Response Codes & Retry Logic",
-  https://developer.pagerduty.com/docs/events-api-v2/overview/): 429, any 5xx and networking
-  errors: "Yes - retry after some time"; "If each of the events your monitoring system is
-  sending is important, be sure to retry on a 429 response code, preferably with a back off."
-  A page is what matters most: a day, waits up to 15 min.
-* Opsgenie ("Rate Limiting", https://docs.opsgenie.com/docs/api-rate-limiting): requests over
-  its limits are refused with 429 (or delayed); the Alert API answers 202 and processes
-  requests asynchronously. An alert matters as much as a page: same as PagerDuty.
-* Slack ("Rate limits", https://api.slack.com/apis/rate-limits): about one message per second
-  per incoming webhook; beyond it, HTTP 429 with Retry-After, the seconds to wait (honoured).
-  A chat message hours late is still worth having: 6 h, waits up to 30 min.
-* Email: RFC 5321 section 4.5.4.1 asks a sender to wait at least 30 minutes between retries
-  and to give up only after 4-5 days. The notifier only hands mail to its relay, which then
-  queues it by those rules, so it starts sooner (1 min) but keeps the 30 min ceiling, for a day.
-* Generic webhooks: like Slack.
+Waits grow with how long the delivery has waited, from `initial` up to `max_interval`, until
+`max_age` after its first failed try; then its alert goes to alerts.dlq. The defaults per
+channel type follow the providers' guidance (cited at `DEFAULT_SCHEDULES`).
 """
 
 from __future__ import annotations
@@ -32,7 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from rbr_notifier.config import ChannelConfig
+from rbr_notifier.channels import ChannelConfig
 
 
 @dataclass(frozen=True)
@@ -69,6 +48,22 @@ class Schedule:
 
 
 MINUTE, HOUR = 60.0, 3600.0
+# What the providers ask of their clients:
+# * PagerDuty Events API v2 ("API Response Codes & Retry Logic",
+#   https://developer.pagerduty.com/docs/events-api-v2/overview/): 429, any 5xx and networking
+#   errors: "Yes - retry after some time"; "If each of the events your monitoring system is
+#   sending is important, be sure to retry on a 429 response code, preferably with a back off."
+#   A page is what matters most: a day, waits up to 15 min.
+# * Opsgenie ("Rate Limiting", https://docs.opsgenie.com/docs/api-rate-limiting): requests over
+#   its limits are refused with 429 (or delayed); the Alert API answers 202 and processes
+#   requests asynchronously. An alert matters as much as a page: same as PagerDuty.
+# * Slack ("Rate limits", https://api.slack.com/apis/rate-limits): about one message per second
+#   per incoming webhook; beyond it, HTTP 429 with Retry-After, the seconds to wait (honoured).
+#   A chat message hours late is still worth having: 6 h, waits up to 30 min.
+# * Email: RFC 5321 section 4.5.4.1 asks a sender to wait at least 30 minutes between retries
+#   and to give up only after 4-5 days. The notifier only hands mail to its relay, which then
+#   queues it by those rules, so it starts sooner (1 min) but keeps the 30 min ceiling, a day.
+# * Generic webhooks: like Slack.
 DEFAULT_SCHEDULES: dict[str, Schedule] = {
     "pagerduty": Schedule(initial=30, max_interval=15 * MINUTE, max_age=24 * HOUR),
     "opsgenie": Schedule(initial=30, max_interval=15 * MINUTE, max_age=24 * HOUR),

@@ -1,20 +1,8 @@
-"""The retry sweeper: tries waiting deliveries again on their channel's schedule.
+"""The retry sweeper: tries waiting deliveries again on their channel's retry schedule.
 
-A delivery whose first tries failed waits in `notifier_deliveries` (state waiting, with
-`next_attempt_at`), its alert's offset already committed, with the alerts message it came from
-kept beside it. Every `RBR_NOTIFIER_RETRY_SWEEP_INTERVAL` seconds, on every replica, the
-sweeper takes the deliveries that are due (only the first unfinished one of a dedupe key on a
-channel, so a resolve never overtakes its firing), claims each (so one replica tries it), and
-tries it once:
-
-* per channel, one delivery goes first; if the channel is still down, its other due
-  deliveries, and those due before the channel's next retry, wait for that retry untried
-  instead of each failing on its own;
-* once a channel took one again, every delivery waiting for it is made due at once;
-* a delivery whose schedule ran out is given up on: its kept message goes to alerts.dlq with
-  the reason (so `rbr dlq replay alerts` retries it once the channel is fixed). The message is
-  produced before it is forgotten, so a crash in between dead-letters it twice, never not at
-  all (a replay of either is harmless: deliveries already sent are not sent again).
+Each turn, on every replica, one due delivery per channel goes first: while the channel is
+still down its others wait for its next retry, once it is back they are all due. A delivery
+whose schedule ran out is given up on and its kept alerts message goes to alerts.dlq.
 """
 
 from __future__ import annotations
@@ -25,14 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from threading import Event
 
-from rbr_notifier.config import ChannelsFile
+from rbr_notifier.channels import ChannelsFile
 from rbr_notifier.dispatch import DeliveryResult, Dispatcher, Down
+from rbr_notifier.lifecycle import first_per_channel
 from rbr_notifier.metrics import PENDING
 from rbr_notifier.model import DeliveryState
-from rbr_notifier.repository import NotifierStore, PlannedDelivery
 from rbr_notifier.retry_schedule import schedule_of
 from rbr_notifier.senders.base import Sender
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.store.deliveries import PlannedDelivery
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.kafka.consumer import MESSAGES_DEAD_LETTERED, dead_letter_message
 from rbr_runtime.schedule import PeriodicTask
@@ -76,7 +66,9 @@ class RetrySweeper:
     def run_once(self) -> int:
         """Retries what is due, dead-letters what was given up on; returns how many were due."""
         now = self._clock()
-        due = self._store.due_retries(now, utcnow() - self._dispatcher.lease, DUE_PER_SWEEP)
+        due = self._store.deliveries.due_retries(
+            now, utcnow() - self._dispatcher.lease, DUE_PER_SWEEP
+        )
         if due:
             down: Down = {}
             self._settle(self._retry(due, down), down, now)
@@ -85,13 +77,8 @@ class RetrySweeper:
         return len(due)
 
     def _retry(self, due: list[PlannedDelivery], down: Down) -> list[DeliveryResult]:
-        # One delivery per channel first: if its channel is still down, the others wait for
-        # the channel's next retry without each trying (see Dispatcher's `down`).
-        firsts: dict[str, PlannedDelivery] = {}
-        for delivery in due:
-            firsts.setdefault(delivery.channel, delivery)
-        results = self._dispatcher.run(list(firsts.values()), down)
-        others = [d for d in due if firsts[d.channel] is not d]
+        firsts, others = first_per_channel(due)
+        results = self._dispatcher.run(firsts, down)
         return results + (self._dispatcher.run(others, down) if others else [])
 
     def _settle(self, results: list[DeliveryResult], down: Down, now: datetime) -> None:
@@ -99,10 +86,10 @@ class RetrySweeper:
             self._hold(name, retry_at)
         sent = [r.delivery for r in results if r.ran and r.state is DeliveryState.SENT]
         for name in sorted({d.channel for d in sent}):
-            woken = self._store.wake(name, now)
+            woken = self._store.deliveries.wake(name, now)
             if woken:
                 log.info("channel %s is back: %d waiting notification(s) due now", name, woken)
-        self._store.close_one_shot(d.dedupe_key for d in sent)
+        self._store.alerts.close_one_shot(d.dedupe_key for d in sent)
 
     def _hold(self, name: str, retry_at: datetime) -> None:
         """A channel still down: its deliveries that would come back sooner come with its retry."""
@@ -110,15 +97,15 @@ class RetrySweeper:
         schedule = schedule_of(channel) if channel is not None else None
         if schedule is not None:
             since_after = retry_at - timedelta(seconds=schedule.max_age)
-            self._store.hold(name, retry_at, waiting_since_after=since_after)
+            self._store.deliveries.hold(name, retry_at, waiting_since_after=since_after)
 
     def _dead_letter_given_up(self) -> None:
         if self._producer is not None:
             self._send_dead_letters(self._producer)
-        self._store.forget_messages()  # those whose delivery ended otherwise
+        self._store.deliveries.forget_messages()  # those whose delivery ended otherwise
 
     def _send_dead_letters(self, producer: EventProducer) -> None:
-        given_up = self._store.given_up_messages()
+        given_up = self._store.deliveries.given_up_messages()
         if not given_up:
             return
         producer.send_messages(
@@ -130,10 +117,10 @@ class RetrySweeper:
             ]
         )
         MESSAGES_DEAD_LETTERED.labels(self._group, ALERTS.name, DLQ_REASON).inc(len(given_up))
-        self._store.forget_messages([g.delivery_id for g in given_up])
+        self._store.deliveries.forget_messages([g.delivery_id for g in given_up])
 
     def _count_waiting(self) -> None:
-        counts = self._store.waiting_counts()
+        counts = self._store.deliveries.waiting_counts()
         for name in {c.name for c in self._channels.channels} | set(counts):
             PENDING.labels(name).set(counts.get(name, 0))
 

@@ -308,7 +308,7 @@ class Analyst:
             },
         )
 
-    # -- quiet buckets -----------------------------------------------------------------------------
+    # -- quiet buckets ---------------------------------------------------------------------------
 
     def _resolve_quiet_buckets(self, now: datetime) -> None:
         """Resolves alerts of buckets that had no logs for a whole window since the finding."""

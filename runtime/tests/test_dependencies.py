@@ -22,7 +22,7 @@ from sqlalchemy import Engine, insert
 from sqlalchemy.engine import make_url
 
 from rbr_runtime.db.backlog import BacklogGauges
-from rbr_runtime.db.tables import analyst_outbox
+from rbr_runtime.db.tables import outbox
 from rbr_runtime.dependencies import (
     Dependency,
     DependencyMonitor,
@@ -223,23 +223,40 @@ def test_outbox_gauges_are_read_from_the_table_whatever_the_relay_does(
     rows = Gauge("test_outbox_rows", "rows", registry=None)
     oldest = Gauge("test_outbox_oldest_seconds", "age", registry=None)
     gauges = BacklogGauges(
-        mysql_engine, analyst_outbox, rows=rows, oldest_seconds=oldest, interval=0.1
+        mysql_engine,
+        outbox,
+        rows=rows,
+        oldest_seconds=oldest,
+        interval=0.1,
+        where=outbox.c.service == "analyst",
     )
     gauges.measure()
     assert (rows._value.get(), oldest._value.get()) == (0, 0)  # the gauges' own values
     with mysql_engine.begin() as connection:
         connection.execute(
-            insert(analyst_outbox),
+            insert(outbox),
             [
-                {"topic": "alerts", "message_key": f"k{i}", "value": b"{}", "created_at": when}
-                for i, when in enumerate([utcnow() - timedelta(minutes=2), utcnow()])
+                {
+                    "service": service,
+                    "topic": "alerts",
+                    "message_key": f"k{i}",
+                    "value": b"{}",
+                    "created_at": when,
+                }
+                for i, (service, when) in enumerate(
+                    [
+                        ("analyst", utcnow() - timedelta(minutes=2)),
+                        ("analyst", utcnow()),
+                        ("registrar", utcnow() - timedelta(hours=1)),  # another service's
+                    ]
+                )
             ],
         )
     thread = threading.Thread(target=gauges.run, daemon=True)
     thread.start()
     try:
         wait_for(lambda: rows._value.get() == 2, message="two rows counted")
-        assert oldest._value.get() >= 120
+        assert 120 <= oldest._value.get() < 3600
     finally:
         gauges.stop()
         thread.join(5)

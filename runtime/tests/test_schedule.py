@@ -104,7 +104,7 @@ def test_daily_task_survives_a_database_outage() -> None:
     task = DailyTask("cleanup", "02:00", lambda: "done", TaskClaims(engine), poll_seconds=0.01)
     thread = threading.Thread(target=task.run, daemon=True)
     thread.start()
-    wait_for(lambda: task._failures >= 2, message="two failed checks")
+    wait_for(lambda: task.failures >= 2, message="two failed checks")
     assert thread.is_alive(), "the component died with the database"
     task.stop()
     thread.join(10)

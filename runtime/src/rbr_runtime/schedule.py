@@ -23,6 +23,8 @@ from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rbr_runtime.db.tables import task_runs
+from rbr_runtime.errors import describe_error, is_outage
+from rbr_runtime.retry import Backoff
 from rbr_schemas import utcnow
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ class PeriodicTask:
 
 
 DEFAULT_LEASE = timedelta(hours=1)
+MAX_DAILY_PAUSE = 3600.0
+"""Longest pause of a daily task between checks after failures."""
 
 
 class TaskClaims:
@@ -256,7 +260,7 @@ class DailyTask:
     installed (`task_runs` holds a run of an earlier day) and no replica ran it. A first
     start after the day's time records the slot as skipped instead, so a fresh install runs
     nothing until the time comes. A failed run gives its claim back and is tried again with
-    growing pauses (an outage delays it, never skips it).
+    growing pauses (`rbr_runtime.retry`, up to an hour): an outage delays it, never skips it.
     """
 
     def __init__(
@@ -276,7 +280,7 @@ class DailyTask:
         self._claims = claims
         self._poll_seconds = poll_seconds
         self._stop = threading.Event()
-        self._failures = 0
+        self._backoff = Backoff(2 * poll_seconds, MAX_DAILY_PAUSE)
 
     @classmethod
     def for_slots(
@@ -307,15 +311,27 @@ class DailyTask:
                 else:
                     self.catch_up_if_missed(utcnow())
                     started = True
-            except Exception:
-                self._failures += 1
-                log.exception("daily task %s: cannot check its run now; trying again", self.name)
-            pause = min(self._poll_seconds * 2**self._failures, 3600.0)
-            self._stop.wait(pause)
+            except Exception as error:  # noqa: BLE001 - logged by _failed, checked again
+                self._failed("cannot check its run now", error)
+            self._stop.wait(self._backoff.pause() or self._poll_seconds)
 
     def stop(self) -> None:
         """Stops waiting."""
         self._stop.set()
+
+    @property
+    def failures(self) -> int:
+        """Returns how many checks or runs failed in a row (0 after a run succeeded)."""
+        return self._backoff.failures
+
+    def _failed(self, what: str, error: Exception) -> None:
+        self._backoff.failed()
+        if is_outage(error):
+            log.warning(
+                "daily task %s: %s (%s); trying again", self.name, what, describe_error(error)
+            )
+        else:
+            log.exception("daily task %s: %s; trying again", self.name, what)
 
     def slot_at(self, now: datetime) -> DailySlot:
         """Returns the latest slot due at or before now."""
@@ -347,11 +363,10 @@ class DailyTask:
         log.info("running daily task %s for %s (%s)", self.name, slot.key, how)
         try:
             detail = self._action(slot)
-        except Exception:
-            self._failures += 1
-            log.exception("daily task %s failed; it will be tried again", self.name)
+        except Exception as error:  # noqa: BLE001 - logged by _failed, run again
+            self._failed(f"the run for {slot.key} failed", error)
             self._claims.release(self.name, slot.key)
             return True
-        self._failures = 0
+        self._backoff.succeeded()
         self._claims.finish(self.name, slot.key, "ok", detail)
         return True

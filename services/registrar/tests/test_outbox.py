@@ -7,8 +7,8 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select
 
-from rbr_registrar.outbox import MysqlNamedLock
-from rbr_runtime.db.tables import buckets, registrar_outbox
+from rbr_runtime.db.tables import buckets, outbox
+from rbr_runtime.outbox import MysqlNamedLock
 from rbr_schemas import BUCKET_REGISTERED
 from rbr_testing.broker import Broker
 from rbr_testing.kafka import read_events
@@ -42,7 +42,7 @@ def test_registrations_acknowledged_while_the_broker_is_down_reach_the_topic(
         assert [a.json()["status"] for a in answers] == ["pending"] * 5
         # Acknowledged means committed: the rows and their outbox entries are in MariaDB.
         assert count(mysql_engine, buckets) == 6
-        assert count(mysql_engine, registrar_outbox) == 5
+        assert count(mysql_engine, outbox) == 5
         wait_for(lambda: registrar.registrar.relay.failing_since, message="relay retrying")
         assert registrar.handle.service.health.readiness()[0], "still ready: the DB is up"
         broker.start()  # memory-only broker: an empty topic again
@@ -59,7 +59,7 @@ def test_registrations_acknowledged_while_the_broker_is_down_reach_the_topic(
         message="every bucket on the topic",
     )
     assert len(events) >= 6
-    wait_for(lambda: count(mysql_engine, registrar_outbox) == 0, message="outbox emptied")
+    wait_for(lambda: count(mysql_engine, outbox) == 0, message="outbox emptied")
     wait_for(lambda: registrar.registrar.relay.failing_since is None, message="relay recovered")
 
 
@@ -83,7 +83,10 @@ def test_while_the_broker_is_frozen_the_outbox_gauges_count_the_rows_piling_up(
     with registrar.client() as client:
         assert client.post("/register_bucket", json=seed(names[0])).status_code == 200
         read_events(broker.bootstrap, BUCKET_REGISTERED, at_least=1)
-        wait_for(lambda: scrape(registrar, "rbr_outbox_backlog") == 0, message="outbox empty")
+        wait_for(
+            lambda: scrape(registrar, "rbr_outbox_backlog", service="registrar") == 0,
+            message="outbox empty",
+        )
 
         broker.freeze()
         try:
@@ -91,12 +94,14 @@ def test_while_the_broker_is_frozen_the_outbox_gauges_count_the_rows_piling_up(
                 answer = client.post("/register_bucket", json=seed(name))
                 assert answer.json()["status"] == "pending"
             wait_for(
-                lambda: scrape(registrar, "rbr_outbox_backlog") == 5,
+                lambda: scrape(registrar, "rbr_outbox_backlog", service="registrar") == 5,
                 timeout=10.0,
                 message="rbr_outbox_backlog counting the 5 rows the relay could not send",
             )
             wait_for(
-                lambda: (scrape(registrar, "rbr_outbox_oldest_seconds") or 0) >= 2,
+                lambda: (
+                    (scrape(registrar, "rbr_outbox_oldest_seconds", service="registrar") or 0) >= 2
+                ),
                 timeout=10.0,
                 message="rbr_outbox_oldest_seconds growing",
             )
@@ -114,13 +119,17 @@ def test_while_the_broker_is_frozen_the_outbox_gauges_count_the_rows_piling_up(
 
         events = read_events(broker.bootstrap, BUCKET_REGISTERED, at_least=6, timeout=60)
         assert sorted({e.subject for e in events}) == names
-        wait_for(lambda: scrape(registrar, "rbr_outbox_backlog") == 0, message="outbox emptied")
+        wait_for(
+            lambda: scrape(registrar, "rbr_outbox_backlog", service="registrar") == 0,
+            message="outbox emptied",
+        )
         wait_for(lambda: client.get("/readyz").json()["status"] == "ready", timeout=30.0)
-    assert count(mysql_engine, registrar_outbox) == 0
+    assert count(mysql_engine, outbox) == 0
 
 
 def test_only_one_replica_holds_the_relay_lock(mysql_engine: Engine) -> None:
-    first, second = MysqlNamedLock(mysql_engine), MysqlNamedLock(mysql_engine)
+    first = MysqlNamedLock(mysql_engine, "registrar")
+    second = MysqlNamedLock(mysql_engine, "registrar")
     try:
         assert first.held()
         assert first.held(), "held again by the same replica"

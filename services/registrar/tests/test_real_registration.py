@@ -11,7 +11,7 @@ import json
 import pytest
 from sqlalchemy import Engine, select, update
 
-from rbr_runtime.db.tables import buckets, registrar_outbox
+from rbr_runtime.db.tables import buckets, outbox
 from rbr_runtime.secrets import TokenVault
 from rbr_schemas import BUCKET_REGISTERED
 from rbr_testing.broker import Broker
@@ -39,7 +39,7 @@ def address_of(engine: Engine, name: str) -> str | None:
 def stored_rows(engine: Engine) -> int:
     with engine.connect() as connection:
         return len(connection.execute(select(buckets.c.id)).all()) + len(
-            connection.execute(select(registrar_outbox.c.id)).all()
+            connection.execute(select(outbox.c.id)).all()
         )
 
 

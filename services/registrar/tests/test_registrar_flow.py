@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from rbr_runtime.db.tables import buckets, registrar_outbox
+from rbr_runtime.db.tables import buckets, outbox
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.settings import CommonSettings
@@ -81,7 +81,7 @@ def test_registration_is_published_with_the_token_encrypted(
 
 def _outbox_rows(engine: Engine) -> int:
     with engine.connect() as connection:
-        return len(connection.execute(select(registrar_outbox.c.id)).all())
+        return len(connection.execute(select(outbox.c.id)).all())
 
 
 def test_pending_bucket_is_approved_disabled_and_removed_by_an_operator(

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from rbr_cli.main import app
 from rbr_registrar.reseed import plan_reseed
-from rbr_runtime.db.tables import buckets, registrar_outbox
+from rbr_runtime.db.tables import buckets, outbox
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.kafka.directory import read_registry
 from rbr_runtime.settings import CommonSettings
@@ -61,9 +61,7 @@ def topic_view(broker: Broker) -> dict[str, tuple[str, int] | None]:
 
 def outbox_rows(engine: Engine) -> int:
     with engine.connect() as connection:
-        return int(
-            connection.execute(select(func.count()).select_from(registrar_outbox)).scalar_one()
-        )
+        return int(connection.execute(select(func.count()).select_from(outbox)).scalar_one())
 
 
 def seed(name: str) -> dict[str, Any]:

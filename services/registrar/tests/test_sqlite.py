@@ -16,7 +16,7 @@ from rbr_registrar.repository import status_updates
 from rbr_registrar.settings import RegistrarSettings
 from rbr_runtime.db.aliases import bucket_named
 from rbr_runtime.db.migrate import upgrade
-from rbr_runtime.db.tables import registrar_outbox
+from rbr_runtime.db.tables import outbox
 from rbr_schemas import BucketStatus
 
 TOKEN = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
@@ -73,7 +73,7 @@ def test_registration_operator_actions_and_statuses_on_sqlite(registrar: Registr
     listed = client.get("/api/v1/buckets", headers=operator).json()
     assert listed["buckets"][0]["last_seen"].startswith("2026-11-21T09:00:00")
     with registrar.engine.connect() as connection:
-        assert len(connection.execute(select(registrar_outbox.c.id)).all()) == 2
+        assert len(connection.execute(select(outbox.c.id)).all()) == 2
     assert client.get("/healthz").status_code == 200
 
 

@@ -11,7 +11,7 @@ import logging
 import threading
 
 from prometheus_client import Gauge
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import ColumnElement, Engine, Table, func, select, true
 from sqlalchemy.exc import DBAPIError
 
 from rbr_runtime.errors import describe_error
@@ -23,16 +23,24 @@ log = logging.getLogger(__name__)
 class BacklogGauges:
     """Sets `rows` to the table's row count and `oldest_seconds` to its oldest row's age.
 
-    A component with `run` and `stop`. The table needs a `created_at` column. While the
-    database is down the gauges keep their last values (the database dependency reports the
-    outage).
+    A component with `run` and `stop`. The table needs a `created_at` column; `where` limits
+    the count to some rows (one service's in a shared table). While the database is down the
+    gauges keep their last values (the database dependency reports the outage).
     """
 
     def __init__(
-        self, engine: Engine, table: Table, *, rows: Gauge, oldest_seconds: Gauge, interval: float
+        self,
+        engine: Engine,
+        table: Table,
+        *,
+        rows: Gauge,
+        oldest_seconds: Gauge,
+        interval: float,
+        where: ColumnElement[bool] | None = None,
     ) -> None:
         self._engine = engine
         self._table = table
+        self._where = true() if where is None else where
         self._rows = rows
         self._oldest_seconds = oldest_seconds
         self._interval = interval
@@ -46,7 +54,7 @@ class BacklogGauges:
         """
         with self._engine.connect() as connection:
             count, oldest = connection.execute(
-                select(func.count(), func.min(self._table.c.created_at))
+                select(func.count(), func.min(self._table.c.created_at)).where(self._where)
             ).one()
         self._rows.set(count)
         self._oldest_seconds.set(max(0.0, (utcnow() - oldest).total_seconds()) if oldest else 0.0)

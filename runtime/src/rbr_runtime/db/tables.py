@@ -53,6 +53,23 @@ task_runs = Table(
     PrimaryKeyConstraint("task", "slot"),
 )
 
+# --- runtime: the transactional outbox (rbr_runtime.outbox) ----------------------------------
+
+outbox = Table(
+    "outbox",
+    metadata,
+    # Messages written in the transaction of the change they announce, published afterwards
+    # by the relay of the service that wrote them. The one table every service writes to:
+    # each service only its own rows (its name in `service`).
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("service", String(64), nullable=False, comment="whose outbox: registrar, analyst"),
+    Column("topic", String(255), nullable=False),
+    Column("message_key", String(255), nullable=False),
+    Column("value", LongBlob, nullable=True, comment="NULL is a tombstone"),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index(None, "service", "id"),
+)
+
 # --- registrar ---------------------------------------------------------------------------------
 
 buckets = Table(
@@ -98,16 +115,6 @@ buckets = Table(
         nullable=True,
         comment="pinned certificate (sha256 of DER, hex); NULL: verified by CA",
     ),
-)
-
-registrar_outbox = Table(
-    "registrar_outbox",
-    metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("topic", String(255), nullable=False),
-    Column("message_key", String(255), nullable=False),
-    Column("value", LongBlob, nullable=True, comment="NULL is a tombstone"),
-    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 bucket_aliases = Table(
@@ -322,17 +329,6 @@ analysis_alert_state = Table(
     Index(None, "state", "last_window_start"),
 )
 
-analyst_outbox = Table(
-    "analyst_outbox",
-    metadata,
-    # Alert events written in the same transaction as the analysis, published afterwards.
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("topic", String(255), nullable=False),
-    Column("message_key", String(255), nullable=False),
-    Column("value", LongBlob, nullable=False),
-    Column("created_at", UtcDateTime(), nullable=False),
-)
-
 # --- notifier ----------------------------------------------------------------------------------
 
 alerts = Table(
@@ -473,7 +469,6 @@ __all__ = [
     "alerts",
     "analysis_alert_state",
     "analysis_backlog",
-    "analyst_outbox",
     "bucket_aliases",
     "buckets",
     "extract_cursors",
@@ -484,9 +479,9 @@ __all__ = [
     "notifier_deliveries",
     "notifier_delivery_events",
     "notifier_windows",
+    "outbox",
     "parsed_objects",
     "poller_state",
-    "registrar_outbox",
     "s3_copy_ledger",
     "task_runs",
 ]

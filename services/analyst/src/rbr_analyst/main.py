@@ -1,4 +1,4 @@
-"""The analyst service: backlog consumer, analysis cycle, daily summary, health on 9104."""
+"""The analyst service: backlog consumer, analysis cycle, outbox relay, daily summary."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ import sys
 
 from sqlalchemy import Engine
 
-from rbr_analyst.analyst import OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS, Analyst
+from rbr_analyst.analyst import Analyst
 from rbr_analyst.claude import ClaudeAnalyser
 from rbr_analyst.handlers import make_parsed_handler
 from rbr_analyst.settings import AnalystSettings
-from rbr_analyst.store import AnalystStore
+from rbr_analyst.store import OUTBOX, AnalystStore
 from rbr_analyst.summary import describe, send_daily_summary
-from rbr_runtime.db.backlog import BacklogGauges
 from rbr_runtime.db.engine import make_engine
-from rbr_runtime.db.tables import analyst_outbox
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.schedule import DailyTask, PeriodicTask, TaskClaims
@@ -66,14 +64,11 @@ def build_service(settings: AnalystSettings) -> Service:
     service.add("consumer", runner.run, runner.stop)
     service.add("analysis", cycle.run, cycle.stop)
     service.add("daily-summary", daily.run, daily.stop)
-    outbox = BacklogGauges(
-        engine,
-        analyst_outbox,
-        rows=OUTBOX_BACKLOG,
-        oldest_seconds=OUTBOX_OLDEST_SECONDS,
-        interval=settings.dependency_check_interval,
-    )
-    service.add("outbox-gauges", outbox.run, outbox.stop)
+    # The cycle publishes its events itself; the relay retries what a broker outage left,
+    # and with several replicas only the one holding the relay lock publishes.
+    service.add("outbox-relay", analyst.relay.run, analyst.relay.stop)
+    gauges = OUTBOX.gauges(engine, settings.dependency_check_interval)
+    service.add("outbox-gauges", gauges.run, gauges.stop)
     service.health.add_check("consumer", runner.readiness)
     watch_dependencies(service, database_dependency(settings), broker_dependency(settings))
     service.on_shutdown(producer.flush)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from rbr_notifier.metrics import ATTEMPT_SECONDS, ATTEMPTS
 from rbr_notifier.model import DeliveryState, Notification
 from rbr_notifier.senders.base import AttemptResult, Outcome, Sender
-from rbr_runtime.kafka.consumer import backoff_delay
+from rbr_runtime.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from rbr_poller.settings import PollerSettings
 from rbr_poller.store import PollerStateStore
 from rbr_runtime.buckets import BucketClients, client_options
 from rbr_runtime.kafka import BucketDirectory
-from rbr_runtime.kafka.consumer import backoff_delay
+from rbr_runtime.retry import backoff_delay
 from rbr_runtime.schedule import due_at, slot_of
 from rbr_schemas import BucketRegistered, BucketState, utcnow
 

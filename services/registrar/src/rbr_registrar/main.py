@@ -11,14 +11,14 @@ from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.expiry import PendingExpiry
 from rbr_registrar.handlers import apply_statuses
 from rbr_registrar.merges import BucketMerges
-from rbr_registrar.outbox import OutboxRelay, leadership_for, outbox_gauges
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.repository import OUTBOX, BucketRepository
 from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
+from rbr_runtime.outbox import OutboxRelay
 from rbr_runtime.schedule import PeriodicTask, TaskClaims
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.service import Service, bootstrap
@@ -55,8 +55,8 @@ class Registrar:
         self.producer = EventProducer(settings, source=SOURCE)
         self.relay = OutboxRelay(
             self.engine,
+            OUTBOX,
             partial(EventProducer, settings, SOURCE),
-            leadership_for(self.engine),
             batch_size=settings.outbox_batch_size,
             scan_interval=settings.outbox_scan_interval,
             initial_backoff=settings.retry_initial_backoff,
@@ -123,7 +123,7 @@ class Registrar:
             )
             service.add("pending-expiry", expiry.run, expiry.stop)
         service.health.add_check("http", self.http.readiness)
-        gauges = outbox_gauges(self.engine, settings.dependency_check_interval)
+        gauges = OUTBOX.gauges(self.engine, settings.dependency_check_interval)
         service.add("outbox-gauges", gauges.run, gauges.stop)
         # The outbox keeps acknowledged registrations while the broker is away: an outage of
         # the broker shows as degraded, without taking the API out of the load balancer.

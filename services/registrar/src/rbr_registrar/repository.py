@@ -1,14 +1,13 @@
 """The `buckets` table and its transactional outbox.
 
 Every change to a bucket is written in one transaction with the `bucket.registered` message
-that announces it (a row of `registrar_outbox`), so a change is announced if and only if it
-was committed; the relay (`outbox.py`) publishes the outbox in order.
+that announces it (in the registrar's outbox, `rbr_runtime.outbox`), so a change is announced
+if and only if it was committed; the outbox relay publishes the messages in order.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,7 +18,7 @@ from typing import TypeVar
 
 from sqlalchemy import Engine, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from rbr_registrar.domain import (
     BucketRow,
@@ -36,14 +35,16 @@ from rbr_registrar.domain import (
     removal_resolution,
 )
 from rbr_registrar.lineage import CROWDED_HOST, replaced_bucket
-from rbr_runtime.db.engine import is_transient_db_error
-from rbr_runtime.db.tables import bucket_aliases, buckets, registrar_outbox
+from rbr_runtime.db.tables import bucket_aliases, buckets
+from rbr_runtime.outbox import Outbox, OutboxMessage
+from rbr_runtime.retry import retry_outages
 from rbr_runtime.secrets import StoredToken, TokenDecryptionError, TokenVault
 from rbr_schemas import ALERTS, BUCKET_REGISTERED, BucketState, BucketStatus, utcnow
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+OUTBOX = Outbox("registrar")
 WRITE_ATTEMPTS = 5
 DEFAULT_REPLACEMENT_SILENCE = 900.0
 Host = tuple[str, str | None]
@@ -65,7 +66,8 @@ def with_retries(action: Callable[[], T], attempts: int = WRITE_ATTEMPTS) -> T:
     the database reports it: the winner has committed. So it is decided again once, at
     once: the second attempt sees the winner's row (and answers, e.g., a conflict). Another
     IntegrityError is no race and no outage: it propagates without more tries or pauses.
-    Outages are retried with growing pauses; other errors, and the last failure, propagate.
+    Outages (a deadlock, a lost connection) are retried with growing pauses
+    (`rbr_runtime.retry`); other errors, and the last failure, propagate.
     """
     try:
         return _through_outages(action, attempts)
@@ -75,17 +77,7 @@ def with_retries(action: Callable[[], T], attempts: int = WRITE_ATTEMPTS) -> T:
 
 
 def _through_outages(action: Callable[[], T], attempts: int) -> T:
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except DBAPIError as error:
-            if isinstance(error, IntegrityError) or not is_transient_db_error(error):
-                raise
-            if attempt == attempts:
-                raise
-            log.info("transaction retried (attempt %d): %s", attempt, type(error).__name__)
-            time.sleep(0.01 * 2**attempt)
-    raise AssertionError("unreachable")
+    return retry_outages(action, attempts=attempts, initial=0.02, maximum=0.32)
 
 
 @dataclass(frozen=True)
@@ -261,25 +253,11 @@ class BucketRepository:
         """
         connection.execute(delete(buckets).where(buckets.c.id == row.id))
         connection.execute(delete(bucket_aliases).where(bucket_aliases.c.bucket_id == row.id))
-        queued: list[dict[str, object]] = [
-            {
-                "topic": BUCKET_REGISTERED.name,
-                "message_key": row.name,
-                "value": None,
-                "created_at": now,
-            }
-        ]
+        queued = [OutboxMessage(BUCKET_REGISTERED.name, row.name, None)]
         if resolve_alert:
             alert_key, resolution = removal_resolution(row, now)
-            queued.append(
-                {
-                    "topic": ALERTS.name,
-                    "message_key": alert_key,
-                    "value": resolution,
-                    "created_at": now,
-                }
-            )
-        connection.execute(insert(registrar_outbox), queued)
+            queued.append(OutboxMessage(ALERTS.name, alert_key, resolution))
+        OUTBOX.add(connection, queued, now)
 
     # -- pending registrations nobody approved -------------------------------------------------
 
@@ -407,30 +385,12 @@ class BucketRepository:
             announced = [rows[n] for n in publish if n in rows and n not in waiting]
             removed = [n for n in tombstone if n not in rows and n not in waiting]
             self._announce(connection, announced, now)
-            if removed:
-                connection.execute(
-                    insert(registrar_outbox),
-                    [
-                        {
-                            "topic": BUCKET_REGISTERED.name,
-                            "message_key": name,
-                            "value": None,
-                            "created_at": now,
-                        }
-                        for name in removed
-                    ],
-                )
+            tombstones = [OutboxMessage(BUCKET_REGISTERED.name, name, None) for name in removed]
+            OUTBOX.add(connection, tombstones, now)
         return len(announced), len(removed)
 
     def _waiting(self, connection: Connection, names: Sequence[str] | None) -> set[str]:
-        query = (
-            select(registrar_outbox.c.message_key)
-            .distinct()
-            .where(registrar_outbox.c.topic == BUCKET_REGISTERED.name)
-        )
-        if names is not None:
-            query = query.where(registrar_outbox.c.message_key.in_(names))
-        return set(connection.execute(query).scalars())
+        return OUTBOX.waiting_keys(connection, BUCKET_REGISTERED.name, names)
 
     # -- listing ---------------------------------------------------------------------------------
 
@@ -590,20 +550,11 @@ class BucketRepository:
         connection.execute(update(buckets).where(buckets.c.id == row.id).values(**values))
 
     def _announce(self, connection: Connection, rows: Sequence[BucketRow], now: datetime) -> None:
-        if not rows:
-            return
-        connection.execute(
-            insert(registrar_outbox),
-            [
-                {
-                    "topic": BUCKET_REGISTERED.name,
-                    "message_key": row.name,
-                    "value": registration_message(row),
-                    "created_at": now,
-                }
-                for row in rows
-            ],
-        )
+        messages = [
+            OutboxMessage(BUCKET_REGISTERED.name, row.name, registration_message(row))
+            for row in rows
+        ]
+        OUTBOX.add(connection, messages, now)
 
 
 def status_updates(statuses: Iterable[BucketStatus]) -> list[StatusUpdate]:

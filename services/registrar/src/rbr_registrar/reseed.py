@@ -32,9 +32,9 @@ from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError
 
 from rbr_registrar.repository import BucketRepository
-from rbr_runtime.kafka.consumer import backoff_delay
 from rbr_runtime.kafka.directory import TopicMissing, read_registry
 from rbr_runtime.kafka.topics import ensure_topics
+from rbr_runtime.retry import Backoff
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import BUCKET_REGISTERED, BucketRegistered
 
@@ -168,8 +168,7 @@ class RegistryReseeder:
         self._leading = leading
         self._on_queued = on_queued
         self._interval = interval
-        self._initial_backoff = initial_backoff
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(initial_backoff, max_backoff)
         self._read_timeout = read_timeout
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -186,17 +185,15 @@ class RegistryReseeder:
 
     def run(self) -> None:
         """Checks at start, every interval and when triggered, while this replica relays."""
-        failures = 0
         while not self._stop.is_set():
             if not self._leading.wait(LEADER_RECHECK_SECONDS):
                 continue
             self._wake.clear()
             if self._check_in_service():
-                failures = 0
+                self._backoff.succeeded()
                 pause = self._interval
             else:
-                failures += 1
-                pause = backoff_delay(failures, self._initial_backoff, self._max_backoff)
+                pause = self._backoff.failed()
             self._wake.wait(pause)
 
     def _check_in_service(self) -> bool:

@@ -95,6 +95,7 @@ def _settings(broker: Broker, url: str, endpoint: str, ca_file: Path) -> dict[st
         "secret_key": TEST_SECRET_KEY,
         "bucket_ca_file": str(ca_file),
         "allowed_bucket_networks": "127.0.0.0/8",
+        "allowed_bucket_ports": "1024-65535",
     }
 
 

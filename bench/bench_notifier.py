@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.figures import Figure
-from rbr_notifier.config import ChannelsFile, parse_channels
+from rbr_notifier.channels import ChannelsFile, parse_channels
 from rbr_notifier.delivery import RetryPolicy, deliver
 from rbr_notifier.main import build_service
 from rbr_notifier.model import AlertState, AlertView, Kind, Notification

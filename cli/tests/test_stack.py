@@ -102,6 +102,9 @@ def test_stack_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         assert (tmp_path / "var" / "rbr.env").stat().st_mode & 0o077 == 0
         assert f"RBR_KAFKA_BOOTSTRAP=127.0.0.1:{BROKER_PORT + offset}" in shell_env
         assert "RBR_OPERATOR_KEY=" in shell_env
+        # The simulated fleet listens on loopback, on 443 or ephemeral ports: both allowed.
+        assert "RBR_ALLOWED_BUCKET_NETWORKS=127.0.0.0/8" in shell_env
+        assert "RBR_ALLOWED_BUCKET_PORTS=1024-65535" in shell_env
 
         for service in services:
             url = f"http://127.0.0.1:{SERVICE_PORTS[service] + offset}/healthz"

@@ -211,7 +211,7 @@ def test_secrets_are_referenced_never_inlined() -> None:
 
 
 def test_the_notifier_channels_file_mounted_by_compose_loads() -> None:
-    from rbr_notifier.config import load_channels  # noqa: PLC0415 - only this test needs it
+    from rbr_notifier.channels import load_channels  # noqa: PLC0415 - only this test needs it
 
     notifier = compose()["services"]["notifier"]
     mount = next(v for v in notifier["volumes"] if v.endswith("/etc/rbr/channels.yaml:ro"))
@@ -254,7 +254,7 @@ def compose_env_example_variables() -> set[str]:
 
 @pytest.mark.parametrize("relative", CHANNEL_FILES)
 def test_channel_files_refer_only_to_variables_the_deployments_provide(relative: str) -> None:
-    from rbr_notifier.config import load_channels  # noqa: PLC0415 - only these tests need it
+    from rbr_notifier.channels import load_channels  # noqa: PLC0415 - only these tests need it
 
     referenced = channel_file_references(relative)
     provided = set(compose()["services"]["notifier"]["environment"])

@@ -19,8 +19,9 @@ from rbr_testing.mariadb import create_database, drop_database, mysql_url
 
 BEFORE = "0011"
 """The revision before the one that changed the key (renumber with it)."""
-AFTER = "0012"
-"""The revision that changed the key."""
+CHANGED = "0012"
+"""The revision that changed the key: the downgrade starts there, so later revisions' own
+downgrades (DDL commits on MariaDB) are not run again when the refused one is retried."""
 SHARED = "a" * 64
 OWN = "b" * 64
 
@@ -140,7 +141,7 @@ def test_existing_rows_are_kept_and_identical_content_of_another_bucket_then_get
 def test_downgrade_refuses_while_two_buckets_share_content_then_restores_the_old_key(
     url: str,
 ) -> None:
-    upgrade(url, AFTER)  # this revision's own downgrade, not the later ones' on top
+    upgrade(url, CHANGED)
     engine = make_engine(url)
     try:
         insert_new(engine, rows("rustbucket-a", SHARED, 3) + rows("rustbucket-b", SHARED, 3))

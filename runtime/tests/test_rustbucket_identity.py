@@ -76,6 +76,10 @@ def test_a_day_with_restarts_names_every_start_each_with_its_own_registration(
         token="U" * 32,
     )
     assert log.written == [tmp_path / "rustbucket.log.2025-12-12"]
+    # Each instance uploads the day's file under its own folder (s3_logger.rs).
+    assert third.s3_key(log.written[0], "honeypots/") == (
+        "honeypots/rustbucket-Cc333333/rustbucket.log.2025-12-12"
+    )
 
     identity = read_identities(lines_of(log.written))
     assert [(s.instance_name, s.registered_name) for s in identity.starts] == [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.schedule import (
+    DailySlot,
     DailyTask,
     TaskClaims,
     due_at,
@@ -103,7 +104,43 @@ def test_daily_task_survives_a_database_outage() -> None:
     task = DailyTask("cleanup", "02:00", lambda: "done", TaskClaims(engine), poll_seconds=0.01)
     thread = threading.Thread(target=task.run, daemon=True)
     thread.start()
-    wait_for(lambda: task._failures >= 2, message="two failed checks")
+    wait_for(lambda: task.failures >= 2, message="two failed checks")
     assert thread.is_alive(), "the component died with the database"
     task.stop()
     thread.join(10)
+
+
+def test_a_first_start_after_the_time_runs_nothing_until_the_next_day(
+    mysql_engine: Engine,
+) -> None:
+    slots: list[DailySlot] = []
+    task = DailyTask.for_slots(
+        "summary", "08:00", lambda slot: slots.append(slot) or "sent", TaskClaims(mysql_engine)
+    )
+    first_start = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+
+    assert not task.catch_up_if_missed(first_start)
+    assert not task.run_if_due(first_start + timedelta(minutes=1)), "the day was not missed"
+    assert slots == []
+    assert task.run_if_due(datetime(2026, 11, 22, 8, 0, 30, tzinfo=UTC))
+    assert slots == [DailySlot(date(2026, 11, 22), datetime(2026, 11, 22, 8, 0, tzinfo=UTC))]
+
+
+def test_a_day_missed_while_every_replica_was_down_is_caught_up_as_that_day(
+    mysql_engine: Engine,
+) -> None:
+    slots: list[DailySlot] = []
+    claims = TaskClaims(mysql_engine)
+    task = DailyTask.for_slots(
+        "summary", "08:00", lambda slot: slots.append(slot) or "sent", claims, timezone="UTC"
+    )
+    assert task.run_if_due(datetime(2026, 11, 20, 8, 0, 10, tzinfo=UTC))  # ran, then all down
+
+    # Back at 07:00 on the 22nd: the 21st's run was missed; the 22nd's is not due yet.
+    assert task.catch_up_if_missed(datetime(2026, 11, 22, 7, 0, tzinfo=UTC))
+    assert slots[-1] == DailySlot(
+        date(2026, 11, 21), datetime(2026, 11, 21, 8, 0, tzinfo=UTC), caught_up=True
+    )
+    assert not task.catch_up_if_missed(datetime(2026, 11, 22, 7, 5, tzinfo=UTC)), "once a day"
+    assert task.run_if_due(datetime(2026, 11, 22, 8, 0, 5, tzinfo=UTC))
+    assert [slot.key for slot in slots] == ["2026-11-20", "2026-11-21", "2026-11-22"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from confluent_kafka.admin import AdminClient
 
@@ -9,8 +11,10 @@ from rbr_runtime.kafka import DeliveryError, EventProducer
 from rbr_runtime.kafka.topics import TopicOutcome, ensure_topics, planned_topics
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import ALERTS, TOPICS, Alert, AlertState, Severity, utcnow
+from rbr_schemas.generate import SCHEMAS_DIR
 from rbr_testing.broker import Broker
-from rbr_testing.kafka import read_events
+from rbr_testing.cloudevents_sdk import sdk_event
+from rbr_testing.kafka import read_events, read_topic
 
 pytestmark = pytest.mark.broker
 
@@ -97,3 +101,23 @@ def test_a_producer_broken_for_good_is_replaced_and_the_retry_succeeds(broker: B
     again = producer.send(ALERTS, "k", alert)
     assert producer.readiness() is None
     assert again.id in [e.id for e in read_events(broker.bootstrap, ALERTS, at_least=2)]
+
+
+def test_every_topic_event_sent_is_read_by_the_cloudevents_sdk(broker: Broker) -> None:
+    producer = EventProducer(CommonSettings(kafka_bootstrap=broker.bootstrap), source="/rbr/test")
+    for spec in TOPICS:
+        example = json.loads((SCHEMAS_DIR / "examples" / f"{spec.name}.json").read_text())
+        data = spec.data_model.model_validate(example["data"])
+        # With a subject, and without one (as the analyst's daily summary is sent).
+        about = producer.send(spec, "rustbucket-a1B2c3D4", data, subject="rustbucket-a1B2c3D4")
+        about_no_one = producer.send(spec, "summary", data)
+
+        messages = read_topic(broker.bootstrap, spec.name, at_least=2)
+        read = {
+            event.get_id(): event
+            for event in (sdk_event(m.value(), m.key(), m.headers()) for m in messages)
+        }
+        assert read[about.id].get_subject() == "rustbucket-a1B2c3D4"
+        assert read[about_no_one.id].get_subject() is None
+        assert read[about_no_one.id].get_type() == spec.event_type
+        assert read[about_no_one.id].get_data() == json.loads(data.model_dump_json())

@@ -25,9 +25,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(topic_commands.app, name="topics")
-app.add_typer(db_commands.app, name="db")
-app.add_typer(dlq_commands.app, name="dlq")
+GROUPS = {"topics": topic_commands.app, "db": db_commands.app, "dlq": dlq_commands.app}
+for _name, _group in GROUPS.items():
+    app.add_typer(_group, name=_name)
 app.command("status")(status_commands.status)
 app.command("config")(config_commands.config)
 app.command("run-task")(task_commands.run_task)
@@ -51,9 +51,12 @@ def _configure(
 
 
 def _mount_plugins() -> None:
-    for name, entry in discovered(COMMANDS_GROUP).items():
+    for name, entry in sorted(discovered(COMMANDS_GROUP).items()):
         command = entry.load()
-        if isinstance(command, typer.Typer):
+        group, _, subcommand = name.rpartition(".")
+        if group in GROUPS:  # e.g. `topics.reseed`: a command in one of the CLI's groups
+            GROUPS[group].command(subcommand)(command)
+        elif isinstance(command, typer.Typer):
             app.add_typer(command, name=name)
         else:
             app.command(name)(command)

@@ -1,7 +1,8 @@
 """What the installed packages contribute to the CLI, through entry points.
 
 * `rbr.commands`: a typer-annotated function (mounted as a command) or a `typer.Typer`
-  (mounted as a command group), e.g. `simulate`, `notify`, `buckets`;
+  (mounted as a command group), e.g. `simulate`, `notify`, `buckets`; a name `GROUP.NAME`
+  adds a command to one of the CLI's own groups, e.g. `topics.reseed` (`rbr topics reseed`);
 * `rbr.tasks`: a function with no arguments that runs one cycle of a scheduled task and
   returns a one-line summary, e.g. `pull_updates`, `cleanup` (`rbr run-task NAME`);
 * `rbr.services`: a service's `main` function, started by `rbr stack` (`make run`).

@@ -154,6 +154,8 @@ def _stack_environment(layout: StackLayout) -> dict[str, str]:
         "RBR_S3_ENDPOINT_URL": f"http://127.0.0.1:{layout.s3_port}",
         "RBR_DATABASE_URL": f"sqlite:///{layout.var_dir / 'rbr.db'}",
         "RBR_ALLOWED_BUCKET_NETWORKS": "127.0.0.0/8",
+        # The simulated fleet listens on 443 of 127.0.0.x, or else on ephemeral ports.
+        "RBR_ALLOWED_BUCKET_PORTS": "1024-65535",
         "RBR_BUCKET_CA_FILE": str(layout.var_dir / "simulator-ca.pem"),
         "RBR_HTTP_HOST": "127.0.0.1",
         "RBR_REGISTRAR_URL": f"http://127.0.0.1:{layout.service_port('registrar')}",

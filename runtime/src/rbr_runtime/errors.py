@@ -71,3 +71,9 @@ def _retried_client_error(error: ClientError) -> bool:
     status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     code = str(response.get("Error", {}).get("Code", ""))
     return status >= 500 or status == 429 or code in _RETRIED_S3_CODES
+
+
+def describe_error(error: BaseException, limit: int = 300) -> str:
+    """Returns a one-line cause for a log line or a health check: type and first line."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:limit]

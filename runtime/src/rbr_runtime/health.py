@@ -1,8 +1,10 @@
 """`/healthz`, `/readyz` and Prometheus `/metrics` for services without a web framework.
 
 Liveness says the process works (no component crashed); readiness says it can do its job now
-(for example: joined its consumer group, database reachable). The registrar serves the same
-answers from FastAPI routes built on `HealthState`.
+(for example: joined its consumer group, database reachable). A check added as not required
+reports a degraded service without failing readiness: the service still does its job (the
+registrar keeps acknowledging registrations while the broker is away, its outbox holds them).
+The registrar serves the same answers from FastAPI routes built on `HealthState`.
 """
 
 from __future__ import annotations
@@ -28,12 +30,22 @@ class HealthState:
 
     def __init__(self) -> None:
         self._checks: dict[str, ReadinessCheck] = {}
+        self._optional: set[str] = set()
         self._failures: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def add_check(self, name: str, check: ReadinessCheck) -> None:
-        """Registers a readiness check."""
+    def add_check(self, name: str, check: ReadinessCheck, *, required: bool = True) -> None:
+        """Registers a readiness check.
+
+        Args:
+            name: what the check is about, as `/readyz` names it.
+            check: returns None when fine, or why not.
+            required: whether a failing check makes the service not ready; when False it is
+                reported under `degraded` and `/readyz` still answers 200.
+        """
         self._checks[name] = check
+        if not required:
+            self._optional.add(name)
 
     def mark_failed(self, component: str, reason: str) -> None:
         """Records that a component died; liveness fails from now on."""
@@ -53,14 +65,21 @@ class HealthState:
         alive, body = self.liveness()
         if not alive:
             return False, body
-        waiting = {}
+        waiting: dict[str, str] = {}
+        degraded: dict[str, str] = {}
         for name, check in self._checks.items():
             reason = _run_check(check)
             if reason is not None:
-                waiting[name] = reason
+                (degraded if name in self._optional else waiting)[name] = reason
         if waiting:
-            return False, {"status": "not ready", "waiting": waiting}
+            return False, {"status": "not ready", "waiting": waiting, **_if_any(degraded)}
+        if degraded:
+            return True, {"status": "degraded", "degraded": degraded}
         return True, {"status": "ready", "checks": sorted(self._checks)}
+
+
+def _if_any(degraded: dict[str, str]) -> dict[str, dict[str, str]]:
+    return {"degraded": degraded} if degraded else {}
 
 
 def _run_check(check: ReadinessCheck) -> str | None:

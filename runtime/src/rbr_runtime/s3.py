@@ -13,8 +13,24 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
+# A read timeout bounds a silence, not a transfer: S3 answers a GET or a part upload within
+# seconds even when busy, and keeps a long CompleteMultipartUpload alive with whitespace, so
+# 20 s of silence means the endpoint is stuck. Three attempts in all (adaptive mode, which
+# also paces throttled requests) absorb a dropped connection or a SlowDown; a frozen endpoint
+# then fails a call in about a minute rather than six (botocore's "max_attempts": 5 meant
+# five retries of 60 s each after the first try), and the caller's own retry with backoff
+# takes over while the dependency monitor reports the outage.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 20.0
+MAX_ATTEMPTS = 3
+
+
 def make_s3_client(
-    settings: CommonSettings, *, region: str | None = None, endpoint_url: str | None = None
+    settings: CommonSettings,
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    timeout: float | None = None,
 ) -> S3Client:
     """Returns an S3 client honouring RBR_S3_ENDPOINT_URL.
 
@@ -27,14 +43,15 @@ def make_s3_client(
         settings: the service settings.
         region: region of the bucket to reach, when not the registry's own.
         endpoint_url: endpoint to use instead of the configured one.
+        timeout: for a health probe: connect and read timeout, and a single attempt.
     """
     endpoint = endpoint_url or settings.s3_endpoint_url
     config = Config(
         region_name=region or settings.s3_region,
-        retries={"max_attempts": 5, "mode": "adaptive"},
+        retries={"total_max_attempts": 1 if timeout else MAX_ATTEMPTS, "mode": "adaptive"},
         s3={"addressing_style": "path" if endpoint else "auto"},
-        connect_timeout=5,
-        read_timeout=60,
+        connect_timeout=timeout or CONNECT_TIMEOUT,
+        read_timeout=timeout or READ_TIMEOUT,
     )
     kwargs: dict[str, Any] = {"config": config}
     if endpoint:

@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -22,6 +23,8 @@ from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from rbr_runtime.db.tables import task_runs
+from rbr_runtime.errors import describe_error, is_outage
+from rbr_runtime.retry import Backoff
 from rbr_schemas import utcnow
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,8 @@ class PeriodicTask:
 
 
 DEFAULT_LEASE = timedelta(hours=1)
+MAX_DAILY_PAUSE = 3600.0
+"""Longest pause of a daily task between checks after failures."""
 
 
 class TaskClaims:
@@ -160,6 +165,42 @@ class TaskClaims:
                 delete(task_runs).where(task_runs.c.task == task, task_runs.c.slot == slot)
             )
 
+    def skip(self, task: str, slot: str, detail: str) -> bool:
+        """Records a slot as skipped (nobody claimed it yet); False if it was claimed already."""
+        now = utcnow()
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(
+                    insert(task_runs).values(
+                        task=task,
+                        slot=slot,
+                        claimed_by=self.owner,
+                        claimed_at=now,
+                        finished_at=now,
+                        outcome="skipped",
+                        detail=detail,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def known_before(self, task: str, slot: str) -> bool:
+        """Tells whether a run of the task was claimed (or skipped) for an earlier slot.
+
+        Slots are ISO dates, so they sort as strings. A slot is claimed or skipped only once
+        it is due and before the next one is, so such a row shows the task was installed
+        before this slot was due: had no replica run it, it was missed (all replicas down),
+        not simply due before the first start.
+        """
+        with self._engine.connect() as connection:
+            found = connection.execute(
+                select(task_runs.c.slot)
+                .where(task_runs.c.task == task, task_runs.c.slot < slot)
+                .limit(1)
+            ).first()
+        return found is not None
+
     def claimed_by(self, task: str, slot: str) -> str | None:
         """Returns who claimed the slot, if anyone."""
         with self._engine.connect() as connection:
@@ -191,12 +232,35 @@ def latest_occurrence(now: datetime, at: time, zone: ZoneInfo) -> tuple[date, da
     return yesterday, datetime.combine(yesterday, at, zone)
 
 
+@dataclass(frozen=True)
+class DailySlot:
+    """One day's run of a daily task.
+
+    Attributes:
+        day: the local date of the run (its slot in `task_runs`).
+        due_at: when it was due: that day at the task's time of day, in UTC.
+        caught_up: run at start-up, after its time passed while every replica was down.
+    """
+
+    day: date
+    due_at: datetime
+    caught_up: bool = False
+
+    @property
+    def key(self) -> str:
+        """Returns the slot's key in `task_runs` (the local date)."""
+        return self.day.isoformat()
+
+
 class DailyTask:
     """Runs a function once a day at a local time, on exactly one replica.
 
-    Each replica wakes at the time (and at start-up, to catch up a run missed while all
-    replicas were down); the one that claims the day's slot runs it. A failed run gives its
-    claim back and is tried again with growing pauses (an outage delays it, never skips it).
+    Each replica wakes at the time; the one that claims the day's slot runs it. At start-up
+    the latest slot is run only if it was missed: its time passed while the task was
+    installed (`task_runs` holds a run of an earlier day) and no replica ran it. A first
+    start after the day's time records the slot as skipped instead, so a fresh install runs
+    nothing until the time comes. A failed run gives its claim back and is tried again with
+    growing pauses (`rbr_runtime.retry`, up to an hour): an outage delays it, never skips it.
     """
 
     def __init__(
@@ -212,41 +276,97 @@ class DailyTask:
         self.name = name
         self._at = parse_time_of_day(at)
         self._zone = ZoneInfo(timezone)
-        self._action = action
+        self._action: Callable[[DailySlot], str | None] = lambda _slot: action()
         self._claims = claims
         self._poll_seconds = poll_seconds
         self._stop = threading.Event()
-        self._failures = 0
+        self._backoff = Backoff(2 * poll_seconds, MAX_DAILY_PAUSE)
+
+    @classmethod
+    def for_slots(
+        cls,
+        name: str,
+        at: str,
+        action: Callable[[DailySlot], str | None],
+        claims: TaskClaims,
+        *,
+        timezone: str = "UTC",
+        poll_seconds: float = 30.0,
+    ) -> DailyTask:
+        """Returns a daily task whose action is told which day's run it does (a catch-up's)."""
+        task = cls(name, at, lambda: None, claims, timezone=timezone, poll_seconds=poll_seconds)
+        task._action = action
+        return task
 
     def run(self) -> None:
-        """Checks for a due run every poll interval until stop(); survives database outages."""
+        """Catches a missed run up, then checks for a due run every poll interval until stop().
+
+        Survives database outages: a check that failed is made again after a pause.
+        """
+        started = False
         while not self._stop.is_set():
             try:
-                self.run_if_due(utcnow())
-            except Exception:
-                self._failures += 1
-                log.exception("daily task %s: cannot check its run now; trying again", self.name)
-            pause = min(self._poll_seconds * 2**self._failures, 3600.0)
-            self._stop.wait(pause)
+                if started:
+                    self.run_if_due(utcnow())
+                else:
+                    self.catch_up_if_missed(utcnow())
+                    started = True
+            except Exception as error:  # noqa: BLE001 - logged by _failed, checked again
+                self._failed("cannot check its run now", error)
+            self._stop.wait(self._backoff.pause() or self._poll_seconds)
 
     def stop(self) -> None:
         """Stops waiting."""
         self._stop.set()
 
-    def run_if_due(self, now: datetime) -> bool:
-        """Runs today's (or yesterday's missed) run if no replica claimed it; True if it ran."""
-        day, _ = latest_occurrence(now, self._at, self._zone)
-        slot = day.isoformat()
-        if not self._claims.claim(self.name, slot):
+    @property
+    def failures(self) -> int:
+        """Returns how many checks or runs failed in a row (0 after a run succeeded)."""
+        return self._backoff.failures
+
+    def _failed(self, what: str, error: Exception) -> None:
+        self._backoff.failed()
+        if is_outage(error):
+            log.warning(
+                "daily task %s: %s (%s); trying again", self.name, what, describe_error(error)
+            )
+        else:
+            log.exception("daily task %s: %s; trying again", self.name, what)
+
+    def slot_at(self, now: datetime) -> DailySlot:
+        """Returns the latest slot due at or before now."""
+        day, due = latest_occurrence(now, self._at, self._zone)
+        return DailySlot(day, due.astimezone(UTC))
+
+    def catch_up_if_missed(self, now: datetime) -> bool:
+        """Start-up: runs the latest slot only if it was missed; True if it ran."""
+        slot = self.slot_at(now)
+        if not self._claims.known_before(self.name, slot.key):
+            if self._claims.skip(self.name, slot.key, "first start after its time: not missed"):
+                log.info(
+                    "daily task %s: first start after %s's run was due; next run at %s",
+                    self.name,
+                    slot.key,
+                    self._at.strftime("%H:%M"),
+                )
             return False
-        log.info("running daily task %s for %s", self.name, slot)
+        return self._run(DailySlot(slot.day, slot.due_at, caught_up=True))
+
+    def run_if_due(self, now: datetime) -> bool:
+        """Runs the latest due slot if no replica claimed it; True if it ran."""
+        return self._run(self.slot_at(now))
+
+    def _run(self, slot: DailySlot) -> bool:
+        if not self._claims.claim(self.name, slot.key):
+            return False
+        how = "missed while down, caught up" if slot.caught_up else "due"
+        log.info("running daily task %s for %s (%s)", self.name, slot.key, how)
         try:
-            detail = self._action()
-        except Exception:
-            self._failures += 1
-            log.exception("daily task %s failed; it will be tried again", self.name)
-            self._claims.release(self.name, slot)
+            detail = self._action(slot)
+        except Exception as error:  # noqa: BLE001 - logged by _failed, run again
+            self._failed(f"the run for {slot.key} failed", error)
+            self._claims.release(self.name, slot.key)
             return True
-        self._failures = 0
-        self._claims.finish(self.name, slot, "ok", detail)
+        self._backoff.succeeded()
+        self._claims.finish(self.name, slot.key, "ok", detail)
         return True

@@ -57,8 +57,10 @@ class CommonSettings(BaseSettings):
     kafka_max_poll_interval_ms: int = Field(
         default=300_000, ge=1000, description="Longest a consumer may take between polls."
     )
+    # 30 s rides out a leader election or a broker restart; a longer wait only keeps a
+    # caller blocked in a send while the broker is away (callers retry a failed send anyway).
     kafka_message_timeout_ms: int = Field(
-        default=60_000, ge=1000, description="How long a produce may wait for the broker."
+        default=30_000, ge=1000, description="How long a produce may wait for the broker."
     )
     database_url: str = Field(
         default="sqlite:///./var/rbr.db",
@@ -102,6 +104,17 @@ class CommonSettings(BaseSettings):
         ge=1,
         description="Stop the consumer when this many messages in a row were dead-lettered: "
         "something is systematically wrong and dead-lettering everything would hide it.",
+    )
+    dependency_check_interval: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds between checks of the database, S3 and the broker (what "
+        "/readyz and rbr_dependency_up report), and between measures of an outbox's backlog.",
+    )
+    dependency_check_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a dependency has to answer a check before it counts as down.",
     )
     shutdown_timeout: float = Field(
         default=20.0, gt=0, description="Seconds to drain in-flight work on SIGTERM."

@@ -48,13 +48,30 @@ class CloudEvent(BaseModel, Generic[DataT]):
         min_length=1, description="Reverse-DNS event type, e.g. io.rustbucket.bucket.status.v1."
     )
     time: UtcDatetime = Field(default_factory=utcnow, description="When the event happened.")
-    subject: str | None = Field(default=None, description="The bucket the event is about.")
+    subject: str | None = Field(
+        default=None,
+        description="The bucket the event is about. Left out when the event is about no one "
+        "bucket (events written by older versions may carry null instead).",
+    )
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str | None = Field(
-        default=None, description="URI of the JSON Schema the data conforms to."
+        default=None,
+        description="URI of the JSON Schema the data conforms to. Left out when unset (events "
+        "written by older versions carry null instead).",
     )
     data: DataT
 
     def extensions(self) -> dict[str, Any]:
         """Returns the extension attributes that are not part of the core spec."""
         return dict(self.model_extra or {})
+
+    def structured_json(self) -> bytes:
+        """Returns the event in structured JSON mode, as it goes on a topic.
+
+        Unset attributes are left out: CloudEvents says an attribute is either set (to a
+        non-empty value) or absent, and SDKs refuse one written as null. Nulls inside `data`
+        are the data's own and stay.
+        """
+        attributes = self.model_dump(exclude={"data"})
+        unset = {name for name, value in attributes.items() if value is None}
+        return self.model_dump_json(exclude=unset).encode()

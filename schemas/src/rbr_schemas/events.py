@@ -153,6 +153,15 @@ class BucketRegistered(_Data):
             "Never the token in clear."
         )
     )
+    tls_cert_sha256: Sha256Hex | None = Field(
+        default=None,
+        description=(
+            "SHA-256 (lowercase hex) of the DER certificate the bucket serves HTTPS with, "
+            "pinned at registration (the bucket agent's own self-signed certificate). When "
+            "present, the poller and the log-extractor accept exactly this certificate "
+            "instead of verifying a CA chain, and call the bucket over HTTPS."
+        ),
+    )
     registered_at: UtcDatetime
     updated_at: UtcDatetime
     version: int = Field(

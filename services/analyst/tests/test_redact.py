@@ -81,6 +81,9 @@ PATHOLOGICAL = [
     "x://a:" * 14_000,
     "-----BEGIN " * 8000,
     "Bearer " * 12_000,
+    "token: " * 12_000,
+    '\\"token\\":' * 8000,
+    "instance token: " * 6000,
 ]
 
 
@@ -95,3 +98,32 @@ def test_secret_names_inside_other_text_are_still_found() -> None:
     assert "abcdefgh1234" not in cleaned
     assert "s3cr3tvalue9" not in cleaned
     assert "my.api_key='[REDACTED]" in cleaned
+
+
+TOKEN = "Q7fL2mN9pR4sT6vX8zA1bC3dE5gH7jK0"  # a honeypot's registration token
+
+ROWS_WITH_THE_HONEYPOTS_TOKEN = [
+    f"Generated instance token: {TOKEN}",
+    f"Generated instance token for debugging: {TOKEN}",
+    'Registration payload: RegistrationPayload { name: "rustbucket-P0aZ7mWq", ip_address: '
+    f'"0.0.0.0", operating_system: "linux (x86_64)", token: "{TOKEN}", cpu_usage: None }}',
+    # The JSON layout: the same Debug text inside a JSON string.
+    '{"timestamp":"2025-12-12T14:00:00.123456Z","level":"INFO","fields":{"message":'
+    '"Registration payload: RegistrationPayload { name: \\"rustbucket-P0aZ7mWq\\", '
+    f'token: \\"{TOKEN}\\" }}"}},"target":"rustbucket::registration"}}',
+    f'Server response: {{"name":"rustbucket-P0aZ7mWq","token":"{TOKEN}"}}',
+    f"token={TOKEN}",
+]
+
+
+@pytest.mark.parametrize("row", ROWS_WITH_THE_HONEYPOTS_TOKEN)
+def test_the_honeypots_own_registration_token_is_redacted(row: str) -> None:
+    cleaned = clean(row, 1000)
+    assert TOKEN not in cleaned
+    assert REDACTED in cleaned
+    assert "rustbucket-P0aZ7mWq" in cleaned or "rustbucket" not in row
+
+
+def test_what_the_parser_already_redacted_stays_as_it_is() -> None:
+    assert clean("Generated instance token: [REDACTED]") == "Generated instance token: [REDACTED]"
+    assert clean('token: "[REDACTED]", cpu_usage: None') == 'token: "[REDACTED]", cpu_usage: None'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, insert
@@ -13,7 +13,7 @@ from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.summary import describe, send_daily_summary
 from rbr_runtime.db.tables import alerts, buckets, log_analysis, poller_state
 from rbr_runtime.kafka import EventProducer
-from rbr_runtime.schedule import DailyTask, TaskClaims
+from rbr_runtime.schedule import DailySlot, DailyTask, TaskClaims
 from rbr_schemas import ALERTS, Severity
 from rbr_testing.broker import Broker
 from rbr_testing.kafka import read_events
@@ -126,10 +126,10 @@ def test_daily_summary_runs_once_across_replicas_and_reports_the_fleet(
     producer = EventProducer(settings, source="/rbr/analyst")
 
     def replica(owner: str) -> DailyTask:
-        return DailyTask(
+        return DailyTask.for_slots(
             "daily_summary",
             "08:00",
-            lambda: describe(send_daily_summary(mysql_engine, producer, NOW, ZONE)),
+            lambda slot: describe(send_daily_summary(mysql_engine, producer, slot, NOW)),
             TaskClaims(mysql_engine, owner=owner),
             timezone=ZONE,
         )
@@ -145,6 +145,9 @@ def test_daily_summary_runs_once_across_replicas_and_reports_the_fleet(
     assert summary.dedupe_key == "daily_summary:2026-11-22"
     assert summary.bucket is None
     context = summary.context
+    # The 24 hours before the slot's time (08:00 in Paris), not before the moment it ran.
+    assert context["until"] == "2026-11-22T07:00:00+00:00"
+    assert context["run"] == "scheduled"
     assert (context["buckets_active"], context["buckets_pending"]) == (3, 1)
     assert context["buckets_unresponsive"] == 1
     assert context["logs_ingested"] == 4
@@ -162,7 +165,8 @@ def test_summary_of_an_empty_registry_still_reports(
 ) -> None:
     settings = make_settings(kafka_bootstrap=broker.bootstrap)
     producer = EventProducer(settings, source="/rbr/analyst")
-    alert = send_daily_summary(mysql_engine, producer, NOW, "UTC")
+    slot = DailySlot(date(2026, 11, 22), datetime(2026, 11, 22, 7, 0, tzinfo=UTC))
+    alert = send_daily_summary(mysql_engine, producer, slot, NOW)
     assert alert.context["logs_ingested"] == 0
     assert "Top attacker IPs: none." in alert.detail
     assert describe(alert).startswith("daily_summary:2026-11-22: 0 active")

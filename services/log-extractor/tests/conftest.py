@@ -22,6 +22,7 @@ from rbr_runtime.secrets import TokenVault
 from rbr_schemas import BucketRegistered, BucketState, utcnow
 from rbr_testing.broker import Broker
 from rbr_testing.buckets import TEST_SECRET_KEY
+from rbr_testing.registry import SIMULATED_BUCKET_PORTS
 from rbr_testing.s3 import MotoS3
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def settings_factory(
             "s3_bucket": raw_bucket,
             "secret_key": TEST_SECRET_KEY,
             "allowed_bucket_networks": "127.0.0.0/8",
+            "allowed_bucket_ports": SIMULATED_BUCKET_PORTS,
             "http_port": 0,
             "extract_tick": 0.2,
             "extract_part_bytes": 5 * 1024 * 1024,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +41,7 @@ from rbr_testing.broker import Broker, free_port
 from rbr_testing.buckets import TEST_SECRET_KEY, publish_registrations, registration
 from rbr_testing.kafka import read_events
 from rbr_testing.log_truth import mismatches
+from rbr_testing.registry import SIMULATED_BUCKET_PORTS
 from rbr_testing.s3 import MotoS3
 from rbr_testing.services import running
 from rbr_testing.waiting import wait_for
@@ -180,19 +183,108 @@ def test_http_pull_with_cursor_empty_pulls_and_retries(
     assert len(extracted(broker.bootstrap, at_least=2)) == 2
 
 
+# (address, port): what the security run registered and saw pulled, and other refused forms.
+REFUSED_TARGETS: list[tuple[str, int | None]] = [
+    ("10.0.0.1", None),
+    ("172.16.0.1", None),
+    ("192.168.1.1", None),
+    ("100.64.0.1", None),
+    ("100.100.100.200", None),
+    ("169.254.169.254", None),
+    ("fd00:ec2::254", None),
+    ("fc00::1", None),
+    ("::ffff:10.0.0.1", None),
+    ("::127.0.0.1", None),
+    ("::169.254.169.254", None),
+    ("2002:a00:1::1", None),
+    ("64:ff9b::a00:1", None),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", None),
+    ("10.0.0.1", 6379),
+    ("127.0.0.1", None),
+]
+
+
 def test_forbidden_addresses_are_never_called(
-    fleet_factory: Any, harness_factory: Any, broker: Broker
+    fleet_factory: Any,
+    harness_factory: Any,
+    broker: Broker,
+    mysql_engine: Engine,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fleet = fleet_factory(count=1, bind="ports", seed=6)
-    harness = harness_factory(bucket_ca_file=str(fleet.ca_file), allowed_bucket_networks="")
-    record = registration(fleet.buckets[0])
+    harness = harness_factory(
+        bucket_ca_file=str(fleet.ca_file), allowed_bucket_networks="", allowed_bucket_ports=""
+    )
+    called: list[httpx.Request] = []
+
+    def bucket(request: httpx.Request) -> httpx.Response:
+        called.append(request)
+        return httpx.Response(200, content=b"log line\n", headers={"X-Log-Cursor": "1"})
+
+    # Every call goes to this transport: whatever the code does, nothing leaves the machine
+    # (none of these addresses may ever be a test's target), and any call is seen.
+    extractor = Extractor(
+        harness.settings,
+        state=harness.state,
+        s3=harness.s3,
+        source_s3=lambda _region: harness.s3,
+        producer=EventProducer(harness.settings, source="/rbr/test"),
+        http=BucketClients(
+            harness.settings, lambda _verify: httpx.Client(transport=httpx.MockTransport(bucket))
+        ),
+        vault=vault(harness.settings),
+    )
+    base = registration(fleet.buckets[0])
+    try:
+        for i, (ip, port) in enumerate(REFUSED_TARGETS):
+            record = base.model_copy(
+                update={"name": f"rustbucket-refused{i:02d}", "ip_address": ip, "port": port}
+            )
+            with (
+                caplog.at_level(logging.WARNING),
+                pytest.raises(ExtractionError, match=rf"refusing to call {re.escape(ip)}: "),
+            ):
+                extractor.extract(record)
+            assert cursor_row(mysql_engine, record.name).last_error.startswith(
+                f"ExtractionError: refusing to call {ip}: "
+            )
+            assert any(
+                f"refusing to call {ip}: " in r.getMessage()
+                for r in caplog.records
+                if r.levelno == logging.WARNING
+            ), ip
+    finally:
+        extractor.close()
+    assert called == []
+    assert "port 6379 is not called" in cursor_row(mysql_engine, "rustbucket-refused14").last_error
+    assert harness.keys() == []
+
+
+def test_a_bucket_on_a_port_no_longer_allowed_is_not_connected_to(
+    fleet_factory: Any, harness_factory: Any, broker: Broker, tcp_proxy_factory: Any
+) -> None:
+    fleet = fleet_factory(count=1, bind="ports", seed=16)
+    [info] = fleet.buckets
+    # A real bucket behind a proxy that counts every connection made to it.
+    proxy = tcp_proxy_factory(info.ip, info.port)
+    record = registration(info).model_copy(update={"port": proxy.port})
     fleet.emit(record.name, 5)
-    with pytest.raises(ExtractionError, match=r"refusing to call 127\.0\.0\.1: loopback"):
-        harness.extractor.extract(record)
-    metadata_ip = record.model_copy(update={"ip_address": "169.254.169.254"})
-    with pytest.raises(ExtractionError, match="link-local"):
-        harness.extractor.extract(metadata_ip)
-    assert fleet.requests(record.name) == []
+    allowed = harness_factory(
+        bucket_ca_file=str(fleet.ca_file), allowed_bucket_ports=str(proxy.port)
+    )
+    assert allowed.extractor.extract(record).objects == 1
+    assert proxy.accepted >= 1  # the proxy sees the extractor's connections
+    connections = proxy.accepted
+    requests = len(fleet.requests(record.name))
+    fleet.emit(record.name, 5)
+
+    # The operator narrows the allowed ports: the bucket registered earlier is not called.
+    narrowed = harness_factory(bucket_ca_file=str(fleet.ca_file), allowed_bucket_ports="8443")
+    with pytest.raises(ExtractionError, match=f"port {proxy.port} is not called"):
+        narrowed.extractor.extract(record)
+    assert proxy.accepted == connections
+    assert len(fleet.requests(record.name)) == requests
+    assert len(narrowed.keys()) == 1
 
 
 def test_announcement_lost_after_the_cursor_moved_is_sent_next_cycle(
@@ -493,6 +585,7 @@ def test_extract_logs_task_runs_one_cycle(
         "RBR_SECRET_KEY": TEST_SECRET_KEY,
         "RBR_BUCKET_CA_FILE": str(fleet.ca_file),
         "RBR_ALLOWED_BUCKET_NETWORKS": "127.0.0.0/8",
+        "RBR_ALLOWED_BUCKET_PORTS": SIMULATED_BUCKET_PORTS,
     }
     result = CliRunner().invoke(app, ["run-task", "extract_logs"], env=env)
     assert result.exit_code == 0, result.output

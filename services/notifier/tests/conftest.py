@@ -13,14 +13,17 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from rbr_notifier.config import ChannelsFile, parse_channels
-from rbr_notifier.digest import DigestSweeper
+from rbr_notifier.channels import ChannelsFile, parse_channels
+from rbr_notifier.closing import KeyedLocks
 from rbr_notifier.dispatch import Dispatcher
 from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.main import build_senders
-from rbr_notifier.repository import NotifierStore
+from rbr_notifier.retry_sweeper import RetrySweeper
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.throttle_digest import DigestSweeper
 from rbr_runtime.db.tables import notifications, notifier_deliveries
+from rbr_runtime.kafka import EventProducer
 from rbr_runtime.kafka.codec import encode, make_event
 from rbr_runtime.kafka.consumer import Inbound
 from rbr_schemas import ALERTS, Alert
@@ -98,6 +101,7 @@ class Notifier:
     handler: AlertHandler
     dispatcher: Dispatcher
     sweeper: DigestSweeper
+    retries: RetrySweeper
     clock: Clock
     pauses: list[float] = field(default_factory=list)
 
@@ -136,6 +140,7 @@ def notifier_factory(mysql_engine: Engine) -> Iterator[Callable[..., Notifier]]:
         workers: int = 4,
         owner: str = "replica-1",
         wait: Callable[[float], bool] | None = None,
+        producer: EventProducer | None = None,
         **settings: Any,
     ) -> Notifier:
         channels = document if isinstance(document, ChannelsFile) else parse_channels(document)
@@ -151,16 +156,47 @@ def notifier_factory(mysql_engine: Engine) -> Iterator[Callable[..., Notifier]]:
             pauses.append(seconds)
             return wait(seconds) if wait is not None else False
 
+        digest_locks = KeyedLocks()
         dispatcher = Dispatcher(
-            store, channels, senders, config, pool, clock=clock, wait=record_pause, owner=owner
+            store,
+            channels,
+            senders,
+            config,
+            pool,
+            clock=clock,
+            wait=record_pause,
+            owner=owner,
+            digest_locks=digest_locks,
         )
         handler = AlertHandler(
             store, dispatcher, channels, reopen_after=config.notifier_reopen_after
         )
         sweeper = DigestSweeper(
-            store, channels, senders, config, pool, clock=clock, wait=record_pause, owner=owner
+            store,
+            channels,
+            senders,
+            config,
+            pool,
+            clock=clock,
+            wait=record_pause,
+            owner=owner,
+            digest_locks=digest_locks,
         )
-        return Notifier(store, handler, dispatcher, sweeper, clock, pauses)
+        retry_dispatcher = Dispatcher(
+            store,
+            channels,
+            senders,
+            config,
+            pool,
+            clock=clock,
+            wait=record_pause,
+            owner=owner,
+            retry_sweep=True,
+        )
+        retries = RetrySweeper(
+            store, retry_dispatcher, channels, producer, group="notifier", clock=clock
+        )
+        return Notifier(store, handler, dispatcher, sweeper, retries, clock, pauses)
 
     yield wire
     for pool in pools:

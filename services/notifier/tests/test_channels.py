@@ -18,7 +18,7 @@ from urllib.parse import unquote
 import jsonschema
 import pytest
 
-from rbr_notifier.config import ChannelConfig, ChannelConfigError, parse_channels
+from rbr_notifier.channels import ChannelConfig, ChannelConfigError, parse_channels
 from rbr_notifier.model import AlertState, AlertView, Digest, DigestItem, Kind, Notification
 from rbr_notifier.senders import Outcome, Sender, build_sender
 from rbr_notifier.senders.base import trust_context

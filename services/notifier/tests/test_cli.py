@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from rbr_cli.main import app
 from rbr_notifier.main import cleanup_task
-from rbr_notifier.repository import AlertEvent, NotifierStore
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.store.alerts import AlertEvent
 from rbr_runtime.db.tables import notifications, task_runs
 from rbr_schemas import Alert
 from rbr_testing.http_receiver import HttpReceiver, Reply
@@ -138,7 +139,7 @@ def test_alerts_list_ack_and_show(
     summary = make_alert(
         "daily_summary:2026-11-21", type="daily_summary", severity="info", bucket=None
     )
-    store.record_events(
+    store.alerts.record_events(
         [AlertEvent("e1", down), AlertEvent("e2", summary)], lambda alert: [], reopen_after=0
     )
 
@@ -181,7 +182,7 @@ def test_cleanup_task_deletes_only_history_older_than_the_retention(
     old_resolved = make_alert("k:old", state="resolved", occurred_at=long_ago)
     open_since_long_ago = make_alert("k:still-open", occurred_at=long_ago)
     recent = make_alert("k:recent", state="resolved", occurred_at=datetime.now(UTC))
-    store.record_events(
+    store.alerts.record_events(
         [
             AlertEvent("e1", old_firing),
             AlertEvent("e2", old_resolved),
@@ -197,7 +198,10 @@ def test_cleanup_task_deletes_only_history_older_than_the_retention(
 
     assert result.exit_code == 0, result.output
     assert "deleted 1 resolved alert(s)" in result.output
-    assert sorted(row.dedupe_key for row in store.list_alerts()) == ["k:recent", "k:still-open"]
+    assert sorted(row.dedupe_key for row in store.alerts.list_alerts()) == [
+        "k:recent",
+        "k:still-open",
+    ]
 
 
 def test_daily_cleanup_runs_at_its_time_in_rbr_timezone(mysql_engine: Engine) -> None:

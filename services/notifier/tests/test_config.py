@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rbr_notifier.config import (
+from rbr_notifier.channels import (
     ChannelConfigError,
     EmailChannel,
     OpsgenieChannel,
@@ -112,6 +112,22 @@ def test_missing_variable_names_channel_field_and_variable_never_a_value(tmp_pat
                 "headers": {"X-Rbr-Signature": "forged"},
             },
             "field 'headers'",
+        ),
+        (
+            {"name": "w", "type": "webhook", "url": "https://h/x", "retry": {"max_age": "6 hrs"}},
+            "field 'retry.max_age': must be seconds or a duration like 30s, 5m, 6h or 1d",
+        ),
+        (
+            {"name": "w", "type": "webhook", "url": "https://h/x", "retry": {"initial": 0}},
+            "field 'retry.initial'",
+        ),
+        (
+            {"name": "w", "type": "webhook", "url": "https://h/x", "retry": {"max_age": "30d"}},
+            "field 'retry.max_age'",
+        ),
+        (
+            {"name": "w", "type": "webhook", "url": "https://h/x", "retry": {"every": "5m"}},
+            "field 'retry.every'",
         ),
     ],
 )

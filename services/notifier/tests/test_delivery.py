@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rbr_notifier.config import parse_channels
+from rbr_notifier.channels import parse_channels
 from rbr_notifier.delivery import Interrupted, RetryPolicy, deliver
 from rbr_notifier.model import AlertState, AlertView, DeliveryState, Kind, Notification
 from rbr_notifier.senders import Sender, build_sender

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import pytest
 from sqlalchemy import delete
 
-from rbr_notifier.repository import AlertEvent
+from rbr_notifier.store.alerts import AlertEvent
 from rbr_runtime.db.tables import notifier_windows
 from rbr_runtime.errors import TransientError
 from rbr_runtime.kafka.consumer import Inbound, PermanentError
@@ -283,13 +283,13 @@ def test_a_resolve_folded_after_its_digest_went_out_does_not_page_again(
     # it into the window just after the digest was sent.
     message = to_inbound(resolved(folded[0], make_alert))
     assert message.event is not None
-    ((_, (planned,)),) = notifier.store.record_events(
+    ((_, (planned,)),) = notifier.store.alerts.record_events(
         [AlertEvent(message.event.id, message.data)], lambda _: ["pd"], reopen_after=0
     )
     (trigger,) = [
         r for r in notifier.deliveries() if r.alert_id == folded[0].alert_id and r.kind == "trigger"
     ]
-    notifier.store.fold(planned.id, "pd", trigger.window_start)
+    notifier.store.windows.fold(planned.id, "pd", trigger.window_start)
 
     assert notifier.sweeper.run_once() == 0
     # No second digest trigger (it would re-open the incident): the digest's resolve instead.

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import update
 
 from rbr_notifier.model import AlertState
-from rbr_notifier.repository import AlertEvent
+from rbr_notifier.store.alerts import AlertEvent
 from rbr_runtime.db.tables import notifier_deliveries
 from rbr_runtime.errors import TransientError
 from rbr_runtime.kafka.consumer import Inbound, PermanentError
@@ -94,7 +94,7 @@ def test_a_firing_alert_notifies_once_per_dedupe_key(
     notifier.handler([to_inbound(later)])  # a new occurrence id while the first is open
 
     assert kinds(http_receiver) == ["trigger"]
-    (row,) = notifier.store.list_alerts()
+    (row,) = notifier.store.alerts.list_alerts()
     assert row.state == "firing"
     assert row.repeats == 2
     assert row.last_seen_at == later.occurred_at
@@ -123,7 +123,7 @@ def test_resolve_goes_only_to_channels_notified_of_the_firing(
     resolve_body = ops.requests[1].json()
     assert resolve_body["alert"]["state"] == "resolved"
     assert resolve_body["alert"]["resolved_at"] == resolved.occurred_at.isoformat()
-    (row,) = notifier.store.list_alerts()
+    (row,) = notifier.store.alerts.list_alerts()
     assert (row.state, row.resolved_at) == ("resolved", resolved.occurred_at)
 
 
@@ -137,14 +137,14 @@ def test_an_acknowledged_alert_is_not_notified_again_but_its_resolve_is(
     firing = make_alert()
     notifier.handler([to_inbound(firing)])
 
-    assert notifier.store.acknowledge(firing.dedupe_key, "alice", notifier.clock()) == 1
+    assert notifier.store.alerts.acknowledge(firing.dedupe_key, "alice", notifier.clock()) == 1
     notifier.handler([to_inbound(firing)])
     much_later = firing.occurred_at + timedelta(days=3)
     notifier.handler([to_inbound(make_alert(alert_id="new-id", occurred_at=much_later))])
     notifier.handler([to_inbound(make_alert(state="resolved", occurred_at=much_later))])
 
     assert kinds(http_receiver) == ["trigger", "resolve"]
-    (row,) = notifier.store.list_alerts()
+    (row,) = notifier.store.alerts.list_alerts()
     assert (row.acknowledged_by, row.state) == ("alice", "resolved")
 
 
@@ -169,7 +169,7 @@ def test_a_stale_open_alert_is_superseded_by_a_new_occurrence(
     notifier.handler([to_inbound(second)])
 
     assert kinds(http_receiver) == ["trigger", "trigger"]
-    rows = {row.alert_id: row for row in notifier.store.list_alerts()}
+    rows = {row.alert_id: row for row in notifier.store.alerts.list_alerts()}
     assert rows["occ-1"].state == "resolved"
     assert rows["occ-1"].resolved_by == "superseded"
     assert rows["occ-2"].state == "firing"
@@ -187,7 +187,7 @@ def test_a_burst_is_throttled_and_the_rest_folded_into_one_digest(
 
     notifier.handler([to_inbound(alert) for alert in burst])
     assert kinds(http_receiver) == ["trigger"] * 3
-    notifier.store.acknowledge(burst[9].dedupe_key, "bob", notifier.clock())
+    notifier.store.alerts.acknowledge(burst[9].dedupe_key, "bob", notifier.clock())
     notifier.handler([to_inbound(make_alert(burst[8].dedupe_key, state="resolved", bucket="b8"))])
     assert notifier.sweeper.run_once() == 0  # the window has not ended yet
 
@@ -257,7 +257,7 @@ def test_a_disabled_channel_gets_no_digest(
     assert restarted.sweeper.run_once() == 0  # nothing left waiting
 
 
-def test_an_unreachable_channel_rejects_the_alert_after_the_last_try(
+def test_an_unreachable_channel_without_retry_schedule_rejects_the_alert_after_the_last_try(
     notifier_factory: Factory,
     http_receiver_factory: Callable[..., HttpReceiver],
     make_alert: Callable[..., Alert],
@@ -266,7 +266,7 @@ def test_an_unreachable_channel_rejects_the_alert_after_the_last_try(
     down = http_receiver_factory(Reply(503, b"maintenance"))
     ok = http_receiver_factory()
     notifier = notifier_factory(
-        {"channels": [hook("down", down), hook("ok", ok)]}, notifier_max_attempts=3
+        {"channels": [hook("down", down, retry=False), hook("ok", ok)]}, notifier_max_attempts=3
     )
     firing = make_alert()
     message = to_inbound(firing)
@@ -303,7 +303,7 @@ def test_an_unreachable_channel_rejects_the_alert_after_the_last_try(
     assert notifier.attempts()[-1].attempt == 4
 
 
-def test_a_dead_channel_costs_one_retry_sequence_per_batch(
+def test_a_dead_channel_without_retry_schedule_costs_one_retry_sequence_per_batch(
     notifier_factory: Factory,
     http_receiver_factory: Callable[..., HttpReceiver],
     make_alert: Callable[..., Alert],
@@ -311,7 +311,9 @@ def test_a_dead_channel_costs_one_retry_sequence_per_batch(
 ) -> None:
     down, ok = http_receiver_factory(Reply(503)), http_receiver_factory()
     notifier = notifier_factory(
-        {"channels": [hook("down", down), hook("ok", ok)]}, workers=1, notifier_max_attempts=3
+        {"channels": [hook("down", down, retry=False), hook("ok", ok)]},
+        workers=1,
+        notifier_max_attempts=3,
     )
     burst = [to_inbound(make_alert(f"k:{i}")) for i in range(5)]
 
@@ -359,7 +361,7 @@ def test_alert_id_longer_than_the_table_allows_is_rejected(
         notifier.handler([to_inbound(good), to_inbound(bad)])
 
     assert keys(http_receiver) == ["k:good"]
-    assert [row.alert_id for row in notifier.store.list_alerts()] == [good.alert_id]
+    assert [row.alert_id for row in notifier.store.alerts.list_alerts()] == [good.alert_id]
 
 
 def test_resolve_of_an_unknown_alert_is_recorded_and_notifies_nobody(
@@ -371,7 +373,7 @@ def test_resolve_of_an_unknown_alert_is_recorded_and_notifies_nobody(
     notifier = notifier_factory({"channels": [hook("ops", http_receiver)]})
     notifier.handler([to_inbound(make_alert(state="resolved"))])
     assert http_receiver.requests == []
-    (row,) = notifier.store.list_alerts(state=AlertState.RESOLVED)
+    (row,) = notifier.store.alerts.list_alerts(state=AlertState.RESOLVED)
     assert row.resolved_by == "event"
 
 
@@ -419,11 +421,11 @@ def test_a_stale_claim_of_a_dead_replica_is_taken_over(
     document = {"channels": [hook("pager", http_receiver)]}
     notifier = notifier_factory(document, owner="replica-b")
     message = to_inbound(make_alert())
-    (planned,) = notifier.store.record_events(
+    (planned,) = notifier.store.alerts.record_events(
         [notifier_event(message)], lambda _: ["pager"], reopen_after=0
     )[0][1]
     lease = timedelta(minutes=10)
-    assert notifier.store.claim(planned.id, "replica-a", lease)  # then replica A died
+    assert notifier.store.deliveries.claim(planned.id, "replica-a", lease)  # then replica A died
     with pytest.raises(TransientError):
         notifier.handler([message])
     assert http_receiver.requests == []
@@ -454,15 +456,15 @@ def test_a_daily_summary_is_closed_once_delivered_and_no_resolve_is_sent(
     notifier = notifier_factory({"channels": [hook("pager", pager), hook("down", down)]})
     summary = make_alert("daily_summary:2026-11-21", type="daily_summary", severity="info")
 
-    # One channel down: the summary stays open, so a DLQ replay can still reach it.
-    with pytest.raises(PermanentError):
-        notifier.handler([to_inbound(summary)])
-    assert notifier.store.list_alerts()[0].state == "firing"
+    # One channel down: the summary stays open while it waits for a retry there.
+    notifier.handler([to_inbound(summary)])
+    assert notifier.store.alerts.list_alerts()[0].state == "firing"
 
     down.respond(Reply(200))
-    notifier.handler([to_inbound(summary)])  # the replay from the DLQ
+    notifier.clock.advance(60)
+    assert notifier.retries.run_once() == 1
 
-    (row,) = notifier.store.list_alerts()
+    (row,) = notifier.store.alerts.list_alerts()
     assert (row.state, row.resolved_by) == ("resolved", "one-shot")
     assert kinds(pager) == ["trigger"]
     assert kinds(down)[-1] == "trigger"

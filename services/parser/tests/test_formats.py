@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rbr_parser import formats
+from rbr_parser import formats, rustbucket
 from rbr_parser.formats import ParseContext
 from rbr_parser.lines import Line, iter_lines
 from rbr_parser.objects import decompressed
@@ -258,8 +258,8 @@ def test_a_record_whose_parsing_raises_is_kept_unparsed(
         raise RuntimeError("a corner no format foresaw")
 
     monkeypatch.setattr(formats, "parse_http", broken)
-    monkeypatch.setattr(formats, "parse_rustbucket", broken)
-    monkeypatch.setattr(formats, "load_cowrie", broken)
+    monkeypatch.setattr(rustbucket, "parse_text", broken)
+    monkeypatch.setattr(formats, "parse_cowrie", broken)
     lines = [
         '203.0.113.9 - - [28/Oct/2025:19:05:41 +0000] "GET / HTTP/1.1" 200 1',
         "2025-10-28T19:05:41Z  INFO rustbucket: two lines",

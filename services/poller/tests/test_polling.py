@@ -108,7 +108,7 @@ def test_every_failure_mode_is_one_status_with_its_class_and_polling_goes_on(
             assert len(status.error) <= 300, (mode, status.error)
     metadata = statuses["rustbucket-metadata"]
     assert metadata.error_class is PollErrorClass.CONFIG
-    assert "link-local" in (metadata.error or "")
+    assert "cloud metadata" in (metadata.error or "")
     assert fleet.requests(fleet.names[0], "/update_bucket"), "the normal bucket was called"
     with mysql_engine.connect() as connection:
         failures = dict(

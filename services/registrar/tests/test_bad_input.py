@@ -1,13 +1,15 @@
 """Bad input gets a clear 4xx that names what is wrong, never a 500, never the token back.
 
 One registrar (real broker, real MariaDB) serves the whole table: enrollment keys are
-required and no network is allowed through the forbidden-address check.
+required, and only the documentation ranges the payloads use (203.0.113.0/24, 198.51.100.0/24,
+so that no real host is ever named) are let through the forbidden-address check.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,17 +31,24 @@ KEY = "enrol-key-1"
 TOKEN = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
 OTHER_TOKEN = "Zz9yXx8wVv7uTt6sRr5qPp4oNn3mMm2l"
 TAKEN_NAME = "rustbucket-taken000"
+DOCUMENTATION_NETWORKS = "203.0.113.0/24,198.51.100.0/24"
+ALLOWED_PORT = "8443"
 
 
 @pytest.fixture(scope="module")
 def api(mysql_database_url: str) -> Iterator[httpx.Client]:
-    """A registrar requiring enrollment keys and refusing loopback, with one bucket in it."""
+    """A registrar requiring enrollment keys and refusing non-public addresses, with one bucket."""
     broker = Broker()
     broker.start()
     engine = make_engine(mysql_database_url)
     truncate_all(engine)
     settings = registrar_settings(
-        broker, engine, enrollment_keys=KEY, allowed_bucket_networks="", max_body_bytes=65536
+        broker,
+        engine,
+        enrollment_keys=KEY,
+        allowed_bucket_networks=DOCUMENTATION_NETWORKS,
+        allowed_bucket_ports=ALLOWED_PORT,
+        max_body_bytes=65536,
     )
     registrar = Registrar(settings)
     try:
@@ -71,6 +80,14 @@ def payload(**changes: Any) -> dict[str, Any]:
     return body
 
 
+# The operations that take a JSON body from a bucket.
+BODY_OPERATIONS = [
+    ("POST", "/register_bucket"),
+    ("POST", "/api/v1/register_bucket/"),
+    ("PATCH", f"/api/v1/buckets/{TAKEN_NAME}/self"),
+]
+
+
 def post_json(body: Any) -> dict[str, Any]:
     return {"method": "POST", "url": "/register_bucket", "json": body}
 
@@ -100,6 +117,27 @@ CASES: list[tuple[str, dict[str, Any], int, str | None, str]] = [
     ("port out of range", post_json(payload(port=70000)), 422, "port", "at most 65535"),
     ("port zero", post_json(payload(port=0)), 422, "port", "at least 1"),
     ("port true", post_json(payload(port=True)), 422, "port", "must be an integer"),
+    (
+        "pin too short",
+        post_json(payload(tls_cert_sha256="ab" * 31)),
+        422,
+        "tls_cert_sha256",
+        "64 hex digits",
+    ),
+    (
+        "pin not hex",
+        post_json(payload(tls_cert_sha256="zz" * 32)),
+        422,
+        "tls_cert_sha256",
+        "64 hex digits",
+    ),
+    (
+        "pin as number",
+        post_json(payload(tls_cert_sha256=12)),
+        422,
+        "tls_cert_sha256",
+        "must be a string",
+    ),
     ("metric as number", post_json(payload(cpu_usage=12)), 422, "cpu_usage", "must be a string"),
     ("metric too long", post_json(payload(uptime="9" * 300)), 422, "uptime", "at most 255"),
     (
@@ -130,7 +168,7 @@ CASES: list[tuple[str, dict[str, Any], int, str | None, str]] = [
         post_json(payload(ip_address="169.254.169.254")),
         422,
         "ip_address",
-        "link-local",
+        "cloud metadata",
     ),
     ("unspecified ip", post_json(payload(ip_address="0.0.0.0")), 422, "ip_address", "unspecified"),
     ("multicast ip", post_json(payload(ip_address="224.0.0.1")), 422, "ip_address", "multicast"),
@@ -190,6 +228,34 @@ CASES: list[tuple[str, dict[str, Any], int, str | None, str]] = [
         "not valid JSON",
     ),
     ("body a list", post_json([payload()]), 422, "body", "JSON object"),
+    *[
+        (
+            f"body not utf-8, {method} {url}",
+            {
+                "method": method,
+                "url": url,
+                # Latin-1 text where UTF-8 is required: 0xe9 starts a sequence never finished.
+                "content": b'{"name": "rustbucket-caf\xe9", "cpu_usage": "1%"}',
+                "headers": {"Content-Type": "application/json", "Authorization": f"Token {TOKEN}"},
+            },
+            422,
+            "body",
+            "is not valid UTF-8 JSON",
+        )
+        for method, url in BODY_OPERATIONS
+    ],
+    (
+        "body nested too deeply",
+        {
+            "method": "POST",
+            "url": "/register_bucket",
+            "content": b"[" * 5000 + b"]" * 5000,
+            "headers": {"Content-Type": "application/json"},
+        },
+        422,
+        "body",
+        "nested too deeply",
+    ),
     (
         "body empty",
         {
@@ -345,6 +411,26 @@ def test_bad_input_is_refused_with_a_clear_message(
     assert f"{field}: {messages[field]}" in body["detail"]
 
 
+def test_every_status_of_the_bucket_operations_is_in_the_openapi_document(
+    api: httpx.Client,
+) -> None:
+    document = api.get("/openapi.json").json()
+    answers = {
+        "body not utf-8": {"content": b'{"name": "\xff\xfe"}'},
+        "body nested too deeply": {"content": b"[" * 5000 + b"]" * 5000},
+        "body not json": {"content": b"name=x"},
+    }
+    for method, url in BODY_OPERATIONS:
+        path = url.replace(TAKEN_NAME, "{name}")
+        documented = set(document["paths"][path][method.lower()]["responses"])
+        for case, request in answers.items():
+            answer = api.request(
+                method, url, headers={"Content-Type": "application/json"}, **request
+            )
+            assert str(answer.status_code) in documented, (method, url, case, answer.text)
+            assert answer.status_code != 400, answer.text
+
+
 def test_name_hijack_changes_nothing(api: httpx.Client, mysql_database_url: str) -> None:
     api.post(
         "/register_bucket",
@@ -355,6 +441,96 @@ def test_name_hijack_changes_nothing(api: httpx.Client, mysql_database_url: str)
         row = connection.execute(select(buckets).where(buckets.c.name == TAKEN_NAME)).one()
     engine.dispose()
     assert (row.ip_address, row.version) == ("203.0.113.7", 1)
+
+
+REGISTRATION_PATHS = ["/register_bucket", "/api/v1/register_bucket/"]
+# (address, words the message must contain): every form the security run saw registered
+# `active` and then called, and the other refused ranges.
+REFUSED_ADDRESSES = [
+    ("10.0.0.1", "private (RFC 1918)"),
+    ("172.16.0.1", "private (RFC 1918)"),
+    ("192.168.1.1", "private (RFC 1918)"),
+    ("100.64.0.1", "carrier-grade NAT"),
+    ("100.100.100.200", "cloud metadata address (Alibaba Cloud)"),
+    ("169.254.169.254", "cloud metadata"),
+    ("fd00:ec2::254", "cloud metadata"),
+    ("fc00::1", "unique local"),
+    ("::ffff:10.0.0.1", "it leads to 10.0.0.1, private"),
+    ("::127.0.0.1", "it leads to 127.0.0.1, loopback"),
+    ("::169.254.169.254", "it leads to 169.254.169.254, a cloud metadata address"),
+    ("2002:a00:1::1", "it leads to 10.0.0.1, private"),
+    ("64:ff9b::a00:1", "it leads to 10.0.0.1, private"),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+    ("192.0.2.1", "documentation"),
+    ("198.18.0.1", "benchmarking"),
+]
+
+
+def stored(mysql_database_url: str, name: str) -> Any:
+    engine = make_engine(mysql_database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(select(buckets).where(buckets.c.name == name)).first()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("path", REGISTRATION_PATHS)
+@pytest.mark.parametrize(("address", "words"), REFUSED_ADDRESSES)
+def test_refused_addresses_are_never_registered(
+    api: httpx.Client, mysql_database_url: str, path: str, address: str, words: str
+) -> None:
+    name = "rustbucket-refused-" + re.sub(r"[^0-9a-f]", "-", address) + f"-{len(path)}"
+    answer = api.post(path, json=payload(name=name, ip_address=address))
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["errors"]
+    assert error["field"] == "ip_address"
+    assert words in error["message"]
+    assert stored(mysql_database_url, name) is None
+
+
+@pytest.mark.parametrize("path", REGISTRATION_PATHS)
+def test_only_443_and_the_allowed_ports_are_registered(
+    api: httpx.Client, mysql_database_url: str, path: str
+) -> None:
+    suffix = "a" if path == REGISTRATION_PATHS[0] else "b"
+    for port in (6379, 22, 80, 8080):
+        name = f"rustbucket-port{port}{suffix}"
+        answer = api.post(path, json=payload(name=name, port=port))
+        assert answer.status_code == 422, answer.text
+        [error] = answer.json()["errors"]
+        assert error == {
+            "field": "port",
+            "message": f"is refused: port {port} is not called: buckets are called on 443 "
+            "and the ports in RBR_ALLOWED_BUCKET_PORTS",
+        }
+        assert stored(mysql_database_url, name) is None
+
+    both = api.post(
+        path, json=payload(name=f"rustbucket-redis{suffix}", ip_address="10.0.0.1", port=6379)
+    )
+    assert both.status_code == 422
+    assert [e["field"] for e in both.json()["errors"]] == ["ip_address", "port"]
+
+    for port in (443, 8443):
+        name = f"rustbucket-ok{port}{suffix}"
+        answer = api.post(path, json=payload(name=name, token=f"{TOKEN}{port}", port=port))
+        assert answer.status_code == 200, answer.text
+        assert stored(mysql_database_url, name).port == port
+
+
+def test_a_bucket_cannot_move_itself_with_a_self_update(
+    api: httpx.Client, mysql_database_url: str
+) -> None:
+    # The self-update takes no address nor port: both are ignored, the bucket stays put.
+    answer = api.patch(
+        f"/api/v1/buckets/{TAKEN_NAME}/self",
+        json={"ip_address": "10.0.0.1", "port": 6379, "cpu_usage": "3%"},
+        headers={"Authorization": f"Token {TOKEN}"},
+    )
+    assert answer.status_code == 200, answer.text
+    row = stored(mysql_database_url, TAKEN_NAME)
+    assert (row.ip_address, row.port) == ("203.0.113.7", None)
 
 
 def _random_value(rng: random.Random, depth: int = 0) -> Any:

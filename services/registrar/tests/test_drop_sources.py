@@ -9,7 +9,7 @@ changes nothing.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from rbr_cli.main import app
 from rbr_registrar.domain import BucketRow, mode_after_link
 from rbr_registrar.sources import Link, LinkReason, link_for
-from rbr_schemas import DROP_DISCOVERED, DropFolderSeen, InstanceStart
+from rbr_schemas import DROP_DISCOVERED, DropFolderSeen, InstanceStart, utcnow
 from rbr_testing.registry import TEST_OPERATOR_KEY, RegistrarFactory, RunningRegistrar
+from rbr_testing.rustbucket_client import new_identity, post_like_rustbucket
 from rbr_testing.waiting import wait_for
 
 LOCATION = "s3://honeypot-logs/rustbuckets/"
@@ -73,9 +74,10 @@ def test_a_folder_is_linked_by_name_then_restart_then_identity_and_forged_starts
 ):
     registered = {name: bucket_row(name) for name in ("rb-old", "rb-new", "rb-victim", "inst-0")}
     linked_folders = {"inst-1": registered["rb-old"].id}
+    ids = {name: row.id for name, row in registered.items()}
 
     def decide(report: DropFolderSeen) -> Link | None:
-        return link_for(report, registered.get, linked_folders.get)
+        return link_for(report, ids.get, linked_folders.get)
 
     assert decide(seen("inst-0")) == Link(registered["inst-0"].id, LinkReason.NAME)
     own = seen("inst-2", ("inst-2", "rb-new"))
@@ -139,6 +141,12 @@ def get(client: httpx.Client, path: str) -> Any:
 def source_of(client: httpx.Client, folder: str) -> dict[str, Any]:
     sources = get(client, "/api/v1/sources?limit=1000")["sources"]
     return next(s for s in sources if s["folder"] == folder)
+
+
+def feeds(client: httpx.Client, folder: str) -> str | None:
+    """Returns the bucket a folder feeds (None: unclaimed or not reported yet)."""
+    sources = get(client, "/api/v1/sources?limit=1000")["sources"]
+    return next((s["bucket"] for s in sources if s["folder"] == folder), None)
 
 
 def test_reports_link_folders_and_operators_adopt_and_create(
@@ -301,3 +309,102 @@ def test_operator_manages_sources_and_modes_from_the_command_line(
         bucket = get(operator, "/api/v1/buckets/rb-cli")
     assert bucket["delivery_mode"] == "agent"
     assert bucket["s3"] == {"bucket_name": "honeypot-logs", "region": "us-east-1", "prefix": "hp/"}
+
+
+# -- with a honeypot restarting under new names (merges, aliases, replacements) -----------------
+
+
+def start_like_rustbucket(registrar: RunningRegistrar) -> str:
+    """One start of the real honeypot: a fresh name and token, registered with 0.0.0.0."""
+    name, token = new_identity()
+    status, answer = post_like_rustbucket(f"{registrar.url}/api/v1/register_bucket", name, token)
+    assert status == 200, answer
+    return name
+
+
+def uploaded(folder: str, registered: str, at: datetime) -> DropFolderSeen:
+    return seen(folder, (folder, registered)).model_copy(update={"newest_upload_at": at})
+
+
+def test_uploads_keep_a_bucket_alive_and_merged_names_and_folders_follow_the_merge(
+    registrar_factory: RegistrarFactory,
+) -> None:
+    registrar = registrar_factory()
+    first = start_like_rustbucket(registrar)
+    with registrar.operator() as operator:
+        assert operator.post(f"/api/v1/buckets/{first}/approve").status_code == 200
+
+        def recorded(folder: str, at: datetime) -> bool:
+            sources = get(operator, "/api/v1/sources?limit=1000")["sources"]
+            return any(
+                s["folder"] == folder
+                and s["newest_upload_at"] is not None
+                and datetime.fromisoformat(s["newest_upload_at"]) == at
+                for s in sources
+            )
+
+        # Its folder last got an upload two hours ago: silent, a restart replaces it.
+        long_ago = utcnow().replace(microsecond=0) - timedelta(hours=2)
+        report(registrar, uploaded("inst-1", first, long_ago))
+        wait_for(lambda: recorded("inst-1", long_ago), message="the old upload recorded")
+        assert source_of(operator, "inst-1")["bucket"] == first
+        assert get(operator, f"/api/v1/buckets/{first}")["delivery_mode"] == "s3-drop"
+        second = start_like_rustbucket(registrar)
+        assert get(operator, f"/api/v1/buckets/{second}")["replaces"] == first
+
+        # An upload a minute ago: the honeypot is alive, a new registration replaces nothing.
+        recent = utcnow().replace(microsecond=0) - timedelta(minutes=1)
+        report(registrar, uploaded("inst-1", first, recent))
+        wait_for(lambda: recorded("inst-1", recent), message="the new upload recorded")
+        third = start_like_rustbucket(registrar)
+        assert get(operator, f"/api/v1/buckets/{third}")["replaces"] is None
+
+        # A folder linked to a registration follows it when it is merged into the bucket.
+        report(registrar, uploaded("inst-3", third, recent))
+        wait_for(lambda: feeds(operator, "inst-3") == third, message="linked")
+        merged = operator.post(f"/api/v1/buckets/{third}/merge", json={"into": first})
+        assert merged.status_code == 200, merged.text
+        assert source_of(operator, "inst-3")["bucket"] == first
+
+        # A folder whose files name a merged registration feeds the bucket it was merged into.
+        assert operator.post(f"/api/v1/buckets/{second}/merge", json={"into": first}).is_success
+        report(registrar, uploaded("inst-2", second, recent))
+        wait_for(lambda: feeds(operator, "inst-2") == first, message="by alias")
+        assert source_of(operator, "inst-2")["linked_by"] == "identity"
+        assert get(operator, "/api/v1/buckets")["total"] == 1
+
+        # An operator naming a merged registration is told which bucket it is now.
+        refused = operator.post(
+            "/api/v1/sources/adopt", json={"source": f"{LOCATION}inst-2/", "bucket": second}
+        )
+        assert refused.status_code == 404
+        assert f"merged into bucket {first}" in refused.json()["detail"]
+        assert source_of(operator, "inst-2")["bucket"] == first
+
+
+def test_the_bucket_agent_registers_an_agent_bucket_and_an_operator_s_mode_stays(
+    registrar_factory: RegistrarFactory,
+) -> None:
+    registrar = registrar_factory()
+    body = {
+        "name": "rb-agent",
+        "ip_address": "127.0.0.1",
+        "port": 8443,
+        "operating_system": "linux (x86_64)",
+        "token": uuid.uuid4().hex,
+        "delivery_mode": "agent",
+        "tls_cert_sha256": "ab" * 32,
+    }
+    with registrar.client() as client, registrar.operator() as operator:
+        bad = client.post("/register_bucket/", json={**body, "delivery_mode": "carrier-pigeon"})
+        assert bad.status_code == 422
+        assert "delivery_mode" in bad.text
+        assert operator.get("/api/v1/buckets/rb-agent").status_code == 404
+        assert client.post("/register_bucket/", json=body).status_code == 200
+        assert get(operator, "/api/v1/buckets/rb-agent")["delivery_mode"] == "agent"
+        pinned = operator.put("/api/v1/buckets/rb-agent/delivery-mode", json={"mode": "pull"})
+        assert pinned.status_code == 200
+        again = client.post("/register_bucket/", json={**body, "operating_system": "linux 6"})
+        assert again.status_code == 200
+        bucket = get(operator, "/api/v1/buckets/rb-agent")
+    assert (bucket["operating_system"], bucket["delivery_mode"]) == ("linux 6", "pull")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from rbr_runtime.db.tables import buckets, registrar_outbox
+from rbr_runtime.db.tables import buckets, outbox
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.settings import CommonSettings
@@ -81,7 +81,7 @@ def test_registration_is_published_with_the_token_encrypted(
 
 def _outbox_rows(engine: Engine) -> int:
     with engine.connect() as connection:
-        return len(connection.execute(select(registrar_outbox.c.id)).all())
+        return len(connection.execute(select(outbox.c.id)).all())
 
 
 def test_pending_bucket_is_approved_disabled_and_removed_by_an_operator(
@@ -165,6 +165,40 @@ def test_bucket_updates_its_own_s3_source_and_metrics_with_its_token(
         "honeypot-logs",
         None,
     ]
+
+
+def test_a_pinned_certificate_is_stored_published_and_replaced_by_its_bucket(
+    broker: Broker, registrar_factory: RegistrarFactory
+) -> None:
+    registrar = registrar_factory()
+    name = "agent-pinned01"
+    pin = "9F:86:D0:81" + ":AB" * 28  # as openssl prints it: colons, upper case
+    stored = pin.replace(":", "").lower()
+    new_pin = "c" * 64
+    with registrar.client() as client, registrar.operator() as operator:
+        first = client.post(
+            "/register_bucket", json=seed_payload(name, port=8443, tls_cert_sha256=pin)
+        )
+        assert first.status_code == 200, first.text
+        again = client.post(
+            "/register_bucket", json=seed_payload(name, port=8443, tls_cert_sha256=stored)
+        )
+        assert again.json()["status"] == "pending"  # unchanged: nothing re-published
+        assert operator.get(f"/api/v1/buckets/{name}").json()["tls_cert_sha256"] == stored
+        # The agent made itself a new certificate: its re-registration replaces the pin.
+        client.post("/register_bucket", json=seed_payload(name, port=8443, tls_cert_sha256=new_pin))
+        assert operator.get(f"/api/v1/buckets/{name}").json()["tls_cert_sha256"] == new_pin
+        # Someone else cannot: another token is a conflict, and the pin stays.
+        hijack = client.post(
+            "/register_bucket",
+            json=seed_payload(name, token="Q" * 32, port=8443, tls_cert_sha256="d" * 64),
+        )
+        assert hijack.status_code == 409
+        assert operator.get(f"/api/v1/buckets/{name}").json()["tls_cert_sha256"] == new_pin
+
+    events = registered(broker, name, 2)
+    assert [e.data.tls_cert_sha256 for e in events] == [stored, new_pin]
+    assert [e.data.version for e in events] == [1, 2]
 
 
 def test_statuses_keep_last_seen_and_an_older_status_never_wins(

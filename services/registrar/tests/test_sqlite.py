@@ -14,8 +14,9 @@ from sqlalchemy import select
 from rbr_registrar.main import Registrar
 from rbr_registrar.repository import status_updates
 from rbr_registrar.settings import RegistrarSettings
+from rbr_runtime.db.aliases import bucket_named
 from rbr_runtime.db.migrate import upgrade
-from rbr_runtime.db.tables import registrar_outbox
+from rbr_runtime.db.tables import outbox
 from rbr_schemas import BucketStatus
 
 TOKEN = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
@@ -30,6 +31,7 @@ def registrar(tmp_path: Path) -> Iterator[Registrar]:
         secret_key="local-secret",
         operator_key="local-operator",
         allowed_bucket_networks="127.0.0.0/8",
+        allowed_bucket_ports="1024-65535",
         kafka_bootstrap="127.0.0.1:1",
     )
     built = Registrar(settings)
@@ -71,5 +73,39 @@ def test_registration_operator_actions_and_statuses_on_sqlite(registrar: Registr
     listed = client.get("/api/v1/buckets", headers=operator).json()
     assert listed["buckets"][0]["last_seen"].startswith("2026-11-21T09:00:00")
     with registrar.engine.connect() as connection:
-        assert len(connection.execute(select(registrar_outbox.c.id)).all()) == 2
+        assert len(connection.execute(select(outbox.c.id)).all()) == 2
     assert client.get("/healthz").status_code == 200
+
+
+def test_restarts_are_marked_and_merged_on_sqlite(registrar: Registrar) -> None:
+    client = TestClient(registrar.app)
+    operator = {"Authorization": "Bearer local-operator"}
+
+    def register(name: str, token: str) -> None:
+        body = {
+            "name": name,
+            "ip_address": "127.0.0.2",
+            "operating_system": "linux (x86_64)",
+            "token": token,
+        }
+        assert client.post("/register_bucket", json=body).status_code == 200
+
+    register("rustbucket-first000", TOKEN)
+    register("rustbucket-second00", "s" * 32)
+    register("rustbucket-third000", "t" * 32)
+    listed = client.get("/api/v1/buckets", headers=operator).json()["buckets"]
+    assert [b["replaces"] for b in listed] == [None, "rustbucket-first000", "rustbucket-first000"]
+
+    merged = client.post(
+        "/api/v1/buckets/rustbucket-third000/merge",
+        json={"into": "rustbucket-first000"},
+        headers=operator,
+    )
+
+    assert merged.json()["status"] == "merged"
+    shown = client.get("/api/v1/buckets/rustbucket-first000", headers=operator).json()
+    assert shown["aliases"] == ["rustbucket-third000"]
+    with registrar.engine.connect() as connection:
+        named = bucket_named(connection, "rustbucket-third000")
+    assert named is not None
+    assert (named.bucket_id, named.name) == (shown["id"], "rustbucket-first000")

@@ -66,6 +66,16 @@ class Broker:
                     raise
                 time.sleep(0.05)
 
+    def freeze(self) -> None:
+        """Stops the broker process (SIGSTOP): connections stay open and nothing answers."""
+        assert self.process is not None, "the broker is not running"
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Lets a frozen broker run again (SIGCONT)."""
+        assert self.process is not None, "the broker is not running"
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Kills the broker (it keeps nothing on disk; SIGTERM would linger for seconds)."""
         if self.process is None:

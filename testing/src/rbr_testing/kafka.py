@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from cloudevents.core.exceptions import BaseCloudEventException
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from rbr_runtime.kafka.codec import decode
 from rbr_schemas import CloudEvent, TopicSpec
+from rbr_testing.cloudevents_sdk import sdk_event
 
 
 def _consumer(bootstrap: str, group: str = "rbr-test-reader") -> Consumer:
@@ -68,10 +70,33 @@ def _drain(
 def read_events(
     bootstrap: str, spec: TopicSpec, *, at_least: int = 0, timeout: float = 20.0
 ) -> list[CloudEvent[Any]]:
-    """Returns the decoded events on a topic (tombstones skipped)."""
+    """Returns the decoded events on a topic (tombstones skipped).
+
+    Each is also read with the CloudEvents SDK, so every test that reads what a service
+    produced checks that consumers written with the SDK accept it.
+
+    Raises:
+        AssertionError: the SDK refuses one of the events.
+    """
     messages = read_topic(bootstrap, spec.name, at_least=at_least, timeout=timeout)
-    values = [m.value() for m in messages]
-    return [decode(spec, v if isinstance(v, bytes) else v.encode()) for v in values if v]
+    events = []
+    for message in messages:
+        value = message.value()
+        if not value:
+            continue
+        raw = value if isinstance(value, bytes) else value.encode()
+        _check_with_sdk(spec, raw, message)
+        events.append(decode(spec, raw))
+    return events
+
+
+def _check_with_sdk(spec: TopicSpec, raw: bytes, message: Message) -> None:
+    try:
+        sdk_event(raw, message.key(), message.headers())
+    except (ValueError, TypeError, BaseCloudEventException) as error:
+        raise AssertionError(
+            f"the CloudEvents SDK refuses an event on {spec.name}: {error}"
+        ) from error
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 TEST_SECRET_KEY = "test-secret-key-for-bucket-tokens"
 TEST_OPERATOR_KEY = "test-operator-key"
+SIMULATED_BUCKET_PORTS = "1024-65535"
+"""RBR_ALLOWED_BUCKET_PORTS for tests: simulated buckets listen on ephemeral ports."""
 
 FAST_KAFKA = {
     "kafka_session_timeout_ms": 2000,
@@ -90,6 +92,7 @@ def registrar_settings(broker: Broker, engine: Engine, **overrides: Any) -> Any:
         "secret_key": TEST_SECRET_KEY,
         "operator_key": TEST_OPERATOR_KEY,
         "allowed_bucket_networks": "127.0.0.0/8",
+        "allowed_bucket_ports": SIMULATED_BUCKET_PORTS,
         "outbox_scan_interval": 0.5,
         "log_format": "text",
         **FAST_KAFKA,
@@ -109,6 +112,7 @@ def poller_settings(broker: Broker, engine: Engine, **overrides: Any) -> Any:
         "http_port": 0,
         "secret_key": TEST_SECRET_KEY,
         "allowed_bucket_networks": "127.0.0.0/8",
+        "allowed_bucket_ports": SIMULATED_BUCKET_PORTS,
         "bucket_timeout": 2.0,
         "log_format": "text",
         **FAST_KAFKA,

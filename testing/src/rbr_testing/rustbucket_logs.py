@@ -149,6 +149,11 @@ class RustbucketLog:
         suffix = moment.strftime("%Y-%m-%d" if self.layout is Layout.TEXT else "%Y-%m-%d-%H")
         return self.directory / f"rustbucket.log.{suffix}"
 
+    def s3_key(self, path: Path, prefix: str | None = None) -> str:
+        """Returns the key the honeypot uploads a file to: `[prefix/]<instance name>/<file>`."""
+        folder = f"{prefix.rstrip('/')}/{self.instance_name}" if prefix else self.instance_name
+        return f"{folder}/{path.name}"
+
     def write(
         self, moment: datetime, level: str, target: str, message: str, **fields: Value
     ) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, select
+from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import Insert
 
 
@@ -27,10 +29,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return _sqlite_engine(url, parsed.database, **kwargs)
     if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    # Every timestamp is UTC: CURRENT_TIMESTAMP defaults must agree with UtcDateTime.
+    connect_args = {"init_command": "SET time_zone = '+00:00'", **kwargs.pop("connect_args", {})}
     return create_engine(
         parsed,
-        # Every timestamp is UTC: CURRENT_TIMESTAMP defaults must agree with UtcDateTime.
-        connect_args={"init_command": "SET time_zone = '+00:00'"},
+        connect_args=connect_args,
         pool_pre_ping=True,
         pool_recycle=3600,
         isolation_level="READ COMMITTED",
@@ -54,15 +57,27 @@ def _sqlite_engine(url: str, database: str | None, **kwargs: Any) -> Engine:
     return engine
 
 
-def database_ready(engine: Engine) -> Callable[[], str | None]:
-    """Returns a readiness check that passes when the database answers a query."""
+def make_probe_engine(url: str, timeout: float) -> Engine:
+    """Returns a one-connection engine whose every step gives up after `timeout` seconds.
 
-    def check() -> str | None:
-        with engine.connect() as connection:
-            connection.execute(select(1))
-        return None
-
-    return check
+    For health probes: apart from the service's pool, so a pool busy with work is not taken
+    for an outage, and with socket timeouts on MySQL, so a frozen server fails the probe
+    instead of blocking it (the work engine waits on a query for as long as it takes).
+    """
+    seconds = max(1, math.ceil(timeout))
+    if make_url(url).get_backend_name() == "sqlite":
+        return make_engine(url, poolclass=NullPool)
+    return make_engine(
+        url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=seconds,
+        connect_args={
+            "connect_timeout": seconds,
+            "read_timeout": seconds,
+            "write_timeout": seconds,
+        },
+    )
 
 
 def is_mysql(bind: Engine | Connection) -> bool:

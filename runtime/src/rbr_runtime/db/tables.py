@@ -53,6 +53,23 @@ task_runs = Table(
     PrimaryKeyConstraint("task", "slot"),
 )
 
+# --- runtime: the transactional outbox (rbr_runtime.outbox) ----------------------------------
+
+outbox = Table(
+    "outbox",
+    metadata,
+    # Messages written in the transaction of the change they announce, published afterwards
+    # by the relay of the service that wrote them. The one table every service writes to:
+    # each service only its own rows (its name in `service`).
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("service", String(64), nullable=False, comment="whose outbox: registrar, analyst"),
+    Column("topic", String(255), nullable=False),
+    Column("message_key", String(255), nullable=False),
+    Column("value", LongBlob, nullable=True, comment="NULL is a tombstone"),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index(None, "service", "id"),
+)
+
 # --- registrar ---------------------------------------------------------------------------------
 
 buckets = Table(
@@ -78,11 +95,26 @@ buckets = Table(
     Column("registered_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("approved_at", UtcDateTime(), nullable=True),
+    Column(
+        "replaces_id",
+        String(36),
+        nullable=True,
+        comment="the silent bucket this pending registration evidently replaces",
+    ),
+    # Registrations from one host (same address and operating system) are looked up together
+    # to tell a honeypot's restart under a new name from a new honeypot.
+    Index(None, "ip_address", "operating_system"),
     Column("last_seen", UtcDateTime(), nullable=True, comment="last successful poll"),
     Column("last_status_at", UtcDateTime(), nullable=True),
     Column("last_reachable", Boolean(), nullable=True),
     Column("last_error_class", String(32), nullable=True),
     Column("last_latency_ms", Float(), nullable=True),
+    Column(
+        "tls_cert_sha256",
+        String(64),
+        nullable=True,
+        comment="pinned certificate (sha256 of DER, hex); NULL: verified by CA",
+    ),
     Column(
         "delivery_mode",
         String(16),
@@ -99,14 +131,21 @@ buckets = Table(
     ),
 )
 
-registrar_outbox = Table(
-    "registrar_outbox",
+bucket_aliases = Table(
+    "bucket_aliases",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("topic", String(255), nullable=False),
-    Column("message_key", String(255), nullable=False),
-    Column("value", LongBlob, nullable=True, comment="NULL is a tombstone"),
-    Column("created_at", UtcDateTime(), nullable=False),
+    # Names of registrations merged into a bucket (a honeypot's restarts under new names):
+    # the name still designates the bucket it was merged into (`rbr_runtime.db.aliases`).
+    Column("name", String(128), primary_key=True),
+    Column("bucket_id", String(36), nullable=False, index=True, comment="the bucket it names"),
+    Column("merged_id", String(36), nullable=False, comment="the merged registration's own id"),
+    Column(
+        "registered_at",
+        UtcDateTime(),
+        nullable=False,
+        comment="when the merged registration was made",
+    ),
+    Column("merged_at", UtcDateTime(), nullable=False),
 )
 
 drop_sources = Table(
@@ -359,17 +398,6 @@ analysis_alert_state = Table(
     Index(None, "state", "last_window_start"),
 )
 
-analyst_outbox = Table(
-    "analyst_outbox",
-    metadata,
-    # Alert events written in the same transaction as the analysis, published afterwards.
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("topic", String(255), nullable=False),
-    Column("message_key", String(255), nullable=False),
-    Column("value", LongBlob, nullable=False),
-    Column("created_at", UtcDateTime(), nullable=False),
-)
-
 # --- notifier ----------------------------------------------------------------------------------
 
 alerts = Table(
@@ -431,7 +459,7 @@ notifier_deliveries = Table(
         "state",
         String(16),
         nullable=False,
-        comment="pending, sending, sent, throttled, digested, failed, rejected or skipped",
+        comment="pending, sending, waiting, sent, throttled, digested, failed, rejected or skipped",
     ),
     Column("window_start", UtcDateTime(), nullable=True, comment="throttle window counted in"),
     Column("attempts", Integer(), nullable=False, server_default="0"),
@@ -451,11 +479,42 @@ notifier_deliveries = Table(
         nullable=True,
         comment="when the claim was taken or last renewed",
     ),
+    # A delivery the channel did not take in its first tries waits (state waiting) for the
+    # retry sweeper, which tries it again at next_attempt_at until the channel's retry schedule,
+    # counted from waiting_since, runs out. Its alert's offset is committed meanwhile.
+    Column(
+        "next_attempt_at",
+        UtcDateTime(),
+        nullable=True,
+        comment="when the retry sweeper tries it next (NULL: not in the retry schedule)",
+    ),
+    Column(
+        "waiting_since",
+        UtcDateTime(),
+        nullable=True,
+        comment="when its retry schedule began (its first failed try or deferral)",
+    ),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("alert_id", "channel", "kind"),
     Index(None, "channel", "state", "window_start"),
-    Index(None, "state"),
+    Index(None, "state", "next_attempt_at"),
+)
+
+notifier_delivery_events = Table(
+    "notifier_delivery_events",
+    metadata,
+    # The alerts message a waiting delivery came from, byte for byte: if the retry schedule
+    # runs out, this message goes to alerts.dlq (so `rbr dlq replay alerts` can retry it),
+    # long after its offset was committed. Deleted once the delivery ended.
+    Column("delivery_id", BigId, primary_key=True, autoincrement=False),
+    Column("topic", String(255), nullable=False),
+    Column("kafka_partition", Integer(), nullable=False),
+    Column("kafka_offset", BigInteger(), nullable=False),
+    Column("message_key", LongBlob, nullable=True),
+    Column("value", LongBlob, nullable=True),
+    Column("headers", JSON(), nullable=False, comment="[[name, base64 value], ...]"),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 notifier_windows = Table(
@@ -479,7 +538,7 @@ __all__ = [
     "alerts",
     "analysis_alert_state",
     "analysis_backlog",
-    "analyst_outbox",
+    "bucket_aliases",
     "buckets",
     "drop_file_ledger",
     "drop_sources",
@@ -489,10 +548,11 @@ __all__ = [
     "metadata",
     "notifications",
     "notifier_deliveries",
+    "notifier_delivery_events",
     "notifier_windows",
+    "outbox",
     "parsed_objects",
     "poller_state",
-    "registrar_outbox",
     "s3_copy_ledger",
     "task_runs",
 ]

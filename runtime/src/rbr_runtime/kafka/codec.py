@@ -63,8 +63,8 @@ def make_event(
 
 
 def encode(event: CloudEvent[Any]) -> bytes:
-    """Returns the structured-mode JSON of an event."""
-    return event.model_dump_json(exclude_none=False).encode()
+    """Returns the structured-mode JSON of an event (unset attributes left out, not null)."""
+    return event.structured_json()
 
 
 def _describe(error: ValidationError) -> str:

@@ -192,6 +192,31 @@ def decode_record(record: Record, spec: TopicSpec) -> Inbound[Any]:
     return Inbound(**vars(record), event=decode(spec, record.value))
 
 
+def dead_letter_message(
+    record: Record, dlq_topic: str, *, group: str, reason: str, error: str
+) -> OutgoingMessage:
+    """Returns the dead letter of a record: its key, value and headers, and why (`rbr-dlq-*`).
+
+    Args:
+        record: the message given up on.
+        dlq_topic: its topic's dead-letter topic.
+        group: the consumer group that gave up on it.
+        reason: a reason code (`rejected`, `undecodable`, `handler_error`).
+        error: what went wrong, free of secrets (cut to 2,000 characters).
+    """
+    dlq_headers = DeadLetterHeaders(
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        consumer_group=group,
+        error_class=reason,
+        error=error[:2000],
+        failed_at=utcnow(),
+    )
+    headers = [h for h in record.headers if not is_dlq_header(h[0])] + dlq_headers.to_kafka()
+    return OutgoingMessage(dlq_topic, record.key, record.value, headers)
+
+
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     """Returns the jittered exponential delay before retry number `attempt` (from 1)."""
     base = min(maximum, initial * 2.0 ** min(attempt - 1, 30))
@@ -492,17 +517,9 @@ class ConsumerRunner:
                 "stopping instead of dead-lettering everything. Fix the cause, then restart."
             )
         spec = self._specs[record.topic]
-        dlq_headers = DeadLetterHeaders(
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            consumer_group=self.group_id,
-            error_class=reason,
-            error=error[:2000],
-            failed_at=utcnow(),
+        message = dead_letter_message(
+            record, spec.dlq, group=self.group_id, reason=reason, error=error
         )
-        headers = [h for h in record.headers if not is_dlq_header(h[0])] + dlq_headers.to_kafka()
-        message = OutgoingMessage(spec.dlq, record.key, record.value, headers)
         self._retry([record], lambda _: self._producer.send_messages([message]), bounded=False)
         MESSAGES_DEAD_LETTERED.labels(self.group_id, record.topic, reason).inc()
         log.error(

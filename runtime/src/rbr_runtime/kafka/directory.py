@@ -7,12 +7,18 @@ rebalance the revoked partitions' buckets are dropped and the newly assigned one
 so with N replicas every bucket belongs to exactly one of them.
 
 The directory never commits offsets: its position is always "from the beginning".
+
+`read_registry` reads the whole topic once, every partition to its end, without joining a
+group: for tasks run by hand and for the registrar's check that the topic still holds the
+registry (`rbr topics reseed`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable
 
 from confluent_kafka import (
@@ -211,3 +217,86 @@ class BucketDirectory:
             OWNED_BUCKETS.labels(self.group_id, state.value).set(states.count(state))
         if self._on_change is not None:
             self._on_change()
+
+
+class TopicMissing(LookupError):
+    """The topic does not exist on the broker (lost, deleted, or never created)."""
+
+
+def read_registry(
+    settings: CommonSettings, timeout: float = 60.0
+) -> dict[str, BucketRegistered | None]:
+    """Returns the last record of every bucket on `bucket.registered`, by name.
+
+    Every partition is read from its beginning to its end (the end as fetching finds it, not
+    as ListOffsets reports it), without joining a consumer group. This is what a compacted
+    topic keeps: a tombstoned name is left out; a name whose last record is not a valid event
+    maps to None.
+
+    Raises:
+        TopicMissing: the topic does not exist.
+        TimeoutError: the topic could not be read to its end in time (broker down?).
+        KafkaException: the client failed fatally.
+    """
+    topic = BUCKET_REGISTERED.name
+    config = consumer_config(settings, f"{settings.service_name}-reader-{uuid.uuid4().hex[:8]}")
+    # A one-off read to the end: do not let the broker hold each empty fetch for 500 ms.
+    consumer = Consumer({**config, "fetch.wait.max.ms": 20})
+    latest: dict[str, BucketRegistered | None] = {}
+    try:
+        partitions = _partitions(consumer, topic, timeout)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < len(partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end in {timeout:.0f}s")
+            for message in consumer.consume(500, 0.2):
+                error = message.error()
+                if error is None:
+                    at_end.discard(message.partition() or 0)
+                    _keep_latest(latest, message.key(), message.value())
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(message.partition() or 0)
+                elif error.fatal():
+                    raise KafkaException(error)
+    finally:
+        consumer.close()
+    return latest
+
+
+def read_registrations(settings: CommonSettings, timeout: float = 60.0) -> list[BucketRegistered]:
+    """Returns the current registration of every bucket, by name (removed ones left out).
+
+    Raises:
+        TopicMissing, TimeoutError, KafkaException: as `read_registry`.
+    """
+    records = read_registry(settings, timeout)
+    return sorted((r for r in records.values() if r is not None), key=lambda r: r.name)
+
+
+def _partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
+    # Every topic, not this one by name: asking for one by name can auto-create it.
+    metadata = consumer.list_topics(timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise TopicMissing(f"topic {topic} does not exist")
+    return sorted(metadata.partitions)
+
+
+def _keep_latest(
+    latest: dict[str, BucketRegistered | None], key: bytes | str | None, value: bytes | str | None
+) -> None:
+    if key is None:
+        return
+    name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    if value is None:
+        latest.pop(name, None)
+        return
+    try:
+        record: BucketRegistered = decode(
+            BUCKET_REGISTERED, value if isinstance(value, bytes) else value.encode()
+        ).data
+    except UndecodableMessage:
+        latest[name] = None
+        return
+    latest[name] = record

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -63,14 +63,21 @@ def ensure_topics(
     settings: CommonSettings,
     partitions_override: int | None = None,
     timeout: float = 30.0,
+    only: Collection[str] | None = None,
 ) -> list[TopicReport]:
     """Creates the topics that do not exist yet; safe to run any number of times.
+
+    Args:
+        settings: where the broker is.
+        partitions_override: as for `planned_topics`.
+        timeout: seconds for each admin request.
+        only: the names of the topics to look at (default: every topic of the contract).
 
     Raises:
         KafkaException: the broker could not be reached or refused a creation.
     """
     admin = AdminClient(admin_config(settings))
-    plans = planned_topics(partitions_override)
+    plans = [p for p in planned_topics(partitions_override) if only is None or p.name in only]
     existing = admin.list_topics(timeout=timeout).topics
     missing = [plan for plan in plans if plan.name not in existing]
     if missing:

@@ -19,6 +19,7 @@ from rbr_analyst.redact import clip
 from rbr_analyst.store import OpenAlert
 from rbr_analyst.windows import Window
 from rbr_runtime.kafka.codec import encode, make_event
+from rbr_runtime.outbox import OutboxMessage
 from rbr_schemas import ALERTS, Alert, AlertState, AlertType, Severity
 
 SOURCE = "/rbr/analyst"
@@ -48,10 +49,10 @@ class AlertPlan:
     events: list[tuple[str, Alert]] = field(default_factory=list)
     states: list[dict[str, Any]] = field(default_factory=list)
 
-    def outbox(self) -> list[tuple[str, str, bytes]]:
-        """Returns the events as (topic, key, encoded CloudEvent) rows for the outbox."""
+    def outbox(self) -> list[OutboxMessage]:
+        """Returns the events as outbox messages (encoded CloudEvents keyed by dedupe key)."""
         return [
-            (ALERTS.name, alert.dedupe_key, encode_alert(alert, event_id))
+            OutboxMessage(ALERTS.name, alert.dedupe_key, encode_alert(alert, event_id))
             for event_id, alert in self.events
         ]
 

@@ -3,9 +3,9 @@
 For each bucket's oldest pending window that has ended (plus `RBR_ANALYSIS_GRACE`): claim it
 (a lease, so replicas do not analyse the same window twice), build its digest, run the rules,
 ask Claude (when configured) and merge with the rules' floor, then store the analysis, the
-alert state changes and the alert events in one transaction, and publish the events from the
-outbox. A replayed or duplicate window stores nothing twice: `log_analysis` is unique per
-(bucket, window), and the loser of a race stores nothing at all.
+alert state changes and the alert events (in the analyst's outbox) in one transaction, and
+publish the events through the outbox relay. A replayed or duplicate window stores nothing
+twice: `log_analysis` is unique per (bucket, window), and the loser of a race stores nothing.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from rbr_analyst.claude import (
 from rbr_analyst.digest import Digest, DigestBuilder
 from rbr_analyst.rules import analyse_with_rules
 from rbr_analyst.settings import AnalystSettings
-from rbr_analyst.store import AnalystStore, BacklogEntry
+from rbr_analyst.store import OUTBOX, AnalystStore, BacklogEntry
 from rbr_analyst.windows import Window
 from rbr_runtime.jsonlog import log_context
-from rbr_runtime.kafka import EventProducer, OutgoingMessage
-from rbr_runtime.kafka.codec import CONTENT_TYPE, CONTENT_TYPE_HEADER
+from rbr_runtime.kafka import EventProducer
+from rbr_runtime.outbox import OutboxMessage, OutboxRelay
 from rbr_runtime.schedule import worker_identity
 from rbr_schemas import ALERTS, utcnow
 
@@ -127,18 +127,24 @@ class Analyst:
     ) -> None:
         self._settings = settings
         self._store = store
-        self._producer = producer
         self._claude = claude
         self._clock = clock
         self._owner = owner or worker_identity()
         self._digests = DigestBuilder(
             store.engine, top_n=settings.digest_top_n, samples=settings.digest_samples
         )
+        self.relay = OutboxRelay(
+            store.engine,
+            OUTBOX,
+            lambda: producer,
+            initial_backoff=settings.retry_initial_backoff,
+            max_backoff=settings.retry_max_backoff,
+        )
+        """Publishes the alert events; the service also runs it (retries, other replicas')."""
 
     def run_cycle(self) -> CycleSummary:
-        """Publishes leftover events, resolves quiet buckets' alerts, analyses due windows."""
+        """Resolves quiet buckets' alerts, analyses due windows, publishes the alert events."""
         summary = CycleSummary()
-        summary.published += self.publish_outbox()
         now = self._clock()
         self._resolve_quiet_buckets(now)
         interval = self._settings.analysis_interval
@@ -146,7 +152,9 @@ class Analyst:
         for entry in self._store.due(started_by, now):
             if not self._analyse_entry(entry, now, summary):
                 break  # the Claude API is down: the other windows would fail the same way
-        summary.published += self.publish_outbox()
+        # Every event waiting, leftovers of earlier cycles too (a relay not running, or one
+        # whose broker was away): published in the order they were decided.
+        summary.published += self.relay.publish_pending()
         summary.pending = self._store.pending_count()
         BACKLOG.set(summary.pending)
         return summary
@@ -300,7 +308,7 @@ class Analyst:
             },
         )
 
-    # -- quiet buckets and publishing ------------------------------------------------------------
+    # -- quiet buckets ---------------------------------------------------------------------------
 
     def _resolve_quiet_buckets(self, now: datetime) -> None:
         """Resolves alerts of buckets that had no logs for a whole window since the finding."""
@@ -313,23 +321,10 @@ class Analyst:
             when = quiet_window + interval
             resolved = resolved_alert(alert, when, "no activity logged for a whole window")
             event_id = event_id_for(alert.alert_id, "resolved", quiet_window)
-            row = (ALERTS.name, resolved.dedupe_key, encode_alert(resolved, event_id))
-            if self._store.resolve_stale(alert, row, now):
+            encoded = encode_alert(resolved, event_id)
+            event = OutboxMessage(ALERTS.name, resolved.dedupe_key, encoded)
+            if self._store.resolve_stale(alert, event, now):
                 ALERTS_QUEUED.labels("resolved").inc()
-
-    def publish_outbox(self) -> int:
-        """Publishes queued alert events; returns how many."""
-        published = 0
-        while batch := self._store.outbox():
-            self._producer.send_messages(
-                [
-                    OutgoingMessage(m.topic, m.key, m.value, [(CONTENT_TYPE_HEADER, CONTENT_TYPE)])
-                    for m in batch
-                ]
-            )
-            self._store.delete_outbox([m.id for m in batch])
-            published += len(batch)
-        return published
 
 
 def written_analysis(result: AnalysisResult, analysis: WindowAnalysis) -> str:

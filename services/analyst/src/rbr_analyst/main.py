@@ -1,4 +1,4 @@
-"""The analyst service: backlog consumer, analysis cycle, daily summary, health on 9104."""
+"""The analyst service: backlog consumer, analysis cycle, outbox relay, daily summary."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from rbr_analyst.analyst import Analyst
 from rbr_analyst.claude import ClaudeAnalyser
 from rbr_analyst.handlers import make_parsed_handler
 from rbr_analyst.settings import AnalystSettings
-from rbr_analyst.store import AnalystStore
+from rbr_analyst.store import OUTBOX, AnalystStore
 from rbr_analyst.summary import describe, send_daily_summary
-from rbr_runtime.db.engine import database_ready, make_engine
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.schedule import DailyTask, PeriodicTask, TaskClaims
 from rbr_runtime.service import Service, bootstrap
@@ -33,6 +34,17 @@ def build_analyst(settings: AnalystSettings, engine: Engine, producer: EventProd
     return Analyst(settings, AnalystStore(engine), producer, claude)
 
 
+def summary_task(settings: AnalystSettings, engine: Engine, producer: EventProducer) -> DailyTask:
+    """Returns the daily summary: one per local day, at start-up only when a day was missed."""
+    return DailyTask.for_slots(
+        "daily_summary",
+        settings.daily_summary_at,
+        lambda slot: describe(send_daily_summary(engine, producer, slot, utcnow())),
+        TaskClaims(engine),
+        timezone=settings.timezone,
+    )
+
+
 def build_service(settings: AnalystSettings) -> Service:
     """Wires the service's components; nothing runs until `run()`."""
     service = Service(settings)
@@ -48,18 +60,17 @@ def build_service(settings: AnalystSettings) -> Service:
         producer=producer,
     )
     cycle = PeriodicTask("analyze_logs", settings.analysis_check_interval, analyst.run_cycle)
-    daily = DailyTask(
-        "daily_summary",
-        settings.daily_summary_at,
-        lambda: describe(send_daily_summary(engine, producer, utcnow(), settings.timezone)),
-        TaskClaims(engine),
-        timezone=settings.timezone,
-    )
+    daily = summary_task(settings, engine, producer)
     service.add("consumer", runner.run, runner.stop)
     service.add("analysis", cycle.run, cycle.stop)
     service.add("daily-summary", daily.run, daily.stop)
+    # The cycle publishes its events itself; the relay retries what a broker outage left,
+    # and with several replicas only the one holding the relay lock publishes.
+    service.add("outbox-relay", analyst.relay.run, analyst.relay.stop)
+    gauges = OUTBOX.gauges(engine, settings.dependency_check_interval)
+    service.add("outbox-gauges", gauges.run, gauges.stop)
     service.health.add_check("consumer", runner.readiness)
-    service.health.add_check("database", database_ready(engine))
+    watch_dependencies(service, database_dependency(settings), broker_dependency(settings))
     service.on_shutdown(producer.flush)
     service.on_shutdown(engine.dispose)
     return service

@@ -67,6 +67,24 @@ _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
     (
+        # rustbucket logs its own registration token (`Generated instance token: <t>`) and
+        # its registration payload (`RegistrationPayload { ..., token: "<t>" }`), and a
+        # registry may echo it as JSON; in the JSON log all of it sits in escaped strings.
+        # The parser redacts it before storage; this is the second line of defence.
+        "instance-token",
+        re.compile(
+            r"(?i)(?P<label>\binstance token(?: for debugging)?:\s*+)"
+            r"(?P<secret>[^\s\"'\\,;&}\[]{8,})"
+        ),
+    ),
+    (
+        "token-field",
+        re.compile(
+            r"(?P<label>(?:\\*+\")?(?<![\w.\-])token(?:\\*+\")?\s*+[:=]\s*+(?:\\*+\")?)"
+            r"(?P<secret>[A-Za-z0-9._~+/\-]{16,})"
+        ),
+    ),
+    (
         "assigned-secret",
         # The name is matched once per name (it starts where no name character precedes, and
         # the atomic group never gives back what it took): `secret-secret-secret...` without

@@ -1,4 +1,4 @@
-"""The analyst's database access: backlog, analyses, alert state and the alert outbox."""
+"""The analyst's database access: backlog, analyses, alert state, and alert events queued."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.tables import (
     analysis_alert_state,
     analysis_backlog,
-    analyst_outbox,
     log_analysis,
     logs,
 )
+from rbr_runtime.outbox import Outbox, OutboxMessage
+
+OUTBOX = Outbox("analyst")
+"""The analyst's outbox: alert events, published after the transaction that decided them."""
 
 
 @dataclass(frozen=True)
@@ -42,16 +45,6 @@ class OpenAlert:
     title: str
     opened_window_start: datetime
     last_window_start: datetime
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    """An event waiting to be published."""
-
-    id: int
-    topic: str
-    key: str
-    value: bytes
 
 
 class AnalystStore:
@@ -227,7 +220,7 @@ class AnalystStore:
         window: Window,
         record: dict[str, Any],
         alert_states: Sequence[dict[str, Any]],
-        outbox: Sequence[tuple[str, str, bytes]],
+        events: Sequence[OutboxMessage],
         now: datetime,
     ) -> bool:
         """Stores an analysis, its alert state changes and events in one transaction.
@@ -242,14 +235,7 @@ class AnalystStore:
             if inserted:
                 for state in alert_states:
                     self._put_alert_state(connection, state)
-                if outbox:
-                    connection.execute(
-                        insert(analyst_outbox),
-                        [
-                            {"topic": topic, "message_key": key, "value": value, "created_at": now}
-                            for topic, key, value in outbox
-                        ],
-                    )
+                OUTBOX.add(connection, events, now)
             connection.execute(
                 delete(analysis_backlog).where(
                     analysis_backlog.c.name == window.bucket,
@@ -295,9 +281,7 @@ class AnalystStore:
                 ).scalar()
             )
 
-    def resolve_stale(
-        self, alert: OpenAlert, outbox: tuple[str, str, bytes], now: datetime
-    ) -> bool:
+    def resolve_stale(self, alert: OpenAlert, event: OutboxMessage, now: datetime) -> bool:
         """Marks a quiet bucket's alert resolved and queues its event; False if it moved on."""
         with self.engine.begin() as connection:
             changed = connection.execute(
@@ -311,28 +295,8 @@ class AnalystStore:
                 .values(state="resolved", updated_at=now)
             ).rowcount
             if changed:
-                topic, key, value = outbox
-                connection.execute(
-                    insert(analyst_outbox).values(
-                        topic=topic, message_key=key, value=value, created_at=now
-                    )
-                )
+                OUTBOX.add(connection, [event], now)
         return bool(changed)
-
-    # -- the outbox ------------------------------------------------------------------------------
-
-    def outbox(self, limit: int = 500) -> list[OutboxMessage]:
-        """Returns the oldest events waiting to be published."""
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(analyst_outbox).order_by(analyst_outbox.c.id).limit(limit)
-            ).all()
-        return [OutboxMessage(int(r.id), r.topic, r.message_key, bytes(r.value)) for r in rows]
-
-    def delete_outbox(self, ids: Sequence[int]) -> None:
-        """Removes published events."""
-        with self.engine.begin() as connection:
-            connection.execute(delete(analyst_outbox).where(analyst_outbox.c.id.in_(list(ids))))
 
 
 def _open_alert(row: Any) -> OpenAlert:

@@ -4,6 +4,13 @@ Reads tables other services own, read-only: `buckets` (registrar) for bucket sta
 `poller_state` (poller) for unresponsive buckets (`alert_open`), `alerts` (notifier; empty when
 no notifier runs) for alerts fired, plus the parser's `logs` and the analyst's own
 `log_analysis` and `analysis_alert_state`.
+
+One summary per local day: the scheduled run of day D (or its catch-up at start-up, when every
+replica was down at the time) reports the 24 hours before D at `RBR_DAILY_SUMMARY_AT`, is
+dated D, and its alert id comes from D alone, so a retried run is recognisably the same
+summary. A summary asked for by hand (`rbr run-task daily_summary`) reports the 24 hours
+before now under an id and dedupe key of its own: the notifier delivers it even when the
+day's scheduled summary went out already, and it never takes that summary's place.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from rbr_runtime.db.tables import (
     poller_state,
 )
 from rbr_runtime.kafka import EventProducer
+from rbr_runtime.schedule import DailySlot
 from rbr_schemas import ALERTS, Alert, AlertState, AlertType, Severity
 
 TOP_ATTACKERS = 10
@@ -57,10 +65,9 @@ class DailyFigures:
     alerts_by_severity: dict[str, int] = field(default_factory=dict)
 
 
-def collect(engine: Engine, now: datetime, timezone: str) -> DailyFigures:
-    """Gathers the figures of the 24 hours before now."""
-    since = now - timedelta(hours=24)
-    figures = DailyFigures(day=now.astimezone(ZoneInfo(timezone)).date(), since=since, until=now)
+def collect(engine: Engine, until: datetime, day: date) -> DailyFigures:
+    """Gathers the figures of the 24 hours before `until`, for the summary dated `day`."""
+    figures = DailyFigures(day=day, since=until - timedelta(hours=24), until=until)
     with engine.connect() as connection:
         _buckets(connection, figures)
         _logs(connection, figures)
@@ -132,15 +139,30 @@ def _alerts(connection: Connection, figures: DailyFigures) -> None:
     figures.alerts_by_severity = dict(Tally(str(row[1]) for row in rows))
 
 
-def summary_alert(figures: DailyFigures) -> Alert:
-    """Builds the `daily_summary` alert from the figures."""
-    dedupe = f"daily_summary:{figures.day.isoformat()}"
+def summary_alert(
+    figures: DailyFigures, built_at: datetime, *, run_id: str | None = None, late: bool = False
+) -> Alert:
+    """Builds the `daily_summary` alert from the figures.
+
+    Args:
+        figures: what to report.
+        built_at: when the summary was built (the alert's time).
+        run_id: set for a summary asked for by hand: it gets its own id and dedupe key.
+        late: the day's run was caught up at start-up, after its time.
+    """
+    day = figures.day.isoformat()
+    dedupe = f"daily_summary:{day}" if run_id is None else f"daily_summary:{day}:run-{run_id}"
+    alert_id = str(uuid.uuid5(NAMESPACE, dedupe))
     states = figures.buckets_by_state
     attackers = ", ".join(f"{ip} ({count})" for ip, count in figures.top_attackers) or "none"
+    note = ""
+    if run_id is not None:
+        note = " (asked for by hand)"
+    elif late:
+        note = " (sent late: no replica was running at its time)"
     detail = "\n".join(
         [
-            f"Daily summary for {figures.day.isoformat()} "
-            f"(24 h to {figures.until:%Y-%m-%d %H:%M} UTC)",
+            f"Daily summary for {day} (24 h to {figures.until:%Y-%m-%d %H:%M} UTC){note}",
             f"Buckets: {states.get('active', 0)} active, {states.get('pending', 0)} pending, "
             f"{states.get('disabled', 0)} disabled, {figures.unresponsive} unresponsive.",
             f"Logs ingested: {figures.logs_ingested} records from "
@@ -153,7 +175,10 @@ def summary_alert(figures: DailyFigures) -> Alert:
         ]
     )
     context: dict[str, Any] = {
-        "date": figures.day.isoformat(),
+        "date": day,
+        "since": figures.since.isoformat(),
+        "until": figures.until.isoformat(),
+        "run": "manual" if run_id is not None else ("catch-up" if late else "scheduled"),
         "buckets_active": states.get("active", 0),
         "buckets_pending": states.get("pending", 0),
         "buckets_disabled": states.get("disabled", 0),
@@ -167,16 +192,16 @@ def summary_alert(figures: DailyFigures) -> Alert:
         "analysis_findings_alerting": figures.findings_alerted,
     }
     return Alert(
-        alert_id=str(uuid.uuid5(NAMESPACE, dedupe)),
+        alert_id=alert_id,
         dedupe_key=dedupe,
         type=AlertType.DAILY_SUMMARY.value,
         severity=Severity.INFO,
         state=AlertState.FIRING,
         bucket=None,
-        title=f"Rustbucket fleet daily summary {figures.day.isoformat()}",
+        title=f"Rustbucket fleet daily summary {day}" + (" (on request)" if run_id else ""),
         detail=detail,
         source=SOURCE,
-        occurred_at=figures.until,
+        occurred_at=built_at,
         context=context,
     )
 
@@ -186,17 +211,33 @@ def _counts(tally: dict[str, int]) -> str:
 
 
 def send_daily_summary(
+    engine: Engine, producer: EventProducer, slot: DailySlot, now: datetime
+) -> Alert:
+    """Publishes the summary of one day's slot (scheduled, or caught up); returns it.
+
+    The figures are those of the 24 hours before the slot was due, whenever it runs. The
+    event id is derived from the content, so sending the same summary twice (a retried run)
+    is recognisably one event, while a later run with new figures is a new one.
+    """
+    figures = collect(engine, slot.due_at, slot.day)
+    alert = summary_alert(figures, now, late=slot.caught_up)
+    content = alert.model_dump(mode="json", exclude={"occurred_at"})
+    digest = hashlib.sha256(orjson.dumps(content)).hexdigest()
+    event_id = str(uuid.uuid5(NAMESPACE, f"{alert.dedupe_key}|{digest}"))
+    producer.send(ALERTS, alert.dedupe_key, alert, event_id=event_id)
+    return alert
+
+
+def send_summary_now(
     engine: Engine, producer: EventProducer, now: datetime, timezone: str
 ) -> Alert:
-    """Collects the figures and publishes the summary; returns it.
+    """Publishes a summary of the 24 hours before now, asked for by hand; returns it.
 
-    The event id is derived from the content, so sending the same summary twice (a retried
-    run) is recognisably one event, while a later run with new figures is a new one.
+    It has an id of its own, so it is delivered however many summaries went out that day.
     """
-    alert = summary_alert(collect(engine, now, timezone))
-    digest = hashlib.sha256(orjson.dumps(alert.model_dump(mode="json", exclude={"occurred_at"})))
-    event_id = str(uuid.uuid5(NAMESPACE, f"{alert.dedupe_key}|{digest.hexdigest()}"))
-    producer.send(ALERTS, alert.dedupe_key, alert, event_id=event_id)
+    figures = collect(engine, now, now.astimezone(ZoneInfo(timezone)).date())
+    alert = summary_alert(figures, now, run_id=uuid.uuid4().hex[:12])
+    producer.send(ALERTS, alert.dedupe_key, alert, event_id=alert.alert_id)
     return alert
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rbr_analyst.analyst import CycleSummary
 from rbr_analyst.main import SOURCE, build_analyst
 from rbr_analyst.settings import AnalystSettings
-from rbr_analyst.summary import describe, send_daily_summary
+from rbr_analyst.summary import describe, send_summary_now
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.settings import load_settings
@@ -33,12 +33,16 @@ def analyze_logs() -> str:
 
 
 def daily_summary() -> str:
-    """Publishes today's daily summary now; returns its headline figures."""
+    """Publishes a summary of the last 24 hours now; returns its headline figures.
+
+    It is a summary of its own (its own alert id), delivered even when the day's scheduled
+    summary went out already; it does not take that summary's place.
+    """
     settings = load_settings(AnalystSettings)
     engine = make_engine(settings.database_url)
     producer = EventProducer(settings, source=SOURCE)
     try:
-        return describe(send_daily_summary(engine, producer, utcnow(), settings.timezone))
+        return describe(send_summary_now(engine, producer, utcnow(), settings.timezone))
     finally:
         producer.flush()
         engine.dispose()

@@ -61,7 +61,7 @@ from rbr_log_extractor.storage import (
     raw_key,
     staging_key,
 )
-from rbr_runtime.buckets import BucketClients, base_url, forbidden_reason, token_header
+from rbr_runtime.buckets import BucketClients, base_url, refused_call, token_header
 from rbr_runtime.kafka import DeliveryError, EventProducer
 from rbr_runtime.secrets import TokenDecryptionError, TokenVault
 from rbr_schemas import (
@@ -357,9 +357,10 @@ class Extractor:
     # -- HTTP ---------------------------------------------------------------------------------
 
     def _pull_http(self, record: BucketRegistered, stopping: Callable[[], bool]) -> Outcome:
-        reason = forbidden_reason(record.ip_address, self._settings.allowed_bucket_networks)
+        # Checked before every call, not only at registration: see refused_call.
+        reason = refused_call(record, self._settings)
         if reason is not None:
-            raise ExtractionError(f"refusing to call {record.ip_address}: {reason}")
+            raise ExtractionError(reason)
         token = self._vault.decrypt(record.token_ciphertext)
         cursor = self._state.state(record.name).http_cursor
         started = utcnow()
@@ -416,7 +417,7 @@ class Extractor:
         url = base_url(record, self._settings) + EXTRACT_PATH
         params = {"since": cursor} if cursor is not None else None
         deadline = time.monotonic() + self._settings.extract_timeout
-        client = self._http.current()
+        client = self._http.for_bucket(record)
         if client is None:
             raise ExtractionError("RBR_BUCKET_CA_FILE is missing or unreadable; see the log")
         # Identity encoding, and the body read raw: httpx would otherwise inflate a gzip

@@ -16,7 +16,13 @@ from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import ExtractScheduler
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_runtime.buckets import BucketClients, client_options, vault
-from rbr_runtime.db.engine import database_ready, make_engine
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.dependencies import (
+    broker_dependency,
+    database_dependency,
+    s3_dependency,
+    watch_dependencies,
+)
 from rbr_runtime.kafka import BucketDirectory, EventProducer
 from rbr_runtime.s3 import make_s3_client
 from rbr_runtime.schedule import PeriodicTask, TaskClaims, worker_identity
@@ -87,7 +93,9 @@ def build_service(settings: ExtractorSettings) -> Service:
         scan = PeriodicTask("drop-scan", settings.drop_scan_interval, scanner.scan)
         service.add("drop-scan", scan.run, scan.stop)
     service.health.add_check("bucket-directory", directory.readiness)
-    service.health.add_check("database", database_ready(engine))
+    watch_dependencies(
+        service, database_dependency(settings), s3_dependency(settings), broker_dependency(settings)
+    )
     service.on_shutdown(extractor.close)
     service.on_shutdown(engine.dispose)
     return service

@@ -18,15 +18,15 @@ import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from rbr_cli.output import fail, settings_or_fail, table
-from rbr_notifier.config import ChannelConfig, ChannelConfigError, ChannelsFile, load_channels
+from rbr_notifier.channels import ChannelConfig, ChannelConfigError, ChannelsFile, load_channels
 from rbr_notifier.delivery import RetryPolicy, deliver
 from rbr_notifier.dispatch import throttle_of
 from rbr_notifier.model import AlertState, AlertView, DeliveryState, Kind, Notification
 from rbr_notifier.render import one_line
-from rbr_notifier.repository import NotifierStore
 from rbr_notifier.senders import build_sender
 from rbr_notifier.senders.base import AttemptResult, quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
 from rbr_runtime.db.engine import make_engine
 from rbr_schemas import Severity, utcnow
 
@@ -142,7 +142,7 @@ def _select(channels: ChannelsFile, names: list[str], all_channels: bool) -> lis
 def _store_or_none(settings: NotifierSettings) -> NotifierStore | None:
     store = NotifierStore(make_engine(settings.database_url))
     try:
-        store.list_alerts(limit=1)
+        store.alerts.list_alerts(limit=1)
     except SQLAlchemyError:
         typer.secho(
             "warning: database not reachable or not migrated; test attempts are not recorded",
@@ -162,7 +162,7 @@ def _test_one(
     def record(attempt: int, status: str, result: AttemptResult) -> None:
         if store is None:
             return
-        store.record_attempt(
+        store.deliveries.record_attempt(
             alert_id=None,
             dedupe_key=notification.dedupe_key,
             channel=config.name,
@@ -207,7 +207,7 @@ def list_alerts(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List alert occurrences, newest first."""
-    rows = _alert_store().list_alerts(state=state, bucket=bucket, limit=limit)
+    rows = _alert_store().alerts.list_alerts(state=state, bucket=bucket, limit=limit)
     if as_json:
         for row in rows:
             typer.echo(json.dumps(_row_json(row), default=str))
@@ -242,7 +242,7 @@ def acknowledge(
 ) -> None:
     """Acknowledge a firing alert: it is not notified again (its resolve still is)."""
     who = by or getpass.getuser()
-    count = _alert_store().acknowledge(dedupe_key, who, utcnow())
+    count = _alert_store().alerts.acknowledge(dedupe_key, who, utcnow())
     if not count:
         fail(f"no firing alert with dedupe key {dedupe_key!r} (see `rbr alerts list`)")
     typer.echo(f"acknowledged {dedupe_key} ({count} occurrence(s)) by {who}")
@@ -254,7 +254,7 @@ def show(
 ) -> None:
     """Show an alert's occurrences, where each was delivered, and every attempt."""
     store = _alert_store()
-    occurrences, attempts = store.history(dedupe_key)
+    occurrences, attempts = store.alerts.history(dedupe_key)
     if not occurrences:
         fail(f"no alert with dedupe key {dedupe_key!r}")
     for row in occurrences:
@@ -265,7 +265,7 @@ def show(
             + (f"  acked by {row.acknowledged_by}" if row.acknowledged_by else "")
         )
         typer.echo(f"  {one_line(row.title, 200)}")
-        for delivery in store.deliveries_of(row.alert_id):
+        for delivery in store.deliveries.deliveries_of(row.alert_id):
             typer.echo(
                 f"  {delivery.kind:<8} {delivery.channel:<20} {delivery.state:<10}"
                 f" {delivery.detail or ''}"

@@ -1,13 +1,8 @@
 """Resolving digests: closing the incident a digest opened once all its alerts resolved.
 
-On PagerDuty and Opsgenie a digest opens an incident (alert) of its own, under the key
-`rbr-digest:<window start>:<channel>`. The folded alerts' own resolves address keys that never
-opened anything, so they are not sent; instead, once every alert the digest carried has
-resolved, the digest's resolve is sent under its key, once. It is a `notifier_deliveries` row
-(see `NotifierStore.plan_digest_resolve`), claimed before sending like any delivery, so two
-replicas never both send it. Within one replica, where every thread has the same claim owner,
-`DIGEST_LOCKS` keeps two threads (resolves of the digest's last alerts arriving in one batch,
-or the consumer and the digest sweeper) from sending it side by side.
+On PagerDuty and Opsgenie a digest opens an incident under `rbr-digest:<window start>:<channel>`;
+its resolve is a delivery like any other (claimed in the database, so one replica sends it).
+Threads of one replica share a claim owner, so they also share a `KeyedLocks`.
 """
 
 from __future__ import annotations
@@ -27,8 +22,9 @@ from rbr_notifier.delivery import (
 )
 from rbr_notifier.metrics import DIGEST_RESOLVES
 from rbr_notifier.model import DeliveryState, Digest, Kind, Notification
-from rbr_notifier.repository import DigestResolve, NotifierStore
 from rbr_notifier.senders.base import AttemptResult, Sender
+from rbr_notifier.store.deliveries import DeliveryStore
+from rbr_notifier.store.windows import DigestResolve
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +56,6 @@ class KeyedLocks:
                     self._locks[key] = (lock, users - 1)
 
 
-DIGEST_LOCKS = KeyedLocks()
-"""Per (claim owner, channel, window start): one thread of a replica handles a digest's resolve."""
-
-
 def resolve_notification(target: DigestResolve) -> Notification:
     """Returns the resolve of a digest: the digest's key, how many alerts it carried."""
     digest = Digest(target.window_start, target.window_end, items=(), total=target.total)
@@ -71,7 +63,7 @@ def resolve_notification(target: DigestResolve) -> Notification:
 
 
 def send_digest_resolve(
-    store: NotifierStore,
+    store: DeliveryStore,
     target: DigestResolve,
     sender: Sender,
     policy: RetryPolicy,

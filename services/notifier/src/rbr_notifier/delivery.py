@@ -1,10 +1,8 @@
-"""Bounded retries of one notification on one channel, every try recorded.
+"""Tries in a row of one notification on one channel, every try recorded.
 
 Timeouts, connection errors, 408/425/429 and 5xx are tried again after an exponential,
 jittered pause (at least the server's Retry-After, up to a cap); anything else the channel
-refuses is permanent at once. After the last try the notification has failed, and the caller
-dead-letters the alert. A stop request cuts the pauses short: the notification stays pending
-and is tried again after the restart.
+refuses is permanent at once. A stop request cuts the pauses short (`Interrupted`).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from dataclasses import dataclass
 from rbr_notifier.metrics import ATTEMPT_SECONDS, ATTEMPTS
 from rbr_notifier.model import DeliveryState, Notification
 from rbr_notifier.senders.base import AttemptResult, Outcome, Sender
-from rbr_runtime.kafka.consumer import backoff_delay
+from rbr_runtime.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 

@@ -1,21 +1,8 @@
-"""Sending planned deliveries: rules, throttle, retries, in parallel across alerts and channels.
+"""Carrying out planned deliveries: claim, decide (see `lifecycle`), throttle, send, retry.
 
-Deliveries of one dedupe key run in order (a trigger before its resolve); different dedupe
-keys run side by side on a bounded thread pool, so one slow or failing channel holds up only
-its own deliveries. Each delivery is first claimed in the database (state sending, renewed at
-every try): a replica that gets the same alert after a rebalance (the first one took longer
-than max.poll.interval.ms) waits for that claim to end instead of sending a second time, and
-takes the delivery over once the claim is stale (the first replica died). Before sending, each
-delivery is checked against what is true now:
-
-* a trigger goes out only while its alert is firing (not acknowledged, not already resolved);
-* a resolve goes out only to a channel that was notified of the firing (directly or in a
-  digest); if the firing is still waiting in a digest, the resolve joins it;
-* on PagerDuty and Opsgenie, a resolve whose firing went out only in a digest is not sent on
-  its own (it would address an incident that was never opened): once every alert of that
-  digest resolved, the digest's own resolve is sent instead (see `closing`);
-* the channel's throttle counts a trigger, or folds it into the window's digest; a resolve is
-  never throttled (it joins a digest only when its firing waits in that same digest).
+Deliveries of one dedupe key run in order; different keys run side by side on a thread pool.
+Each is claimed in the database before it is sent. Tries in a row that all fail make it wait
+for the retry sweeper; once a channel failed, its other deliveries wait for its next retry.
 """
 
 from __future__ import annotations
@@ -24,17 +11,36 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from rbr_notifier.closing import DIGEST_LOCKS, send_digest_resolve
-from rbr_notifier.config import ChannelConfig, ChannelsFile, Throttle
-from rbr_notifier.delivery import END_STATES, Interrupted, RetryPolicy, deliver
-from rbr_notifier.metrics import DELIVERIES
-from rbr_notifier.model import AlertState, DeliveryState, Kind, Notification, digest_key
-from rbr_notifier.repository import DeliveryContext, NotifierStore, PlannedDelivery
+from rbr_notifier.channels import ChannelConfig, ChannelsFile, Throttle
+from rbr_notifier.closing import KeyedLocks, send_digest_resolve
+from rbr_notifier.delivery import (
+    END_STATES,
+    AttemptStatus,
+    DeliveryOutcome,
+    Interrupted,
+    RetryPolicy,
+    deliver,
+)
+from rbr_notifier.lifecycle import (
+    DeliveryContext,
+    Step,
+    Turn,
+    decide,
+    may_wait,
+    postpone,
+    turn_of,
+    window_of,
+)
+from rbr_notifier.metrics import DELIVERIES, RETRIES
+from rbr_notifier.model import DeliveryState, Notification, digest_key
+from rbr_notifier.retry_schedule import Schedule, schedule_of
 from rbr_notifier.senders.base import AttemptResult, Sender
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.store.deliveries import PlannedDelivery
 from rbr_runtime.errors import TransientError
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.schedule import worker_identity
@@ -42,6 +48,8 @@ from rbr_schemas import utcnow
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+Down = dict[str, datetime]
+"""Channels that failed, with when their next retry is due: their deliveries wait for it."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +76,6 @@ def throttle_of(channel: ChannelConfig, settings: NotifierSettings) -> Throttle 
     if settings.notifier_throttle_max <= 0:
         return None
     return Throttle(max=settings.notifier_throttle_max, window=settings.notifier_throttle_window)
-
-
-def window_of(moment: datetime, window: float) -> tuple[datetime, datetime]:
-    """Returns the fixed throttle window (aligned to the epoch) containing a moment."""
-    start = datetime.fromtimestamp((moment.timestamp() // window) * window, moment.tzinfo)
-    return start, start + timedelta(seconds=window)
 
 
 def claim_lease(settings: NotifierSettings, channels: ChannelsFile) -> timedelta:
@@ -121,7 +123,14 @@ class Dispatcher:
         clock: Clock = utcnow,
         wait: Callable[[float], bool] | None = None,
         owner: str | None = None,
+        retry_sweep: bool = False,
+        digest_locks: KeyedLocks | None = None,
     ) -> None:
+        """Wires the dispatcher.
+
+        `digest_locks` is shared with the digest sweeper of the same claim owner: one thread
+        at a time sends a digest's resolve (the database claim cannot tell them apart).
+        """
         self._store = store
         self._channels = channels
         self._senders = senders
@@ -130,24 +139,36 @@ class Dispatcher:
         self.stop_event = stop or threading.Event()
         self._clock = clock
         self._wait = wait
-        self._owner = owner or worker_identity()
-        self._lease = claim_lease(settings, channels)
+        self._sweeping = retry_sweep
+        # The retry sweeper claims as an owner of its own: a consumer thread of the same
+        # replica must not take one of its claims for its own and send the delivery too.
+        self._owner = (owner or worker_identity()) + ("/retries" if retry_sweep else "")
+        self.lease = claim_lease(settings, channels)
+        self._digest_locks = digest_locks or KeyedLocks()
 
     def stop(self) -> None:
         """Ends retry pauses early: deliveries in a pause are left for after the restart."""
         self.stop_event.set()
 
-    def run(self, planned: Sequence[PlannedDelivery]) -> list[DeliveryResult]:
-        """Delivers everything planned; returns how each ended.
+    def run(
+        self, planned: Sequence[PlannedDelivery], down: Down | None = None
+    ) -> list[DeliveryResult]:
+        """Delivers everything planned; returns how each ended (or that it waits).
+
+        Args:
+            planned: the deliveries, in order.
+            down: channels known to be down, with their next retry (filled in as channels
+                fail); by default the channels with a retry scheduled in the future.
 
         Raises:
             Exception: the first outage met (database down, stopping); deliveries that did
                 not end stay pending and are retried with the batch.
         """
+        if down is None:
+            down = self._store.deliveries.channels_down(self._clock())
         groups: dict[str, list[PlannedDelivery]] = {}
         for delivery in planned:
             groups.setdefault(delivery.dedupe_key, []).append(delivery)
-        down: set[str] = set()
         futures: list[Future[list[DeliveryResult]]] = [
             self._pool.submit(self._run_group, group, down) for group in groups.values()
         ]
@@ -162,61 +183,149 @@ class Dispatcher:
             raise outage
         return results
 
-    def _run_group(self, group: list[PlannedDelivery], down: set[str]) -> list[DeliveryResult]:
+    def _run_group(self, group: list[PlannedDelivery], down: Down) -> list[DeliveryResult]:
         return [self.deliver_one(delivery, down) for delivery in group]
 
-    def deliver_one(self, planned: PlannedDelivery, down: set[str]) -> DeliveryResult:
+    def deliver_one(self, planned: PlannedDelivery, down: Down) -> DeliveryResult:
         """Decides and, if due, sends one delivery.
 
         Args:
             planned: the delivery.
-            down: channels that ran out of tries earlier in this run (shared by the run's
-                threads); their other deliveries fail at once instead of each waiting through
-                a full retry sequence, so a dead channel cannot hold a batch for long.
+            down: channels that failed, with their next retry (shared by the run's threads);
+                their other deliveries wait for that retry instead of each making its own
+                tries, so a dead channel cannot hold a batch for long.
         """
         with log_context(alert_id=planned.alert_id, channel=planned.channel):
-            context = self._store.delivery(planned.id)
-            if context.state not in (DeliveryState.PENDING, DeliveryState.SENDING):
+            if self._sweeping and self.stop_event.is_set():
+                return DeliveryResult(planned, DeliveryState.WAITING, "stopping", ran=False)
+            context = self._store.deliveries.delivery(planned.id)
+            turn = turn_of(context, retry_sweep=self._sweeping)
+            if turn is Turn.ENDED:
                 return DeliveryResult(planned, context.state, f"already {context.state}", ran=False)
-            if context.kind is Kind.RESOLVE and context.trigger_state is DeliveryState.SENDING:
-                raise TransientError(f"the firing of {planned.alert_id} is still being sent")
-            if not self._store.claim(planned.id, self._owner, self._lease):
+            if turn is Turn.SWEEPER:
+                # The event's offset can be committed.
+                return DeliveryResult(planned, DeliveryState.WAITING, "waiting", ran=False)
+            if not self._store.deliveries.claim(
+                planned.id, self._owner, self.lease, due_by=self._clock()
+            ):
+                if self._sweeping:
+                    return DeliveryResult(planned, context.state, "claimed elsewhere", ran=False)
                 # Another replica sends it (it had the partition before a rebalance). The
                 # runner retries the batch until that delivery ended or its claim went stale.
                 raise TransientError(
                     f"{planned.kind.value} of {planned.alert_id} to channel {planned.channel} "
                     "is being sent by another notifier replica"
                 )
-            channel = self._channels.get(planned.channel)
-            sender = self._senders.get(planned.channel)
-            if channel is None or sender is None or not channel.enabled:
-                return self._end(planned, DeliveryState.SKIPPED, "channel no longer configured")
-            skip = _skip_reason(context)
-            if skip is not None:
-                return self._end(planned, DeliveryState.SKIPPED, skip)
-            if planned.channel in down:
-                why = f"channel {planned.channel} ({channel.type}): not tried, it gave up on an "
-                return self._end(planned, DeliveryState.FAILED, why + "earlier notification")
-            return self._deliver_due(planned, context, channel, sender, down)
+            return self._decide(planned, context, down)
+
+    def _decide(
+        self, planned: PlannedDelivery, context: DeliveryContext, down: Down
+    ) -> DeliveryResult:
+        """Skips, defers, folds or sends a claimed delivery."""
+        channel = self._channels.get(planned.channel)
+        sender = self._senders.get(planned.channel)
+        configured = channel is not None and sender is not None and channel.enabled
+        throttle = throttle_of(channel, self._settings) if channel is not None else None
+        decision = decide(
+            context,
+            configured=configured,
+            channel_down=planned.channel in down,
+            closes_digests=sender is not None and sender.closes_digests,
+            throttled=throttle is not None,
+        )
+        if decision.step is Step.SKIP:
+            return self._end(planned, DeliveryState.SKIPPED, decision.reason)
+        assert channel is not None
+        assert sender is not None
+        if decision.step is Step.WAIT_BEHIND:
+            # Due as soon as the earlier one ended (the sweeper takes heads only).
+            return self._defer(planned, self._clock(), context.waiting_since, decision.reason)
+        if decision.step is Step.POSTPONE:
+            return self._postpone(planned, context, channel, down[planned.channel])
+        return self._deliver_due(planned, context, decision.step, channel=channel, down=down)
 
     def _deliver_due(
         self,
         planned: PlannedDelivery,
         context: DeliveryContext,
+        step: Step,
+        *,
         channel: ChannelConfig,
-        sender: Sender,
-        down: set[str],
+        down: Down,
     ) -> DeliveryResult:
         """Sends a delivery that is due, unless the throttle folds it or a digest carries it."""
-        if _only_in_a_digest(context) and sender.closes_digests:
+        sender = self._senders[planned.channel]
+        if step is Step.CLOSE_DIGEST:
             return self._close_digest(planned, context, channel, sender, down)
-        if not self._counted(context, channel):
-            DELIVERIES.labels(planned.channel, planned.kind.value, "throttled").inc()
-            return DeliveryResult(planned, DeliveryState.THROTTLED, "folded into digest")
-        result = self._send(planned, context, channel, sender)
-        if result.state is DeliveryState.FAILED:
-            down.add(planned.channel)  # set.add is atomic under the GIL
-        return result
+        if step is Step.JOIN_DIGEST:
+            assert context.trigger_window is not None
+            self._store.windows.fold(context.id, context.channel, context.trigger_window)
+            return self._throttled(planned)
+        if step is Step.COUNT:
+            throttle = throttle_of(channel, self._settings)
+            assert throttle is not None
+            start, end = window_of(self._clock(), throttle.window)
+            if not self._store.windows.claim_slot(
+                context.id, context.channel, start, end, throttle.max
+            ):
+                return self._throttled(planned)
+        return self._send(planned, context, channel, sender, down)
+
+    def _throttled(self, planned: PlannedDelivery) -> DeliveryResult:
+        DELIVERIES.labels(planned.channel, planned.kind.value, "throttled").inc()
+        return DeliveryResult(planned, DeliveryState.THROTTLED, "folded into digest")
+
+    def _postpone(
+        self,
+        planned: PlannedDelivery,
+        context: DeliveryContext,
+        channel: ChannelConfig,
+        retry_at: datetime,
+    ) -> DeliveryResult:
+        """Makes a delivery to a channel that just failed wait for its next retry, untried."""
+        why = f"channel {planned.channel} ({channel.type}): not tried, "
+        now = self._clock()
+        postponed = postpone(schedule_of(channel), context.waiting_since, now, retry_at)
+        if postponed.expired:
+            summary = (
+                f"channel {planned.channel} ({channel.type}): gave up after {context.attempts} "
+                f"attempt(s) over {_age(postponed.since, now)}: the channel is still down"
+            )
+            self._give_up_line(planned, summary)
+            return self._end(planned, DeliveryState.FAILED, summary)
+        if postponed.retry_at is None:
+            return self._end(
+                planned, DeliveryState.FAILED, why + "it gave up on an earlier notification"
+            )
+        return self._defer(
+            planned, postponed.retry_at, postponed.since, why + "it failed a moment ago"
+        )
+
+    def _defer(
+        self,
+        planned: PlannedDelivery,
+        retry_at: datetime,
+        since: datetime | None,
+        why: str,
+    ) -> DeliveryResult:
+        """Makes a claimed delivery wait for the retry sweeper until `retry_at`."""
+        detail = f"{why}; next try {retry_at:%Y-%m-%d %H:%M:%S} UTC"
+        deferred = self._store.deliveries.defer(
+            planned.id,
+            self._owner,
+            next_attempt_at=retry_at,
+            waiting_since=since,
+            detail=detail,
+            message=planned.message,
+        )
+        if not deferred:
+            raise TransientError(f"lost the claim of {planned.kind.value} of {planned.alert_id}")
+        return DeliveryResult(planned, DeliveryState.WAITING, detail)
+
+    def _policy(self, channel: ChannelConfig) -> RetryPolicy:
+        """Returns the tries in a row: the channel's, or one per turn of the retry sweeper."""
+        policy = policy_of(channel, self._settings)
+        return replace(policy, max_attempts=1) if self._sweeping else policy
 
     def _close_digest(
         self,
@@ -224,7 +333,7 @@ class Dispatcher:
         context: DeliveryContext,
         channel: ChannelConfig,
         sender: Sender,
-        down: set[str],
+        down: Down,
     ) -> DeliveryResult:
         """Ends the resolve of an alert whose firing went out only in a digest.
 
@@ -235,7 +344,7 @@ class Dispatcher:
         assert context.trigger_window is not None
         # Another thread of this replica may be sending it (same claim owner): wait for it,
         # then find it ended.
-        with DIGEST_LOCKS.hold((self._owner, planned.channel, context.trigger_window)):
+        with self._digest_locks.hold((planned.channel, context.trigger_window)):
             return self._close_digest_held(planned, context, channel, sender, down)
 
     def _close_digest_held(
@@ -244,11 +353,11 @@ class Dispatcher:
         context: DeliveryContext,
         channel: ChannelConfig,
         sender: Sender,
-        down: set[str],
+        down: Down,
     ) -> DeliveryResult:
         assert context.trigger_window is not None
         key = f"{digest_key(context.trigger_window)}:{planned.channel}"
-        target = self._store.plan_digest_resolve(planned.channel, context.trigger_window)
+        target = self._store.windows.plan_digest_resolve(planned.channel, context.trigger_window)
         if target is None:
             why = f"firing only in digest {key}, resolved with it once all its alerts are"
             return self._end(planned, DeliveryState.DIGESTED, why)
@@ -258,17 +367,17 @@ class Dispatcher:
             )
         try:
             outcome = send_digest_resolve(
-                self._store,
+                self._store.deliveries,
                 target,
                 sender,
-                policy_of(channel, self._settings),
+                self._policy(channel),
                 owner=self._owner,
-                lease=self._lease,
+                lease=self.lease,
                 stop=self.stop_event,
                 wait=self._wait,
             )
         except Interrupted:
-            self._store.release(planned.id, self._owner)
+            self._store.deliveries.release(planned.id, self._owner)
             raise
         if outcome is None:
             raise TransientError(
@@ -277,27 +386,9 @@ class Dispatcher:
         if outcome.state is DeliveryState.SENT:
             return self._end(planned, DeliveryState.DIGESTED, f"digest {key} resolved")
         if outcome.state is DeliveryState.FAILED:
-            down.add(planned.channel)
+            down.setdefault(planned.channel, self._clock())
         summary = f"channel {planned.channel} ({channel.type}): resolve of digest {key} "
         return self._end(planned, outcome.state, summary + outcome.summary())
-
-    def _counted(self, context: DeliveryContext, channel: ChannelConfig) -> bool:
-        """Applies the throttle; False when the delivery was folded into a digest."""
-        if context.kind is Kind.RESOLVE and context.trigger_state is DeliveryState.THROTTLED:
-            # The firing waits in a digest: the resolve joins it there.
-            assert context.trigger_window is not None
-            self._store.fold(context.id, context.channel, context.trigger_window)
-            return False
-        if context.kind is Kind.RESOLVE:
-            # The channel heard the firing on its own: the resolve must follow it on its own.
-            # Folded into a digest it would never close the PagerDuty incident or Opsgenie
-            # alert. The throttle is for floods of firings; resolves are never held back.
-            return True
-        throttle = throttle_of(channel, self._settings)
-        if throttle is None or context.window_start is not None:
-            return True
-        start, end = window_of(self._clock(), throttle.window)
-        return self._store.claim_slot(context.id, context.channel, start, end, throttle.max)
 
     def _send(
         self,
@@ -305,11 +396,18 @@ class Dispatcher:
         context: DeliveryContext,
         channel: ChannelConfig,
         sender: Sender,
+        down: Down,
     ) -> DeliveryResult:
         notification = Notification(planned.kind, planned.channel, alert=context.alert)
+        schedule = schedule_of(channel)
+        # Decided at the last try: may the delivery wait for a retry, or is it given up on?
+        waits: list[bool] = []
 
         def record(attempt: int, status: str, result: AttemptResult) -> None:
-            self._store.record_attempt(
+            if status == AttemptStatus.FAILED:
+                waits.append(may_wait(schedule, context.waiting_since, self._clock()))
+                status = AttemptStatus.RETRYING if waits[-1] else status
+            self._store.deliveries.record_attempt(
                 alert_id=planned.alert_id,
                 dedupe_key=planned.dedupe_key,
                 channel=planned.channel,
@@ -326,7 +424,7 @@ class Dispatcher:
             outcome = deliver(
                 sender,
                 notification,
-                policy_of(channel, self._settings),
+                self._policy(channel),
                 record,
                 stop=self.stop_event,
                 first_attempt=context.attempts + 1,
@@ -335,39 +433,88 @@ class Dispatcher:
         except Interrupted:
             # Stopping between two tries: give the delivery back, so whichever replica gets
             # the alert next sends it at once instead of waiting for the claim to go stale.
-            self._store.release(planned.id, self._owner)
+            self._store.deliveries.release(planned.id, self._owner)
             raise
-        DELIVERIES.labels(planned.channel, planned.kind.value, outcome.state.value).inc()
-        if outcome.state is not DeliveryState.SENT:
-            log.warning(
-                "%s of %s to channel %s %s",
-                planned.kind.value,
-                planned.dedupe_key,
-                planned.channel,
-                outcome.summary(),
+        if outcome.state is DeliveryState.FAILED and waits and waits[-1]:
+            assert schedule is not None
+            return self._wait_for_retry(
+                planned, context, channel, schedule, outcome=outcome, down=down
             )
-        summary = f"channel {planned.channel} ({channel.type}): {outcome.summary()}"
+        if self._sweeping:
+            RETRIES.labels(planned.channel, outcome.state.value).inc()
+        DELIVERIES.labels(planned.channel, planned.kind.value, outcome.state.value).inc()
+        if outcome.state is DeliveryState.SENT:
+            summary = f"channel {planned.channel} ({channel.type}): {outcome.summary()}"
+            return DeliveryResult(planned, outcome.state, summary)
+        now = self._clock()
+        if outcome.state is DeliveryState.FAILED:
+            # The channel is down: its other deliveries do not try before its next retry.
+            pause = schedule.initial if schedule is not None else 0.0
+            down.setdefault(planned.channel, now + timedelta(seconds=pause))
+        summary = f"channel {planned.channel} ({channel.type}): " + _gave_up(context, outcome, now)
+        self._give_up_line(planned, summary)
+        self._store.deliveries.finish(planned.id, outcome.state, summary)
         return DeliveryResult(planned, outcome.state, summary)
 
+    def _wait_for_retry(
+        self,
+        planned: PlannedDelivery,
+        context: DeliveryContext,
+        channel: ChannelConfig,
+        schedule: Schedule,
+        *,
+        outcome: DeliveryOutcome,
+        down: Down,
+    ) -> DeliveryResult:
+        """Makes a delivery whose tries failed wait for its next retry; the channel is down."""
+        now = self._clock()
+        since = context.waiting_since or now
+        retry_at = schedule.next_attempt(since, now, outcome.last.retry_after)
+        down[planned.channel] = min(retry_at, down.get(planned.channel, retry_at))
+        if self._sweeping:
+            RETRIES.labels(planned.channel, DeliveryState.WAITING.value).inc()
+        log.warning(
+            "%s of %s to channel %s failed (%s); next try at %s UTC",
+            planned.kind.value,
+            planned.dedupe_key,
+            planned.channel,
+            outcome.last.describe(),
+            f"{retry_at:%Y-%m-%d %H:%M:%S}",
+        )
+        why = f"channel {planned.channel} ({channel.type}): {outcome.attempts} attempt(s)"
+        return self._defer(planned, retry_at, since, f"{why}, last: {outcome.last.describe()}")
+
+    def _give_up_line(self, planned: PlannedDelivery, summary: str) -> None:
+        """Logs the one line that says a delivery was given up on (its alert goes to the DLQ)."""
+        log.error(
+            "gave up on the %s of %s: %s; the alert goes to %s",
+            planned.kind.value,
+            planned.dedupe_key,
+            summary,
+            "alerts.dlq",
+        )
+
     def _end(self, planned: PlannedDelivery, state: DeliveryState, why: str) -> DeliveryResult:
-        self._store.finish(planned.id, state, why)
+        self._store.deliveries.finish(planned.id, state, why)
         DELIVERIES.labels(planned.channel, planned.kind.value, state.value).inc()
         return DeliveryResult(planned, state, why)
 
 
-def _only_in_a_digest(context: DeliveryContext) -> bool:
-    """Tells whether this is a resolve whose firing reached the channel only in a digest."""
-    return context.kind is Kind.RESOLVE and context.trigger_state is DeliveryState.DIGESTED
+def _gave_up(context: DeliveryContext, outcome: DeliveryOutcome, now: datetime) -> str:
+    """Describes why a delivery ended unsent, with how long it was retried if it waited."""
+    if outcome.state is not DeliveryState.FAILED or context.waiting_since is None:
+        return outcome.summary()
+    return (
+        f"gave up after {outcome.attempts} attempt(s) over {_age(context.waiting_since, now)}, "
+        f"last: {outcome.last.describe()}"
+    )
 
 
-def _skip_reason(context: DeliveryContext) -> str | None:
-    if context.kind is Kind.TRIGGER:
-        if context.alert.state is AlertState.ACKNOWLEDGED:
-            return "alert acknowledged before it was sent"
-        if context.alert.state is AlertState.RESOLVED:
-            return "alert resolved before it was sent"
-        return None
-    notified = (DeliveryState.SENT, DeliveryState.DIGESTED, DeliveryState.THROTTLED)
-    if context.trigger_state not in notified:
-        return "channel was not notified of the firing"
-    return None
+def _age(since: datetime, now: datetime) -> str:
+    """Returns a duration like 45s, 12m or 6h05m."""
+    seconds = max(0, int((now - since).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

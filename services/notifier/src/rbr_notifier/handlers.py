@@ -1,15 +1,9 @@
-"""The consumer handler of `alerts`: record, plan, deliver; dead-letter what cannot be delivered.
+"""The consumer handler of `alerts`: record, plan, deliver; reject what a channel refused.
 
-For a batch of alert events the handler (1) records them in `alerts` and plans their
-deliveries in one transaction, (2) carries the deliveries out, and (3) returns, so the offsets
-are committed only once every notification has reached an end state. An event one of whose
-channels could not be reached (out of tries, or refused) is rejected with `PermanentError`:
-the consumer runner sends it to `alerts.dlq` with a reason naming the channel and the status.
-Replaying it later (from the DLQ) retries only the channels that were not reached.
-
-The runner re-runs a rejected batch message by message to find the culprit; the handler
-remembers which messages it already gave up on (by topic, partition and offset) and rejects
-them again at once instead of sending everything a second time.
+Offsets are committed once every notification ended or waits for the retry sweeper. An event a
+channel refused is rejected with `PermanentError` (to alerts.dlq; a replay retries only the
+channels not reached); rejected positions are remembered, as the runner re-runs a rejected
+batch message by message.
 """
 
 from __future__ import annotations
@@ -17,14 +11,18 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from rbr_notifier.config import ChannelsFile
+from rbr_notifier.channels import ChannelsFile
 from rbr_notifier.dispatch import DeliveryResult, Dispatcher
+from rbr_notifier.lifecycle import is_one_shot
 from rbr_notifier.metrics import ALERT_EVENTS
-from rbr_notifier.repository import MAX_ID_CHARS, ONE_SHOT_TYPES, AlertEvent, NotifierStore
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.store.alerts import MAX_ID_CHARS, AlertEvent
+from rbr_notifier.store.deliveries import PlannedDelivery
 from rbr_runtime.kafka.consumer import Inbound, PermanentError
-from rbr_schemas import Alert, AlertState
+from rbr_schemas import Alert
 
 log = logging.getLogger(__name__)
 Position = tuple[str, int, int]
@@ -80,13 +78,19 @@ class AlertHandler:
 
     def _handle(self, messages: list[Inbound[Any]]) -> None:
         events = [AlertEvent(_event_id(m), m.data) for m in messages]
-        recorded = self._store.record_events(
+        recorded = self._store.alerts.record_events(
             events,
             lambda alert: route(self._channels, alert),
             reopen_after=self._reopen_after,
         )
-        # Two events of one batch may own the same delivery (a firing and its repeat).
-        planned = list({d.id: d for _, owned in recorded for d in owned}.values())
+        # Two events of one batch may own the same delivery (a firing and its repeat). Each
+        # carries its message: if it has to wait for a retry, the message is kept with it, to
+        # dead-letter should its channel's retry schedule run out.
+        by_id: dict[int, PlannedDelivery] = {}
+        for message, (_, owned) in zip(messages, recorded, strict=True):
+            for delivery in owned:
+                by_id.setdefault(delivery.id, replace(delivery, message=message))
+        planned = list(by_id.values())
         for message, (outcome, _) in zip(messages, recorded, strict=True):
             ALERT_EVENTS.labels(message.data.state.value, outcome).inc()
         results = self._dispatcher.run(planned) if planned else []
@@ -98,20 +102,16 @@ class AlertHandler:
                 # A channel that refuses or stays down is not our fault: dead-letter the alert
                 # for a later `rbr dlq replay`, but never let it stop delivery to the others.
                 self._remember(_position(message), "; ".join(dict.fromkeys(reasons)), ours=False)
-            elif _is_one_shot(message.data):
+            elif is_one_shot(message.data):
                 delivered_one_shots.append(message.data.dedupe_key)
         # Closed only once every channel was served: left open, a DLQ replay still retries the
         # channels that were not reached (a closed occurrence's replay sends nothing).
-        self._store.close_one_shot(delivered_one_shots)
+        self._store.alerts.close_one_shot(delivered_one_shots)
 
     def _remember(self, position: Position, reason: str, *, ours: bool) -> None:
         self._rejected[position] = (reason[:1500], ours)
         while len(self._rejected) > REMEMBERED_REJECTIONS:
             self._rejected.popitem(last=False)
-
-
-def _is_one_shot(alert: Alert) -> bool:
-    return alert.state is AlertState.FIRING and alert.type in ONE_SHOT_TYPES
 
 
 def _position(message: Inbound[Any]) -> Position:

@@ -1,8 +1,8 @@
 """The notifier service: consumes `alerts`, delivers them, sends throttle digests.
 
-Components: the consumer runner (group `notifier`), the digest sweeper and the daily cleanup
-of old alert history. Health on port 9105:
-ready once the consumer joined its group and the database answers.
+Components: the consumer runner (group `notifier`), the digest sweeper, the retry sweeper
+(deliveries waiting for their channel) and the daily cleanup of old alert history. Health on
+port 9105: ready once the consumer joined its group and the database answers.
 """
 
 from __future__ import annotations
@@ -14,17 +14,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from rbr_notifier.config import ChannelConfigError, ChannelsFile, load_channels
-from rbr_notifier.digest import DigestSweeper
+from rbr_notifier.channels import ChannelConfigError, ChannelsFile, load_channels
+from rbr_notifier.closing import KeyedLocks
 from rbr_notifier.dispatch import Dispatcher, longest_delivery
 from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.metrics import CHANNELS
-from rbr_notifier.repository import NotifierStore
+from rbr_notifier.retry_sweeper import retry_task
 from rbr_notifier.senders import Sender, build_sender
 from rbr_notifier.senders.base import quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
 from rbr_notifier.tasks import purge_history
-from rbr_runtime.db.engine import database_ready, make_engine
+from rbr_notifier.throttle_digest import DigestSweeper
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.schedule import DailyTask, PeriodicTask, TaskClaims
 from rbr_runtime.service import Service, bootstrap
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 GROUP_ID = "notifier"
 SOURCE = "/rbr/notifier"
 DIGEST_WORKERS = 2
+RETRY_WORKERS = 2
 CLEANUP_TASK = "notifier_cleanup"
 
 
@@ -106,21 +110,49 @@ def build_service(
     # Every delivery thread, the digest threads, the consumer and the cleanup hold a
     # connection at times: size the pool so none of them waits for one.
     engine = make_engine(
-        settings.database_url, pool_size=settings.notifier_concurrency + DIGEST_WORKERS + 3
+        settings.database_url,
+        pool_size=settings.notifier_concurrency + DIGEST_WORKERS + RETRY_WORKERS + 4,
     )
     store = NotifierStore(engine)
     senders = build_senders(channels, settings)
     stop = threading.Event()
     pool = ThreadPoolExecutor(settings.notifier_concurrency, thread_name_prefix="deliver")
     digest_pool = ThreadPoolExecutor(DIGEST_WORKERS, thread_name_prefix="digest")
-    dispatcher = Dispatcher(store, channels, senders, settings, pool, stop=stop, clock=clock)
+    # Retries have threads of their own: a channel coming back with hours of backlog must not
+    # keep the consumer's deliveries waiting for a thread.
+    retry_pool = ThreadPoolExecutor(RETRY_WORKERS, thread_name_prefix="retry")
+    # The consumer's deliveries and the digest sweeper claim as one owner: they share locks.
+    digest_locks = KeyedLocks()
+    dispatcher = Dispatcher(
+        store, channels, senders, settings, pool, stop=stop, clock=clock, digest_locks=digest_locks
+    )
     handler = AlertHandler(store, dispatcher, channels, reopen_after=settings.notifier_reopen_after)
     producer = EventProducer(settings, source=SOURCE)
     runner = ConsumerRunner(
         settings, group_id=GROUP_ID, topics=[ALERTS], handler=handler, producer=producer
     )
-    sweeper = DigestSweeper(store, channels, senders, settings, digest_pool, stop=stop, clock=clock)
+    sweeper = DigestSweeper(
+        store,
+        channels,
+        senders,
+        settings,
+        digest_pool,
+        stop=stop,
+        clock=clock,
+        digest_locks=digest_locks,
+    )
     digests = PeriodicTask("digests", settings.notifier_digest_interval, sweeper.run_once)
+    retries = retry_task(
+        store,
+        channels,
+        senders,
+        settings,
+        pool=retry_pool,
+        producer=producer,
+        group=GROUP_ID,
+        stop=stop,
+        clock=clock,
+    )
     cleanup = cleanup_task(settings, store)
 
     def stop_consumer() -> None:
@@ -131,16 +163,22 @@ def build_service(
         stop.set()
         digests.stop()
 
+    def stop_retries() -> None:
+        stop.set()
+        retries.stop()
+
     service.add("consumer", runner.run, stop_consumer)
     service.add("digests", digests.run, stop_digests)
+    service.add("retries", retries.run, stop_retries)
     service.add("cleanup", cleanup.run, cleanup.stop)
     service.health.add_check("consumer", runner.readiness)
-    service.health.add_check("database", database_ready(engine))
+    watch_dependencies(service, database_dependency(settings), broker_dependency(settings))
 
     def release() -> None:
         producer.flush()
         pool.shutdown(wait=True, cancel_futures=True)
         digest_pool.shutdown(wait=True, cancel_futures=True)
+        retry_pool.shutdown(wait=True, cancel_futures=True)
         for sender in senders.values():
             sender.close()
         engine.dispose()

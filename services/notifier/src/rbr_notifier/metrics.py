@@ -42,3 +42,15 @@ DIGEST_BACKLOG = Gauge(
     "Notifications folded by the throttle and waiting for their window's digest.",
 )
 CHANNELS = Gauge("rbr_notifier_channels", "Channels configured, by type.", ["type"])
+RETRIES = Counter(
+    "rbr_notifier_retries_total",
+    "Tries of waiting deliveries by the retry sweeper, by channel and how they ended: sent, "
+    "waiting (failed, tried again later), failed (given up on, alert dead-lettered), rejected.",
+    ["channel", "result"],
+)
+PENDING = Gauge(
+    "rbr_notifier_pending_deliveries",
+    "Deliveries waiting for a retry (state waiting: their channel did not take them yet), by "
+    "channel.",
+    ["channel"],
+)

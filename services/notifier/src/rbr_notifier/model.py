@@ -35,6 +35,7 @@ class DeliveryState(StrEnum):
 
     PENDING = "pending"
     SENDING = "sending"
+    WAITING = "waiting"  # for the retry sweeper: its first tries failed, or an earlier one waits
     SENT = "sent"
     THROTTLED = "throttled"
     DIGESTED = "digested"
@@ -63,6 +64,7 @@ class AlertView:
     bucket: str | None = None
     resolved_at: datetime | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    acknowledged_at: datetime | None = None  # kept once resolved; not rendered
 
     def as_json(self) -> dict[str, Any]:
         """Returns the alert as a JSON-ready object (webhook bodies, custom details)."""

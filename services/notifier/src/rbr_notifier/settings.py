@@ -40,8 +40,9 @@ class NotifierSettings(CommonSettings):
         default=5,
         ge=1,
         le=20,
-        description="Tries per notification (timeouts, connection errors, 5xx, 429) before "
-        "the alert goes to alerts.dlq. A channel may set its own max_attempts.",
+        description="Tries in a row per notification (timeouts, connection errors, 5xx, 429) "
+        "before it waits for its channel's retry schedule (or, without one, its alert goes to "
+        "alerts.dlq). A channel may set its own max_attempts.",
     )
     notifier_retry_initial_backoff: float = Field(
         default=1.0, gt=0, description="Pause after the first failed try; doubles each time."
@@ -53,6 +54,12 @@ class NotifierSettings(CommonSettings):
         default=120.0,
         gt=0,
         description="Longest Retry-After (on 429/503) honoured; longer answers are cut to it.",
+    )
+    notifier_retry_sweep_interval: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often notifications waiting for a retry are checked for being due "
+        "(the retry schedules themselves are per channel, in the channels file).",
     )
     notifier_timeout: float = Field(
         default=10.0, gt=0, description="Per-try timeout (connect, send, answer)."

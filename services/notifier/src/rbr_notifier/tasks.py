@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from rbr_notifier.repository import NotifierStore
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.settings import load_settings
 from rbr_schemas import utcnow

@@ -2,8 +2,7 @@
 
 Formats understood:
 
-* rustbucket text (tracing-subscriber `fmt`): `<RFC3339> <LEVEL> <target>: <message>`, where
-  a message may continue on the following lines (raw attacker bytes contain newlines);
+* rustbucket (tracing-subscriber `fmt`, text or JSON): see `rbr_parser.rustbucket`;
 * Cowrie JSON: one object per line with an `eventid`; unknown fields and event ids are fine;
 * syslog lines, of which OpenSSH's (`sshd[pid]: ...`) are understood in detail; classic
   (`Mar  3 14:02:11 host sshd[42]: ...`) and RFC 3339 (`2025-03-03T14:02:11+00:00 ...`)
@@ -88,7 +87,8 @@ class ParseContext:
 # -- shared helpers ------------------------------------------------------------------------
 
 
-def _empty(log_format: str, event_type: str) -> Fields:
+def empty_fields(log_format: str, event_type: str) -> Fields:
+    """Returns a row of the format and event type with every other parsed column empty."""
     row: Fields = dict.fromkeys(PARSED_COLUMNS)
     row["log_format"] = log_format
     row["event_type"] = event_type
@@ -97,7 +97,7 @@ def _empty(log_format: str, event_type: str) -> Fields:
 
 def unparsed(text: str) -> Fields:
     """Returns the fields of a record no format recognised: kept whole, typed `unparsed`."""
-    row = _empty(UNKNOWN, UNPARSED)
+    row = empty_fields(UNKNOWN, UNPARSED)
     row["message"] = clean(text, MAX_TEXT, multiline=True) or None
     return row
 
@@ -163,166 +163,6 @@ _MONTHS: Final = {
 }
 
 
-# -- rustbucket ------------------------------------------------------------------------------
-
-_RUSTBUCKET_HEADER = re.compile(
-    r"(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)\s++"
-    r"(?P<level>TRACE|DEBUG|INFO|WARN|ERROR)\s++"
-    r"(?:(?P<target>[^\s:][^\s]*?): )?(?P<message>.*)",
-    re.DOTALL,
-)
-_RUSTBUCKET_TYPES: Final = (
-    ("New SSH connection", "connect"),
-    ("New connection", "connect"),
-    ("Handler started", "connect"),
-    ("Actor attempted to connect", "connect"),
-    ("Authentication attempt", "login_attempt"),
-    ("Authentication succeeded", "login_success"),
-    ("Authentication failed", "login_failed"),
-    ("Channel opened", "session"),
-    ("Channel closed", "session"),
-    ("Shell request", "session"),
-    ("PTY request", "session"),
-    ("Exec request", "command"),
-    ("Session ended", "disconnect"),
-    ("Connection closed", "disconnect"),
-    ("Request received", "data_received"),
-    ("Received data", "data_received"),
-    ("Request parsed", "http_request"),
-    ("Using native response", "response"),
-    ("Unknown path", "response"),
-    ("Response message", "response"),
-    ("Connection rejected", "rate_limited"),
-)
-_CLIENT_IP = re.compile(r"\bclient_ip=(\S++)")
-_REJECTED_FROM = re.compile(r"Connection rejected from (\S+): ")
-_NEW_CONNECTION_ON = re.compile(r"New connection on \S+: (\S+)")
-_PROTOCOL_FIELD = re.compile(r'\bprotocol="([^"]{1,16})"')
-_ACTOR_PROTOCOL = re.compile(r"Actor attempted to connect(?: to port \d+)? - (\w{1,16})")
-# Credentials are cut with str.find, not one regex: `username=(.*?) password=` retried from
-# every `username=` of a record without ` password=` took time quadratic in its length
-# (seconds for 100 KB; records may be 1 MiB).
-_USERNAME_FIELD = re.compile(r"\busername=")
-_PASSWORD_FIELD: Final = " password="  # noqa: S105 - a field name, not a secret
-_AUTH_METHOD_FIELD: Final = ' auth_method="'
-_COMMAND = re.compile(r"\bcommand=(?P<command>.*)$", re.DOTALL)
-_REQUEST = re.compile(r"\brequest=(?P<request>.*)$", re.DOTALL)
-_METHOD_PATH = re.compile(r"\bmethod=(?P<method>\S+) path=(?P<path>.*)$", re.DOTALL)
-_PATH = re.compile(r"\bpath=(?P<path>.*)$", re.DOTALL)
-_REQUEST_LINE = re.compile(
-    r"(?P<method>[A-Za-z]{1,16}) (?P<target>.*?)(?: HTTP/\d(?:\.\d)?)?$", re.DOTALL
-)
-_USER_AGENT_HEADER = re.compile(r"^User-Agent: ([^\r\n]*)", re.MULTILINE | re.IGNORECASE)
-
-
-def match_rustbucket(line: str) -> re.Match[str] | None:
-    """Returns the header match when the line starts a rustbucket record."""
-    return _RUSTBUCKET_HEADER.match(line)
-
-
-def rustbucket_type(message: str, level: str) -> str:
-    """Returns the event type of a rustbucket message."""
-    for prefix, event_type in _RUSTBUCKET_TYPES:
-        if message.startswith(prefix):
-            return event_type
-    return "error" if level == "ERROR" else "system"
-
-
-def parse_rustbucket(header: re.Match[str], message: str) -> Fields:
-    """Returns the fields of a rustbucket record.
-
-    Args:
-        header: the match of its first line.
-        message: the whole message: the first line's after `target: ` and every
-            continuation line, joined with newlines.
-    """
-    level = header["level"]
-    row = _empty(RUSTBUCKET, rustbucket_type(message, level))
-    row["level"] = level
-    row["event_time"] = parse_rfc3339(header["ts"])
-    row["native_type"] = clean_optional(header["target"], MAX_NATIVE_TYPE)
-    row["message"] = clean(message, MAX_TEXT, multiline=True) or None
-    _rustbucket_source(row, message)
-    _rustbucket_protocol(row, message)
-    event_type = row["event_type"]
-    if event_type in ("login_attempt", "login_success", "login_failed"):
-        _rustbucket_credentials(row, message)
-    elif event_type == "command" and (command := _COMMAND.search(message)):
-        row["command"] = clean_optional(command["command"], MAX_TEXT, multiline=True)
-    elif event_type == "data_received" and (request := _REQUEST.search(message)):
-        _rustbucket_request(row, request["request"])
-    elif event_type in ("http_request", "response"):
-        _rustbucket_path(row, message)
-    return row
-
-
-def _rustbucket_source(row: Fields, message: str) -> None:
-    found = (
-        _CLIENT_IP.search(message)
-        or _REJECTED_FROM.match(message)
-        or _NEW_CONNECTION_ON.match(message)
-    )
-    if found:
-        row["source_ip"], row["source_port"] = split_host_port(found[1])
-
-
-def _rustbucket_protocol(row: Fields, message: str) -> None:
-    found = _PROTOCOL_FIELD.search(message) or _ACTOR_PROTOCOL.match(message)
-    if found:
-        row["protocol"] = found[1].lower()
-
-
-def _rustbucket_credentials(row: Fields, message: str) -> None:
-    """Sets the username and password of `... username=<u> password=<p> auth_method="<m>"`.
-
-    Neither value is quoted in rustbucket's log, so both may contain spaces: the username
-    runs to the first ` password=` after `username=`, the password to a final
-    `auth_method="..."` (or the end of the record).
-    """
-    found = _USERNAME_FIELD.search(message)
-    if found is None:
-        return
-    cut = message.find(_PASSWORD_FIELD, found.end())
-    if cut < 0:
-        return
-    row["username"] = clean_optional(message[found.end() : cut], MAX_NAME)
-    row["password"] = clean_optional(_without_auth_method(message[cut + 10 :]), MAX_NAME)
-
-
-def _without_auth_method(text: str) -> str:
-    """Returns text without a final newline and a final ` auth_method="..."` field."""
-    body = text[:-1] if text.endswith("\n") else text
-    if not body.endswith('"'):
-        return body
-    # The field's value holds no quote: its opening quote is the last one before the end.
-    opening = body.rfind('"', 0, len(body) - 1)
-    if opening < 0 or not body.endswith(_AUTH_METHOD_FIELD, 0, opening + 1):
-        return body
-    return body[: opening + 1 - len(_AUTH_METHOD_FIELD)]
-
-
-def _rustbucket_request(row: Fields, request: str) -> None:
-    first_line = request.split("\n", 1)[0].rstrip("\r")
-    found = _REQUEST_LINE.match(first_line)
-    if found:
-        row["http_method"] = clean_optional(found["method"], MAX_SHORT)
-        row["url"] = clean_optional(found["target"], MAX_URL)
-    agent = _USER_AGENT_HEADER.search(request)
-    if agent:
-        row["user_agent"] = clean_optional(agent[1], MAX_USER_AGENT)
-
-
-def _rustbucket_path(row: Fields, message: str) -> None:
-    found = _METHOD_PATH.search(message)
-    if found:
-        row["http_method"] = clean_optional(found["method"], MAX_SHORT)
-        row["url"] = clean_optional(found["path"], MAX_URL)
-        return
-    path = _PATH.search(message)
-    if path:
-        row["url"] = clean_optional(path["path"], MAX_URL)
-
-
 # -- Cowrie ----------------------------------------------------------------------------------
 
 _COWRIE_TYPES: Final = {
@@ -350,15 +190,18 @@ _COWRIE_CREDENTIALS: Final = {"login_failed", "login_success", "login_attempt"}
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def load_cowrie(line: str) -> dict[str, Any] | None:
-    """Returns the line's JSON object when it is a Cowrie event (has a string `eventid`)."""
+def load_json_object(line: str) -> dict[str, Any] | None:
+    """Returns the line's JSON object, or None when the line is not one."""
     try:
         event = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(event, dict) and isinstance(event.get("eventid"), str):
-        return event
-    return None
+    return event if isinstance(event, dict) else None
+
+
+def is_cowrie(event: dict[str, Any]) -> bool:
+    """Tells whether a JSON object is a Cowrie event (has a string `eventid`)."""
+    return isinstance(event.get("eventid"), str)
 
 
 def looks_like_cowrie(line: str) -> bool:
@@ -380,7 +223,7 @@ def parse_cowrie(event: dict[str, Any]) -> Fields:
     """Returns the fields of a Cowrie JSON event; unknown event ids are typed `other`."""
     eventid: str = event["eventid"]
     event_type = _COWRIE_TYPES.get(eventid, OTHER)
-    row = _empty(COWRIE, event_type)
+    row = empty_fields(COWRIE, event_type)
     row["native_type"] = clean_optional(eventid, MAX_NATIVE_TYPE)
     row["event_time"] = parse_rfc3339(str(event.get("timestamp", "")))
     row["source_ip"] = valid_ip(_text(event.get("src_ip")))
@@ -504,7 +347,7 @@ def parse_syslog(found: re.Match[str], context: ParseContext) -> Fields:
     program = found["program"]
     message = found["message"].rstrip("\r")
     is_sshd = program in _SSHD_PROGRAMS
-    row = _empty(SSHD if is_sshd else SYSLOG, OTHER)
+    row = empty_fields(SSHD if is_sshd else SYSLOG, OTHER)
     row["native_type"] = clean_optional(program, MAX_NATIVE_TYPE)
     row["event_time"] = syslog_time(found, context)
     row["message"] = clean(message, MAX_TEXT, multiline=True) or None
@@ -552,6 +395,11 @@ _HTTP_ACCESS = re.compile(
 )
 
 
+_REQUEST_LINE = re.compile(
+    r"(?P<method>[A-Za-z]{1,16}) (?P<target>.*?)(?: HTTP/\d(?:\.\d)?)?$", re.DOTALL
+)
+
+
 def match_http(line: str) -> re.Match[str] | None:
     """Returns the match when the line is an access-log line (combined or common)."""
     return _HTTP_ACCESS.match(line)
@@ -582,7 +430,7 @@ def _clf_time(found: re.Match[str]) -> datetime | None:
 
 def parse_http(found: re.Match[str]) -> Fields:
     """Returns the fields of an access-log line."""
-    row = _empty(HTTP, "http_request")
+    row = empty_fields(HTTP, "http_request")
     row["protocol"] = "http"
     row["event_time"] = _clf_time(found)
     row["source_ip"] = valid_ip(found["ip"])

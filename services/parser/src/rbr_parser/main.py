@@ -10,7 +10,13 @@ from rbr_parser.handlers import ObjectParser
 from rbr_parser.retention import run_retention
 from rbr_parser.settings import ParserSettings
 from rbr_parser.store import LogRows
-from rbr_runtime.db.engine import database_ready, make_engine
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.dependencies import (
+    broker_dependency,
+    database_dependency,
+    s3_dependency,
+    watch_dependencies,
+)
 from rbr_runtime.kafka import ConsumerRunner, EventProducer, Inbound
 from rbr_runtime.s3 import make_s3_client
 from rbr_runtime.schedule import DailyTask, TaskClaims
@@ -68,7 +74,9 @@ def build_service(settings: ParserSettings) -> Service:
     service.add("consumer", runner.run, runner.stop)
     service.add("retention", daily.run, daily.stop)
     service.health.add_check("consumer", runner.readiness)
-    service.health.add_check("database", database_ready(engine))
+    watch_dependencies(
+        service, database_dependency(settings), s3_dependency(settings), broker_dependency(settings)
+    )
     service.on_shutdown(parser.close)
     service.on_shutdown(producer.flush)
     service.on_shutdown(engine.dispose)

@@ -5,6 +5,9 @@ any known format continues the rustbucket record before it (a payload with newli
 several lines). A line that continues nothing and matches no format is a record of its own,
 typed `unparsed`: nothing is dropped but blank lines between records.
 
+Every line first loses the honeypot's own secrets (its registration token: see
+`sanitize.SecretRedactor`), so they reach neither the parsed fields nor the raw record.
+
 Parsing one record never fails the object: a record whose parsing raises (attacker bytes
 finding a corner no format foresaw) becomes an `unparsed` record with its raw text kept.
 """
@@ -19,10 +22,10 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter
 
-from rbr_parser import formats
+from rbr_parser import formats, rustbucket
 from rbr_parser.formats import Fields, ParseContext
 from rbr_parser.lines import Line
-from rbr_parser.sanitize import cut_utf8
+from rbr_parser.sanitize import SecretRedactor, cut_utf8
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ _ANSI_PREFIX = re.compile(r"(?:\x1b\[[0-?]*[ -/]*[@-~])+")
 _Start = tuple[str, Any]
 """How a line starts a record: (format, its match or decoded event)."""
 _UNKNOWN_START: _Start = (formats.UNKNOWN, None)
+_RUSTBUCKET_JSON = "rustbucket-json"
+"""The start of a rustbucket JSON record (one line, the decoded event); stored as rustbucket."""
 
 _T = TypeVar("_T")
 _D = TypeVar("_D")
@@ -101,8 +106,9 @@ class RecordReader:
     def records(self, lines: Iterable[Line]) -> Iterator[Record]:
         """Yields the records of the lines, in order."""
         pending: _Pending | None = None
+        redactor = SecretRedactor()
         for line in lines:
-            text = line.data.decode("utf-8", "replace")
+            text = redactor.redact(line.data.decode("utf-8", "replace"))
             start = _guarded(self._classify, _UNKNOWN_START, text)
             if start is None and pending is not None:
                 pending.add(text, line.size, self._max_record_chars)
@@ -122,27 +128,44 @@ class RecordReader:
         if pending is not None:
             yield self._finish(pending)
 
-    def _classify(self, text: str) -> _Start | None:  # noqa: PLR0911 - one return per format
+    def _classify(self, text: str) -> _Start | None:
         """Returns how the line starts a record of a known format, or None if it does not."""
         first = text[:1]
         if first == "{":
-            event = formats.load_cowrie(text)
-            if event is not None:
-                return formats.COWRIE, event
-            # A Cowrie line cut short still starts a record (an unparsed one).
-            return (formats.UNKNOWN, None) if formats.looks_like_cowrie(text) else None
+            return self._json_start(text)
         if first.isdigit():
-            found = formats.match_rustbucket(text)
+            found = rustbucket.match_header(text)
             if found is not None:
                 return formats.RUSTBUCKET, found
-            return self._syslog_or_http(text)
+            return self._coloured(text) or self._syslog_or_http(text)
         if first == "\x1b":
             # A terminal-coloured log (ANSI off is the default for files, but not always).
-            found = formats.match_rustbucket(_ANSI_PREFIX.sub("", text))
-            return (formats.RUSTBUCKET, found) if found is not None else None
+            return self._coloured(text)
         if not first or first.isspace():
             return None
         return self._syslog_or_http(text)
+
+    @staticmethod
+    def _json_start(text: str) -> _Start | None:
+        event = formats.load_json_object(text)
+        if event is not None and formats.is_cowrie(event):
+            return formats.COWRIE, event
+        if event is not None and rustbucket.is_tracing_json(event):
+            return _RUSTBUCKET_JSON, event
+        # A line of either cut short still starts a record (an unparsed one); any other JSON
+        # continues the record before it (a request body in the text log).
+        if formats.looks_like_cowrie(text) or (
+            event is None and rustbucket.looks_like_tracing_json(text)
+        ):
+            return _UNKNOWN_START
+        return None
+
+    @staticmethod
+    def _coloured(text: str) -> _Start | None:
+        if "\x1b" not in text:
+            return None
+        found = rustbucket.match_header(_ANSI_PREFIX.sub("", text))
+        return (formats.RUSTBUCKET, found) if found is not None else None
 
     @staticmethod
     def _syslog_or_http(text: str) -> _Start | None:
@@ -158,6 +181,8 @@ class RecordReader:
         kind, payload = start
         if kind == formats.COWRIE:
             return formats.parse_cowrie(payload)
+        if kind == _RUSTBUCKET_JSON:
+            return rustbucket.parse_json(payload)
         if kind == formats.SYSLOG:
             return formats.parse_syslog(payload, self._context)
         if kind == formats.HTTP:
@@ -170,7 +195,7 @@ class RecordReader:
         first_message = header["message"]
         message = first_message if len(lines) == 1 else "\n".join([first_message, *lines[1:]])
         raw = lines[0] if len(lines) == 1 else "\n".join(lines)
-        fields = _guarded(formats.parse_rustbucket, None, header, message)
+        fields = _guarded(rustbucket.parse_text, None, header, message)
         return Record(fields or formats.unparsed(raw), self._raw(raw), pending.size)
 
     def _raw(self, text: str) -> str:

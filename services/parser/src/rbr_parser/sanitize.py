@@ -5,11 +5,15 @@ terminals and prompts, so they lose every control character (ANSI escape sequenc
 so no `[31m` debris is left), the Unicode bidirectional overrides that disguise text, and
 whatever does not fit their column. Multi-line fields (commands, messages) keep line breaks
 and tabs; single-line fields lose them too.
+
+The honeypot's own secret, the token it registers with and writes into its log, is removed
+from every line before anything else reads it (`SecretRedactor`).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Final
 
 # ESC-initiated sequences: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), and two-byte
 # escapes (ESC + one character); the 8-bit CSI (U+009B) form too.
@@ -57,3 +61,69 @@ def cut_utf8(text: str, max_bytes: int) -> str:
     if len(encoded) <= max_bytes:
         return text
     return encoded[:max_bytes].decode("utf-8", "ignore")
+
+
+# -- the honeypot's own secrets ------------------------------------------------------------------
+
+REDACTED = "[REDACTED]"
+"""What replaces a secret the honeypot wrote into its own log."""
+
+# rustbucket logs the token it registers with: `Generated instance token: <t>` (some versions
+# `... token for debugging: <t>`), and the whole payload, `Registration payload:
+# RegistrationPayload { name: "...", ..., token: "<t>" }` (Rust Debug). In the JSON log the same
+# text sits inside a JSON string, its quotes escaped (`token: \"<t>\"`). A registry answering with
+# JSON may echo it (`"token":"<t>"`, logged after `Server response:`).
+_INSTANCE_TOKEN = re.compile(
+    r"(?P<label>\binstance token(?: for debugging)?: )(?P<secret>[^\s\"\\]+)"
+)
+_TOKEN_FIELD = re.compile(
+    r"(?P<label>(?:\\?\")?\btoken(?:\\?\")?\s*+:\s*+\\?\")(?P<secret>[^\"\\]+)"
+)
+# The field form is redacted only in the records that carry the honeypot's registration (and in
+# a JSON record's own `token` field): elsewhere `token: "..."` is the attacker's text.
+_REGISTRATION_CONTEXT: Final = ("egistration", "dentity", "Server response", "HealthCheck")
+# Only what the honeypot generates (32 alphanumerics) is remembered: an attacker who writes
+# `Generated instance token: <text>` into a payload must not make the parser censor <text>
+# in the rest of the object.
+_GENERATED_TOKEN = re.compile(r"[A-Za-z0-9]{32}")
+_MAX_KNOWN_SECRETS: Final = 32
+
+
+class SecretRedactor:
+    """Removes the honeypot's registration token from one object's lines, before anything else.
+
+    A token found once (its `Generated instance token` line, the registration payload) is also
+    replaced wherever it appears again in the object, whatever the line looks like: a registry
+    answer echoing it, a version that logs it in another shape. Only values shaped like the
+    tokens the honeypot generates are remembered.
+    """
+
+    def __init__(self) -> None:
+        self._known: list[str] = []
+
+    def redact(self, text: str) -> str:
+        """Returns the line with every secret of the honeypot's replaced by REDACTED."""
+        for secret in self._known:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        if "token" not in text:
+            return text
+        text = _INSTANCE_TOKEN.sub(self._remember, text)
+        if self._has_token_field(text):
+            text = _TOKEN_FIELD.sub(self._remember, text)
+        return text
+
+    @staticmethod
+    def _has_token_field(text: str) -> bool:
+        if text.startswith('{"timestamp"') and '"token":' in text:
+            return True
+        return any(marker in text for marker in _REGISTRATION_CONTEXT)
+
+    def _remember(self, found: re.Match[str]) -> str:
+        secret = found["secret"]
+        if REDACTED in secret:  # a known secret, already replaced
+            return found["label"] + REDACTED
+        is_new = _GENERATED_TOKEN.fullmatch(secret) is not None and secret not in self._known
+        if is_new and len(self._known) < _MAX_KNOWN_SECRETS:
+            self._known.append(secret)
+        return found["label"] + REDACTED

@@ -13,7 +13,8 @@ from rbr_poller.scheduler import PollLoop
 from rbr_poller.settings import PollerSettings
 from rbr_poller.store import PollerStateStore
 from rbr_runtime.buckets import vault
-from rbr_runtime.db.engine import database_ready, make_engine
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import BucketDirectory, EventProducer
 from rbr_runtime.service import Service, bootstrap
 
@@ -53,7 +54,7 @@ class Poller:
         service.add("bucket-directory", self.directory.run, self.directory.stop)
         service.add("poll-loop", self.loop.run, self.loop.stop)
         service.health.add_check("bucket directory", self.directory.readiness)
-        service.health.add_check("database", database_ready(self.engine))
+        watch_dependencies(service, database_dependency(settings), broker_dependency(settings))
         # Not ready while results cannot be published (the producer is renewed if broken).
         service.health.add_check("publishing", self.producer.readiness)
         service.on_shutdown(self.producer.flush)

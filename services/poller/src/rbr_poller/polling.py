@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
 from prometheus_client import Counter, Histogram
 
 from rbr_poller.answers import BadAnswer, classify_error, classify_status, parse_answer
-from rbr_runtime.buckets import BucketAccessSettings, base_url, forbidden_reason, token_header
+from rbr_runtime.buckets import (
+    BucketAccessSettings,
+    RefusalLog,
+    base_url,
+    refused_call,
+    token_header,
+)
 from rbr_runtime.secrets import TokenDecryptionError, TokenVault
 from rbr_schemas import BucketRegistered, BucketStatus, PollErrorClass, utcnow
 
@@ -39,6 +45,7 @@ class PollConfig:
     access: BucketAccessSettings
     vault: TokenVault
     max_response_bytes: int
+    refusals: RefusalLog = field(default_factory=RefusalLog)
 
 
 async def read_capped(response: httpx.Response, limit: int) -> bytes:
@@ -128,15 +135,17 @@ async def _poll(  # noqa: PLR0911 - one early return per way a poll can fail
     started: float,
 ) -> BucketStatus:
     access = config.access
-    refused = forbidden_reason(record.ip_address, access.allowed_bucket_networks)
+    refused = refused_call(record, access)
     if refused is not None:
-        # Defence in depth: the registrar refuses such addresses, but never call one anyway.
+        # The registrar refuses such addresses and ports, but a bucket registered before they
+        # were refused (or a record put on the topic by other means) is never called either.
+        config.refusals.warn(record.name, refused)
         return _status(
             record,
             polled_at,
             started,
             error_class=PollErrorClass.CONFIG,
-            error=f"address refused: {refused}",
+            error=refused[:300],
             measured=False,
         )
     try:

@@ -32,7 +32,7 @@ from rbr_poller.settings import PollerSettings
 from rbr_poller.store import PollerStateStore
 from rbr_runtime.buckets import BucketClients, client_options
 from rbr_runtime.kafka import BucketDirectory
-from rbr_runtime.kafka.consumer import backoff_delay
+from rbr_runtime.retry import backoff_delay
 from rbr_runtime.schedule import due_at, slot_of
 from rbr_schemas import BucketRegistered, BucketState, utcnow
 
@@ -164,21 +164,23 @@ class PollLoop:
 
     # -- one step --------------------------------------------------------------------------------
 
-    async def _step(self, client: httpx.AsyncClient | None) -> None:
+    async def _step(self, default: httpx.AsyncClient | None) -> None:
         await self._flush()
         if not self._directory.caught_up:
             return
         now = self._clock()
         records = self._directory.buckets(BucketState.ACTIVE)
+        # Without a usable CA bundle only buckets with a pinned certificate can be called.
+        callable_now = [r for r in records if default is not None or r.tls_cert_sha256]
         try:
-            if client is not None:
-                await self._schedule(client, records, now)
+            if callable_now:
+                await self._schedule(default, callable_now, now)
             await self._sweep(records, now)
         except Exception:
             log.exception("poll scheduling failed; retrying at the next tick")
 
     async def _schedule(
-        self, client: httpx.AsyncClient, records: list[BucketRegistered], now: datetime
+        self, default: httpx.AsyncClient | None, records: list[BucketRegistered], now: datetime
     ) -> None:
         new = {r.name: r.bucket_id for r in records if self._known.get(r.name) != r.bucket_id}
         if new:
@@ -200,6 +202,9 @@ class PollLoop:
             if record.name not in claimed:
                 CLAIMS_LOST.inc()
                 continue
+            pin = record.tls_cert_sha256
+            client = self._clients.pinned(pin) if pin is not None else default
+            assert client is not None  # records were filtered by _step
             self._start(client, record, slot)
 
     def _start(self, client: httpx.AsyncClient, record: BucketRegistered, slot: int) -> None:

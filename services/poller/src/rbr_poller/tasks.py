@@ -16,12 +16,14 @@ import asyncio
 import logging
 from collections import Counter
 
+import httpx
+
 from rbr_poller.main import SOURCE, poll_config, state_store
 from rbr_poller.polling import poll_bucket
 from rbr_poller.recorder import Recorder
 from rbr_poller.registrations import read_registrations
 from rbr_poller.settings import PollerSettings
-from rbr_runtime.buckets import make_async_client
+from rbr_runtime.buckets import BucketClients, client_options, make_async_client
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.jsonlog import configure_logging
 from rbr_runtime.kafka import EventProducer
@@ -36,9 +38,24 @@ async def _poll_all(
 ) -> list[BucketStatus]:
     config = poll_config(settings)
     limiter = asyncio.Semaphore(settings.bucket_concurrency)
-    async with make_async_client(settings) as client:
-        polls = (poll_bucket(client, record, config, limiter) for record in records)
+    clients = BucketClients(
+        settings, lambda verify: httpx.AsyncClient(verify=verify, **client_options(settings))
+    )
+    # The CA-verified client only when a bucket needs it: pinned buckets need no CA bundle.
+    default = make_async_client(settings) if any(not r.tls_cert_sha256 for r in records) else None
+
+    def client_for(record: BucketRegistered) -> httpx.AsyncClient:
+        if record.tls_cert_sha256:
+            return clients.pinned(record.tls_cert_sha256)
+        assert default is not None
+        return default
+
+    try:
+        polls = (poll_bucket(client_for(r), r, config, limiter) for r in records)
         return list(await asyncio.gather(*polls))
+    finally:
+        for client in [*clients.made(), *([default] if default else [])]:
+            await client.aclose()
 
 
 def _active(settings: PollerSettings) -> list[BucketRegistered]:

@@ -13,12 +13,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any
 
+from confluent_kafka import KafkaException
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from rbr_registrar import errors
+from rbr_registrar.client_address import (
+    UnknownClientAddress,
+    client_address,
+    is_unspecified,
+    plain_address,
+)
 from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.domain import (
     BucketRow,
@@ -29,6 +37,7 @@ from rbr_registrar.domain import (
     Verdict,
 )
 from rbr_registrar.limits import BodyLimit
+from rbr_registrar.merges import BucketMerges, Lineage, MergeRefused
 from rbr_registrar.models import (
     DEFAULT_S3_PREFIX,
     DEFAULT_S3_REGION,
@@ -38,12 +47,15 @@ from rbr_registrar.models import (
     ChangeResponse,
     DeliveryModeRequest,
     ErrorResponse,
+    MergeRequest,
+    MergeResponse,
     NewBucketRequest,
     NewBucketResponse,
     RegistrationRequest,
     RegistrationResponse,
     RegistrationStatus,
     RekeyResponse,
+    ReseedResponse,
     S3SourceRequest,
     S3View,
     SelfUpdateRequest,
@@ -52,9 +64,10 @@ from rbr_registrar.models import (
     StartView,
 )
 from rbr_registrar.repository import BucketRepository
+from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.sources import DropSources, SourceError, SourceRow
-from rbr_runtime.buckets import forbidden_reason
+from rbr_runtime.buckets import forbidden_port_reason, forbidden_reason
 from rbr_runtime.health import HealthState, metrics_payload
 from rbr_runtime.secrets import TokenVault, constant_time_in
 from rbr_schemas import BucketState, DeliveryMode
@@ -72,6 +85,13 @@ REGISTRATION_SECONDS = Histogram(
 )
 OPERATOR_ACTIONS = Counter(
     "rbr_operator_actions_total", "Operator actions, by action and outcome.", ["action", "outcome"]
+)
+ADDRESSES_FROM_PEER = Counter(
+    "rbr_registration_addresses_from_request_total",
+    "Registrations sent with an unspecified address (0.0.0.0, ::), by how their address was "
+    "told: peer (the TCP peer), proxy (a trusted proxy's forwarding header), unknown (it "
+    "could not be: refused).",
+    ["via"],
 )
 SELF_UPDATES = Counter(
     "rbr_bucket_self_updates_total", "Buckets' own updates, by outcome.", ["outcome"]
@@ -91,7 +111,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Credentials missing."},
     403: {"model": ErrorResponse, "description": "Credentials not accepted."},
     413: {"model": ErrorResponse, "description": "Body too large."},
-    422: {"model": ErrorResponse, "description": "Invalid request; one message per field."},
+    422: {
+        "model": ErrorResponse,
+        "description": "Invalid request, one message per field: a body that is not UTF-8 JSON, "
+        "a missing or malformed field, an address or port the registry does not call.",
+    },
     503: {"model": ErrorResponse, "description": "Database unavailable; retry."},
 }
 
@@ -106,8 +130,19 @@ class Dependencies:
     vault: TokenVault
     health: HealthState
     sources: DropSources
+    merges: BucketMerges | None = None
+    """Merges registrations into buckets (made from the repository when not given)."""
     on_commit: Callable[[], None] = lambda: None
     """Called after an operator's bulk change committed outbox rows (wakes the relay)."""
+    reseeder: RegistryReseeder | None = None
+    """Compares bucket.registered with the table (`rbr topics reseed`); None: not offered."""
+
+
+def bucket_merges(deps: Dependencies) -> BucketMerges:
+    """Returns the merges of the dependencies, made from the repository on first use."""
+    if deps.merges is None:
+        deps.merges = BucketMerges(deps.repository)
+    return deps.merges
 
 
 def unauthorised(message: str, scheme: str = "Bearer") -> HTTPException:
@@ -124,10 +159,12 @@ def create_app(deps: Dependencies) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=deps.settings.max_body_bytes)
     errors.install(app)
+    app.include_router(_merge_routes(deps))
     app.include_router(_registration_routes(deps))
     app.include_router(_self_update_routes(deps))
     app.include_router(_operator_routes(deps))
     app.include_router(_source_routes(deps))
+    app.include_router(_topic_routes(deps))
     app.include_router(_health_routes(deps.health))
     return app
 
@@ -167,6 +204,8 @@ def _registration(deps: Dependencies, payload: RegistrationRequest, enrolled: bo
         name=payload.name,
         ip_address=payload.ip_address,
         port=payload.port,
+        tls_cert_sha256=payload.tls_cert_sha256,
+        delivery_mode=payload.delivery_mode,
         operating_system=payload.operating_system,
         metrics=payload.reported_metrics(),
         s3=s3,
@@ -175,6 +214,75 @@ def _registration(deps: Dependencies, payload: RegistrationRequest, enrolled: bo
         enrolled=enrolled,
         earlier_token_hashes=tuple(earlier),
     )
+
+
+def _address_from_request(
+    settings: RegistrarSettings, payload: RegistrationRequest, request: Request
+) -> RegistrationRequest:
+    """Returns the payload with an unspecified address replaced by the request's own.
+
+    The real rustbucket registers `0.0.0.0` when it could not learn its public address; the
+    address the registration came from (`client_address.py`) is then the honeypot's.
+
+    Raises:
+        errors.FieldErrors: that address cannot be told (422).
+    """
+    if not is_unspecified(payload.ip_address):
+        return payload
+    peer = request.client.host if request.client else None
+    header = settings.trusted_proxy_header
+    try:
+        address = client_address(
+            peer, request.headers.getlist(header.value), settings.trusted_proxies, header
+        )
+    except UnknownClientAddress as error:
+        ADDRESSES_FROM_PEER.labels("unknown").inc()
+        raise errors.FieldErrors(
+            [
+                (
+                    "ip_address",
+                    f"is unspecified ({payload.ip_address}) and the address the registration "
+                    f"came from cannot be told: {error}; send the bucket's address",
+                )
+            ]
+        ) from None
+    ADDRESSES_FROM_PEER.labels("peer" if address == plain_address(peer or "") else "proxy").inc()
+    log.info(
+        "bucket %s registered with the unspecified address %s: using %s, the address the "
+        "registration came from",
+        payload.name,
+        payload.ip_address,
+        address,
+        extra={"bucket": payload.name},
+    )
+    return payload.model_copy(update={"ip_address": address})
+
+
+def _refused_target(
+    settings: RegistrarSettings, payload: RegistrationRequest, sent_address: str | None = None
+) -> list[tuple[str, str]]:
+    """Returns what is wrong with where the registry would call the bucket (empty if nothing).
+
+    The poller and the log-extractor check the same again before every call. `sent_address`
+    is the unspecified address the bucket sent, when the request's address replaced it.
+    """
+    refused = []
+    reason = forbidden_reason(payload.ip_address, settings.allowed_bucket_networks)
+    if reason is not None and sent_address is not None:
+        refused.append(
+            (
+                "ip_address",
+                f"is unspecified ({sent_address}), so the address the registration came from "
+                f"is used: {payload.ip_address}, which is refused: {reason}",
+            )
+        )
+    elif reason is not None:
+        refused.append(("ip_address", f"{payload.ip_address} is refused: {reason}"))
+    if payload.port is not None:
+        reason = forbidden_port_reason(payload.port, settings.allowed_bucket_ports)
+        if reason is not None:
+            refused.append(("port", f"is refused: {reason}"))
+    return refused
 
 
 def _registration_answer(decision: Decision, name: str) -> RegistrationResponse:
@@ -201,13 +309,14 @@ def _registration_routes(deps: Dependencies) -> APIRouter:
     router = APIRouter(tags=["buckets: registration"])
 
     async def register_bucket(
-        payload: RegistrationRequest, credentials: BearerCredentials = None
+        payload: RegistrationRequest, request: Request, credentials: BearerCredentials = None
     ) -> RegistrationResponse:
         """Registers a bucket, or updates the registration of a bucket with the same token.
 
         Answers 200 with `registered` (new, active), `pending` (new or unchanged, waiting for
         an operator) or `updated` (known bucket, same token). 409 when the name is taken by a
-        bucket with another token; nothing is changed then.
+        bucket with another token; nothing is changed then. An unspecified `ip_address`
+        (`0.0.0.0`, `::`) is replaced by the address the registration came from.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -217,10 +326,18 @@ def _registration_routes(deps: Dependencies) -> APIRouter:
         except HTTPException:
             REGISTRATIONS.labels("refused_key").inc()
             raise
-        reason = forbidden_reason(payload.ip_address, deps.settings.allowed_bucket_networks)
-        if reason is not None:
+        sent = payload.ip_address
+        try:
+            payload = _address_from_request(deps.settings, payload, request)
+        except errors.FieldErrors:
             REGISTRATIONS.labels("forbidden_address").inc()
-            raise errors.FieldErrors([("ip_address", f"{payload.ip_address} is refused: {reason}")])
+            raise
+        refused = _refused_target(
+            deps.settings, payload, sent if sent != payload.ip_address else None
+        )
+        if refused:
+            REGISTRATIONS.labels("forbidden_address").inc()
+            raise errors.FieldErrors(refused)
         registration = _registration(deps, payload, enrolled)
         decision = await asyncio.wrap_future(deps.committer.submit(registration))
         REGISTRATIONS.labels(decision.verdict.value).inc()
@@ -337,9 +454,10 @@ def _operator_check(deps: Dependencies, credentials: HTTPAuthorizationCredential
         raise HTTPException(403, "operator key not accepted")
 
 
-def bucket_view(row: BucketRow) -> BucketView:
+def bucket_view(row: BucketRow, lineage: Lineage | None = None) -> BucketView:
     """Returns what operators see of a bucket."""
     s3 = row.s3
+    lineage = lineage or Lineage()
     return BucketView(
         id=row.id,
         name=row.name,
@@ -348,6 +466,7 @@ def bucket_view(row: BucketRow) -> BucketView:
         delivery_mode_pinned=row.delivery_mode_pinned,
         ip_address=row.ip_address,
         port=row.port,
+        tls_cert_sha256=row.tls_cert_sha256,
         operating_system=row.operating_system,
         metrics=row.metrics,
         s3=S3View(bucket_name=s3.bucket_name, region=s3.region, prefix=s3.prefix) if s3 else None,
@@ -360,6 +479,8 @@ def bucket_view(row: BucketRow) -> BucketView:
         last_reachable=row.last_reachable,
         last_error_class=row.last_error_class,
         last_latency_ms=row.last_latency_ms,
+        replaces=lineage.replaces,
+        aliases=lineage.aliases,
     )
 
 
@@ -367,16 +488,67 @@ def _not_found(name: str) -> HTTPException:
     return HTTPException(404, f"no bucket named {name}")
 
 
-def _operator_routes(deps: Dependencies) -> APIRouter:
+def _operator_router(deps: Dependencies) -> APIRouter:
     def operator(credentials: BearerCredentials = None) -> None:
         _operator_check(deps, credentials)
 
-    router = APIRouter(
+    return APIRouter(
         prefix="/api/v1/buckets",
         tags=["operators"],
         dependencies=[Depends(operator)],
         responses={404: {"model": ErrorResponse, "description": "No such bucket."}, **ERRORS},
     )
+
+
+def _merge_routes(deps: Dependencies) -> APIRouter:
+    router = _operator_router(deps)
+
+    @router.post(
+        "/{name}/merge",
+        response_model=MergeResponse,
+        responses={409: {"model": ErrorResponse, "description": "Merged elsewhere before."}},
+    )
+    def merge_bucket(name: NamePath, payload: MergeRequest) -> MergeResponse:
+        """Merges a registration into the bucket it replaces (a honeypot's restart).
+
+        The bucket `into` keeps its id, name, state and history, and takes the registration's
+        token, address and metrics (unless the registration is older than the one whose token
+        the bucket holds: then only its name). The registration's name becomes an alias of
+        the bucket, and the registration is removed (tombstone on `bucket.registered`).
+        Merging again answers `unchanged`. 404 unknown names, 409 a name merged elsewhere,
+        422 a bucket into itself; nothing is changed then.
+        """
+        try:
+            result = bucket_merges(deps).merge(name, payload.into)
+        except MergeRefused as refused:
+            OPERATOR_ACTIONS.labels("merge", f"refused_{refused.status}").inc()
+            raise HTTPException(refused.status, refused.message) from None
+        OPERATOR_ACTIONS.labels("merge", result.status).inc()
+        if result.status == "merged":
+            deps.on_commit()
+            log.info(
+                "operator merged bucket %s into %s (%s)",
+                name,
+                result.bucket.name,
+                "token and address taken" if result.identity_taken else "name only",
+                extra={"bucket": result.bucket.name},
+            )
+        bucket = result.bucket
+        return MergeResponse(
+            status=result.status,
+            merged=name,
+            id=bucket.id,
+            name=bucket.name,
+            state=BucketState(bucket.state),
+            version=bucket.version,
+            identity_taken=result.identity_taken,
+        )
+
+    return router
+
+
+def _operator_routes(deps: Dependencies) -> APIRouter:
+    router = _operator_router(deps)
 
     @router.get("", response_model=BucketPage)
     def list_buckets(
@@ -391,8 +563,11 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
         """Lists buckets by name, with state, last_seen and latest metrics."""
         rows, total = deps.repository.list_buckets(state, after, limit)
         next_after = rows[-1].name if len(rows) == limit else None
+        lineages = bucket_merges(deps).lineages(rows)
         return BucketPage(
-            buckets=[bucket_view(r) for r in rows], next_after=next_after, total=total
+            buckets=[bucket_view(r, lineages[r.id]) for r in rows],
+            next_after=next_after,
+            total=total,
         )
 
     @router.post("/rekey", response_model=RekeyResponse)
@@ -434,11 +609,16 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
 
     @router.get("/{name}", response_model=BucketView)
     def get_bucket(name: NamePath) -> BucketView:
-        """Returns one bucket."""
+        """Returns one bucket (404 for a merged name, saying which bucket it designates)."""
         row = deps.repository.find_by_name(name)
         if row is None:
+            merged_into = bucket_merges(deps).merged_into(name)
+            if merged_into is not None:
+                raise HTTPException(
+                    404, f"no bucket named {name}: it was merged into bucket {merged_into}"
+                )
             raise _not_found(name)
-        return bucket_view(row)
+        return bucket_view(row, bucket_merges(deps).lineages([row])[row.id])
 
     def change(action: str, name: str, decision: Decision | None) -> ChangeResponse:
         if decision is None or decision.row is None:
@@ -626,6 +806,69 @@ def _source_routes(deps: Dependencies) -> APIRouter:
 
 
 # -- health --------------------------------------------------------------------------------------
+
+
+def _topic_routes(deps: Dependencies) -> APIRouter:
+    def operator(credentials: BearerCredentials = None) -> None:
+        _operator_check(deps, credentials)
+
+    router = APIRouter(
+        prefix="/api/v1/topics",
+        tags=["operators"],
+        dependencies=[Depends(operator)],
+        responses=ERRORS,
+    )
+
+    @router.post("/bucket.registered/reseed", response_model=ReseedResponse)
+    def reseed_registrations(
+        dry_run: Annotated[
+            bool, Query(description="Only compare: report what would be published.")
+        ] = False,
+    ) -> ReseedResponse:
+        """Publishes bucket.registered again from the buckets table where it differs.
+
+        Reads the topic to its end and compares the last record of each bucket with the
+        table: buckets it lacks or holds under another version get their current record,
+        names it still holds but the registry no longer has get a tombstone. What is queued
+        goes through the outbox (published in order within seconds). Nothing is queued when
+        the topic already holds the registry, so it is safe to repeat.
+        """
+        if deps.reseeder is None:
+            raise HTTPException(503, "this registrar does not check bucket.registered")
+        try:
+            report = deps.reseeder.check(dry_run=dry_run)
+        except (KafkaException, TimeoutError) as error:
+            raise HTTPException(
+                503, f"cannot read bucket.registered from the broker: {error}"
+            ) from error
+        plan = report.plan
+        OPERATOR_ACTIONS.labels("reseed_dry_run" if dry_run else "reseed", "ok").inc()
+        log.info(
+            "operator reseed%s: %d registered, %d on the topic, %d missing, %d stale, "
+            "%d removed; queued %d record(s), %d tombstone(s)",
+            " (dry run)" if dry_run else "",
+            plan.registered,
+            plan.on_topic,
+            len(plan.missing),
+            len(plan.stale),
+            len(plan.removed),
+            report.records_queued,
+            report.tombstones_queued,
+        )
+        return ReseedResponse(
+            dry_run=dry_run,
+            registered=plan.registered,
+            on_topic=plan.on_topic,
+            topic_missing=plan.topic_missing,
+            missing=plan.missing,
+            stale=plan.stale,
+            removed=plan.removed,
+            waiting=plan.waiting,
+            records_queued=report.records_queued,
+            tombstones_queued=report.tombstones_queued,
+        )
+
+    return router
 
 
 def _health_routes(health: HealthState) -> APIRouter:

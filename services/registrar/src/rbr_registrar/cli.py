@@ -1,4 +1,4 @@
-"""`rbr buckets ...` and `rbr sources ...`: the operator API from the command line.
+"""`rbr buckets ...`, `rbr sources ...` and `rbr topics reseed`: the operator API.
 
 Talks to the registrar over HTTP (`RBR_REGISTRAR_URL`, default http://127.0.0.1:8000) with
 the operator key (`RBR_OPERATOR_KEY`).
@@ -36,13 +36,15 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _call(method: str, path: str, **kwargs: Any) -> Any:
+def _call(method: str, path: str, timeout: float = 15.0, **kwargs: Any) -> Any:
     settings = OperatorClientSettings()
     if settings.operator_key is None:
         _fail("RBR_OPERATOR_KEY is not set: the operator API needs the registrar's operator key", 2)
     headers = {"Authorization": f"Bearer {settings.operator_key.get_secret_value()}"}
     try:
-        with httpx.Client(base_url=settings.registrar_url, timeout=15.0, headers=headers) as client:
+        with httpx.Client(
+            base_url=settings.registrar_url, timeout=timeout, headers=headers
+        ) as client:
             answer = client.request(method, path, **kwargs)
     except httpx.HTTPError as error:
         _fail(
@@ -92,7 +94,7 @@ def list_buckets(
     if not rows:
         typer.echo("no buckets" + (f" in state {state}" if state else ""))
         return
-    lines = [("NAME", "STATE", "MODE", "ADDRESS", "LAST SEEN", "LAST POLL")]
+    lines = [("NAME", "STATE", "MODE", "ADDRESS", "LAST SEEN", "LAST POLL", "REPLACES")]
     for bucket in rows:
         address = bucket["ip_address"] + (f":{bucket['port']}" if bucket["port"] else "")
         reach = {True: "ok", False: bucket.get("last_error_class") or "failed", None: "-"}
@@ -104,6 +106,7 @@ def list_buckets(
                 address,
                 _when(bucket["last_seen"]),
                 reach[bucket["last_reachable"]],
+                bucket.get("replaces") or "-",
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
@@ -111,6 +114,12 @@ def list_buckets(
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
     if total > len(rows):
         typer.echo(f"({len(rows)} of {total} shown; use --limit)")
+    if any(bucket.get("replaces") for bucket in rows):
+        typer.echo(
+            "REPLACES: a pending registration from the address and operating system of a "
+            "silent bucket (a restart under a new name?): `rbr buckets merge NAME --into "
+            "REPLACED` folds it in; `rbr buckets approve NAME` keeps it as a bucket of its own."
+        )
 
 
 @app.command("show")
@@ -121,6 +130,8 @@ def show_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")])
         shown = value
         if isinstance(value, dict):
             shown = ", ".join(f"{k}={v}" for k, v in value.items() if v is not None) or "-"
+        elif isinstance(value, list):
+            shown = ", ".join(str(item) for item in value) or "-"
         typer.echo(f"{key:<18} {shown if shown is not None else '-'}")
 
 
@@ -187,6 +198,36 @@ def remove_bucket(
     _change("DELETE", f"/api/v1/buckets/{name}")
 
 
+@app.command("merge")
+def merge_bucket(
+    name: Annotated[
+        str, typer.Argument(help="The registration to fold in (e.g. a restart's new name).")
+    ],
+    into: Annotated[
+        str, typer.Option("--into", help="The bucket that stays: keeps its name and history.")
+    ],
+) -> None:
+    """Merge a registration into the bucket it replaces (a honeypot restarted under a new name).
+
+    The bucket keeps its name, state and history and takes the registration's token, address
+    and metrics; the registration's name becomes an alias of the bucket; the registration is
+    removed. Running it again changes nothing.
+    """
+    result = _call("POST", f"/api/v1/buckets/{name}/merge", json={"into": into})
+    if result["status"] == "unchanged":
+        typer.echo(f"{name} was already merged into {result['name']}: nothing to do")
+        return
+    taken = (
+        "token and address taken"
+        if result["identity_taken"]
+        else "older than the registration it holds: only the name taken"
+    )
+    typer.echo(
+        f"{name} merged into {result['name']} ({taken}; state {result['state']}, "
+        f"version {result['version']})"
+    )
+
+
 @app.command("rekey")
 def rekey_buckets(
     dry_run: Annotated[
@@ -237,6 +278,62 @@ def _rekey_summary(totals: Counter[str], undecryptable: list[str], dry_run: bool
     if dry_run and totals["stale"]:
         return
     typer.echo("every bucket is stored under the current key: older keys can be dropped")
+
+
+RESEED_NAMES_SHOWN = 20
+
+
+def reseed_topics(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only compare: print what would be published.")
+    ] = False,
+) -> None:
+    """Publish bucket.registered again from the registry where the topic lost it.
+
+    The registrar reads the topic to its end and compares it with the buckets table: buckets
+    the topic lacks (or holds in an older version) are published again, names of removed
+    buckets it still holds get a tombstone. Pollers and log-extractors then see the whole
+    fleet again. The registrar also does this by itself at start, when the broker comes back
+    and every RBR_RESEED_INTERVAL seconds; running it twice publishes nothing the second time.
+    """
+    path = "/api/v1/topics/bucket.registered/reseed"
+    report = _call("POST", path, timeout=120.0, params={"dry_run": dry_run})
+    typer.echo(
+        f"bucket.registered: {report['registered']} bucket(s) registered, "
+        f"{report['on_topic']} on the topic"
+        + (" (the topic did not exist)" if report["topic_missing"] else "")
+    )
+    for key, label in (
+        ("missing", "missing from the topic"),
+        ("stale", "older or other version on the topic"),
+        ("removed", "removed but still on the topic"),
+        ("waiting", "already waiting in the outbox"),
+    ):
+        names = report[key]
+        if names:
+            shown = ", ".join(names[:RESEED_NAMES_SHOWN])
+            more = (
+                f" and {len(names) - RESEED_NAMES_SHOWN} more"
+                if len(names) > RESEED_NAMES_SHOWN
+                else ""
+            )
+            typer.echo(f"  {len(names)} {label}: {shown}{more}")
+    publish = len(report["missing"]) + len(report["stale"])
+    if dry_run:
+        typer.echo(
+            f"would publish {publish} record(s) and {len(report['removed'])} tombstone(s) "
+            "(dry run: nothing published)"
+        )
+    elif report["records_queued"] or report["tombstones_queued"]:
+        typer.echo(
+            f"published again: {report['records_queued']} record(s) and "
+            f"{report['tombstones_queued']} tombstone(s) (queued in the outbox; the relay "
+            "sends them within seconds)"
+        )
+    elif publish or report["removed"]:
+        typer.echo("nothing queued: each of them changed meanwhile and is announced anyway")
+    else:
+        typer.echo("nothing to publish: the topic holds the registry")
 
 
 # -- rbr sources -------------------------------------------------------------------------------

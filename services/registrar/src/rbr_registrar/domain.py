@@ -60,11 +60,15 @@ class BucketRow:
     registered_at: datetime
     updated_at: datetime
     approved_at: datetime | None = None
+    replaces_id: str | None = None
+    """The silent bucket this pending registration evidently replaces (`lineage.py`)."""
     last_seen: datetime | None = None
     last_status_at: datetime | None = None
     last_reachable: bool | None = None
     last_error_class: str | None = None
     last_latency_ms: float | None = None
+    tls_cert_sha256: str | None = None
+    """The certificate pinned at registration (sha256 of its DER form, hex), if any."""
     delivery_mode: str = DeliveryMode.PULL.value
     delivery_mode_pinned: bool = False
     """An operator chose the mode: it is never inferred again."""
@@ -112,6 +116,10 @@ class Registration:
     s3: S3Config | None
     token_hash: str = field(repr=False)
     token_ciphertext: str = field(repr=False)
+    tls_cert_sha256: str | None = None
+    """The certificate the bucket serves with, pinned (sha256 of its DER form, hex)."""
+    delivery_mode: DeliveryMode | None = None
+    """The delivery mode the registration states (the bucket agent says `agent`), if any."""
     enrolled: bool = False
     """Carried a valid enrollment key: a new bucket is active at once."""
     earlier_token_hashes: tuple[str, ...] = field(default=(), repr=False)
@@ -155,18 +163,32 @@ class Decision:
         return self.verdict in (Verdict.CREATED, Verdict.UPDATED)
 
 
+def stated_delivery_mode(registration: Registration) -> DeliveryMode | None:
+    """Returns the delivery mode a registration tells of, if it tells of one.
+
+    The mode it states wins (the bucket agent sends `delivery_mode: agent`); a registration
+    that pins its certificate (`tls_cert_sha256`) comes from the bucket agent, which serves
+    the pull protocol over its own certificate: `agent`. Anything else tells nothing.
+    """
+    if registration.delivery_mode is not None:
+        return registration.delivery_mode
+    if registration.tls_cert_sha256 is not None:
+        return DeliveryMode.AGENT
+    return None
+
+
 def inferred_delivery_mode(registration: Registration) -> DeliveryMode:
     """Returns the delivery mode of a bucket registering for the first time.
 
-    A registration says nothing of how logs are delivered: the real rustbucket sends
-    neither a port nor an S3 source and serves nothing, and a registration with an S3 source
-    (the seed protocol, the simulator) comes from a bucket that answers polls and has its
-    logs copied from its own S3 folder, as before. So a new bucket is `pull`; it becomes
-    `s3-drop` when a drop folder is linked to it while it has never answered a poll (see
+    A mode the registration tells of (`stated_delivery_mode`: the bucket agent) is taken.
+    Otherwise it says nothing of how logs are delivered: the real rustbucket sends neither a
+    port nor an S3 source and serves nothing, and a registration with an S3 source (the seed
+    protocol, the simulator) comes from a bucket that answers polls and has its logs copied
+    from its own S3 folder, as before. So such a new bucket is `pull`; it becomes `s3-drop`
+    when a drop folder is linked to it while it has never answered a poll (see
     `mode_after_link`), or when an operator says so.
     """
-    del registration
-    return DeliveryMode.PULL
+    return stated_delivery_mode(registration) or DeliveryMode.PULL
 
 
 def new_bucket(registration: Registration, bucket_id: str, now: datetime) -> BucketRow:
@@ -194,6 +216,7 @@ def new_bucket(registration: Registration, bucket_id: str, now: datetime) -> Buc
         registered_at=now,
         updated_at=now,
         approved_at=now if active else None,
+        tls_cert_sha256=registration.tls_cert_sha256,
         delivery_mode=inferred_delivery_mode(registration).value,
     )
 
@@ -204,8 +227,9 @@ def decide_registration(
     """Decides what a registration does.
 
     * a new name creates the bucket: active with a valid enrollment key, pending without;
-    * the same name with the same token updates what changed (address, port, operating
-      system, the metrics sent, the S3 source if sent); with nothing changed it is a no-op;
+    * the same name with the same token updates what changed (address, port, pinned
+      certificate, operating system, the metrics sent, the S3 source if sent, the delivery
+      mode it tells of unless an operator set one); with nothing changed it is a no-op;
     * the same name with another token is a conflict and changes nothing (no hijacking);
     * the same token stored under an older secret key (rotation) is stored again under the
       current key (an update, re-published so every service gets the new ciphertext);
@@ -228,11 +252,16 @@ def decide_registration(
     changes: dict[str, Any] = {
         "ip_address": registration.ip_address,
         "port": registration.port,
+        "tls_cert_sha256": registration.tls_cert_sha256,
         "operating_system": registration.operating_system,
         **registration.metrics,
     }
     if registration.s3 is not None:
         changes |= _s3_columns(registration.s3)
+    stated = stated_delivery_mode(registration)
+    if stated is not None and not existing.delivery_mode_pinned:
+        # What the bucket says now wins over what was inferred; an operator's choice stays.
+        changes["delivery_mode"] = stated.value
     if not current:
         # Stored under a secret key being rotated out: store it again under the current one.
         changes |= _token_columns(registration.token_hash, registration.token_ciphertext)
@@ -265,10 +294,15 @@ def decide_self_update(existing: BucketRow, update: SelfUpdate, now: datetime) -
 
 
 def decide_approval(existing: BucketRow, now: datetime) -> Decision:
-    """Makes a pending or disabled bucket active (a no-op when it already is)."""
+    """Makes a pending or disabled bucket active (a no-op when it already is).
+
+    Approving a registration marked as replacing another says it is a bucket of its own (a
+    second honeypot on the same host): the mark is dropped.
+    """
     if existing.state == BucketState.ACTIVE:
         return Decision(Verdict.UNCHANGED, existing)
-    return _changed(existing, {"state": BucketState.ACTIVE.value, "approved_at": now}, now)
+    changes = {"state": BucketState.ACTIVE.value, "approved_at": now, "replaces_id": None}
+    return _changed(existing, changes, now)
 
 
 def decide_disable(existing: BucketRow, now: datetime) -> Decision:
@@ -352,6 +386,7 @@ def registration_record(row: BucketRow) -> BucketRegistered:
         s3=S3Source(bucket_name=s3.bucket_name, region=s3.region, prefix=s3.prefix) if s3 else None,
         delivery_mode=DeliveryMode(row.delivery_mode),
         token_ciphertext=row.token_ciphertext,
+        tls_cert_sha256=row.tls_cert_sha256,
         registered_at=row.registered_at,
         updated_at=row.updated_at,
         version=row.version,

@@ -105,8 +105,31 @@ async def _field_errors(request: Request, error: Exception) -> JSONResponse:
     return field_error_response(error.errors)
 
 
+# FastAPI's answer to a JSON body it could not decode for a reason other than its syntax
+# (raised from the decoding error): a 400 the OpenAPI document does not list, saying nothing.
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
+def unreadable_body(error: StarletteHTTPException) -> str | None:
+    """Says what is wrong with a request body FastAPI could not decode, or None.
+
+    Such bodies are answered like JSON with a syntax error: a 422 naming the body.
+    """
+    if error.status_code != 400 or error.detail != _FASTAPI_BODY_ERROR:
+        return None
+    cause = error.__cause__
+    if isinstance(cause, UnicodeError):
+        return "is not valid UTF-8 JSON"
+    if isinstance(cause, RecursionError):
+        return "is not valid JSON: nested too deeply"
+    return "could not be read as JSON"
+
+
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
+    unreadable = unreadable_body(error)
+    if unreadable is not None:
+        return field_error_response([("body", unreadable)])
     return JSONResponse(
         status_code=error.status_code, content={"detail": error.detail}, headers=error.headers
     )

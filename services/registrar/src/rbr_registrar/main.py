@@ -1,4 +1,4 @@
-"""The registrar process: HTTP API, group committer, outbox relay, status consumer."""
+"""The registrar process: HTTP API, group committer, outbox relay, reseeder, consumers."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ from functools import partial
 
 from rbr_registrar.api import Dependencies, create_app
 from rbr_registrar.committer import GroupCommitter
+from rbr_registrar.expiry import PendingExpiry
 from rbr_registrar.handlers import apply_discoveries, apply_statuses
-from rbr_registrar.outbox import OutboxRelay, leadership_for
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.merges import BucketMerges
+from rbr_registrar.repository import OUTBOX, BucketRepository
+from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.sources import DropSources
-from rbr_runtime.db.engine import database_ready, make_engine
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
+from rbr_runtime.outbox import OutboxRelay
+from rbr_runtime.schedule import PeriodicTask, TaskClaims
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.service import Service, bootstrap
 from rbr_schemas import BUCKET_STATUS, DROP_DISCOVERED
@@ -47,14 +52,25 @@ class Registrar:
         self.settings = settings
         self.service = Service(settings, serve_health=False)
         self.engine = make_engine(settings.database_url, pool_size=10, max_overflow=10)
-        self.repository = BucketRepository(self.engine)
+        self.repository = BucketRepository(self.engine, settings.replacement_silence)
         self.producer = EventProducer(settings, source=SOURCE)
         self.relay = OutboxRelay(
             self.engine,
+            OUTBOX,
             partial(EventProducer, settings, SOURCE),
-            leadership_for(self.engine),
             batch_size=settings.outbox_batch_size,
             scan_interval=settings.outbox_scan_interval,
+            initial_backoff=settings.retry_initial_backoff,
+            max_backoff=settings.retry_max_backoff,
+            # Late-bound: the reseeder is built next, from the relay's role.
+            on_recovered=lambda: self.reseeder.trigger(),  # noqa: PLW0108
+        )
+        self.reseeder = RegistryReseeder(
+            settings,
+            self.repository,
+            leading=self.relay.leading,
+            on_queued=self.relay.wake,
+            interval=settings.reseed_interval,
             initial_backoff=settings.retry_initial_backoff,
             max_backoff=settings.retry_max_backoff,
         )
@@ -72,8 +88,17 @@ class Registrar:
                 vault=vault,
                 health=self.service.health,
                 sources=self.sources,
+                merges=BucketMerges(self.repository),
                 on_commit=self.relay.wake,
+                reseeder=self.reseeder,
             )
+        )
+        self.pending_expiry = PendingExpiry(
+            self.repository,
+            TaskClaims(self.engine),
+            expiry=settings.pending_expiry,
+            interval=settings.pending_expiry_interval,
+            on_commit=self.relay.wake,
         )
         self.http = HttpServer(
             self.app,
@@ -101,11 +126,23 @@ class Registrar:
         )
         service = self.service
         service.add("outbox-relay", self.relay.run, self.relay.stop)
+        service.add("registry-reseeder", self.reseeder.run, self.reseeder.stop)
         service.add("status-consumer", self.status_consumer.run, self.status_consumer.stop)
         service.add("drop-consumer", self.drop_consumer.run, self.drop_consumer.stop)
         service.add("http", self.http.run, self.http.stop)
-        service.health.add_check("database", database_ready(self.engine))
+        if settings.pending_expiry:
+            expiry = PeriodicTask(
+                "pending-expiry", settings.pending_expiry_interval, self.pending_expiry.run_once
+            )
+            service.add("pending-expiry", expiry.run, expiry.stop)
         service.health.add_check("http", self.http.readiness)
+        gauges = OUTBOX.gauges(self.engine, settings.dependency_check_interval)
+        service.add("outbox-gauges", gauges.run, gauges.stop)
+        # The outbox keeps acknowledged registrations while the broker is away: an outage of
+        # the broker shows as degraded, without taking the API out of the load balancer.
+        watch_dependencies(
+            service, database_dependency(settings), broker_dependency(settings, required=False)
+        )
         service.on_shutdown(self.producer.flush)
         service.on_shutdown(self.engine.dispose)
 

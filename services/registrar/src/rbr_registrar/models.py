@@ -61,9 +61,26 @@ def normalise_ip(value: str) -> str:
     return address.compressed
 
 
+def normalise_fingerprint(value: str) -> str:
+    """Returns a SHA-256 fingerprint as 64 lowercase hex digits (colons and case accepted).
+
+    Raises:
+        ValueError: not 32 bytes written in hex.
+    """
+    digits = value.strip().replace(":", "").lower()
+    if len(digits) != 64 or any(ch not in "0123456789abcdef" for ch in digits):
+        raise ValueError(
+            "must be the SHA-256 of the DER certificate: 64 hex digits (colons allowed)"
+        )
+    return digits
+
+
 Text = Annotated[str, StringConstraints(max_length=255), AfterValidator(reject_control_characters)]
 BucketNameField = Annotated[str, StringConstraints(pattern=BUCKET_NAME_PATTERN)]
 IpLiteral = Annotated[str, StringConstraints(max_length=64), AfterValidator(normalise_ip)]
+CertFingerprint = Annotated[
+    str, StringConstraints(max_length=128), AfterValidator(normalise_fingerprint)
+]
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 S3BucketName = Annotated[str, StringConstraints(pattern=S3_BUCKET_PATTERN)]
 S3Region = Annotated[str, StringConstraints(pattern=S3_REGION_PATTERN)]
@@ -97,7 +114,9 @@ class RegistrationRequest(MetricsFields):
 
     name: BucketNameField = Field(examples=["rustbucket-a1B2c3D4"])
     ip_address: IpLiteral = Field(
-        description="IP literal the registry calls the bucket at.", examples=["203.0.113.7"]
+        description="IP literal the registry calls the bucket at. The unspecified address "
+        "(0.0.0.0 or ::) stands for the address the registration comes from.",
+        examples=["203.0.113.7"],
     )
     operating_system: Text = Field(examples=["linux (x86_64)"])
     token: Annotated[str, StringConstraints(pattern=TOKEN_PATTERN)] = Field(
@@ -106,6 +125,22 @@ class RegistrationRequest(MetricsFields):
         json_schema_extra={"writeOnly": True},
     )
     port: Port | None = Field(default=None, description="Port to call when not 443.")
+    tls_cert_sha256: CertFingerprint | None = Field(
+        default=None,
+        description="SHA-256 of the DER certificate the bucket serves HTTPS with (the bucket "
+        "agent's own): the registry then accepts exactly that certificate when it calls the "
+        "bucket, instead of verifying a CA chain. Leave out to have it verified by "
+        "RBR_BUCKET_CA_FILE. A registration without it removes an earlier pin.",
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+    )
+    delivery_mode: DeliveryMode | None = Field(
+        default=None,
+        description="How the bucket's logs reach the registry, when the bucket knows: the "
+        "bucket agent sends `agent`. Left out, a new bucket is `pull` (`agent` when it pins "
+        "its certificate) until a drop folder is linked to it; a mode an operator set is "
+        "never changed by a registration.",
+        examples=["agent"],
+    )
     s3_bucket_name: S3BucketName | None = Field(
         default=None, description="The bucket's own S3 bucket, when it writes its logs there."
     )
@@ -184,6 +219,9 @@ class BucketView(BaseModel):
     )
     ip_address: str
     port: int | None
+    tls_cert_sha256: str | None = Field(
+        description="The pinned certificate's SHA-256, or null when verified by CA."
+    )
     operating_system: str | None
     metrics: dict[str, str | None]
     s3: S3View | None
@@ -196,6 +234,15 @@ class BucketView(BaseModel):
     last_reachable: bool | None
     last_error_class: str | None
     last_latency_ms: float | None
+    replaces: str | None = Field(
+        default=None,
+        description="The silent bucket this pending registration evidently replaces (same "
+        "address and operating system): merge it into that bucket, or approve it as its own.",
+    )
+    aliases: list[str] = Field(
+        default_factory=list,
+        description="Names of registrations merged into this bucket; they designate it.",
+    )
 
 
 class BucketPage(BaseModel):
@@ -324,6 +371,55 @@ class NewBucketResponse(BaseModel):
     source: SourceView
 
 
+class ReseedResponse(BaseModel):
+    """How bucket.registered differed from the buckets table, and what was queued."""
+
+    dry_run: bool = Field(description="Only compared; nothing was queued.")
+    registered: int = Field(description="Buckets in the registry (the buckets table).")
+    on_topic: int = Field(description="Buckets bucket.registered holds a record of.")
+    topic_missing: bool = Field(
+        description="The topic did not exist (created now, unless a dry run)."
+    )
+    missing: list[str] = Field(description="Buckets the topic holds no record of.")
+    stale: list[str] = Field(
+        description="Buckets the topic holds under another id or version (or invalid)."
+    )
+    removed: list[str] = Field(
+        description="Names the topic still holds that are no longer registered (tombstoned)."
+    )
+    waiting: list[str] = Field(
+        description="Names left alone: their announcement is waiting in the outbox."
+    )
+    records_queued: int = Field(
+        description="Current records queued for publishing (0 on a dry run)."
+    )
+    tombstones_queued: int = Field(description="Tombstones queued for publishing (0 on a dry run).")
+
+
 def without_input(error: dict[str, Any]) -> dict[str, Any]:
     """Returns a validation error detail without the submitted value (it may be a secret)."""
     return {key: value for key, value in error.items() if key not in ("input", "url")}
+
+
+class MergeRequest(_Request):
+    """`POST /api/v1/buckets/{name}/merge`: the bucket the registration is merged into."""
+
+    into: BucketNameField = Field(
+        description="The bucket that stays (keeps its name and history).",
+        examples=["rustbucket-a1B2c3D4"],
+    )
+
+
+class MergeResponse(BaseModel):
+    """The answer to a merge."""
+
+    status: str = Field(description="merged, or unchanged (it had been merged before).")
+    merged: str = Field(description="The name merged: now an alias of the bucket.")
+    id: str = Field(description="The bucket's id (unchanged by the merge).")
+    name: str = Field(description="The bucket's name (unchanged by the merge).")
+    state: BucketState
+    version: int
+    identity_taken: bool = Field(
+        description="The bucket took the registration's token and address (false: the "
+        "registration was older than the one whose token the bucket holds, or merged before)."
+    )

@@ -1,24 +1,24 @@
 """The `buckets` table and its transactional outbox.
 
 Every change to a bucket is written in one transaction with the `bucket.registered` message
-that announces it (a row of `registrar_outbox`), so a change is announced if and only if it
-was committed; the relay (`outbox.py`) publishes the outbox in order.
+that announces it (in the registrar's outbox, `rbr_runtime.outbox`), so a change is announced
+if and only if it was committed; the outbox relay publishes the messages in order.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import TypeVar
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from rbr_registrar.domain import (
     BucketRow,
@@ -37,15 +37,21 @@ from rbr_registrar.domain import (
     registration_message,
     removal_resolution,
 )
-from rbr_runtime.db.engine import is_transient_db_error
-from rbr_runtime.db.tables import buckets, drop_sources, registrar_outbox
+from rbr_registrar.lineage import CROWDED_HOST, replaced_bucket
+from rbr_runtime.db.tables import bucket_aliases, buckets, drop_sources
+from rbr_runtime.outbox import Outbox, OutboxMessage
+from rbr_runtime.retry import retry_outages
 from rbr_runtime.secrets import StoredToken, TokenDecryptionError, TokenVault
 from rbr_schemas import ALERTS, BUCKET_REGISTERED, BucketState, BucketStatus, DeliveryMode, utcnow
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+OUTBOX = Outbox("registrar")
 WRITE_ATTEMPTS = 5
+DEFAULT_REPLACEMENT_SILENCE = 900.0
+Host = tuple[str, str | None]
+"""A registration's (ip_address, operating_system)."""
 REPORTED_FIELDS = (
     "operating_system",
     "cpu_usage",
@@ -63,7 +69,8 @@ def with_retries(action: Callable[[], T], attempts: int = WRITE_ATTEMPTS) -> T:
     the database reports it: the winner has committed. So it is decided again once, at
     once: the second attempt sees the winner's row (and answers, e.g., a conflict). Another
     IntegrityError is no race and no outage: it propagates without more tries or pauses.
-    Outages are retried with growing pauses; other errors, and the last failure, propagate.
+    Outages (a deadlock, a lost connection) are retried with growing pauses
+    (`rbr_runtime.retry`); other errors, and the last failure, propagate.
     """
     try:
         return _through_outages(action, attempts)
@@ -73,17 +80,7 @@ def with_retries(action: Callable[[], T], attempts: int = WRITE_ATTEMPTS) -> T:
 
 
 def _through_outages(action: Callable[[], T], attempts: int) -> T:
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except DBAPIError as error:
-            if isinstance(error, IntegrityError) or not is_transient_db_error(error):
-                raise
-            if attempt == attempts:
-                raise
-            log.info("transaction retried (attempt %d): %s", attempt, type(error).__name__)
-            time.sleep(0.01 * 2**attempt)
-    raise AssertionError("unreachable")
+    return retry_outages(action, attempts=attempts, initial=0.02, maximum=0.32)
 
 
 @dataclass(frozen=True)
@@ -132,8 +129,12 @@ class RekeyPage:
 class BucketRepository:
     """Reads and writes buckets; every write also queues its announcement in the outbox."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, replacement_silence: float = DEFAULT_REPLACEMENT_SILENCE
+    ) -> None:
         self.engine = engine
+        self.replacement_silence = timedelta(seconds=replacement_silence)
+        """How long a bucket must show no sign of life to be replaced (`lineage.py`)."""
 
     # -- registrations -------------------------------------------------------------------------
 
@@ -149,12 +150,21 @@ class BucketRepository:
     def _register_once(self, registrations: Sequence[Registration]) -> list[Decision]:
         now = utcnow()
         with self.engine.begin() as connection:
-            current = self._lock_rows(connection, sorted({r.name for r in registrations}))
+            names = sorted({r.name for r in registrations})
+            current = self._lock_rows(connection, names)
+            merged_into = self._lock_merged_into(connection, [n for n in names if n not in current])
             inserted: dict[str, BucketRow] = {}
             changed: dict[str, BucketRow] = {}
             announced: list[BucketRow] = []
             decisions = []
-            for registration in registrations:
+            for submitted in registrations:
+                # The name of a registration merged into a bucket designates that bucket: the
+                # same token updates it, another is a conflict like any name taken.
+                target = merged_into.get(submitted.name)
+                registration = submitted
+                if target is not None:
+                    registration = replace(submitted, name=target.name)
+                    current.setdefault(target.name, target)
                 decision = decide_registration(
                     current.get(registration.name), registration, str(uuid.uuid4()), now
                 )
@@ -167,7 +177,8 @@ class BucketRepository:
                 new = row.name in inserted or decision.verdict is Verdict.CREATED
                 (inserted if new else changed)[row.name] = row
             if inserted:
-                connection.execute(insert(buckets), [row.values() for row in inserted.values()])
+                rows = self._mark_replacements(connection, list(inserted.values()), now)
+                connection.execute(insert(buckets), [row.values() for row in rows])
             for row in changed.values():
                 self._write_row(connection, row)
             self._announce(connection, announced, now)
@@ -245,32 +256,64 @@ class BucketRepository:
             row = self._lock_rows(connection, [name]).get(name)
             if row is None:
                 return None
-            connection.execute(delete(buckets).where(buckets.c.id == row.id))
-            # Its drop folders are unclaimed again (an operator may adopt them elsewhere).
-            connection.execute(
-                update(drop_sources)
-                .where(drop_sources.c.bucket_id == row.id)
-                .values(bucket_id=None, linked_by=None, linked_at=None)
-            )
-            alert_key, resolution = removal_resolution(row, now)
-            connection.execute(
-                insert(registrar_outbox),
-                [
-                    {
-                        "topic": BUCKET_REGISTERED.name,
-                        "message_key": name,
-                        "value": None,
-                        "created_at": now,
-                    },
-                    {
-                        "topic": ALERTS.name,
-                        "message_key": alert_key,
-                        "value": resolution,
-                        "created_at": now,
-                    },
-                ],
-            )
+            self.delete_bucket(connection, row, now)
         return row
+
+    def delete_bucket(
+        self, connection: Connection, row: BucketRow, now: datetime, *, resolve_alert: bool = True
+    ) -> None:
+        """Deletes a locked bucket and the names merged into it; queues its tombstone.
+
+        Its drop folders are unclaimed again (an operator may adopt them elsewhere). With
+        `resolve_alert`, also queues the resolve of its unresponsive alert (see
+        `removal_resolution`); a bucket that was never active was never polled, so it has
+        none to resolve.
+        """
+        connection.execute(delete(buckets).where(buckets.c.id == row.id))
+        connection.execute(delete(bucket_aliases).where(bucket_aliases.c.bucket_id == row.id))
+        connection.execute(
+            update(drop_sources)
+            .where(drop_sources.c.bucket_id == row.id)
+            .values(bucket_id=None, linked_by=None, linked_at=None)
+        )
+        queued = [OutboxMessage(BUCKET_REGISTERED.name, row.name, None)]
+        if resolve_alert:
+            alert_key, resolution = removal_resolution(row, now)
+            queued.append(OutboxMessage(ALERTS.name, alert_key, resolution))
+        OUTBOX.add(connection, queued, now)
+
+    # -- pending registrations nobody approved -------------------------------------------------
+
+    def expire_pending(self, cutoff: datetime, limit: int) -> list[BucketRow]:
+        """Removes up to `limit` pending buckets registered before cutoff; returns them.
+
+        The candidates are read without locks, then locked and checked again (an operator
+        may have approved one meanwhile) and removed, each with its tombstone, in one
+        transaction.
+        """
+        query = (
+            select(buckets.c.name)
+            .where(buckets.c.state == BucketState.PENDING.value, buckets.c.registered_at < cutoff)
+            .order_by(buckets.c.registered_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            names = sorted(connection.execute(query).scalars())
+        if not names:
+            return []
+        return with_retries(lambda: self._expire_once(names, cutoff))
+
+    def _expire_once(self, names: Sequence[str], cutoff: datetime) -> list[BucketRow]:
+        now = utcnow()
+        with self.engine.begin() as connection:
+            expired = [
+                row
+                for row in self._lock_rows(connection, names).values()
+                if row.state == BucketState.PENDING and row.registered_at < cutoff
+            ]
+            for row in expired:
+                self.delete_bucket(connection, row, now, resolve_alert=False)
+        return expired
 
     # -- re-keying (secret key rotation) ---------------------------------------------------------
 
@@ -320,6 +363,57 @@ class BucketRepository:
                     written.append(decision.row)
             self._announce(connection, written, now)
         return len(written)
+
+    # -- reseeding bucket.registered (reseed.py) ---------------------------------------------------
+
+    def registry_versions(self) -> dict[str, tuple[str, int]]:
+        """Returns every bucket's (id, version) by name: what bucket.registered must hold."""
+        query = select(buckets.c.name, buckets.c.id, buckets.c.version)
+        with self.engine.connect() as connection:
+            return {row.name: (row.id, int(row.version)) for row in connection.execute(query)}
+
+    def waiting_announcements(self) -> set[str]:
+        """Returns the names whose bucket.registered messages wait in the outbox."""
+        with self.engine.connect() as connection:
+            return self._waiting(connection, None)
+
+    def queue_reseed(
+        self, publish: Sequence[str], tombstone: Sequence[str], batch: int = 500
+    ) -> tuple[int, int]:
+        """Queues buckets' current records and removed names' tombstones in the outbox.
+
+        Each batch locks its bucket rows and checks again, in the transaction that writes
+        the outbox, that nothing is waiting there for the name (a change committed since
+        the caller looked is published by its own outbox row) and, for a tombstone, that
+        the name is still not registered. Any later change locks the row after this
+        transaction, so its outbox row comes after: an older version never overtakes a
+        newer one. Returns (records queued, tombstones queued).
+        """
+        published = tombstoned = 0
+        for start in range(0, max(len(publish), len(tombstone)), batch):
+            chunk = partial(
+                self._reseed_once, publish[start : start + batch], tombstone[start : start + batch]
+            )
+            records, tombstones = with_retries(chunk)
+            published += records
+            tombstoned += tombstones
+        return published, tombstoned
+
+    def _reseed_once(self, publish: Sequence[str], tombstone: Sequence[str]) -> tuple[int, int]:
+        now = utcnow()
+        names = sorted({*publish, *tombstone})
+        with self.engine.begin() as connection:
+            rows = self._lock_rows(connection, names)
+            waiting = self._waiting(connection, names)
+            announced = [rows[n] for n in publish if n in rows and n not in waiting]
+            removed = [n for n in tombstone if n not in rows and n not in waiting]
+            self._announce(connection, announced, now)
+            tombstones = [OutboxMessage(BUCKET_REGISTERED.name, name, None) for name in removed]
+            OUTBOX.add(connection, tombstones, now)
+        return len(announced), len(removed)
+
+    def _waiting(self, connection: Connection, names: Sequence[str] | None) -> set[str]:
+        return OUTBOX.waiting_keys(connection, BUCKET_REGISTERED.name, names)
 
     # -- listing ---------------------------------------------------------------------------------
 
@@ -399,7 +493,7 @@ class BucketRepository:
     # -- helpers ----------------------------------------------------------------------------------
 
     def lock_rows(self, connection: Connection, names: Sequence[str]) -> dict[str, BucketRow]:
-        """Locks and returns the named buckets' rows (in the caller's transaction)."""
+        """Locks and returns the buckets of these names (those that exist), by name."""
         return self._lock_rows(connection, names)
 
     def write_row(self, connection: Connection, row: BucketRow) -> None:
@@ -412,9 +506,89 @@ class BucketRepository:
 
     def _lock_rows(self, connection: Connection, names: Sequence[str]) -> dict[str, BucketRow]:
         # Locked in name order, so two transactions over the same names cannot deadlock.
+        if not names:
+            return {}
         query = select(buckets).where(buckets.c.name.in_(names)).order_by(buckets.c.name)
         rows = connection.execute(query.with_for_update())
         return {r.name: BucketRow.from_mapping(r._mapping) for r in rows}
+
+    def _lock_merged_into(
+        self, connection: Connection, names: Sequence[str]
+    ) -> dict[str, BucketRow]:
+        """Locks and returns the buckets these names were merged into, by merged name."""
+        if not names:
+            return {}
+        query = (
+            select(bucket_aliases.c.name.label("alias"), buckets)
+            .join(buckets, buckets.c.id == bucket_aliases.c.bucket_id)
+            .where(bucket_aliases.c.name.in_(names))
+            .order_by(buckets.c.name)
+        )
+        rows = connection.execute(query.with_for_update())
+        return {r.alias: BucketRow.from_mapping(r._mapping) for r in rows}
+
+    def _mark_replacements(
+        self, connection: Connection, new_rows: list[BucketRow], now: datetime
+    ) -> list[BucketRow]:
+        """Returns the new rows, pending ones marked with the bucket they evidently replace."""
+        pending = [row for row in new_rows if row.state == BucketState.PENDING]
+        if not pending:
+            return new_rows
+        registered = self._host_rows(
+            connection, {(row.ip_address, row.operating_system) for row in pending}
+        )
+        uploads = self._newest_uploads(
+            connection,
+            [
+                row.id
+                for host in registered.values()
+                for row in host
+                if row.delivery_mode == DeliveryMode.S3_DROP.value
+            ],
+        )
+        marked = []
+        for row in new_rows:
+            host = registered.get((row.ip_address, row.operating_system))
+            if row.state != BucketState.PENDING or host is None:
+                marked.append(row)
+                continue
+            replaced = replaced_bucket(row, host, now, self.replacement_silence, uploads)
+            marked.append(replace(row, replaces_id=replaced))
+            host.append(marked[-1])  # a later registration of the same batch sees this one
+        return marked
+
+    def _host_rows(self, connection: Connection, hosts: set[Host]) -> dict[Host, list[BucketRow]]:
+        """Returns the buckets registered from each host; crowded hosts are left out."""
+        host_of = tuple_(buckets.c.ip_address, buckets.c.operating_system)
+        counted = connection.execute(
+            select(buckets.c.ip_address, buckets.c.operating_system, func.count())
+            .where(host_of.in_(sorted(hosts, key=str)))
+            .group_by(buckets.c.ip_address, buckets.c.operating_system)
+        ).all()
+        found: dict[Host, list[BucketRow]] = {host: [] for host in hosts}
+        wanted: list[Host] = []
+        for ip_address, operating_system, count in counted:
+            if count > CROWDED_HOST:
+                found.pop((ip_address, operating_system), None)
+            else:
+                wanted.append((ip_address, operating_system))
+        if wanted:
+            for r in connection.execute(select(buckets).where(host_of.in_(wanted))):
+                row = BucketRow.from_mapping(r._mapping)
+                found[(row.ip_address, row.operating_system)].append(row)
+        return found
+
+    @staticmethod
+    def _newest_uploads(connection: Connection, bucket_ids: list[str]) -> dict[str, datetime]:
+        """Returns, by bucket id, the newest upload seen in the drop folders linked to it."""
+        if not bucket_ids:
+            return {}
+        rows = connection.execute(
+            select(drop_sources.c.bucket_id, func.max(drop_sources.c.newest_upload_at))
+            .where(drop_sources.c.bucket_id.in_(sorted(set(bucket_ids))))
+            .group_by(drop_sources.c.bucket_id)
+        )
+        return {bucket_id: newest for bucket_id, newest in rows if newest is not None}
 
     def _write_decision(self, connection: Connection, decision: Decision, now: datetime) -> None:
         if decision.verdict is not Verdict.UPDATED or decision.row is None:
@@ -428,20 +602,11 @@ class BucketRepository:
         connection.execute(update(buckets).where(buckets.c.id == row.id).values(**values))
 
     def _announce(self, connection: Connection, rows: Sequence[BucketRow], now: datetime) -> None:
-        if not rows:
-            return
-        connection.execute(
-            insert(registrar_outbox),
-            [
-                {
-                    "topic": BUCKET_REGISTERED.name,
-                    "message_key": row.name,
-                    "value": registration_message(row),
-                    "created_at": now,
-                }
-                for row in rows
-            ],
-        )
+        messages = [
+            OutboxMessage(BUCKET_REGISTERED.name, row.name, registration_message(row))
+            for row in rows
+        ]
+        OUTBOX.add(connection, messages, now)
 
 
 def status_updates(statuses: Iterable[BucketStatus]) -> list[StatusUpdate]:

@@ -36,6 +36,9 @@ class HttpServer:
             lifespan="off",
             timeout_graceful_shutdown=max(1, round(graceful_timeout)),
             server_header=False,
+            # The registrar reads forwarding headers itself, only from RBR_TRUSTED_PROXIES
+            # (`client_address.py`); uvicorn would believe any from 127.0.0.1.
+            proxy_headers=False,
         )
         self._server = uvicorn.Server(self._config)
         self._before = before

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from rbr_runtime.buckets import IpNetworks
+from rbr_registrar.client_address import ProxyHeader
+from rbr_runtime.buckets import ALLOWED_NETWORKS_HELP, ALLOWED_PORTS_HELP, IpNetworks, PortRanges
 from rbr_runtime.settings import CommonSettings, CsvList, SecretKeys
 
 DEFAULT_PORT = 8000
+WEEK = 7 * 24 * 3600.0
 
 
 class RegistrarSettings(CommonSettings):
@@ -35,8 +37,39 @@ class RegistrarSettings(CommonSettings):
         description="Bearer key of the operator API (/api/v1/buckets); the API is off without.",
     )
     allowed_bucket_networks: IpNetworks = Field(
+        default_factory=list, description=ALLOWED_NETWORKS_HELP
+    )
+    allowed_bucket_ports: PortRanges = Field(default_factory=list, description=ALLOWED_PORTS_HELP)
+    trusted_proxies: IpNetworks = Field(
         default_factory=list,
-        description="CIDRs let through the forbidden-address check (e.g. 127.0.0.0/8 locally).",
+        description="CIDRs of the reverse proxies in front of the registrar. Only from them is "
+        "the forwarding header (RBR_TRUSTED_PROXY_HEADER) believed, for the address of a "
+        "registration sent with an unspecified address (0.0.0.0, ::); from any other peer the "
+        "peer's own address is used.",
+    )
+    trusted_proxy_header: ProxyHeader = Field(
+        default=ProxyHeader.X_FORWARDED_FOR,
+        description="The forwarding header the trusted proxies write: x-forwarded-for, or "
+        "forwarded (RFC 7239). The other one is ignored.",
+    )
+    pending_expiry: float = Field(
+        default=WEEK,
+        ge=0,
+        description="Seconds after its registration a pending bucket no operator approved is "
+        "removed (a tombstone is published); 0 keeps pending buckets forever.",
+    )
+    pending_expiry_interval: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds between two checks for expired pending buckets (one replica "
+        "runs each).",
+    )
+    replacement_silence: float = Field(
+        default=900.0,
+        ge=0,
+        description="Seconds without a sign of life (a successful poll) after which a bucket "
+        "is silent: a new pending registration from its address and operating system is "
+        "then shown as replacing it.",
     )
     max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
@@ -52,4 +85,11 @@ class RegistrarSettings(CommonSettings):
         description="Seconds between scans of the outbox when no commit woke the relay.",
     )
     outbox_batch_size: int = Field(default=500, ge=1, description="Outbox rows sent at once.")
+    reseed_interval: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between checks that bucket.registered holds every registered "
+        "bucket (it is re-published from the buckets table where not). Also checked at start "
+        "and when the broker comes back; only the replica relaying the outbox checks.",
+    )
     access_log: bool = Field(default=False, description="Log every HTTP request.")

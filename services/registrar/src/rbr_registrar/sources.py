@@ -4,14 +4,17 @@ The log-extractor lists the configured drop locations and reports every folder i
 `drop.discovered` (new or changed folders, and every scan's unlinked ones). The registrar
 owns the `drop_sources` table: it records each report and links the folder to a bucket
 
-* by name: the folder is named like a registered bucket (the layout `{prefix}{name}/`);
+* by name: the folder is named like a registered bucket (the layout `{prefix}{name}/`), or
+  like a registration an operator merged into a bucket (`rbr buckets merge`: the name is an
+  alias of the bucket, `rbr_runtime.db.aliases`);
 * after a restart: a start its files record has as instance name another folder of the same
   location already linked to a bucket (the real honeypot uploads its earlier daily files
   again under the new instance's folder; those files name the previous instance). This
   comes before the next rule: the new instance also registered a new name, but the bucket
   the operator cares about is the one its earlier instances fed;
 * by identity: a start its files record has the folder as instance name and a registered
-  bucket as registered name (`Instance name: ...` / `Generated instance name: ...`);
+  bucket (or a name merged into one) as registered name (`Instance name: ...` /
+  `Generated instance name: ...`);
 
 or leaves it unclaimed, for an operator to adopt into a bucket or turn into a new `s3-drop`
 bucket. Only starts naming a folder (this one or one already linked) are believed: an
@@ -41,6 +44,7 @@ from rbr_registrar.domain import (
     mode_after_link,
 )
 from rbr_registrar.repository import BucketRepository, with_retries
+from rbr_runtime.db.aliases import bucket_named, buckets_named
 from rbr_runtime.db.tables import buckets, drop_sources
 from rbr_runtime.secrets import TokenVault
 from rbr_schemas import BucketState, DeliveryMode, DropFolderSeen, InstanceStart, utcnow
@@ -77,20 +81,21 @@ class Link:
 
 def link_for(
     seen: DropFolderSeen,
-    bucket_named: Callable[[str], BucketRow | None],
+    bucket_named: Callable[[str], str | None],
     bucket_of_folder: Callable[[str], str | None],
 ) -> Link | None:
     """Decides which bucket an unlinked folder feeds, if any (see the module's rules).
 
     Args:
         seen: what the folder holds.
-        bucket_named: returns the registered bucket of a name, if any.
+        bucket_named: returns the id of the registered bucket a name designates, if any: its
+            own name, or a registration's merged into it (`rbr_runtime.db.aliases`).
         bucket_of_folder: returns the id of the bucket another folder of the same location
             is linked to, if any.
     """
     named = bucket_named(seen.folder)
     if named is not None:
-        return Link(named.id, LinkReason.NAME)
+        return Link(named, LinkReason.NAME)
     for start in seen.starts:
         if start.instance_name != seen.folder:
             earlier = bucket_of_folder(start.instance_name)
@@ -100,7 +105,7 @@ def link_for(
         if start.instance_name == seen.folder and start.registered_name:
             registered = bucket_named(start.registered_name)
             if registered is not None:
-                return Link(registered.id, LinkReason.IDENTITY)
+                return Link(registered, LinkReason.IDENTITY)
     return None
 
 
@@ -252,7 +257,9 @@ class DropSources:
             for start in seen.starts
             if start.registered_name
         }
-        named = self._buckets_named(connection, sorted(names))
+        named = {
+            name: bucket.bucket_id for name, bucket in buckets_named(connection, names).items()
+        }
         others = {
             uri_digest(folder_uri(seen.location, start.instance_name))
             for seen in unlinked.values()
@@ -272,14 +279,6 @@ class DropSources:
                 links[digest] = link
                 linked[digest] = link.bucket_id
         return links
-
-    @staticmethod
-    def _buckets_named(connection: Connection, names: list[str]) -> dict[str, BucketRow]:
-        rows: dict[str, BucketRow] = {}
-        for chunk in _chunks(names):
-            for row in connection.execute(select(buckets).where(buckets.c.name.in_(chunk))):
-                rows[row.name] = BucketRow.from_mapping(row._mapping)
-        return rows
 
     @staticmethod
     def _linked(connection: Connection, digests: list[str]) -> dict[str, str]:
@@ -344,7 +343,7 @@ class DropSources:
                 raise SourceError(404, f"no drop source {uri}: see rbr sources list")
             bucket = self._buckets.lock_rows(connection, [bucket_name]).get(bucket_name)
             if bucket is None:
-                raise SourceError(404, f"no bucket named {bucket_name}")
+                raise SourceError(404, _unknown_bucket(connection, bucket_name))
             if source.bucket_id not in (None, bucket.id) and not move:
                 raise SourceError(
                     409,
@@ -457,6 +456,14 @@ class DropSources:
             query = query.with_for_update(of=drop_sources)
         row = connection.execute(query).first()
         return _source_row(row._mapping) if row else None
+
+
+def _unknown_bucket(connection: Connection, name: str) -> str:
+    """Says that no bucket has that name, and which bucket it designates if merged."""
+    merged = bucket_named(connection, name)
+    if merged is not None and merged.alias is not None:
+        return f"no bucket named {name}: it was merged into bucket {merged.name}"
+    return f"no bucket named {name}"
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:

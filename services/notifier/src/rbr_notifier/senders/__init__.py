@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rbr_notifier.config import (
+from rbr_notifier.channels import (
     ChannelConfig,
     EmailChannel,
     OpsgenieChannel,

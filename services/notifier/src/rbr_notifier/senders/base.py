@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from rbr_notifier.config import HttpChannel
+from rbr_notifier.channels import HttpChannel
 from rbr_notifier.model import Notification
 
 USER_AGENT = "rbr-notifier/0.1 (+https://github.com/jamesbinford/rustbucket)"

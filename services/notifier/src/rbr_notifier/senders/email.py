@@ -1,11 +1,8 @@
 """Email over SMTP: STARTTLS (587), implicit TLS (465) or plain (25), with optional AUTH.
 
-One connection per message, certificate verified against the usual CAs plus the channel's
-`ca_file` if set. The message has a plain-text and an HTML part, a stable Message-ID per (alert,
-channel, kind), and a resolve carries In-Reply-To/References pointing at its trigger, so mail
-clients thread them. SMTP 4xx replies and network errors are retried; 5xx replies, failed
-authentication, a missing STARTTLS/AUTH extension and certificate verification failures are
-permanent.
+One connection per message, a plain-text and an HTML part, a stable Message-ID per (alert,
+channel, kind) so a resolve threads under its trigger. 4xx replies and network errors are
+retried; 5xx, failed authentication and certificate failures are permanent.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from rbr_notifier.config import EmailChannel
+from rbr_notifier.channels import EmailChannel
 from rbr_notifier.model import Kind, Notification, message_id
 from rbr_notifier.render import headline, html_body, one_line, text_body
 from rbr_notifier.senders.base import AttemptResult, Outcome, Sender, trust_context

@@ -1,14 +1,7 @@
 """Opsgenie Alert API: create by alias, close by alias; `Authorization: GenieKey <key>`.
 
-Create: `POST {api}/v2/alerts` with `message` (at most 130 characters), `alias` (our dedupe key,
-at most 512; Opsgenie keeps one open alert per alias), `description` (15,000), `priority`
-(P1-P5), `tags` (at most 20 of 50 characters), `details` (string map, 8,000 characters in all),
-`entity`, `source` (100) and configured `responders` (a user by `username`, a team, escalation
-or schedule by `name`, any of them by `id`). Close:
-`POST {api}/v2/alerts/{alias}/close?identifierType=alias` with `source` and `note` (a digest's
-alert is closed by its alias once every alert folded into it has resolved). Both are
-answered 202 Accepted (processed asynchronously). The API lives at api.opsgenie.com, or
-api.eu.opsgenie.com for the EU instance.
+Fields, limits and responders follow Opsgenie's Alert API documentation (README: "opsgenie");
+both calls are answered 202 Accepted and processed asynchronously.
 """
 
 from __future__ import annotations
@@ -16,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from rbr_notifier.config import OpsgenieChannel
+from rbr_notifier.channels import OpsgenieChannel
 from rbr_notifier.model import Kind, Notification
 from rbr_notifier.render import clip, digest_line, headline, one_line, when
 from rbr_notifier.senders.base import AttemptResult, HttpSender

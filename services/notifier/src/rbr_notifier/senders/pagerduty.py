@@ -1,19 +1,14 @@
 """PagerDuty Events API v2: `POST {base_url}/v2/enqueue`, answered 202 when accepted.
 
-Trigger: `routing_key`, `event_action: trigger`, `dedup_key` (our dedupe key, at most 255
-characters), `payload.summary` (at most 1024), `payload.source`, `payload.severity` (critical,
-error, warning or info), `payload.timestamp`, `payload.class`, `payload.component`,
-`payload.custom_details`. Resolve: `routing_key`, `event_action: resolve`, `dedup_key`.
-A digest triggers under `rbr-digest:<window start>:<channel>` and is resolved under that key
-once every alert folded into it has resolved.
-400 is permanent; 429 and 5xx are retried (PagerDuty's documented retry logic).
+A trigger and its resolve share the alert's dedupe key (`dedup_key`); a digest triggers and
+resolves under `rbr-digest:<window start>:<channel>`. 400 is permanent, 429 and 5xx retried.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rbr_notifier.config import PagerDutyChannel
+from rbr_notifier.channels import PagerDutyChannel
 from rbr_notifier.model import Kind, Notification
 from rbr_notifier.render import clip, digest_line, headline, one_line
 from rbr_notifier.senders.base import AttemptResult, HttpSender

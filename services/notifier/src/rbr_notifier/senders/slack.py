@@ -8,7 +8,7 @@ answers 200 "ok", or 4xx with an error word (invalid_payload, no_service, channe
 
 from __future__ import annotations
 
-from rbr_notifier.config import SlackChannel
+from rbr_notifier.channels import SlackChannel
 from rbr_notifier.model import Notification
 from rbr_notifier.render import headline, slack_blocks, slack_escape
 from rbr_notifier.senders.base import AttemptResult, HttpSender

@@ -1,15 +1,8 @@
 """Generic webhooks: a JSON document per notification, signed with HMAC-SHA256.
 
-Signature (when the channel has a `secret`): the notifier sends
-
-    X-Rbr-Timestamp: <unix seconds>
-    X-Rbr-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + raw body)>
-
-The timestamp is inside the signed material, so a captured request cannot be replayed later
-with a fresh timestamp; receivers reject timestamps older than a few minutes (see the README
-for the verification procedure). The body's `delivery_id` is stable across retries and
-redeliveries of the same notification, so a receiver drops duplicates (and requests replayed
-within its timestamp tolerance) on it; `X-Rbr-Delivery` repeats it, unsigned.
+`X-Rbr-Signature` is `sha256=` + hex HMAC-SHA256(secret, "<X-Rbr-Timestamp>." + raw body); the
+body's `delivery_id` is stable across retries, so receivers drop duplicates on it (README:
+"Verifying the signature").
 """
 
 from __future__ import annotations
@@ -20,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from rbr_notifier.config import WebhookChannel
+from rbr_notifier.channels import WebhookChannel
 from rbr_notifier.model import Notification
 from rbr_notifier.senders.base import AttemptResult, HttpSender
 from rbr_schemas import utcnow

@@ -13,7 +13,7 @@
 Only additions: existing rows keep their data.
 
 Revision ID: 0021
-Revises: 0012
+Revises: 0023
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from alembic import op
 import rbr_runtime.db.types
 
 revision: str = "0021"
-down_revision: str | None = "0012"
+down_revision: str | None = "0023"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

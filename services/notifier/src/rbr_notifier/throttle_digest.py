@@ -1,16 +1,8 @@
-"""Digests: when a throttle window ends, what it folded goes out as one message per channel.
+"""Throttle digests: when a window ends, what its throttle folded goes out as one message.
 
-Folded notifications are rows in `notifier_deliveries` (state throttled) written before the
-alert's offset was committed, so a crash loses none: the sweeper finds every ended window that
-still holds some, claims it (a lease in `notifier_windows`, so one replica sends it), sends one
-digest through the channel with the usual retries, and marks the items digested. Triggers of
-alerts acknowledged meanwhile are left out. A digest that cannot be delivered is recorded
-(failed or rejected) in `notifications` and logged; its alerts stay in `rbr alerts list`.
-
-On PagerDuty and Opsgenie a digest opens an incident of its own, which is resolved once every
-alert it carried resolved (see `closing`). When they all resolved before the digest went out,
-its resolve is planned with the digest's end and the sweeper sends it; the sweeper also sends
-any digest resolve left pending by a replica that stopped or died.
+The digest sweeper (on every replica) claims each ended window that still holds folded
+deliveries, sends one digest per channel with the usual tries and marks its items digested;
+it also sends digest resolves left pending (see `closing`).
 """
 
 from __future__ import annotations
@@ -21,15 +13,17 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-from rbr_notifier.closing import DIGEST_LOCKS, send_digest_resolve
-from rbr_notifier.config import ChannelsFile
+from rbr_notifier.channels import ChannelsFile
+from rbr_notifier.closing import KeyedLocks, send_digest_resolve
 from rbr_notifier.delivery import Interrupted, deliver
 from rbr_notifier.dispatch import claim_lease, policy_of
+from rbr_notifier.lifecycle import FoldedItem, digest_contents, digested_state
 from rbr_notifier.metrics import DIGEST_BACKLOG, DIGESTS
-from rbr_notifier.model import AlertState, DeliveryState, Digest, DigestItem, Kind, Notification
-from rbr_notifier.repository import DigestResolve, DueWindow, FoldedItem, NotifierStore
+from rbr_notifier.model import DeliveryState, Digest, DigestItem, Kind, Notification
 from rbr_notifier.senders.base import AttemptResult, Sender
 from rbr_notifier.settings import NotifierSettings
+from rbr_notifier.store import NotifierStore
+from rbr_notifier.store.windows import DigestResolve, DueWindow
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.schedule import worker_identity
 from rbr_schemas import utcnow
@@ -53,7 +47,9 @@ class DigestSweeper:
         clock: Callable[[], datetime] = utcnow,
         wait: Callable[[float], bool] | None = None,
         owner: str | None = None,
+        digest_locks: KeyedLocks | None = None,
     ) -> None:
+        """Wires the sweeper; `digest_locks` is the consumer dispatcher's (same claim owner)."""
         self._store = store
         self._channels = channels
         self._senders = senders
@@ -64,24 +60,25 @@ class DigestSweeper:
         self._wait = wait
         self._owner = owner or worker_identity()
         self._lease = claim_lease(settings, channels)
+        self._digest_locks = digest_locks or KeyedLocks()
 
     def run_once(self) -> int:
         """Sends every due digest, then pending digest resolves; returns how many digests."""
         now = self._clock()
-        due = self._store.due_windows(now)
-        DIGEST_BACKLOG.set(self._store.backlog())
+        due = self._store.windows.due_windows(now)
+        DIGEST_BACKLOG.set(self._store.windows.backlog())
         futures = [self._pool.submit(self._send_window, window, now) for window in due]
         delivered = sum(1 for future in futures if future.result())
-        resolves = self._store.pending_digest_resolves()
+        resolves = self._store.windows.pending_digest_resolves()
         for future in [self._pool.submit(self._send_resolve, target) for target in resolves]:
             future.result()
         return delivered
 
     def _send_resolve(self, target: DigestResolve) -> None:
-        key = (self._owner, target.channel, target.window_start)
+        key = (target.channel, target.window_start)
         with (
             log_context(channel=target.channel, window_start=target.window_start.isoformat()),
-            DIGEST_LOCKS.hold(key, blocking=False) as held,
+            self._digest_locks.hold(key, blocking=False) as held,
         ):
             if held:
                 self._send_held_resolve(target)
@@ -92,11 +89,11 @@ class DigestSweeper:
         sender = self._senders.get(target.channel)
         if channel is None or sender is None or not channel.enabled:
             why = "channel removed" if channel is None else "channel disabled"
-            self._store.finish(target.id, DeliveryState.SKIPPED, why)
+            self._store.deliveries.finish(target.id, DeliveryState.SKIPPED, why)
             return
         try:
             send_digest_resolve(
-                self._store,
+                self._store.deliveries,
                 target,
                 sender,
                 policy_of(channel, self._settings),
@@ -109,51 +106,46 @@ class DigestSweeper:
             return  # given back: sent after the restart
 
     def _send_window(self, window: DueWindow, now: datetime) -> bool:
-        if not self._store.claim_digest(window, self._owner, now, CLAIM_LEASE):
+        if not self._store.windows.claim_digest(window, self._owner, now, CLAIM_LEASE):
             return False
         with log_context(channel=window.channel, window_start=window.window_start.isoformat()):
             try:
                 return self._deliver(window)
             except Interrupted:
-                self._store.finish_digest(window, [], DeliveryState.THROTTLED, None)
+                self._store.windows.finish_digest(window, [], DeliveryState.THROTTLED, None)
                 return False
 
     def _deliver(self, window: DueWindow) -> bool:
-        items = self._store.folded_items(window)
-        acknowledged = [i for i in items if i.kind is Kind.TRIGGER and _acknowledged(i)]
-        if acknowledged:
-            self._store.finish_digest(
+        channel = self._channels.get(window.channel)
+        sender = self._senders.get(window.channel)
+        closes = sender is not None and sender.closes_digests
+        contents = digest_contents(self._store.windows.folded_items(window), closes_digests=closes)
+        if contents.acknowledged:
+            self._store.windows.finish_digest(
                 window,
-                [i.delivery_id for i in acknowledged],
+                [i.delivery_id for i in contents.acknowledged],
                 DeliveryState.SKIPPED,
                 "alert acknowledged before the digest",
                 release=False,
             )
-        items = [i for i in items if i not in acknowledged]
-        channel = self._channels.get(window.channel)
-        sender = self._senders.get(window.channel)
-        closes = sender is not None and sender.closes_digests
-        late = _late_resolves(items) if closes else []
-        if late:
-            # On PagerDuty and Opsgenie a resolve whose firing went out in an earlier digest of
-            # this window would re-open that digest's incident; that digest's resolve carries it.
-            self._store.finish_digest(
+        if contents.late:
+            self._store.windows.finish_digest(
                 window,
-                [i.delivery_id for i in late],
+                [i.delivery_id for i in contents.late],
                 DeliveryState.DIGESTED,
                 "firing in an earlier digest; resolved with it",
                 release=False,
                 plan_resolve=True,
             )
-            items = [i for i in items if i not in late]
+        items = list(contents.carried)
         if not items:
-            self._store.finish_digest(window, [], DeliveryState.SKIPPED, None)
+            self._store.windows.finish_digest(window, [], DeliveryState.SKIPPED, None)
             return False
         if channel is None or sender is None or not channel.enabled:
             # A disabled channel hears nothing, digests included (like its direct deliveries).
             ids = [i.delivery_id for i in items]
             why = "channel removed" if channel is None else "channel disabled"
-            self._store.finish_digest(window, ids, DeliveryState.SKIPPED, why)
+            self._store.windows.finish_digest(window, ids, DeliveryState.SKIPPED, why)
             return False
         notification = self._notification(window, items)
         outcome = deliver(
@@ -164,8 +156,8 @@ class DigestSweeper:
             stop=self._stop,
             wait=self._wait,
         )
-        state = DeliveryState.DIGESTED if outcome.state is DeliveryState.SENT else outcome.state
-        self._store.finish_digest(
+        state = digested_state(outcome.state)
+        self._store.windows.finish_digest(
             window,
             [i.delivery_id for i in items],
             state,
@@ -196,7 +188,7 @@ class DigestSweeper:
         self, window: DueWindow, notification: Notification
     ) -> Callable[[int, str, AttemptResult], None]:
         def record(attempt: int, status: str, result: AttemptResult) -> None:
-            self._store.record_attempt(
+            self._store.deliveries.record_attempt(
                 alert_id=None,
                 dedupe_key=notification.dedupe_key,
                 channel=window.channel,
@@ -208,13 +200,3 @@ class DigestSweeper:
             )
 
         return record
-
-
-def _late_resolves(items: list[FoldedItem]) -> list[FoldedItem]:
-    """Returns the resolves whose firing is not in this digest (it went out in an earlier one)."""
-    firing = {i.alert.alert_id for i in items if i.kind is Kind.TRIGGER}
-    return [i for i in items if i.kind is Kind.RESOLVE and i.alert.alert_id not in firing]
-
-
-def _acknowledged(item: FoldedItem) -> bool:
-    return item.alert.state is AlertState.ACKNOWLEDGED

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -80,6 +81,41 @@ class Throttle(_Strict):
     window: float = Field(gt=0)
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_RETRY_AGE = 7 * 86400.0
+
+
+def _seconds(value: Any) -> Any:
+    """Reads a duration: a number of seconds, or a string like 30s, 5m, 6h, 1d."""
+    if not isinstance(value, str):
+        return value
+    match = _DURATION.match(value.strip())
+    if match is None:
+        raise ValueError("must be seconds or a duration like 30s, 5m, 6h or 1d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+Interval = Annotated[float, BeforeValidator(_seconds), Field(gt=0, le=86400)]
+Age = Annotated[float, BeforeValidator(_seconds), Field(ge=0, le=MAX_RETRY_AGE)]
+
+
+class RetrySchedule(_Strict):
+    """How a delivery the channel did not take is retried after its first tries.
+
+    Each field omitted takes the channel type's default (see `retry_schedule`); durations are
+    seconds or strings like 30s, 5m, 6h, 1d.
+    """
+
+    initial: Interval | None = Field(default=None, description="First wait; waits then grow.")
+    max_interval: Interval | None = Field(default=None, description="Longest wait between tries.")
+    max_age: Age | None = Field(
+        default=None,
+        description="How long after the first failed try the delivery is given up on and its "
+        "alert dead-lettered; 0: at once (no retry schedule).",
+    )
+
+
 def _check_http_url(value: SecretStr) -> SecretStr:
     url = value.get_secret_value()
     if not re.match(r"^https?://[^/\s]+", url):
@@ -97,6 +133,19 @@ class _Channel(_Strict):
     )
     max_attempts: int | None = Field(default=None, ge=1, le=20)
     timeout: float | None = Field(default=None, gt=0, le=300)
+    retry: RetrySchedule | None = Field(
+        default=None,
+        description="Omitted: the type's retry schedule; false: none (after max_attempts tries "
+        "the alert goes to alerts.dlq at once).",
+    )
+
+    @field_validator("retry", mode="before")
+    @classmethod
+    def _retry_switch(cls, value: Any) -> Any:
+        # `retry: false` is no schedule at all (max_age 0), `retry: true` the type's.
+        if isinstance(value, bool):
+            return {"max_age": 0} if value is False else {}
+        return value
 
     def secrets(self) -> list[str]:
         """Returns every secret value of the channel, to scrub from error texts."""

@@ -40,6 +40,7 @@ from rbr_schemas import (
 from rbr_testing.broker import Broker
 from rbr_testing.kafka import read_events
 from rbr_testing.registry import (
+    SIMULATED_BUCKET_PORTS,
     TEST_SECRET_KEY,
     PollerFactory,
     RegistrarFactory,
@@ -120,6 +121,7 @@ def registry(
         s3_bucket=raw_bucket,
         secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
         allowed_bucket_networks="127.0.0.0/8",  # type: ignore[arg-type]
+        allowed_bucket_ports=SIMULATED_BUCKET_PORTS,  # type: ignore[arg-type]
         http_port=0,
         extract_part_bytes=5 * 1024 * 1024,
         bucket_timeout=10.0,
@@ -150,9 +152,14 @@ def wait_registered(registrar: RunningRegistrar, registry: Registry, pin: str | 
         if view.status_code != 200:
             return False
         body = view.json()
-        return body["state"] == "active" and body["tls_cert_sha256"] == pin
+        # The agent says it is one (delivery_mode: agent): the registry records the mode.
+        return (body["state"], body["tls_cert_sha256"], body["delivery_mode"]) == (
+            "active",
+            pin,
+            "agent",
+        )
 
-    wait_for(active_with_pin, message=f"the agent's bucket active with pin {pin}")
+    wait_for(active_with_pin, message=f"the agent's bucket active (agent) with pin {pin}")
     wait_for(
         lambda: registry.record().tls_cert_sha256 == pin, message="the pin on bucket.registered"
     )

@@ -54,8 +54,8 @@ def last_sign_of_life(row: BucketRow, newest_upload: datetime | None = None) -> 
             to the bucket (`drop_sources.newest_upload_at`), if any.
 
     Its last successful poll, or for an `s3-drop` bucket (never polled: the real rustbucket
-    serves nothing) the newest upload to its drop folders, whichever is later. A pending
-    bucket is not polled and has no drop folder yet, so it has none.
+    serves nothing) the newest upload to its drop folders, whichever is later. A bucket
+    never polled that uploaded nothing (a pending registration, say) has none.
     """
     signs = [row.last_seen]
     if row.delivery_mode == DeliveryMode.S3_DROP.value:

@@ -1,4 +1,4 @@
-"""`rbr stack` (what `make run` runs) brings everything up and Ctrl-C stops it all."""
+"""`rbr stack` (what `make run` runs): brings everything up, keeps it up, Ctrl-C stops it all."""
 
 from __future__ import annotations
 
@@ -20,7 +20,20 @@ from rbr_cli.stack import BROKER_PORT, S3_PORT, SERVICE_PORTS
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.db.migrate import current_revision, head_revision
 from rbr_schemas import all_topic_names
+from rbr_testing.simulator import FleetFactory
+from rbr_testing.stack import RunningStack
 from rbr_testing.waiting import wait_for
+
+ENROLLMENT_KEY = "stack-test-key"
+# A fleet that flows within seconds: buckets enrol active, are polled every second and
+# pulled every two.
+FAST_FLEET = {
+    "RBR_ENROLLMENT_KEYS": ENROLLMENT_KEY,
+    "RBR_POLL_INTERVAL": "1",
+    "RBR_EXTRACT_INTERVAL": "2",
+    "RBR_EXTRACT_TICK": "0.5",
+}
+ROWS = "SELECT COUNT(*) FROM logs"
 
 
 def _free(port: int) -> bool:
@@ -152,3 +165,48 @@ def test_stack_refuses_a_busy_port(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"the broker ({port + offset})" in result.stderr
     assert "already in use" in result.stderr
+
+
+def test_a_service_killed_under_the_stack_comes_back_and_the_fleet_keeps_flowing(
+    tmp_path: Path, fleet_factory: FleetFactory
+) -> None:
+    stack = RunningStack(tmp_path / "var", env=FAST_FLEET)
+    stack.start()
+    try:
+        stack.wait_ready()
+        fleet = fleet_factory(count=3, bind="ports", ca_file=stack.var_dir / "simulator-ca.pem")
+        assert all(result.ok for result in fleet.register(stack.url("registrar"), ENROLLMENT_KEY))
+        fleet.emit_all(10)
+        wait_for(lambda: stack.count(ROWS) == 30, timeout=60, message="the first 30 rows")
+        others = {name: stack.pid(name) for name in stack.services if name != "parser"}
+
+        for victim in ("parser", "poller"):
+            pid = stack.pid(victim)
+            os.kill(pid, signal.SIGKILL)
+            wait_for(
+                lambda victim=victim: f"{victim} restarted" in stack.output(),
+                timeout=30,
+                message=f"{victim} restarted",
+            )
+            assert f"{victim} exited unexpectedly (killed by SIGKILL)" in stack.output()
+            assert stack.pid(victim) != pid
+        polls = fleet.request_counts("/update_bucket")
+        fleet.emit_all(10)
+
+        wait_for(lambda: stack.count(ROWS) == 60, timeout=90, message="rows after the restart")
+        wait_for(
+            lambda: all(fleet.request_counts("/update_bucket")[n] > polls[n] for n in fleet.names),
+            timeout=60,
+            message="every bucket polled after the poller came back",
+        )
+        wait_for(lambda: stack.ready("parser") and stack.ready("poller"), message="ready again")
+        # The rest of the stack ran on untouched: one crash stops nothing else.
+        others.pop("poller")
+        assert {name: stack.pid(name) for name in others} == others
+        assert stack.process.poll() is None
+    finally:
+        code = stack.stop()
+    assert code == 0, stack.output()[-3000:]
+    assert "parser stopped (rc=0) after 1 restart(s)" in stack.output()
+    assert "poller stopped (rc=0) after 1 restart(s)" in stack.output()
+    assert "rbr stack: stopped" in stack.output()

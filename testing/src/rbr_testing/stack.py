@@ -44,7 +44,8 @@ def free_offset() -> int:
     """Returns a port offset at which every port of a stack is free."""
     ports = [BROKER_PORT, S3_PORT, *SERVICE_PORTS.values()]
     for _ in range(50):
-        offset = random.randrange(20_000, 30_000, 7)
+        # Below the ephemeral range (32768 and up), where an outgoing connection could take one.
+        offset = random.randrange(10_000, 23_000, 7)
         if all(port_free(port + offset) for port in ports):
             return offset
     raise RuntimeError("no free port range found")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -21,7 +21,8 @@ from rbr_runtime.db.engine import make_engine
 from rbr_runtime.db.migrate import current_revision, head_revision
 from rbr_schemas import all_topic_names
 from rbr_testing.simulator import FleetFactory
-from rbr_testing.stack import RunningStack
+from rbr_testing.stack import RunningStack, free_offset
+from rbr_testing.stack import port_free as _free
 from rbr_testing.waiting import wait_for
 
 ENROLLMENT_KEY = "stack-test-key"
@@ -34,20 +35,6 @@ FAST_FLEET = {
     "RBR_EXTRACT_TICK": "0.5",
 }
 ROWS = "SELECT COUNT(*) FROM logs"
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def free_offset() -> int:
-    ports = [BROKER_PORT, S3_PORT, *SERVICE_PORTS.values()]
-    for _ in range(50):
-        offset = random.randrange(20_000, 30_000, 7)
-        if all(_free(port + offset) for port in ports):
-            return offset
-    raise RuntimeError("no free port range found")
 
 
 class Output:
@@ -210,3 +197,31 @@ def test_a_service_killed_under_the_stack_comes_back_and_the_fleet_keeps_flowing
     assert "parser stopped (rc=0) after 1 restart(s)" in stack.output()
     assert "poller stopped (rc=0) after 1 restart(s)" in stack.output()
     assert "rbr stack: stopped" in stack.output()
+
+
+def test_a_second_stack_on_the_same_var_dir_is_refused(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    var.mkdir()
+    with (var / "stack.lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running stack holds it
+        held.write("4242")
+        held.flush()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rbr_cli",
+                "stack",
+                "--port-offset",
+                str(free_offset()),
+                "--var-dir",
+                str(var),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"another rbr stack (pid 4242) is running on {var}" in result.stderr
+    assert not (var / "s3").exists()  # nothing started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from typing import Annotated
 
 import typer
@@ -13,6 +14,7 @@ from rbr_cli import (
     db_commands,
     dlq_commands,
     replay_commands,
+    stack_env,
     status_commands,
     task_commands,
     topic_commands,
@@ -63,5 +65,12 @@ _mount_plugins()
 
 
 def main() -> None:
-    """Runs the CLI."""
+    """Runs the CLI, with the local stack's settings (var/rbr.env) when they are there."""
+    if _command(sys.argv[1:]) != "stack":  # the stack writes that file; it must not read it
+        stack_env.load()
     app()
+
+
+def _command(arguments: list[str]) -> str | None:
+    """Returns the command named on a command line (the first word that is not an option)."""
+    return next((word for word in arguments if not word.startswith("-")), None)

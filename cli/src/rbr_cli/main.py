@@ -19,6 +19,7 @@ from rbr_cli import (
     task_commands,
     topic_commands,
 )
+from rbr_cli.entry import command
 from rbr_cli.plugins import COMMANDS_GROUP, discovered
 
 app = typer.Typer(
@@ -66,11 +67,6 @@ _mount_plugins()
 
 def main() -> None:
     """Runs the CLI, with the local stack's settings (var/rbr.env) when they are there."""
-    if _command(sys.argv[1:]) != "stack":  # the stack writes that file; it must not read it
+    if command(sys.argv[1:]) != "stack":  # the stack writes that file; it must not read it
         stack_env.load()
     app()
-
-
-def _command(arguments: list[str]) -> str | None:
-    """Returns the command named on a command line (the first word that is not an option)."""
-    return next((word for word in arguments if not word.startswith("-")), None)

@@ -34,10 +34,6 @@ from rbr_cli import stack_env
 from rbr_cli.output import fail
 from rbr_cli.plugins import SERVICES_GROUP, discovered
 from rbr_cli.supervisor import Program, Supervisor
-from rbr_runtime.db.migrate import upgrade
-from rbr_runtime.kafka.topics import ensure_topics
-from rbr_runtime.s3 import ensure_bucket, make_s3_client
-from rbr_runtime.settings import CommonSettings
 
 BROKER_PORT = 9092
 S3_PORT = 9000
@@ -112,9 +108,9 @@ def stack(
     supervisor = Supervisor(_say, sys.stdout)
     stop = StopSignals()
     try:
-        _start_infrastructure(supervisor, layout, env)
+        _start_infrastructure(supervisor, layout, env, services)
         _prepare(env)
-        _start_services(supervisor, services, env, layout)
+        _open_gates(supervisor, services, layout)
         stop.wait(supervisor)
     except StopRequested:
         pass
@@ -126,6 +122,15 @@ def stack(
         stop.restore()
     _say("stopped")
     lock.close()
+
+
+stack_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+stack_app.command("stack")(stack)
+
+
+@stack_app.callback()
+def _stack_only() -> None:
+    """`rbr stack` on its own (rbr_cli.entry): the rest of `rbr` is not imported."""
 
 
 class StopRequested(Exception):
@@ -288,8 +293,10 @@ def broker_command(port: int, storage: str = MEMORY_STORAGE) -> list[str]:
     ]
 
 
-def _start_infrastructure(supervisor: Supervisor, layout: StackLayout, env: dict[str, str]) -> None:
-    """Starts the S3 endpoint, then the broker keeping its topics in it; waits for both."""
+def _start_infrastructure(
+    supervisor: Supervisor, layout: StackLayout, env: dict[str, str], services: dict[str, str]
+) -> None:
+    """Starts the S3 endpoint, the migrations, the services' loading, then the broker."""
     _say(f"S3 endpoint (moto, kept in {layout.s3_dir}) on http://127.0.0.1:{layout.s3_port}")
     endpoint = [
         sys.executable,
@@ -301,6 +308,8 @@ def _start_infrastructure(supervisor: Supervisor, layout: StackLayout, env: dict
         str(layout.s3_dir),
     ]
     process = supervisor.start(Program(S3, endpoint, env, layout.logs_dir / "s3.log"))
+    _migrate(env)  # needs only the database: done while the endpoint loads
+    _load_services(supervisor, services, env, layout)
     _wait_until(lambda: _port_in_use(layout.s3_port), "the S3 endpoint", process)
     _wait_for_http(f"{env['RBR_S3_ENDPOINT_URL']}/moto-api/")
     _ensure_s3_bucket(env, BROKER_BUCKET)
@@ -311,7 +320,18 @@ def _start_infrastructure(supervisor: Supervisor, layout: StackLayout, env: dict
     _wait_until(lambda: _port_in_use(layout.broker_port), "the broker", process)
 
 
+def _migrate(env: dict[str, str]) -> None:
+    # Imported here, not at the top: the S3 endpoint starts while these load.
+    from rbr_runtime.db.migrate import upgrade  # noqa: PLC0415
+
+    _say("migrating the database")
+    upgrade(env["RBR_DATABASE_URL"])
+
+
 def _ensure_s3_bucket(env: dict[str, str], bucket: str) -> None:
+    from rbr_runtime.s3 import ensure_bucket, make_s3_client  # noqa: PLC0415 - see _prepare
+    from rbr_runtime.settings import CommonSettings  # noqa: PLC0415
+
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
         os.environ.setdefault(key, env[key])
     settings = CommonSettings(s3_endpoint_url=env["RBR_S3_ENDPOINT_URL"])
@@ -330,31 +350,50 @@ def _wait_for_http(url: str) -> None:
 
 
 def _prepare(env: dict[str, str]) -> None:
+    """Creates the topics and the raw-log bucket (both kept from one start to the next)."""
+    from rbr_runtime.kafka.topics import ensure_topics  # noqa: PLC0415 - see _migrate
+    from rbr_runtime.settings import CommonSettings  # noqa: PLC0415
+
     settings = CommonSettings(
         kafka_bootstrap=env["RBR_KAFKA_BOOTSTRAP"],
         s3_endpoint_url=env["RBR_S3_ENDPOINT_URL"],
         database_url=env["RBR_DATABASE_URL"],
         s3_bucket=env.get("RBR_S3_BUCKET", "rbr-raw-logs"),
     )
-    _say("migrating the database")
-    upgrade(settings.database_url)
     created = [r.name for r in ensure_topics(settings) if r.outcome.value == "created"]
     _say(f"topics ready ({len(created)} created)")
     _ensure_s3_bucket(env, settings.s3_bucket)
     _say(f"S3 bucket {settings.s3_bucket} ready")
 
 
-def _start_services(
+# A service's process loads its code at once, then waits for the stack's "go" (on its standard
+# input) before it starts: its imports, the longest part of its start, overlap the broker's.
+SERVICE_LAUNCH = (
+    "import sys, {module}\n"
+    "if sys.stdin.readline() == 'go\\n':\n"
+    "    {module}.{function}()\n"
+)
+
+
+def _load_services(
     supervisor: Supervisor, services: dict[str, str], env: dict[str, str], layout: StackLayout
 ) -> None:
+    """Starts every service's process; each waits for `_open_gates` before it starts work."""
+    for name, target in services.items():
+        module, _, function = target.partition(":")
+        command = [sys.executable, "-c", SERVICE_LAUNCH.format(module=module, function=function)]
+        port = layout.service_port(name)
+        env_of_service = {**env, "RBR_HTTP_PORT": str(port)}
+        supervisor.start(Program(name, command, env_of_service, gated=True))
+
+
+def _open_gates(supervisor: Supervisor, services: dict[str, str], layout: StackLayout) -> None:
+    """Lets every service start, now that the broker, S3 and the database are ready."""
     if not services:
         _say("no services installed; broker and S3 are up (Ctrl-C to stop)")
         return
-    for name, target in services.items():
-        module, _, function = target.partition(":")
-        command = [sys.executable, "-c", f"import {module}; {module}.{function}()"]
-        port = layout.service_port(name)
-        supervisor.start(Program(name, command, {**env, "RBR_HTTP_PORT": str(port)}))
+    for name in services:
+        supervisor.open_gate(name)
     _print_endpoints(services, layout)
 
 

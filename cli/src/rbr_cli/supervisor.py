@@ -33,12 +33,15 @@ class Program:
         env: Its whole environment.
         log_path: A file its output is appended to; None prints it in the stack's output, each
             line prefixed with the name.
+        gated: Its standard input is a pipe that `open_gate` writes "go" to: a program that
+            reads it before starting its work can load while what it needs is still starting.
     """
 
     name: str
     argv: list[str]
     env: Mapping[str, str]
     log_path: Path | None = None
+    gated: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class _Child:
     failures: int = 0
     restart_at: float | None = None
     stopped: bool = False
+    gate_open: bool = False
     pumps: list[threading.Thread] = field(default_factory=list)
 
 
@@ -113,6 +117,12 @@ class Supervisor:
     def process(self, name: str) -> subprocess.Popen[bytes]:
         """Returns the current process of a program."""
         return self._children[name].process
+
+    def open_gate(self, name: str) -> None:
+        """Lets a gated program start its work, now and after every restart."""
+        child = self._children[name]
+        child.gate_open = True
+        _send_go(child.process)
 
     def restart_counts(self) -> dict[str, int]:
         """Returns how many times each program was restarted."""
@@ -166,6 +176,8 @@ class Supervisor:
 
     def _restart(self, child: _Child, now: float) -> None:
         child.process, child.pumps = self._spawn(child.program)
+        if child.gate_open:
+            _send_go(child.process)
         child.started_at = now
         child.restart_at = None
         child.restarts += 1
@@ -179,12 +191,13 @@ class Supervisor:
         # children in order (services drain before the broker goes). The tether kills it if
         # the stack dies without doing so.
         argv = tether.command(os.getpid(), program.argv)
+        stdin = subprocess.PIPE if program.gated else subprocess.DEVNULL
         if program.log_path is not None:
             with program.log_path.open("ab") as log:
                 process = subprocess.Popen(  # noqa: S603 - the stack's own command lines
                     argv,
                     env=dict(program.env),
-                    stdin=subprocess.DEVNULL,
+                    stdin=stdin,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -193,7 +206,7 @@ class Supervisor:
         process = subprocess.Popen(  # noqa: S603 - the stack's own command lines
             argv,
             env=dict(program.env),
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -213,3 +226,17 @@ class Supervisor:
             with self._output_lock:
                 self._output.write(f"{clock} {name:<{self._width}} | {line}\n")
                 self._output.flush()
+
+
+GO = b"go\n"
+
+
+def _send_go(process: subprocess.Popen[bytes]) -> None:
+    """Writes "go" to a gated process (one that already died cannot read it: no matter)."""
+    if process.stdin is None or process.stdin.closed:
+        return
+    try:
+        process.stdin.write(GO)
+        process.stdin.close()
+    except BrokenPipeError:
+        pass

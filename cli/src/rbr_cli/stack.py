@@ -368,10 +368,12 @@ def _prepare(env: dict[str, str]) -> None:
 
 # A service's process loads its code at once, then waits for the stack's "go" (on its standard
 # input) before it starts: its imports, the longest part of its start, overlap the broker's.
-SERVICE_LAUNCH = (
-    "import sys, {module}\n"
-    "if sys.stdin.readline() == 'go\\n':\n"
-    "    {module}.{function}()\n"
+SERVICE_LAUNCH = "\n".join(
+    [
+        "import sys, {module}",
+        "if sys.stdin.readline() == 'go\\n':",
+        "    {module}.{function}()",
+    ]
 )
 
 

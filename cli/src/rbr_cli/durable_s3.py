@@ -82,7 +82,7 @@ class ObjectStore:
     def save_bucket(self, record: BucketRecord) -> None:
         """Keeps a bucket."""
         folder = self._bucket_dir(record.name)
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_dirs(folder)
         document = {"account_id": record.account_id, "region": record.region}
         _write_atomically(folder / "bucket.json", [json.dumps(document).encode()])
 
@@ -103,7 +103,7 @@ class ObjectStore:
             "size": key.size,
         }
         path = self._object_path(bucket, key.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(path.parent)
         _write_atomically(path, _object_chunks(header, key))
 
     def drop_object(self, bucket: str, key: str) -> None:
@@ -147,6 +147,15 @@ def _write_atomically(path: Path, chunks: Iterable[bytes]) -> None:
         os.fsync(stream.fileno())
     temporary.replace(path)
     _fsync_dir(path.parent)
+
+
+def _make_dirs(folder: Path) -> None:
+    """Creates a folder and its missing parents, each one's entry synced to disk."""
+    if folder.is_dir():
+        return
+    _make_dirs(folder.parent)
+    folder.mkdir(exist_ok=True)
+    _fsync_dir(folder.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import boto3
 import httpx
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from mypy_boto3_s3 import S3Client
 
 from rbr_cli.plugins import SERVICES_GROUP, discovered
 from rbr_cli.stack import BROKER_PORT, S3_PORT, SERVICE_PORTS
@@ -166,8 +168,10 @@ def test_a_service_killed_under_the_stack_comes_back_and_the_fleet_keeps_flowing
         fleet.emit_all(10)
         wait_for(lambda: stack.count(ROWS) == 30, timeout=60, message="the first 30 rows")
         others = {name: stack.pid(name) for name in stack.services if name != "parser"}
+        # The broker too: its topics and offsets are kept in the S3 endpoint, so it comes back
+        # with them.
 
-        for victim in ("parser", "poller"):
+        for victim in ("parser", "poller", "broker"):
             pid = stack.pid(victim)
             os.kill(pid, signal.SIGKILL)
             wait_for(
@@ -196,6 +200,7 @@ def test_a_service_killed_under_the_stack_comes_back_and_the_fleet_keeps_flowing
     assert code == 0, stack.output()[-3000:]
     assert "parser stopped (rc=0) after 1 restart(s)" in stack.output()
     assert "poller stopped (rc=0) after 1 restart(s)" in stack.output()
+    assert "broker stopped (rc=0) after 1 restart(s)" in stack.output()
     assert "rbr stack: stopped" in stack.output()
 
 
@@ -225,3 +230,62 @@ def test_a_second_stack_on_the_same_var_dir_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"another rbr stack (pid 4242) is running on {var}" in result.stderr
     assert not (var / "s3").exists()  # nothing started
+
+
+def test_a_stack_stopped_with_ctrl_c_starts_again_with_its_topics_objects_and_offsets(
+    tmp_path: Path,
+) -> None:
+    stack = RunningStack(tmp_path / "var")
+    stack.start()
+    try:
+        stack.wait_ready()
+        bootstrap = f"127.0.0.1:{stack.broker_port}"
+        s3 = _s3_client(stack.s3_port)
+        s3.put_object(Bucket="rbr-raw-logs", Key="raw/kept.log", Body=b"kept across a stop")
+        producer = Producer({"bootstrap.servers": bootstrap})
+        for number in range(3):
+            producer.produce("bucket.status", key=b"k", value=f"m{number}".encode(), partition=0)
+        assert producer.flush(30) == 0
+        committer = Consumer({"bootstrap.servers": bootstrap, "group.id": "kept-offsets"})
+        committer.commit(offsets=[TopicPartition("bucket.status", 0, 2)], asynchronous=False)
+        committer.close()
+    finally:
+        assert stack.stop() == 0, stack.output()[-3000:]
+    assert "topics ready (10 created)" in stack.output()
+
+    stack.start()
+    try:
+        stack.wait_ready()
+        assert "topics ready (0 created)" in stack.output()
+        s3 = _s3_client(stack.s3_port)
+        kept = s3.get_object(Bucket="rbr-raw-logs", Key="raw/kept.log")["Body"].read()
+        assert kept == b"kept across a stop"
+        bootstrap = f"127.0.0.1:{stack.broker_port}"
+        reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "kept-offsets"})
+        [committed] = reader.committed([TopicPartition("bucket.status", 0)], timeout=30)
+        assert committed.offset == 2
+        reader.assign([TopicPartition("bucket.status", 0, 0)])
+        values: list[bytes | None] = []
+
+        def read_all() -> bool:
+            message = reader.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+            return len(values) >= 3
+
+        wait_for(read_all, timeout=30, message="the three messages read again")
+        reader.close()
+        assert values == [b"m0", b"m1", b"m2"]
+    finally:
+        assert stack.stop() == 0, stack.output()[-3000:]
+
+
+def _s3_client(port: int) -> S3Client:
+    client: S3Client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    return client

@@ -6,14 +6,24 @@
   (its whole process group) and started again on the same var dir; from the command to every
   service ready, and to the first `/update_bucket` a bucket receives.
 
-Each figure is the median of several rounds (one with --quick).
+* S3 endpoint restore: how long `rbr_cli.durable_s3` takes to load N kept objects (small, as
+  the broker's record batches are) at start, and the memory they take. The broker's storage
+  engine applies no topic retention, so its objects only grow (about 5,000 a day for ten
+  buckets at the default intervals): this is what a start costs per day of history.
+
+Each stack figure is the median of several rounds (one with --quick).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.figures import Figure
@@ -54,9 +64,7 @@ def _restarts(var_dir: Path, rounds: int) -> tuple[list[float], list[float]]:
                 before = _polls(fleet)
                 started = time.monotonic()
                 stack.start()
-                wait_for(
-                    lambda before=before: _polls(fleet) > before, timeout=120, message="a poll"
-                )
+                wait_for(_polled_since(fleet, before), timeout=120, message="a poll")
                 to_poll.append(time.monotonic() - started)
                 stack.wait_ready()
                 to_ready.append(time.monotonic() - started)
@@ -65,22 +73,84 @@ def _restarts(var_dir: Path, rounds: int) -> tuple[list[float], list[float]]:
     return to_ready, to_poll
 
 
+def _polled_since(fleet: Fleet, before: int) -> Callable[[], bool]:
+    return lambda: _polls(fleet) > before
+
+
 def _polls(fleet: Fleet) -> int:
     return sum(fleet.request_counts("/update_bucket").values())
 
 
+# Loads a data folder in a process of its own and prints seconds and peak RSS (VmHWM).
+_RESTORE = """
+import json, sys, time
+from pathlib import Path
+from rbr_cli.durable_s3 import ObjectStore, restore
+started = time.monotonic()
+restore(ObjectStore(Path(sys.argv[1])))
+seconds = time.monotonic() - started
+status = Path("/proc/self/status").read_text()
+hwm = int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1])
+print(json.dumps({"seconds": seconds, "rss_mb": hwm / 1024}))
+"""
+
+
+def _restore_figures(root: Path, objects: int) -> list[Figure]:
+    from rbr_cli.durable_s3 import BucketRecord, ObjectStore  # noqa: PLC0415
+
+    store = ObjectStore(root)
+    store.save_bucket(BucketRecord("rbr-broker", "123456789012", "us-east-1"))
+    for number in range(objects):
+        key = f"clusters/c/topics/t/partitions/{number % 12:010d}/records/{number:020d}.batch"
+        path = store._object_path("rbr-broker", key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {"key": key, "etag": "0" * 32, "metadata": {}, "size": 400}
+        header["last_modified"] = "2026-12-01T00:00:00+00:00"
+        path.write_bytes(json.dumps(header).encode() + b"\n" + os.urandom(400))
+    empty = _restore_run(root / "empty")
+    loaded = _restore_run(root)
+    return [
+        Figure(
+            f"S3 endpoint: load {objects:,} kept objects at start",
+            loaded["seconds"],
+            "s",
+            note="the broker's record batches, about 5,000 a day for 10 buckets",
+        ),
+        Figure(
+            f"S3 endpoint: memory for {objects:,} kept objects",
+            loaded["rss_mb"] - empty["rss_mb"],
+            "MB",
+            note=f"peak RSS {loaded['rss_mb']:.0f} MB, {empty['rss_mb']:.0f} MB empty",
+        ),
+    ]
+
+
+def _restore_run(folder: Path) -> dict[str, float]:
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _RESTORE, str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    measured: dict[str, float] = json.loads(result.stdout)
+    return measured
+
+
 def run(quick: bool) -> list[Figure]:
-    """Measures the stack's cold start and its restart after a SIGKILL."""
+    """Measures the stack's cold start, its restart after a SIGKILL, and the S3 restore."""
     rounds = 1 if quick else 3
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as folder:
         root = Path(folder)
         cold = [_cold_start(root / f"cold-{n}") for n in range(rounds)]
         to_ready, to_poll = _restarts(root / "restarted", rounds)
+        restore = _restore_figures(root / "restore", 5_000 if quick else 30_000)
     note = f"median of {rounds}; 2 cores, other work on the machine"
     return [
         _figure("stack: cold start to every service ready", cold, note),
         _figure("stack: restart after SIGKILL to every service ready", to_ready, note),
         _figure("stack: restart after SIGKILL to the first poll", to_poll, note),
+        *restore,
     ]
 
 

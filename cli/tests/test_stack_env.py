@@ -32,7 +32,7 @@ def test_simulate_registers_with_the_stack_named_in_var_rbr_env(
     ca_file = tmp_path / "var" / "stack-ca.pem"
     stack_env.write(
         tmp_path / "var" / "rbr.env",
-        {"RBR_REGISTRAR_URL": http_receiver.url, "RBR_BUCKET_CA_FILE": str(ca_file)},
+        {"RBR_REGISTRAR_URL": http_receiver.url, "RBR_SIM_CA_FILE": str(ca_file)},
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith("RBR_")}
     command = [sys.executable, "-m", "rbr_cli", "simulate", "--count", "1", "--bind", "ports"]

@@ -242,6 +242,9 @@ def _stack_environment(layout: StackLayout) -> dict[str, str]:
         "RBR_DATABASE_URL": f"sqlite:///{layout.var_dir / 'rbr.db'}",
         "RBR_ALLOWED_BUCKET_NETWORKS": "127.0.0.0/8",
         "RBR_BUCKET_CA_FILE": str(layout.var_dir / "simulator-ca.pem"),
+        # Where `rbr simulate` writes its CA: the file the stack trusts. A variable of its
+        # own, so a simulator never overwrites a real RBR_BUCKET_CA_FILE elsewhere.
+        "RBR_SIM_CA_FILE": str(layout.var_dir / "simulator-ca.pem"),
         "RBR_HTTP_HOST": "127.0.0.1",
         "RBR_REGISTRAR_URL": f"http://127.0.0.1:{layout.service_port('registrar')}",
         "RBR_LOG_FORMAT": "text",

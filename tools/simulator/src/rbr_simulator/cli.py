@@ -50,7 +50,7 @@ def simulate(  # noqa: PLR0917 - one parameter per command-line option
     ca_file: Annotated[
         Path,
         typer.Option(
-            envvar="RBR_BUCKET_CA_FILE",
+            envvar="RBR_SIM_CA_FILE",
             help="Where to write the fleet's CA certificate (the file the registry trusts).",
         ),
     ] = Path("var/simulator-ca.pem"),

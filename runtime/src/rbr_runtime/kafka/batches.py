@@ -153,6 +153,10 @@ class BatchProcessor:
         finished: Finished,
     ) -> None:
         """Applies a handler's result: its rejections are dead-lettered, the rest is done."""
+        if not rejections:
+            self._cap.handled()
+            finished(list(batch), list(batch))
+            return
         by_offset = {(r.message.position, r.message.offset): r for r in rejections}
         unknown = set(by_offset) - {(m.position, m.offset) for m in batch}
         if unknown:

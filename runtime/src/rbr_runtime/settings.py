@@ -82,7 +82,7 @@ class CommonSettings(BaseSettings):
         default="UTC", description="Time zone of the daily tasks' times of day (IANA name)."
     )
     consumer_batch_size: int = Field(
-        default=200, ge=1, description="Most messages handed to a handler at once."
+        default=200, ge=1, description="Most messages of one partition handed to a handler at once."
     )
     consumer_batch_wait: float = Field(
         default=0.5,

@@ -40,6 +40,7 @@ from rbr_schemas import (
 from rbr_testing.broker import Broker
 from rbr_testing.kafka import read_events
 from rbr_testing.registry import (
+    SIMULATED_BUCKET_PORTS,
     TEST_SECRET_KEY,
     PollerFactory,
     RegistrarFactory,
@@ -120,6 +121,7 @@ def registry(
         s3_bucket=raw_bucket,
         secret_key=TEST_SECRET_KEY,  # type: ignore[arg-type]
         allowed_bucket_networks="127.0.0.0/8",  # type: ignore[arg-type]
+        allowed_bucket_ports=SIMULATED_BUCKET_PORTS,  # type: ignore[arg-type]
         http_port=0,
         extract_part_bytes=5 * 1024 * 1024,
         bucket_timeout=10.0,

@@ -5,6 +5,9 @@ SHELL := /bin/bash
 # uv installs everything; if it is not on PATH, it is installed into .tools/ with pip.
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PYTEST_ARGS ?=
+# `make run PORT_OFFSET=100 VAR_DIR=var2`: a second stack beside the first (every port + 100).
+PORT_OFFSET ?= 0
+VAR_DIR ?= var
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -15,12 +18,12 @@ help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 .PHONY: install
-install: $(UV) ## Install every package and dev tool into .venv (uv sync).
+install: $(UV) ## Install every package and dev tool into .venv (uv sync); rbr is .venv/bin/rbr.
 	$(UV) sync --all-packages --frozen
 
 .PHONY: run
 run: install ## Run broker, S3, migrations, topics and every service on this machine.
-	$(UV) run rbr stack
+	$(UV) run rbr stack --port-offset $(PORT_OFFSET) --var-dir $(VAR_DIR)
 
 .PHONY: test
 test: install ## Run all tests: unit, and integration against broker, MariaDB and S3.
@@ -46,4 +49,4 @@ bench: install ## Run the benchmarks and print their figures (see README).
 
 .PHONY: demo
 demo: install ## Run the stack with a simulated fleet of 20 buckets.
-	$(UV) run python tools/demo.py
+	$(UV) run python tools/demo.py --port-offset $(PORT_OFFSET)

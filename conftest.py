@@ -1,5 +1,10 @@
 """Pytest plugins shared by every test in the workspace (fixtures live in rbr_testing)."""
 
+import os
+
+# `rbr` loads a local stack's var/rbr.env when there is one; tests never read a developer's.
+os.environ["RBR_ENV_FILE"] = ""
+
 pytest_plugins = [
     "rbr_testing.anthropic_api",
     "rbr_testing.broker",

@@ -5,10 +5,14 @@ enrolls with a demo key (a few buckets write their logs to their own S3 bucket),
 webhook receiver the notifier delivers alerts to. Every 10 seconds it prints what the registry
 knows; after a minute it silences one bucket, so an unresponsive alert fires and arrives.
 Ctrl-C stops everything. Output of the stack and the fleet goes to var/demo/*.log.
+
+`python tools/demo.py --port-offset 100` (`make demo PORT_OFFSET=100`) runs it beside another
+stack: every port moves by 100 and its state goes to var/demo-100.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -25,9 +29,23 @@ from pathlib import Path
 
 import httpx
 
-VAR = Path("var/demo").resolve()
 ENROLLMENT_KEY = "demo-enrollment-key"
+REGISTRAR_PORT = 8000
+S3_PORT = 9000
 CONTROL_PORT = 8099
+# Settings a shell may carry from another stack (`source var/rbr.env`): the demo's stack and
+# fleet must use their own.
+OTHER_STACK_SETTINGS = (
+    "RBR_KAFKA_BOOTSTRAP",
+    "RBR_S3_ENDPOINT_URL",
+    "RBR_DATABASE_URL",
+    "RBR_REGISTRAR_URL",
+    "RBR_BUCKET_CA_FILE",
+    "RBR_SIM_CA_FILE",
+    "RBR_SECRET_KEY",
+    "RBR_OPERATOR_KEY",
+    "RBR_ENV_FILE",
+)
 BUCKETS = 20
 SILENCE_AFTER = 60.0
 REPORT_QUERIES = {
@@ -96,15 +114,28 @@ class AlertReceiver:
         )
 
 
+class Ports:
+    """The demo's ports, moved by an offset."""
+
+    def __init__(self, offset: int) -> None:
+        """Uses the default ports plus `offset`."""
+        self.offset = offset
+        self.registrar = REGISTRAR_PORT + offset
+        self.s3 = S3_PORT + offset
+        self.control = CONTROL_PORT + offset
+
+
 @contextmanager
-def process(command: list[str], log_name: str, env: dict[str, str]) -> Iterator[None]:
-    """Runs a command in the background with its output in var/demo, stops it with SIGINT."""
-    with (VAR / log_name).open("w") as log:
+def process(
+    command: list[str], log_path: Path, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Runs a command in the background with its output in log_path, stops it with SIGINT."""
+    with log_path.open("w") as log:
         child = subprocess.Popen(  # noqa: S603 - our own commands
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     try:
-        yield
+        yield child
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGINT)
@@ -114,9 +145,9 @@ def process(command: list[str], log_name: str, env: dict[str, str]) -> Iterator[
             os.killpg(child.pid, signal.SIGKILL)
 
 
-def count(query: str) -> int:
+def count(var: Path, query: str) -> int:
     """Runs a COUNT query on the demo's SQLite database (0 while it is not there)."""
-    database = VAR / "rbr.db"
+    database = var / "rbr.db"
     if not database.exists():
         return 0
     try:
@@ -126,9 +157,9 @@ def count(query: str) -> int:
         return 0
 
 
-def report(receiver: AlertReceiver) -> str:
+def report(var: Path, receiver: AlertReceiver) -> str:
     """Returns one line of what the registry knows now."""
-    figures = [f"{label} {count(query)}" for label, query in REPORT_QUERIES.items()]
+    figures = [f"{label} {count(var, query)}" for label, query in REPORT_QUERIES.items()]
     return " | ".join([*figures, f"alerts delivered {len(receiver.received)}"])
 
 
@@ -150,12 +181,17 @@ class Stopping:
         return self.requested
 
 
-def wait_for_registrar(stopping: Stopping) -> bool:
-    """Waits until the stack's registrar is ready; False if stopped or it never came up."""
+def wait_for_registrar(stopping: Stopping, stack: subprocess.Popen[bytes], ports: Ports) -> bool:
+    """Waits until our stack's registrar is ready; False if stopped or it never came up.
+
+    Gives up as soon as our stack exits (e.g. its ports are taken by another stack), rather
+    than taking another stack's registrar for ours.
+    """
     deadline = time.monotonic() + 120
-    while not stopping.requested and time.monotonic() < deadline:
+    url = f"http://127.0.0.1:{ports.registrar}/readyz"
+    while not stopping.requested and time.monotonic() < deadline and stack.poll() is None:
         try:
-            if httpx.get("http://127.0.0.1:8000/readyz", timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return True
         except httpx.TransportError:
             pass
@@ -163,9 +199,9 @@ def wait_for_registrar(stopping: Stopping) -> bool:
     return False
 
 
-def silence_one_bucket() -> bool:
+def silence_one_bucket(ports: Ports) -> bool:
     """Tells the simulator to make its first bucket stop answering; False if it cannot yet."""
-    control = f"http://127.0.0.1:{CONTROL_PORT}/buckets"
+    control = f"http://127.0.0.1:{ports.control}/buckets"
     try:
         name = httpx.get(control, timeout=5).json()["buckets"][0]["name"]
         httpx.post(f"{control}/{name}/mode", json={"mode": "silent"}, timeout=5)
@@ -178,15 +214,21 @@ def silence_one_bucket() -> bool:
 
 def main() -> int:
     """Runs the demo until Ctrl-C."""
-    shutil.rmtree(VAR, ignore_errors=True)
-    VAR.mkdir(parents=True)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port-offset", type=int, default=0, help="add this to every port")
+    ports = Ports(parser.parse_args().port_offset)
+    var = Path("var/demo" if ports.offset == 0 else f"var/demo-{ports.offset}").resolve()
+    shutil.rmtree(var, ignore_errors=True)
+    var.mkdir(parents=True)
     receiver = AlertReceiver()
-    channels = VAR / "channels.yaml"
+    channels = var / "channels.yaml"
     channels.write_text(CHANNELS.format(port=receiver.port))
+    inherited = {k: v for k, v in os.environ.items() if k not in OTHER_STACK_SETTINGS}
     env = {
-        **os.environ,
+        **inherited,
         **DEMO_SETTINGS,
         "RBR_NOTIFIER_CHANNELS": str(channels),
+        "RBR_ENV_FILE": str(var / "rbr.env"),  # what `rbr simulate` loads: our stack's
         "DEMO_WEBHOOK_SECRET": "demo-webhook-secret",
         # moto accepts any credentials; the simulated buckets in S3 mode write through it.
         "AWS_ACCESS_KEY_ID": "local",
@@ -197,11 +239,12 @@ def main() -> int:
     stopping = Stopping()
     signal.signal(signal.SIGINT, stopping.on_signal)
     signal.signal(signal.SIGTERM, stopping.on_signal)
-    print(f"demo: starting the registry and {BUCKETS} simulated rustbuckets (logs in {VAR})")
+    print(f"demo: starting the registry and {BUCKETS} simulated rustbuckets (logs in {var})")
+    stack_command = [*rbr, "stack", "--var-dir", str(var), "--port-offset", str(ports.offset)]
     with ExitStack() as running:
-        running.enter_context(process([*rbr, "stack", "--var-dir", str(VAR)], "stack.log", env))
-        if not wait_for_registrar(stopping):
-            print("demo: the stack did not come up; see var/demo/stack.log")
+        stack = running.enter_context(process(stack_command, var / "stack.log", env))
+        if not wait_for_registrar(stopping, stack, ports):
+            print(f"demo: the stack did not come up; see {var / 'stack.log'}")
             return 1
         running.enter_context(
             process(
@@ -210,10 +253,12 @@ def main() -> int:
                     "simulate",
                     "--count",
                     str(BUCKETS),
+                    "--registrar-url",
+                    f"http://127.0.0.1:{ports.registrar}",
                     "--registration-key",
                     ENROLLMENT_KEY,
                     "--ca-file",
-                    str(VAR / "simulator-ca.pem"),
+                    str(var / "simulator-ca.pem"),
                     "--rate",
                     "3",
                     "--hostile-fraction",
@@ -221,25 +266,27 @@ def main() -> int:
                     "--s3-fraction",
                     "0.1",
                     "--s3-endpoint-url",
-                    "http://127.0.0.1:9000",
+                    f"http://127.0.0.1:{ports.s3}",
                     "--s3-flush-interval",
                     "15",
                     "--control-port",
-                    str(CONTROL_PORT),
+                    str(ports.control),
                     "--seed",
                     "7",
                 ],
-                "simulator.log",
+                var / "simulator.log",
                 env,
             )
         )
-        print("demo: registrar on http://127.0.0.1:8000/docs; Ctrl-C stops everything")
+        print(
+            f"demo: registrar on http://127.0.0.1:{ports.registrar}/docs; Ctrl-C stops everything"
+        )
         started = time.monotonic()
         silenced = False
         while not stopping.wait(10):
-            print(f"  {report(receiver)}", flush=True)
+            print(f"  {report(var, receiver)}", flush=True)
             if not silenced and time.monotonic() - started > SILENCE_AFTER:
-                silenced = silence_one_bucket()
+                silenced = silence_one_bucket(ports)
         print("demo: stopping")
     return 0
 

@@ -1,9 +1,9 @@
-"""`rbr stack` (what `make run` runs) brings everything up and Ctrl-C stops it all."""
+"""`rbr stack` (what `make run` runs): brings everything up, keeps it up, Ctrl-C stops it all."""
 
 from __future__ import annotations
 
+import fcntl
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -13,28 +13,30 @@ from pathlib import Path
 
 import boto3
 import httpx
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from mypy_boto3_s3 import S3Client
 
 from rbr_cli.plugins import SERVICES_GROUP, discovered
 from rbr_cli.stack import BROKER_PORT, S3_PORT, SERVICE_PORTS
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.db.migrate import current_revision, head_revision
 from rbr_schemas import all_topic_names
+from rbr_testing.simulator import FleetFactory
+from rbr_testing.stack import RunningStack, free_offset
+from rbr_testing.stack import port_free as _free
 from rbr_testing.waiting import wait_for
 
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def free_offset() -> int:
-    ports = [BROKER_PORT, S3_PORT, *SERVICE_PORTS.values()]
-    for _ in range(50):
-        offset = random.randrange(20_000, 30_000, 7)
-        if all(_free(port + offset) for port in ports):
-            return offset
-    raise RuntimeError("no free port range found")
+ENROLLMENT_KEY = "stack-test-key"
+# A fleet that flows within seconds: buckets enrol active, are polled every second and
+# pulled every two.
+FAST_FLEET = {
+    "RBR_ENROLLMENT_KEYS": ENROLLMENT_KEY,
+    "RBR_POLL_INTERVAL": "1",
+    "RBR_EXTRACT_INTERVAL": "2",
+    "RBR_EXTRACT_TICK": "0.5",
+}
+ROWS = "SELECT COUNT(*) FROM logs"
 
 
 class Output:
@@ -155,3 +157,138 @@ def test_stack_refuses_a_busy_port(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"the broker ({port + offset})" in result.stderr
     assert "already in use" in result.stderr
+
+
+def test_a_service_killed_under_the_stack_comes_back_and_the_fleet_keeps_flowing(
+    tmp_path: Path, fleet_factory: FleetFactory
+) -> None:
+    stack = RunningStack(tmp_path / "var", env=FAST_FLEET)
+    stack.start()
+    try:
+        stack.wait_ready()
+        fleet = fleet_factory(count=3, bind="ports", ca_file=stack.var_dir / "simulator-ca.pem")
+        assert all(result.ok for result in fleet.register(stack.url("registrar"), ENROLLMENT_KEY))
+        fleet.emit_all(10)
+        wait_for(lambda: stack.count(ROWS) == 30, timeout=60, message="the first 30 rows")
+        others = {name: stack.pid(name) for name in stack.services if name != "parser"}
+        # The broker too: its topics and offsets are kept in the S3 endpoint, so it comes back
+        # with them.
+
+        for victim in ("parser", "poller", "broker"):
+            pid = stack.pid(victim)
+            os.kill(pid, signal.SIGKILL)
+            wait_for(
+                lambda victim=victim: f"{victim} restarted" in stack.output(),
+                timeout=30,
+                message=f"{victim} restarted",
+            )
+            assert f"{victim} exited unexpectedly (killed by SIGKILL)" in stack.output()
+            assert stack.pid(victim) != pid
+        polls = fleet.request_counts("/update_bucket")
+        fleet.emit_all(10)
+
+        wait_for(lambda: stack.count(ROWS) == 60, timeout=90, message="rows after the restart")
+        wait_for(
+            lambda: all(fleet.request_counts("/update_bucket")[n] > polls[n] for n in fleet.names),
+            timeout=60,
+            message="every bucket polled after the poller came back",
+        )
+        wait_for(lambda: stack.ready("parser") and stack.ready("poller"), message="ready again")
+        # The rest of the stack ran on untouched: one crash stops nothing else.
+        others.pop("poller")
+        assert {name: stack.pid(name) for name in others} == others
+        assert stack.process.poll() is None
+    finally:
+        code = stack.stop()
+    assert code == 0, stack.output()[-3000:]
+    assert "parser stopped (rc=0) after 1 restart(s)" in stack.output()
+    assert "poller stopped (rc=0) after 1 restart(s)" in stack.output()
+    assert "broker stopped (rc=0) after 1 restart(s)" in stack.output()
+    assert "rbr stack: stopped" in stack.output()
+
+
+def test_a_second_stack_on_the_same_var_dir_is_refused(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    var.mkdir()
+    with (var / "stack.lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running stack holds it
+        held.write("4242")
+        held.flush()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rbr_cli",
+                "stack",
+                "--port-offset",
+                str(free_offset()),
+                "--var-dir",
+                str(var),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"another rbr stack (pid 4242) is running on {var}" in result.stderr
+    assert not (var / "s3").exists()  # nothing started
+
+
+def test_a_stack_stopped_with_ctrl_c_starts_again_with_its_topics_objects_and_offsets(
+    tmp_path: Path,
+) -> None:
+    stack = RunningStack(tmp_path / "var")
+    stack.start()
+    try:
+        stack.wait_ready()
+        bootstrap = f"127.0.0.1:{stack.broker_port}"
+        s3 = _s3_client(stack.s3_port)
+        s3.put_object(Bucket="rbr-raw-logs", Key="raw/kept.log", Body=b"kept across a stop")
+        producer = Producer({"bootstrap.servers": bootstrap})
+        for number in range(3):
+            producer.produce("bucket.status", key=b"k", value=f"m{number}".encode(), partition=0)
+        assert producer.flush(30) == 0
+        committer = Consumer({"bootstrap.servers": bootstrap, "group.id": "kept-offsets"})
+        committer.commit(offsets=[TopicPartition("bucket.status", 0, 2)], asynchronous=False)
+        committer.close()
+    finally:
+        assert stack.stop() == 0, stack.output()[-3000:]
+    assert "topics ready (10 created)" in stack.output()
+
+    stack.start()
+    try:
+        stack.wait_ready()
+        assert "topics ready (0 created)" in stack.output()
+        s3 = _s3_client(stack.s3_port)
+        kept = s3.get_object(Bucket="rbr-raw-logs", Key="raw/kept.log")["Body"].read()
+        assert kept == b"kept across a stop"
+        bootstrap = f"127.0.0.1:{stack.broker_port}"
+        reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "kept-offsets"})
+        [committed] = reader.committed([TopicPartition("bucket.status", 0)], timeout=30)
+        assert committed.offset == 2
+        reader.assign([TopicPartition("bucket.status", 0, 0)])
+        values: list[bytes | None] = []
+
+        def read_all() -> bool:
+            message = reader.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+            return len(values) >= 3
+
+        wait_for(read_all, timeout=30, message="the three messages read again")
+        reader.close()
+        assert values == [b"m0", b"m1", b"m2"]
+    finally:
+        assert stack.stop() == 0, stack.output()[-3000:]
+
+
+def _s3_client(port: int) -> S3Client:
+    client: S3Client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    return client

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from rbr_runtime.kafka import (
     Inbound,
     OutgoingMessage,
     PermanentError,
+    Rejection,
 )
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import BUCKET_STATUS, BucketStatus, DeadLetterHeaders
@@ -445,3 +447,279 @@ def test_outages_outlast_the_unexpected_error_budget(
     running.stop()
     assert handled == ["bucket-a"]
     assert read_topic(settings.kafka_bootstrap, BUCKET_STATUS.dlq) == []
+
+
+# -- handlers off the poll thread ------------------------------------------------------------
+
+
+def partitions_of(settings: CommonSettings, topic: str, expected: int) -> dict[str, int]:
+    """Returns the partition each key landed on (keys are bucket names)."""
+    return {
+        (m.key() or b"").decode(): m.partition() or 0 for m in read_all(settings, topic, expected)
+    }
+
+
+def test_a_handler_far_slower_than_the_poll_interval_keeps_the_member_and_the_rest_flowing(
+    broker: Broker, producer: EventProducer
+) -> None:
+    """A handler holding one message for 10 minutes, against the default 300 s interval.
+
+    librdkafka evicts a member whose application has not polled for max.poll.interval.ms,
+    whatever its value. Holding the handler for twice a 3 s interval (its lowest useful
+    value with a 2 s session) exercises the same rule as holding it 10 minutes against the
+    300 s default, in seconds: the poll loop's pace does not depend on the handler's.
+    """
+    interval_ms = 3000
+    settings = CommonSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        kafka_max_poll_interval_ms=interval_ms,
+        consumer_batch_wait=0.2,
+    )
+    held = threading.Event()
+    release = threading.Event()
+    calls: list[str] = []
+    handled: list[str] = []
+    assignments: list[list[TopicPartition]] = []
+
+    def slow_on_one(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        for message in batch:
+            calls.append(message.data.name)
+            if message.data.name == "bucket-slow":
+                held.set()
+                release.wait(120)
+            handled.append(message.data.name)
+
+    first_wave = ["bucket-slow"] + [f"bucket-{i}" for i in range(20)]
+    for name in first_wave:
+        producer.send(BUCKET_STATUS, name, status(name))
+    runner = ConsumerRunner(
+        settings,
+        group_id="g-slow",
+        topics=[BUCKET_STATUS],
+        handler=slow_on_one,
+        producer=producer,
+        on_assign=assignments.append,
+    )
+    running = RunningConsumer(runner)
+    assert held.wait(30), "the slow message never reached the handler"
+    held_since = time.monotonic()
+    wait_for(
+        lambda: time.monotonic() - held_since > 2 * interval_ms / 1000,
+        timeout=30,
+        message="the handler held past twice max.poll.interval.ms",
+    )
+
+    second_wave = [f"bucket-late-{i}" for i in range(20)]
+    for name in second_wave:
+        producer.send(BUCKET_STATUS, name, status(name))
+    where = partitions_of(settings, BUCKET_STATUS.name, len(first_wave) + len(second_wave))
+    slow_partition = where["bucket-slow"]
+    elsewhere = {n for n in first_wave + second_wave if where[n] != slow_partition}
+    wait_for(lambda: elsewhere <= set(handled), message="the other partitions handled")
+    behind_slow = [n for n in first_wave + second_wave if where[n] == slow_partition]
+    slow_offset = behind_slow.index("bucket-slow")
+    offsets = committed(settings, "g-slow", BUCKET_STATUS.name)
+    assert offsets.get(slow_partition, 0) <= slow_offset, "committed past the message in hand"
+    assert len(assignments) == 1, "the member was evicted and rejoined while the handler ran"
+
+    release.set()
+    total = len(first_wave) + len(second_wave)
+    wait_for(
+        lambda: sum(committed(settings, "g-slow", BUCKET_STATUS.name).values()) == total,
+        message="everything committed",
+    )
+    running.stop()
+
+    assert calls.count("bucket-slow") == 1, "the slow message was handled again"
+    assert sorted(handled) == sorted(first_wave + second_wave)
+    assert len(assignments) == 1
+    assert running.error is None
+
+
+@pytest.mark.parametrize("how", ["returned", "raised"])
+def test_rejecting_message_k_of_a_batch_dead_letters_only_it(
+    settings: CommonSettings,
+    producer: EventProducer,
+    start: Callable[..., RunningConsumer],
+    how: str,
+) -> None:
+    """The handler names the one bad message; no message reaches the handler twice."""
+    calls: list[int] = []
+
+    def reject_the_third(batch: Sequence[Inbound[BucketStatus]]) -> Any:
+        rejected = [m for m in batch if m.data.latency_ms == 2.0]
+        for message in batch:
+            calls.append(int(message.data.latency_ms))
+            if how == "raised" and message in rejected:
+                raise PermanentError("reading 2 is out of range", message=message)
+        return [Rejection(m, "reading 2 is out of range") for m in rejected]
+
+    for n in range(6):  # one key: one partition, handed over in order
+        producer.send(BUCKET_STATUS, "bucket-a", status("bucket-a", n))
+    running = start(reject_the_third, "g-reject-k", batch_size=10)
+    (dead,) = read_all(settings, BUCKET_STATUS.dlq, 1)
+    wait_for(
+        lambda: sum(committed(settings, "g-reject-k", BUCKET_STATUS.name).values()) == 6,
+        message="all six committed",
+    )
+    running.stop()
+
+    headers = DeadLetterHeaders.from_kafka(dead.headers())
+    assert headers.source_offset == 2
+    assert headers.error_class == "rejected"
+    assert headers.error == "reading 2 is out of range"
+    assert sorted(calls) == [0, 1, 2, 3, 4, 5], "a message reached the handler twice, or never"
+    assert running.error is None
+
+
+def test_a_later_message_finished_first_is_not_committed_past_the_earlier_one(
+    settings: CommonSettings, producer: EventProducer, start: Callable[..., RunningConsumer]
+) -> None:
+    """An undecodable message behind a slow one is dead-lettered (finished) first."""
+    held = threading.Event()
+    release = threading.Event()
+    handled: list[str] = []
+
+    def hold_bucket_a(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        for message in batch:
+            if message.data.name == "bucket-a":
+                held.set()
+                release.wait(60)
+            handled.append(message.data.name)
+
+    producer.send(BUCKET_STATUS, "bucket-a", status("bucket-a"))
+    producer.send_messages([OutgoingMessage(BUCKET_STATUS.name, "bucket-a", b"not json")])
+    running = start(hold_bucket_a, "g-contiguous")
+    assert held.wait(30)
+    read_all(settings, BUCKET_STATUS.dlq, 1)  # offset 1 finished while offset 0 is in hand
+
+    # Commit rounds after the dead letter: messages on the other partitions get committed.
+    later = [f"bucket-{i}" for i in range(24)]
+    for name in later:
+        producer.send(BUCKET_STATUS, name, status(name))
+    where = partitions_of(settings, BUCKET_STATUS.name, 2 + len(later))
+    held_partition = where["bucket-a"]
+    elsewhere = Counter(where[name] for name in later if where[name] != held_partition)
+    wait_for(
+        lambda: all(
+            committed(settings, "g-contiguous", BUCKET_STATUS.name).get(p) == n
+            for p, n in elsewhere.items()
+        ),
+        message="the other partitions committed",
+    )
+    assert held_partition not in committed(settings, "g-contiguous", BUCKET_STATUS.name)
+
+    release.set()
+    wait_for(
+        lambda: (
+            committed(settings, "g-contiguous", BUCKET_STATUS.name).get(held_partition)
+            == 2 + sum(1 for name in later if where[name] == held_partition)
+        ),
+        message="the held partition committed once its first message is done",
+    )
+    running.stop()
+    assert handled.count("bucket-a") == 1
+
+
+class CommitWatch:
+    """Samples a group's committed offsets and records any that pass an unfinished message."""
+
+    def __init__(
+        self, settings: CommonSettings, group: str, where: dict[str, int], finished: set[str]
+    ) -> None:
+        self.finished = finished
+        self.violations: list[str] = []
+        self.samples = 0
+        self._settings = settings
+        self._group = group
+        self._where = where
+        self._order: dict[int, list[str]] = {}
+        for name, partition in where.items():
+            self._order.setdefault(partition, []).append(name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            offsets = committed(self._settings, self._group, BUCKET_STATUS.name)
+            finished = set(self.finished)  # after reading: a commit follows its finish
+            for partition, offset in offsets.items():
+                unfinished = [n for n in self._order[partition][:offset] if n not in finished]
+                if unfinished:
+                    self.violations.append(f"partition {partition} at {offset}: {unfinished}")
+            self.samples += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def test_a_member_joining_mid_work_loses_nothing_and_commits_nothing_unfinished(
+    broker: Broker, producer: EventProducer
+) -> None:
+    """A second member joins while the first has batches in hand, one held past the drain."""
+    settings = CommonSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        consumer_batch_wait=0.2,
+        consumer_drain_timeout=1.0,
+    )
+    early = [f"bucket-{i}" for i in range(60)]
+    late = [f"bucket-late-{i}" for i in range(60)]
+    held = threading.Event()
+    release = threading.Event()
+    second_joined = threading.Event()
+    handled: dict[str, list[str]] = {"first": [], "second": []}
+    finished: set[str] = set()
+
+    def member(which: str) -> Callable[[Sequence[Inbound[BucketStatus]]], None]:
+        def handle(batch: Sequence[Inbound[BucketStatus]]) -> None:
+            for message in batch:
+                name = message.data.name
+                if which == "first" and name == "bucket-7":
+                    held.set()
+                    release.wait(60)  # past the drain timeout: abandoned at the rebalance
+                if which == "first" and name in late:
+                    second_joined.wait(30)  # in hand when the rebalance starts
+                handled[which].append(name)
+                finished.add(name)
+
+        return handle
+
+    def runner(which: str, **kwargs: Any) -> ConsumerRunner:
+        return ConsumerRunner(
+            settings,
+            group_id="g-join",
+            topics=[BUCKET_STATUS],
+            handler=member(which),
+            producer=producer,
+            **kwargs,
+        )
+
+    for name in early:
+        producer.send(BUCKET_STATUS, name, status(name))
+    first = RunningConsumer(runner("first"))
+    assert held.wait(30)
+    for name in late:
+        producer.send(BUCKET_STATUS, name, status(name))
+    watch = CommitWatch(
+        settings, "g-join", partitions_of(settings, BUCKET_STATUS.name, 120), finished
+    )
+    second = RunningConsumer(runner("second", on_assign=lambda _: second_joined.set()))
+    wait_for(lambda: handled["second"], message="the second member at work")
+    release.set()
+    wait_for(
+        lambda: sum(committed(settings, "g-join", BUCKET_STATUS.name).values()) == 120,
+        message="everything committed",
+    )
+    first.stop()
+    second.stop()
+    watch.stop()
+
+    assert set(handled["first"]) | set(handled["second"]) == set(early + late), "lost messages"
+    assert watch.samples > 0
+    assert watch.violations == [], "an offset was committed past an unfinished message"
+    assert first.error is None
+    assert second.error is None

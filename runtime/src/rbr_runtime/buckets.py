@@ -300,6 +300,8 @@ def tls_verification(settings: BucketAccessSettings) -> ssl.SSLContext | bool:
         )
         return False
     if settings.bucket_ca_file:
+        if not os.path.exists(settings.bucket_ca_file):
+            raise BucketCAFileMissing(settings.bucket_ca_file)
         return ssl.create_default_context(cafile=settings.bucket_ca_file)
     return ssl.create_default_context()
 
@@ -360,6 +362,20 @@ def pinned_tls_context(pin: str) -> ssl.SSLContext:
     context.sslsocket_class = _PinnedSocket
     context.sslobject_class = _PinnedObject
     return context
+
+
+CA_FILE_HINT = (
+    "on the local stack `rbr simulate` writes it when it starts the simulated fleet; otherwise "
+    "point RBR_BUCKET_CA_FILE at the CA bundle that issued the buckets' certificates"
+)
+
+
+class BucketCAFileMissing(FileNotFoundError):
+    """RBR_BUCKET_CA_FILE names a file that does not exist (yet)."""
+
+    def __init__(self, path: str) -> None:
+        """Says which file is missing and what to do."""
+        super().__init__(f"RBR_BUCKET_CA_FILE {path} does not exist: {CA_FILE_HINT}")
 
 
 def client_options(
@@ -481,9 +497,18 @@ class BucketClients(Generic[ClientT]):
         CA_BUNDLE_UNUSABLE.set(1)
         if self._complained:
             return
+        self._complained = True
+        if why == "does not exist":
+            # Expected on a fresh local stack until the simulator writes it: a warning that
+            # says what to do, not an error.
+            log.warning(
+                "RBR_BUCKET_CA_FILE %s does not exist yet: no bucket is called until it does (%s)",
+                self._settings.bucket_ca_file,
+                CA_FILE_HINT,
+            )
+            return
         log.error(
             "RBR_BUCKET_CA_FILE %s %s: buckets cannot be verified; calls wait until it is usable",
             self._settings.bucket_ca_file,
             why,
         )
-        self._complained = True

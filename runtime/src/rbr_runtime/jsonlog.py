@@ -34,11 +34,6 @@ def log_context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
-def current_context() -> dict[str, Any]:
-    """Returns the fields the enclosing log_context blocks set."""
-    return dict(_context.get())
-
-
 def _clip(value: Any) -> Any:
     # Log fields may hold attacker-controlled text from honeypot logs; keep lines bounded.
     if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:

@@ -82,10 +82,31 @@ class CommonSettings(BaseSettings):
         default="UTC", description="Time zone of the daily tasks' times of day (IANA name)."
     )
     consumer_batch_size: int = Field(
-        default=200, ge=1, description="Most messages handed to a handler at once."
+        default=200, ge=1, description="Most messages of one partition handed to a handler at once."
     )
     consumer_batch_wait: float = Field(
-        default=0.5, gt=0, description="Seconds to wait to fill a batch."
+        default=0.5,
+        gt=0,
+        description="Seconds the poll loop waits for messages (at most 0.2) before tending to "
+        "commits and paused partitions.",
+    )
+    consumer_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Handler calls running at once, each on its own partition (a partition's "
+        "messages are handled in order, one batch at a time).",
+    )
+    consumer_buffer_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Messages fetched ahead per partition; beyond that the partition is paused "
+        "until its handler catches up.",
+    )
+    consumer_drain_timeout: float = Field(
+        default=10.0,
+        ge=0,
+        description="On a rebalance, how long a revoked partition's batch in hand may take to "
+        "finish and be committed; past that it is abandoned uncommitted to the next owner.",
     )
     retry_initial_backoff: float = Field(
         default=0.5, gt=0, description="First pause before retrying after an outage."

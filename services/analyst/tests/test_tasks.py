@@ -1,4 +1,4 @@
-"""`rbr run-task analyze_logs` and `rbr run-task daily_summary`, through their entry points."""
+"""`rbr run-task analyze_logs|analyze_now|daily_summary`, through their entry points."""
 
 from __future__ import annotations
 
@@ -57,6 +57,30 @@ def test_analyze_logs_task_analyses_every_ended_window(
         "analysis:rustbucket-a:successful_login",
         "analysis:rustbucket-b:successful_login",
     }
+
+
+@pytest.mark.usefixtures("environment")
+def test_analyze_now_shows_the_current_window_at_once_and_changes_nothing(
+    mysql_engine: Engine, store: AnalystStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = utcnow()
+    insert_rows(
+        mysql_engine,
+        [log_row("rustbucket-a", now, "login_success", source_ip="198.51.100.2")],
+    )
+    store.note_windows("rustbucket-a", "192.0.2.10", [now], INTERVAL, now)
+
+    summary = load_task("analyze_now")()
+
+    assert summary == "1 window(s) previewed; nothing stored, no alert sent"
+    printed = capsys.readouterr().out
+    assert printed.startswith("rustbucket-a (window from ")
+    assert "so far): " in printed
+    assert "by rules" in printed
+    assert "successful" in printed.lower()  # the rules' finding on a successful login
+    with mysql_engine.connect() as connection:
+        assert connection.execute(select(log_analysis)).all() == []
+        assert len(connection.execute(select(analysis_backlog)).all()) == 1  # still due later
 
 
 @pytest.mark.usefixtures("environment", "mysql_engine")

@@ -11,13 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
@@ -234,14 +234,20 @@ def _markers(engine: Engine) -> int:
     return count
 
 
-def test_an_object_parsed_past_the_poll_interval_is_not_parsed_again(
+def test_an_object_parsed_past_the_poll_interval_is_parsed_once_and_the_member_stays(
     settings_factory: Any,
     mysql_engine: Engine,
     raw_objects: Any,
     broker: Broker,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = settings_factory(kafka_max_poll_interval_ms=3000)
+    """A parse that outlasts max.poll.interval.ms no longer gets the member evicted.
+
+    The handler runs off the poll thread: the group keeps the member, the object is parsed
+    once, announced once and committed once, and its done marker is forgotten.
+    """
+    interval_ms = 3000
+    settings = settings_factory(kafka_max_poll_interval_ms=interval_ms)
     records = generate(300, seed=41)
     event = raw_objects.store("rustbucket-slow", body(records))
     opened: list[str] = []
@@ -252,15 +258,19 @@ def test_an_object_parsed_past_the_poll_interval_is_not_parsed_again(
         return real_open(s3, bucket, key)
 
     group = GroupOffsets(settings, "parser", LOGS_EXTRACTED.name)
-    evicted = threading.Event()
+    held: list[bool] = []
     real_insert = LogRows.insert
 
     def slow_insert(self: LogRows, *args: Any, **kwargs: Any) -> int:
-        if not evicted.is_set():
-            # The parse outlasts max.poll.interval: its write is held until the client has
-            # left the group, so the commit that follows is refused.
-            wait_for(lambda: not group.activity().active, timeout=60, message="evicted")
-            evicted.set()
+        if not held:
+            # The parse outlasts max.poll.interval: its write is held twice that long.
+            since = time.monotonic()
+            wait_for(
+                lambda: time.monotonic() - since > 2 * interval_ms / 1000,
+                timeout=60,
+                message="held past the poll interval",
+            )
+            held.append(group.activity().active)
         return real_insert(self, *args, **kwargs)
 
     monkeypatch.setattr(handlers, "open_object", counting_open)
@@ -270,9 +280,53 @@ def test_an_object_parsed_past_the_poll_interval_is_not_parsed_again(
     with running(build_service(settings)):
         wait_for(lambda: _processed() > processed_before, timeout=120, message="committed")
         wait_for(lambda: _markers(mysql_engine) == 0, timeout=10, message="marker forgotten")
-    assert evicted.is_set()
-    assert opened == [event.s3_key], "parsed again after the eviction"
-    parsed = parsed_events(broker.bootstrap, at_least=2)
+    assert held == [True], "the member left the group while the object was parsed"
+    assert opened == [event.s3_key], "parsed again"
+    parsed = parsed_events(broker.bootstrap, at_least=1)
+    assert [(p.rows_inserted, p.duplicates_skipped) for p in parsed] == [(300, 0)]
+    assert mismatches(rows_of_object(mysql_engine, event.sha256), records) == []
+
+
+def test_an_object_marked_done_but_not_committed_is_announced_again_not_parsed(
+    settings: ParserSettings,
+    mysql_engine: Engine,
+    raw_objects: Any,
+    broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crash between the done marker and the commit: the redelivery is not parsed again."""
+    records = generate(300, seed=41)
+    event = raw_objects.store("rustbucket-crash", body(records))
+    opened: list[str] = []
+    real_open = handlers.open_object
+
+    def counting_open(s3: Any, bucket: str, key: str) -> Any:
+        opened.append(key)
+        return real_open(s3, bucket, key)
+
+    monkeypatch.setattr(handlers, "open_object", counting_open)
+    raw_objects.publish(event)
+    with running(build_service(settings)):
+        (first,) = parsed_events(broker.bootstrap, at_least=1)
+        wait_for(lambda: _markers(mysql_engine) == 0, timeout=10, message="marker forgotten")
+
+    # What a crash right after the last write leaves: the marker, and the offset uncommitted.
+    with mysql_engine.begin() as connection:
+        connection.execute(
+            insert(parsed_objects).values(
+                event_id=handlers.parsed_event_id(event),
+                source_sha256=event.sha256,
+                parsed_event=first.model_dump_json(),
+                parsed_at=first.parsed_at,
+            )
+        )
+    offsets = GroupOffsets(settings, "parser", LOGS_EXTRACTED.name)
+    offsets.apply(offsets.plan(ReplayStart(beginning=True)))
+    with running(build_service(settings)):
+        parsed = parsed_events(broker.bootstrap, at_least=2)
+        wait_for(lambda: _markers(mysql_engine) == 0, timeout=10, message="marker forgotten")
+
+    assert opened == [event.s3_key], "parsed again"
     assert [(p.rows_inserted, p.duplicates_skipped) for p in parsed] == [(300, 0)] * 2
     assert parsed[0] == parsed[1]
     assert mismatches(rows_of_object(mysql_engine, event.sha256), records) == []

@@ -54,6 +54,7 @@ def test_operator_lists_approves_disables_and_removes_from_the_command_line(
     missing = runner.invoke(app, ["buckets", "approve", name])
     assert missing.exit_code == 1
     assert f"404: no bucket named {name}" in missing.output
+    assert "`rbr buckets list` shows the registered names" in missing.output
 
     monkeypatch.setenv("RBR_OPERATOR_KEY", "wrong")
     refused = runner.invoke(app, ["buckets", "list"])
@@ -64,6 +65,30 @@ def test_operator_lists_approves_disables_and_removes_from_the_command_line(
     unreachable = runner.invoke(app, ["buckets", "list"])
     assert unreachable.exit_code == 1
     assert "cannot reach the registrar at http://127.0.0.1:9" in unreachable.output
+
+
+def test_operator_approves_every_pending_bucket_at_once(
+    registrar_factory: RegistrarFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registrar = registrar_factory()
+    names = ["rustbucket-cl1all00", "rustbucket-cl1all01"]
+    with registrar.client() as client:
+        for name in names:
+            payload = {"ip_address": "127.0.0.1", "operating_system": "linux", "token": TOKEN}
+            assert client.post("/register_bucket", json={**payload, "name": name}).is_success
+    runner = CliRunner()
+    monkeypatch.setenv("RBR_REGISTRAR_URL", registrar.url)
+    monkeypatch.setenv("RBR_OPERATOR_KEY", TEST_OPERATOR_KEY)
+
+    approved = runner.invoke(app, ["buckets", "approve", "--all-pending"])
+    assert approved.exit_code == 0, approved.output
+    for name in names:
+        assert f"{name}: updated (state active)" in approved.output
+    listed = runner.invoke(app, ["buckets", "list", "--state", "active"]).output
+    assert all(name in listed for name in names)
+    again = runner.invoke(app, ["buckets", "approve", "--all-pending"])
+    assert "no buckets in state pending" in again.output
+    assert runner.invoke(app, ["buckets", "approve"]).exit_code == 2
 
 
 def test_operator_rekeys_every_bucket_from_the_command_line(

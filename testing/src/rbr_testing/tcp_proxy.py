@@ -52,11 +52,6 @@ class TcpProxy:
         """Accepts and forwards connections again."""
         self._accepting.set()
 
-    @property
-    def is_cut(self) -> bool:
-        """Tells whether the proxy is refusing connections."""
-        return not self._accepting.is_set()
-
     def stop(self) -> None:
         """Closes everything."""
         self._stopped.set()

@@ -7,6 +7,7 @@ from rbr_runtime.kafka.consumer import (
     Inbound,
     PermanentError,
     Record,
+    Rejection,
 )
 from rbr_runtime.kafka.directory import BucketDirectory
 from rbr_runtime.kafka.producer import DeliveryError, EventProducer, OutgoingMessage
@@ -22,6 +23,7 @@ __all__ = [
     "OutgoingMessage",
     "PermanentError",
     "Record",
+    "Rejection",
     "UndecodableMessage",
     "decode",
     "encode",

@@ -1,226 +1,121 @@
 """The consumer runner: at-least-once delivery of validated events to plain handler functions.
 
-A handler is a function that takes a batch of `Inbound` events and returns once every side
-effect is durable. The runner owns everything else:
+A handler is a function that takes a batch of `Inbound` events of one partition and returns
+once every side effect is durable. It runs on a worker thread, never on the thread that
+polls the broker: the poll loop keeps polling however long a handler takes, so the member
+keeps its place in the group (arroyo's model). The runner owns everything else:
 
-* offsets are committed only after the handler returned for the whole batch;
-* a handler that raises `PermanentError` rejects a message: the batch is re-run message by
-  message to find which, and that one goes to `<topic>.dlq` with headers saying why;
+* each partition is a lane: its messages are handled in offset order, one batch at a time;
+  lanes of different partitions run side by side (RBR_CONSUMER_CONCURRENCY at once);
+* a lane fetches ahead up to RBR_CONSUMER_BUFFER_SIZE messages, then its partition is paused
+  until the handler catches up (backpressure without leaving the group);
+* offsets are committed only over a contiguous run of finished messages (handled or
+  dead-lettered): never past one still in hand, whatever finished after it;
+* a handler rejects a message with `PermanentError` (naming the message with `message=`, or,
+  without, the batch is re-run message by message to find which) or by returning
+  `Rejection`s for the messages it gave up on while handling the others: those go to
+  `<topic>.dlq` with headers saying why, and nothing else is re-run;
 * a message that is not a valid event of its topic goes to the DLQ without reaching the
   handler;
 * an outage (an exception `rbr_runtime.errors.is_outage` recognises: database, S3, broker,
   network, or `TransientError`) is retried with exponential backoff, forever, never committed
-  and never skipped; the consumer keeps its group membership meanwhile;
+  and never skipped;
 * any other exception is a bug or a message the code cannot handle: retried
   RBR_UNEXPECTED_ERROR_RETRIES times, then the message is dead-lettered (`handler_error`)
   so it cannot block its partition forever;
 * more than `dlq_max_consecutive` dead letters in a row stop the consumer
   (`DeadLetterCapExceeded`): something is systematically wrong;
-* `stop()` lets the batch in hand finish and commit, then leaves the group;
+* on a rebalance, a revoked partition's batch in hand gets RBR_CONSUMER_DRAIN_TIMEOUT to
+  finish and be committed; past that it is abandoned uncommitted (the next owner redoes it;
+  if the partition comes straight back, the lane carries on with the batch it had);
+* `stop()` lets the batches in hand finish and commit, then leaves the group;
 * `on_commit`, if given, hears which messages were committed (e.g. to forget a "done, not
   committed yet" marker); what it raises is logged, never undoes the commit.
 
-Handlers must be idempotent: a batch may be delivered again after a crash or a rebalance.
+Handlers must be idempotent: a batch may be delivered again after a crash or a rebalance,
+and may run at the same time as batches of other partitions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
+import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from prometheus_client import Counter, Gauge, Histogram
-from pydantic import BaseModel
+from prometheus_client import Counter, Gauge
 
-from rbr_runtime.errors import is_outage
-from rbr_runtime.jsonlog import log_context
-from rbr_runtime.kafka.codec import UndecodableMessage, decode
+from rbr_runtime.kafka.batches import (
+    BATCH_SECONDS,
+    HANDLER_RETRIES,
+    MESSAGES_DEAD_LETTERED,
+    Abandoned,
+    BatchProcessor,
+    dead_letter_message,
+)
 from rbr_runtime.kafka.config import consumer_config
-from rbr_runtime.kafka.producer import EventProducer, OutgoingMessage
+from rbr_runtime.kafka.lanes import Lane
+from rbr_runtime.kafka.messages import (
+    CommitCallback,
+    DataT,
+    DeadLetterCapExceeded,
+    Handler,
+    Headers,
+    Inbound,
+    PartitionCallback,
+    PermanentError,
+    Record,
+    Rejection,
+    TopicPartitionKey,
+    decode_record,
+    message_headers,
+)
+from rbr_runtime.kafka.producer import EventProducer
+from rbr_runtime.retry import backoff_delay
 from rbr_runtime.settings import CommonSettings
-from rbr_schemas import CloudEvent, DeadLetterHeaders, TopicSpec, is_dlq_header, utcnow
+from rbr_schemas import TopicSpec
+
+__all__ = [
+    "BATCH_SECONDS",
+    "CONSUMER_LAG",
+    "HANDLER_RETRIES",
+    "MESSAGES_DEAD_LETTERED",
+    "MESSAGES_PROCESSED",
+    "CommitCallback",
+    "ConsumerRunner",
+    "DataT",
+    "DeadLetterCapExceeded",
+    "Handler",
+    "Headers",
+    "Inbound",
+    "PartitionCallback",
+    "PermanentError",
+    "Record",
+    "Rejection",
+    "backoff_delay",
+    "dead_letter_message",
+    "decode_record",
+    "message_headers",
+]
 
 log = logging.getLogger(__name__)
-
-DataT = TypeVar("DataT", bound=BaseModel)
-Headers = list[tuple[str, bytes]]
-TopicPartitionKey = tuple[str, int]
 
 MESSAGES_PROCESSED = Counter(
     "rbr_messages_processed_total", "Messages handled and committed.", ["group", "topic"]
 )
-MESSAGES_DEAD_LETTERED = Counter(
-    "rbr_dlq_messages_total", "Messages sent to a dead-letter topic.", ["group", "topic", "reason"]
-)
-HANDLER_RETRIES = Counter(
-    "rbr_handler_retries_total", "Batches retried after a transient failure.", ["group"]
-)
 CONSUMER_LAG = Gauge(
     "rbr_consumer_lag", "Messages behind the end of the partition.", ["group", "topic", "partition"]
 )
-BATCH_SECONDS = Histogram("rbr_batch_seconds", "Time to handle and commit one batch.", ["group"])
 
-
-class PermanentError(Exception):
-    """Raised by a handler for a message that can never be processed: dead-letter it.
-
-    The text becomes the DLQ's error header, so it must not contain secrets.
-
-    Args:
-        reason: why, for the DLQ header and the log.
-        counts_toward_cap: False when the cause is outside this system (e.g. a notification
-            channel that refuses every delivery): such dead letters do not stop the consumer
-            through RBR_DLQ_MAX_CONSECUTIVE, which is there to catch our own systematic faults
-            (a bad deploy, a schema mismatch), and stopping would starve every other message.
-    """
-
-    def __init__(self, reason: str, *, counts_toward_cap: bool = True) -> None:
-        super().__init__(reason)
-        self.counts_toward_cap = counts_toward_cap
-
-
-class DeadLetterCapExceeded(RuntimeError):
-    """Too many consecutive dead letters: the consumer stops instead of dumping everything."""
-
-
-class _HandlerFault(PermanentError):
-    """A handler kept failing with an exception that is not an outage (a bug, a poison)."""
-
-
-class _Abandoned(Exception):
-    """The batch in hand must not be committed: the consumer is stopping or lost it."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """Where a message was and what it held, byte for byte."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers = field(default_factory=list)
-    timestamp_ms: int | None = None
-
-    @property
-    def position(self) -> TopicPartitionKey:
-        """Returns (topic, partition)."""
-        return (self.topic, self.partition)
-
-    @property
-    def key_text(self) -> str | None:
-        """Returns the key decoded as UTF-8 (bucket name or dedupe key)."""
-        return None if self.key is None else self.key.decode("utf-8", "replace")
-
-    @classmethod
-    def from_message(cls, message: Message) -> Record:
-        """Copies what matters out of a librdkafka message (one without an error)."""
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        if topic is None or partition is None or offset is None:
-            raise ValueError("a data message always has a topic, partition and offset")
-        _, timestamp = message.timestamp()
-        return cls(
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=_as_bytes(message.key()),
-            value=_as_bytes(message.value()),
-            headers=message_headers(message),
-            timestamp_ms=timestamp if timestamp > 0 else None,
-        )
-
-
-@dataclass(frozen=True)
-class Inbound(Record, Generic[DataT]):
-    """A consumed message with its validated event; `event` is None for a tombstone."""
-
-    event: CloudEvent[Any] | None = None
-
-    @property
-    def is_tombstone(self) -> bool:
-        """Tells whether the message is a null value (a removal on a compacted topic)."""
-        return self.value is None
-
-    @property
-    def data(self) -> DataT:
-        """Returns the event data.
-
-        Raises:
-            ValueError: the message is a tombstone and has no data.
-        """
-        if self.event is None:
-            raise ValueError(f"{self.topic}@{self.offset} is a tombstone and has no data")
-        data: DataT = self.event.data
-        return data
-
-
-Handler = Callable[[Sequence[Inbound[Any]]], None]
-CommitCallback = Callable[[Sequence[Inbound[Any]]], None]
-
-
-def _as_bytes(value: str | bytes | None) -> bytes | None:
-    return value.encode() if isinstance(value, str) else value
-
-
-def message_headers(message: Message) -> Headers:
-    """Returns a message's headers as (name, bytes) pairs (a null header becomes b"")."""
-    raw = message.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return [(name, _as_bytes(value) or b"") for name, value in pairs]
-
-
-PartitionCallback = Callable[[list[TopicPartition]], None]
-
-
-def decode_record(record: Record, spec: TopicSpec) -> Inbound[Any]:
-    """Validates a record as an event of its topic.
-
-    Raises:
-        UndecodableMessage: the record is not a valid event of the topic.
-    """
-    if record.value is None:
-        if not spec.tombstones:
-            raise UndecodableMessage(f"null value on {spec.name}, which carries no tombstones")
-        return Inbound(**vars(record))
-    return Inbound(**vars(record), event=decode(spec, record.value))
-
-
-def dead_letter_message(
-    record: Record, dlq_topic: str, *, group: str, reason: str, error: str
-) -> OutgoingMessage:
-    """Returns the dead letter of a record: its key, value and headers, and why (`rbr-dlq-*`).
-
-    Args:
-        record: the message given up on.
-        dlq_topic: its topic's dead-letter topic.
-        group: the consumer group that gave up on it.
-        reason: a reason code (`rejected`, `undecodable`, `handler_error`).
-        error: what went wrong, free of secrets (cut to 2,000 characters).
-    """
-    dlq_headers = DeadLetterHeaders(
-        source_topic=record.topic,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        consumer_group=group,
-        error_class=reason,
-        error=error[:2000],
-        failed_at=utcnow(),
-    )
-    headers = [h for h in record.headers if not is_dlq_header(h[0])] + dlq_headers.to_kafka()
-    return OutgoingMessage(dlq_topic, record.key, record.value, headers)
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Returns the jittered exponential delay before retry number `attempt` (from 1)."""
-    base = min(maximum, initial * 2.0 ** min(attempt - 1, 30))
-    return float(base * random.uniform(0.8, 1.2))
+FETCH_MAX = 500
+"""Most messages taken from the client per poll."""
+POLL_WAIT_MAX = 0.2
+"""Longest the poll loop waits for messages before tending to commits and pauses."""
 
 
 class ConsumerRunner:
@@ -242,24 +137,32 @@ class ConsumerRunner:
         self.group_id = group_id
         self._settings = settings
         self._specs = {spec.name: spec for spec in topics}
-        self._handler = handler
-        self._producer = producer
         self._batch_size = batch_size or settings.consumer_batch_size
         self._user_on_assign = on_assign
         self._user_on_revoke = on_revoke
         self._on_commit = on_commit
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
-        self._assigned: set[TopicPartitionKey] = set()
-        self._revoked_during_batch: set[TopicPartitionKey] = set()
-        self._consecutive_dead_letters = 0
+        self._lock = threading.Condition()
+        self._lanes: dict[TopicPartitionKey, Lane] = {}
+        self._orphans: list[Lane] = []
+        self._ready: queue.SimpleQueue[Lane | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._fatal: BaseException | None = None
+        self._processor = BatchProcessor(
+            settings,
+            group_id=group_id,
+            specs=self._specs,
+            handler=handler,
+            producer=producer,
+            stop=self._stop,
+        )
         self.joined = threading.Event()
-        self.retrying_since: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Asks the runner to finish the batch in hand, commit and leave the group."""
+        """Asks the runner to finish the batches in hand, commit and leave the group."""
         self._stop.set()
 
     def readiness(self, stuck_after: float = 60.0) -> str | None:
@@ -270,6 +173,13 @@ class ConsumerRunner:
         if since is not None and time.monotonic() - since > stuck_after:
             return f"retrying a failing batch for {time.monotonic() - since:.0f}s (see logs)"
         return None
+
+    @property
+    def retrying_since(self) -> float | None:
+        """When the longest-failing batch in hand started retrying (None: none is)."""
+        with self._lock:
+            moments = [lane.retrying_since for lane in self._lanes.values()]
+        return min((m for m in moments if m is not None), default=None)
 
     @property
     def stopping(self) -> bool:
@@ -288,29 +198,208 @@ class ConsumerRunner:
             list(self._specs),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
+        self._start_workers()
         log.info("consumer started", extra={"group": self.group_id, "topics": list(self._specs)})
+        wait = min(self._settings.consumer_batch_wait, POLL_WAIT_MAX)
         try:
             while not self._stop.is_set():
-                self._revoked_during_batch.clear()
-                messages = self._consumer.consume(
-                    self._batch_size, self._settings.consumer_batch_wait
-                )
-                self._process(messages)
+                self._poll(wait)
+            self._drain()
+            if self._fatal is not None:
+                raise self._fatal
         finally:
             self._close()
 
+    def _start_workers(self) -> None:
+        for number in range(self._settings.consumer_concurrency):
+            worker = threading.Thread(
+                target=self._work, name=f"{self.group_id}-handler-{number}", daemon=True
+            )
+            worker.start()
+            self._workers.append(worker)
+
     def _close(self) -> None:
+        self._stop.set()  # retrying batches give up; nothing new starts
+        for _ in self._workers:
+            self._ready.put(None)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             consumer.close()
         log.info("consumer stopped", extra={"group": self.group_id})
 
-    # -- rebalance callbacks -------------------------------------------------------------------
+    def _drain(self) -> None:
+        """Stops fetching, waits for the batches in hand, commits them."""
+        consumer = self._consumer
+        assert consumer is not None
+        self._pause(consumer, consumer.assignment())
+        while self._owned_busy():
+            # Polling serves heartbeats and rebalances while the handlers finish.
+            self._take_all(consumer.consume(FETCH_MAX, POLL_WAIT_MAX))
+            self._commit(self._owned())
+        self._commit(self._owned())
+
+    # -- the poll loop -----------------------------------------------------------------------
+
+    def _poll(self, wait: float) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        self._take_all(consumer.consume(FETCH_MAX, wait))
+        with self._lock:
+            self._schedule()
+            pause, resume = self._backpressure()
+        self._pause(consumer, pause)
+        if resume:
+            consumer.resume(resume)
+        self._commit(self._owned())
+
+    def _take_all(self, messages: list[Message]) -> None:
+        with self._lock:
+            for message in messages:
+                if not self._is_event(message):
+                    self._take(Record.from_message(message))
+
+    def _take(self, record: Record) -> None:
+        lane = self._lanes.get(record.position)
+        if lane is None:
+            # The client delivers only partitions assigned to this member.
+            lane = self._new_lane(record.position)
+        lane.take(record)
+
+    def _schedule(self) -> None:
+        """Hands every lane that can start a batch to the workers (lock held)."""
+        if self._stop.is_set():
+            return
+        for lane in self._lanes.values():
+            if lane.ready:
+                lane.scheduled = True
+                self._ready.put(lane)
+
+    def _backpressure(self) -> tuple[list[TopicPartition], list[TopicPartition]]:
+        """Returns the partitions to pause (buffer full) and to resume (half empty)."""
+        limit = self._settings.consumer_buffer_size
+        pause, resume = [], []
+        for lane in self._lanes.values():
+            if not lane.owned:
+                continue
+            if not lane.paused and len(lane.queue) >= limit:
+                lane.paused = True
+                pause.append(TopicPartition(lane.topic, lane.partition))
+            elif lane.paused and len(lane.queue) <= limit // 2:
+                lane.paused = False
+                resume.append(TopicPartition(lane.topic, lane.partition))
+        return pause, resume
+
+    def _pause(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        try:
+            consumer.pause(partitions)
+        except KafkaException as error:
+            # A partition revoked meanwhile; the next rebalance settles the rest.
+            log.warning("could not pause partitions: %s", error, extra={"group": self.group_id})
+
+    def _is_event(self, message: Message) -> bool:
+        """Handles a message that carries a client event rather than data; True if it did."""
+        error = message.error()
+        if error is None:
+            return False
+        if error.code() == KafkaError._PARTITION_EOF:
+            CONSUMER_LAG.labels(self.group_id, message.topic(), str(message.partition())).set(0)
+            return True
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("consumer error: %s", error.str(), extra={"group": self.group_id})
+        return True
+
+    def _owned(self) -> list[Lane]:
+        with self._lock:
+            return [lane for lane in self._lanes.values() if lane.owned]
+
+    def _owned_busy(self) -> bool:
+        with self._lock:
+            return any(lane.busy for lane in self._lanes.values() if lane.owned)
+
+    # -- the workers -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while (lane := self._ready.get()) is not None:
+            batch = self._start(lane)
+            if not batch:
+                continue
+            try:
+                self._processor.process(lane, batch, partial(self._finished, lane))
+            except Abandoned:
+                log.info(
+                    "batch abandoned uncommitted",
+                    extra={
+                        "group": self.group_id,
+                        "topic": lane.topic,
+                        "partition": lane.partition,
+                    },
+                )
+            except BaseException as error:  # noqa: BLE001 - the poll loop raises it
+                self._fail(error)
+            finally:
+                self._end(lane)
+
+    def _start(self, lane: Lane) -> list[Record]:
+        with self._lock:
+            lane.scheduled = False
+            if self._stop.is_set() or not lane.owned or lane.closed or lane.busy:
+                return []
+            lane.handler_thread = threading.current_thread()
+            return lane.start_batch(self._batch_size)
+
+    def _finished(self, lane: Lane, records: list[Record], events: list[Inbound[Any]]) -> None:
+        with self._lock:
+            if not lane.closed:
+                lane.finish(records, events if self._on_commit is not None else [])
+
+    def _end(self, lane: Lane) -> None:
+        with self._lock:
+            lane.in_hand = None
+            lane.handler_thread = None
+            lane.retrying_since = None
+            if lane in self._orphans:
+                self._orphans.remove(lane)
+            self._schedule()
+            self._lock.notify_all()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = error
+        self._stop.set()
+
+    # -- lanes and rebalances ----------------------------------------------------------------
+
+    def _new_lane(self, position: TopicPartitionKey) -> Lane:
+        """Opens a lane (lock held); it waits for an older lane's batch of the partition."""
+        older = next((lane for lane in self._orphans if lane.position == position), None)
+        lane = Lane(position[0], position[1], after=older)
+        self._lanes[position] = lane
+        return lane
+
+    def _close_lane(self, lane: Lane) -> None:
+        """The partition is another member's now: nothing of the lane is committed (lock held)."""
+        lane.closed = True
+        self._lanes.pop(lane.position, None)
+        if lane.busy:
+            self._orphans.append(lane)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        assigned = {(p.topic, p.partition) for p in partitions}
+        with self._lock:
+            for lane in list(self._lanes.values()):
+                if not lane.owned and lane.position not in assigned:
+                    self._close_lane(lane)
+            for position in assigned:
+                lane = self._lanes.get(position) or self._new_lane(position)
+                # Given straight back: the lane carries on; what the client fetches again
+                # from the committed offset is recognised and not taken twice.
+                lane.owned = True
+                lane.paused = False
         self.joined.set()
         log.info(
             "partitions assigned",
@@ -320,10 +409,27 @@ class ConsumerRunner:
             self._user_on_assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        revoked = {(p.topic, p.partition) for p in partitions}
-        self._assigned -= revoked
-        self._revoked_during_batch |= revoked
-        for topic, partition in revoked:
+        """Lets the revoked partitions' batches finish (up to a bound), commits them."""
+        with self._lock:
+            lanes = [self._lanes[key] for key in _keys(partitions) if key in self._lanes]
+            for lane in lanes:
+                lane.owned = False
+                lane.paused = False
+            self._wait_idle(lanes, self._settings.consumer_drain_timeout)
+        self._commit(lanes)
+        self._revoked(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group moved on without this member: nothing in hand may be committed."""
+        with self._lock:
+            for key in _keys(partitions):
+                lane = self._lanes.get(key)
+                if lane is not None:
+                    self._close_lane(lane)
+        self._revoked(partitions)
+
+    def _revoked(self, partitions: list[TopicPartition]) -> None:
+        for topic, partition in _keys(partitions):
             _forget_lag(self.group_id, topic, partition)
         log.info(
             "partitions revoked",
@@ -332,26 +438,53 @@ class ConsumerRunner:
         if self._user_on_revoke is not None:
             self._user_on_revoke(partitions)
 
-    # -- the batch ---------------------------------------------------------------------------
+    def _wait_idle(self, lanes: list[Lane], timeout: float) -> None:
+        """Waits (lock held) until the lanes' batches ended, or the timeout passed."""
+        deadline = time.monotonic() + timeout
+        me = threading.current_thread()
+        # A handler that itself triggers a revoke cannot wait for itself.
+        while busy := [lane for lane in lanes if lane.busy and lane.handler_thread is not me]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning(
+                    "abandoning the batches in hand of %s after %.0fs; the next owner redoes them",
+                    [f"{lane.topic}[{lane.partition}]" for lane in busy],
+                    timeout,
+                    extra={"group": self.group_id},
+                )
+                return
+            self._lock.wait(remaining)
 
-    def _process(self, messages: list[Message]) -> None:
-        records = [Record.from_message(m) for m in messages if not self._is_event(m)]
-        if not records:
+    # -- commits -----------------------------------------------------------------------------
+
+    def _commit(self, lanes: list[Lane]) -> None:
+        """Commits each lane's contiguous run of finished messages."""
+        with self._lock:
+            offsets = {lane: lane.committable() for lane in lanes if not lane.closed}
+        positions = {lane: offset for lane, offset in offsets.items() if offset is not None}
+        consumer = self._consumer
+        if not positions or consumer is None:
             return
-        started = time.monotonic()
-        inbound: list[Inbound[Any]] = []
         try:
-            inbound = self._decode_or_dead_letter(records)
-            if inbound:
-                self._handle(inbound)
-        except _Abandoned:
-            log.info("batch abandoned uncommitted", extra={"group": self.group_id})
+            consumer.commit(
+                offsets=[
+                    TopicPartition(lane.topic, lane.partition, o) for lane, o in positions.items()
+                ],
+                asynchronous=False,
+            )
+        except KafkaException as error:
+            # The group moved on (rebalance); the new owner will see these messages again.
+            log.warning("commit failed, messages will be redelivered: %s", error)
             return
-        finally:
-            self._rewind_reassigned(records)
-        committed = self._commit(records)
-        BATCH_SECONDS.labels(self.group_id).observe(time.monotonic() - started)
-        self._committed([m for m in inbound if m.position in committed])
+        committed: list[Inbound[Any]] = []
+        with self._lock:
+            for lane, offset in positions.items():
+                count, events = lane.committed_at(offset)
+                MESSAGES_PROCESSED.labels(self.group_id, lane.topic).inc(count)
+                committed.extend(events)
+        for lane, offset in positions.items():
+            self._record_lag(consumer, lane.topic, lane.partition, offset)
+        self._committed(committed)
 
     def _committed(self, messages: Sequence[Inbound[Any]]) -> None:
         """Tells on_commit which messages were committed (its failures are only logged)."""
@@ -367,212 +500,16 @@ class ConsumerRunner:
                 extra={"group": self.group_id},
             )
 
-    def _rewind_reassigned(self, records: Sequence[Record]) -> None:
-        """Fetches again what was dropped from partitions revoked and assigned back meanwhile.
-
-        Records of a partition revoked while the batch was in hand are dropped uncommitted
-        (the new owner redoes them). When the partition came back to this member in the same
-        rebalance, librdkafka's fetch position may already be past those records, so the next
-        commit would skip them: rewind to the batch's first record of the partition instead.
-        """
-        firsts: dict[TopicPartitionKey, int] = {}
-        for record in records:
-            if record.position in self._revoked_during_batch and record.position in self._assigned:
-                firsts[record.position] = min(
-                    firsts.get(record.position, record.offset), record.offset
-                )
-        consumer = self._consumer
-        if consumer is None:
-            return
-        for (topic, partition), offset in firsts.items():
-            try:
-                consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as error:
-                # The partition is not fetchable yet: it restarts from the committed offset,
-                # which is not past these records either.
-                log.warning("could not rewind %s[%d]: %s", topic, partition, error)
-
-    def _is_event(self, message: Message) -> bool:
-        """Handles a message that carries a client event rather than data; True if it did."""
-        error = message.error()
-        if error is None:
-            return False
-        if error.code() == KafkaError._PARTITION_EOF:
-            CONSUMER_LAG.labels(self.group_id, message.topic(), str(message.partition())).set(0)
-            return True
-        if error.fatal():
-            raise KafkaException(error)
-        log.warning("consumer error: %s", error.str(), extra={"group": self.group_id})
-        return True
-
-    def _decode_or_dead_letter(self, records: list[Record]) -> list[Inbound[Any]]:
-        inbound = []
-        for record in records:
-            try:
-                inbound.append(decode_record(record, self._specs[record.topic]))
-            except UndecodableMessage as error:
-                self._dead_letter(record, "undecodable", str(error))
-        return inbound
-
-    def _handle(self, batch: Sequence[Inbound[Any]]) -> None:
-        rejection = self._retry(batch, self._call_handler)
-        if rejection is None:
-            self._consecutive_dead_letters = 0
-            return
-        if len(batch) > 1:
-            # Some message in the batch is poison; find which by handling them one by one.
-            for message in batch:
-                self._handle([message])
-            return
-        reason = "handler_error" if isinstance(rejection, _HandlerFault) else "rejected"
-        self._dead_letter(batch[0], reason, str(rejection), counts=rejection.counts_toward_cap)
-
-    def _call_handler(self, batch: Sequence[Inbound[Any]]) -> PermanentError | None:
-        first = batch[0]
-        context: dict[str, object] = {"topic": first.topic, "group": self.group_id}
-        if len(batch) == 1:
-            context |= {"bucket": first.key_text, "event_id": first.event and first.event.id}
-        with log_context(**context):
-            try:
-                self._handler(batch)
-            except PermanentError as rejection:
-                return rejection
-        return None
-
-    def _retry(
-        self,
-        batch: Sequence[Record],
-        action: Callable[[Any], PermanentError | None],
-        *,
-        bounded: bool = True,
-    ) -> PermanentError | None:
-        """Runs action(batch) until it stops raising; each failure backs off and retries.
-
-        Outages are retried for as long as they last. With `bounded`, other exceptions (a bug
-        or a message the code cannot handle) are retried RBR_UNEXPECTED_ERROR_RETRIES times,
-        then returned as a rejection so the message is dead-lettered instead of blocking its
-        partition forever.
-        """
-        attempt = faults = 0
-        while True:
-            batch = [
-                record for record in batch if record.position not in self._revoked_during_batch
-            ]
-            if not batch or (self._stop.is_set() and attempt > 0):
-                raise _Abandoned
-            try:
-                outcome = action(batch)
-            except Exception as error:  # noqa: BLE001 - classified below
-                attempt += 1
-                fault = bounded and not is_outage(error)
-                faults += fault
-                if faults > self._settings.unexpected_error_retries:
-                    self.retrying_since = None
-                    return _HandlerFault(f"{type(error).__name__}: {error}"[:1000])
-                self._back_off(attempt, error, fault=fault)
-                continue
-            self.retrying_since = None
-            return outcome
-
-    def _back_off(self, attempt: int, error: Exception, *, fault: bool = False) -> None:
-        delay = backoff_delay(
-            attempt, self._settings.retry_initial_backoff, self._settings.retry_max_backoff
-        )
-        if self.retrying_since is None:
-            self.retrying_since = time.monotonic()
-        HANDLER_RETRIES.labels(self.group_id).inc()
-        log.warning(
-            "%s, retrying in %.1fs (attempt %d): %s: %s",
-            "unexpected error" if fault else "transient failure",
-            delay,
-            attempt,
-            type(error).__name__,
-            str(error)[:500],
-            extra={"group": self.group_id},
-            exc_info=error if fault and attempt == 1 else None,
-        )
-        self._idle(delay)
-
-    def _idle(self, seconds: float) -> None:
-        """Waits while staying in the group: partitions paused, rebalances still served."""
-        consumer = self._consumer
-        assert consumer is not None
-        assignment = consumer.assignment()
-        consumer.pause(assignment)
-        deadline = time.monotonic() + seconds
-        while not self._stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
-            message = consumer.poll(min(0.2, remaining))
-            if message is not None and message.error() is None:
-                # A partition assigned during the pause delivered a message; give it back.
-                record = Record.from_message(message)
-                consumer.seek(TopicPartition(record.topic, record.partition, record.offset))
-        consumer.resume(consumer.assignment())
-
-    def _dead_letter(self, record: Record, reason: str, error: str, *, counts: bool = True) -> None:
-        self._consecutive_dead_letters += 1 if counts else 0
-        if self._consecutive_dead_letters > self._settings.dlq_max_consecutive:
-            raise DeadLetterCapExceeded(
-                f"{self._consecutive_dead_letters} consecutive messages could not be processed "
-                f"(last: {record.topic}[{record.partition}]@{record.offset}: {error[:300]}); "
-                "stopping instead of dead-lettering everything. Fix the cause, then restart."
-            )
-        spec = self._specs[record.topic]
-        message = dead_letter_message(
-            record, spec.dlq, group=self.group_id, reason=reason, error=error
-        )
-        self._retry([record], lambda _: self._producer.send_messages([message]), bounded=False)
-        MESSAGES_DEAD_LETTERED.labels(self.group_id, record.topic, reason).inc()
-        log.error(
-            "message dead-lettered to %s: %s",
-            spec.dlq,
-            error[:500],
-            extra={
-                "group": self.group_id,
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "bucket": record.key_text,
-            },
-        )
-
-    def _commit(self, records: Sequence[Record]) -> set[TopicPartitionKey]:
-        """Commits the offsets after records; returns the partitions committed."""
-        next_offsets: dict[TopicPartitionKey, int] = {}
-        for record in records:
-            next_offsets[record.position] = max(
-                next_offsets.get(record.position, 0), record.offset + 1
-            )
-        owned = {
-            position: offset
-            for position, offset in next_offsets.items()
-            if position not in self._revoked_during_batch
-        }
-        if not owned:
-            return set()
-        consumer = self._consumer
-        assert consumer is not None
-        try:
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in owned.items()],
-                asynchronous=False,
-            )
-        except KafkaException as error:
-            # The group moved on (rebalance); the new owner will see these messages again.
-            log.warning("commit failed, messages will be redelivered: %s", error)
-            return set()
-        for (topic, partition), offset in owned.items():
-            MESSAGES_PROCESSED.labels(self.group_id, topic).inc(
-                sum(1 for r in records if r.position == (topic, partition))
-            )
-            self._record_lag(consumer, topic, partition, offset)
-        return set(owned)
-
     def _record_lag(self, consumer: Consumer, topic: str, partition: int, position: int) -> None:
         # cached=True reads the high watermark from the last fetch response: no extra request,
         # and correct on the embedded broker, whose ListOffsets answers are not.
         _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
         if high >= 0:
             CONSUMER_LAG.labels(self.group_id, topic, str(partition)).set(max(0, high - position))
+
+
+def _keys(partitions: list[TopicPartition]) -> list[TopicPartitionKey]:
+    return [(p.topic, p.partition) for p in partitions]
 
 
 def _describe_partitions(partitions: list[TopicPartition]) -> list[str]:

@@ -95,11 +95,6 @@ class BucketDirectory:
             entry = self._records.get(name)
         return entry[1] if entry else None
 
-    def owns(self, name: str) -> bool:
-        """Tells whether the bucket is currently owned by this replica."""
-        with self._lock:
-            return name in self._records
-
     @property
     def caught_up(self) -> bool:
         """Tells whether every assigned partition was read to its end since assignment."""

@@ -159,6 +159,21 @@ class Analyst:
         BACKLOG.set(summary.pending)
         return summary
 
+    def preview(self, now: datetime) -> list[tuple[Window, WindowAnalysis]]:
+        """Analyses each bucket's oldest waiting window as it stands now, ended or not.
+
+        Stores nothing and publishes nothing: the window is still analysed (whole, alerts and
+        all) once it has ended. For an operator who wants to see an analysis at once.
+        """
+        previews: list[tuple[Window, WindowAnalysis]] = []
+        for entry in self._store.due(now, now):
+            window = Window.starting(
+                entry.name, entry.window_start, self._settings.analysis_interval
+            )
+            digest = self._digests.build(window, entry.ip_address)
+            previews.append((window, self.analyse(digest, now)))
+        return previews
+
     # -- one window ------------------------------------------------------------------------------
 
     def _analyse_entry(self, entry: BacklogEntry, now: datetime, summary: CycleSummary) -> bool:

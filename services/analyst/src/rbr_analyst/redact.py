@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
 
 REDACTED = "[REDACTED]"
 MAX_REDACT_CHARS = 100_000
@@ -153,8 +152,3 @@ def clean(value: object, limit: int = 300) -> str:
     text = redact_secrets(text)
     text = _WHITESPACE.sub(" ", text).strip()
     return clip(text, limit)
-
-
-def clean_all(values: Iterable[object], limit: int = 300) -> list[str]:
-    """Cleans every value."""
-    return [clean(value, limit) for value in values]

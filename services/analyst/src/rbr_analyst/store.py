@@ -129,11 +129,6 @@ class AnalystStore:
             ).scalar()
         )
 
-    def is_analysed(self, window: Window) -> bool:
-        """Tells whether the window has its analysis stored."""
-        with self.engine.connect() as connection:
-            return self._analysed(connection, window)
-
     # -- the backlog -----------------------------------------------------------------------------
 
     def due(self, started_by: datetime, now: datetime) -> list[BacklogEntry]:

@@ -1,11 +1,12 @@
-"""`rbr run-task analyze_logs` and `rbr run-task daily_summary`: one cycle, by hand."""
+"""`rbr run-task analyze_logs|analyze_now|daily_summary`: one cycle, by hand."""
 
 from __future__ import annotations
 
-from rbr_analyst.analyst import CycleSummary
+from rbr_analyst.analyst import CycleSummary, WindowAnalysis
 from rbr_analyst.main import SOURCE, build_analyst
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.summary import describe, send_summary_now
+from rbr_analyst.windows import Window
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.settings import load_settings
@@ -30,6 +31,36 @@ def analyze_logs() -> str:
     finally:
         producer.flush()
         engine.dispose()
+
+
+def analyze_now() -> str:
+    """Prints each bucket's current window analysed as it stands; stores and alerts nothing.
+
+    The scheduled analysis waits for a window to end (RBR_ANALYSIS_INTERVAL, 4 h by default,
+    plus RBR_ANALYSIS_GRACE): this shows at once what it would say so far.
+    """
+    settings = load_settings(AnalystSettings)
+    engine = make_engine(settings.database_url)
+    producer = EventProducer(settings, source=SOURCE)
+    try:
+        previews = build_analyst(settings, engine, producer).preview(utcnow())
+    finally:
+        engine.dispose()
+    for window, analysis in previews:
+        print("\n".join(preview_lines(window, analysis)))
+    return f"{len(previews)} window(s) previewed; nothing stored, no alert sent"
+
+
+def preview_lines(window: Window, analysis: WindowAnalysis) -> list[str]:
+    """Returns what `analyze_now` prints for one window (model text is already cleaned)."""
+    result = analysis.result
+    lines = [
+        f"{window.bucket} (window from {window.start:%Y-%m-%d %H:%M} UTC, so far): "
+        f"{result.severity.value} by {analysis.analyser}",
+        f"  {result.summary}",
+    ]
+    lines += [f"  - [{f.severity.value}] {f.title}" for f in result.findings]
+    return lines
 
 
 def daily_summary() -> str:

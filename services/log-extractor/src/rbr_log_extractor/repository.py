@@ -202,18 +202,6 @@ class ExtractState:
             if failure is not None:
                 connection.execute(self._outcome_update(name, failure, utcnow()))
 
-    def last_slots(self, names: Iterable[str]) -> dict[str, int]:
-        """Returns the last slot extracted of each bucket that has a row."""
-        wanted = list(names)
-        if not wanted:
-            return {}
-        table = extract_cursors.c
-        with self._engine.connect() as connection:
-            rows = connection.execute(
-                select(table.name, table.last_extract_slot).where(table.name.in_(wanted))
-            ).all()
-        return {name: slot for name, slot in rows}
-
     # -- cursor and pending event ---------------------------------------------------------------
 
     def state(self, name: str) -> CursorState:

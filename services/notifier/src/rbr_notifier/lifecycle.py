@@ -65,11 +65,6 @@ class Occurrence:
         """Returns when it last fired (rows written by others may leave `last_seen_at` NULL)."""
         return self.last_seen_at or self.fired_at
 
-    @property
-    def is_open(self) -> bool:
-        """Tells whether it is firing or acknowledged."""
-        return self.state in OPEN_STATES
-
 
 @dataclass(frozen=True)
 class Repeat:

@@ -101,7 +101,6 @@ class RecordReader:
         self._context = context
         self._max_record_chars = max_record_chars
         self._max_raw_bytes = max_raw_bytes
-        self.blank_lines = 0
 
     def records(self, lines: Iterable[Line]) -> Iterator[Record]:
         """Yields the records of the lines, in order."""
@@ -121,10 +120,8 @@ class RecordReader:
             elif start is not None:
                 fields = _guarded(self._fields, None, start, text)
                 yield Record(fields or formats.unparsed(text), self._raw(text), line.size)
-            elif text.strip():
+            elif text.strip():  # a blank line outside a record is skipped
                 yield Record(formats.unparsed(text), self._raw(text), line.size)
-            else:
-                self.blank_lines += 1
         if pending is not None:
             yield self._finish(pending)
 

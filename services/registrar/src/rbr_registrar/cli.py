@@ -21,6 +21,12 @@ sources_app = typer.Typer(
 )
 DELIVERY_MODES = ("pull", "agent", "s3-drop")
 
+BUCKET_PATH = "/api/v1/buckets/"
+NAMES_HINT = (
+    "`rbr buckets list` shows the registered names (`--state pending`: those waiting for "
+    "approval; `rbr buckets approve --all-pending` approves them all)"
+)
+
 
 class OperatorClientSettings(BaseSettings):
     """Where the registrar is and the operator key."""
@@ -51,6 +57,8 @@ def _call(method: str, path: str, timeout: float = 15.0, **kwargs: Any) -> Any:
             f"cannot reach the registrar at {settings.registrar_url} ({type(error).__name__}: "
             f"{error}); is it running? Set RBR_REGISTRAR_URL to its address."
         )
+    if answer.status_code == 404 and path.startswith(BUCKET_PATH):
+        _fail(f"404: {_detail(answer)}; {NAMES_HINT}")
     if answer.status_code >= 400:
         _fail(f"{answer.status_code}: {_detail(answer)}")
     return answer.json()
@@ -76,21 +84,7 @@ def list_buckets(
     limit: Annotated[int, typer.Option(help="Most buckets to show.", min=1)] = 1000,
 ) -> None:
     """List buckets with their state, last successful poll and address."""
-    rows: list[dict[str, Any]] = []
-    after: str | None = None
-    total = 0
-    while len(rows) < limit:
-        params: dict[str, Any] = {"limit": min(1000, limit - len(rows))}
-        if state:
-            params["state"] = state
-        if after:
-            params["after"] = after
-        page = _call("GET", "/api/v1/buckets", params=params)
-        rows.extend(page["buckets"])
-        total = page["total"]
-        after = page["next_after"]
-        if after is None:
-            break
+    rows, total = _buckets(state, limit)
     if not rows:
         typer.echo("no buckets" + (f" in state {state}" if state else ""))
         return
@@ -122,6 +116,26 @@ def list_buckets(
         )
 
 
+def _buckets(state: str | None, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Returns up to `limit` buckets (in one state, or all) and how many there are."""
+    rows: list[dict[str, Any]] = []
+    after: str | None = None
+    total = 0
+    while len(rows) < limit:
+        params: dict[str, Any] = {"limit": min(1000, limit - len(rows))}
+        if state:
+            params["state"] = state
+        if after:
+            params["after"] = after
+        page = _call("GET", "/api/v1/buckets", params=params)
+        rows.extend(page["buckets"])
+        total = page["total"]
+        after = page["next_after"]
+        if after is None:
+            break
+    return rows, total
+
+
 @app.command("show")
 def show_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")]) -> None:
     """Show one bucket: state, address, S3 source, latest metrics and last poll."""
@@ -142,9 +156,20 @@ def _change(method: str, path: str, **kwargs: Any) -> None:
 
 
 @app.command("approve")
-def approve_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")]) -> None:
+def approve_bucket(
+    name: Annotated[str | None, typer.Argument(help="The bucket's name.")] = None,
+    all_pending: Annotated[
+        bool, typer.Option("--all-pending", help="Approve every bucket waiting for approval.")
+    ] = False,
+) -> None:
     """Approve a pending (or re-enable a disabled) bucket: it is polled from now on."""
-    _change("POST", f"/api/v1/buckets/{name}/approve")
+    if (name is None) == (not all_pending):
+        _fail("name one bucket, or use --all-pending", 2)
+    names = [name] if name else [bucket["name"] for bucket in _buckets("pending", 100_000)[0]]
+    if not names:
+        typer.echo("no buckets in state pending")
+    for each in names:
+        _change("POST", f"/api/v1/buckets/{each}/approve")
 
 
 @app.command("disable")

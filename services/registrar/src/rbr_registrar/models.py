@@ -10,7 +10,7 @@ import ipaddress
 import unicodedata
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -394,11 +394,6 @@ class ReseedResponse(BaseModel):
         description="Current records queued for publishing (0 on a dry run)."
     )
     tombstones_queued: int = Field(description="Tombstones queued for publishing (0 on a dry run).")
-
-
-def without_input(error: dict[str, Any]) -> dict[str, Any]:
-    """Returns a validation error detail without the submitted value (it may be a secret)."""
-    return {key: value for key, value in error.items() if key not in ("input", "url")}
 
 
 class MergeRequest(_Request):

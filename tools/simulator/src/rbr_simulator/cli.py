@@ -33,7 +33,11 @@ MAX_RETRY_SECONDS = 60.0
 def simulate(  # noqa: PLR0917 - one parameter per command-line option
     count: Annotated[int, typer.Option(min=1, help="Number of buckets.")] = 10,
     registrar_url: Annotated[
-        str, typer.Option(help="Registry base URL, or its full registration endpoint URL.")
+        str,
+        typer.Option(
+            envvar="RBR_REGISTRAR_URL",
+            help="Registry base URL, or its full registration endpoint URL.",
+        ),
     ] = "http://127.0.0.1:8000",
     registration_key: Annotated[
         str | None,
@@ -44,7 +48,11 @@ def simulate(  # noqa: PLR0917 - one parameter per command-line option
         ),
     ] = None,
     ca_file: Annotated[
-        Path, typer.Option(help="Where to write the fleet's CA certificate.")
+        Path,
+        typer.Option(
+            envvar="RBR_SIM_CA_FILE",
+            help="Where to write the fleet's CA certificate (the file the registry trusts).",
+        ),
     ] = Path("var/simulator-ca.pem"),
     bind: Annotated[
         BindMode, typer.Option(help="auto: port 443 on 127.0.0.x if possible; ports: 127.0.0.1.")

@@ -399,22 +399,9 @@ class Fleet:
         return self._ca_file
 
     @property
-    def ca_pem(self) -> bytes:
-        """Returns the fleet's CA certificate in PEM form."""
-        if self._tls is None:
-            raise RuntimeError("the fleet has not been started")
-        return self._tls.ca_pem
-
-    @property
     def uses_port_443(self) -> bool:
         """Returns True when the buckets listen on port 443 of their own loopback address."""
         return bool(self._infos) and all(info.port == net.HTTPS_PORT for info in self._infos)
-
-    def client_ssl_context(self) -> ssl.SSLContext:
-        """Returns a client TLS context that trusts the fleet's CA (and nothing else)."""
-        if self._tls is None:
-            raise RuntimeError("the fleet has not been started")
-        return self._tls.client_context()
 
     # Registration.
 
@@ -578,16 +565,6 @@ class Fleet:
         """
         state = self._state(name)
         self._run(self._apply_mode(state, Mode(mode)))
-
-    def set_mode_all(self, mode: Mode | str) -> None:
-        """Switches every bucket's failure mode."""
-        wanted = Mode(mode)
-
-        async def apply() -> None:
-            for state in self._states.values():
-                await self._apply_mode(state, wanted)
-
-        self._run(apply(), timeout=None)
 
     def mode(self, name: str) -> Mode:
         """Returns a bucket's current mode."""

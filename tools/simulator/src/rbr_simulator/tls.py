@@ -38,12 +38,6 @@ class FleetTLS:
         path.write_bytes(self.ca_pem)
         return path
 
-    def client_context(self) -> ssl.SSLContext:
-        """Returns a client context that trusts this CA only and verifies host names."""
-        context = ssl.create_default_context()
-        self._ca.configure_trust(context)
-        return context
-
     def server_contexts(self, addresses: Sequence[str]) -> dict[str, ssl.SSLContext]:
         """Returns a server context for each address, sharing one leaf per group of addresses.
 

@@ -152,9 +152,14 @@ def wait_registered(registrar: RunningRegistrar, registry: Registry, pin: str | 
         if view.status_code != 200:
             return False
         body = view.json()
-        return body["state"] == "active" and body["tls_cert_sha256"] == pin
+        # The agent says it is one (delivery_mode: agent): the registry records the mode.
+        return (body["state"], body["tls_cert_sha256"], body["delivery_mode"]) == (
+            "active",
+            pin,
+            "agent",
+        )
 
-    wait_for(active_with_pin, message=f"the agent's bucket active with pin {pin}")
+    wait_for(active_with_pin, message=f"the agent's bucket active (agent) with pin {pin}")
     wait_for(
         lambda: registry.record().tls_cert_sha256 == pin, message="the pin on bucket.registered"
     )

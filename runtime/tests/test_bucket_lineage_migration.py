@@ -66,7 +66,10 @@ def test_buckets_are_kept_and_merged_names_resolve_after_the_migration(url: str)
         upgrade(url, REVISION)
 
         with engine.begin() as connection:
-            kept = connection.execute(select(buckets)).one()
+            # Only the columns the table has at 0022 (later revisions add more).
+            kept = connection.execute(
+                select(buckets.c.name, buckets.c.version, buckets.c.replaces_id)
+            ).one()
             assert (kept.name, kept.version, kept.replaces_id) == (BUCKET["name"], 3, None)
             connection.execute(
                 insert(bucket_aliases).values(

@@ -83,6 +83,26 @@ class BucketState(StrEnum):
     DISABLED = "disabled"
 
 
+class DeliveryMode(StrEnum):
+    """How a bucket's logs and status reach the registry.
+
+    * `pull`: the registry calls the bucket (`/update_bucket`, `/extract_logs`);
+    * `agent`: the same protocol, served by the bucket agent (`rbr-agent`) beside the honeypot;
+    * `s3-drop`: the honeypot uploads its log files to an S3 drop location and the registry
+      reads them from there; it is never called, and its health is the freshness of its
+      uploads.
+    """
+
+    PULL = "pull"
+    AGENT = "agent"
+    S3_DROP = "s3-drop"
+
+    @property
+    def polled(self) -> bool:
+        """Tells whether buckets of this mode are called (polled, pulled) by the registry."""
+        return self is not DeliveryMode.S3_DROP
+
+
 class BucketMetrics(_Data):
     """Free-text metrics a rustbucket reports about itself; any of them may be absent."""
 
@@ -118,6 +138,14 @@ class BucketRegistered(_Data):
     metrics: BucketMetrics = Field(default_factory=BucketMetrics)
     s3: S3Source | None = Field(
         default=None, description="Present when the bucket writes its logs to its own S3 bucket."
+    )
+    delivery_mode: DeliveryMode = Field(
+        default=DeliveryMode.PULL,
+        description=(
+            "How the bucket's logs reach the registry: pull (called by the registry), agent "
+            "(the same, served by rbr-agent) or s3-drop (uploads to a drop location; never "
+            "called). Records from before delivery modes existed are pull."
+        ),
     )
     token_ciphertext: str = Field(
         description=(
@@ -231,6 +259,50 @@ class LogsParsed(_Data):
     first_event_at: UtcDatetime | None = None
     last_event_at: UtcDatetime | None = None
     parsed_at: UtcDatetime
+
+
+class InstanceStart(_Data):
+    """One start of a honeypot that an uploaded log file records (its identity lines)."""
+
+    instance_name: Annotated[str, StringConstraints(max_length=255)] = Field(
+        description="The instance name the start logged (the folder it uploads to)."
+    )
+    registered_name: Annotated[str, StringConstraints(max_length=255)] | None = Field(
+        default=None, description="The name it registered with in the same start-up, if logged."
+    )
+
+
+class DropFolderSeen(_Data):
+    """What the log-extractor found in one instance folder of a drop location.
+
+    Published when the folder is new, when its files changed, and at every scan while it is
+    linked to no bucket (so a bucket registered later is linked at the next scan).
+    """
+
+    location: Annotated[str, StringConstraints(max_length=1100)] = Field(
+        description="The drop location: `s3://BUCKET/PREFIX/` (PREFIX may be empty).",
+        examples=["s3://honeypot-logs/rustbuckets/"],
+    )
+    region: ShortText = "us-east-1"
+    folder: Annotated[str, StringConstraints(min_length=1, max_length=255)] = Field(
+        description="The instance folder's name (the honeypot's instance name)."
+    )
+    objects: int = Field(ge=0, description="Objects in the folder.")
+    size_bytes: int = Field(ge=0, description="Their total size.")
+    newest_upload_at: UtcDatetime | None = Field(
+        default=None, description="The latest LastModified of its objects."
+    )
+    starts: list[InstanceStart] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Starts of the honeypot its files record (identity lines), oldest first.",
+    )
+    seen_at: UtcDatetime
+
+    @property
+    def uri(self) -> str:
+        """Returns the folder's s3:// URI (ending with a slash)."""
+        return f"{self.location}{self.folder}/"
 
 
 class AlertState(StrEnum):

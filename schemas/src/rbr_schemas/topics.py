@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from rbr_schemas.dlq import dlq_topic
-from rbr_schemas.events import Alert, BucketRegistered, BucketStatus, LogsExtracted, LogsParsed
+from rbr_schemas.events import (
+    Alert,
+    BucketRegistered,
+    BucketStatus,
+    DropFolderSeen,
+    LogsExtracted,
+    LogsParsed,
+)
 
 DAY_MS = 24 * 60 * 60 * 1000
 EVENT_TYPE_PREFIX = "io.rustbucket."
@@ -88,6 +95,21 @@ LOGS_PARSED = TopicSpec(
     partitions=12,
     config={"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
 )
+DROP_DISCOVERED = TopicSpec(
+    name="drop.discovered",
+    data_model=DropFolderSeen,
+    event_type=f"{EVENT_TYPE_PREFIX}drop.discovered.v1",
+    key="folder URI (s3://BUCKET/PREFIX/FOLDER/)",
+    producers=("log-extractor",),
+    consumers=("registrar",),
+    description=(
+        "What the log-extractor found in an instance folder of an S3 drop location: new or "
+        "changed folders, and every scan's unlinked ones. The registrar records them as "
+        "sources and links them to buckets."
+    ),
+    partitions=12,
+    config={"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
+)
 ALERTS = TopicSpec(
     name="alerts",
     data_model=Alert,
@@ -109,6 +131,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     BUCKET_STATUS,
     LOGS_EXTRACTED,
     LOGS_PARSED,
+    DROP_DISCOVERED,
     ALERTS,
 )
 DLQ_PARTITIONS = 3

@@ -23,7 +23,7 @@ from rbr_registrar.domain import (
 )
 from rbr_runtime.kafka.codec import decode
 from rbr_runtime.secrets import TokenVault
-from rbr_schemas import BUCKET_REGISTERED, BucketState
+from rbr_schemas import BUCKET_REGISTERED, BucketState, DeliveryMode
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -217,3 +217,38 @@ def test_rekey_stores_the_token_again_as_a_new_version_keeping_the_rest() -> Non
     assert replace(decision.row, token_hash="", token_ciphertext="", version=1, updated_at=NOW) == (
         replace(existing, token_hash="", token_ciphertext="")
     )
+
+
+# -- delivery modes told by the registration (the bucket agent) -------------------------------
+
+
+def test_a_registration_pinning_its_certificate_or_saying_agent_makes_an_agent_bucket() -> None:
+    for told in (
+        registration(tls_cert_sha256="ab" * 32),
+        registration(delivery_mode=DeliveryMode.AGENT),
+    ):
+        created = decide_registration(None, told, "id-1", NOW).row
+        assert created is not None
+        assert created.delivery_mode == DeliveryMode.AGENT.value
+    plain = decide_registration(None, registration(), "id-1", NOW).row
+    assert plain is not None
+    assert plain.delivery_mode == DeliveryMode.PULL.value
+
+
+def test_a_registration_telling_its_mode_updates_it_but_never_an_operator_s_choice() -> None:
+    existing = new_bucket(registration(), "id-1", NOW)
+    dropped = replace(existing, delivery_mode=DeliveryMode.S3_DROP.value)
+    # Saying nothing keeps what was inferred (a drop folder made it s3-drop).
+    assert decide_registration(dropped, registration(), "id-1", LATER).verdict is (
+        Verdict.UNCHANGED
+    )
+    agent = decide_registration(dropped, registration(tls_cert_sha256="ab" * 32), "id-1", LATER)
+    assert agent.row is not None
+    assert (agent.verdict, agent.row.delivery_mode) == (Verdict.UPDATED, "agent")
+    pinned = replace(dropped, delivery_mode_pinned=True)
+    kept = decide_registration(
+        pinned, registration(delivery_mode=DeliveryMode.AGENT), "id-1", LATER
+    )
+    assert kept.verdict is Verdict.UNCHANGED
+    assert kept.row is not None
+    assert kept.row.delivery_mode == DeliveryMode.S3_DROP.value

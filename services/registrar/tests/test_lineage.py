@@ -18,11 +18,12 @@ from rbr_registrar.lineage import (
     CROWDED_HOST,
     identity_since,
     is_silent,
+    last_sign_of_life,
     plan_merge,
     replaced_bucket,
 )
 from rbr_runtime.secrets import TokenVault
-from rbr_schemas import BucketState
+from rbr_schemas import BucketState, DeliveryMode
 
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 SILENCE = timedelta(minutes=15)
@@ -154,3 +155,72 @@ def test_an_older_registration_merged_late_gives_only_its_name() -> None:
     assert not plan.identity_taken
     assert plan.decision.verdict is Verdict.UNCHANGED
     assert plan.decision.row == old
+
+
+# -- S3 drop buckets: uploads are their sign of life; merges carry the delivery mode ----------
+
+
+def test_an_s3_drop_bucket_is_alive_while_it_uploads_and_a_pull_bucket_only_by_its_polls() -> None:
+    drop = bucket("rustbucket-drop", delivery_mode=DeliveryMode.S3_DROP.value)
+    recent, long_ago = NOW - timedelta(minutes=5), NOW - timedelta(hours=2)
+    assert last_sign_of_life(drop, recent) == recent
+    assert not is_silent(drop, NOW, SILENCE, recent)
+    assert is_silent(drop, NOW, SILENCE, long_ago)
+    polled = replace(drop, last_seen=recent)
+    assert last_sign_of_life(polled, long_ago) == recent  # whichever is later
+    # A pull bucket is judged by its polls: an upload does not keep it alive.
+    assert is_silent(bucket("rustbucket-pull"), NOW, SILENCE, recent)
+
+
+def test_a_restart_does_not_replace_an_s3_drop_bucket_that_is_still_uploading() -> None:
+    old = bucket("rustbucket-old", delivery_mode=DeliveryMode.S3_DROP.value)
+    new = bucket("rustbucket-new")
+    uploading = {old.id: NOW - timedelta(minutes=5)}
+    assert replaced_bucket(new, [old], NOW, SILENCE, uploading) is None
+    quiet = {old.id: NOW - timedelta(hours=2)}
+    assert replaced_bucket(new, [old], NOW, SILENCE, quiet) == old.id
+    assert replaced_bucket(new, [old], NOW, SILENCE) == old.id  # never uploaded
+
+
+def test_a_merge_carries_the_registration_s_drop_folders_mode_unless_the_bucket_is_polled() -> None:
+    # The restart's folder was linked to the registration (made s3-drop); merged into a
+    # bucket that never answered a poll, the bucket becomes s3-drop, even from an older
+    # registration that gives only its name (its folders still move).
+    linked = bucket(
+        "rustbucket-new", at=NOW + timedelta(hours=1), delivery_mode=DeliveryMode.S3_DROP.value
+    )
+    old = bucket("rustbucket-old")
+    for since in (linked.registered_at, old.registered_at - timedelta(hours=1)):
+        plan = plan_merge(linked, old, since, old.registered_at, NOW)
+        assert plan.decision.row is not None
+        assert plan.decision.row.delivery_mode == DeliveryMode.S3_DROP.value
+    polled = bucket("rustbucket-polled", last_seen=NOW - timedelta(hours=3))
+    plan = plan_merge(linked, polled, linked.registered_at, polled.registered_at, NOW)
+    assert plan.decision.row is not None
+    assert plan.decision.row.delivery_mode == DeliveryMode.PULL.value
+    pinned = bucket("rustbucket-pinned", delivery_mode_pinned=True)
+    plan = plan_merge(linked, pinned, linked.registered_at, pinned.registered_at, NOW)
+    assert plan.decision.row is not None
+    assert plan.decision.row.delivery_mode == DeliveryMode.PULL.value
+    # A plain restart registration (pull) merged into an s3-drop bucket keeps it s3-drop.
+    drop = bucket("rustbucket-drop", delivery_mode=DeliveryMode.S3_DROP.value)
+    restart = bucket("rustbucket-restart", at=NOW + timedelta(hours=1))
+    plan = plan_merge(restart, drop, restart.registered_at, drop.registered_at, NOW)
+    assert plan.decision.row is not None
+    assert plan.decision.row.delivery_mode == DeliveryMode.S3_DROP.value
+
+
+def test_a_merged_agent_registration_makes_the_bucket_agent_with_its_pin() -> None:
+    agent = bucket(
+        "rustbucket-agent",
+        at=NOW + timedelta(hours=1),
+        delivery_mode=DeliveryMode.AGENT.value,
+        tls_cert_sha256="ab" * 32,
+    )
+    old = bucket("rustbucket-old", last_seen=NOW - timedelta(days=1))
+    plan = plan_merge(agent, old, agent.registered_at, old.registered_at, NOW)
+    assert plan.decision.row is not None
+    assert (plan.decision.row.delivery_mode, plan.decision.row.tls_cert_sha256) == (
+        "agent",
+        "ab" * 32,
+    )

@@ -9,6 +9,7 @@ bucket keeps its name and history, and NEW becomes an alias of it in `bucket_ali
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -33,17 +34,35 @@ def bucket_named(connection: Connection, name: str) -> NamedBucket | None:
 
     A bucket's own name designates it; so does the name of a registration merged into it.
     """
-    own = connection.execute(select(buckets.c.id).where(buckets.c.name == name)).first()
-    if own is not None:
-        return NamedBucket(own.id, name)
-    merged = connection.execute(
-        select(buckets.c.id, buckets.c.name)
-        .join(bucket_aliases, bucket_aliases.c.bucket_id == buckets.c.id)
-        .where(bucket_aliases.c.name == name)
-    ).first()
-    if merged is None:
-        return None
-    return NamedBucket(merged.id, merged.name, alias=name)
+    return buckets_named(connection, [name]).get(name)
+
+
+def buckets_named(
+    connection: Connection, names: Iterable[str], chunk: int = 500
+) -> dict[str, NamedBucket]:
+    """Returns the bucket each name designates (`bucket_named`), for many names at once.
+
+    Names that designate no bucket are left out. A few queries per `chunk` names, so a scan
+    of many folders stays cheap.
+    """
+    wanted = sorted(set(names))
+    found: dict[str, NamedBucket] = {}
+    for start in range(0, len(wanted), chunk):
+        part = wanted[start : start + chunk]
+        own = connection.execute(
+            select(buckets.c.id, buckets.c.name).where(buckets.c.name.in_(part))
+        )
+        found |= {row.name: NamedBucket(row.id, row.name) for row in own}
+        rest = [name for name in part if name not in found]
+        if not rest:
+            continue
+        merged = connection.execute(
+            select(bucket_aliases.c.name.label("alias"), buckets.c.id, buckets.c.name)
+            .join(bucket_aliases, bucket_aliases.c.bucket_id == buckets.c.id)
+            .where(bucket_aliases.c.name.in_(rest))
+        )
+        found |= {row.alias: NamedBucket(row.id, row.name, alias=row.alias) for row in merged}
+    return found
 
 
 def aliases_of(connection: Connection, bucket_ids: list[str]) -> dict[str, list[str]]:

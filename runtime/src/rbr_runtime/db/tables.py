@@ -115,6 +115,20 @@ buckets = Table(
         nullable=True,
         comment="pinned certificate (sha256 of DER, hex); NULL: verified by CA",
     ),
+    Column(
+        "delivery_mode",
+        String(16),
+        nullable=False,
+        server_default="pull",
+        comment="pull, agent or s3-drop",
+    ),
+    Column(
+        "delivery_mode_pinned",
+        Boolean(),
+        nullable=False,
+        server_default="0",
+        comment="set by an operator: never inferred again",
+    ),
 )
 
 bucket_aliases = Table(
@@ -132,6 +146,28 @@ bucket_aliases = Table(
         comment="when the merged registration was made",
     ),
     Column("merged_at", UtcDateTime(), nullable=False),
+)
+
+drop_sources = Table(
+    "drop_sources",
+    metadata,
+    # One row per instance folder found in an S3 drop location (reported by the log-extractor
+    # on drop.discovered), and the bucket it is linked to. Written by the registrar only; the
+    # log-extractor reads which folders belong to a bucket.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("uri_sha256", String(64), nullable=False, unique=True, comment="of the folder URI"),
+    Column("location", String(1100), nullable=False, comment="s3://BUCKET/PREFIX/"),
+    Column("region", String(64), nullable=False),
+    Column("folder", String(255), nullable=False),
+    Column("bucket_id", String(36), nullable=True, index=True, comment="NULL: unclaimed"),
+    Column("linked_by", String(16), nullable=True, comment="name, identity, restart, operator"),
+    Column("linked_at", UtcDateTime(), nullable=True),
+    Column("objects", Integer(), nullable=False, server_default="0"),
+    Column("size_bytes", BigInteger(), nullable=False, server_default="0"),
+    Column("newest_upload_at", UtcDateTime(), nullable=True),
+    Column("starts", JSON(), nullable=False, comment="[[instance name, registered name]]"),
+    Column("first_seen_at", UtcDateTime(), nullable=False),
+    Column("last_seen_at", UtcDateTime(), nullable=False),
 )
 
 # --- poller ------------------------------------------------------------------------------------
@@ -158,6 +194,12 @@ poller_state = Table(
         nullable=True,
         comment="start of the current run of polls without a gap",
     ),
+    Column(
+        "alert_basis",
+        String(16),
+        nullable=True,
+        comment="what the open alert judged: polls (NULL) or uploads",
+    ),
 )
 
 # --- log-extractor -----------------------------------------------------------------------------
@@ -181,6 +223,14 @@ extract_cursors = Table(
     Column("lease_owner", String(255), nullable=True, comment="host:pid extracting now"),
     Column("lease_until", UtcDateTime(), nullable=True),
     Column("updated_at", UtcDateTime(), nullable=False),
+    Column(
+        "last_upload_at",
+        UtcDateTime(),
+        nullable=True,
+        comment="newest LastModified in the bucket's S3 sources, as last listed",
+    ),
+    Column("uploads_checked_at", UtcDateTime(), nullable=True, comment="that listing's time"),
+    Column("uploads_first_checked_at", UtcDateTime(), nullable=True),
 )
 
 s3_copy_ledger = Table(
@@ -201,6 +251,25 @@ s3_copy_ledger = Table(
         comment="sha256 of the source's first size_bytes bytes (NULL: before 0009)",
     ),
     UniqueConstraint("name", "source_uri_sha256"),
+)
+
+drop_file_ledger = Table(
+    "drop_file_ledger",
+    metadata,
+    # One row per bucket and file name of its drop folders: a honeypot that restarts uploads
+    # the same daily files again under its new instance folder; they are one logical file,
+    # copied from where its last copy ended.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("file_sha256", String(64), nullable=False, comment="of the file name"),
+    Column("file_name", String(1024), nullable=False),
+    Column("size_bytes", BigInteger(), nullable=False, comment="bytes copied so far"),
+    Column("source_sha256", String(64), nullable=False, comment="sha256 of those bytes"),
+    Column("reference_uri", String(2048), nullable=False, comment="source holding them"),
+    Column("reference_etag", String(128), nullable=True),
+    Column("target_key", String(1024), nullable=True, comment="the last raw object made"),
+    Column("copied_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("name", "file_sha256"),
 )
 
 # --- parser ------------------------------------------------------------------------------------
@@ -471,6 +540,8 @@ __all__ = [
     "analysis_backlog",
     "bucket_aliases",
     "buckets",
+    "drop_file_ledger",
+    "drop_sources",
     "extract_cursors",
     "log_analysis",
     "logs",

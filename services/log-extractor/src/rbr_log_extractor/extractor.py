@@ -38,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -46,8 +47,9 @@ from confluent_kafka import KafkaException
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 
+from rbr_log_extractor.locations import parse_location
 from rbr_log_extractor.outages import BROKER, DATABASE, S3, Outages, unavailable_dependency
-from rbr_log_extractor.repository import ExtractState, LedgerEntry
+from rbr_log_extractor.repository import DropFile, DropFolder, DropState, ExtractState, LedgerEntry
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_log_extractor.storage import (
     RawObjectWriter,
@@ -62,7 +64,14 @@ from rbr_log_extractor.storage import (
 from rbr_runtime.buckets import BucketClients, base_url, refused_call, token_header
 from rbr_runtime.kafka import DeliveryError, EventProducer
 from rbr_runtime.secrets import TokenDecryptionError, TokenVault
-from rbr_schemas import LOGS_EXTRACTED, BucketRegistered, LogsExtracted, LogSource, utcnow
+from rbr_schemas import (
+    LOGS_EXTRACTED,
+    BucketRegistered,
+    DeliveryMode,
+    LogsExtracted,
+    LogSource,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -74,6 +83,8 @@ EXTRACT_PATH = "/extract_logs"
 READ_CHUNK = 1024 * 1024
 EVENT_NAMESPACE = uuid.UUID("3c8d7a52-8f0e-4b59-a2f4-0b7e5d7c1f20")
 _CURSOR = re.compile(r"[\x21-\x7e]{1,255}")
+# The object an earlier copy was read from is gone, or was replaced meanwhile.
+MISSING_OR_CHANGED = ("404", "NoSuchKey", "412", "PreconditionFailed")
 
 EXTRACTIONS = Counter(
     "rbr_extractor_extractions_total", "Bucket extractions, by source and outcome.",
@@ -81,6 +92,10 @@ EXTRACTIONS = Counter(
 )  # fmt: skip
 OBJECTS = Counter("rbr_extractor_objects_total", "Raw objects stored, by source.", ["source"])
 BYTES = Counter("rbr_extractor_bytes_total", "Raw log bytes stored, by source.", ["source"])
+REWRITTEN = Counter(
+    "rbr_extractor_rewritten_total",
+    "S3 source objects rewritten with other content after a copy (copied whole again).",
+)
 SECONDS = Histogram(
     "rbr_extractor_seconds",
     "Time one bucket's extraction took.",
@@ -154,10 +169,41 @@ class Interrupted(Exception):
 
 @dataclass
 class Outcome:
-    """What one extraction stored."""
+    """What one extraction stored (and, from S3, the newest upload its listings showed)."""
 
     objects: int = 0
     bytes: int = 0
+    newest_upload_at: datetime | None = None
+
+    def add(self, stored: StoredObject | None) -> None:
+        """Counts a stored object."""
+        if stored is not None:
+            self.objects += 1
+            self.bytes += stored.size
+
+    def saw(self, item: Any) -> None:
+        """Takes note of a listed source object's upload time."""
+        modified = item.get("LastModified")
+        if modified is not None and (
+            self.newest_upload_at is None or modified > self.newest_upload_at
+        ):
+            self.newest_upload_at = modified
+
+
+@dataclass(frozen=True)
+class DropObject:
+    """One object of a bucket's drop folders, as listed."""
+
+    uri: str
+    file_name: str
+    bucket: str
+    client: Any
+    item: Any
+
+    @property
+    def size(self) -> int:
+        """Returns its size."""
+        return int(self.item["Size"])
 
 
 def event_id(object_id: str) -> str:
@@ -198,6 +244,7 @@ class Extractor:
         producer: EventProducer,
         http: BucketClients[httpx.Client],
         vault: TokenVault,
+        drops: DropState | None = None,
     ) -> None:
         """Prepares the extractor.
 
@@ -209,6 +256,7 @@ class Extractor:
             producer: sends logs.extracted.
             http: the clients buckets are called with (TLS as configured, no redirects).
             vault: decrypts bucket tokens.
+            drops: the buckets' drop folders and files, and their uploads' freshness.
         """
         self._settings = settings
         self._state = state
@@ -217,6 +265,7 @@ class Extractor:
         self._producer = producer
         self._http = http
         self._vault = vault
+        self._drops = drops or DropState(state.engine)
         self.outages = Outages()
 
     def close(self) -> None:
@@ -235,13 +284,16 @@ class Extractor:
                 was announced that is not stored, and the next cycle tries again.
             Interrupted: the service is stopping.
         """
-        source = LogSource.S3 if record.s3 is not None else LogSource.HTTP
+        from_s3 = record.s3 is not None or record.delivery_mode is DeliveryMode.S3_DROP
+        source = LogSource.S3 if from_s3 else LogSource.HTTP
         started = time.monotonic()
         try:
             self._state.ensure(record.name)
             self._announce_pending(record.name)
-            if record.s3 is not None:
-                outcome = self._copy_from_s3(record, stopping)
+            folders = self._drops.linked_folders(record.bucket_id)
+            if from_s3 or folders:
+                source = LogSource.S3
+                outcome = self._copy_from_sources(record, folders, stopping)
             else:
                 outcome = self._pull_http(record, stopping)
             self._state.record_outcome(record.name, None)
@@ -407,32 +459,181 @@ class Extractor:
 
     # -- S3 -----------------------------------------------------------------------------------
 
-    def _copy_from_s3(self, record: BucketRegistered, stopping: Callable[[], bool]) -> Outcome:
+    def _copy_from_sources(
+        self, record: BucketRegistered, folders: list[DropFolder], stopping: Callable[[], bool]
+    ) -> Outcome:
+        """Copies what is new in the bucket's own S3 folder and its linked drop folders.
+
+        Then records the newest upload the listings showed (the freshness of an s3-drop
+        bucket's uploads), as of when they began.
+        """
+        checked_at = utcnow()
+        outcome = Outcome()
+        if record.s3 is not None:
+            self._copy_from_s3(record, stopping, outcome)
+        if folders:
+            self._copy_from_drop_folders(record, folders, stopping, outcome)
+        if outcome.objects:
+            log.info("copied %d objects (%d bytes)", outcome.objects, outcome.bytes)
+        self._drops.record_uploads(record.name, outcome.newest_upload_at, checked_at)
+        return outcome
+
+    def _copy_from_s3(
+        self, record: BucketRegistered, stopping: Callable[[], bool], outcome: Outcome
+    ) -> None:
         source = record.s3
         assert source is not None
         client = self._source_s3(source.region)
         prefix = source_prefix(source.prefix, record.name)
-        outcome = Outcome()
         paginator = client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=source.bucket_name, Prefix=prefix):
             items = {
                 f"s3://{source.bucket_name}/{item['Key']}": item
                 for item in page.get("Contents", [])
             }
+            for item in items.values():
+                outcome.saw(item)
             done = self._state.copied(record.name, items)
             for uri in sorted(items):
                 entry = done.get(uri)
                 if entry is not None and entry.source_etag == items[uri]["ETag"]:
                     continue
-                if stopping():
-                    raise Interrupted("stopping")
-                stored = self._copy_one(record, client, uri, items[uri], entry, stopping=stopping)
-                if stored is not None:
-                    outcome.objects += 1
-                    outcome.bytes += stored.size
-        if outcome.objects:
-            log.info("copied %d objects (%d bytes)", outcome.objects, outcome.bytes)
-        return outcome
+                check_stopping(stopping)
+                outcome.add(
+                    self._copy_one(record, client, uri, items[uri], entry, stopping=stopping)
+                )
+
+    # -- drop folders ---------------------------------------------------------------------------
+
+    def _copy_from_drop_folders(
+        self,
+        record: BucketRegistered,
+        folders: list[DropFolder],
+        stopping: Callable[[], bool],
+        outcome: Outcome,
+    ) -> None:
+        """Copies what is new in the bucket's drop folders, file name by file name.
+
+        The real honeypot uploads the same daily files again under each new instance's
+        folder (grown, or not): a file name is one logical file across the bucket's
+        folders, copied from where its last copy ended, smallest version first.
+        """
+        objects = self._list_drop_objects(folders, outcome)
+        done = self._state.copied(record.name, [o.uri for o in objects])
+        new = [
+            o
+            for o in objects
+            if (entry := done.get(o.uri)) is None or entry.source_etag != o.item["ETag"]
+        ]
+        files = self._drops.files(record.name, [o.file_name for o in new])
+        for drop in sorted(new, key=lambda o: (o.file_name, o.size, o.uri)):
+            check_stopping(stopping)
+            file, stored = self._copy_drop_object(record, drop, files.get(drop.file_name), stopping)
+            files[drop.file_name] = file
+            outcome.add(stored)
+
+    def _list_drop_objects(self, folders: list[DropFolder], outcome: Outcome) -> list[DropObject]:
+        objects: list[DropObject] = []
+        for folder in folders:
+            location = parse_location(f"{folder.location}?region={folder.region}")
+            client = self._source_s3(folder.region)
+            prefix = location.folder_prefix(folder.folder)
+            paginator = client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(prefix) :]
+                    if not name:
+                        continue
+                    outcome.saw(item)
+                    uri = f"s3://{location.bucket}/{item['Key']}"
+                    objects.append(DropObject(uri, name, location.bucket, client, item))
+        return objects
+
+    def _copy_drop_object(
+        self,
+        record: BucketRegistered,
+        drop: DropObject,
+        file: DropFile | None,
+        stopping: Callable[[], bool],
+    ) -> tuple[DropFile, StoredObject | None]:
+        """Copies what one drop object adds to its logical file; returns the file's state."""
+        item = drop.item
+        offset, whole = 0, hashlib.sha256()
+        if file is not None and drop.size >= file.size_bytes:
+            offset, whole = self._matching_prefix(drop, file.size_bytes, file.source_sha256)
+        elif file is not None and self._is_prefix_of(drop, file):
+            # An earlier, smaller version of what was copied (from another instance's folder).
+            self._drops.record_copy(
+                record.name, source=self._source_entry(drop, None, None), file=file,
+                pending_event=None,
+            )  # fmt: skip
+            return file, None
+        if file is not None and file.size_bytes > 0 and offset == 0:
+            self._rewritten(drop.uri, item["ETag"])
+        if offset == drop.size:
+            kept = DropFile(
+                drop.file_name, drop.size, whole.hexdigest(), drop.uri, item["ETag"],
+                file.target_key if file is not None else None,
+            )  # fmt: skip
+            self._drops.record_copy(
+                record.name, source=self._source_entry(drop, kept.source_sha256, kept.target_key),
+                file=kept, pending_event=None,
+            )  # fmt: skip
+            return kept, None
+        stored, whole_sha, event = self._copy_bytes(
+            record, drop.client, drop.bucket, drop.uri, item, offset, whole, stopping
+        )
+        copied = DropFile(drop.file_name, drop.size, whole_sha, drop.uri, item["ETag"], stored.key)
+        payload = event.model_dump_json()
+        self._drops.record_copy(
+            record.name, source=self._source_entry(drop, whole_sha, stored.key), file=copied,
+            pending_event=payload,
+        )  # fmt: skip
+        self._send(event)
+        self._state.clear_pending(record.name, payload)
+        return copied, stored
+
+    @staticmethod
+    def _source_entry(drop: DropObject, sha256: str | None, target_key: str | None) -> LedgerEntry:
+        return LedgerEntry(drop.uri, drop.item["ETag"], drop.size, sha256, target_key)
+
+    def _matching_prefix(self, drop: DropObject, length: int, expected: str) -> tuple[int, Any]:
+        """Returns (length, its hash) if the object starts with the bytes copied, else (0, new)."""
+        if length == 0:
+            return 0, hashlib.sha256()
+        digest = prefix_digest(
+            drop.client, drop.bucket, drop.item["Key"], drop.item["ETag"], length
+        )
+        if digest.hexdigest() != expected:
+            return 0, hashlib.sha256()
+        return length, digest
+
+    def _is_prefix_of(self, drop: DropObject, file: DropFile) -> bool:
+        """Tells whether a smaller object holds the first bytes of what was copied of its file.
+
+        Compared with the object the copied bytes were last read from (still in S3); if it
+        is gone or changed, the smaller object counts as rewritten.
+        """
+        mine = prefix_digest(
+            drop.client, drop.bucket, drop.item["Key"], drop.item["ETag"], drop.size
+        )
+        bucket, _, key = file.reference_uri.removeprefix("s3://").partition("/")
+        try:
+            theirs = prefix_digest(drop.client, bucket, key, file.reference_etag, drop.size)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in MISSING_OR_CHANGED:
+                raise
+            return False
+        return bool(mine.hexdigest() == theirs.hexdigest())
+
+    def _rewritten(self, uri: str, etag: str) -> None:
+        REWRITTEN.inc()
+        log.warning(
+            "%s holds other content than what was copied of that file (ETag %s); copying it "
+            "whole again",
+            uri,
+            etag,
+        )
 
     def _copy_one(
         self,
@@ -454,7 +655,7 @@ class Extractor:
         """
         source = record.s3
         assert source is not None
-        key, etag, size = item["Key"], item["ETag"], int(item["Size"])
+        etag, size = item["ETag"], int(item["Size"])
         offset, whole = self._unchanged_prefix(client, source.bucket_name, item, entry)
         if offset == size:
             # Nothing new (an empty object, or the same bytes uploaded again).
@@ -467,18 +668,55 @@ class Extractor:
                 target_key=entry.target_key if entry is not None else None,
             )
             return None
+        stored, whole_sha, event = self._copy_bytes(
+            record, client, source.bucket_name, uri, item, offset, whole, stopping
+        )
+        payload = event.model_dump_json()
+        # The ledger row and the pending event in one transaction: once the ledger says the
+        # source was copied, its copy is sure to be announced (the pending event is sent
+        # again at the next cycle until the broker confirms it).
+        self._state.record_copy(
+            record.name,
+            source_uri=uri,
+            source_etag=etag,
+            size_bytes=size,
+            source_sha256=whole_sha,
+            target_key=stored.key,
+            pending_event=payload,
+        )
+        self._send(event)
+        self._state.clear_pending(record.name, payload)
+        return stored
+
+    def _copy_bytes(  # noqa: PLR0917 - one call site per kind of source, all positional
+        self,
+        record: BucketRegistered,
+        client: S3Client,
+        bucket: str,
+        uri: str,
+        item: Any,
+        offset: int,
+        whole: Any,
+        stopping: Callable[[], bool],
+    ) -> tuple[StoredObject, str, LogsExtracted]:
+        """Copies a source object's bytes from offset on into a raw object of its own.
+
+        Returns the stored object, the sha256 of the whole source, and the object's
+        `logs.extracted` event (to be recorded, then sent).
+        """
+        key, etag = item["Key"], item["ETag"]
         version = f"{uri}#{etag}" if offset == 0 else f"{uri}#{etag}@{offset}"
         object_id = str(uuid.uuid5(EVENT_NAMESPACE, version))
         # Keyed by the copy's own time, as a pull is: retention goes by the key's date.
         copied_at = utcnow()
         final_key = raw_key(record.name, copied_at, object_id)
         if offset == 0 and self._settings.server_side_copy:
-            stored = self._server_side_copy(client, source.bucket_name, key, etag, final_key)
+            stored = self._server_side_copy(client, bucket, key, etag, final_key)
             whole_sha = stored.sha256
         else:
             stored = self._stream_copy(
                 client,
-                bucket=source.bucket_name,
+                bucket=bucket,
                 key=key,
                 etag=etag,
                 final_key=final_key,
@@ -500,22 +738,7 @@ class Extractor:
             source_ref=uri,
             extracted_at=copied_at,
         )
-        payload = event.model_dump_json()
-        # The ledger row and the pending event in one transaction: once the ledger says the
-        # source was copied, its copy is sure to be announced (the pending event is sent
-        # again at the next cycle until the broker confirms it).
-        self._state.record_copy(
-            record.name,
-            source_uri=uri,
-            source_etag=etag,
-            size_bytes=size,
-            source_sha256=whole_sha,
-            target_key=final_key,
-            pending_event=payload,
-        )
-        self._send(event)
-        self._state.clear_pending(record.name, payload)
-        return stored
+        return stored, whole_sha, event
 
     def _unchanged_prefix(
         self, client: S3Client, bucket: str, item: Any, entry: LedgerEntry | None
@@ -530,13 +753,9 @@ class Extractor:
         if entry is None or copied == 0 or copied > int(item["Size"]):
             return 0, hashlib.sha256()
         expected = entry.source_sha256 or self._target_sha256(entry.target_key)
-        digest = hashlib.sha256()
-        body = client.get_object(
-            Bucket=bucket, Key=item["Key"], IfMatch=item["ETag"], Range=f"bytes=0-{copied - 1}"
-        )["Body"]
-        for chunk in body.iter_chunks(READ_CHUNK):
-            digest.update(chunk)
+        digest = prefix_digest(client, bucket, item["Key"], item["ETag"], copied)
         if digest.hexdigest() != expected:
+            REWRITTEN.inc()
             log.warning(
                 "%s was rewritten after it was copied (ETag %s, was %s); copying it whole again",
                 item["Key"],
@@ -624,6 +843,21 @@ def check_stopping(stopping: Callable[[], bool]) -> None:
     """Raises Interrupted if the service is stopping."""
     if stopping():
         raise Interrupted("stopping")
+
+
+def prefix_digest(client: S3Client, bucket: str, key: str, etag: str | None, length: int) -> Any:
+    """Returns the sha256 object of a source's first `length` bytes (of that ETag, if given)."""
+    digest = hashlib.sha256()
+    if length <= 0:
+        return digest
+    span = f"bytes=0-{length - 1}"
+    if etag:
+        body = client.get_object(Bucket=bucket, Key=key, Range=span, IfMatch=etag)["Body"]
+    else:
+        body = client.get_object(Bucket=bucket, Key=key, Range=span)["Body"]
+    for chunk in body.iter_chunks(READ_CHUNK):
+        digest.update(chunk)
+    return digest
 
 
 def source_sha256(client: S3Client, bucket: str, key: str, etag: str) -> tuple[int, str]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
 
+from rbr_log_extractor.drops import DropScanner
 from rbr_log_extractor.extractor import Extractor
 from rbr_log_extractor.memory import release_large_buffers
 from rbr_log_extractor.repository import ExtractState
@@ -23,7 +25,7 @@ from rbr_runtime.dependencies import (
 )
 from rbr_runtime.kafka import BucketDirectory, EventProducer
 from rbr_runtime.s3 import make_s3_client
-from rbr_runtime.schedule import worker_identity
+from rbr_runtime.schedule import PeriodicTask, TaskClaims, worker_identity
 from rbr_runtime.service import Service, bootstrap
 
 if TYPE_CHECKING:
@@ -42,14 +44,20 @@ def make_http_clients(settings: ExtractorSettings) -> BucketClients[httpx.Client
     )
 
 
-def make_extractor(settings: ExtractorSettings, state: ExtractState) -> tuple[Extractor, S3Client]:
-    """Builds the extractor and the registry bucket's S3 client."""
-    s3 = make_s3_client(settings)
+def source_clients(settings: ExtractorSettings) -> Callable[[str], S3Client]:
+    """Returns a function giving the client of the buckets' own S3 (and drops) in a region."""
 
     @functools.cache
     def source_client(region: str) -> S3Client:
         return make_s3_client(settings, region=region, endpoint_url=settings.source_endpoint)
 
+    return source_client
+
+
+def make_extractor(settings: ExtractorSettings, state: ExtractState) -> tuple[Extractor, S3Client]:
+    """Builds the extractor and the registry bucket's S3 client."""
+    s3 = make_s3_client(settings)
+    source_client = source_clients(settings)
     extractor = Extractor(
         settings,
         state=state,
@@ -74,6 +82,16 @@ def build_service(settings: ExtractorSettings) -> Service:
     service = Service(settings)
     service.add("bucket-directory", directory.run, directory.stop)
     service.add("scheduler", scheduler.run, scheduler.stop)
+    if settings.locations:
+        scanner = DropScanner(
+            settings,
+            engine=engine,
+            source_s3=source_clients(settings),
+            producer=EventProducer(settings, source="/rbr/log-extractor"),
+            claims=TaskClaims(engine, state.owner),
+        )
+        scan = PeriodicTask("drop-scan", settings.drop_scan_interval, scanner.scan)
+        service.add("drop-scan", scan.run, scan.stop)
     service.health.add_check("bucket-directory", directory.readiness)
     watch_dependencies(
         service, database_dependency(settings), s3_dependency(settings), broker_dependency(settings)

@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Engine, Update, and_, case, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Update, and_, case, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from rbr_runtime.db.engine import insert_ignore, upsert
-from rbr_runtime.db.tables import extract_cursors, s3_copy_ledger
+from rbr_runtime.db.tables import drop_file_ledger, drop_sources, extract_cursors, s3_copy_ledger
 from rbr_schemas import utcnow
 
 MAX_ERROR_CHARS = 500
@@ -57,6 +57,34 @@ class LedgerEntry:
     target_key: str | None = None
 
 
+@dataclass(frozen=True)
+class DropFolder:
+    """An instance folder of a drop location that feeds a bucket."""
+
+    location: str
+    """`s3://BUCKET/PREFIX/`."""
+    region: str
+    folder: str
+
+
+@dataclass(frozen=True)
+class DropFile:
+    """How much of one logical file of a bucket's drop folders was copied.
+
+    Attributes:
+        size_bytes: how many of its first bytes were copied.
+        source_sha256: their sha256.
+        reference_uri: a source object holding those bytes (to compare a smaller one with).
+    """
+
+    file_name: str
+    size_bytes: int
+    source_sha256: str
+    reference_uri: str
+    reference_etag: str | None
+    target_key: str | None
+
+
 class ExtractState:
     """Reads and writes `extract_cursors` and `s3_copy_ledger`."""
 
@@ -67,6 +95,7 @@ class ExtractState:
             engine: the registry database.
             owner: who takes leases (host:pid), recorded for operators.
         """
+        self.engine = engine
         self._engine = engine
         self.owner = owner
         self._insert_cursor = insert_ignore(engine, extract_cursors)
@@ -312,3 +341,154 @@ class ExtractState:
                     .where(extract_cursors.c.name == name)
                     .values(pending_event=pending_event, updated_at=utcnow())
                 )
+
+
+def file_digest(file_name: str) -> str:
+    """Returns the ledger key of a drop file's name."""
+    return hashlib.sha256(file_name.encode()).hexdigest()
+
+
+class DropState:
+    """A bucket's drop folders, its drop files' ledger and the freshness of its uploads.
+
+    The folders are the registrar's `drop_sources` rows linked to the bucket (read only).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def linked_folders(self, bucket_id: str) -> list[DropFolder]:
+        """Returns the drop folders linked to a bucket (by the registrar)."""
+        table = drop_sources.c
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(table.location, table.region, table.folder)
+                .where(table.bucket_id == bucket_id)
+                .order_by(table.id)
+            ).all()
+        return [DropFolder(row.location, row.region, row.folder) for row in rows]
+
+    def files(self, name: str, file_names: Iterable[str]) -> dict[str, DropFile]:
+        """Returns what was copied of the bucket's logical files of those names."""
+        digests = [file_digest(file_name) for file_name in set(file_names)]
+        if not digests:
+            return {}
+        table = drop_file_ledger.c
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(drop_file_ledger).where(table.name == name, table.file_sha256.in_(digests))
+            ).all()
+        return {
+            row.file_name: DropFile(
+                row.file_name,
+                row.size_bytes,
+                row.source_sha256,
+                row.reference_uri,
+                row.reference_etag,
+                row.target_key,
+            )
+            for row in rows
+        }
+
+    def record_copy(
+        self,
+        name: str,
+        *,
+        source: LedgerEntry,
+        file: DropFile,
+        pending_event: str | None,
+    ) -> None:
+        """Records one source object handled and its logical file's state, in one transaction.
+
+        With pending_event, the copy's `logs.extracted` event is stored with them (sent again
+        until the broker confirms it).
+        """
+        now = utcnow()
+        with self._engine.begin() as connection:
+            connection.execute(
+                upsert(
+                    connection,
+                    s3_copy_ledger,
+                    [
+                        {
+                            "name": name,
+                            "source_uri_sha256": uri_digest(source.source_uri),
+                            "source_uri": source.source_uri,
+                            "source_etag": source.source_etag,
+                            "size_bytes": source.size_bytes,
+                            "source_sha256": source.source_sha256,
+                            "target_key": source.target_key,
+                            "copied_at": now,
+                        }
+                    ],
+                    key_columns=["name", "source_uri_sha256"],
+                    update_columns=[
+                        "source_etag",
+                        "size_bytes",
+                        "source_sha256",
+                        "target_key",
+                        "copied_at",
+                    ],
+                )
+            )
+            connection.execute(
+                upsert(
+                    connection,
+                    drop_file_ledger,
+                    [
+                        {
+                            "name": name,
+                            "file_sha256": file_digest(file.file_name),
+                            "file_name": file.file_name,
+                            "size_bytes": file.size_bytes,
+                            "source_sha256": file.source_sha256,
+                            "reference_uri": file.reference_uri,
+                            "reference_etag": file.reference_etag,
+                            "target_key": file.target_key,
+                            "copied_at": now,
+                        }
+                    ],
+                    key_columns=["name", "file_sha256"],
+                    update_columns=[
+                        "size_bytes",
+                        "source_sha256",
+                        "reference_uri",
+                        "reference_etag",
+                        "target_key",
+                        "copied_at",
+                    ],
+                )
+            )
+            if pending_event is not None:
+                connection.execute(
+                    update(extract_cursors)
+                    .where(extract_cursors.c.name == name)
+                    .values(pending_event=pending_event, updated_at=now)
+                )
+
+    def record_uploads(self, name: str, newest: datetime | None, checked_at: datetime) -> None:
+        """Records the newest upload a complete listing of the bucket's S3 sources showed.
+
+        The poller judges s3-drop buckets by it: `checked_at - newest` is a silence the
+        listing proves (S3 keeps upload times), whenever the extractor ran.
+        """
+        table = extract_cursors.c
+        with self._engine.begin() as connection:
+            connection.execute(
+                update(extract_cursors)
+                .where(table.name == name)
+                .values(
+                    last_upload_at=case(
+                        (table.last_upload_at.is_(None), newest),
+                        (table.last_upload_at < newest, newest),
+                        else_=table.last_upload_at,
+                    )
+                    if newest is not None
+                    else table.last_upload_at,
+                    uploads_checked_at=checked_at,
+                    uploads_first_checked_at=func.coalesce(
+                        table.uploads_first_checked_at, checked_at
+                    ),
+                    updated_at=checked_at,
+                )
+            )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from rbr_log_extractor.locations import DropLocation, parse_location
 from rbr_runtime.buckets import BucketAccessSettings
+from rbr_runtime.settings import CsvList
 
 MIB = 1024 * 1024
 
@@ -65,6 +67,33 @@ class ExtractorSettings(BucketAccessSettings):
         "(e.g. AWS while the registry uses MinIO: objects are then streamed, not copied "
         "server-side).",
     )
+
+    drop_locations: CsvList = Field(
+        default_factory=list,
+        description="S3 drop locations honeypots upload their log files to, comma-separated: "
+        "s3://BUCKET/PREFIX/ (PREFIX may be empty), with ?region=REGION when not us-east-1. "
+        "Their instance folders are discovered and linked to buckets. Read with the "
+        "registry's own credentials (its IAM role); none are stored.",
+    )
+    drop_scan_interval: float = Field(
+        default=900.0, gt=0, description="Seconds between two scans of the drop locations."
+    )
+    drop_identity_bytes: int = Field(
+        default=8 * MIB,
+        ge=4096,
+        description="Most bytes of each file of an unlinked drop folder read to find the "
+        "honeypot's identity lines (its instance and registered names).",
+    )
+
+    @field_validator("drop_locations")
+    @classmethod
+    def _valid_locations(cls, values: list[str]) -> list[str]:
+        return [parse_location(value).setting for value in values]
+
+    @property
+    def locations(self) -> list[DropLocation]:
+        """Returns the configured drop locations."""
+        return [parse_location(value) for value in self.drop_locations]
 
     @field_validator("source_s3_endpoint_url", mode="before")
     @classmethod

@@ -49,6 +49,8 @@ class HealthRow:
     """When the latest recorded poll (success or failure) was made."""
     polling_since: datetime | None = None
     """When the current run of polls began (the first poll after a gap in polling)."""
+    alert_basis: str | None = None
+    """What the open alert judged: polls (None) or uploads (an s3-drop bucket)."""
 
     @property
     def silent_since(self) -> datetime:
@@ -111,9 +113,22 @@ def transition(
 dedupe_key = unresponsive_dedupe_key
 
 
-def alert_id_for(name: str, silent_since: datetime) -> str:
+class Basis(StrEnum):
+    """What a bucket is judged by: its polls, or (s3-drop buckets) the freshness of its uploads."""
+
+    POLLS = "polls"
+    UPLOADS = "uploads"
+
+
+def basis_of(row: HealthRow) -> Basis:
+    """Returns what the bucket's open alert (if any) judged."""
+    return Basis.UPLOADS if row.alert_basis == Basis.UPLOADS.value else Basis.POLLS
+
+
+def alert_id_for(name: str, silent_since: datetime, basis: Basis = Basis.POLLS) -> str:
     """Returns the stable id of the occurrence that began with the silence."""
-    return str(uuid.uuid5(ALERT_NAMESPACE, f"{dedupe_key(name)}:{silent_since.isoformat()}"))
+    kind = "" if basis is Basis.POLLS else f"{basis.value}:"
+    return str(uuid.uuid5(ALERT_NAMESPACE, f"{dedupe_key(name)}:{kind}{silent_since.isoformat()}"))
 
 
 def alert_event_id(alert_id: str, state: AlertState) -> str:
@@ -197,4 +212,85 @@ def resolved_alert(row: HealthRow, occurred_at: datetime, reason: str | None = N
         context={
             "last_success_at": row.last_success_at.isoformat() if row.last_success_at else None
         },
+    )
+
+
+# -- s3-drop buckets: the freshness of their uploads -----------------------------------------------
+#
+# An s3-drop bucket is never polled. The log-extractor lists its folders every extraction and
+# records the newest upload seen (S3's LastModified) and when it listed; a listing proves that
+# nothing newer was uploaded before it. The same rules then apply with the listing as the
+# "poll": the silence runs from the newest upload (or from the first listing, if none) to
+# the latest listing, so an extractor that stops listing never makes a bucket look silent,
+# and an upload newer than the listing that fired the alert resolves it.
+
+
+def upload_transition(row: HealthRow, stale_after: float) -> Transition | None:
+    """Returns what must happen to an s3-drop bucket's alert, judged at its latest listing.
+
+    The row carries the newest upload as `last_success_at`, the latest listing as
+    `last_attempt_at` and the first listing as `first_seen_at`.
+    """
+    checked = row.last_attempt_at
+    if checked is None:
+        return None
+    return transition(row, checked, stale_after, polling_gap=0.0)
+
+
+def stale_uploads_alert(row: HealthRow, stale_after: float) -> Alert:
+    """Returns the firing alert of an s3-drop bucket whose uploads stopped."""
+    checked = row.last_attempt_at
+    assert checked is not None
+    since = row.silent_since
+    hours = (checked - since).total_seconds() / 3600
+    history = (
+        f"uploaded nothing since {_when(since)}"
+        if row.last_success_at is not None
+        else f"uploaded nothing since its folders were first listed at {_when(since)}"
+    )
+    last = row.last_error or "none recorded"
+    return Alert(
+        alert_id=alert_id_for(row.name, since, Basis.UPLOADS),
+        dedupe_key=dedupe_key(row.name),
+        type=AlertType.BUCKET_UNRESPONSIVE.value,
+        severity=Severity.HIGH,
+        state=AlertState.FIRING,
+        bucket=row.name,
+        title=f"Bucket {row.name} is unresponsive: no uploads for {hours:.1f} h",
+        detail=(
+            f"Bucket {row.name} (delivery mode s3-drop) {history}, as its folders listed at "
+            f"{_when(checked)} show ({hours:.1f} h; threshold {stale_after / 3600:g} h). Last "
+            f"extraction error: {last}."
+        ),
+        source=SOURCE,
+        occurred_at=checked,
+        context={
+            "delivery_mode": "s3-drop",
+            "last_upload_at": row.last_success_at.isoformat() if row.last_success_at else None,
+            "checked_at": checked.isoformat(),
+            "silent_since": since.isoformat(),
+            "upload_stale_after_seconds": stale_after,
+        },
+    )
+
+
+def uploads_resumed_alert(row: HealthRow) -> Alert:
+    """Returns the resolving alert of an s3-drop bucket that uploaded again."""
+    assert row.alert_id is not None
+    assert row.last_success_at is not None
+    return Alert(
+        alert_id=row.alert_id,
+        dedupe_key=dedupe_key(row.name),
+        type=AlertType.BUCKET_UNRESPONSIVE.value,
+        severity=Severity.HIGH,
+        state=AlertState.RESOLVED,
+        bucket=row.name,
+        title=f"Bucket {row.name} is uploading again",
+        detail=(
+            f"Bucket {row.name} uploaded at {_when(row.last_success_at)}; the alert opened at "
+            f"{_when(row.alert_opened_at)} is resolved."
+        ),
+        source=SOURCE,
+        occurred_at=row.last_success_at,
+        context={"delivery_mode": "s3-drop", "last_upload_at": row.last_success_at.isoformat()},
     )

@@ -43,7 +43,9 @@ class Poller:
         self.engine = make_engine(settings.database_url)
         self.store = state_store(self.engine, settings)
         self.producer = EventProducer(settings, source=SOURCE)
-        self.recorder = Recorder(self.store, self.producer, settings.unresponsive_after)
+        self.recorder = Recorder(
+            self.store, self.producer, settings.unresponsive_after, settings.upload_stale_after
+        )
         self.directory = BucketDirectory(settings, GROUP, on_change=self._directory_changed)
         self.loop = PollLoop(
             settings, self.directory, self.store, self.recorder, poll_config(settings)

@@ -187,7 +187,7 @@ class PollLoop:
             await asyncio.to_thread(self._store.ensure, new, now)
             self._known |= new
         slot, due = due_buckets(
-            records,
+            [r for r in records if r.delivery_mode.polled],
             now,
             interval=self._settings.poll_interval,
             jitter=self._settings.poll_jitter,
@@ -263,12 +263,15 @@ class PollLoop:
         if time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + self._settings.health_check_interval
-        active = [r.name for r in records]
+        active = [r.name for r in records if r.delivery_mode.polled]
+        uploading = [r.name for r in records if not r.delivery_mode.polled]
         inactive = [
             r.name for r in self._directory.buckets(state=None) if r.state != BucketState.ACTIVE
         ]
-        owned = set(active)
+        owned = {r.name for r in records}
         self._done = {name: slot for name, slot in self._done.items() if name in owned}
         self._known = {name: key for name, key in self._known.items() if name in owned}
-        summary = await asyncio.to_thread(self._recorder.check_health, active, now, inactive)
+        summary = await asyncio.to_thread(
+            self._recorder.check_health, active, now, inactive, uploading
+        )
         UNRESPONSIVE.set(summary.open)

@@ -33,6 +33,14 @@ class PollerSettings(BucketAccessSettings):
         "bucket_unresponsive alert fires (counted from the last success, or from when polling "
         "of the bucket began or resumed after a gap; time no poller polled is not counted).",
     )
+    upload_stale_after: float = Field(
+        default=36 * 3600.0,
+        gt=0,
+        description="Seconds without a new upload after which an s3-drop bucket's "
+        "bucket_unresponsive alert fires (the real rustbucket uploads each day's file after "
+        "the day ended, up to a day late: 36 h). Counted from the newest upload to the "
+        "log-extractor's latest listing of the bucket's folders.",
+    )
     max_response_bytes: int = Field(
         default=64 * 1024,
         ge=1024,

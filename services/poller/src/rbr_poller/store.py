@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from rbr_poller.health import HealthRow
 from rbr_runtime.db.engine import insert_ignore
-from rbr_runtime.db.tables import poller_state
+from rbr_runtime.db.tables import extract_cursors, poller_state
 from rbr_schemas import BucketStatus
 
 CHUNK = 500
@@ -66,6 +66,7 @@ _FRESH_STATE: dict[str, Any] = {
     "alert_opened_at": None,
     "last_attempt_at": None,
     "polling_since": None,
+    "alert_basis": None,
 }
 
 
@@ -233,18 +234,54 @@ class PollerStateStore:
                         poller_state.c.alert_opened_at,
                         poller_state.c.last_attempt_at,
                         poller_state.c.polling_since,
+                        poller_state.c.alert_basis,
                     ).where(poller_state.c.name.in_(chunk))
                 )
                 rows.extend(HealthRow(**dict(row._mapping)) for row in result)
         return rows
 
-    def open_alert(self, name: str, alert_id: str, now: datetime) -> None:
-        """Records that the bucket's alert fired (after it was published)."""
+    def upload_rows(self, names: Iterable[str]) -> list[HealthRow]:
+        """Returns the health of s3-drop buckets as their uploads show it.
+
+        The evidence is the log-extractor's (`extract_cursors`, read only): the newest upload
+        its latest listing of the bucket's folders showed (as `last_success_at`), that
+        listing (as `last_attempt_at`) and the first one (as `first_seen_at`); the alert's
+        state is the poller's own.
+        """
+        wanted = sorted(set(names))
+        state, cursors = poller_state.c, extract_cursors.c
+        joined = poller_state.outerjoin(extract_cursors, cursors.name == state.name)
+        rows: list[HealthRow] = []
+        with self.engine.connect() as connection:
+            for start in range(0, len(wanted), CHUNK):
+                chunk = wanted[start : start + CHUNK]
+                result = connection.execute(
+                    select(
+                        state.name,
+                        state.first_seen_at,
+                        state.alert_open,
+                        state.alert_id,
+                        state.alert_opened_at,
+                        state.alert_basis,
+                        cursors.last_upload_at,
+                        cursors.uploads_checked_at,
+                        cursors.uploads_first_checked_at,
+                        cursors.consecutive_failures,
+                        cursors.last_error,
+                    )
+                    .select_from(joined)
+                    .where(state.name.in_(chunk))
+                )
+                rows.extend(_upload_row(row) for row in result)
+        return rows
+
+    def open_alert(self, name: str, alert_id: str, now: datetime, basis: str | None = None) -> None:
+        """Records that the bucket's alert fired (after it was published), and on what basis."""
         with self.engine.begin() as connection:
             connection.execute(
                 update(poller_state)
                 .where(poller_state.c.name == name, poller_state.c.alert_open.is_(False))
-                .values(alert_open=True, alert_id=alert_id, alert_opened_at=now)
+                .values(alert_open=True, alert_id=alert_id, alert_opened_at=now, alert_basis=basis)
             )
 
     def close_alert(self, name: str, alert_id: str) -> None:
@@ -255,3 +292,19 @@ class PollerStateStore:
                 .where(poller_state.c.name == name, poller_state.c.alert_id == alert_id)
                 .values(alert_open=False)
             )
+
+
+def _upload_row(row: Any) -> HealthRow:
+    return HealthRow(
+        name=row.name,
+        first_seen_at=row.uploads_first_checked_at or row.first_seen_at,
+        last_success_at=row.last_upload_at,
+        consecutive_failures=row.consecutive_failures or 0,
+        last_error_class="extraction" if row.last_error else None,
+        last_error=row.last_error,
+        alert_open=row.alert_open,
+        alert_id=row.alert_id,
+        alert_opened_at=row.alert_opened_at,
+        last_attempt_at=row.uploads_checked_at,
+        alert_basis=row.alert_basis,
+    )

@@ -59,8 +59,10 @@ async def _poll_all(
 
 
 def _active(settings: PollerSettings) -> list[BucketRegistered]:
+    """Returns the active buckets that are polled (s3-drop buckets never are)."""
     records = read_registrations(settings).values()
-    return sorted((r for r in records if r.state == BucketState.ACTIVE), key=lambda r: r.name)
+    polled = (r for r in records if r.state == BucketState.ACTIVE and r.delivery_mode.polled)
+    return sorted(polled, key=lambda r: r.name)
 
 
 def pull_updates(settings: PollerSettings | None = None) -> str:
@@ -71,7 +73,9 @@ def pull_updates(settings: PollerSettings | None = None) -> str:
     producer = EventProducer(settings, source=SOURCE)
     try:
         store = state_store(engine, settings)
-        recorder = Recorder(store, producer, settings.unresponsive_after)
+        recorder = Recorder(
+            store, producer, settings.unresponsive_after, settings.upload_stale_after
+        )
         store.ensure({r.name: r.bucket_id for r in records}, utcnow())
         statuses = asyncio.run(_poll_all(settings, records))
         recorder.record([(status, None) for status in statuses])
@@ -95,15 +99,22 @@ def health_check(settings: PollerSettings | None = None) -> str:
     settings = settings or _settings()
     records = read_registrations(settings)
     active = {r.name: r.bucket_id for r in records.values() if r.state == BucketState.ACTIVE}
+    uploading = [
+        r.name
+        for r in records.values()
+        if r.state == BucketState.ACTIVE and not r.delivery_mode.polled
+    ]
     inactive = [r.name for r in records.values() if r.state != BucketState.ACTIVE]
     engine = make_engine(settings.database_url)
     producer = EventProducer(settings, source=SOURCE)
     try:
         store = state_store(engine, settings)
         store.ensure(active, utcnow())
-        summary = Recorder(store, producer, settings.unresponsive_after).check_health(
-            list(active), utcnow(), inactive
+        recorder = Recorder(
+            store, producer, settings.unresponsive_after, settings.upload_stale_after
         )
+        polled = [name for name in active if name not in set(uploading)]
+        summary = recorder.check_health(polled, utcnow(), inactive, uploading)
     finally:
         producer.flush()
         engine.dispose()

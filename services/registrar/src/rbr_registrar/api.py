@@ -41,27 +41,36 @@ from rbr_registrar.merges import BucketMerges, Lineage, MergeRefused
 from rbr_registrar.models import (
     DEFAULT_S3_PREFIX,
     DEFAULT_S3_REGION,
+    AdoptRequest,
     BucketPage,
     BucketView,
     ChangeResponse,
+    DeliveryModeRequest,
     ErrorResponse,
     MergeRequest,
     MergeResponse,
+    NewBucketRequest,
+    NewBucketResponse,
     RegistrationRequest,
     RegistrationResponse,
     RegistrationStatus,
     RekeyResponse,
     ReseedResponse,
+    S3SourceRequest,
     S3View,
     SelfUpdateRequest,
+    SourcePage,
+    SourceView,
+    StartView,
 )
 from rbr_registrar.repository import BucketRepository
 from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.settings import RegistrarSettings
+from rbr_registrar.sources import DropSources, SourceError, SourceRow
 from rbr_runtime.buckets import forbidden_port_reason, forbidden_reason
 from rbr_runtime.health import HealthState, metrics_payload
 from rbr_runtime.secrets import TokenVault, constant_time_in
-from rbr_schemas import BucketState
+from rbr_schemas import BucketState, DeliveryMode
 from rbr_schemas.events import BUCKET_NAME_PATTERN
 
 log = logging.getLogger(__name__)
@@ -120,6 +129,7 @@ class Dependencies:
     committer: GroupCommitter
     vault: TokenVault
     health: HealthState
+    sources: DropSources
     merges: BucketMerges | None = None
     """Merges registrations into buckets (made from the repository when not given)."""
     on_commit: Callable[[], None] = lambda: None
@@ -153,6 +163,7 @@ def create_app(deps: Dependencies) -> FastAPI:
     app.include_router(_registration_routes(deps))
     app.include_router(_self_update_routes(deps))
     app.include_router(_operator_routes(deps))
+    app.include_router(_source_routes(deps))
     app.include_router(_topic_routes(deps))
     app.include_router(_health_routes(deps.health))
     return app
@@ -194,6 +205,7 @@ def _registration(deps: Dependencies, payload: RegistrationRequest, enrolled: bo
         ip_address=payload.ip_address,
         port=payload.port,
         tls_cert_sha256=payload.tls_cert_sha256,
+        delivery_mode=payload.delivery_mode,
         operating_system=payload.operating_system,
         metrics=payload.reported_metrics(),
         s3=s3,
@@ -450,6 +462,8 @@ def bucket_view(row: BucketRow, lineage: Lineage | None = None) -> BucketView:
         id=row.id,
         name=row.name,
         state=BucketState(row.state),
+        delivery_mode=DeliveryMode(row.delivery_mode),
+        delivery_mode_pinned=row.delivery_mode_pinned,
         ip_address=row.ip_address,
         port=row.port,
         tls_cert_sha256=row.tls_cert_sha256,
@@ -637,6 +651,32 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
         """Disables a bucket: it is no longer polled nor pulled, and cannot re-register."""
         return change("disable", name, deps.repository.disable(name))
 
+    @router.put("/{name}/delivery-mode", response_model=ChangeResponse)
+    def set_delivery_mode(name: NamePath, payload: DeliveryModeRequest) -> ChangeResponse:
+        """Sets how the bucket's logs reach the registry: pull, agent or s3-drop.
+
+        An `s3-drop` bucket is never polled nor pulled: its logs are read from its S3
+        sources and its health is the freshness of its uploads. The mode is then pinned:
+        linking a drop folder no longer changes it.
+        """
+        decision = deps.repository.set_delivery_mode(name, payload.mode)
+        return change(f"delivery_mode_{payload.mode.value}", name, decision)
+
+    @router.put("/{name}/s3-source", response_model=ChangeResponse)
+    def set_s3_source(name: NamePath, payload: S3SourceRequest) -> ChangeResponse:
+        """Sets where the bucket writes its own logs: the objects under `{prefix}{name}/`.
+
+        (Drop folders named otherwise, e.g. a honeypot's instance folders, are linked with
+        `POST /api/v1/sources/adopt`.)
+        """
+        s3 = S3Config(payload.bucket_name, payload.region, payload.prefix)
+        return change("set_s3_source", name, deps.repository.set_s3_source(name, s3))
+
+    @router.delete("/{name}/s3-source", response_model=ChangeResponse)
+    def remove_s3_source(name: NamePath) -> ChangeResponse:
+        """Removes the bucket's own S3 source (its linked drop folders stay)."""
+        return change("remove_s3_source", name, deps.repository.set_s3_source(name, None))
+
     @router.delete("/{name}", response_model=ChangeResponse)
     def remove_bucket(name: NamePath) -> ChangeResponse:
         """Removes a bucket; a tombstone on bucket.registered tells the other services."""
@@ -647,6 +687,120 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
         OPERATOR_ACTIONS.labels("remove", "removed").inc()
         log.info("operator removed bucket %s", name, extra={"bucket": name})
         return ChangeResponse(status="removed", id=row.id, name=row.name)
+
+    return router
+
+
+# -- drop sources ----------------------------------------------------------------------------------
+
+
+def source_view(row: SourceRow) -> SourceView:
+    """Returns what operators see of a drop folder."""
+    return SourceView(
+        id=row.id,
+        uri=row.uri,
+        location=row.location,
+        region=row.region,
+        folder=row.folder,
+        bucket=row.bucket,
+        linked_by=row.linked_by,
+        linked_at=row.linked_at,
+        objects=row.objects,
+        size_bytes=row.size_bytes,
+        newest_upload_at=row.newest_upload_at,
+        starts=[StartView(instance_name=str(i), registered_name=r) for i, r in row.starts],
+        first_seen_at=row.first_seen_at,
+        last_seen_at=row.last_seen_at,
+    )
+
+
+def _source_failed(action: str, error: SourceError) -> HTTPException:
+    OPERATOR_ACTIONS.labels(action, "refused").inc()
+    return HTTPException(error.status, str(error))
+
+
+def _source_routes(deps: Dependencies) -> APIRouter:
+    def operator(credentials: BearerCredentials = None) -> None:
+        _operator_check(deps, credentials)
+
+    router = APIRouter(
+        prefix="/api/v1/sources",
+        tags=["operators: drop sources"],
+        dependencies=[Depends(operator)],
+        responses={
+            404: {"model": ErrorResponse, "description": "No such source or bucket."},
+            409: {"model": ErrorResponse, "description": "Linked elsewhere, or name taken."},
+            **ERRORS,
+        },
+    )
+
+    @router.get("", response_model=SourcePage)
+    def list_sources(
+        unclaimed: Annotated[
+            bool | None, Query(description="true: only unclaimed; false: only linked.")
+        ] = None,
+        bucket: Annotated[
+            str | None,
+            Query(pattern=BUCKET_NAME_PATTERN, max_length=128, description="Only this bucket's."),
+        ] = None,
+        after: Annotated[int | None, Query(ge=0, description="Id to continue after.")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> SourcePage:
+        """Lists the instance folders found in the drop locations and the bucket each feeds."""
+        rows, total = deps.sources.list_sources(
+            unclaimed=unclaimed, bucket=bucket, after=after, limit=limit
+        )
+        next_after = rows[-1].id if len(rows) == limit else None
+        return SourcePage(
+            sources=[source_view(r) for r in rows], next_after=next_after, total=total
+        )
+
+    @router.post("/adopt", response_model=SourceView)
+    def adopt_source(payload: AdoptRequest) -> SourceView:
+        """Links a drop folder to an existing bucket: its files become that bucket's logs.
+
+        A bucket that never answered a poll becomes `s3-drop` (unless its mode is pinned).
+        409 when the folder feeds another bucket, unless `move` is true.
+        """
+        try:
+            source, decision = deps.sources.adopt(payload.source, payload.bucket, move=payload.move)
+        except SourceError as error:
+            raise _source_failed("adopt_source", error) from error
+        if decision.writes:
+            deps.on_commit()
+        OPERATOR_ACTIONS.labels("adopt_source", "linked").inc()
+        log.info("operator linked %s to bucket %s", source.uri, payload.bucket)
+        return source_view(source)
+
+    @router.post("/new-bucket", response_model=NewBucketResponse)
+    def new_bucket_from_source(payload: NewBucketRequest) -> NewBucketResponse:
+        """Makes a new active `s3-drop` bucket of an unclaimed drop folder.
+
+        The bucket is named after the folder unless `name` is given; it is never called, so
+        its address is only informative.
+        """
+        try:
+            source, row = deps.sources.create_bucket(
+                payload.source,
+                name=payload.name,
+                ip_address=payload.ip_address,
+                operating_system=payload.operating_system,
+            )
+        except SourceError as error:
+            raise _source_failed("new_bucket_from_source", error) from error
+        deps.on_commit()
+        OPERATOR_ACTIONS.labels("new_bucket_from_source", "created").inc()
+        log.info("operator made bucket %s of %s", row.name, source.uri)
+        return NewBucketResponse(
+            bucket=ChangeResponse(
+                status="created",
+                id=row.id,
+                name=row.name,
+                state=BucketState(row.state),
+                version=row.version,
+            ),
+            source=source_view(source),
+        )
 
     return router
 

@@ -1,4 +1,4 @@
-"""`rbr buckets list|show|approve|disable|remove|rekey` and `rbr topics reseed`: the operator API.
+"""`rbr buckets ...`, `rbr sources ...` and `rbr topics reseed`: the operator API.
 
 Talks to the registrar over HTTP (`RBR_REGISTRAR_URL`, default http://127.0.0.1:8000) with
 the operator key (`RBR_OPERATOR_KEY`).
@@ -15,6 +15,11 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 app = typer.Typer(help="List and manage registered buckets (the registrar's operator API).")
+sources_app = typer.Typer(
+    help="Instance folders found in the S3 drop locations: list, adopt into a bucket, or "
+    "make a new s3-drop bucket of one."
+)
+DELIVERY_MODES = ("pull", "agent", "s3-drop")
 
 BUCKET_PATH = "/api/v1/buckets/"
 NAMES_HINT = (
@@ -83,7 +88,7 @@ def list_buckets(
     if not rows:
         typer.echo("no buckets" + (f" in state {state}" if state else ""))
         return
-    lines = [("NAME", "STATE", "ADDRESS", "LAST SEEN", "LAST POLL", "REPLACES")]
+    lines = [("NAME", "STATE", "MODE", "ADDRESS", "LAST SEEN", "LAST POLL", "REPLACES")]
     for bucket in rows:
         address = bucket["ip_address"] + (f":{bucket['port']}" if bucket["port"] else "")
         reach = {True: "ok", False: bucket.get("last_error_class") or "failed", None: "-"}
@@ -91,6 +96,7 @@ def list_buckets(
             (
                 bucket["name"],
                 bucket["state"],
+                bucket.get("delivery_mode", "pull"),
                 address,
                 _when(bucket["last_seen"]),
                 reach[bucket["last_reachable"]],
@@ -143,8 +149,8 @@ def show_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")])
         typer.echo(f"{key:<18} {shown if shown is not None else '-'}")
 
 
-def _change(method: str, path: str) -> None:
-    result = _call(method, path)
+def _change(method: str, path: str, **kwargs: Any) -> None:
+    result = _call(method, path, **kwargs)
     state = f" (state {result['state']})" if result.get("state") else ""
     typer.echo(f"{result['name']}: {result['status']}{state}")
 
@@ -170,6 +176,40 @@ def approve_bucket(
 def disable_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")]) -> None:
     """Disable a bucket: it is no longer polled nor pulled, and cannot re-register."""
     _change("POST", f"/api/v1/buckets/{name}/disable")
+
+
+@app.command("set-mode")
+def set_delivery_mode(
+    name: Annotated[str, typer.Argument(help="The bucket's name.")],
+    mode: Annotated[str, typer.Argument(help="pull, agent or s3-drop.")],
+) -> None:
+    """Set how a bucket's logs reach the registry (an s3-drop bucket is never polled)."""
+    if mode not in DELIVERY_MODES:
+        _fail(f"the mode must be one of {', '.join(DELIVERY_MODES)}", 2)
+    _change("PUT", f"/api/v1/buckets/{name}/delivery-mode", json={"mode": mode})
+
+
+@app.command("set-source")
+def set_s3_source(
+    name: Annotated[str, typer.Argument(help="The bucket's name.")],
+    location: Annotated[
+        str | None,
+        typer.Argument(help="s3://BUCKET/PREFIX/: the bucket's logs are under PREFIX/NAME/."),
+    ] = None,
+    region: Annotated[str, typer.Option(help="The S3 bucket's region.")] = "us-east-1",
+    remove: Annotated[bool, typer.Option("--remove", help="Remove the S3 source.")] = False,
+) -> None:
+    """Set (or --remove) the S3 location a bucket writes its own logs to."""
+    if remove:
+        if location is not None:
+            _fail("give either a location or --remove, not both", 2)
+        _change("DELETE", f"/api/v1/buckets/{name}/s3-source")
+        return
+    if location is None or not location.startswith("s3://"):
+        _fail("give the location as s3://BUCKET/PREFIX/ (or --remove)", 2)
+    bucket_name, _, prefix = location.removeprefix("s3://").partition("/")
+    body = {"bucket_name": bucket_name, "region": region, "prefix": prefix}
+    _change("PUT", f"/api/v1/buckets/{name}/s3-source", json=body)
 
 
 @app.command("remove")
@@ -319,3 +359,101 @@ def reseed_topics(
         typer.echo("nothing queued: each of them changed meanwhile and is announced anyway")
     else:
         typer.echo("nothing to publish: the topic holds the registry")
+
+
+# -- rbr sources -------------------------------------------------------------------------------
+
+
+def _size(value: int) -> str:
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB"):
+        if amount < 1024:
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} GiB"
+
+
+@sources_app.command("list")
+def list_sources(
+    unclaimed: Annotated[
+        bool, typer.Option("--unclaimed", help="Only folders that feed no bucket.")
+    ] = False,
+    bucket: Annotated[str | None, typer.Option(help="Only the folders of this bucket.")] = None,
+    limit: Annotated[int, typer.Option(help="Most folders to show.", min=1)] = 1000,
+) -> None:
+    """List the instance folders of the drop locations and the bucket each feeds."""
+    rows: list[dict[str, Any]] = []
+    after: int | None = None
+    total = 0
+    while len(rows) < limit:
+        params: dict[str, Any] = {"limit": min(1000, limit - len(rows))}
+        if unclaimed:
+            params["unclaimed"] = True
+        if bucket:
+            params["bucket"] = bucket
+        if after is not None:
+            params["after"] = after
+        page = _call("GET", "/api/v1/sources", params=params)
+        rows.extend(page["sources"])
+        total, after = page["total"], page["next_after"]
+        if after is None:
+            break
+    if not rows:
+        typer.echo("no unclaimed drop folders" if unclaimed else "no drop folders")
+        return
+    lines = [("FOLDER", "BUCKET", "LINKED BY", "FILES", "SIZE", "LAST UPLOAD", "NAMES")]
+    for source in rows:
+        names = sorted(
+            {str(s["registered_name"]) for s in source["starts"] if s["registered_name"]}
+        )
+        lines.append(
+            (
+                source["uri"],
+                source["bucket"] or "(unclaimed)",
+                source["linked_by"] or "-",
+                str(source["objects"]),
+                _size(source["size_bytes"]),
+                _when(source["newest_upload_at"]),
+                ", ".join(names) or "-",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    if total > len(rows):
+        typer.echo(f"({len(rows)} of {total} shown; use --limit)")
+
+
+@sources_app.command("adopt")
+def adopt_source(
+    source: Annotated[str, typer.Argument(help="The folder's URI, as `rbr sources list` shows.")],
+    bucket: Annotated[str, typer.Argument(help="The bucket it is to feed.")],
+    move: Annotated[
+        bool, typer.Option("--move", help="Link it even if it feeds another bucket now.")
+    ] = False,
+) -> None:
+    """Link a drop folder to an existing bucket: its files become that bucket's logs."""
+    result = _call(
+        "POST", "/api/v1/sources/adopt", json={"source": source, "bucket": bucket, "move": move}
+    )
+    typer.echo(f"{result['uri']}: feeds {result['bucket']}")
+
+
+@sources_app.command("new-bucket")
+def new_bucket_from_source(
+    source: Annotated[str, typer.Argument(help="The folder's URI, as `rbr sources list` shows.")],
+    name: Annotated[
+        str | None, typer.Option(help="The new bucket's name (default: the folder's).")
+    ] = None,
+    ip_address: Annotated[
+        str | None, typer.Option("--ip", help="The honeypot's address, if known.")
+    ] = None,
+) -> None:
+    """Make a new active s3-drop bucket of an unclaimed drop folder."""
+    body: dict[str, Any] = {"source": source}
+    if name:
+        body["name"] = name
+    if ip_address:
+        body["ip_address"] = ip_address
+    result = _call("POST", "/api/v1/sources/new-bucket", json=body)
+    typer.echo(f"{result['bucket']['name']}: created (s3-drop), fed by {result['source']['uri']}")

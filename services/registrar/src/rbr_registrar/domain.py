@@ -25,6 +25,7 @@ from rbr_schemas import (
     BucketMetrics,
     BucketRegistered,
     BucketState,
+    DeliveryMode,
     S3Source,
     Severity,
     unresponsive_dedupe_key,
@@ -68,6 +69,9 @@ class BucketRow:
     last_latency_ms: float | None = None
     tls_cert_sha256: str | None = None
     """The certificate pinned at registration (sha256 of its DER form, hex), if any."""
+    delivery_mode: str = DeliveryMode.PULL.value
+    delivery_mode_pinned: bool = False
+    """An operator chose the mode: it is never inferred again."""
 
     @classmethod
     def from_mapping(cls, mapping: Any) -> BucketRow:
@@ -114,6 +118,8 @@ class Registration:
     token_ciphertext: str = field(repr=False)
     tls_cert_sha256: str | None = None
     """The certificate the bucket serves with, pinned (sha256 of its DER form, hex)."""
+    delivery_mode: DeliveryMode | None = None
+    """The delivery mode the registration states (the bucket agent says `agent`), if any."""
     enrolled: bool = False
     """Carried a valid enrollment key: a new bucket is active at once."""
     earlier_token_hashes: tuple[str, ...] = field(default=(), repr=False)
@@ -157,6 +163,34 @@ class Decision:
         return self.verdict in (Verdict.CREATED, Verdict.UPDATED)
 
 
+def stated_delivery_mode(registration: Registration) -> DeliveryMode | None:
+    """Returns the delivery mode a registration tells of, if it tells of one.
+
+    The mode it states wins (the bucket agent sends `delivery_mode: agent`); a registration
+    that pins its certificate (`tls_cert_sha256`) comes from the bucket agent, which serves
+    the pull protocol over its own certificate: `agent`. Anything else tells nothing.
+    """
+    if registration.delivery_mode is not None:
+        return registration.delivery_mode
+    if registration.tls_cert_sha256 is not None:
+        return DeliveryMode.AGENT
+    return None
+
+
+def inferred_delivery_mode(registration: Registration) -> DeliveryMode:
+    """Returns the delivery mode of a bucket registering for the first time.
+
+    A mode the registration tells of (`stated_delivery_mode`: the bucket agent) is taken.
+    Otherwise it says nothing of how logs are delivered: the real rustbucket sends neither a
+    port nor an S3 source and serves nothing, and a registration with an S3 source (the seed
+    protocol, the simulator) comes from a bucket that answers polls and has its logs copied
+    from its own S3 folder, as before. So such a new bucket is `pull`; it becomes `s3-drop`
+    when a drop folder is linked to it while it has never answered a poll (see
+    `mode_after_link`), or when an operator says so.
+    """
+    return stated_delivery_mode(registration) or DeliveryMode.PULL
+
+
 def new_bucket(registration: Registration, bucket_id: str, now: datetime) -> BucketRow:
     """Returns the row of a bucket registering for the first time."""
     active = registration.enrolled
@@ -183,6 +217,7 @@ def new_bucket(registration: Registration, bucket_id: str, now: datetime) -> Buc
         updated_at=now,
         approved_at=now if active else None,
         tls_cert_sha256=registration.tls_cert_sha256,
+        delivery_mode=inferred_delivery_mode(registration).value,
     )
 
 
@@ -193,8 +228,8 @@ def decide_registration(
 
     * a new name creates the bucket: active with a valid enrollment key, pending without;
     * the same name with the same token updates what changed (address, port, pinned
-      certificate, operating system, the metrics sent, the S3 source if sent); with nothing
-      changed it is a no-op;
+      certificate, operating system, the metrics sent, the S3 source if sent, the delivery
+      mode it tells of unless an operator set one); with nothing changed it is a no-op;
     * the same name with another token is a conflict and changes nothing (no hijacking);
     * the same token stored under an older secret key (rotation) is stored again under the
       current key (an update, re-published so every service gets the new ciphertext);
@@ -223,6 +258,10 @@ def decide_registration(
     }
     if registration.s3 is not None:
         changes |= _s3_columns(registration.s3)
+    stated = stated_delivery_mode(registration)
+    if stated is not None and not existing.delivery_mode_pinned:
+        # What the bucket says now wins over what was inferred; an operator's choice stays.
+        changes["delivery_mode"] = stated.value
     if not current:
         # Stored under a secret key being rotated out: store it again under the current one.
         changes |= _token_columns(registration.token_hash, registration.token_ciphertext)
@@ -271,6 +310,37 @@ def decide_disable(existing: BucketRow, now: datetime) -> Decision:
     return _changed(existing, {"state": BucketState.DISABLED.value}, now)
 
 
+def decide_delivery_mode(existing: BucketRow, mode: DeliveryMode, now: datetime) -> Decision:
+    """Sets the delivery mode an operator chose; pinned, so it is never inferred again."""
+    return _changed(existing, {"delivery_mode": mode.value, "delivery_mode_pinned": True}, now)
+
+
+def decide_s3_source(existing: BucketRow, s3: S3Config | None, now: datetime) -> Decision:
+    """Sets (or with None removes) a bucket's own S3 source, as an operator asked."""
+    if s3 is None:
+        return _changed(
+            existing, {"s3_bucket_name": None, "s3_region": None, "s3_prefix": None}, now
+        )
+    return _changed(existing, _s3_columns(s3), now)
+
+
+def mode_after_link(existing: BucketRow, now: datetime) -> Decision:
+    """Decides the delivery mode of a bucket a drop folder was just linked to.
+
+    A `pull` bucket that has never answered a poll (the real rustbucket serves nothing) and
+    whose logs turn up in a drop location is an `s3-drop` bucket: it is no longer polled and
+    is judged by its uploads. A bucket that answers polls stays `pull` (its logs are then
+    read from the folder, and it is still polled); a mode an operator chose is kept.
+    """
+    if (
+        existing.delivery_mode != DeliveryMode.PULL.value
+        or existing.delivery_mode_pinned
+        or existing.last_seen is not None
+    ):
+        return Decision(Verdict.UNCHANGED, existing)
+    return _changed(existing, {"delivery_mode": DeliveryMode.S3_DROP.value}, now)
+
+
 def decide_rekey(
     existing: BucketRow, token_hash: str, token_ciphertext: str, now: datetime
 ) -> Decision:
@@ -314,6 +384,7 @@ def registration_record(row: BucketRow) -> BucketRegistered:
         operating_system=row.operating_system,
         metrics=BucketMetrics(**row.metrics),
         s3=S3Source(bucket_name=s3.bucket_name, region=s3.region, prefix=s3.prefix) if s3 else None,
+        delivery_mode=DeliveryMode(row.delivery_mode),
         token_ciphertext=row.token_ciphertext,
         tls_cert_sha256=row.tls_cert_sha256,
         registered_at=row.registered_at,

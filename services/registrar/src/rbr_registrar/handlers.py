@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import Counter
 
 from rbr_registrar.repository import BucketRepository, status_updates
+from rbr_registrar.sources import DropSources
 from rbr_runtime.kafka import Inbound, PermanentError
-from rbr_schemas import BucketStatus
+from rbr_schemas import BucketStatus, DropFolderSeen
+
+log = logging.getLogger(__name__)
 
 STATUSES_APPLIED = Counter(
     "rbr_bucket_statuses_applied_total",
@@ -39,3 +43,43 @@ def apply_statuses(repository: BucketRepository, batch: Sequence[Inbound[Any]]) 
         statuses.append(status)
     if statuses:
         STATUSES_APPLIED.inc(repository.apply_statuses(status_updates(statuses)))
+
+
+DROP_REPORTS = Counter(
+    "rbr_registrar_drop_reports_total",
+    "drop.discovered reports recorded (recorded) and folders they linked (linked).",
+    ["outcome"],
+)
+
+
+def apply_discoveries(
+    sources: DropSources, on_commit: Callable[[], None], batch: Sequence[Inbound[Any]]
+) -> None:
+    """Records the drop folders the log-extractor found and links them to buckets.
+
+    Idempotent: a report only sets facts (the latest wins) and links a folder that is not
+    linked yet, so a redelivered batch changes nothing more.
+
+    Raises:
+        PermanentError: a report whose key is not the folder it describes (dead-lettered).
+    """
+    reports: list[DropFolderSeen] = []
+    for message in batch:
+        if message.is_tombstone:
+            continue
+        seen: DropFolderSeen = message.data
+        if message.key_text != seen.uri:
+            raise PermanentError(
+                f"drop.discovered keyed {str(message.key_text)[:300]!r} describes "
+                f"{seen.uri[:300]!r}; the key must be the folder's URI"
+            )
+        reports.append(seen)
+    if not reports:
+        return
+    linked = sources.record(reports)
+    DROP_REPORTS.labels("recorded").inc(len(reports))
+    DROP_REPORTS.labels("linked").inc(len(linked))
+    for uri in linked:
+        log.info("drop folder %s linked to its bucket", uri)
+    if linked:
+        on_commit()

@@ -18,12 +18,13 @@ multi-instance guide runs four) register with the same address and operating sys
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from rbr_registrar.domain import METRIC_FIELDS, BucketRow, Decision, Verdict, _changed
+from rbr_registrar.domain import METRIC_FIELDS, BucketRow, Decision, _changed
+from rbr_schemas import DeliveryMode
 
 CROWDED_HOST = 64
 """Beyond this many registrations from one address and operating system (a simulated fleet on
@@ -44,19 +45,29 @@ have one) goes with the address it is served at."""
 _ROW_COLUMNS = frozenset(f.name for f in fields(BucketRow))
 
 
-def last_sign_of_life(row: BucketRow) -> datetime | None:
+def last_sign_of_life(row: BucketRow, newest_upload: datetime | None = None) -> datetime | None:
     """Returns when the bucket's honeypot was last known to be alive, if ever.
 
-    Today that is its last successful poll. A honeypot that is never polled (the real
-    rustbucket serves nothing; a pending bucket is not polled) has none. Further signs (the
-    freshness of a bucket's uploads to an S3 drop location) belong here.
+    Args:
+        row: the bucket.
+        newest_upload: the newest upload the log-extractor saw in the S3 drop folders linked
+            to the bucket (`drop_sources.newest_upload_at`), if any.
+
+    Its last successful poll, or for an `s3-drop` bucket (never polled: the real rustbucket
+    serves nothing) the newest upload to its drop folders, whichever is later. A bucket
+    never polled that uploaded nothing (a pending registration, say) has none.
     """
-    return row.last_seen
+    signs = [row.last_seen]
+    if row.delivery_mode == DeliveryMode.S3_DROP.value:
+        signs.append(newest_upload)
+    return max((sign for sign in signs if sign is not None), default=None)
 
 
-def is_silent(row: BucketRow, now: datetime, silence: timedelta) -> bool:
+def is_silent(
+    row: BucketRow, now: datetime, silence: timedelta, newest_upload: datetime | None = None
+) -> bool:
     """Tells whether a bucket showed no sign of life in the last `silence`."""
-    alive_at = last_sign_of_life(row)
+    alive_at = last_sign_of_life(row, newest_upload)
     return alive_at is None or alive_at <= now - silence
 
 
@@ -66,7 +77,11 @@ def same_host(row: BucketRow, other: BucketRow) -> bool:
 
 
 def replaced_bucket(
-    new: BucketRow, registered: Sequence[BucketRow], now: datetime, silence: timedelta
+    new: BucketRow,
+    registered: Sequence[BucketRow],
+    now: datetime,
+    silence: timedelta,
+    newest_uploads: Mapping[str, datetime] | None = None,
 ) -> str | None:
     """Returns the id of the bucket a new pending registration evidently replaces, or None.
 
@@ -75,6 +90,8 @@ def replaced_bucket(
         registered: the buckets already registered from its host (others are ignored).
         now: the time of the registration.
         silence: how long a bucket must have shown no sign of life to be replaced.
+        newest_uploads: by bucket id, the newest upload to the drop folders linked to it
+            (an `s3-drop` bucket's sign of life, `last_sign_of_life`).
 
     The host's buckets form lineages: a bucket, and the registrations marked as replacing it.
     With exactly one lineage whose bucket is silent, the new registration replaces that
@@ -89,7 +106,8 @@ def replaced_bucket(
     if len(lineages) != 1:
         return None
     bucket = by_id[lineages.pop()]
-    return bucket.id if is_silent(bucket, now, silence) else None
+    newest_upload = (newest_uploads or {}).get(bucket.id)
+    return bucket.id if is_silent(bucket, now, silence, newest_upload) else None
 
 
 @dataclass(frozen=True)
@@ -123,13 +141,17 @@ def plan_merge(
     port and operating system of the merged registration, the metrics it reported and its S3
     source if it sent one; its id, name, state, history and poll records stay. A registration
     older than the one whose token the bucket holds (an earlier restart, merged late) gives
-    only its name: its token died with its process.
+    only its name: its token died with its process. The drop folders linked to the
+    registration feed the bucket afterwards, and its delivery mode may follow them
+    (`delivery_mode_after_merge`).
     """
     if merged_since < into_since:
-        return MergePlan(Decision(Verdict.UNCHANGED, into), identity_taken=False)
+        mode = delivery_mode_after_merge(merged, into, identity_taken=False)
+        return MergePlan(_changed(into, mode, now), identity_taken=False)
     changes: dict[str, Any] = {
         name: getattr(merged, name) for name in IDENTITY_COLUMNS if name in _ROW_COLUMNS
     }
+    changes |= delivery_mode_after_merge(merged, into, identity_taken=True)
     changes |= {
         name: value for name in METRIC_FIELDS if (value := getattr(merged, name)) is not None
     }
@@ -140,6 +162,26 @@ def plan_merge(
             "s3_prefix": merged.s3_prefix,
         }
     return MergePlan(_changed(into, changes, now), identity_taken=True)
+
+
+def delivery_mode_after_merge(
+    merged: BucketRow, into: BucketRow, *, identity_taken: bool
+) -> dict[str, str]:
+    """Returns the delivery mode change merging `merged` into `into` makes, if any.
+
+    A mode an operator set on the bucket stays. A registration that became `s3-drop` (a
+    drop folder was linked to it: the folder feeds the bucket after the merge) makes a
+    bucket that never answered a poll `s3-drop`, as linking that folder to it would have
+    (`domain.mode_after_link`). A registration of the bucket agent (`agent`) makes the bucket
+    `agent` when the bucket takes its identity: its pinned certificate goes with it.
+    """
+    if into.delivery_mode_pinned or merged.delivery_mode == into.delivery_mode:
+        return {}
+    if merged.delivery_mode == DeliveryMode.S3_DROP.value and into.last_seen is None:
+        return {"delivery_mode": merged.delivery_mode}
+    if merged.delivery_mode == DeliveryMode.AGENT.value and identity_taken:
+        return {"delivery_mode": merged.delivery_mode}
+    return {}
 
 
 def identity_since(row: BucketRow, merged_registrations: Sequence[datetime]) -> datetime:

@@ -1,4 +1,4 @@
-"""The registrar process: HTTP API, group committer, outbox relay, reseeder, status consumer."""
+"""The registrar process: HTTP API, group committer, outbox relay, reseeder, consumers."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from functools import partial
 from rbr_registrar.api import Dependencies, create_app
 from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.expiry import PendingExpiry
-from rbr_registrar.handlers import apply_statuses
+from rbr_registrar.handlers import apply_discoveries, apply_statuses
 from rbr_registrar.merges import BucketMerges
 from rbr_registrar.repository import OUTBOX, BucketRepository
 from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
+from rbr_registrar.sources import DropSources
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
@@ -22,7 +23,7 @@ from rbr_runtime.outbox import OutboxRelay
 from rbr_runtime.schedule import PeriodicTask, TaskClaims
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.service import Service, bootstrap
-from rbr_schemas import BUCKET_STATUS
+from rbr_schemas import BUCKET_STATUS, DROP_DISCOVERED
 
 SOURCE = "/rbr/registrar"
 
@@ -77,13 +78,16 @@ class Registrar:
             self.repository, max_batch=settings.registration_batch_max, on_commit=self.relay.wake
         )
         committer_thread = CommitterThread(self.committer)
+        vault = TokenVault.from_setting(settings.secret_key.get_secret_value())
+        self.sources = DropSources(self.repository, vault)
         self.app = create_app(
             Dependencies(
                 settings=settings,
                 repository=self.repository,
                 committer=self.committer,
-                vault=TokenVault.from_setting(settings.secret_key.get_secret_value()),
+                vault=vault,
                 health=self.service.health,
+                sources=self.sources,
                 merges=BucketMerges(self.repository),
                 on_commit=self.relay.wake,
                 reseeder=self.reseeder,
@@ -112,10 +116,19 @@ class Registrar:
             handler=partial(apply_statuses, self.repository),
             producer=self.producer,
         )
+        # Its own group: drop reports are few and must not wait behind a status backlog.
+        self.drop_consumer = ConsumerRunner(
+            settings,
+            group_id="registrar-drops",
+            topics=[DROP_DISCOVERED],
+            handler=partial(apply_discoveries, self.sources, self.relay.wake),
+            producer=self.producer,
+        )
         service = self.service
         service.add("outbox-relay", self.relay.run, self.relay.stop)
         service.add("registry-reseeder", self.reseeder.run, self.reseeder.stop)
         service.add("status-consumer", self.status_consumer.run, self.status_consumer.stop)
+        service.add("drop-consumer", self.drop_consumer.run, self.drop_consumer.stop)
         service.add("http", self.http.run, self.http.stop)
         if settings.pending_expiry:
             expiry = PeriodicTask(

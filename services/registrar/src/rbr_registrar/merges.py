@@ -9,7 +9,7 @@ one transaction (the rules are `lineage.plan_merge`):
   on `bucket.registered` through the outbox like any update;
 * NEW's name becomes an alias of OLD (`bucket_aliases`; `rbr_runtime.db.aliases` looks
   names up), and so do the names merged into NEW before; registrations marked as replacing
-  NEW now replace OLD;
+  NEW now replace OLD; the S3 drop folders linked to NEW feed OLD (`drop_sources`);
 * NEW's row is deleted and its tombstone queued in the same transaction.
 
 Merging again is a no-op (`unchanged`); anything that makes no sense is refused with a 4xx
@@ -31,7 +31,7 @@ from rbr_registrar.domain import BucketRow
 from rbr_registrar.lineage import identity_since, plan_merge
 from rbr_registrar.repository import BucketRepository, with_retries
 from rbr_runtime.db.aliases import aliases_of, bucket_named
-from rbr_runtime.db.tables import bucket_aliases, buckets
+from rbr_runtime.db.tables import bucket_aliases, buckets, drop_sources
 from rbr_schemas import BucketState, utcnow
 
 log = logging.getLogger(__name__)
@@ -142,10 +142,19 @@ class BucketMerges:
         return MergeResult(name, bucket, "merged", plan.identity_taken)
 
     def _inherit(self, connection: Connection, merged: BucketRow, target: BucketRow) -> None:
-        """Gives the target what pointed at the merged registration: names and replacements."""
+        """Gives the target what pointed at the merged registration.
+
+        Names merged into it, registrations marked as replacing it, and the drop folders
+        linked to it (they feed the target from now on; how they were linked is kept).
+        """
         connection.execute(
             update(bucket_aliases)
             .where(bucket_aliases.c.bucket_id == merged.id)
+            .values(bucket_id=target.id)
+        )
+        connection.execute(
+            update(drop_sources)
+            .where(drop_sources.c.bucket_id == merged.id)
             .values(bucket_id=target.id)
         )
         connection.execute(

@@ -14,13 +14,16 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from rbr_schemas import BucketState
+from rbr_schemas import BucketState, DeliveryMode
 from rbr_schemas.events import BUCKET_NAME_PATTERN
 
 TOKEN_PATTERN = r"^[\x21-\x7e]{16,256}$"  # noqa: S105 - a pattern, not a secret
 S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 S3_REGION_PATTERN = r"^[a-z0-9-]{2,32}$"
+DROP_FOLDER_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/([^\x00-\x1f]{0,1024}/)?$"
 DEFAULT_S3_REGION = "us-east-1"
+UNKNOWN_ADDRESS = "0.0.0.0"  # noqa: S104 - an address nobody calls, not one to bind
+"""The address of a bucket made of a drop folder when the operator gives none."""
 DEFAULT_S3_PREFIX = "logs/"
 
 # What each pattern means, said to whoever sent a value that does not match it.
@@ -31,6 +34,8 @@ PATTERN_RULES = {
     S3_BUCKET_PATTERN: "must be a valid S3 bucket name (3 to 63 lowercase letters, digits, "
     "'.' or '-')",
     S3_REGION_PATTERN: "must be an AWS region name such as us-east-1",
+    DROP_FOLDER_PATTERN: "must be the folder's URI as `rbr sources list` shows it: "
+    "s3://BUCKET/PREFIX/FOLDER/",
 }
 
 
@@ -128,6 +133,14 @@ class RegistrationRequest(MetricsFields):
         "RBR_BUCKET_CA_FILE. A registration without it removes an earlier pin.",
         examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
     )
+    delivery_mode: DeliveryMode | None = Field(
+        default=None,
+        description="How the bucket's logs reach the registry, when the bucket knows: the "
+        "bucket agent sends `agent`. Left out, a new bucket is `pull` (`agent` when it pins "
+        "its certificate) until a drop folder is linked to it; a mode an operator set is "
+        "never changed by a registration.",
+        examples=["agent"],
+    )
     s3_bucket_name: S3BucketName | None = Field(
         default=None, description="The bucket's own S3 bucket, when it writes its logs there."
     )
@@ -198,6 +211,12 @@ class BucketView(BaseModel):
     id: str
     name: str
     state: BucketState
+    delivery_mode: DeliveryMode = Field(
+        description="pull, agent or s3-drop (never polled; judged by its uploads)."
+    )
+    delivery_mode_pinned: bool = Field(
+        description="An operator set the mode: it is not inferred any more."
+    )
     ip_address: str
     port: int | None
     tls_cert_sha256: str | None = Field(
@@ -264,6 +283,92 @@ class RekeyResponse(BaseModel):
     next_after: str | None = Field(
         description="Pass as `after` to continue with the next page; null on the last page."
     )
+
+
+DropFolderUri = Annotated[str, StringConstraints(max_length=1400, pattern=DROP_FOLDER_PATTERN)]
+
+
+class DeliveryModeRequest(_Request):
+    """`PUT /api/v1/buckets/{name}/delivery-mode`: how the bucket's logs reach the registry."""
+
+    mode: DeliveryMode = Field(
+        description="pull (the registry calls the bucket), agent (the same, served by "
+        "rbr-agent) or s3-drop (the bucket uploads to a drop location; never called)."
+    )
+
+
+class S3SourceRequest(_Request):
+    """`PUT /api/v1/buckets/{name}/s3-source`: where the bucket writes its own logs.
+
+    The registry copies the objects under `{prefix}{bucket name}/` of that S3 bucket.
+    """
+
+    bucket_name: S3BucketName
+    region: S3Region = DEFAULT_S3_REGION
+    prefix: S3Prefix = DEFAULT_S3_PREFIX
+
+
+class AdoptRequest(_Request):
+    """`POST /api/v1/sources/adopt`: a drop folder is to feed an existing bucket."""
+
+    source: DropFolderUri = Field(examples=["s3://honeypot-logs/rustbuckets/rustbucket-Q7r2Zk1p/"])
+    bucket: BucketNameField = Field(examples=["rustbucket-a1B2c3D4"])
+    move: bool = Field(default=False, description="Link it even if it feeds another bucket now.")
+
+
+class NewBucketRequest(_Request):
+    """`POST /api/v1/sources/new-bucket`: an unclaimed drop folder becomes a new bucket."""
+
+    source: DropFolderUri = Field(examples=["s3://honeypot-logs/rustbuckets/rustbucket-Q7r2Zk1p/"])
+    name: BucketNameField | None = Field(
+        default=None, description="The new bucket's name; default: the folder's name."
+    )
+    ip_address: IpLiteral = Field(
+        default=UNKNOWN_ADDRESS,
+        description="The honeypot's address, if known (an s3-drop bucket is never called).",
+    )
+    operating_system: Text | None = None
+
+
+class StartView(BaseModel):
+    """A start of the honeypot recorded in a folder's files."""
+
+    instance_name: str
+    registered_name: str | None
+
+
+class SourceView(BaseModel):
+    """An instance folder of a drop location, and the bucket it feeds."""
+
+    id: int
+    uri: str = Field(description="s3://BUCKET/PREFIX/FOLDER/")
+    location: str
+    region: str
+    folder: str
+    bucket: str | None = Field(description="The bucket it feeds; null: unclaimed.")
+    linked_by: str | None = Field(description="name, identity, restart or operator.")
+    linked_at: datetime | None
+    objects: int
+    size_bytes: int
+    newest_upload_at: datetime | None
+    starts: list[StartView] = Field(description="Starts its files record (identity lines).")
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+class SourcePage(BaseModel):
+    """One page of drop sources."""
+
+    sources: list[SourceView]
+    next_after: int | None = Field(description="Pass as `after` for the next page.")
+    total: int
+
+
+class NewBucketResponse(BaseModel):
+    """The bucket made of a drop folder, and the folder."""
+
+    bucket: ChangeResponse
+    source: SourceView
 
 
 class ReseedResponse(BaseModel):

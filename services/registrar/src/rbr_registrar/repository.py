@@ -24,22 +24,25 @@ from rbr_registrar.domain import (
     BucketRow,
     Decision,
     Registration,
+    S3Config,
     SelfUpdate,
     Verdict,
     decide_approval,
+    decide_delivery_mode,
     decide_disable,
     decide_registration,
     decide_rekey,
+    decide_s3_source,
     decide_self_update,
     registration_message,
     removal_resolution,
 )
 from rbr_registrar.lineage import CROWDED_HOST, replaced_bucket
-from rbr_runtime.db.tables import bucket_aliases, buckets
+from rbr_runtime.db.tables import bucket_aliases, buckets, drop_sources
 from rbr_runtime.outbox import Outbox, OutboxMessage
 from rbr_runtime.retry import retry_outages
 from rbr_runtime.secrets import StoredToken, TokenDecryptionError, TokenVault
-from rbr_schemas import ALERTS, BUCKET_REGISTERED, BucketState, BucketStatus, utcnow
+from rbr_schemas import ALERTS, BUCKET_REGISTERED, BucketState, BucketStatus, DeliveryMode, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +220,20 @@ class BucketRepository:
         """Disables a bucket; None if there is no such bucket."""
         return with_retries(lambda: self._operator_change(name, decide_disable))
 
+    def set_delivery_mode(self, name: str, mode: DeliveryMode) -> Decision | None:
+        """Sets the delivery mode an operator chose; None if there is no such bucket."""
+        return with_retries(
+            lambda: self._operator_change(
+                name, lambda row, now: decide_delivery_mode(row, mode, now)
+            )
+        )
+
+    def set_s3_source(self, name: str, s3: S3Config | None) -> Decision | None:
+        """Sets or removes a bucket's own S3 source; None if there is no such bucket."""
+        return with_retries(
+            lambda: self._operator_change(name, lambda row, now: decide_s3_source(row, s3, now))
+        )
+
     def _operator_change(
         self, name: str, decide: Callable[[BucketRow, datetime], Decision]
     ) -> Decision | None:
@@ -247,12 +264,18 @@ class BucketRepository:
     ) -> None:
         """Deletes a locked bucket and the names merged into it; queues its tombstone.
 
-        With `resolve_alert`, also queues the resolve of its unresponsive alert (see
+        Its drop folders are unclaimed again (an operator may adopt them elsewhere). With
+        `resolve_alert`, also queues the resolve of its unresponsive alert (see
         `removal_resolution`); a bucket that was never active was never polled, so it has
         none to resolve.
         """
         connection.execute(delete(buckets).where(buckets.c.id == row.id))
         connection.execute(delete(bucket_aliases).where(bucket_aliases.c.bucket_id == row.id))
+        connection.execute(
+            update(drop_sources)
+            .where(drop_sources.c.bucket_id == row.id)
+            .values(bucket_id=None, linked_by=None, linked_at=None)
+        )
         queued = [OutboxMessage(BUCKET_REGISTERED.name, row.name, None)]
         if resolve_alert:
             alert_key, resolution = removal_resolution(row, now)
@@ -473,6 +496,14 @@ class BucketRepository:
         """Locks and returns the buckets of these names (those that exist), by name."""
         return self._lock_rows(connection, names)
 
+    def write_row(self, connection: Connection, row: BucketRow) -> None:
+        """Writes a changed bucket row (in the caller's transaction; announce it too)."""
+        self._write_row(connection, row)
+
+    def announce(self, connection: Connection, rows: Sequence[BucketRow], now: datetime) -> None:
+        """Queues the rows' bucket.registered events in the outbox (the caller's transaction)."""
+        self._announce(connection, rows, now)
+
     def _lock_rows(self, connection: Connection, names: Sequence[str]) -> dict[str, BucketRow]:
         # Locked in name order, so two transactions over the same names cannot deadlock.
         if not names:
@@ -506,13 +537,22 @@ class BucketRepository:
         registered = self._host_rows(
             connection, {(row.ip_address, row.operating_system) for row in pending}
         )
+        uploads = self._newest_uploads(
+            connection,
+            [
+                row.id
+                for host in registered.values()
+                for row in host
+                if row.delivery_mode == DeliveryMode.S3_DROP.value
+            ],
+        )
         marked = []
         for row in new_rows:
             host = registered.get((row.ip_address, row.operating_system))
             if row.state != BucketState.PENDING or host is None:
                 marked.append(row)
                 continue
-            replaced = replaced_bucket(row, host, now, self.replacement_silence)
+            replaced = replaced_bucket(row, host, now, self.replacement_silence, uploads)
             marked.append(replace(row, replaces_id=replaced))
             host.append(marked[-1])  # a later registration of the same batch sees this one
         return marked
@@ -537,6 +577,18 @@ class BucketRepository:
                 row = BucketRow.from_mapping(r._mapping)
                 found[(row.ip_address, row.operating_system)].append(row)
         return found
+
+    @staticmethod
+    def _newest_uploads(connection: Connection, bucket_ids: list[str]) -> dict[str, datetime]:
+        """Returns, by bucket id, the newest upload seen in the drop folders linked to it."""
+        if not bucket_ids:
+            return {}
+        rows = connection.execute(
+            select(drop_sources.c.bucket_id, func.max(drop_sources.c.newest_upload_at))
+            .where(drop_sources.c.bucket_id.in_(sorted(set(bucket_ids))))
+            .group_by(drop_sources.c.bucket_id)
+        )
+        return {bucket_id: newest for bucket_id, newest in rows if newest is not None}
 
     def _write_decision(self, connection: Connection, decision: Decision, now: datetime) -> None:
         if decision.verdict is not Verdict.UPDATED or decision.row is None:

@@ -67,9 +67,10 @@ class RegistrarSettings(CommonSettings):
     replacement_silence: float = Field(
         default=900.0,
         ge=0,
-        description="Seconds without a sign of life (a successful poll) after which a bucket "
-        "is silent: a new pending registration from its address and operating system is "
-        "then shown as replacing it.",
+        description="Seconds without a sign of life (a successful poll; for an s3-drop "
+        "bucket, also an upload to its drop folders) after which a bucket is silent: a new "
+        "pending registration from its address and operating system is then shown as "
+        "replacing it.",
     )
     max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."

@@ -8,7 +8,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from rbr_registrar.repository import BucketRepository, status_updates
-from rbr_runtime.kafka import Inbound, PermanentError
+from rbr_runtime.kafka import Inbound, Rejection
 from rbr_schemas import BucketStatus
 
 STATUSES_APPLIED = Counter(
@@ -17,25 +17,30 @@ STATUSES_APPLIED = Counter(
 )
 
 
-def apply_statuses(repository: BucketRepository, batch: Sequence[Inbound[Any]]) -> None:
+def apply_statuses(repository: BucketRepository, batch: Sequence[Inbound[Any]]) -> list[Rejection]:
     """Keeps `last_seen`, the last poll's outcome and the latest metrics of each bucket.
 
     Idempotent: an older status never overwrites a newer one, statuses of unknown buckets are
     ignored, so a redelivered or replayed batch changes nothing.
 
-    Raises:
-        PermanentError: a status whose key is not the bucket it describes (dead-lettered).
+    Returns:
+        The statuses whose key is not the bucket they describe (dead-lettered; the others of
+        the batch are applied).
     """
     statuses: list[BucketStatus] = []
+    rejections: list[Rejection] = []
     for message in batch:
         if message.is_tombstone:
             continue
         status: BucketStatus = message.data
         if message.key_text != status.name:
-            raise PermanentError(
+            reason = (
                 f"bucket.status keyed {str(message.key_text)[:130]!r} describes bucket "
                 f"{status.name!r}; the key must be the bucket's name"
             )
+            rejections.append(Rejection(message, reason))
+            continue
         statuses.append(status)
     if statuses:
         STATUSES_APPLIED.inc(repository.apply_statuses(status_updates(statuses)))
+    return rejections

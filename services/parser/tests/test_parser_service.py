@@ -322,7 +322,9 @@ def test_an_object_that_cannot_be_parsed_is_dead_lettered_alone_from_its_batch(
     settings = settings_factory(consumer_batch_size=3)
     first = raw_objects.store("rustbucket-batch", body(generate(40, seed=61)))
     last = raw_objects.store("rustbucket-batch", body(generate(60, seed=62)))
-    missing = first.model_copy(update={"s3_key": "raw/rustbucket-batch/2025/10/29/gone.log"})
+    missing = first.model_copy(
+        update={"s3_key": "raw/rustbucket-batch/2025/10/29/gone.log", "object_id": "gone"}
+    )
     opened: list[str] = []
     real_open = handlers.open_object
 
@@ -335,8 +337,8 @@ def test_an_object_that_cannot_be_parsed_is_dead_lettered_alone_from_its_batch(
     batches_before, processed_before = _batches(), _processed()
     with running(build_service(settings)):
         (dead,) = read_topic(broker.bootstrap, LOGS_EXTRACTED.dlq, at_least=1, timeout=60)
-        parsed = parsed_events(broker.bootstrap, at_least=2)
         wait_for(lambda: _processed() - processed_before == 3, timeout=30, message="all committed")
+    parsed = parsed_events(broker.bootstrap, at_least=2)  # all of them: sent before the commit
 
     assert _batches() - batches_before == 1, "the three events were not one batch"
     assert opened == [first.s3_key, last.s3_key]

@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from rbr_cli.config_commands import README, markdown, readme_with_reference
 from rbr_cli.main import app
-from rbr_notifier.settings import NotifierSettings
 from rbr_parser.settings import ParserSettings
+from rbr_runtime.settings import CommonSettings
 
 runner = CliRunner()
 
@@ -46,9 +46,10 @@ def _section(reference: str, title: str) -> str:
 
 def test_a_service_overriding_a_shared_default_lists_its_own_value() -> None:
     reference = markdown()
-    for title, settings_cls in (("notifier", NotifierSettings), ("parser", ParserSettings)):
-        own_default = settings_cls.model_fields["kafka_max_poll_interval_ms"].default
-        section = _section(reference, title)
-        assert f"| `RBR_KAFKA_MAX_POLL_INTERVAL_MS` | `{own_default}` |" in section
+    own_default = ParserSettings.model_fields["consumer_batch_size"].default
+    assert own_default != CommonSettings.model_fields["consumer_batch_size"].default
+    assert f"| `RBR_CONSUMER_BATCH_SIZE` | `{own_default}` |" in _section(reference, "parser")
     # Services that keep the shared default do not repeat it.
-    assert "RBR_KAFKA_MAX_POLL_INTERVAL_MS" not in _section(reference, "poller")
+    for title in ("poller", "notifier"):
+        assert "RBR_CONSUMER_BATCH_SIZE" not in _section(reference, title)
+        assert "RBR_KAFKA_MAX_POLL_INTERVAL_MS" not in _section(reference, title)

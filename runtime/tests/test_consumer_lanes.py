@@ -49,11 +49,11 @@ def test_a_lane_commits_only_what_finished_and_counts_it_once() -> None:
     assert lane.busy
     assert not lane.ready
 
-    lane.finish(batch[1:], [])
+    lane.finish(batch[1:])
     assert lane.committable() is None
-    lane.finish(batch[:1], [])
+    lane.finish(batch[:1])
     assert lane.committable() == 3
-    assert lane.committed_at(3) == (3, [])
+    assert lane.committed_at(3) == 3
     assert lane.committable() is None
 
 
@@ -61,7 +61,7 @@ def test_messages_fetched_again_after_a_rebalance_are_not_taken_twice() -> None:
     lane = Lane("t", 0)
     for offset in range(4):
         lane.take(record(offset))
-    lane.finish(lane.start_batch(2), [])
+    lane.finish(lane.start_batch(2))
     lane.in_hand = None
 
     # The partition came straight back; the client fetches again from the committed offset.

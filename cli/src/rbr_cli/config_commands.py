@@ -87,8 +87,8 @@ def settings_of(settings_cls: type[CommonSettings], skip: set[str]) -> list[Sett
 def _inherited_unchanged(settings_cls: type[CommonSettings]) -> set[str]:
     """Returns the shared fields a service keeps as they are in CommonSettings.
 
-    A service that overrides a shared default (the parser's and the notifier's longer
-    max.poll.interval, each service's port) lists that variable in its own section.
+    A service that overrides a shared default (the parser's batch of one object, each
+    service's port) lists that variable in its own section.
     """
     common = CommonSettings.model_fields
     return {

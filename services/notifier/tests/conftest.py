@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +25,7 @@ from rbr_notifier.throttle_digest import DigestSweeper
 from rbr_runtime.db.tables import notifications, notifier_deliveries
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.kafka.codec import encode, make_event
-from rbr_runtime.kafka.consumer import Inbound
+from rbr_runtime.kafka.consumer import Inbound, Rejection
 from rbr_schemas import ALERTS, Alert
 
 T0 = datetime(2026, 11, 21, 9, 0, 0, tzinfo=UTC)
@@ -98,12 +98,21 @@ class Notifier:
     """The notifier's parts wired on the test database, without a broker."""
 
     store: NotifierStore
-    handler: AlertHandler
+    alert_handler: AlertHandler
     dispatcher: Dispatcher
     sweeper: DigestSweeper
     retries: RetrySweeper
     clock: Clock
     pauses: list[float] = field(default_factory=list)
+
+    def handler(self, batch: Sequence[Inbound[Any]]) -> None:
+        """Handles a batch as the consumer runner does; fails if a message was rejected."""
+        rejections = self.alert_handler(batch)
+        assert rejections == [], [r.reason for r in rejections]
+
+    def rejected(self, batch: Sequence[Inbound[Any]]) -> list[Rejection]:
+        """Handles a batch as the consumer runner does; returns what the handler rejected."""
+        return self.alert_handler(batch)
 
     def deliveries(self) -> list[Any]:
         with self.store.engine.connect() as connection:

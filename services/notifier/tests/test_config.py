@@ -16,9 +16,6 @@ from rbr_notifier.channels import (
     load_channels,
     parse_channels,
 )
-from rbr_notifier.dispatch import longest_delivery
-from rbr_notifier.main import warn_about_poll_interval
-from rbr_notifier.settings import NotifierSettings
 from rbr_schemas import Severity
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "channels.example.yaml"
@@ -228,30 +225,3 @@ def test_target_strips_userinfo_from_urls(channel: dict[str, str], expected: str
 
     assert parsed.target() == expected
     assert "hunter2" not in parsed.target()
-
-
-def test_default_poll_interval_outlasts_a_trigger_and_resolve_retried_to_the_end() -> None:
-    settings = NotifierSettings()
-    (channel,) = parse_channels(
-        {"channels": [{"name": "h", "type": "webhook", "url": "https://h/"}]}
-    ).channels
-
-    assert settings.kafka_max_poll_interval_ms / 1000 >= 2 * longest_delivery(channel, settings)
-
-
-def test_a_channel_whose_retries_outlast_the_poll_interval_is_warned_about(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    channels = parse_channels(
-        {
-            "channels": [
-                {"name": "patient", "type": "webhook", "url": "https://h/", "max_attempts": 20},
-                {"name": "quick", "type": "webhook", "url": "https://h/", "max_attempts": 1},
-            ]
-        }
-    )
-    settings = NotifierSettings(kafka_max_poll_interval_ms=600_000)
-
-    warn_about_poll_interval(channels, settings)
-
-    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["channel patient"]

@@ -19,7 +19,7 @@ from sqlalchemy import delete
 from rbr_notifier.store.alerts import AlertEvent
 from rbr_runtime.db.tables import notifier_windows
 from rbr_runtime.errors import TransientError
-from rbr_runtime.kafka.consumer import Inbound, PermanentError
+from rbr_runtime.kafka.consumer import Inbound
 from rbr_schemas import Alert, utcnow
 from rbr_testing.http_receiver import HttpReceiver, ReceivedRequest, Reply
 from rbr_testing.waiting import wait_for
@@ -251,9 +251,8 @@ def test_a_digest_resolve_that_cannot_be_sent_dead_letters_the_alert_until_a_rep
     http_receiver.respond(Reply(503, b"maintenance"))
     last = resolved(folded[2], make_alert)
 
-    with pytest.raises(PermanentError) as caught:
-        notifier.handler([to_inbound(last)])
-    reason = str(caught.value)
+    (rejection,) = notifier.rejected([to_inbound(last)])
+    reason = rejection.reason
     assert f"channel pd (pagerduty): resolve of digest {DIGEST_KEY}:pd gave up" in reason
     assert "HTTP 503" in reason
     assert ROUTING_KEY not in reason

@@ -20,7 +20,7 @@ from rbr_notifier.model import AlertState
 from rbr_notifier.store.alerts import AlertEvent
 from rbr_runtime.db.tables import notifier_deliveries
 from rbr_runtime.errors import TransientError
-from rbr_runtime.kafka.consumer import Inbound, PermanentError
+from rbr_runtime.kafka.consumer import Inbound
 from rbr_schemas import Alert, utcnow
 from rbr_testing.http_receiver import HttpReceiver, Reply
 from rbr_testing.waiting import wait_for
@@ -271,10 +271,11 @@ def test_an_unreachable_channel_without_retry_schedule_rejects_the_alert_after_t
     firing = make_alert()
     message = to_inbound(firing)
 
-    with pytest.raises(PermanentError) as caught:
-        notifier.handler([message])
+    (rejection,) = notifier.rejected([message])
 
-    reason = str(caught.value)
+    assert rejection.message is message
+    assert not rejection.counts_toward_cap  # the channel's fault, not ours
+    reason = rejection.reason
     assert "channel down (webhook)" in reason
     assert "HTTP 503" in reason
     assert down.url not in reason
@@ -289,11 +290,6 @@ def test_an_unreachable_channel_without_retry_schedule_rejects_the_alert_after_t
         ("ok", 1, "sent", 200),
     ]
     assert len(notifier.pauses) == 2
-
-    # The runner re-runs a rejected message alone before dead-lettering it: no new tries.
-    with pytest.raises(PermanentError):
-        notifier.handler([message])
-    assert len(down.requests) == 3
 
     # Replayed from the DLQ (a new offset) once the channel is back: only it is retried.
     down.respond(Reply(200))
@@ -317,14 +313,12 @@ def test_a_dead_channel_without_retry_schedule_costs_one_retry_sequence_per_batc
     )
     burst = [to_inbound(make_alert(f"k:{i}")) for i in range(5)]
 
-    with pytest.raises(PermanentError):
-        notifier.handler(burst)
+    rejections = notifier.rejected(burst)
 
     assert len(down.requests) == 3  # the first alert's tries; the other four were not tried
     assert len(ok.requests) == 5
-    for message in burst:  # each is rejected again, at once, when re-run alone
-        with pytest.raises(PermanentError, match="channel down"):
-            notifier.handler([message])
+    assert [r.message for r in rejections] == burst  # each rejected, in one pass
+    assert all("channel down" in r.reason and not r.counts_toward_cap for r in rejections)
     details = [row.detail for row in notifier.deliveries() if row.channel == "down"]
     assert sum("not tried" in (detail or "") for detail in details) == 4
 
@@ -338,8 +332,9 @@ def test_a_4xx_is_rejected_at_once(
     http_receiver.respond(Reply(401, b"bad token"))
     notifier = notifier_factory({"channels": [hook("siem", http_receiver)]})
 
-    with pytest.raises(PermanentError, match=r"rejected permanently: HTTP 401: bad token"):
-        notifier.handler([to_inbound(make_alert())])
+    (rejection,) = notifier.rejected([to_inbound(make_alert())])
+
+    assert "rejected permanently: HTTP 401: bad token" in rejection.reason
 
     assert len(http_receiver.requests) == 1
     (attempt,) = notifier.attempts()
@@ -357,8 +352,12 @@ def test_alert_id_longer_than_the_table_allows_is_rejected(
     good = make_alert("k:good")
     bad = make_alert("k:bad", alert_id="x" * 65)
 
-    with pytest.raises(PermanentError, match="alert_id"):
-        notifier.handler([to_inbound(good), to_inbound(bad)])
+    messages = [to_inbound(good), to_inbound(bad)]
+    (rejection,) = notifier.rejected(messages)
+
+    assert rejection.message is messages[1]
+    assert "alert_id" in rejection.reason
+    assert rejection.counts_toward_cap  # our own fault: a run of them stops the consumer
 
     assert keys(http_receiver) == ["k:good"]
     assert [row.alert_id for row in notifier.store.alerts.list_alerts()] == [good.alert_id]

@@ -6,6 +6,7 @@ refuses (or whose schedule ran out) sends the alert to `alerts.dlq`, offsets are
 from __future__ import annotations
 
 import logging
+import time
 import urllib.request
 from collections.abc import Callable
 from datetime import timedelta
@@ -182,11 +183,69 @@ def test_a_channel_that_refuses_everything_never_stops_delivery_to_the_others(
 
     delivered = {r.json()["alert"]["dedupe_key"] for r in healthy.requests}
     assert delivered == {a.dedupe_key for a in sent}
+    # Batches of up to 10, each with rejections: the rejected alerts are dead-lettered
+    # without their batch being run again, so each costs the refusing channel one try.
+    assert len(revoked.requests) == 30
     assert sorted(m.key() for m in dead) == sorted(a.dedupe_key.encode() for a in sent)
     assert all(
         "channel chat (slack)" in DeadLetterHeaders.from_kafka(m.headers() or []).error
         for m in dead
     )
+
+
+def test_a_delivery_slower_than_the_poll_interval_keeps_the_member_and_is_sent_once(
+    broker: Broker,
+    mysql_engine: Engine,
+    mysql_database_url: str,
+    http_receiver_factory: Callable[..., HttpReceiver],
+    make_alert: Callable[..., Alert],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A channel that is slow to answer, and retried, holds its batch past max.poll.interval.ms.
+
+    Deliveries run off the poll thread: the member keeps its place in the group (no second
+    assignment), the alert is delivered once, committed once, and nothing is dead-lettered.
+    """
+    caplog.set_level(logging.INFO, logger="rbr_runtime.kafka.consumer")
+    interval_ms = 3000
+    ops = http_receiver_factory(Reply(200, delay=2 * interval_ms / 1000 + 1))
+    ops.enqueue(Reply(503, b"busy"))  # the first try fails, the retry answers slowly
+    channels = parse_channels(
+        {"channels": [{"name": "ops", "type": "webhook", "url": f"{ops.url}/ops"}]}
+    )
+    settings = NotifierSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        kafka_max_poll_interval_ms=interval_ms,
+        consumer_batch_wait=0.1,
+        database_url=mysql_database_url,
+        http_port=0,
+        notifier_timeout=30,
+        notifier_retry_initial_backoff=0.05,
+        notifier_retry_max_backoff=0.1,
+        notifier_throttle_max=0,
+    )
+    producer = EventProducer(settings, source="/rbr/poller")
+    finding = make_alert("analysis:rustbucket-a1:download", type="analysis_finding")
+
+    with running(build_service(settings, channels=channels)):
+        producer.send(ALERTS, finding.dedupe_key, finding)
+        ops.wait_for_requests(2)
+        since = time.monotonic()
+        wait_for(
+            lambda: time.monotonic() - since > 2 * interval_ms / 1000,
+            message="the delivery held past twice max.poll.interval.ms",
+        )
+        assert _committed(broker) == 0, "committed before the delivery ended"
+        wait_for(lambda: _committed(broker) == 1, message="the alert committed")
+
+    assert _received(ops) == [(finding.dedupe_key, "trigger")] * 2  # the 503, then the retry
+    assigned = [r for r in caplog.records if r.getMessage() == "partitions assigned"]
+    assert len(assigned) == 1, "the member was evicted and rejoined while delivering"
+    assert read_topic(broker.bootstrap, ALERTS.dlq) == []
+    with mysql_engine.connect() as connection:
+        delivery = connection.execute(select(notifier_deliveries)).one()
+    assert (delivery.state, delivery.attempts) == ("sent", 2)
 
 
 # The notifier used to give up on a channel after 5 tries over about 20 s.

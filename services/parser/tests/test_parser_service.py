@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
@@ -26,7 +26,7 @@ from rbr_parser import handlers
 from rbr_parser.main import build_service
 from rbr_parser.settings import ParserSettings
 from rbr_parser.store import LogRows
-from rbr_runtime.db.tables import logs, parsed_objects
+from rbr_runtime.db.tables import logs
 from rbr_runtime.kafka.admin import GroupOffsets, ReplayStart
 from rbr_schemas import LOGS_EXTRACTED, LOGS_PARSED, DeadLetterHeaders, LogsParsed, utcnow
 from rbr_simulator.generator import LogGenerator
@@ -126,8 +126,8 @@ def test_replay_from_the_beginning_leaves_the_same_rows(
     with running(build_service(settings)):
         parsed_events(broker.bootstrap, at_least=3)
     before = all_rows(mysql_engine)
-    # One object per batch (all three were waiting together): a batch of several large
-    # objects could outlast the poll interval, and its commit would then be refused.
+    # One object per batch (all three were waiting together): a stop or a rebalance parses
+    # at most the object in hand again.
     assert _batches() - batches_before == 3
 
     offsets = GroupOffsets(settings, "parser", LOGS_EXTRACTED.name)
@@ -226,14 +226,6 @@ def _processed() -> float:
     return REGISTRY.get_sample_value("rbr_messages_processed_total", labels) or 0.0
 
 
-def _markers(engine: Engine) -> int:
-    with engine.connect() as connection:
-        count: int = connection.execute(
-            select(func.count()).select_from(parsed_objects)
-        ).scalar_one()
-    return count
-
-
 def test_an_object_parsed_past_the_poll_interval_is_parsed_once_and_the_member_stays(
     settings_factory: Any,
     mysql_engine: Engine,
@@ -244,7 +236,7 @@ def test_an_object_parsed_past_the_poll_interval_is_parsed_once_and_the_member_s
     """A parse that outlasts max.poll.interval.ms no longer gets the member evicted.
 
     The handler runs off the poll thread: the group keeps the member, the object is parsed
-    once, announced once and committed once, and its done marker is forgotten.
+    once, announced once and committed once.
     """
     interval_ms = 3000
     settings = settings_factory(kafka_max_poll_interval_ms=interval_ms)
@@ -279,7 +271,6 @@ def test_an_object_parsed_past_the_poll_interval_is_parsed_once_and_the_member_s
     raw_objects.publish(event)
     with running(build_service(settings)):
         wait_for(lambda: _processed() > processed_before, timeout=120, message="committed")
-        wait_for(lambda: _markers(mysql_engine) == 0, timeout=10, message="marker forgotten")
     assert held == [True], "the member left the group while the object was parsed"
     assert opened == [event.s3_key], "parsed again"
     parsed = parsed_events(broker.bootstrap, at_least=1)
@@ -287,16 +278,53 @@ def test_an_object_parsed_past_the_poll_interval_is_parsed_once_and_the_member_s
     assert mismatches(rows_of_object(mysql_engine, event.sha256), records) == []
 
 
-def test_an_object_marked_done_but_not_committed_is_announced_again_not_parsed(
-    settings: ParserSettings,
+def test_an_object_redelivered_before_its_commit_keeps_its_rows_and_its_logs_parsed_id(
+    settings: ParserSettings, mysql_engine: Engine, raw_objects: Any, broker: Broker
+) -> None:
+    """A crash between an object's last write and its commit: the redelivery changes nothing.
+
+    The object is parsed again, inserts no row, and logs.parsed goes out again under the
+    same id (at-least-once), so a consumer of logs.parsed sees one object, not two.
+    """
+    records = generate(300, seed=41)
+    event = raw_objects.store("rustbucket-crash", body(records))
+    raw_objects.publish(event)
+    with running(build_service(settings)):
+        parsed_events(broker.bootstrap, at_least=1)
+    rows = rows_of_object(mysql_engine, event.sha256)
+
+    # What a crash right after the last write leaves: the rows in, logs.parsed sent, the
+    # offset not committed.
+    offsets = GroupOffsets(settings, "parser", LOGS_EXTRACTED.name)
+    moves = offsets.plan(ReplayStart(beginning=True))
+    offsets.apply(moves)
+    assert sum(m.to_reprocess for m in moves) == 1
+    with running(build_service(settings)):
+        announced = read_events(broker.bootstrap, LOGS_PARSED, at_least=2, timeout=60)
+
+    assert [e.id for e in announced] == [handlers.parsed_event_id(event)] * 2
+    outcomes = [
+        (e.data.records, e.data.rows_inserted, e.data.duplicates_skipped) for e in announced
+    ]
+    assert outcomes == [(300, 300, 0), (300, 0, 300)]
+    assert rows_of_object(mysql_engine, event.sha256) == rows  # ids and created_at included
+    assert mismatches(rows, records) == []
+
+
+def test_an_object_that_cannot_be_parsed_is_dead_lettered_alone_from_its_batch(
+    settings_factory: Any,
     mysql_engine: Engine,
     raw_objects: Any,
     broker: Broker,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A crash between the done marker and the commit: the redelivery is not parsed again."""
-    records = generate(300, seed=41)
-    event = raw_objects.store("rustbucket-crash", body(records))
+    """The objects before and after it in its batch are parsed once, not again one by one."""
+    settings = settings_factory(consumer_batch_size=3)
+    first = raw_objects.store("rustbucket-batch", body(generate(40, seed=61)))
+    last = raw_objects.store("rustbucket-batch", body(generate(60, seed=62)))
+    missing = first.model_copy(
+        update={"s3_key": "raw/rustbucket-batch/2025/10/29/gone.log", "object_id": "gone"}
+    )
     opened: list[str] = []
     real_open = handlers.open_object
 
@@ -305,31 +333,20 @@ def test_an_object_marked_done_but_not_committed_is_announced_again_not_parsed(
         return real_open(s3, bucket, key)
 
     monkeypatch.setattr(handlers, "open_object", counting_open)
-    raw_objects.publish(event)
+    raw_objects.publish(first, missing, last)
+    batches_before, processed_before = _batches(), _processed()
     with running(build_service(settings)):
-        (first,) = parsed_events(broker.bootstrap, at_least=1)
-        wait_for(lambda: _markers(mysql_engine) == 0, timeout=10, message="marker forgotten")
+        (dead,) = read_topic(broker.bootstrap, LOGS_EXTRACTED.dlq, at_least=1, timeout=60)
+        wait_for(lambda: _processed() - processed_before == 3, timeout=30, message="all committed")
+    parsed = parsed_events(broker.bootstrap, at_least=2)  # all of them: sent before the commit
 
-    # What a crash right after the last write leaves: the marker, and the offset uncommitted.
-    with mysql_engine.begin() as connection:
-        connection.execute(
-            insert(parsed_objects).values(
-                event_id=handlers.parsed_event_id(event),
-                source_sha256=event.sha256,
-                parsed_event=first.model_dump_json(),
-                parsed_at=first.parsed_at,
-            )
-        )
-    offsets = GroupOffsets(settings, "parser", LOGS_EXTRACTED.name)
-    offsets.apply(offsets.plan(ReplayStart(beginning=True)))
-    with running(build_service(settings)):
-        parsed = parsed_events(broker.bootstrap, at_least=2)
-        wait_for(lambda: _markers(mysql_engine) == 0, timeout=10, message="marker forgotten")
-
-    assert opened == [event.s3_key], "parsed again"
-    assert [(p.rows_inserted, p.duplicates_skipped) for p in parsed] == [(300, 0)] * 2
-    assert parsed[0] == parsed[1]
-    assert mismatches(rows_of_object(mysql_engine, event.sha256), records) == []
+    assert _batches() - batches_before == 1, "the three events were not one batch"
+    assert opened == [first.s3_key, last.s3_key]
+    assert [p.s3_key for p in parsed] == [first.s3_key, last.s3_key]
+    headers = DeadLetterHeaders.from_kafka(dead.headers() or [])
+    assert (headers.error_class, headers.source_offset) == ("rejected", 1)
+    assert "does not exist" in headers.error
+    assert row_count(mysql_engine) == 100
 
 
 def test_the_rows_of_an_object_share_the_created_at_the_parser_gave_them(

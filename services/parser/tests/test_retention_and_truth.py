@@ -16,7 +16,7 @@ from rbr_parser.lines import iter_lines
 from rbr_parser.records import RecordReader
 from rbr_parser.retention import run_retention
 from rbr_parser.store import LogRows, _mysql_literal
-from rbr_runtime.db.tables import logs, parsed_objects, task_runs
+from rbr_runtime.db.tables import logs, task_runs
 from rbr_runtime.schedule import DailyTask, TaskClaims
 from rbr_simulator.generator import LogGenerator
 from rbr_simulator.records import LogMix
@@ -96,19 +96,12 @@ def test_retention_deletes_what_is_older_in_chunks_once_a_day(
     assert "4 raw objects" in run.detail
 
 
-def test_retention_forgets_stale_done_markers_even_with_retention_off(
-    mysql_engine: Engine, moto_s3: MotoS3, raw_bucket: str
+def test_retention_periods_of_zero_keep_every_row_and_object(
+    aged: dict[str, Any], mysql_engine: Engine, moto_s3: MotoS3, raw_bucket: str
 ) -> None:
-    # A marker outlives its object's commit only after a crash between the two.
-    with mysql_engine.begin() as connection:
-        connection.execute(
-            insert(parsed_objects),
-            [
-                {"event_id": name, "source_sha256": "a" * 64, "parsed_event": "{}", "parsed_at": at}
-                for name, at in (("stale", NOW - timedelta(days=2)), ("fresh", NOW))
-            ],
-        )
-    run_retention(
+    before = _remaining(mysql_engine, moto_s3, raw_bucket)
+
+    report = run_retention(
         rows=LogRows(mysql_engine),
         s3=moto_s3.client(),
         bucket=raw_bucket,
@@ -117,9 +110,10 @@ def test_retention_forgets_stale_done_markers_even_with_retention_off(
         raw_days=0,
         chunk=100,
     )
-    with mysql_engine.connect() as connection:
-        left = connection.execute(select(parsed_objects.c.event_id)).scalars().all()
-    assert left == ["fresh"]
+
+    assert (report.rows_deleted, report.objects_deleted) == (0, 0)
+    assert _remaining(mysql_engine, moto_s3, raw_bucket) == before
+    assert before[0] == 255
 
 
 def test_cleanup_task_by_hand(

@@ -43,13 +43,7 @@ def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
     assert rows.insert(other) == 0
     assert rows.count_for_object("rb-2", "b" * 64) == 30
     assert rows.count_for_object("rb", "b" * 64) == 30
-    # An object's done marker, written with its last rows (none here), is an upsert too.
-    marker = {"event_id": "e-1", "source_sha256": "b" * 64, "parsed_at": old}
-    for inserted in (0, 1):
-        assert rows.insert([], lambda n, i=inserted: marker | {"parsed_event": f"{n}+{i}"}) == 0
-    assert rows.done_event("e-1") == "0+1"
-    rows.forget_done(["e-1"])
-    assert rows.done_event("e-1") is None
+    assert rows.insert([]) == 0
     assert sum(rows.delete_older_than(datetime.now(UTC) + timedelta(seconds=5), 7)) == 60
 
     state = ExtractState(engine, "me")

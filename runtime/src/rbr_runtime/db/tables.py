@@ -319,23 +319,6 @@ logs = Table(
     Index(None, "source_ip"),
 )
 
-# Objects whose rows are all in but whose logs.extracted offset may not be committed yet: a
-# row is written with an object's last rows and deleted once the offset is committed.
-parsed_objects = Table(
-    "parsed_objects",
-    metadata,
-    Column(
-        "event_id",
-        String(36),
-        primary_key=True,
-        comment="id of the object's logs.parsed event (bucket + object id + sha256)",
-    ),
-    Column("source_sha256", String(64), nullable=False),
-    Column("parsed_event", Text(), nullable=False, comment="logs.parsed data, as sent"),
-    Column("parsed_at", UtcDateTime(), nullable=False),
-    Index(None, "parsed_at"),
-)
-
 # --- analyst -----------------------------------------------------------------------------------
 
 log_analysis = Table(
@@ -551,7 +534,6 @@ __all__ = [
     "notifier_delivery_events",
     "notifier_windows",
     "outbox",
-    "parsed_objects",
     "poller_state",
     "s3_copy_ledger",
     "task_runs",

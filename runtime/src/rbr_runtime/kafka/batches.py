@@ -45,8 +45,8 @@ HANDLER_RETRIES = Counter(
 )
 BATCH_SECONDS = Histogram("rbr_batch_seconds", "Time to handle one batch.", ["group"])
 
-Finished = Callable[[list[Record], list[Inbound[Any]]], None]
-"""Reports messages done or dead-lettered (records), with the events of those decoded."""
+Finished = Callable[[list[Record]], None]
+"""Reports messages done or dead-lettered."""
 
 
 class Abandoned(Exception):
@@ -149,7 +149,7 @@ class BatchProcessor:
                 inbound.append(decode_record(record, self._specs[record.topic]))
             except UndecodableMessage as error:
                 self._dead_letter(lane, record, "undecodable", str(error))
-                finished([record], [])
+                finished([record])
         if inbound:
             self._handle(lane, inbound, finished)
         BATCH_SECONDS.labels(self._group_id).observe(time.monotonic() - started)
@@ -174,7 +174,7 @@ class BatchProcessor:
         """Applies a handler's result: its rejections are dead-lettered, the rest is done."""
         if not rejections:
             self._cap.handled()
-            finished(list(batch), list(batch))
+            finished(list(batch))
             return
         by_offset = {(r.message.position, r.message.offset): r for r in rejections}
         unknown = set(by_offset) - {(m.position, m.offset) for m in batch}
@@ -187,7 +187,7 @@ class BatchProcessor:
             else:
                 counts = rejection.counts_toward_cap
                 self._dead_letter(lane, message, "rejected", rejection.reason, counts=counts)
-            finished([message], [message])
+            finished([message])
 
     def _rejected(
         self,
@@ -214,7 +214,7 @@ class BatchProcessor:
         reason = "handler_error" if isinstance(rejection, _HandlerFault) else "rejected"
         counts = rejection.counts_toward_cap
         self._dead_letter(lane, batch[0], reason, str(rejection), counts=counts)
-        finished(list(batch), list(batch))
+        finished(list(batch))
         return []
 
     def _call(self, lane: Lane, batch: list[Inbound[Any]]) -> Sequence[Rejection] | PermanentError:

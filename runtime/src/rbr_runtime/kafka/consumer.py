@@ -28,9 +28,7 @@ keeps its place in the group (arroyo's model). The runner owns everything else:
 * on a rebalance, a revoked partition's batch in hand gets RBR_CONSUMER_DRAIN_TIMEOUT to
   finish and be committed; past that it is abandoned uncommitted (the next owner redoes it;
   if the partition comes straight back, the lane carries on with the batch it had);
-* `stop()` lets the batches in hand finish and commit, then leaves the group;
-* `on_commit`, if given, hears which messages were committed (e.g. to forget a "done, not
-  committed yet" marker); what it raises is logged, never undoes the commit.
+* `stop()` lets the batches in hand finish and commit, then leaves the group.
 
 Handlers must be idempotent: a batch may be delivered again after a crash or a rebalance,
 and may run at the same time as batches of other partitions.
@@ -45,7 +43,6 @@ import threading
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge
@@ -61,7 +58,6 @@ from rbr_runtime.kafka.batches import (
 from rbr_runtime.kafka.config import consumer_config
 from rbr_runtime.kafka.lanes import Lane
 from rbr_runtime.kafka.messages import (
-    CommitCallback,
     DataT,
     DeadLetterCapExceeded,
     Handler,
@@ -86,7 +82,6 @@ __all__ = [
     "HANDLER_RETRIES",
     "MESSAGES_DEAD_LETTERED",
     "MESSAGES_PROCESSED",
-    "CommitCallback",
     "ConsumerRunner",
     "DataT",
     "DeadLetterCapExceeded",
@@ -132,7 +127,6 @@ class ConsumerRunner:
         batch_size: int | None = None,
         on_assign: PartitionCallback | None = None,
         on_revoke: PartitionCallback | None = None,
-        on_commit: CommitCallback | None = None,
     ) -> None:
         self.group_id = group_id
         self._settings = settings
@@ -140,7 +134,6 @@ class ConsumerRunner:
         self._batch_size = batch_size or settings.consumer_batch_size
         self._user_on_assign = on_assign
         self._user_on_revoke = on_revoke
-        self._on_commit = on_commit
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
         self._lock = threading.Condition()
@@ -352,10 +345,10 @@ class ConsumerRunner:
             lane.handler_thread = threading.current_thread()
             return lane.start_batch(self._batch_size)
 
-    def _finished(self, lane: Lane, records: list[Record], events: list[Inbound[Any]]) -> None:
+    def _finished(self, lane: Lane, records: list[Record]) -> None:
         with self._lock:
             if not lane.closed:
-                lane.finish(records, events if self._on_commit is not None else [])
+                lane.finish(records)
 
     def _end(self, lane: Lane) -> None:
         with self._lock:
@@ -476,29 +469,12 @@ class ConsumerRunner:
             # The group moved on (rebalance); the new owner will see these messages again.
             log.warning("commit failed, messages will be redelivered: %s", error)
             return
-        committed: list[Inbound[Any]] = []
         with self._lock:
             for lane, offset in positions.items():
-                count, events = lane.committed_at(offset)
+                count = lane.committed_at(offset)
                 MESSAGES_PROCESSED.labels(self.group_id, lane.topic).inc(count)
-                committed.extend(events)
         for lane, offset in positions.items():
             self._record_lag(consumer, lane.topic, lane.partition, offset)
-        self._committed(committed)
-
-    def _committed(self, messages: Sequence[Inbound[Any]]) -> None:
-        """Tells on_commit which messages were committed (its failures are only logged)."""
-        if self._on_commit is None or not messages:
-            return
-        try:
-            self._on_commit(messages)
-        except Exception as error:  # noqa: BLE001 - the commit stands whatever the hook does
-            log.warning(
-                "after-commit hook failed: %s: %s",
-                type(error).__name__,
-                str(error)[:500],
-                extra={"group": self.group_id},
-            )
 
     def _record_lag(self, consumer: Consumer, topic: str, partition: int, position: int) -> None:
         # cached=True reads the high watermark from the last fetch response: no extra request,

@@ -10,7 +10,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from rbr_runtime.kafka.messages import Inbound, Record, TopicPartitionKey
+from rbr_runtime.kafka.messages import Record, TopicPartitionKey
 
 
 class OffsetTracker:
@@ -74,7 +74,6 @@ class Lane:
     committed: int | None = None
     passed: list[int] = field(default_factory=list)
     """Offsets the commit point moved over since the last commit."""
-    finished_events: list[Inbound[Any]] = field(default_factory=list)
     retrying_since: float | None = None
     started_at: float = field(default_factory=time.monotonic)
 
@@ -120,11 +119,10 @@ class Lane:
         self.in_hand = batch
         return batch
 
-    def finish(self, records: list[Record], events: list[Inbound[Any]]) -> None:
-        """Marks records done (handled or dead-lettered); events are kept for on_commit."""
+    def finish(self, records: list[Record]) -> None:
+        """Marks records done (handled or dead-lettered)."""
         for record in records:
             self.tracker.finish(record.offset)
-        self.finished_events.extend(events)
         self.passed.extend(self.tracker.advance())
 
     def committable(self) -> int | None:
@@ -134,11 +132,9 @@ class Lane:
             return None
         return position
 
-    def committed_at(self, offset: int) -> tuple[int, list[Inbound[Any]]]:
-        """Records a successful commit; returns how many messages it covered, and their events."""
+    def committed_at(self, offset: int) -> int:
+        """Records a successful commit; returns how many messages it covered."""
         self.committed = offset
         passed = sum(1 for o in self.passed if o < offset)
         self.passed = [o for o in self.passed if o >= offset]
-        covered = [e for e in self.finished_events if e.offset < offset]
-        self.finished_events = [e for e in self.finished_events if e.offset >= offset]
-        return passed, covered
+        return passed

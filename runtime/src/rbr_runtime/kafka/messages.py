@@ -126,7 +126,6 @@ class DeadLetterCapExceeded(RuntimeError):
 Handler = Callable[[Sequence[Inbound[Any]]], Sequence[Rejection] | None]
 """Handles a batch of one partition's messages, in offset order; returns once every side
 effect is durable, with the messages it rejected (None: none)."""
-CommitCallback = Callable[[Sequence[Inbound[Any]]], None]
 PartitionCallback = Callable[[list[TopicPartition]], None]
 
 

@@ -90,14 +90,6 @@ def claim_lease(settings: NotifierSettings, channels: ChannelsFile) -> timedelta
     return timedelta(seconds=2 * (longest_try + longest_pause) + 60)
 
 
-def longest_delivery(channel: ChannelConfig, settings: NotifierSettings) -> float:
-    """Returns the most seconds one notification to a channel may take, every try failing."""
-    policy = policy_of(channel, settings)
-    longest_try = channel.timeout or settings.notifier_timeout
-    longest_pause = max(policy.max_backoff, policy.retry_after_max)
-    return policy.max_attempts * longest_try + (policy.max_attempts - 1) * longest_pause
-
-
 def policy_of(channel: ChannelConfig, settings: NotifierSettings) -> RetryPolicy:
     """Returns the retry policy of a channel."""
     return RetryPolicy(

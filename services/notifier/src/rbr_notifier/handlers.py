@@ -1,15 +1,13 @@
 """The consumer handler of `alerts`: record, plan, deliver; reject what a channel refused.
 
 Offsets are committed once every notification ended or waits for the retry sweeper. An event a
-channel refused is rejected with `PermanentError` (to alerts.dlq; a replay retries only the
-channels not reached); rejected positions are remembered, as the runner re-runs a rejected
-batch message by message.
+channel refused is returned as a `Rejection` (to alerts.dlq; a replay retries only the
+channels not reached); the other events of its batch count as done and are not run again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -21,12 +19,10 @@ from rbr_notifier.metrics import ALERT_EVENTS
 from rbr_notifier.store import NotifierStore
 from rbr_notifier.store.alerts import MAX_ID_CHARS, AlertEvent
 from rbr_notifier.store.deliveries import PlannedDelivery
-from rbr_runtime.kafka.consumer import Inbound, PermanentError
+from rbr_runtime.kafka.consumer import Inbound, Rejection
 from rbr_schemas import Alert
 
 log = logging.getLogger(__name__)
-Position = tuple[str, int, int]
-REMEMBERED_REJECTIONS = 10_000
 
 
 def route(channels: ChannelsFile, alert: Alert) -> list[str]:
@@ -53,30 +49,22 @@ class AlertHandler:
         self._dispatcher = dispatcher
         self._channels = channels
         self._reopen_after = reopen_after
-        # Why a message was rejected, and whether the fault is ours (see PermanentError).
-        self._rejected: OrderedDict[Position, tuple[str, bool]] = OrderedDict()
 
-    def __call__(self, batch: Sequence[Inbound[Any]]) -> None:
-        """Records and delivers a batch; raises PermanentError if a message must be rejected."""
-        fresh = [m for m in batch if _position(m) not in self._rejected]
-        valid = [m for m in fresh if self._validate(m)]
+    def __call__(self, batch: Sequence[Inbound[Any]]) -> list[Rejection]:
+        """Records and delivers a batch; returns the messages to dead-letter, with why."""
+        rejections: list[Rejection] = []
+        valid: list[Inbound[Any]] = []
+        for message in batch:
+            fault = _invalid(message.data)
+            if fault is None:
+                valid.append(message)
+            else:
+                rejections.append(Rejection(message, fault))
         if valid:
-            self._handle(valid)
-        rejected = [self._rejected[_position(m)] for m in batch if _position(m) in self._rejected]
-        if rejected:
-            reason, ours = rejected[0]
-            raise PermanentError(reason, counts_toward_cap=ours)
+            rejections += self._handle(valid)
+        return rejections
 
-    def _validate(self, message: Inbound[Any]) -> bool:
-        alert: Alert = message.data
-        if len(alert.alert_id) > MAX_ID_CHARS or not alert.alert_id.strip():
-            self._remember(
-                _position(message), f"alert_id must be 1 to {MAX_ID_CHARS} characters", ours=True
-            )
-            return False
-        return True
-
-    def _handle(self, messages: list[Inbound[Any]]) -> None:
+    def _handle(self, messages: list[Inbound[Any]]) -> list[Rejection]:
         events = [AlertEvent(_event_id(m), m.data) for m in messages]
         recorded = self._store.alerts.record_events(
             events,
@@ -95,28 +83,31 @@ class AlertHandler:
             ALERT_EVENTS.labels(message.data.state.value, outcome).inc()
         results = self._dispatcher.run(planned) if planned else []
         failures: dict[int, DeliveryResult] = {r.delivery.id: r for r in results if r.gave_up}
+        rejections = []
         delivered_one_shots = []
         for message, (_, owned) in zip(messages, recorded, strict=True):
             reasons = [failures[d.id].summary for d in owned if d.id in failures]
             if reasons:
                 # A channel that refuses or stays down is not our fault: dead-letter the alert
                 # for a later `rbr dlq replay`, but never let it stop delivery to the others.
-                self._remember(_position(message), "; ".join(dict.fromkeys(reasons)), ours=False)
+                reason = "; ".join(dict.fromkeys(reasons))[:1500]
+                rejections.append(Rejection(message, reason, counts_toward_cap=False))
             elif is_one_shot(message.data):
                 delivered_one_shots.append(message.data.dedupe_key)
         # Closed only once every channel was served: left open, a DLQ replay still retries the
         # channels that were not reached (a closed occurrence's replay sends nothing).
         self._store.alerts.close_one_shot(delivered_one_shots)
-
-    def _remember(self, position: Position, reason: str, *, ours: bool) -> None:
-        self._rejected[position] = (reason[:1500], ours)
-        while len(self._rejected) > REMEMBERED_REJECTIONS:
-            self._rejected.popitem(last=False)
+        return rejections
 
 
-def _position(message: Inbound[Any]) -> Position:
-    return (message.topic, message.partition, message.offset)
+def _invalid(alert: Alert) -> str | None:
+    """Says why the tables cannot hold an alert (a fault of ours: it counts toward the cap)."""
+    if len(alert.alert_id) > MAX_ID_CHARS or not alert.alert_id.strip():
+        return f"alert_id must be 1 to {MAX_ID_CHARS} characters"
+    return None
 
 
 def _event_id(message: Inbound[Any]) -> str:
-    return message.event.id if message.event is not None else f"{_position(message)}"
+    if message.event is not None:
+        return message.event.id
+    return f"{(message.topic, message.partition, message.offset)}"

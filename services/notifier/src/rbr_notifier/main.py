@@ -16,7 +16,7 @@ from datetime import datetime
 
 from rbr_notifier.channels import ChannelConfigError, ChannelsFile, load_channels
 from rbr_notifier.closing import KeyedLocks
-from rbr_notifier.dispatch import Dispatcher, longest_delivery
+from rbr_notifier.dispatch import Dispatcher
 from rbr_notifier.handlers import AlertHandler
 from rbr_notifier.metrics import CHANNELS
 from rbr_notifier.retry_sweeper import retry_task
@@ -60,26 +60,6 @@ def describe_channels(channels: ChannelsFile) -> None:
         log.info("channel %s (%s): %s", channel.name, channel.type, channel.target())
 
 
-def warn_about_poll_interval(channels: ChannelsFile, settings: NotifierSettings) -> None:
-    """Warns when a channel's retries (a trigger, then its resolve) can outlast the poll interval.
-
-    The group would then evict the member mid-batch and give the alert to another replica,
-    which waits for the deliveries this one claimed: nothing is sent twice, but the partition
-    stalls and rebalances churn.
-    """
-    allowed = settings.kafka_max_poll_interval_ms / 1000
-    for channel in channels.enabled:
-        needed = 2 * longest_delivery(channel, settings)
-        if needed > allowed:
-            log.warning(
-                "channel %s: a trigger and its resolve may take up to %.0fs with retries, more "
-                "than RBR_KAFKA_MAX_POLL_INTERVAL_MS (%.0fs); raise it or lower the retries",
-                channel.name,
-                needed,
-                allowed,
-            )
-
-
 def cleanup_task(settings: NotifierSettings, store: NotifierStore) -> DailyTask:
     """Returns the daily purge of old alert history, at RBR_NOTIFIER_CLEANUP_AT in RBR_TIMEZONE."""
     return DailyTask(
@@ -105,7 +85,6 @@ def build_service(
     channels = channels if channels is not None else load_channels(settings.notifier_channels)
     quiet_http_client_logs()
     describe_channels(channels)
-    warn_about_poll_interval(channels, settings)
     service = Service(settings)
     # Every delivery thread, the digest threads, the consumer and the cleanup hold a
     # connection at times: size the pool so none of them waits for one.

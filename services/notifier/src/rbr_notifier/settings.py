@@ -17,14 +17,6 @@ class NotifierSettings(CommonSettings):
 
     service_name: str = "notifier"
     http_port: int = Field(default=NOTIFIER_PORT, ge=0, le=65535)
-    kafka_max_poll_interval_ms: int = Field(
-        default=1_800_000,
-        ge=1000,
-        description="A batch is delivered before the next poll, and one notification may take "
-        "minutes (5 tries, pauses of up to RBR_NOTIFIER_RETRY_AFTER_MAX): the group must not "
-        "evict the member meanwhile. A warning at start-up says when a channel's retries can "
-        "outlast it.",
-    )
     notifier_channels: Path | None = Field(
         default=None,
         description="Path of the channels YAML file. Unset: no channels; alerts are recorded "

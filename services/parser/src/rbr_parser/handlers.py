@@ -7,19 +7,13 @@ identical objects each get their rows. `logs.parsed` follows, with an id derived
 bucket and the object, and only then does the runner commit the offset.
 
 A missing object or one whose content is not what the event says can never be parsed: that
-is a `PermanentError` (the event goes to the DLQ with the reason). Anything else, e.g. the
-database or S3 being down, is an outage: the runner retries the batch until it succeeds.
+event is rejected (it goes to the DLQ with the reason; the other events of its batch are
+parsed as usual). Anything else, e.g. the database or S3 being down, is an outage: the
+runner retries the batch until it succeeds.
 
-An object whose parse outlasts max.poll.interval gets the member evicted, and the offset
-commit after it is refused: the event comes back. So the object's last rows are written in
-one transaction with a `parsed_objects` row holding its logs.parsed data, and that row is
-deleted once the offset is committed. An event whose object has such a row is not parsed
-again: its stored logs.parsed is sent again (at-least-once: it may have been sent) and the
-offset committed. A replay (`rbr replay`) comes after the commit, when the row is gone, so
-it parses the objects again as before: their rows are idempotent and come out the same. A
-row a crash left behind between commit and delete is purged by the daily retention run
-after a day; until then a replay of that one object sends its stored logs.parsed instead of
-parsing it again (its rows are in).
+A crash or a rebalance between an object's last write and its offset's commit brings the
+event back: the object is parsed again, inserts nothing (its rows are in), and logs.parsed
+goes out again with the same id (at-least-once), as after a replay (`rbr replay`).
 """
 
 from __future__ import annotations
@@ -44,9 +38,9 @@ from rbr_parser.lines import iter_lines
 from rbr_parser.objects import OpenedObject, decompressed, hash_object, head_object, open_object
 from rbr_parser.records import Record, RecordReader
 from rbr_parser.settings import ParserSettings
-from rbr_parser.store import DoneMarker, LogRows
+from rbr_parser.store import LogRows
 from rbr_runtime.jsonlog import log_context
-from rbr_runtime.kafka import EventProducer, Inbound, PermanentError
+from rbr_runtime.kafka import EventProducer, Inbound, PermanentError, Rejection
 from rbr_schemas import LOGS_PARSED, LogsExtracted, LogsParsed, utcnow
 
 if TYPE_CHECKING:
@@ -66,7 +60,7 @@ DUPLICATES = MetricCounter(
 )
 OBJECTS = MetricCounter(
     "rbr_parser_objects_total",
-    "Raw objects handled, by outcome (parsed, already_parsed, sha256_mismatch).",
+    "Raw objects handled, by outcome (parsed, sha256_mismatch).",
     ["outcome"],
 )
 BYTES = MetricCounter("rbr_parser_bytes_total", "Raw object bytes read.")
@@ -85,7 +79,7 @@ def parsed_event_id(extracted: LogsExtracted) -> str:
     """Returns the id of the logs.parsed event of an object: the same on every re-parse.
 
     The bucket is part of it: two buckets' copies of one source (the same object id and
-    content) are two events, each with its own done marker. A bucket name holds no ':'.
+    content) are two events. A bucket name holds no ':'.
     """
     identity = f"{extracted.name}:{extracted.object_id}:{extracted.sha256}"
     return str(uuid.uuid5(PARSED_EVENT_NAMESPACE, identity))
@@ -150,15 +144,20 @@ class ObjectParser:
         # One writer: batches of an object are inserted in order while the next is parsed.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="parser-writer")
 
-    def __call__(self, batch: Sequence[Inbound[LogsExtracted]]) -> None:
-        """Handles a batch of logs.extracted events."""
+    def __call__(self, batch: Sequence[Inbound[LogsExtracted]]) -> list[Rejection]:
+        """Handles a batch of logs.extracted events; returns those that can never be parsed."""
+        rejections = []
         for message in batch:
             extracted = message.data
             event_id = message.event.id if message.event else None
             with log_context(
                 bucket=extracted.name, object_id=extracted.object_id, event_id=event_id
             ):
-                self.parse(extracted)
+                try:
+                    self.parse(extracted)
+                except PermanentError as error:
+                    rejections.append(Rejection(message, str(error), error.counts_toward_cap))
+        return rejections
 
     def parse(self, extracted: LogsExtracted) -> LogsParsed:
         """Parses one raw object into logs rows and announces it on logs.parsed.
@@ -169,9 +168,6 @@ class ObjectParser:
             ParseInterrupted: the service is stopping.
         """
         started = time.monotonic()
-        stored = self._rows.done_event(parsed_event_id(extracted))
-        if stored is not None:
-            return self._announce_again(extracted, LogsParsed.model_validate_json(stored))
         self._verify_before(extracted)
         opened = open_object(self._s3, extracted.s3_bucket, extracted.s3_key)
         parsed = self._insert_records(extracted, opened)
@@ -189,10 +185,6 @@ class ObjectParser:
         )
         return parsed
 
-    def committed(self, batch: Sequence[Inbound[LogsExtracted]]) -> None:
-        """Forgets the done markers of events whose offsets were committed."""
-        self._rows.forget_done([parsed_event_id(m.data) for m in batch if m.event is not None])
-
     def _announce(self, extracted: LogsExtracted, parsed: LogsParsed) -> None:
         self._producer.send(
             LOGS_PARSED,
@@ -201,17 +193,6 @@ class ObjectParser:
             subject=extracted.name,
             event_id=parsed_event_id(extracted),
         )
-
-    def _announce_again(self, extracted: LogsExtracted, parsed: LogsParsed) -> LogsParsed:
-        """Sends the logs.parsed of an object parsed before its offset could be committed."""
-        log.info(
-            "%s was parsed before its offset could be committed (the member was evicted?); "
-            "announcing it again instead of parsing it again",
-            extracted.s3_key,
-        )
-        self._announce(extracted, parsed)
-        OBJECTS.labels("already_parsed").inc()
-        return parsed
 
     def _verify_before(self, extracted: LogsExtracted) -> None:
         """Checks the object is the one the event describes before a row is written.
@@ -232,10 +213,10 @@ class ObjectParser:
             )
 
     def _insert_records(self, extracted: LogsExtracted, opened: OpenedObject) -> LogsParsed:
-        """Writes the object's rows; the last batch with its done marker, in one transaction.
+        """Writes the object's rows.
 
         Returns:
-            Its logs.parsed data, as stored with the marker.
+            Its logs.parsed data.
         """
         context = ParseContext(
             reference_time=extracted.extracted_at, syslog_timezone=self._syslog_zone
@@ -270,7 +251,7 @@ class ObjectParser:
 
     @staticmethod
     def _check_read(extracted: LogsExtracted, opened: OpenedObject) -> None:
-        """Refuses an object that changed while it was read (before it is marked done)."""
+        """Refuses an object that changed while it was read (before its last rows go in)."""
         if opened.hexdigest == extracted.sha256:
             return
         OBJECTS.labels("sha256_mismatch").inc()
@@ -282,26 +263,14 @@ class ObjectParser:
     def _finish(
         self, extracted: LogsExtracted, batch: list[dict[str, Any]], stats: ObjectStats
     ) -> LogsParsed:
-        """Writes the last rows and the object's done marker in one transaction."""
+        """Writes the last rows; returns the object's logs.parsed data."""
         if self._stopping():
             raise ParseInterrupted("stopping; the object will be parsed again from where it was")
-        summary: list[LogsParsed] = []
-
-        def done(inserted: int) -> dict[str, Any]:
-            parsed = self._summary(extracted, stats, stats.rows_inserted + inserted)
-            summary[:] = [parsed]
-            return {
-                "event_id": parsed_event_id(extracted),
-                "source_sha256": extracted.sha256,
-                "parsed_event": parsed.model_dump_json(),
-                "parsed_at": parsed.parsed_at,
-            }
-
-        stats.rows_inserted += self._insert(batch, done)
-        return summary[0]
+        stats.rows_inserted += self._insert(batch)
+        return self._summary(extracted, stats)
 
     @staticmethod
-    def _summary(extracted: LogsExtracted, stats: ObjectStats, inserted: int) -> LogsParsed:
+    def _summary(extracted: LogsExtracted, stats: ObjectStats) -> LogsParsed:
         return LogsParsed(
             object_id=extracted.object_id,
             name=extracted.name,
@@ -309,8 +278,8 @@ class ObjectParser:
             s3_key=extracted.s3_key,
             sha256=extracted.sha256,
             records=stats.records,
-            rows_inserted=inserted,
-            duplicates_skipped=stats.records - inserted,
+            rows_inserted=stats.rows_inserted,
+            duplicates_skipped=stats.records - stats.rows_inserted,
             unparsed_records=stats.unparsed,
             event_counts=dict(stats.event_counts),
             first_event_at=stats.first_event_at,
@@ -343,8 +312,8 @@ class ObjectParser:
             writes.append(self._writer.submit(self._insert, batch))
         self._collect(writes, stats, keep=1)
 
-    def _insert(self, batch: list[dict[str, Any]], done: DoneMarker | None = None) -> int:
-        inserted = self._rows.insert(batch, done)
+    def _insert(self, batch: list[dict[str, Any]]) -> int:
+        inserted = self._rows.insert(batch)
         ROWS_INSERTED.inc(inserted)
         DUPLICATES.inc(len(batch) - inserted)
         return inserted

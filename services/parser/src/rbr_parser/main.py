@@ -17,7 +17,7 @@ from rbr_runtime.dependencies import (
     s3_dependency,
     watch_dependencies,
 )
-from rbr_runtime.kafka import ConsumerRunner, EventProducer, Inbound
+from rbr_runtime.kafka import ConsumerRunner, EventProducer, Inbound, Rejection
 from rbr_runtime.s3 import make_s3_client
 from rbr_runtime.schedule import DailyTask, TaskClaims
 from rbr_runtime.service import Service, bootstrap
@@ -35,19 +35,11 @@ def build_service(settings: ParserSettings) -> Service:
     producer = EventProducer(settings, source="/rbr/parser")
     service = Service(settings)
 
-    def handle(batch: Sequence[Inbound[Any]]) -> None:
-        parser(batch)
-
-    def committed(batch: Sequence[Inbound[Any]]) -> None:
-        parser.committed(batch)
+    def handle(batch: Sequence[Inbound[Any]]) -> list[Rejection]:
+        return parser(batch)
 
     runner = ConsumerRunner(
-        settings,
-        group_id=GROUP_ID,
-        topics=[LOGS_EXTRACTED],
-        handler=handle,
-        producer=producer,
-        on_commit=committed,
+        settings, group_id=GROUP_ID, topics=[LOGS_EXTRACTED], handler=handle, producer=producer
     )
     parser = ObjectParser(
         settings, rows=rows, s3=s3, producer=producer, stopping=lambda: runner.stopping

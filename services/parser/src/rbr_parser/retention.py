@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 RAW_PREFIX = "raw/"
 DELETE_BATCH = 1000
 PROGRESS_EVERY_SECONDS = 10.0
-STALE_DONE_MARKER = timedelta(days=1)
 
 ROWS_DELETED = Counter("rbr_retention_rows_deleted_total", "logs rows deleted by retention.")
 OBJECTS_DELETED = Counter(
@@ -149,15 +148,8 @@ def run_retention(
     raw_days: int,
     chunk: int,
 ) -> RetentionReport:
-    """Deletes what is older than the retention periods (a period of 0 keeps everything).
-
-    Also purges the done markers (`parsed_objects`) a crash left between an offset's commit
-    and their deletion: a marker lives seconds normally, and one a day old is stale.
-    """
+    """Deletes what is older than the retention periods (a period of 0 keeps everything)."""
     report = RetentionReport()
-    stale = rows.forget_done_before(now - STALE_DONE_MARKER)
-    if stale:
-        log.info("retention: forgot %d stale parsed_objects markers", stale)
     if log_days > 0:
         report.row_cutoff = now - timedelta(days=log_days)
         log.info("retention: deleting logs rows created before %s", report.row_cutoff)

@@ -16,17 +16,10 @@ class ParserSettings(CommonSettings):
     consumer_batch_size: int = Field(
         default=1,
         ge=1,
-        description="logs.extracted events handled per batch (objects). One: a batch must "
-        "end within RBR_KAFKA_MAX_POLL_INTERVAL_MS, and several large objects in one batch "
-        "could take longer, get the member evicted and their commit refused; the objects "
-        "parsed by then are not parsed again (parsed_objects), the others are.",
-    )
-    kafka_max_poll_interval_ms: int = Field(
-        default=14_400_000,
-        ge=1000,
-        le=86_400_000,
-        description="Longest one batch may take before the group evicts the member: above "
-        "the parse time of the largest object (RBR_EXTRACT_MAX_BYTES at about 2 MB/s).",
+        description="logs.extracted events handled per batch (objects). A batch is committed "
+        "when its last object is parsed, and its objects are parsed one after another: more "
+        "than one gains nothing, while a stop, a rebalance or a crash parses the whole batch "
+        "in hand again.",
     )
     parser_insert_batch: int = Field(
         default=1000, ge=1, le=20_000, description="Rows per multi-row INSERT and transaction."

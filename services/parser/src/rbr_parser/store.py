@@ -1,14 +1,9 @@
-"""The `logs` table: batched idempotent inserts and bounded deletes; `parsed_objects`.
-
-`parsed_objects` holds the objects whose rows are all in but whose `logs.extracted` offset
-may not be committed yet: a row is written in the transaction of an object's last rows and
-deleted once the offset is committed (see handlers.py).
-"""
+"""The `logs` table: batched idempotent inserts and bounded deletes."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +12,8 @@ from pymysql.converters import escape_string
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.engine import Connection
 
-from rbr_runtime.db.engine import insert_ignore, is_mysql, upsert
-from rbr_runtime.db.tables import logs, parsed_objects
+from rbr_runtime.db.engine import insert_ignore, is_mysql
+from rbr_runtime.db.tables import logs
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +23,6 @@ log = logging.getLogger(__name__)
 INSERT_COLUMNS: tuple[str, ...] = tuple(
     column.name for column in logs.columns if column.name != "id"
 )
-
-DoneMarker = Callable[[int], Mapping[str, Any]]
-"""Given how many rows the last batch inserted, returns the object's parsed_objects row."""
 
 
 def _mysql_literal(value: object, escape: Callable[[str], str]) -> str:
@@ -64,74 +56,23 @@ class LogRows:
         columns = ", ".join(INSERT_COLUMNS)  # constants from the table definition
         self._mysql_prefix = f"INSERT IGNORE INTO {logs.name} ({columns}) VALUES "  # noqa: S608
 
-    def insert(self, rows: Sequence[dict[str, Any]], done: DoneMarker | None = None) -> int:
+    def insert(self, rows: Sequence[dict[str, Any]]) -> int:
         """Inserts rows in one transaction, skipping those already present.
 
         Rows are identified by (source_sha256, name, record_no), so inserting the records
         of an object twice for one bucket stores them once, while another bucket's rows
         with the same content are rows of their own.
 
-        Args:
-            rows: the rows.
-            done: with an object's last rows (possibly none), its parsed_objects row is
-                written in the same transaction.
-
         Returns:
             How many rows were new.
         """
-        if not rows and done is None:
-            return 0
-        with self._engine.begin() as connection:
-            inserted = self._insert_rows(connection, rows)
-            if done is not None:
-                self._mark_done(connection, done(inserted))
-        return inserted
-
-    def _insert_rows(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> int:
         if not rows:
             return 0
-        if self._mysql:
-            return self._insert_mysql(connection, rows)
-        result = connection.execute(self._insert, list(rows))
+        with self._engine.begin() as connection:
+            if self._mysql:
+                return self._insert_mysql(connection, rows)
+            result = connection.execute(self._insert, list(rows))
         return max(0, result.rowcount)
-
-    @staticmethod
-    def _mark_done(connection: Connection, row: Mapping[str, Any]) -> None:
-        # An upsert: a marker an evicted replica left behind is replaced, not a conflict.
-        connection.execute(
-            upsert(
-                connection,
-                parsed_objects,
-                [row],
-                key_columns=["event_id"],
-                update_columns=["source_sha256", "parsed_event", "parsed_at"],
-            )
-        )
-
-    def done_event(self, event_id: str) -> str | None:
-        """Returns the logs.parsed data stored for an object parsed but not committed."""
-        with self._engine.connect() as connection:
-            stored: str | None = connection.execute(
-                select(parsed_objects.c.parsed_event).where(parsed_objects.c.event_id == event_id)
-            ).scalar_one_or_none()
-        return stored
-
-    def forget_done(self, event_ids: Sequence[str]) -> None:
-        """Deletes the markers of objects whose logs.extracted offset is committed."""
-        if not event_ids:
-            return
-        with self._engine.begin() as connection:
-            connection.execute(
-                delete(parsed_objects).where(parsed_objects.c.event_id.in_(list(event_ids)))
-            )
-
-    def forget_done_before(self, cutoff: datetime) -> int:
-        """Deletes markers older than cutoff (left by a crash just after a commit)."""
-        with self._engine.begin() as connection:
-            deleted: int = connection.execute(
-                delete(parsed_objects).where(parsed_objects.c.parsed_at < cutoff)
-            ).rowcount
-        return deleted
 
     def _insert_mysql(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> int:
         """One multi-row INSERT IGNORE, built without per-value driver overhead.

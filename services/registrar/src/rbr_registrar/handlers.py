@@ -10,7 +10,7 @@ from prometheus_client import Counter
 
 from rbr_registrar.repository import BucketRepository, status_updates
 from rbr_registrar.sources import DropSources
-from rbr_runtime.kafka import Inbound, PermanentError
+from rbr_runtime.kafka import Inbound, Rejection
 from rbr_schemas import BucketStatus, DropFolderSeen
 
 log = logging.getLogger(__name__)
@@ -21,28 +21,33 @@ STATUSES_APPLIED = Counter(
 )
 
 
-def apply_statuses(repository: BucketRepository, batch: Sequence[Inbound[Any]]) -> None:
+def apply_statuses(repository: BucketRepository, batch: Sequence[Inbound[Any]]) -> list[Rejection]:
     """Keeps `last_seen`, the last poll's outcome and the latest metrics of each bucket.
 
     Idempotent: an older status never overwrites a newer one, statuses of unknown buckets are
     ignored, so a redelivered or replayed batch changes nothing.
 
-    Raises:
-        PermanentError: a status whose key is not the bucket it describes (dead-lettered).
+    Returns:
+        The statuses whose key is not the bucket they describe (dead-lettered; the others of
+        the batch are applied).
     """
     statuses: list[BucketStatus] = []
+    rejections: list[Rejection] = []
     for message in batch:
         if message.is_tombstone:
             continue
         status: BucketStatus = message.data
         if message.key_text != status.name:
-            raise PermanentError(
+            reason = (
                 f"bucket.status keyed {str(message.key_text)[:130]!r} describes bucket "
                 f"{status.name!r}; the key must be the bucket's name"
             )
+            rejections.append(Rejection(message, reason))
+            continue
         statuses.append(status)
     if statuses:
         STATUSES_APPLIED.inc(repository.apply_statuses(status_updates(statuses)))
+    return rejections
 
 
 DROP_REPORTS = Counter(
@@ -54,28 +59,32 @@ DROP_REPORTS = Counter(
 
 def apply_discoveries(
     sources: DropSources, on_commit: Callable[[], None], batch: Sequence[Inbound[Any]]
-) -> None:
+) -> list[Rejection]:
     """Records the drop folders the log-extractor found and links them to buckets.
 
     Idempotent: a report only sets facts (the latest wins) and links a folder that is not
     linked yet, so a redelivered batch changes nothing more.
 
-    Raises:
-        PermanentError: a report whose key is not the folder it describes (dead-lettered).
+    Returns:
+        The reports whose key is not the folder they describe (dead-lettered; the others of
+        the batch are recorded).
     """
     reports: list[DropFolderSeen] = []
+    rejections: list[Rejection] = []
     for message in batch:
         if message.is_tombstone:
             continue
         seen: DropFolderSeen = message.data
         if message.key_text != seen.uri:
-            raise PermanentError(
+            reason = (
                 f"drop.discovered keyed {str(message.key_text)[:300]!r} describes "
                 f"{seen.uri[:300]!r}; the key must be the folder's URI"
             )
+            rejections.append(Rejection(message, reason))
+            continue
         reports.append(seen)
     if not reports:
-        return
+        return rejections
     linked = sources.record(reports)
     DROP_REPORTS.labels("recorded").inc(len(reports))
     DROP_REPORTS.labels("linked").inc(len(linked))
@@ -83,3 +92,4 @@ def apply_discoveries(
         log.info("drop folder %s linked to its bucket", uri)
     if linked:
         on_commit()
+    return rejections

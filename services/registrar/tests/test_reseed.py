@@ -6,10 +6,15 @@ polled by a real poller.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, func, select
@@ -22,9 +27,16 @@ from rbr_runtime.kafka import EventProducer
 from rbr_runtime.kafka.directory import read_registry
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import BUCKET_REGISTERED, BUCKET_STATUS, BucketRegistered, BucketState
-from rbr_testing.broker import Broker
+from rbr_testing.broker import Broker, free_port
 from rbr_testing.kafka import read_events, read_topic
-from rbr_testing.registry import TEST_OPERATOR_KEY, PollerFactory, RegistrarFactory
+from rbr_testing.registry import (
+    FAST_KAFKA,
+    TEST_OPERATOR_KEY,
+    TEST_SECRET_KEY,
+    PollerFactory,
+    RegistrarFactory,
+    database_url,
+)
 from rbr_testing.simulator import FleetFactory
 from rbr_testing.waiting import wait_for
 
@@ -152,29 +164,105 @@ def test_after_a_restart_on_a_fresh_broker_the_registry_is_published_and_polled_
 @pytest.mark.broker
 @pytest.mark.mariadb
 def test_a_topic_deleted_while_the_registrar_runs_is_created_and_filled_again(
-    broker: Broker, registrar_factory: RegistrarFactory, mysql_engine: Engine
+    broker: Broker, mysql_engine: Engine, tmp_path: Path
 ) -> None:
-    registrar = registrar_factory(reseed_interval=0.5)
+    """The registrar runs in a process of its own here: librdkafka can crash the process
+    whose producer is live while its topic is deleted (confluentinc/librdkafka#5093, open).
+    Where that happens the orchestrator starts the registrar again and its start-up check
+    refills the topic; either way the registry must be back on the topic, which is what an
+    operator relies on."""
+    port = free_port()
+    env = registrar_environment(broker, mysql_engine, port, reseed_interval=0.5)
     names = [f"rustbucket-del{i:05d}" for i in range(4)]
-    with registrar.client() as client:
-        for name in names:
-            assert client.post("/register_bucket", json=seed(name)).status_code == 200
-    wait_for(lambda: len(topic_view(broker)) == 4, message="the buckets on the topic")
+    with RegistrarProcess(env, tmp_path / "registrar.log") as registrar:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
+            for name in names:
+                assert client.post("/register_bucket", json=seed(name)).status_code == 200
+        wait_for(lambda: len(topic_view(broker)) == 4, message="the buckets on the topic")
 
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.delete_topics([BUCKET_REGISTERED.name], operation_timeout=10)[
-        BUCKET_REGISTERED.name
-    ].result()
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.delete_topics([BUCKET_REGISTERED.name], operation_timeout=10)[
+            BUCKET_REGISTERED.name
+        ].result()
 
-    wait_for(
-        lambda: (
-            BUCKET_REGISTERED.name in admin.list_topics(timeout=5).topics
-            and topic_view(broker) == registry(mysql_engine)
-        ),
-        timeout=30,
-        message="the topic created again with every bucket",
-    )
+        wait_for(
+            lambda: (
+                registrar.keep_running()
+                and BUCKET_REGISTERED.name in admin.list_topics(timeout=5).topics
+                and topic_view(broker) == registry(mysql_engine)
+            ),
+            timeout=60,
+            message="the topic created again with every bucket",
+        )
     assert sorted(topic_view(broker)) == names
+
+
+def registrar_environment(
+    broker: Broker, engine: Engine, port: int, **overrides: object
+) -> dict[str, str]:
+    """Returns the environment of a registrar process with the test fixtures' settings."""
+    values: dict[str, object] = {
+        "kafka_bootstrap": broker.bootstrap,
+        "database_url": database_url(engine),
+        "http_host": "127.0.0.1",
+        "http_port": port,
+        "secret_key": TEST_SECRET_KEY,
+        "operator_key": TEST_OPERATOR_KEY,
+        "allowed_bucket_networks": "127.0.0.0/8",
+        "outbox_scan_interval": 0.5,
+        "log_format": "text",
+        **FAST_KAFKA,
+        **overrides,
+    }
+    variables = {f"RBR_{name.upper()}": str(value) for name, value in values.items()}
+    return {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")} | variables
+
+
+class RegistrarProcess:
+    """`python -m rbr_registrar` with its output in a file; started again if it dies."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self._env = env
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def __enter__(self) -> RegistrarProcess:
+        self._start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(30)
+
+    def _start(self) -> None:
+        with self._log_path.open("ab") as log_file:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "rbr_registrar"],
+                env=self._env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{self._env['RBR_HTTP_PORT']}/healthz"
+        wait_for(lambda: _answers(url), timeout=60, message="the registrar process up")
+
+    def keep_running(self) -> bool:
+        """Starts the registrar again if it died (as an orchestrator would); True when up."""
+        assert self._process is not None
+        if self._process.poll() is None:
+            return True
+        self.restarts += 1
+        assert self.restarts <= 3, self._log_path.read_text(errors="replace")[-3000:]
+        self._start()
+        return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.mark.broker

@@ -40,11 +40,11 @@ schemas: install ## Regenerate the JSON Schema files and the AsyncAPI document.
 	$(UV) run python -m rbr_schemas.generate
 
 .PHONY: docs
-docs: install ## Regenerate the README's configuration reference from the settings.
-	$(UV) run rbr config --write-readme
+docs: install ## Regenerate docs/configuration.md (the settings reference) from the code.
+	$(UV) run rbr config --write-docs
 
 .PHONY: bench
-bench: install ## Run the benchmarks and print their figures (see README).
+bench: install ## Run the benchmarks and print their figures (see docs/benchmarks.md).
 	$(UV) run python -m bench
 
 .PHONY: demo

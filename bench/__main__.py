@@ -1,7 +1,7 @@
 """Runs every benchmark module and prints a table of figures against their goals.
 
 Each `bench/bench_<area>.py` exposes `run(quick: bool) -> list[Figure]`. Results are written
-to bench/results/latest.json; the README's figures come from a full run on the dev machine.
+to bench/results/latest.json; docs/benchmarks.md has the figures of full runs on the dev machine.
 
     python -m bench            # all benchmarks
     python -m bench parser     # only bench_parser.py

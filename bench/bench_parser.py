@@ -5,7 +5,8 @@
   real broker included): lines per second of the object.
 * baseline: the same rows, parsed beforehand, inserted with the same batched INSERT IGNORE:
   what the database alone allows. parser / baseline = the parser's own overhead (goal >= 0.5).
-* ORM per row: the seed's way, one ORM object added and committed per record.
+* ORM per row: how the original registry stored logs, one ORM object added and committed per
+  record.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ GOAL_RATIO = 0.5
 
 
 class _LogRow:
-    """An ORM-mapped logs row (the seed's Django-style per-row insert, in SQLAlchemy)."""
+    """An ORM-mapped logs row (the original registry's Django-style per-row insert)."""
 
 
 def _truncate(engine: Engine) -> None:
@@ -176,7 +177,7 @@ def run(quick: bool) -> list[Figure]:
             met=ratio >= GOAL_RATIO,
         ),
         Figure(
-            "per-row ORM insert + commit (the seed's way)",
+            "per-row ORM insert + commit (the original registry's way)",
             orm_rate,
             "rows/s",
             note=f"{orm_rows:,} rows; parser is {parser_rate / orm_rate:.0f}x",

@@ -1,11 +1,14 @@
-"""`rbr config` lists every setting, and the README's reference is its current output."""
+"""`rbr config` lists every setting, and docs/configuration.md holds its current output."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from rbr_cli.config_commands import README, markdown, readme_with_reference
+from rbr_cli import config_commands
+from rbr_cli.config_commands import CONFIGURATION_DOC, markdown, with_reference
 from rbr_cli.main import app
 from rbr_parser.settings import ParserSettings
 from rbr_runtime.settings import CommonSettings
@@ -13,9 +16,43 @@ from rbr_runtime.settings import CommonSettings
 runner = CliRunner()
 
 
-def test_readme_configuration_reference_is_up_to_date() -> None:
-    text = README.read_text()
-    assert readme_with_reference(text) == text, "run `make docs`"
+def test_configuration_reference_is_up_to_date() -> None:
+    text = CONFIGURATION_DOC.read_text()
+    assert with_reference(text) == text, "run `make docs`"
+
+
+def test_write_docs_rewrites_only_the_generated_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = tmp_path / "configuration.md"
+    stale.write_text(
+        "# Written by hand\n\n<!-- config-reference:start -->\n"
+        "| `RBR_REMOVED_LONG_AGO` | `1` | gone |\n<!-- config-reference:end -->\n\nAfter.\n"
+    )
+    monkeypatch.setattr(config_commands, "CONFIGURATION_DOC", stale)
+
+    result = runner.invoke(app, ["config", "--write-docs"])
+
+    assert result.exit_code == 0, result.output
+    text = stale.read_text()
+    assert text.startswith("# Written by hand\n")
+    assert text.endswith("\n\nAfter.\n")
+    assert "RBR_REMOVED_LONG_AGO" not in text
+    assert markdown() in text
+
+
+def test_write_docs_refuses_a_document_without_markers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unmarked = tmp_path / "configuration.md"
+    unmarked.write_text("# No reference here\n")
+    monkeypatch.setattr(config_commands, "CONFIGURATION_DOC", unmarked)
+
+    result = runner.invoke(app, ["config", "--write-docs"])
+
+    assert result.exit_code == 1
+    assert "config-reference:start" in result.output
+    assert unmarked.read_text() == "# No reference here\n"
 
 
 def test_reference_names_the_design_variables() -> None:

@@ -1,20 +1,10 @@
 """The cursor ledger: how far the registry has confirmed each log file, kept across restarts.
 
-The pull protocol (`GET /extract_logs?since=<cursor>`): every answer names, in its
-`X-Log-Cursor` header, the pull it is; the registry stores that cursor only once it has stored
-the answer's lines, and sends it back as `since` on its next pull. So `since` confirms a pull,
-and a pull that failed on the way is simply not confirmed: its lines are sent again.
-
-The ledger keeps, per log file (by fingerprint, see `logdir`), the offset in its content up
-to which the registry confirmed it (`acked`), and for each pull issued and not yet confirmed
-the offsets it went up to. Confirming a pull moves each file's `acked` to those offsets. It is
-written (0600, atomically, synced) before an answer's headers leave, so whatever moment the
-agent stops at, a later pull neither skips nor repeats a line: lines are confirmed only by the
-registry, and the offsets a cursor stands for are on disk before the cursor is sent.
-
-A cursor is `<epoch>-<pull>`: the epoch is drawn when the ledger is made, so a cursor from
-another ledger (the state directory was lost) is recognised; the answer then starts from what
-this ledger knows and says so (`X-Log-Cursor-Reset: true`).
+The registry confirms a pull by sending its cursor back as `since`; the ledger keeps, per log
+file, the offset the registry confirmed and the offsets of each pull not yet confirmed. It is
+written (0600, atomically, synced) before an answer's headers leave, so the agent neither
+skips nor repeats a line whenever it stops. A cursor is `<epoch>-<pull>`, so one from another
+ledger is recognised. agent/README.md, "How every line goes once", tells more.
 """
 
 from __future__ import annotations

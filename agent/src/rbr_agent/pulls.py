@@ -1,17 +1,9 @@
 """`GET /extract_logs`: what one pull sends, and sending it with bounded memory.
 
-A pull is planned under the lock, from the ledger and the directory as they are then: for
-each log file, oldest first, the bytes from its confirmed offset to its last complete line,
-until the pull's byte budget is spent. The plan's offsets are recorded in the ledger (written
-to disk) and its cursor goes in the answer's headers; then the body is streamed, a chunk at
-a time, from the files. If a planned file changed under the transfer (renamed: it is found
-again by its first line; truncated or gone: the transfer is cut short) the registry sees an
-incomplete answer, stores nothing and asks again from its last cursor.
-
-Rules for what is complete: a plain file is sent up to its last newline, except that a file
-idle for `partial_line_after` seconds has its unfinished last line sent too (with a newline
-added, so it does not run into the next file's first line). An archive is complete: it is
-sent whole (never cut by the budget), with a newline added if it lacks a final one.
+A pull is planned under the lock (for each log file, oldest first, from its confirmed offset
+to its last complete line, within the pull's byte budget), recorded in the ledger, then
+streamed a chunk at a time. A file that changed under the transfer cuts it short, and the
+registry asks again. What counts as complete: agent/README.md, "How every line goes once".
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def payload(
     pin: str | None,
     enrollment_key: str | None,
 ) -> dict[str, Any]:
-    """Returns the registration body: the seed fields, the port, the pin and the agent marks.
+    """Returns the registration body: the required fields, the port, the pin and the agent marks.
 
     No metrics: they change between any two starts, and would make every restart a new
     version of the bucket; the poller reports them from `/update_bucket` instead.

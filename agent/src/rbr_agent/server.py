@@ -1,16 +1,9 @@
 """The agent's HTTPS server: `/update_bucket`, `/extract_logs` and `/healthz`.
 
-Standard library only: a threaded HTTP/1.1 server whose listening socket is wrapped in TLS
-(the handshake runs in each connection's thread, so a slow client holds up no one else), a
-bounded number of connections at once, and a timeout on every connection.
-
-Authentication is the bucket token the registry sends back: `Authorization: Token <token>`,
-compared in constant time. `/healthz` answers without it and tells nothing but "ok" (for a
-container's or systemd's health check).
-
-`/extract_logs` streams with chunked transfer encoding: when a transfer is cut short (the
-agent stops, a file vanishes), the registry sees an incomplete answer and stores nothing,
-instead of taking a truncated body for a whole one.
+Standard library only: a threaded HTTP/1.1 server behind TLS, a bounded number of
+connections, the bucket token checked in constant time, `/extract_logs` chunked so that a
+transfer cut short is never taken for a whole one (agent/README.md, "How every line goes
+once").
 """
 
 from __future__ import annotations

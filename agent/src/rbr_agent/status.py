@@ -1,16 +1,8 @@
 """`GET /update_bucket`: the host's and the honeypot's health, in the registry's answer shape.
 
-The registry reads `{"status": str, "updates": [{"name", "ip_address", "operating_system",
-"cpu_usage", "memory_usage", "disk_space", "uptime", "connections"}]}`: every value short text
-(at most 255 characters, no control characters). The agent fills those fields and adds its
-own (the registry keeps what it knows and ignores the rest; an operator's `curl` sees all):
-`agent_version`, `agent_uptime`, `honeypot_process`, `honeypot_ports`, `log_files`,
-`log_dir_bytes`, `disk_free_bytes`. The status word is `ok`, or `degraded: <why>` when the
-honeypot's process is not running, one of its ports is not listening, or its log directory
-cannot be read.
-
-Processes and sockets are read from /proc (Linux). The honeypot's ports are never connected
-to: a connection from the agent would show up in the honeypot's own logs as an attacker.
+The registry's fields as short text, plus the agent's own (version, uptime, the honeypot's
+process and ports, log files, disk); `degraded: <why>` when the honeypot is not all there.
+Read from /proc; the honeypot's ports are never connected to (that would log an attacker).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`rbr config`: every setting of every installed service, from the settings classes.
 
-The README's configuration reference is this command's `--markdown` output (a test keeps them
-equal; `make docs` rewrites it), so the documentation cannot drift from the code.
+docs/configuration.md holds this command's `--markdown` output (`make docs` rewrites it; a
+test keeps them equal), so the documentation cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from rbr_cli.output import fail, table
 from rbr_cli.plugins import SERVICES_GROUP, discovered
 from rbr_runtime.settings import CommonSettings, env_var_name
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+CONFIGURATION_DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
+"""The configuration reference: its generated part lies between the two markers."""
 START_MARKER = "<!-- config-reference:start -->"
 END_MARKER = "<!-- config-reference:end -->"
 # KAFKA_CLIENT_CONFIG may carry a SASL password.
@@ -121,13 +122,22 @@ def markdown() -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def readme_with_reference(readme: str) -> str:
-    """Returns the README text with its reference section replaced by the current one."""
-    if START_MARKER not in readme or END_MARKER not in readme:
-        raise ValueError(f"README has no {START_MARKER} ... {END_MARKER} section")
-    head, rest = readme.split(START_MARKER, 1)
+def with_reference(document: str) -> str:
+    """Returns the document's text with its reference section replaced by the current one."""
+    if START_MARKER not in document or END_MARKER not in document:
+        raise ValueError(f"the document has no {START_MARKER} ... {END_MARKER} section")
+    head, rest = document.split(START_MARKER, 1)
     _, tail = rest.split(END_MARKER, 1)
     return f"{head}{START_MARKER}\n{markdown()}{END_MARKER}{tail}"
+
+
+def _write_reference(path: Path) -> None:
+    try:
+        text = with_reference(path.read_text())
+    except ValueError as error:
+        fail(f"{path}: {error}")
+    path.write_text(text)
+    typer.echo(f"updated {path}")
 
 
 def _masked(setting: Setting) -> str:
@@ -143,14 +153,13 @@ def config(
         bool, typer.Option(help="Show the values from this environment (secrets hidden).")
     ] = False,
     as_markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown.")] = False,
-    write_readme: Annotated[
-        bool, typer.Option(help="Rewrite the README's configuration reference.")
+    write_docs: Annotated[
+        bool, typer.Option(help="Rewrite the reference in docs/configuration.md (make docs).")
     ] = False,
 ) -> None:
     """List every RBR_* setting of every installed service, with defaults and descriptions."""
-    if write_readme:
-        README.write_text(readme_with_reference(README.read_text()))
-        typer.echo(f"updated {README}")
+    if write_docs:
+        _write_reference(CONFIGURATION_DOC)
         return
     if as_markdown:
         typer.echo(markdown(), nl=False)

@@ -1,16 +1,9 @@
 """The local stack's S3 endpoint: moto, with every bucket and object kept on disk.
 
-moto in server mode speaks the S3 the registry and the broker need (Tansu's storage engine
-writes with If-Match/If-None-Match) but keeps nothing on disk, and no well-kept S3 server with
-a filesystem backend can be installed from PyPI, npm or Debian here (see the README's "What
-survives what"). So this wraps moto's WSGI application: once a request that changes a bucket
-or an object has succeeded, and before its client gets the answer, the object's current state
-is written to the data folder (one file per object: a JSON header line, then the bytes;
-fsynced, then atomically renamed into place) or removed from it. At start everything there is
-loaded back into moto. What the endpoint acknowledged therefore survives a SIGKILL or a
-reboot. Multipart uploads still in progress are not kept: their client sees the failure and
-starts over. Requests must use path-style addressing (`http://host:port/bucket/key`), which
-every client of the local stack does.
+moto's WSGI application, wrapped: once a request that changes a bucket or an object has
+succeeded, and before its client gets the answer, the object's state is written to the data
+folder (fsynced, then renamed into place) or removed from it; at start everything there is
+loaded back. Why, and what is kept: docs/local-stack.md, "What survives what".
 
     python -m rbr_cli.durable_s3 --port 9000 --data-dir var/s3
 """

@@ -16,7 +16,7 @@ from pathlib import Path
 
 DEFAULT_PATH = Path("var") / "rbr.env"
 PATH_VARIABLE = "RBR_ENV_FILE"
-HEADER = "# Written by rbr stack at each start; secrets inside. Loaded by rbr (see README).\n"
+HEADER = "# Written by rbr stack at each start; secrets inside. Read by rbr: docs/local-stack.md\n"
 
 
 def write(path: Path, env: Mapping[str, str]) -> None:

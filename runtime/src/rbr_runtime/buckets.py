@@ -71,8 +71,8 @@ def _networks(*described: tuple[str, str]) -> list[tuple[IpNetwork, str]]:
 # registries mark as not globally reachable (private networks, loopback, link-local, shared
 # carrier-grade NAT space, documentation, benchmarking, reserved), multicast and broadcast.
 # No honeypot lives there, and the registry calling them is how a compromised honeypot holding
-# the enrollment key would reach hosts inside the registry's own network. The README and the
-# registrar's README list the same ranges: keep them in step.
+# the enrollment key would reach hosts inside the registry's own network. docs/operations.md
+# and the registrar's README list the same ranges: keep them in step.
 REFUSED_V4 = _networks(
     ("0.0.0.0/8", "unspecified ('this network')"),
     ("10.0.0.0/8", "private (RFC 1918)"),

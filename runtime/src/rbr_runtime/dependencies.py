@@ -1,22 +1,11 @@
 """Whether the database, S3 and the broker answer: probed every few seconds, on their own.
 
-Work calls learn of an outage late: a call to a frozen endpoint blocks until its timeout, and
-one blocked in a send no longer reports anything. So each service declares what it depends
-on and a `DependencyMonitor` probes each one every `RBR_DEPENDENCY_CHECK_INTERVAL` seconds with
-its own short-timeout client (database `SELECT 1`, S3 `HeadBucket` on the registry bucket,
-broker metadata). A probe that fails, or gives no answer within `RBR_DEPENDENCY_CHECK_TIMEOUT`
-(the monitor does not wait longer, whatever the client does), marks the dependency down:
-
-* one warning line when it goes down, with the cause (no traceback), and one info line when
-  it answers again, with how long it was down;
-* the gauge `rbr_dependency_up{dependency=...}` (1 up, 0 down) and the counter
-  `rbr_dependency_outages_total{dependency=...}`;
-* a readiness check named after the dependency: `/readyz` says which one is down, since when
-  and why. A dependency declared not required (the registrar's broker: its outbox keeps the
-  events) shows under `degraded` without failing readiness.
-
-A probe that hangs is not started again until it returns, so a frozen dependency holds one
-thread, not one per round.
+Work calls learn of an outage late (a call to a frozen endpoint blocks until its timeout), so
+each service declares what it depends on and a `DependencyMonitor` probes each one every
+`RBR_DEPENDENCY_CHECK_INTERVAL` seconds with its own short-timeout client. A dependency that
+fails or does not answer within `RBR_DEPENDENCY_CHECK_TIMEOUT` is down: one log line, a gauge,
+and a failing (or, if not required, degraded) readiness check. runtime/README.md,
+"Dependency checks", tells the details.
 """
 
 from __future__ import annotations

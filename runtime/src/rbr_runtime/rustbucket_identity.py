@@ -1,24 +1,10 @@
 """Which honeypot wrote a rustbucket log file: the names its start-ups log.
 
-The real rustbucket (jamesbinford/rustbucket) has two names per start, both new each time it
-starts:
-
-* its instance name, the folder its S3 uploads go to (`s3://BUCKET/[PREFIX/]<instance name>/`),
-  logged by `main` as `Instance name: <name>` (text versions) or `Instance started` with an
-  `instance_name` field (JSON versions);
-* its registered name, the bucket it registered as, logged by the registration as
-  `Generated instance name: <name>` (text) or `Using instance identity` with a `name` field
-  (JSON versions, which keep one identity across restarts).
-
-`read_identities` reads them from the lines of a log file, so an uploaded file can tie its S3
-folder to a registered bucket. A daily file holds every start of that day, so it may name
-several instances; each start's registered name is paired with its instance name only if it
-is logged within the same start-up, before the honeypot opens its listeners.
-
-Trust: in the text layout an attacker's payload that holds newlines (an HTTP request) is
-written raw, so lines after the first connection can forge any record, these included. A
-forged start comes after a real start-up block; only a start whose instance name is the S3
-folder the file was uploaded to (which an attacker does not know) should be believed.
+Each start of the real rustbucket logs its instance name (the folder its S3 uploads go to)
+and the name it registered as. `read_identities` reads both from a log file's lines, so an
+uploaded file can tie its S3 folder to a registered bucket. Lines after the first connection
+can be forged by an attacker: believe only a start whose instance name is the folder the file
+was uploaded to. The formats and the trust rules: runtime/README.md, "Rustbucket identity".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 These models are the contract between the services and with anyone subscribing from outside
 the repo. Change them only in backward-compatible ways (new optional fields); anything else
-needs a new event type version (see the README's schema evolution runbook).
+needs a new event type version (see the schema evolution runbook in docs/operations.md).
 """
 
 from __future__ import annotations

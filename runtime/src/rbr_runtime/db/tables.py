@@ -277,8 +277,8 @@ drop_file_ledger = Table(
 logs = Table(
     "logs",
     metadata,
-    # The seed's columns, names kept. log_size is the record's size in bytes: the seed's
-    # comment said MB, which would round every record to 0.
+    # The original schema's columns, names kept. log_size is the record's size in bytes: the
+    # original comment said MB, which would round every record to 0.
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("name", String(255), nullable=False),
     Column("ip_address", String(255), nullable=False),
@@ -324,7 +324,7 @@ logs = Table(
 log_analysis = Table(
     "log_analysis",
     metadata,
-    # The seed's columns, names kept.
+    # The original schema's columns, names kept.
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("name", String(255), nullable=False),
     Column("ip_address", String(255), nullable=False),

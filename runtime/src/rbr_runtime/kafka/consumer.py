@@ -1,37 +1,11 @@
 """The consumer runner: at-least-once delivery of validated events to plain handler functions.
 
-A handler is a function that takes a batch of `Inbound` events of one partition and returns
-once every side effect is durable. It runs on a worker thread, never on the thread that
-polls the broker: the poll loop keeps polling however long a handler takes, so the member
-keeps its place in the group (arroyo's model). The runner owns everything else:
-
-* each partition is a lane: its messages are handled in offset order, one batch at a time;
-  lanes of different partitions run side by side (RBR_CONSUMER_CONCURRENCY at once);
-* a lane fetches ahead up to RBR_CONSUMER_BUFFER_SIZE messages, then its partition is paused
-  until the handler catches up (backpressure without leaving the group);
-* offsets are committed only over a contiguous run of finished messages (handled or
-  dead-lettered): never past one still in hand, whatever finished after it;
-* a handler rejects a message with `PermanentError` (naming the message with `message=`, or,
-  without, the batch is re-run message by message to find which) or by returning
-  `Rejection`s for the messages it gave up on while handling the others: those go to
-  `<topic>.dlq` with headers saying why, and nothing else is re-run;
-* a message that is not a valid event of its topic goes to the DLQ without reaching the
-  handler;
-* an outage (an exception `rbr_runtime.errors.is_outage` recognises: database, S3, broker,
-  network, or `TransientError`) is retried with exponential backoff, forever, never committed
-  and never skipped;
-* any other exception is a bug or a message the code cannot handle: retried
-  RBR_UNEXPECTED_ERROR_RETRIES times, then the message is dead-lettered (`handler_error`)
-  so it cannot block its partition forever;
-* more than `dlq_max_consecutive` dead letters in a row stop the consumer
-  (`DeadLetterCapExceeded`): something is systematically wrong;
-* on a rebalance, a revoked partition's batch in hand gets RBR_CONSUMER_DRAIN_TIMEOUT to
-  finish and be committed; past that it is abandoned uncommitted (the next owner redoes it;
-  if the partition comes straight back, the lane carries on with the batch it had);
-* `stop()` lets the batches in hand finish and commit, then leaves the group.
-
-Handlers must be idempotent: a batch may be delivered again after a crash or a rebalance,
-and may run at the same time as batches of other partitions.
+A handler takes a batch of `Inbound` events of one partition and returns once every side
+effect is durable. It runs on a worker thread while the poll loop keeps polling; the runner
+handles each partition in offset order, pauses partitions that fetch too far ahead, commits
+only contiguous finished offsets, dead-letters what a handler rejects or cannot decode, and
+retries outages forever and bugs a few times. Handlers must be idempotent. The guarantees in
+full: runtime/README.md, "The consumer runner".
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class LogGenerator:
                 now when None. Ignored when `clock` is given.
             clock: A wall clock to stamp records with instead of the simulated one
                 (timestamps still never go backwards).
-            attacker_ips: Attacker addresses, most active first; drawn from the seed when
+            attacker_ips: Attacker addresses, most active first; drawn from the random seed when
                 None. A fleet passes one list to all its buckets, as botnets hit many
                 honeypots at once.
         """

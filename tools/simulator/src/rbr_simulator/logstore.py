@@ -1,18 +1,9 @@
 """A bucket's log: numbered entries and the pull cursor protocol of `GET /extract_logs`.
 
-Every entry gets the next sequence number (1, 2, ...). A pull returns the entries after a
-cursor and names the last one it included, so a client whose transfer failed can ask again:
-
-- `pull(None)` returns the entries written since the previous pull (the seed behaviour) and
-  moves the "delivered" mark to the last one returned.
-- `pull(since=c)` returns every retained entry after `c`, forgets the entries up to `c` (the
-  client confirmed it stored them) and moves the delivered mark to the last one returned.
-- A cursor beyond the newest entry (the bucket restarted and numbers began again) returns
-  every retained entry and flags the response as a reset, so no log is lost.
-- The response's cursor is the sequence number of the last entry included, or the cursor
-  the pull started from when nothing was new.
-
-Entries are log records or bulk logs; a bulk log is one entry that streams many records.
+Every entry gets the next sequence number; a pull returns the entries after a cursor and
+names the last one it included, so a client whose transfer failed can ask again. The rules
+(no cursor, `since`, a cursor beyond the newest entry) are in the simulator's README,
+"Endpoints". Entries are log records or bulk logs; a bulk log streams many records.
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from rbr_log_extractor.extractor import ExtractionError, Extractor, Outcome
 from rbr_log_extractor.main import make_extractor
 from rbr_log_extractor.memory import release_large_buffers
-from rbr_log_extractor.registrations import read_registrations
 from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import lease_for
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.jsonlog import log_context
+from rbr_runtime.kafka.directory import read_registrations
 from rbr_runtime.schedule import slot_of, worker_identity
 from rbr_runtime.settings import load_settings
 from rbr_schemas import BucketRegistered, BucketState, utcnow

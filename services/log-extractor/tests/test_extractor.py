@@ -17,7 +17,10 @@ from sqlalchemy import Engine, select, update
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
-from rbr_log_extractor.extractor import ExtractionError, Extractor, source_prefix, valid_cursor
+from rbr_log_extractor.copies import source_prefix
+from rbr_log_extractor.extractor import Extractor
+from rbr_log_extractor.outcome import ExtractionError
+from rbr_log_extractor.pulls import valid_cursor
 from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import ExtractScheduler, extract_slots
 from rbr_log_extractor.storage import RawObjectWriter, TooLarge, raw_key

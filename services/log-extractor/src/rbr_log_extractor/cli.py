@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from rbr_log_extractor.announce import find_unparsed, raw_objects
-from rbr_log_extractor.extractor import event_id
+from rbr_log_extractor.announce import event_id
+from rbr_log_extractor.reannounce import find_unparsed, raw_objects
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.kafka import EventProducer

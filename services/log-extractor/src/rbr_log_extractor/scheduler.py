@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 
-from rbr_log_extractor.extractor import ExtractionError, Extractor, Interrupted, describe
+from rbr_log_extractor.extractor import Extractor
 from rbr_log_extractor.outages import DATABASE, unavailable_dependency
+from rbr_log_extractor.outcome import ExtractionError, Interrupted, describe
 from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_log_extractor.storage import remove_stale_staging

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.s3.transfer import TransferConfig
 
+from rbr_log_extractor.settings import ExtractorSettings
 from rbr_schemas import utcnow
 
 if TYPE_CHECKING:
@@ -192,6 +193,27 @@ class RawObjectWriter:
             Body=body,
         )
         self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+
+def raw_object_writer(
+    s3: S3Client,
+    settings: ExtractorSettings,
+    *,
+    name: str,
+    object_id: str,
+    final_key: str,
+    source: str,
+) -> RawObjectWriter:
+    """Returns a writer of one new raw object of the bucket `name`, as the settings bound it."""
+    return RawObjectWriter(
+        s3,
+        settings.s3_bucket,
+        final_key=final_key,
+        staging=staging_key(name, object_id),
+        part_bytes=settings.extract_part_bytes,
+        max_bytes=settings.extract_max_bytes,
+        source=source,
+    )
 
 
 def head_metadata(s3: S3Client, bucket: str, key: str) -> tuple[int, dict[str, str]]:

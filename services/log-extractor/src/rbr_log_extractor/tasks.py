@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from rbr_log_extractor.extractor import ExtractionError, Extractor, Outcome
+from rbr_log_extractor.extractor import Extractor
 from rbr_log_extractor.main import make_extractor
 from rbr_log_extractor.memory import release_large_buffers
+from rbr_log_extractor.outcome import ExtractionError, Outcome
 from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import lease_for
 from rbr_log_extractor.settings import ExtractorSettings

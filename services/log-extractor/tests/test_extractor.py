@@ -21,9 +21,9 @@ from rbr_log_extractor.copies import source_prefix
 from rbr_log_extractor.extractor import Extractor
 from rbr_log_extractor.outcome import ExtractionError
 from rbr_log_extractor.pulls import valid_cursor
-from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import ExtractScheduler, extract_slots
 from rbr_log_extractor.storage import RawObjectWriter, TooLarge, raw_key
+from rbr_log_extractor.store import ExtractState
 from rbr_parser.main import build_service as build_parser
 from rbr_parser.retention import run_retention
 from rbr_parser.settings import ParserSettings

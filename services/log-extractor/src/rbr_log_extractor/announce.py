@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter
 
-from rbr_log_extractor.repository import ExtractState
+from rbr_log_extractor.store import ExtractState
 from rbr_runtime.kafka import EventProducer
 from rbr_schemas import LOGS_EXTRACTED, LogsExtracted
 

@@ -20,7 +20,6 @@ from prometheus_client import Counter
 
 from rbr_log_extractor.announce import EVENT_NAMESPACE, Announcer
 from rbr_log_extractor.outcome import ExtractionError, Outcome, check_stopping
-from rbr_log_extractor.repository import ExtractState, LedgerEntry
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_log_extractor.storage import (
     StoredObject,
@@ -30,6 +29,7 @@ from rbr_log_extractor.storage import (
     raw_key,
     raw_object_writer,
 )
+from rbr_log_extractor.store import ExtractState, LedgerEntry
 from rbr_schemas import BucketRegistered, LogsExtracted, LogSource, utcnow
 
 if TYPE_CHECKING:

@@ -20,8 +20,8 @@ from rbr_log_extractor.announce import Announcer
 from rbr_log_extractor.copies import REWRITTEN, ObjectCopier, prefix_digest
 from rbr_log_extractor.locations import parse_location
 from rbr_log_extractor.outcome import Outcome, check_stopping
-from rbr_log_extractor.repository import DropFile, DropFolder, DropState, ExtractState, LedgerEntry
 from rbr_log_extractor.storage import StoredObject
+from rbr_log_extractor.store import DropFile, DropFolder, DropState, ExtractState, LedgerEntry
 from rbr_schemas import BucketRegistered
 
 if TYPE_CHECKING:

@@ -23,9 +23,9 @@ from rbr_log_extractor.drop_copies import DropCopies
 from rbr_log_extractor.outages import BROKER, DATABASE, S3, Outages, unavailable_dependency
 from rbr_log_extractor.outcome import ExtractionError, Interrupted, Outcome, describe
 from rbr_log_extractor.pulls import HttpPulls, TooSlow
-from rbr_log_extractor.repository import DropFolder, DropState, ExtractState
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_log_extractor.storage import TooLarge
+from rbr_log_extractor.store import DropFolder, DropState, ExtractState
 from rbr_runtime.buckets import BucketClients
 from rbr_runtime.kafka import DeliveryError, EventProducer
 from rbr_runtime.secrets import TokenDecryptionError, TokenVault

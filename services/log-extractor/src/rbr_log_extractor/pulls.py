@@ -19,9 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rbr_log_extractor.announce import Announcer
 from rbr_log_extractor.outcome import ExtractionError, Interrupted, Outcome
-from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_log_extractor.storage import RawObjectWriter, raw_key, raw_object_writer
+from rbr_log_extractor.store import ExtractState
 from rbr_runtime.buckets import BucketClients, base_url, refused_call, token_header
 from rbr_runtime.secrets import TokenVault
 from rbr_schemas import BucketRegistered, LogsExtracted, LogSource, utcnow

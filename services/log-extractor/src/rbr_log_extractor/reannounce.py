@@ -1,19 +1,6 @@
-"""Announcing raw objects again whose `logs.extracted` event was lost with the topic.
+"""`rbr topics announce-objects`: finding raw objects never parsed, to announce them again.
 
-An object is stored before its event is sent, and the event is kept (`pending_event`) until
-the broker confirmed it. If the topic later loses a confirmed event before the parser read it
-(deleted, restored from an older backup, a restarted memory-only broker), the parser never
-hears of the object. `rbr topics announce-objects` finds such objects and sends their event
-again:
-
-* raw objects under `raw/` last written within `since` and at least `min_age` ago (younger
-  ones may still be on their way to the parser);
-* not parsed: no `logs` row holds their content's sha256 (stored with the object) and bucket;
-* of a bucket still registered (the rows take its address from `bucket.registered`).
-
-The event is the one first sent (same object id, so the same event id). The parser stores an
-object's records once however often it is announced, so running this again is harmless, and
-once the parser caught up it finds nothing to announce.
+For when `logs.extracted` lost events the broker had confirmed; see the README's Operations.
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from prometheus_client import Gauge
 from rbr_log_extractor.extractor import Extractor
 from rbr_log_extractor.outages import DATABASE, unavailable_dependency
 from rbr_log_extractor.outcome import ExtractionError, Interrupted, describe
-from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_log_extractor.storage import remove_stale_staging
+from rbr_log_extractor.store import ExtractState
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.kafka import BucketDirectory
 from rbr_runtime.schedule import FleetSlots

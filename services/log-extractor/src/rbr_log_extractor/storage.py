@@ -1,13 +1,7 @@
-"""Storing raw log objects in the registry's bucket, with their size and sha256 as metadata.
+"""Raw log objects in the registry's bucket, with their size and sha256 as metadata.
 
-Key layout: `raw/{bucket}/{yyyy}/{mm}/{dd}/{timestamp}-{object id}.log`.
-
-S3 takes user metadata only when an object is created, and the sha256 of a stream is known
-only at its end. So a pull smaller than one part is hashed in memory and stored with one PUT;
-a larger one is streamed as a multipart upload to `staging/...`, then copied server-side to
-its final key with the metadata, and the staging object deleted. The final key is never
-visible without its metadata, and a failed transfer leaves nothing under `raw/` (its
-multipart upload is aborted; housekeeping removes anything a crash left in `staging/`).
+Key layout: `raw/{bucket}/{yyyy}/{mm}/{dd}/{timestamp}-{object id}.log`; large objects are
+staged under `staging/` and never visible under `raw/` without their metadata.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
 """`rbr run-task pull_updates` and `rbr run-task health_check`: one cycle by hand.
 
-Both act on every active bucket of the fleet (all of `bucket.registered`, read without
-joining the poller group), so they work with or without pollers running.
-
-* `pull_updates` polls every active bucket now, publishes its `bucket.status`, records the
-  outcome and fires/resolves alerts. It does not claim the poll slots: a manual run is an
-  extra poll, and the scheduled poll of the slot still happens.
-* `health_check` polls nothing: it fires alerts for buckets silent too long and resolves
-  those that answered since, from the recorded poll state.
+Both read all of `bucket.registered` without joining the poller group, and claim no slots.
 """
 
 from __future__ import annotations

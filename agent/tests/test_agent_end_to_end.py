@@ -24,10 +24,11 @@ import pytest
 import trustme
 from sqlalchemy import Engine, func, select
 
-from rbr_log_extractor.extractor import ExtractionError, Extractor, Interrupted
+from rbr_log_extractor.extractor import Extractor
 from rbr_log_extractor.main import make_extractor
-from rbr_log_extractor.repository import ExtractState
+from rbr_log_extractor.outcome import ExtractionError, Interrupted
 from rbr_log_extractor.settings import ExtractorSettings
+from rbr_log_extractor.store import ExtractState
 from rbr_poller.tasks import pull_updates
 from rbr_runtime.db.tables import buckets
 from rbr_schemas import (

@@ -1,4 +1,4 @@
-"""Partition ownership of bucket.registered: every bucket owned by exactly one replica."""
+"""Reading bucket.registered: partition ownership per replica, and the whole-topic reader."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from rbr_runtime.kafka import BucketDirectory, EventProducer
+from rbr_runtime.kafka.directory import TopicMissing, read_registrations, read_registry
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import BUCKET_REGISTERED, BucketRegistered, BucketState
 from rbr_testing.broker import Broker
@@ -128,3 +131,34 @@ def test_a_late_older_version_does_not_replace_a_newer_one(
         assert current.port == 8443
     finally:
         replica.stop()
+
+
+def test_the_whole_topic_reader_keeps_every_buckets_current_registration(
+    settings: CommonSettings, producer: EventProducer
+) -> None:
+    # The reader of `rbr run-task` (poller and log-extractor): every partition, no group.
+    names = [f"rustbucket-{i:04d}" for i in range(30)]
+    for name in names:
+        producer.send(BUCKET_REGISTERED, name, registration(name))
+    producer.send(BUCKET_REGISTERED, names[0], registration(names[0], BucketState.DISABLED))
+    producer.send_tombstone(BUCKET_REGISTERED, names[1])
+    producer.flush()
+    # Same partitioner as the services' producer, so the bad record follows the good one.
+    raw = Producer({"bootstrap.servers": settings.kafka_bootstrap, "partitioner": "murmur2_random"})
+    raw.produce(BUCKET_REGISTERED.name, key=names[2], value=b"not an event")
+    assert raw.flush(10) == 0
+
+    records = read_registrations(settings, timeout=30)
+
+    assert [r.name for r in records] == sorted(set(names) - {names[1], names[2]})
+    assert records[0].state is BucketState.DISABLED
+    assert read_registry(settings, timeout=30)[names[2]] is None  # kept as invalid, not current
+
+
+def test_the_whole_topic_reader_says_when_the_topic_is_missing(broker: Broker) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.delete_topics([BUCKET_REGISTERED.name], operation_timeout=10)[
+        BUCKET_REGISTERED.name
+    ].result(15)
+    with pytest.raises(TopicMissing, match=BUCKET_REGISTERED.name):
+        read_registrations(CommonSettings(kafka_bootstrap=broker.bootstrap), timeout=10)

@@ -1,10 +1,8 @@
-"""Scheduling: fixed-interval slots, per-key phases, periodic and daily tasks.
+"""Scheduling: fixed-interval slots, a fleet spread over them, periodic and daily tasks.
 
-Time is cut into slots of one interval (slot n covers [n*interval, (n+1)*interval) since the
-epoch). Spreading work over a slot by a per-key phase avoids every bucket being called in the
-same second; recording the last slot done per key (in the database) makes "once per slot"
-hold across replicas and rebalances. Daily tasks are claimed in `task_runs`, so exactly one
-replica runs each day's run.
+`FleetSlots` says when each bucket of a fleet is due (the poller's polls, the log-extractor's
+extractions); daily tasks are claimed in `task_runs`, so exactly one replica runs each day's
+run.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -56,6 +54,71 @@ def phase(key: str, interval: float, spread: float = 1.0) -> float:
 def due_at(key: str, slot: int, interval: float, spread: float = 1.0) -> datetime:
     """Returns when the key's work in the slot is due."""
     return slot_start(slot, interval) + timedelta(seconds=phase(key, interval, spread))
+
+
+@dataclass(frozen=True)
+class FleetSlots:
+    """When each key of a fleet (a bucket name) is due: once per slot, at its own phase.
+
+    The one convention (the poller and the log-extractor both schedule with it):
+
+    * slot n covers [n*interval, (n+1)*interval) since the epoch; a key's work in slot n is
+      due at `due_at(key, n)`, the slot's start plus the key's phase, and due at that instant;
+    * the slot a key owes at a moment is the latest slot whose due time has come: the current
+      slot once the key's phase in it has passed; before that, the previous slot with
+      `catch_up` (work missed while nothing ran is done at once), else none;
+    * a key is due when it owes a slot after the last slot done for it (None: none known).
+      The caller claims that slot number in the database, so "once per slot" holds across
+      replicas, restarts and rebalances.
+
+    Attributes:
+        interval: the slot length in seconds.
+        spread: the fraction of the slot the keys' phases spread over.
+        catch_up: whether the previous slot is still owed before the key's phase comes.
+    """
+
+    interval: float
+    spread: float = 1.0
+    catch_up: bool = False
+
+    def current(self, now: datetime) -> int:
+        """Returns the number of the slot containing now."""
+        return slot_of(now, self.interval)
+
+    def due_at(self, key: str, slot: int) -> datetime:
+        """Returns when the key's work in the slot is due."""
+        return due_at(key, slot, self.interval, self.spread)
+
+    def owed(self, key: str, now: datetime) -> int | None:
+        """Returns the slot the key's work is owed for at now (None: none yet, no catch-up)."""
+        slot = self.current(now)
+        if self.due_at(key, slot) <= now:
+            return slot
+        return slot - 1 if self.catch_up else None
+
+    def due_slot(self, key: str, now: datetime, last_done: int | None) -> int | None:
+        """Returns the slot to do now for the key, or None if nothing is due."""
+        owed = self.owed(key, now)
+        if owed is None or (last_done is not None and last_done >= owed):
+            return None
+        return owed
+
+    def due(
+        self, keys: Iterable[str], now: datetime, done: Mapping[str, int]
+    ) -> list[tuple[str, int]]:
+        """Returns the keys due at now with the slot each owes, the earliest due first.
+
+        Args:
+            keys: the fleet.
+            now: the moment.
+            done: the last slot done per key (keys not in it: none known).
+        """
+        due = [
+            (key, slot)
+            for key in keys
+            if (slot := self.due_slot(key, now, done.get(key))) is not None
+        ]
+        return sorted(due, key=lambda item: (self.due_at(*item), item[0]))
 
 
 def worker_identity() -> str:

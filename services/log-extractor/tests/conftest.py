@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 
 from rbr_log_extractor.extractor import Extractor
 from rbr_log_extractor.main import make_extractor
-from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.settings import ExtractorSettings
+from rbr_log_extractor.store import ExtractState
 from rbr_runtime.secrets import TokenVault
 from rbr_schemas import BucketRegistered, BucketState, utcnow
 from rbr_testing.broker import Broker

@@ -17,10 +17,13 @@ from sqlalchemy import Engine, select, update
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
-from rbr_log_extractor.extractor import ExtractionError, Extractor, source_prefix, valid_cursor
-from rbr_log_extractor.repository import ExtractState
-from rbr_log_extractor.scheduler import ExtractScheduler, target_slot
+from rbr_log_extractor.copies import source_prefix
+from rbr_log_extractor.extractor import Extractor
+from rbr_log_extractor.outcome import ExtractionError
+from rbr_log_extractor.pulls import valid_cursor
+from rbr_log_extractor.scheduler import ExtractScheduler, extract_slots
 from rbr_log_extractor.storage import RawObjectWriter, TooLarge, raw_key
+from rbr_log_extractor.store import ExtractState
 from rbr_parser.main import build_service as build_parser
 from rbr_parser.retention import run_retention
 from rbr_parser.settings import ParserSettings
@@ -28,6 +31,7 @@ from rbr_parser.store import LogRows
 from rbr_runtime.buckets import BucketClients, vault
 from rbr_runtime.db.tables import extract_cursors, logs, s3_copy_ledger
 from rbr_runtime.kafka import EventProducer
+from rbr_runtime.schedule import FleetSlots
 from rbr_schemas import (
     LOGS_EXTRACTED,
     LOGS_PARSED,
@@ -70,13 +74,14 @@ def test_schedule_keys_and_cursor_rules() -> None:
     slot = int(moment.timestamp() // interval)  # 09:00 to 09:15
     # Bucket "b" is due 218.46 s into every slot (a hash of its name): 09:03:38.46 in this
     # one. Before that, the slot it should have been extracted for is the one before.
-    assert target_slot("b", moment, interval, 1.0) == slot
-    assert target_slot("b", moment.replace(minute=3, second=38), interval, 1.0) == slot - 1
-    assert target_slot("b", moment.replace(minute=3, second=39), interval, 1.0) == slot
-    assert target_slot("b", moment.replace(minute=0), interval, 1.0) == slot - 1
-    assert target_slot("b", moment + timedelta(seconds=interval), interval, 1.0) == slot + 1
+    schedule = FleetSlots(interval, 1.0, catch_up=True)
+    assert schedule.owed("b", moment) == slot
+    assert schedule.owed("b", moment.replace(minute=3, second=38)) == slot - 1
+    assert schedule.owed("b", moment.replace(minute=3, second=39)) == slot
+    assert schedule.owed("b", moment.replace(minute=0)) == slot - 1
+    assert schedule.owed("b", moment + timedelta(seconds=interval)) == slot + 1
     # Spread 0: every bucket is due at the start of the slot.
-    assert target_slot("b", moment.replace(minute=0), interval, 0.0) == slot
+    assert FleetSlots(interval, 0.0, catch_up=True).owed("b", moment.replace(minute=0)) == slot
     assert source_prefix("logs/", "rb-1") == "logs/rb-1/"
     assert source_prefix("logs", "rb-1") == "logs/rb-1/"
     assert source_prefix("", "rb-1") == "rb-1/"
@@ -708,9 +713,8 @@ def test_sigterm_during_a_slow_transfer_aborts_it_cleanly_and_the_next_cycle_red
     row = cursor_row(mysql_engine, record.name)
     assert (row.http_cursor, row.pending_event, row.lease_owner) == (None, None, None)
     assert row.consecutive_failures == 0  # interrupted, not failed
-    slot = target_slot(
-        record.name, utcnow(), harness.settings.extract_interval, harness.settings.extract_spread
-    )
+    slot = extract_slots(harness.settings).owed(record.name, utcnow())
+    assert slot is not None
     assert row.last_extract_slot < slot  # given back: the next cycle does it
 
     whole = _fake_bucket_extractor(harness, lambda: iter([head]))

@@ -15,10 +15,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 
-from rbr_log_extractor.extractor import RateFloor, TooSlow
 from rbr_log_extractor.main import make_extractor
-from rbr_log_extractor.repository import ExtractState
+from rbr_log_extractor.pulls import RateFloor, TooSlow
 from rbr_log_extractor.scheduler import ExtractScheduler
+from rbr_log_extractor.store import ExtractState
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.db.tables import extract_cursors
 from rbr_schemas import LOGS_EXTRACTED, BucketRegistered, LogsExtracted

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from rbr_log_extractor.repository import ExtractState
+from rbr_log_extractor.store import ExtractState
 from rbr_parser.formats import PARSED_COLUMNS
 from rbr_parser.store import LogRows
 from rbr_runtime.db.engine import make_engine

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rbr_poller.health import (
+from rbr_poller.unresponsive import (
     HealthRow,
     Transition,
     stale_uploads_alert,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from rbr_poller.health import (
+from rbr_poller.scheduler import due_buckets, status_event_id
+from rbr_poller.unresponsive import (
     HealthRow,
     Transition,
     alert_id_for,
@@ -14,7 +15,6 @@ from rbr_poller.health import (
     resolved_alert,
     transition,
 )
-from rbr_poller.scheduler import due_buckets, status_event_id
 from rbr_runtime.schedule import due_at, slot_of
 from rbr_schemas import AlertState, BucketRegistered, BucketState
 

@@ -1,128 +1,73 @@
-"""Announcing raw objects again whose `logs.extracted` event was lost with the topic.
+"""Announcing stored raw objects on `logs.extracted`, pulled or copied alike.
 
-An object is stored before its event is sent, and the event is kept (`pending_event`) until
-the broker confirmed it. If the topic later loses a confirmed event before the parser read it
-(deleted, restored from an older backup, a restarted memory-only broker), the parser never
-hears of the object. `rbr topics announce-objects` finds such objects and sends their event
-again:
-
-* raw objects under `raw/` last written within `since` and at least `min_age` ago (younger
-  ones may still be on their way to the parser);
-* not parsed: no `logs` row holds their content's sha256 (stored with the object) and bucket;
-* of a bucket still registered (the rows take its address from `bucket.registered`).
-
-The event is the one first sent (same object id, so the same event id). The parser stores an
-object's records once however often it is announced, so running this again is harmless, and
-once the parser caught up it finds nothing to announce.
+An object's event is recorded (`extract_cursors.pending_event`) in the transaction that
+records the object, then sent, then cleared: an event the broker did not confirm is sent
+again at the bucket's next extraction, so a stored object is never left unannounced.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING
+import uuid
+from collections.abc import Callable
 
-from sqlalchemy import Engine, select
+from prometheus_client import Counter
 
-from rbr_log_extractor.storage import RAW_PREFIX, head_metadata
-from rbr_runtime.db.tables import logs
-from rbr_schemas import BucketRegistered, LogsExtracted, LogSource
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+from rbr_log_extractor.store import ExtractState
+from rbr_runtime.kafka import EventProducer
+from rbr_schemas import LOGS_EXTRACTED, LogsExtracted
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class RawObject:
-    """A raw object found under `raw/`."""
-
-    key: str
-    name: str
-    object_id: str
-    stored_at: datetime
+EVENT_NAMESPACE = uuid.UUID("3c8d7a52-8f0e-4b59-a2f4-0b7e5d7c1f20")
+OBJECTS = Counter("rbr_extractor_objects_total", "Raw objects stored, by source.", ["source"])
+BYTES = Counter("rbr_extractor_bytes_total", "Raw log bytes stored, by source.", ["source"])
 
 
-def parse_raw_key(key: str) -> tuple[str, str] | None:
-    """Returns (bucket name, object id) of `raw/{name}/{yyyy}/{mm}/{dd}/{time}-{id}.log`."""
-    if not key.startswith(RAW_PREFIX) or not key.endswith(".log"):
-        return None
-    parts = key[len(RAW_PREFIX) :].split("/")
-    if len(parts) != 5 or "-" not in parts[4]:
-        return None
-    _, object_id = parts[4][: -len(".log")].split("-", 1)
-    return (parts[0], object_id) if parts[0] and object_id else None
+def event_id(object_id: str) -> str:
+    """Returns the logs.extracted event id of an object (the same when it is re-sent)."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"logs.extracted:{object_id}"))
 
 
-def raw_objects(
-    s3: S3Client, bucket: str, since: datetime, before: datetime
-) -> Iterator[RawObject]:
-    """Yields the raw objects last written in [since, before)."""
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=RAW_PREFIX):
-        for item in page.get("Contents", []):
-            parsed = parse_raw_key(item["Key"])
-            if parsed is None or not since <= item["LastModified"] < before:
-                continue
-            yield RawObject(item["Key"], parsed[0], parsed[1], item["LastModified"])
+class Announcer:
+    """Sends the `logs.extracted` events of stored objects, recorded first."""
 
+    def __init__(self, state: ExtractState, producer: EventProducer) -> None:
+        self._state = state
+        self._producer = producer
 
-@dataclass
-class AnnounceReport:
-    """What a search for unannounced objects found (and sent, unless a dry run)."""
+    def flush(self) -> None:
+        """Waits for the events sent to be confirmed (or to fail)."""
+        self._producer.flush()
 
-    checked: int = 0
-    parsed: int = 0
-    unregistered: list[str] = field(default_factory=list)
-    """Keys of unparsed objects of buckets no longer registered: left alone."""
-    unparsed: list[LogsExtracted] = field(default_factory=list)
-    """The events of the objects the parser never got."""
-
-
-def find_unparsed(
-    s3: S3Client,
-    bucket: str,
-    engine: Engine,
-    registrations: dict[str, BucketRegistered],
-    objects: Iterator[RawObject],
-) -> AnnounceReport:
-    """Checks each object against `logs`; returns the events of those never parsed."""
-    report = AnnounceReport()
-    for item in objects:
-        report.checked += 1
-        size, metadata = head_metadata(s3, bucket, item.key)
-        sha256 = metadata.get("sha256")
-        if sha256 is None:
-            log.warning("raw object %s has no sha256 metadata; skipped", item.key)
-            continue
-        if _parsed(engine, sha256, item.name):
-            report.parsed += 1
-            continue
-        registration = registrations.get(item.name)
-        if registration is None:
-            report.unregistered.append(item.key)
-            continue
-        report.unparsed.append(
-            LogsExtracted(
-                object_id=item.object_id,
-                name=item.name,
-                ip_address=registration.ip_address,
-                s3_bucket=bucket,
-                s3_key=item.key,
-                size_bytes=int(metadata.get("size", size)),
-                sha256=sha256,
-                source=LogSource(metadata.get("source", LogSource.HTTP.value)),
-                extracted_at=item.stored_at,
-            )
+    def send(self, event: LogsExtracted) -> None:
+        """Sends an object's event (its id derives from the object: re-sending is harmless)."""
+        self._producer.send(
+            LOGS_EXTRACTED,
+            event.name,
+            event,
+            subject=event.name,
+            event_id=event_id(event.object_id),
         )
-    return report
+        OBJECTS.labels(event.source.value).inc()
+        BYTES.labels(event.source.value).inc(event.size_bytes)
 
+    def send_pending(self, name: str) -> None:
+        """Sends the event of an object stored earlier whose announcement was not confirmed."""
+        pending = self._state.state(name).pending_event
+        if pending is None:
+            return
+        log.info("announcing an object stored by an earlier cycle")
+        self.send(LogsExtracted.model_validate_json(pending))
+        self._state.clear_pending(name, pending)
 
-def _parsed(engine: Engine, sha256: str, name: str) -> bool:
-    # The unique key of `logs` starts with (source_sha256, name): an indexed look-up.
-    query = select(logs.c.id).where(logs.c.source_sha256 == sha256, logs.c.name == name)
-    with engine.connect() as connection:
-        return connection.execute(query.limit(1)).first() is not None
+    def announce(self, event: LogsExtracted, record: Callable[[str], None]) -> None:
+        """Records a stored object with its event (`record` gets the event), then sends it."""
+        payload = event.model_dump_json()
+        record(payload)
+        self.send_recorded(event, payload)
+
+    def send_recorded(self, event: LogsExtracted, payload: str) -> None:
+        """Sends an event recorded as pending, then clears it."""
+        self.send(event)
+        self._state.clear_pending(event.name, payload)

@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from rbr_log_extractor.announce import find_unparsed, raw_objects
-from rbr_log_extractor.extractor import event_id
+from rbr_log_extractor.announce import event_id
+from rbr_log_extractor.reannounce import find_unparsed, raw_objects
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.kafka import EventProducer
-from rbr_runtime.kafka.directory import read_registry
+from rbr_runtime.kafka.directory import read_registrations
 from rbr_runtime.s3 import make_s3_client
 from rbr_runtime.settings import ConfigError, load_settings
 from rbr_schemas import LOGS_EXTRACTED, utcnow
@@ -52,9 +52,7 @@ def announce_objects(
     s3 = make_s3_client(settings)
     engine = make_engine(settings.database_url)
     try:
-        registrations = {
-            name: record for name, record in read_registry(settings).items() if record is not None
-        }
+        registrations = {record.name: record for record in read_registrations(settings)}
         found = raw_objects(
             s3,
             settings.s3_bucket,

@@ -1,17 +1,7 @@
 """Discovering instance folders in the S3 drop locations and reporting them to the registrar.
 
-Every RBR_DROP_SCAN_INTERVAL one replica (a claim in `task_runs`) lists each location
-(`RBR_DROP_LOCATIONS`) whole and groups its objects by instance folder. A folder is reported
-on `drop.discovered` when it is new, when its files changed (count, size, newest upload),
-and at every scan while it feeds no bucket: the registrar records it in `drop_sources` and
-links it (by name, by the honeypot's identity lines, or after a restart), so a bucket
-registered after its folder appeared is linked at the next scan.
-
-The files of a folder that feeds no bucket are read for the honeypot's identity lines
-(`rbr_runtime.rustbucket_identity`): up to RBR_DROP_IDENTITY_BYTES of each, oldest name
-first, until a start of this very folder (or of a folder already linked) is found. Each file
-version is read once per process. The extractor never writes `drop_sources` (the registrar
-owns it); it reads it to know what it reported and what is linked.
+One replica per RBR_DROP_SCAN_INTERVAL lists each location, reads unclaimed folders for the
+honeypot's identity lines and reports on `drop.discovered` (see the README's Discovery).
 """
 
 from __future__ import annotations

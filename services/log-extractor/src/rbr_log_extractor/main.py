@@ -12,9 +12,9 @@ import httpx
 from rbr_log_extractor.drops import DropScanner
 from rbr_log_extractor.extractor import Extractor
 from rbr_log_extractor.memory import release_large_buffers
-from rbr_log_extractor.repository import ExtractState
 from rbr_log_extractor.scheduler import ExtractScheduler
 from rbr_log_extractor.settings import ExtractorSettings
+from rbr_log_extractor.store import ExtractState
 from rbr_runtime.buckets import BucketClients, client_options, vault
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.dependencies import (

@@ -1,12 +1,4 @@
-"""Keeping the extractor's memory flat while it streams gigabytes.
-
-Each part of a multipart upload is a buffer of several MiB that is freed once sent. glibc
-serves such large blocks with mmap and returns them to the system on free, but after the
-first such free it raises its mmap threshold (up to 32 MiB), so later part buffers come from
-the heap arenas of whichever thread allocated them, where they fragment and stay resident.
-Fixing the threshold disables that adjustment: every block of 1 MiB or more is mapped and
-unmapped, and the resident size stays about the data in flight.
-"""
+"""Keeping the extractor's memory flat while it streams gigabytes (glibc's mmap threshold)."""
 
 from __future__ import annotations
 

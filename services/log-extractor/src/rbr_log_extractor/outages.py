@@ -1,12 +1,4 @@
-"""Outages of what the extractor depends on: one warning when one starts, one info when it ends.
-
-A database, S3 or broker outage fails every extraction attempt while it lasts; logging each
-attempt (with a traceback) would bury the one line an operator needs. Failures are told apart
-with `rbr_runtime.errors.is_outage`: an outage of the registry's own database, S3 or broker is
-reported once per outage with its cause; a bucket's own failure (it is down, slow, answers an
-error) is the bucket's, recorded in `extract_cursors`; anything else is a bug, logged with its
-traceback by the caller.
-"""
+"""Outages of the database, S3 or broker: one warning when one starts, one info when it ends."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""When each bucket is extracted: once per interval slot, at the bucket's own phase.
+"""When each bucket is extracted: once per slot at its own phase, catching up a missed slot.
 
-Time is cut into slots of RBR_EXTRACT_INTERVAL; each bucket is due at a stable offset into
-every slot (spreading the fleet over the interval). A bucket whose time in the current slot
-has not come yet but which missed the previous slot (the service was down) is extracted at
-once. Claiming a slot is a conditional update in `extract_cursors`, so one slot is extracted
-once whichever replica owns the bucket; a lease keeps two processes off one bucket.
+Slots and phases are `rbr_runtime.schedule.FleetSlots` with catch-up; a slot is claimed in
+`extract_cursors` (once whichever replica owns the bucket) with a lease on the bucket.
 """
 
 from __future__ import annotations
@@ -20,14 +17,15 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 
-from rbr_log_extractor.extractor import ExtractionError, Extractor, Interrupted, describe
+from rbr_log_extractor.extractor import Extractor
 from rbr_log_extractor.outages import DATABASE, unavailable_dependency
-from rbr_log_extractor.repository import ExtractState
+from rbr_log_extractor.outcome import ExtractionError, Interrupted, describe
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_log_extractor.storage import remove_stale_staging
+from rbr_log_extractor.store import ExtractState
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.kafka import BucketDirectory
-from rbr_runtime.schedule import due_at, slot_of
+from rbr_runtime.schedule import FleetSlots
 from rbr_schemas import BucketRegistered, utcnow
 
 if TYPE_CHECKING:
@@ -41,10 +39,9 @@ MAX_OUTAGE_RETRY_SECONDS = 60.0
 IN_FLIGHT = Gauge("rbr_extractor_in_flight", "Bucket extractions running (transfers under way).")
 
 
-def target_slot(name: str, now: datetime, interval: float, spread: float) -> int:
-    """Returns the slot a bucket should have been extracted for by now."""
-    slot = slot_of(now, interval)
-    return slot if due_at(name, slot, interval, spread) <= now else slot - 1
+def extract_slots(settings: ExtractorSettings) -> FleetSlots:
+    """Returns the extraction schedule: a slot missed while nothing ran is extracted at once."""
+    return FleetSlots(settings.extract_interval, settings.extract_spread, catch_up=True)
 
 
 def lease_for(settings: ExtractorSettings) -> timedelta:
@@ -93,6 +90,7 @@ class ExtractScheduler:
         s3: S3Client,
     ) -> None:
         self._settings = settings
+        self._slots = extract_slots(settings)
         self._directory = directory
         self._extractor = extractor
         self._outages = extractor.outages
@@ -156,17 +154,15 @@ class ExtractScheduler:
 
     def _due(self, moment: datetime) -> list[tuple[BucketRegistered, int]]:
         """Returns the buckets to extract now, those whose last extraction went well first."""
-        interval, spread = self._settings.extract_interval, self._settings.extract_spread
+        records = {record.name: record for record in self._directory.buckets()}
         clock = time.monotonic()
-        due: list[tuple[bool, datetime, BucketRegistered, int]] = []
-        for record in self._directory.buckets():
-            slot = target_slot(record.name, moment, interval, spread)
-            if self._done.get(record.name, -2) >= slot or not self._startable(record.name, clock):
-                continue
-            failing = record.name in self._failing
-            due.append((failing, due_at(record.name, slot, interval, spread), record, slot))
-        due.sort(key=lambda item: item[:2])
-        return [(record, slot) for _, _, record, slot in due]
+        due = [
+            (records[name], slot)
+            for name, slot in self._slots.due(records, moment, self._done)
+            if self._startable(name, clock)
+        ]
+        # Stable: within each group, the earliest due first.
+        return sorted(due, key=lambda item: item[0].name in self._failing)
 
     def _startable(self, name: str, clock: float) -> bool:
         with self._lock:

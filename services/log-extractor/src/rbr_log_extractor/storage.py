@@ -1,13 +1,7 @@
-"""Storing raw log objects in the registry's bucket, with their size and sha256 as metadata.
+"""Raw log objects in the registry's bucket, with their size and sha256 as metadata.
 
-Key layout: `raw/{bucket}/{yyyy}/{mm}/{dd}/{timestamp}-{object id}.log`.
-
-S3 takes user metadata only when an object is created, and the sha256 of a stream is known
-only at its end. So a pull smaller than one part is hashed in memory and stored with one PUT;
-a larger one is streamed as a multipart upload to `staging/...`, then copied server-side to
-its final key with the metadata, and the staging object deleted. The final key is never
-visible without its metadata, and a failed transfer leaves nothing under `raw/` (its
-multipart upload is aborted; housekeeping removes anything a crash left in `staging/`).
+Key layout: `raw/{bucket}/{yyyy}/{mm}/{dd}/{timestamp}-{object id}.log`; large objects are
+staged under `staging/` and never visible under `raw/` without their metadata.
 """
 
 from __future__ import annotations
@@ -20,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.s3.transfer import TransferConfig
 
+from rbr_log_extractor.settings import ExtractorSettings
 from rbr_schemas import utcnow
 
 if TYPE_CHECKING:
@@ -192,6 +187,27 @@ class RawObjectWriter:
             Body=body,
         )
         self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+
+def raw_object_writer(
+    s3: S3Client,
+    settings: ExtractorSettings,
+    *,
+    name: str,
+    object_id: str,
+    final_key: str,
+    source: str,
+) -> RawObjectWriter:
+    """Returns a writer of one new raw object of the bucket `name`, as the settings bound it."""
+    return RawObjectWriter(
+        s3,
+        settings.s3_bucket,
+        final_key=final_key,
+        staging=staging_key(name, object_id),
+        part_bytes=settings.extract_part_bytes,
+        max_bytes=settings.extract_max_bytes,
+        source=source,
+    )
 
 
 def head_metadata(s3: S3Client, bucket: str, key: str) -> tuple[int, dict[str, str]]:

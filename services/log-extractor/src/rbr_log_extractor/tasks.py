@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from rbr_log_extractor.extractor import ExtractionError, Extractor, Outcome
+from rbr_log_extractor.extractor import Extractor
 from rbr_log_extractor.main import make_extractor
 from rbr_log_extractor.memory import release_large_buffers
-from rbr_log_extractor.registrations import read_registrations
-from rbr_log_extractor.repository import ExtractState
+from rbr_log_extractor.outcome import ExtractionError, Outcome
 from rbr_log_extractor.scheduler import lease_for
 from rbr_log_extractor.settings import ExtractorSettings
+from rbr_log_extractor.store import ExtractState
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.jsonlog import log_context
+from rbr_runtime.kafka.directory import read_registrations
 from rbr_runtime.schedule import slot_of, worker_identity
 from rbr_runtime.settings import load_settings
 from rbr_schemas import BucketRegistered, BucketState, utcnow

@@ -1,9 +1,8 @@
 """Reading a bucket's `/update_bucket` answer and classifying what went wrong.
 
-A bucket is a honeypot: its answers are attacker-controlled. Everything here is defensive:
-the answer must be a JSON object of the seed's shape, every field short text without control
-characters; any deviation is a `bad_response` with a short reason of our own wording (never
-the bucket's text), and nothing a bucket sends can raise past these functions.
+A bucket is a honeypot: its answers are attacker-controlled. The answer must have the shape
+the original Rustbucket Registry defined, every field short text without control characters;
+any deviation is a `bad_response` with a reason of our own wording, never the bucket's text.
 """
 
 from __future__ import annotations
@@ -71,9 +70,10 @@ def _entry_for(entries: list[Any], name: str) -> dict[str, Any]:
 def parse_answer(body: bytes, name: str) -> Answer:
     """Validates an `/update_bucket` answer of the bucket named `name`.
 
-    The seed's shape: `{"status": str, "updates": [{"name", "ip_address",
-    "operating_system", "cpu_usage", "memory_usage", "disk_space", "uptime",
-    "connections"}]}`; the entry with the bucket's name is used (or the only, unnamed, one).
+    The shape the original Rustbucket Registry defined: `{"status": str, "updates":
+    [{"name", "ip_address", "operating_system", "cpu_usage", "memory_usage", "disk_space",
+    "uptime", "connections"}]}`; the entry with the bucket's name is used (or the only,
+    unnamed, one).
 
     Raises:
         BadAnswer: the answer is not of that shape, with the reason.

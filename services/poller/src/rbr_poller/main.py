@@ -6,12 +6,12 @@ import sys
 
 from sqlalchemy import Engine
 
-from rbr_poller.health import polling_gap
 from rbr_poller.polling import PollConfig
 from rbr_poller.recorder import Recorder
 from rbr_poller.scheduler import PollLoop
 from rbr_poller.settings import PollerSettings
 from rbr_poller.store import PollerStateStore
+from rbr_poller.unresponsive import polling_gap
 from rbr_runtime.buckets import vault
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies

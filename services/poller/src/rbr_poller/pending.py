@@ -1,11 +1,4 @@
-"""Poll results waiting to be published and recorded, in a buffer of bounded size.
-
-While the broker (or the database) is down, polls go on and their results wait here. The
-buffer holds at most `limit` results: beyond that the oldest are dropped (counted in
-`rbr_statuses_dropped_total` and logged), so a long outage cannot exhaust memory. A dropped
-result is a poll never published; health only counts recorded polls, so it is a gap in
-polling, never a false silence.
-"""
+"""Poll results waiting to be published and recorded, in a buffer of bounded size."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """After a poll: publish `bucket.status`, record the outcome, raise or resolve alerts.
 
-Order matters for at-least-once delivery: a status is published before its outcome is
-recorded, and an alert is published before it is recorded as open (or closed). A crash in
-between repeats the publication with the same event id, which consumers recognise; it never
-loses one.
+Each is published before it is recorded: a crash in between repeats it with the same id.
 """
 
 from __future__ import annotations
@@ -15,7 +12,8 @@ from datetime import datetime
 
 from prometheus_client import Counter, Gauge
 
-from rbr_poller.health import (
+from rbr_poller.store import Outcome, PollerStateStore
+from rbr_poller.unresponsive import (
     Basis,
     HealthRow,
     Transition,
@@ -28,7 +26,6 @@ from rbr_poller.health import (
     upload_transition,
     uploads_resumed_alert,
 )
-from rbr_poller.store import Outcome, PollerStateStore
 from rbr_runtime.kafka import EventProducer
 from rbr_schemas import ALERTS, BUCKET_STATUS, Alert, BucketStatus, CloudEvent
 

@@ -1,14 +1,7 @@
-"""The poll loop: each owned bucket once per slot, at its own phase, claimed across replicas.
+"""The poll loop: each owned bucket once per slot at its own phase, claimed across replicas.
 
-Time is cut into slots of `RBR_POLL_INTERVAL`. A bucket is due in a slot at its stable phase
-(a hash of its name spread over `RBR_POLL_JITTER` of the slot). When it is due and its slot
-is not done, the loop claims the slot in `poller_state` (a conditional update: only one
-replica can win it) and polls. A bucket whose due time passed while it changed owners is due
-at once for its new owner, which claims it by the same rule: never twice in a slot, and not
-missed while some replica owns it.
-
-The loop runs asyncio on its own thread: polls are concurrent (bounded by the HTTP client's
-pool, `RBR_BUCKET_CONCURRENCY`); database and broker work runs on worker threads.
+Slots and phases are `rbr_runtime.schedule.FleetSlots` (no catch-up); a slot is claimed in
+`poller_state` before the poll. Polls run concurrently on an asyncio loop of their own thread.
 """
 
 from __future__ import annotations
@@ -33,7 +26,7 @@ from rbr_poller.store import PollerStateStore
 from rbr_runtime.buckets import BucketClients, client_options
 from rbr_runtime.kafka import BucketDirectory
 from rbr_runtime.retry import backoff_delay
-from rbr_runtime.schedule import due_at, slot_of
+from rbr_runtime.schedule import FleetSlots
 from rbr_schemas import BucketRegistered, BucketState, utcnow
 
 log = logging.getLogger(__name__)
@@ -62,16 +55,15 @@ def due_buckets(
     done: dict[str, int],
     busy: set[str],
 ) -> tuple[int, list[BucketRegistered]]:
-    """Returns the current slot and the buckets due in it that are not done nor in progress."""
-    slot = slot_of(now, interval)
-    due = [
-        record
-        for record in records
-        if record.name not in busy
-        and done.get(record.name, -1) < slot
-        and now >= due_at(record.name, slot, interval, jitter)
-    ]
-    return slot, due
+    """Returns the current slot and the buckets due in it that are not done nor in progress.
+
+    Polls use `FleetSlots` without catch-up: a slot missed while no poller ran is not made up.
+    """
+    slots = FleetSlots(interval, jitter)
+    due = {
+        name for name, _ in slots.due([r.name for r in records if r.name not in busy], now, done)
+    }
+    return slots.current(now), [record for record in records if record.name in due]
 
 
 class PollLoop:

@@ -1,16 +1,4 @@
-"""`poller_state`: slot claims, poll outcomes and alert state per bucket.
-
-The table is shared by every poller replica and survives rebalances and restarts:
-
-* a slot claim is a conditional update (`last_poll_slot < slot`), so whichever replica owns
-  a bucket, and however often ownership moves, each bucket is polled at most once per slot;
-* poll outcomes (last success, consecutive failures, last error) feed the health decision;
-* `alert_open`/`alert_id` remember an open unresponsive alert, so it never fires twice;
-* `bucket_id` names the registration the row is of: a bucket removed and registered again
-  under the same name starts over (no inherited alert, failures or successes);
-* `last_attempt_at`/`polling_since` record when polls were actually made, so time nobody
-  polled the bucket (every replica down) is never counted as the bucket's silence.
-"""
+"""`poller_state`: slot claims, poll outcomes and alert state per bucket (shared by replicas)."""
 
 from __future__ import annotations
 
@@ -22,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, case, or_, select, update
 from sqlalchemy.engine import Connection
 
-from rbr_poller.health import HealthRow
+from rbr_poller.unresponsive import HealthRow
 from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.tables import extract_cursors, poller_state
 from rbr_schemas import BucketStatus
@@ -76,7 +64,7 @@ class PollerStateStore:
     Args:
         engine: the database.
         polling_gap: seconds between two recorded polls beyond which polling counts as
-            having stopped in between (see `health.polling_gap`).
+            having stopped in between (see `unresponsive.polling_gap`).
     """
 
     def __init__(self, engine: Engine, polling_gap: float) -> None:

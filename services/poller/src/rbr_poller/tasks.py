@@ -1,13 +1,6 @@
 """`rbr run-task pull_updates` and `rbr run-task health_check`: one cycle by hand.
 
-Both act on every active bucket of the fleet (all of `bucket.registered`, read without
-joining the poller group), so they work with or without pollers running.
-
-* `pull_updates` polls every active bucket now, publishes its `bucket.status`, records the
-  outcome and fires/resolves alerts. It does not claim the poll slots: a manual run is an
-  extra poll, and the scheduled poll of the slot still happens.
-* `health_check` polls nothing: it fires alerts for buckets silent too long and resolves
-  those that answered since, from the recorded poll state.
+Both read all of `bucket.registered` without joining the poller group, and claim no slots.
 """
 
 from __future__ import annotations
@@ -21,12 +14,12 @@ import httpx
 from rbr_poller.main import SOURCE, poll_config, state_store
 from rbr_poller.polling import poll_bucket
 from rbr_poller.recorder import Recorder
-from rbr_poller.registrations import read_registrations
 from rbr_poller.settings import PollerSettings
 from rbr_runtime.buckets import BucketClients, client_options, make_async_client
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.jsonlog import configure_logging
 from rbr_runtime.kafka import EventProducer
+from rbr_runtime.kafka.directory import read_registrations
 from rbr_runtime.settings import load_settings
 from rbr_schemas import BucketRegistered, BucketState, BucketStatus, utcnow
 
@@ -60,7 +53,7 @@ async def _poll_all(
 
 def _active(settings: PollerSettings) -> list[BucketRegistered]:
     """Returns the active buckets that are polled (s3-drop buckets never are)."""
-    records = read_registrations(settings).values()
+    records = read_registrations(settings)
     polled = (r for r in records if r.state == BucketState.ACTIVE and r.delivery_mode.polled)
     return sorted(polled, key=lambda r: r.name)
 
@@ -98,13 +91,11 @@ def health_check(settings: PollerSettings | None = None) -> str:
     """Checks every active bucket's health from the recorded polls; returns a summary."""
     settings = settings or _settings()
     records = read_registrations(settings)
-    active = {r.name: r.bucket_id for r in records.values() if r.state == BucketState.ACTIVE}
+    active = {r.name: r.bucket_id for r in records if r.state == BucketState.ACTIVE}
     uploading = [
-        r.name
-        for r in records.values()
-        if r.state == BucketState.ACTIVE and not r.delivery_mode.polled
+        r.name for r in records if r.state == BucketState.ACTIVE and not r.delivery_mode.polled
     ]
-    inactive = [r.name for r in records.values() if r.state != BucketState.ACTIVE]
+    inactive = [r.name for r in records if r.state != BucketState.ACTIVE]
     engine = make_engine(settings.database_url)
     producer = EventProducer(settings, source=SOURCE)
     try:

@@ -1,22 +1,7 @@
-"""Bucket health: when a `bucket_unresponsive` alert fires and resolves, and what it says.
+"""When a bucket's `bucket_unresponsive` alert fires and resolves, and what it says.
 
-The decision is a pure function of the bucket's poll state, so it gives the same answer on
-any replica, after any rebalance, and whether it runs after a poll or in a periodic sweep:
-
-* fire when the bucket is being polled (a poll outcome was recorded within the polling gap)
-  and no poll succeeded for `unresponsive_after` seconds of polling (counted from the last
-  success, or from when the current run of polls began, whichever is later) and no alert
-  is open;
-* resolve an open alert once a poll succeeded after it was opened;
-* nothing else: an open alert never fires again.
-
-Only polls count. Time while no poller was polling the bucket (all replicas down, the
-bucket disabled) is the poller's silence, not the bucket's: after such a gap the count starts
-again with the first poll recorded. A registration change (a bucket's own update, a new
-address) is not a sign of life either: only a successful poll is.
-
-An occurrence's `alert_id` derives from the bucket and the start of the silence, so a firing
-published twice (a crash between publishing and recording it) is recognisably the same.
+Pure functions of the bucket's poll (or upload) state, so every replica decides alike; the
+rules are in the README's "Health alerts".
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
-from rbr_log_extractor.announce import parse_raw_key
-from rbr_log_extractor.extractor import event_id
+from rbr_log_extractor.announce import event_id
+from rbr_log_extractor.reannounce import parse_raw_key
 from rbr_log_extractor.storage import object_metadata, raw_key
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.settings import CommonSettings

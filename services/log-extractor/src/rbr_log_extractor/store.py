@@ -1,12 +1,7 @@
-"""The log-extractor's durable state: per-bucket cursors and leases, and the S3 copy ledger.
+"""The log-extractor's SQL: cursors and leases, the copy ledgers, the drop folders it reads.
 
-`extract_cursors` holds, per bucket, the last slot extracted (so each slot is extracted once
-across replicas), a lease (so two processes never extract one bucket at the same time, e.g.
-during a rebalance or while an operator runs `rbr run-task extract_logs`), the HTTP pull
-cursor, and the `logs.extracted` event of the last object until the broker confirmed it.
-`s3_copy_ledger` has one row per source object copied from a bucket's own S3 bucket: its
-ETag, size and sha256 as last copied (a source that grows is copied again from there). A
-copy's ledger row is written together with its pending event, as a pull's cursor is.
+`extract_cursors` (slots, leases, HTTP cursors, pending events), `s3_copy_ledger`,
+`drop_file_ledger`; `drop_sources` is the registrar's, read only here.
 """
 
 from __future__ import annotations
@@ -89,7 +84,7 @@ class ExtractState:
     """Reads and writes `extract_cursors` and `s3_copy_ledger`."""
 
     def __init__(self, engine: Engine, owner: str) -> None:
-        """Prepares the repository.
+        """Prepares the store.
 
         Args:
             engine: the registry database.

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from rbr_schemas.dlq import dlq_topic
-from rbr_schemas.events import Alert, BucketRegistered, BucketStatus, LogsExtracted, LogsParsed
+from rbr_schemas.events import (
+    Alert,
+    BucketRegistered,
+    BucketStatus,
+    IocRecord,
+    LogsExtracted,
+    LogsParsed,
+)
 
 DAY_MS = 24 * 60 * 60 * 1000
 EVENT_TYPE_PREFIX = "io.rustbucket."
@@ -104,12 +111,29 @@ ALERTS = TopicSpec(
     config={"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
 )
 
+IOCS = TopicSpec(
+    name="iocs",
+    data_model=IocRecord,
+    event_type=f"{EVENT_TYPE_PREFIX}ioc.v1",
+    key="indicator (type:value)",
+    producers=("analyst",),
+    consumers=("external subscribers",),
+    description=(
+        "Indicators of compromise: one event each time an analysis sights an indicator, with "
+        "its fleet-wide counts, ATT&CK techniques, enrichment and confidence. Keyed by "
+        "`type:value`, so one indicator's events stay in order and the latest is its state."
+    ),
+    partitions=6,
+    config={"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     BUCKET_REGISTERED,
     BUCKET_STATUS,
     LOGS_EXTRACTED,
     LOGS_PARSED,
     ALERTS,
+    IOCS,
 )
 DLQ_PARTITIONS = 3
 DLQ_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}

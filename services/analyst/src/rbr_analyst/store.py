@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,16 @@ from rbr_runtime.outbox import Outbox, OutboxMessage
 
 OUTBOX = Outbox("analyst")
 """The analyst's outbox: alert events, published after the transaction that decided them."""
+
+
+@dataclass
+class Decision:
+    """What storing an analysis decided: alert state changes and messages to publish."""
+
+    states: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[OutboxMessage] = field(default_factory=list)
+    detail: Any = None
+    """Whatever the decider wants back (the alert plan, what was new)."""
 
 
 @dataclass(frozen=True)
@@ -219,30 +229,48 @@ class AnalystStore:
         self,
         window: Window,
         record: dict[str, Any],
-        alert_states: Sequence[dict[str, Any]],
-        events: Sequence[OutboxMessage],
         now: datetime,
-    ) -> bool:
-        """Stores an analysis, its alert state changes and events in one transaction.
+        decide: Callable[[Connection, int | None], Decision],
+    ) -> Decision | None:
+        """Stores an analysis and what it decides, in one transaction.
 
-        Removes the window's backlog entry. Returns False (and stores nothing) when the
-        window's analysis was already stored (a replay, or another replica was faster).
+        `decide` runs in the transaction once the analysis row is in (given the connection and
+        the row's id): it records the analysis's intelligence and returns the alert state
+        changes and the outbox messages to store with it. Removes the window's backlog entry.
+        Returns the decision, or None (storing nothing) when the window's analysis was already
+        stored (a replay, or another replica was faster).
         """
         with self.engine.begin() as connection:
-            inserted = connection.execute(
-                insert_ignore(connection, log_analysis).values(record)
-            ).rowcount
-            if inserted:
-                for state in alert_states:
+            result = connection.execute(insert_ignore(connection, log_analysis).values(record))
+            decision = None
+            if result.rowcount:
+                decision = decide(connection, result.lastrowid)
+                for state in decision.states:
                     self._put_alert_state(connection, state)
-                OUTBOX.add(connection, events, now)
+                OUTBOX.add(connection, decision.messages, now)
             connection.execute(
                 delete(analysis_backlog).where(
                     analysis_backlog.c.name == window.bucket,
                     analysis_backlog.c.window_start == window.start,
                 )
             )
-        return bool(inserted)
+        return decision
+
+    def recent_log_rows(self, window: Window, limit: int) -> list[int]:
+        """Returns the record counts of the bucket's analysed windows before this one."""
+        with self.engine.connect() as connection:
+            return [
+                int(rows)
+                for rows in connection.execute(
+                    select(log_analysis.c.log_rows)
+                    .where(
+                        log_analysis.c.name == window.bucket,
+                        log_analysis.c.window_start < window.start,
+                    )
+                    .order_by(log_analysis.c.window_start.desc())
+                    .limit(limit)
+                ).scalars()
+            ]
 
     @staticmethod
     def _put_alert_state(connection: Connection, state: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from rbr_analyst.claude import ClaudeAnalyser, make_client
 from rbr_analyst.enrich import GeoDatabase
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.store import AnalystStore
+from rbr_analyst.summary import collect, summary_alert
 from rbr_runtime.db.tables import ioc_sightings, iocs, log_analysis, technique_sightings
 from rbr_runtime.kafka import EventProducer
 from rbr_schemas import ALERTS, IOCS, Alert
@@ -410,3 +411,37 @@ def test_indicators_are_enriched_when_recorded(
         None,
         None,
     )
+
+
+def test_daily_summary_shows_techniques_countries_and_new_indicators(
+    mysql_engine: Engine,
+    store: AnalystStore,
+    make_settings: Callable[..., AnalystSettings],
+    offline_producer: EventProducer,
+) -> None:
+    at = window(0) + timedelta(minutes=2)
+    insert_rows(
+        mysql_engine,
+        [
+            *attack_corpus("rustbucket-s"),
+            log_row(
+                "rustbucket-s", at, "login_success", source_ip="8.8.8.8", username="u", password="p"
+            ),
+        ],
+    )
+    analyse(
+        analyst_for(make_settings, store, offline_producer, window(3)), store, "rustbucket-s", [0]
+    )
+
+    figures = collect(mysql_engine, window(3), window(3).date())
+    alert = summary_alert(figures, window(3))
+
+    # The hash, the URL, its host and the wget command all evidence ingress tool transfer.
+    assert ("T1105", 4) in figures.top_techniques
+    assert figures.top_countries == [("US", 1)]
+    assert figures.top_as_orgs == [("GOOGLE", 1)]
+    assert figures.new_indicators == 10
+    assert "Top ATT&CK techniques: " in alert.detail
+    assert "Top attacker countries: US (1); top AS: GOOGLE (1)." in alert.detail
+    assert "New indicators since yesterday: 10 (" in alert.detail
+    assert alert.context["new_indicators"] == 10

@@ -8,15 +8,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
 from rbr_analyst.analyst import Analyst
 from rbr_analyst.claude import ClaudeAnalyser, make_client
 from rbr_analyst.enrich import GeoDatabase
+from rbr_analyst.intel_store import prune_intel
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.store import AnalystStore
 from rbr_analyst.summary import collect, summary_alert
-from rbr_runtime.db.tables import ioc_sightings, iocs, log_analysis, technique_sightings
+from rbr_analyst.windows import Window
+from rbr_runtime.db.tables import (
+    ioc_sightings,
+    iocs,
+    log_analysis,
+    poller_state,
+    technique_sightings,
+)
 from rbr_runtime.kafka import EventProducer
 from rbr_schemas import ALERTS, IOCS, Alert
 from rbr_testing.anthropic_api import FakeAnthropic, message_reply
@@ -234,8 +242,9 @@ def test_one_source_on_three_buckets_in_a_window_raises_one_campaign_alert(
     campaigns = [e.data for e in events if e.data.type == "campaign"]
     assert len(campaigns) == 1
     (campaign,) = campaigns
-    assert campaign.context["indicator"] == ATTACKER
+    assert campaign.context["indicators"] == f"ip {ATTACKER}"
     assert campaign.context["buckets"] == "rustbucket-x, rustbucket-y, rustbucket-z"
+    assert campaign.dedupe_key == f"campaign:{window(0).isoformat()}"
     assert campaign.severity.value == "high"
     producer.flush()
 
@@ -445,3 +454,106 @@ def test_daily_summary_shows_techniques_countries_and_new_indicators(
     assert "Top attacker countries: US (1); top AS: GOOGLE (1)." in alert.detail
     assert "New indicators since yesterday: 10 (" in alert.detail
     assert alert.context["new_indicators"] == 10
+
+
+def test_a_bucket_that_answers_but_stopped_logging_raises_logs_silent_once(
+    broker: Broker,
+    mysql_engine: Engine,
+    store: AnalystStore,
+    make_settings: Callable[..., AnalystSettings],
+) -> None:
+    insert_rows(mysql_engine, attack_corpus("rustbucket-q"))
+    now = window(0) + timedelta(hours=20)
+    with mysql_engine.begin() as connection:
+        connection.execute(
+            insert(poller_state),
+            [
+                {
+                    "name": "rustbucket-q",
+                    "first_seen_at": window(0),
+                    "last_success_at": now - timedelta(minutes=5),
+                },
+                # Silent too, but not answering: the poller's unresponsive alert is its page.
+                {
+                    "name": "rustbucket-gone",
+                    "first_seen_at": window(0),
+                    "last_success_at": window(0),
+                },
+            ],
+        )
+    insert_rows(
+        mysql_engine, [log_row("rustbucket-gone", window(0) + timedelta(minutes=1), "login_failed")]
+    )
+    producer = EventProducer(make_settings(kafka_bootstrap=broker.bootstrap), source="/t")
+    analyst = analyst_for(make_settings, store, producer, now, kafka_bootstrap=broker.bootstrap)
+    analyst.run_cycle()
+    analyst.run_cycle()  # still silent: no second alert
+
+    events = [e.data for e in read_events(broker.bootstrap, ALERTS, at_least=1)]
+    silent = [e for e in events if e.context.get("finding_key") == "logs_silent"]
+    assert [(e.bucket, e.state.value, e.severity.value) for e in silent] == [
+        ("rustbucket-q", "firing", "high")
+    ]
+    assert "answers the poller but logged nothing since" in silent[0].title
+
+    # It logs again: the analysis of that window resolves it.
+    insert_rows(mysql_engine, [log_row("rustbucket-q", now + timedelta(minutes=1), "login_failed")])
+    later = now + timedelta(seconds=INTERVAL * 2)
+    analyst = analyst_for(make_settings, store, producer, later, kafka_bootstrap=broker.bootstrap)
+    store.note_windows(
+        "rustbucket-q",
+        "192.0.2.10",
+        [Window.containing("rustbucket-q", now, INTERVAL).start],
+        INTERVAL,
+        later,
+    )
+    analyst.run_cycle()
+    events = [e.data for e in read_events(broker.bootstrap, ALERTS, at_least=2)]
+    silent = [e for e in events if e.context.get("finding_key") == "logs_silent"]
+    assert [e.state.value for e in silent] == ["firing", "resolved"]
+    producer.flush()
+
+
+def test_ioc_retention_deletes_indicators_not_seen_for_the_retention(
+    mysql_engine: Engine,
+    store: AnalystStore,
+    make_settings: Callable[..., AnalystSettings],
+    offline_producer: EventProducer,
+) -> None:
+    insert_rows(mysql_engine, attack_corpus("rustbucket-old", 0))
+    insert_rows(
+        mysql_engine,
+        [
+            log_row(
+                "rustbucket-new",
+                window(40),
+                "login_success",
+                source_ip="45.155.205.233",
+                username="x",
+                password="y",
+            )
+        ],
+    )
+    analyst = analyst_for(make_settings, store, offline_producer, window(45))
+    analyse(analyst, store, "rustbucket-old", [0])
+    analyse(analyst, store, "rustbucket-new", [40])
+
+    # window(40) is 6.7 days after window(0): a 5-day retention keeps only the new bucket's.
+    report = prune_intel(mysql_engine, window(41), days=5, chunk=2)
+
+    with mysql_engine.connect() as connection:
+        kept = {r.value for r in connection.execute(select(iocs))}
+        sightings = {r.name for r in connection.execute(select(ioc_sightings))}
+        techniques = {
+            (r.name, r.technique) for r in connection.execute(select(technique_sightings))
+        }
+    assert kept == {"45.155.205.233", "x:y"}
+    assert sightings == {"rustbucket-new"}
+    assert techniques == {("rustbucket-new", "T1078"), ("*", "T1078")}
+    assert (report.indicators, report.sightings) == (8, 8)
+    assert "deleted 8 indicators" in report.line()
+    assert (
+        prune_intel(mysql_engine, window(41), days=0)
+        .line()
+        .endswith("kept forever (RBR_IOC_RETENTION_DAYS=0)")
+    )

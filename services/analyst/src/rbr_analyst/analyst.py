@@ -35,7 +35,7 @@ from rbr_analyst.digest import Digest, DigestBuilder
 from rbr_analyst.enrich import GeoDatabase, shared_database
 from rbr_analyst.indicators import sightings_of
 from rbr_analyst.intel_store import CampaignPolicy, RecordedIntel, record_intel
-from rbr_analyst.novelty import activity_change, campaign_alert, grade
+from rbr_analyst.novelty import activity_change, campaign_alert, grade, silence_alert
 from rbr_analyst.rules import analyse_with_rules
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.store import OUTBOX, AnalystStore, BacklogEntry, Decision, OpenAlert
@@ -166,6 +166,7 @@ class Analyst:
         summary = CycleSummary()
         now = self._clock()
         self._resolve_quiet_buckets(now)
+        self._raise_silent_buckets(now)
         interval = self._settings.analysis_interval
         started_by = now - timedelta(seconds=interval + self._settings.analysis_grace)
         for entry in self._store.due(started_by, now):
@@ -249,7 +250,7 @@ class Analyst:
                 log_rows=digest.total_rows,
                 now=now,
             )
-            campaigns = [campaign_alert(window, c) for c in intel.campaigns]
+            campaigns = [campaign_alert(window, intel.campaigns)] if intel.campaigns else []
             messages = [*plan.outbox(), *AlertPlan(events=campaigns).outbox(), *intel.events]
             plan.events += campaigns
             return Decision(plan.states, messages, detail=(plan, intel))
@@ -403,6 +404,24 @@ class Analyst:
         )
 
     # -- quiet buckets ---------------------------------------------------------------------------
+
+    def _raise_silent_buckets(self, now: datetime) -> None:
+        """Raises logs_silent for buckets that answer the poller but stopped logging."""
+        silence = self._settings.silence_after
+        if silence <= 0:
+            return
+        interval = self._settings.analysis_interval
+        answered_since = now - timedelta(seconds=interval)
+        for name, last_log_at, answered_at in self._store.silent_buckets(
+            answered_since, now - timedelta(seconds=silence)
+        ):
+            window = Window.containing(name, now, interval)
+            event_id, alert, state = silence_alert(
+                window, last_log_at=last_log_at, answered_at=answered_at, now=now
+            )
+            message = OutboxMessage(ALERTS.name, alert.dedupe_key, encode_alert(alert, event_id))
+            if self._store.fire(state, message, now):
+                ALERTS_QUEUED.labels("firing").inc()
 
     def _resolve_quiet_buckets(self, now: datetime) -> None:
         """Resolves alerts of buckets that had no logs for a whole window since the finding."""

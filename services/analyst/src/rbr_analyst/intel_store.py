@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.engine import Connection
 
 from rbr_analyst.enrich import GeoDatabase
@@ -369,3 +369,66 @@ def _record_techniques(
                 )
             )
     return new
+
+
+@dataclass
+class PruneReport:
+    """What one IOC retention run deleted."""
+
+    indicators: int = 0
+    sightings: int = 0
+    techniques: int = 0
+    cutoff: datetime | None = None
+
+    def line(self) -> str:
+        """Returns the report as one line."""
+        if self.cutoff is None:
+            return "indicators kept forever (RBR_IOC_RETENTION_DAYS=0)"
+        return (
+            f"deleted {self.indicators} indicators, {self.sightings} sightings and "
+            f"{self.techniques} technique rows not seen since {self.cutoff:%Y-%m-%d %H:%M}"
+        )
+
+
+def prune_intel(engine: Engine, now: datetime, days: int, chunk: int = 5000) -> PruneReport:
+    """Deletes indicators, sightings and technique rows not seen for `days` (0: none).
+
+    The same rule as `logs` rows (RBR_LOG_RETENTION_DAYS): what is older than the retention
+    goes; an indicator seen again later starts over as new. Deleted in chunks, so no long
+    lock is held on a large table.
+    """
+    report = PruneReport()
+    if days <= 0:
+        return report
+    report.cutoff = now - timedelta(days=days)
+    report.sightings = _delete_chunks(
+        engine, ioc_sightings, ioc_sightings.c.window_start < report.cutoff, chunk
+    )
+    report.indicators = _delete_chunks(engine, iocs, iocs.c.last_seen < report.cutoff, chunk)
+    with engine.begin() as connection:
+        report.techniques = connection.execute(
+            delete(technique_sightings).where(technique_sightings.c.last_seen < report.cutoff)
+        ).rowcount
+    return report
+
+
+def _delete_chunks(engine: Engine, table: Any, condition: Any, chunk: int) -> int:
+    """Deletes the rows matching condition, a bounded batch per transaction."""
+    total = 0
+    while True:
+        with engine.begin() as connection:
+            if table is iocs:
+                ids = list(
+                    connection.execute(select(iocs.c.id).where(condition).limit(chunk)).scalars()
+                )
+                batch = iocs.c.id.in_(ids)
+                found = len(ids)
+            else:  # ioc_sightings: one window's sightings at a time
+                start = connection.execute(
+                    select(ioc_sightings.c.window_start).where(condition).limit(1)
+                ).scalar()
+                batch = ioc_sightings.c.window_start == start
+                found = 0 if start is None else chunk
+            if not found:
+                return total
+            total += connection.execute(delete(table).where(batch)).rowcount

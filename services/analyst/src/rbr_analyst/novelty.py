@@ -16,8 +16,10 @@ import statistics
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from rbr_analyst.alerts import NAMESPACE, SOURCE
+from rbr_analyst.alerts import NAMESPACE, SOURCE, alert_id_for, dedupe_key, event_id_for
 from rbr_analyst.analysis import AnalysisResult, Finding, highest
 from rbr_analyst.indicators import Sighting
 from rbr_analyst.intel_store import Campaign
@@ -64,10 +66,21 @@ def grade(
     new_techniques: Sequence[str],
     page_types: frozenset[str],
 ) -> Grading:
-    """Grades every finding: its own severity (at least high) when novel, else routine."""
+    """Grades every finding: its own severity (at least high) when novel, else routine.
+
+    Each new thing counts for one finding only, the most severe one it evidences: a new
+    payload URL fetched, made executable and run pages once, not once per rule it matched.
+    """
     grading = Grading()
-    for finding in result.findings:
-        reasons = _novel(finding, new_indicators, new_techniques, page_types)
+    claimed: set[str] = set()
+    ranked = sorted(result.findings, key=lambda f: -f.severity.rank)
+    for finding in ranked:
+        reasons = [
+            r
+            for r in _novel(finding, new_indicators, new_techniques, page_types)
+            if r not in claimed
+        ]
+        claimed.update(reasons)
         if finding.key in SIGNALS:
             grading.severities[finding.key] = finding.severity
         elif reasons:
@@ -139,17 +152,28 @@ def activity_change(
     return None
 
 
-def campaign_alert(window: Window, campaign: Campaign) -> tuple[str, Alert]:
-    """Returns (event id, alert) of a campaign: one indicator on several buckets."""
-    dedupe = f"campaign:{campaign.kind}:{campaign.key_sha256[:32]}"
-    alert_id = str(uuid.uuid5(NAMESPACE, f"{dedupe}|{window.end.isoformat()}"))
-    names = ", ".join(campaign.buckets)
-    value = clip(campaign.value, 120)
+def campaign_alert(window: Window, campaigns: Sequence[Campaign]) -> tuple[str, Alert]:
+    """Returns (event id, alert) of the campaigns one analysis found.
+
+    One alert per analysis, naming every indicator that crossed the bucket threshold and the
+    buckets that sighted them. Its dedupe key is the window's (`campaign:<window start>`), so
+    the analyses of other buckets in the same window that find more of the same campaign are
+    repeats of one open alert to the notifier: at most one campaign page per window.
+    """
+    dedupe = f"campaign:{window.start.isoformat()}"
+    alert_id = str(uuid.uuid5(NAMESPACE, f"{dedupe}|{window.bucket}"))
+    buckets = sorted({name for campaign in campaigns for name in campaign.buckets})
+    lines = [
+        f"- {c.kind} {clip(c.value, 300)}: {len(c.buckets)} buckets ({', '.join(c.buckets)})"
+        for c in campaigns
+    ]
+    head = campaigns[0]
+    more = f" and {len(campaigns) - 1} more" if len(campaigns) > 1 else ""
     detail = (
-        f"The {campaign.kind} {clip(campaign.value, 2000)} was sighted by "
-        f"{len(campaign.buckets)} buckets within the campaign window ending "
-        f"{window.end.isoformat()}: {names}.\n\nOne source or payload across several honeypots "
-        "at once is a coordinated campaign: block it fleet-wide and on real hosts."
+        f"Sighted by several buckets within the campaign window around "
+        f"{window.start.isoformat()}:\n" + "\n".join(lines) + "\n\nOne source or payload "
+        "across several honeypots at once is a coordinated campaign: block it fleet-wide and "
+        "on real hosts."
     )
     alert = Alert(
         alert_id=alert_id,
@@ -158,16 +182,69 @@ def campaign_alert(window: Window, campaign: Campaign) -> tuple[str, Alert]:
         severity=Severity.HIGH,
         state=AlertState.FIRING,
         bucket=None,
-        title=clip(f"Campaign: {campaign.kind} {value} on {len(campaign.buckets)} buckets", 300),
+        title=clip(
+            f"Campaign: {head.kind} {clip(head.value, 100)}{more} on {len(head.buckets)}+ buckets",
+            300,
+        ),
         detail=clip(detail, 20_000),
         source=SOURCE,
         occurred_at=window.end,
         context={
-            "indicator_type": campaign.kind,
-            "indicator": clip(campaign.value, 2000),
-            "buckets": names,
-            "bucket_count": len(campaign.buckets),
-            "window_end": window.end.isoformat(),
+            "indicators": clip("; ".join(f"{c.kind} {c.value}" for c in campaigns), 2000),
+            "indicator_count": len(campaigns),
+            "buckets": ", ".join(buckets),
+            "bucket_count": len(buckets),
+            "window_start": window.start.isoformat(),
+            "found_by": window.bucket,
         },
     )
     return str(uuid.uuid5(NAMESPACE, f"{alert_id}|firing")), alert
+
+
+def silence_alert(
+    window: Window, *, last_log_at: datetime, answered_at: datetime, now: datetime
+) -> tuple[str, Alert, dict[str, Any]]:
+    """Returns (event id, alert, alert state) of a bucket that answers but logs nothing.
+
+    A honeypot whose ports still answer the poller while its logs stopped may have lost its
+    honeypot process, its logging, or its integrity: the opposite of the expected weather.
+    It is resolved by the next analysis of a window with logs (a window that no longer
+    reports it), like any analysis finding.
+    """
+    dedupe = dedupe_key(window.bucket, LOGS_SILENT)
+    alert_id = alert_id_for(dedupe, window.start)
+    since = f"{last_log_at:%Y-%m-%d %H:%M} UTC"
+    title = clip(f"{window.bucket}: answers the poller but logged nothing since {since}", 300)
+    alert = Alert(
+        alert_id=alert_id,
+        dedupe_key=dedupe,
+        type=AlertType.ANALYSIS_FINDING.value,
+        severity=Severity.HIGH,
+        state=AlertState.FIRING,
+        bucket=window.bucket,
+        title=title,
+        detail=(
+            f"The poller reached {window.bucket} at {answered_at.isoformat()}, but its last "
+            f"log record arrived at {last_log_at.isoformat()}. Check that the honeypot process "
+            "runs and still writes and ships its logs; a compromised honeypot may stop logging."
+        ),
+        source=SOURCE,
+        occurred_at=now,
+        context={
+            "finding_key": LOGS_SILENT,
+            "last_log_at": last_log_at.isoformat(),
+            "last_answered_at": answered_at.isoformat(),
+        },
+    )
+    state = {
+        "name": window.bucket,
+        "finding_key": LOGS_SILENT,
+        "alert_id": alert_id,
+        "state": "firing",
+        "severity": Severity.HIGH.value,
+        "title": title,
+        "opened_window_start": window.start,
+        "last_window_start": window.start,
+        "updated_at": now,
+    }
+    return event_id_for(alert_id, "firing", window.start), alert, state

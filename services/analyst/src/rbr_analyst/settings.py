@@ -67,7 +67,7 @@ class AnalystSettings(CommonSettings):
         default=3, ge=2, description="Buckets that must sight one indicator for a campaign."
     )
     campaign_quiet: float = Field(
-        default=86_400,
+        default=604_800,
         ge=0,
         description="Seconds after a campaign alert before the same indicator can raise another.",
     )

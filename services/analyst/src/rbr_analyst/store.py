@@ -17,6 +17,7 @@ from rbr_runtime.db.tables import (
     analysis_backlog,
     log_analysis,
     logs,
+    poller_state,
 )
 from rbr_runtime.outbox import Outbox, OutboxMessage
 
@@ -285,15 +286,55 @@ class AnalystStore:
     # -- quiet buckets ---------------------------------------------------------------------------
 
     def stale_alerts(self, last_window_before: datetime) -> list[OpenAlert]:
-        """Returns firing alerts last reported by a window that started before the moment."""
+        """Returns firing alerts last reported by a window that started before the moment.
+
+        `logs_silent` is left out: a bucket logging nothing is its condition, not its end.
+        """
         with self.engine.connect() as connection:
             rows = connection.execute(
                 select(analysis_alert_state).where(
                     analysis_alert_state.c.state == "firing",
                     analysis_alert_state.c.last_window_start < last_window_before,
+                    analysis_alert_state.c.finding_key != "logs_silent",
                 )
             ).all()
         return [_open_alert(row) for row in rows]
+
+    def silent_buckets(
+        self, answered_since: datetime, quiet_before: datetime
+    ) -> list[tuple[str, datetime, datetime]]:
+        """Returns buckets the poller reached lately whose last log row is older than a time.
+
+        Each as (name, last log row's ingestion time, last successful poll). Buckets that
+        never logged are left out (a new honeypot may take a while to be attacked).
+        """
+        last_log = func.max(logs.c.created_at)
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(poller_state.c.name, last_log, poller_state.c.last_success_at)
+                .join(logs, logs.c.name == poller_state.c.name)
+                .where(poller_state.c.last_success_at >= answered_since)
+                .group_by(poller_state.c.name, poller_state.c.last_success_at)
+                .having(last_log < quiet_before)
+            ).all()
+        return [(str(row[0]), row[1], row[2]) for row in rows]
+
+    def fire(self, state: dict[str, Any], event: OutboxMessage, now: datetime) -> bool:
+        """Opens an alert (state and event) unless one is firing already for its key."""
+        with self.engine.begin() as connection:
+            firing = connection.execute(
+                select(analysis_alert_state.c.state)
+                .where(
+                    analysis_alert_state.c.name == state["name"],
+                    analysis_alert_state.c.finding_key == state["finding_key"],
+                )
+                .with_for_update()
+            ).scalar()
+            if firing == "firing":
+                return False
+            self._put_alert_state(connection, state)
+            OUTBOX.add(connection, [event], now)
+        return True
 
     def has_backlog(self, name: str, window_start: datetime) -> bool:
         """Tells whether the bucket has a pending window starting at or before the moment."""

@@ -1,8 +1,9 @@
-"""`rbr run-task analyze_logs` and `rbr run-task daily_summary`: one cycle, by hand."""
+"""`rbr run-task analyze_logs`, `daily_summary` and `ioc_retention`: one run, by hand."""
 
 from __future__ import annotations
 
 from rbr_analyst.analyst import CycleSummary
+from rbr_analyst.intel_store import prune_intel
 from rbr_analyst.main import SOURCE, build_analyst
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.summary import describe, send_summary_now
@@ -29,6 +30,16 @@ def analyze_logs() -> str:
         return total.line()
     finally:
         producer.flush()
+        engine.dispose()
+
+
+def ioc_retention() -> str:
+    """Deletes indicators not sighted for RBR_IOC_RETENTION_DAYS, now; returns what went."""
+    settings = load_settings(AnalystSettings)
+    engine = make_engine(settings.database_url)
+    try:
+        return prune_intel(engine, utcnow(), settings.ioc_retention_days).line()
+    finally:
         engine.dispose()
 
 

@@ -232,20 +232,30 @@ def test_one_source_on_three_buckets_in_a_window_raises_one_campaign_alert(
         ],
     )
     producer = EventProducer(make_settings(kafka_bootstrap=broker.bootstrap), source="/t")
+    # Analysed as soon as window 0 ended: the campaign can still grow.
     analyst = analyst_for(
-        make_settings, store, producer, window(3), kafka_bootstrap=broker.bootstrap
+        make_settings, store, producer, window(1), kafka_bootstrap=broker.bootstrap
     )
     for bucket in buckets:
         analyse(analyst, store, bucket, [0])
 
-    events = read_events(broker.bootstrap, ALERTS, at_least=1)
+    # The first login's novelty (T1078) and the campaign, raised by the third bucket's
+    # analysis; the fourth adds no second one.
+    events = read_events(broker.bootstrap, ALERTS, at_least=2)
     campaigns = [e.data for e in events if e.data.type == "campaign"]
     assert len(campaigns) == 1
-    (campaign,) = campaigns
+    campaign = campaigns[0]
     assert campaign.context["indicators"] == f"ip {ATTACKER}"
     assert campaign.context["buckets"] == "rustbucket-x, rustbucket-y, rustbucket-z"
     assert campaign.dedupe_key == f"campaign:{window(0).isoformat()}"
     assert campaign.severity.value == "high"
+    # Once no analysis can add to it (the campaign window and a window's grace passed), it
+    # is resolved.
+    later = analyst_for(make_settings, store, producer, window(4), kafka_bootstrap=broker.bootstrap)
+    later.run_cycle()
+    events = read_events(broker.bootstrap, ALERTS, at_least=4)  # + two resolves
+    resolved = [e.data for e in events if e.data.type == "campaign"][1:]
+    assert [(r.state.value, r.alert_id) for r in resolved] == [("resolved", campaign.alert_id)]
     producer.flush()
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, insert
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
-from rbr_runtime.db.tables import iocs
+from rbr_runtime.db.tables import iocs, technique_sightings
 from rbr_runtime.intel.indicators import indicator_uuid, key_sha256
 from rbr_testing.registry import RegistrarFactory, database_url
 
@@ -107,3 +107,47 @@ def test_rbr_iocs_export_writes_the_same_export_from_the_database(
     bad = runner.invoke(app, ["iocs", "export", "--since", "yesterday"])
     assert bad.exit_code != 0
     assert "not an ISO 8601 time" in bad.output
+
+
+def test_techniques_seen_fleet_wide_and_by_bucket(
+    registrar_factory: RegistrarFactory, mysql_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [
+        ("*", "T1110", 5, SEEN - timedelta(days=3)),
+        ("*", "T1496", 1, SEEN - timedelta(days=1)),
+        ("rustbucket-a", "T1110", 3, SEEN - timedelta(days=2)),
+    ]
+    with mysql_engine.begin() as connection:
+        connection.execute(
+            insert(technique_sightings),
+            [
+                {
+                    "name": name,
+                    "technique": technique,
+                    "first_seen": first,
+                    "last_seen": SEEN,
+                    "windows": windows,
+                    "findings": windows,
+                }
+                for name, technique, windows, first in rows
+            ],
+        )
+    registrar = registrar_factory()
+    with registrar.operator() as client:
+        fleet = client.get("/api/v1/iocs/techniques").json()
+        one = client.get("/api/v1/iocs/techniques", params={"bucket": "rustbucket-a"}).json()
+        bad = client.get("/api/v1/iocs/techniques", params={"bucket": "no/such"})
+    assert [(t["technique"], t["windows"]) for t in fleet["techniques"]] == [
+        ("T1110", 5),
+        ("T1496", 1),
+    ]
+    assert fleet["techniques"][1]["name"] == "Resource Hijacking"
+    assert fleet["techniques"][1]["tactics"] == ["impact"]
+    assert [t["technique"] for t in one["techniques"]] == ["T1110"]
+    assert bad.status_code == 422
+
+    monkeypatch.setenv("RBR_DATABASE_URL", database_url(mysql_engine))
+    listed = CliRunner().invoke(app, ["iocs", "techniques"])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.splitlines()[0].startswith("T1110")
+    assert "Brute Force (credential-access)" in listed.output

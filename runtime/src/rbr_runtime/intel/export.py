@@ -29,7 +29,7 @@ from typing import Any
 import stix2  # type: ignore[import-untyped]
 from sqlalchemy import Engine, select
 
-from rbr_runtime.db.tables import iocs
+from rbr_runtime.db.tables import iocs, technique_sightings
 from rbr_runtime.intel.attack import catalogue
 from rbr_runtime.intel.indicators import indicator_uuid
 
@@ -78,9 +78,17 @@ class ExportQuery:
 
 
 def iter_rows(
-    engine: Engine, query: ExportQuery, now: datetime, page_size: int = PAGE_SIZE
+    engine: Engine,
+    query: ExportQuery,
+    now: datetime,
+    page_size: int = PAGE_SIZE,
+    columns: tuple[str, ...] | None = None,
 ) -> Iterator[Any]:
-    """Yields the matching `iocs` rows in id order, one page in memory at a time."""
+    """Yields the matching `iocs` rows in id order, one page in memory at a time.
+
+    `columns` limits what is read (the blocklist needs the value alone); `id` is always read.
+    """
+    selected = [iocs.c.id, *(iocs.c[name] for name in columns)] if columns else [iocs]
     conditions = [iocs.c.confidence >= query.min_confidence]
     if query.since is not None:
         conditions.append(iocs.c.updated_at >= query.since)
@@ -94,7 +102,7 @@ def iter_rows(
     while True:
         with engine.connect() as connection:
             rows = connection.execute(
-                select(iocs)
+                select(*selected)
                 .where(iocs.c.id > after, *conditions)
                 .order_by(iocs.c.id)
                 .limit(page_size)
@@ -115,7 +123,8 @@ def export(engine: Engine, kind: ExportFormat, query: ExportQuery, now: datetime
             min_age=query.min_age,
             max_age=query.max_age,
         )
-    rows = iter_rows(engine, query, now)
+    columns = ("value",) if kind is ExportFormat.BLOCKLIST else None
+    rows = iter_rows(engine, query, now, columns=columns)
     writers = {
         ExportFormat.STIX: stix_bundle,
         ExportFormat.MISP: misp_event,
@@ -469,3 +478,40 @@ def misp_event(rows: Iterator[Any], query: ExportQuery, now: datetime) -> Iterat
             chunk = []
     yield "".join(chunk)
     yield "\n]}}\n"
+
+
+# -- ATT&CK techniques seen -------------------------------------------------------------------
+
+FLEET = "*"
+"""The bucket name of the fleet-wide rows of `technique_sightings`."""
+
+
+def techniques_seen(engine: Engine, bucket: str | None = None) -> list[dict[str, Any]]:
+    """Returns the techniques seen by a bucket (or the fleet): first/last seen, counts.
+
+    Ordered by windows that evidenced them, most first. Each carries its name and tactics
+    from the shipped ATT&CK list and the list's version.
+    """
+    table = technique_sightings
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(table)
+            .where(table.c.name == (bucket or FLEET))
+            .order_by(table.c.windows.desc(), table.c.technique)
+        ).all()
+    seen = []
+    for row in rows:
+        technique = catalogue().get(row.technique)
+        seen.append(
+            {
+                "technique": row.technique,
+                "name": technique.name if technique else None,
+                "tactics": list(technique.tactics) if technique else [],
+                "first_seen": _iso(row.first_seen),
+                "last_seen": _iso(row.last_seen),
+                "windows": row.windows,
+                "findings": row.findings,
+                "attack_version": catalogue().version,
+            }
+        )
+    return seen

@@ -35,7 +35,13 @@ from rbr_analyst.digest import Digest, DigestBuilder
 from rbr_analyst.enrich import GeoDatabase, shared_database
 from rbr_analyst.indicators import sightings_of
 from rbr_analyst.intel_store import CampaignPolicy, RecordedIntel, record_intel
-from rbr_analyst.novelty import activity_change, campaign_alert, grade, silence_alert
+from rbr_analyst.novelty import (
+    activity_change,
+    campaign_alert,
+    grade,
+    resolved_campaign,
+    silence_alert,
+)
 from rbr_analyst.rules import analyse_with_rules
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.store import OUTBOX, AnalystStore, BacklogEntry, Decision, OpenAlert
@@ -44,7 +50,7 @@ from rbr_runtime.jsonlog import log_context
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.outbox import OutboxMessage, OutboxRelay
 from rbr_runtime.schedule import worker_identity
-from rbr_schemas import ALERTS, utcnow
+from rbr_schemas import ALERTS, Alert, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +172,7 @@ class Analyst:
         summary = CycleSummary()
         now = self._clock()
         self._resolve_quiet_buckets(now)
+        self._resolve_campaigns(now)
         self._raise_silent_buckets(now)
         interval = self._settings.analysis_interval
         started_by = now - timedelta(seconds=interval + self._settings.analysis_grace)
@@ -250,10 +257,15 @@ class Analyst:
                 log_rows=digest.total_rows,
                 now=now,
             )
-            campaigns = [campaign_alert(window, intel.campaigns)] if intel.campaigns else []
+            campaigns: list[tuple[str, Alert]] = []
+            states = list(plan.states)
+            if intel.campaigns:
+                event_id, alert, state = campaign_alert(window, intel.campaigns, now=now)
+                campaigns.append((event_id, alert))
+                states.append(state)
             messages = [*plan.outbox(), *AlertPlan(events=campaigns).outbox(), *intel.events]
             plan.events += campaigns
-            return Decision(plan.states, messages, detail=(plan, intel))
+            return Decision(states, messages, detail=(plan, intel))
 
         decision = self._store.save(window, record, now, decide)
         if decision is None:
@@ -404,6 +416,19 @@ class Analyst:
         )
 
     # -- quiet buckets ---------------------------------------------------------------------------
+
+    def _resolve_campaigns(self, now: datetime) -> None:
+        """Resolves the campaign alerts of windows no analysis can add to any more."""
+        settings = self._settings
+        horizon = settings.campaign_window + settings.analysis_interval + settings.analysis_grace
+        for alert in self._store.stale_campaigns(now - timedelta(seconds=horizon)):
+            resolved = resolved_campaign(alert, now)
+            event_id = event_id_for(alert.alert_id, "resolved", alert.opened_window_start)
+            event = OutboxMessage(
+                ALERTS.name, resolved.dedupe_key, encode_alert(resolved, event_id)
+            )
+            if self._store.resolve_stale(alert, event, now):
+                ALERTS_QUEUED.labels("resolved").inc()
 
     def _raise_silent_buckets(self, now: datetime) -> None:
         """Raises logs_silent for buckets that answer the poller but stopped logging."""

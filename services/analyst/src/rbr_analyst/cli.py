@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from rbr_runtime.db.engine import make_engine
-from rbr_runtime.intel.export import ExportFormat, ExportQuery, export
+from rbr_runtime.intel.export import ExportFormat, ExportQuery, export, techniques_seen
 from rbr_runtime.settings import CommonSettings, load_settings
 from rbr_schemas import utcnow
 
@@ -73,3 +73,24 @@ def export_command(  # noqa: PLR0917 - a command's options
                 stream.close()
     finally:
         engine.dispose()
+
+
+@app.command("techniques")
+def techniques_command(
+    bucket: Annotated[str | None, typer.Option(help="One bucket's (default: the fleet's).")] = None,
+) -> None:
+    """Lists the ATT&CK techniques seen: first and last seen, windows, findings."""
+    settings = load_settings(CommonSettings)
+    engine = make_engine(settings.database_url)
+    try:
+        seen = techniques_seen(engine, bucket)
+    finally:
+        engine.dispose()
+    if not seen:
+        typer.echo("no technique seen yet")
+        return
+    for item in seen:
+        typer.echo(
+            f"{item['technique']:<10} {item['windows']:>6} windows  {item['first_seen']} .. "
+            f"{item['last_seen']}  {item['name']} ({', '.join(item['tactics'])})"
+        )

@@ -96,7 +96,10 @@ def record_intel(
     recorded.new_techniques = _record_techniques(connection, window, techniques)
     if not sightings:
         return recorded
-    by_key = {key_sha256(s.indicator.type, s.indicator.value): s for s in sightings}
+    # Rows are created and locked in key order, so two replicas recording overlapping
+    # indicators wait for each other instead of deadlocking.
+    keyed = [(key_sha256(s.indicator.type, s.indicator.value), s) for s in sightings]
+    by_key = dict(sorted(keyed, key=lambda pair: pair[0]))
     for key, sighting in by_key.items():
         if _insert_new(
             connection,
@@ -110,7 +113,10 @@ def record_intel(
             recorded.new_indicators.append(sighting)
     new_keys = {key_sha256(s.indicator.type, s.indicator.value) for s in recorded.new_indicators}
     rows = connection.execute(
-        select(iocs).where(iocs.c.key_sha256.in_(list(by_key))).with_for_update()
+        select(iocs)
+        .where(iocs.c.key_sha256.in_(list(by_key)))
+        .order_by(iocs.c.key_sha256)
+        .with_for_update()
     ).all()
     known_here = _sighted_before(connection, window, [row.id for row in rows])
     for row in rows:

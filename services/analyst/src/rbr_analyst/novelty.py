@@ -24,6 +24,7 @@ from rbr_analyst.analysis import AnalysisResult, Finding, highest
 from rbr_analyst.indicators import Sighting
 from rbr_analyst.intel_store import Campaign
 from rbr_analyst.redact import clip
+from rbr_analyst.store import CAMPAIGNS, OpenAlert
 from rbr_analyst.windows import Window
 from rbr_runtime.intel.attack import catalogue
 from rbr_schemas import Alert, AlertState, AlertType, Severity
@@ -152,16 +153,19 @@ def activity_change(
     return None
 
 
-def campaign_alert(window: Window, campaigns: Sequence[Campaign]) -> tuple[str, Alert]:
-    """Returns (event id, alert) of the campaigns one analysis found.
+def campaign_alert(
+    window: Window, campaigns: Sequence[Campaign], *, now: datetime
+) -> tuple[str, Alert, dict[str, Any]]:
+    """Returns (event id, alert, alert state) of the campaigns one analysis found.
 
     One alert per analysis, naming every indicator that crossed the bucket threshold and the
-    buckets that sighted them. Its dedupe key is the window's (`campaign:<window start>`), so
-    the analyses of other buckets in the same window that find more of the same campaign are
-    repeats of one open alert to the notifier: at most one campaign page per window.
+    buckets that sighted them. Its dedupe key and alert id are the window's
+    (`campaign:<window start>`), so the analyses of other buckets in the same window that find
+    more of the campaign are repeats of one open alert to the notifier: at most one campaign
+    page per window. It is resolved once no analysis can add to it (`resolved_campaign`).
     """
-    dedupe = f"campaign:{window.start.isoformat()}"
-    alert_id = str(uuid.uuid5(NAMESPACE, f"{dedupe}|{window.bucket}"))
+    dedupe = campaign_key(window.start)
+    alert_id = str(uuid.uuid5(NAMESPACE, dedupe))
     buckets = sorted({name for campaign in campaigns for name in campaign.buckets})
     lines = [
         f"- {c.kind} {clip(c.value, 300)}: {len(c.buckets)} buckets ({', '.join(c.buckets)})"
@@ -175,6 +179,10 @@ def campaign_alert(window: Window, campaigns: Sequence[Campaign]) -> tuple[str, 
         "across several honeypots at once is a coordinated campaign: block it fleet-wide and "
         "on real hosts."
     )
+    title = clip(
+        f"Campaign: {head.kind} {clip(head.value, 100)}{more} on {len(head.buckets)}+ buckets",
+        300,
+    )
     alert = Alert(
         alert_id=alert_id,
         dedupe_key=dedupe,
@@ -182,10 +190,7 @@ def campaign_alert(window: Window, campaigns: Sequence[Campaign]) -> tuple[str, 
         severity=Severity.HIGH,
         state=AlertState.FIRING,
         bucket=None,
-        title=clip(
-            f"Campaign: {head.kind} {clip(head.value, 100)}{more} on {len(head.buckets)}+ buckets",
-            300,
-        ),
+        title=title,
         detail=clip(detail, 20_000),
         source=SOURCE,
         occurred_at=window.end,
@@ -198,7 +203,41 @@ def campaign_alert(window: Window, campaigns: Sequence[Campaign]) -> tuple[str, 
             "found_by": window.bucket,
         },
     )
-    return str(uuid.uuid5(NAMESPACE, f"{alert_id}|firing")), alert
+    state = {
+        "name": CAMPAIGNS,  # fleet-wide
+        "finding_key": dedupe,
+        "alert_id": alert_id,
+        "state": "firing",
+        "severity": Severity.HIGH.value,
+        "title": title,
+        "opened_window_start": window.start,
+        "last_window_start": window.start,
+        "updated_at": now,
+    }
+    event_id = str(uuid.uuid5(NAMESPACE, f"{alert_id}|firing|{window.bucket}"))
+    return event_id, alert, state
+
+
+def campaign_key(window_start: datetime) -> str:
+    """Returns the dedupe key of the campaign alert of a window."""
+    return f"campaign:{window_start.isoformat()}"
+
+
+def resolved_campaign(previous: OpenAlert, when: datetime) -> Alert:
+    """Returns the resolving event of a window's campaign alert."""
+    return Alert(
+        alert_id=previous.alert_id,
+        dedupe_key=previous.finding_key,
+        type=AlertType.CAMPAIGN.value,
+        severity=Severity(previous.severity),
+        state=AlertState.RESOLVED,
+        bucket=None,
+        title=clip(previous.title, 300),
+        detail="Resolved: the campaign window ended (later sightings raise a new one).",
+        source=SOURCE,
+        occurred_at=when,
+        context={"window_start": previous.opened_window_start.isoformat()},
+    )
 
 
 def silence_alert(

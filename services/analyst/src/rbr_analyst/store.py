@@ -21,6 +21,8 @@ from rbr_runtime.db.tables import (
 )
 from rbr_runtime.outbox import Outbox, OutboxMessage
 
+CAMPAIGNS = "*"
+"""The `analysis_alert_state` name of campaign alerts (fleet-wide: no bucket is named `*`)."""
 OUTBOX = Outbox("analyst")
 """The analyst's outbox: alert events, published after the transaction that decided them."""
 
@@ -296,6 +298,19 @@ class AnalystStore:
                     analysis_alert_state.c.state == "firing",
                     analysis_alert_state.c.last_window_start < last_window_before,
                     analysis_alert_state.c.finding_key != "logs_silent",
+                    analysis_alert_state.c.name != CAMPAIGNS,
+                )
+            ).all()
+        return [_open_alert(row) for row in rows]
+
+    def stale_campaigns(self, opened_before: datetime) -> list[OpenAlert]:
+        """Returns firing campaign alerts of windows that started before the moment."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(analysis_alert_state).where(
+                    analysis_alert_state.c.name == CAMPAIGNS,
+                    analysis_alert_state.c.state == "firing",
+                    analysis_alert_state.c.opened_window_start < opened_before,
                 )
             ).all()
         return [_open_alert(row) for row in rows]

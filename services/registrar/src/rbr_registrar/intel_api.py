@@ -1,4 +1,4 @@
-"""The operator API's threat-intelligence exports: `GET /api/v1/iocs/export`.
+"""The operator API's threat intelligence: `GET /api/v1/iocs/export` and `/techniques`.
 
 The `iocs` table belongs to the analyst; the registrar only reads it, through the export code
 in `rbr_runtime.intel.export` (no import of the analyst service). Answers are streamed: the
@@ -15,9 +15,16 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Engine
 
-from rbr_runtime.intel.export import MEDIA_TYPES, ExportFormat, ExportQuery, export
+from rbr_runtime.intel.export import (
+    MEDIA_TYPES,
+    ExportFormat,
+    ExportQuery,
+    export,
+    techniques_seen,
+)
 from rbr_runtime.intel.indicators import IndicatorType
 from rbr_schemas import utcnow
+from rbr_schemas.events import BUCKET_NAME_PATTERN
 
 FILE_NAMES = {
     ExportFormat.STIX: "iocs.stix.json",
@@ -85,5 +92,14 @@ def ioc_routes(
             media_type=MEDIA_TYPES[format],
             headers={"Content-Disposition": f'attachment; filename="{FILE_NAMES[format]}"'},
         )
+
+    @router.get("/techniques", summary="ATT&CK techniques seen, fleet-wide or by one bucket")
+    def techniques(
+        bucket: Annotated[
+            str | None,
+            Query(pattern=BUCKET_NAME_PATTERN, max_length=128, description="One bucket's."),
+        ] = None,
+    ) -> dict[str, Any]:
+        return {"bucket": bucket, "techniques": techniques_seen(engine, bucket)}
 
     return router

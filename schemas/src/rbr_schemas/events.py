@@ -318,6 +318,7 @@ class AlertType(StrEnum):
     BUCKET_UNRESPONSIVE = "bucket_unresponsive"
     ANALYSIS_FINDING = "analysis_finding"
     DAILY_SUMMARY = "daily_summary"
+    CAMPAIGN = "campaign"
     TEST = "test"
 
 
@@ -349,3 +350,77 @@ class Alert(_Data):
     context: dict[str, ContextValue] = Field(
         default_factory=dict, description="Structured facts behind the alert."
     )
+
+
+class IndicatorKind(StrEnum):
+    """Kinds of indicator of compromise in the `iocs` feed."""
+
+    IP = "ip"
+    DOMAIN = "domain"
+    URL = "url"
+    SHA256 = "sha256"
+    SHA1 = "sha1"
+    MD5 = "md5"
+    CREDENTIAL = "credential"
+    USERNAME = "username"
+    PASSWORD = "password"  # noqa: S105 - an indicator kind, not a secret
+    COMMAND = "command"
+
+
+TechniqueId = Annotated[str, StringConstraints(pattern=r"^T[0-9]{4}(\.[0-9]{3})?$")]
+
+
+class UrlParts(_Data):
+    """A URL indicator split into its parts."""
+
+    scheme: ShortText
+    host: ShortText
+    port: int | None = Field(default=None, ge=0, le=65535)
+    path: Annotated[str, StringConstraints(max_length=2048)] = "/"
+    query: Annotated[str, StringConstraints(max_length=2048)] = ""
+
+
+class IocRecord(_Data):
+    """An indicator of compromise as the fleet knows it: the value of `iocs`.
+
+    Published every time an analysis sights it (keyed `type:value`, so a compacting consumer
+    keeps the latest state of every indicator), with its counts so far.
+    """
+
+    id: str = Field(
+        description="Stable id of the indicator (uuid5 of type:value): the same in "
+        "every event and export, so consumers can poll incrementally."
+    )
+    type: IndicatorKind
+    value: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
+        description="Normalised: refanged, lower-case host and scheme, hashes in lower-case hex."
+    )
+    first_seen: UtcDatetime
+    last_seen: UtcDatetime
+    sightings: int = Field(ge=0, description="(bucket, analysis window) pairs that sighted it.")
+    hits: int = Field(ge=0, description="Log records behind those sightings.")
+    bucket_count: int = Field(ge=0, description="Distinct buckets that sighted it.")
+    buckets: list[BucketName] = Field(default_factory=list, description="The first 50 of them.")
+    techniques: list[TechniqueId] = Field(
+        default_factory=list, description="MITRE ATT&CK Enterprise technique ids it evidences."
+    )
+    attack_version: ShortText | None = Field(
+        default=None, description="ATT&CK version the technique ids were validated against."
+    )
+    roles: list[ShortText] = Field(
+        default_factory=list, description="What it was seen doing: login, download, command, ..."
+    )
+    confidence: int = Field(ge=0, le=100, description="How sure the registry is it is hostile.")
+    source: ShortText = Field(description="Who first reported it: rules or claude.")
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+    as_org: ShortText | None = Field(default=None, description="Autonomous system organisation.")
+    geo_source: ShortText | None = Field(
+        default=None, description="The offline database country and AS come from, with its date."
+    )
+    url: UrlParts | None = None
+    new: bool = Field(description="True on the event of its first sighting in the fleet.")
+    bucket: BucketName | None = Field(
+        default=None, description="The bucket whose analysis sent this event."
+    )
+    window_start: UtcDatetime | None = None
+    window_end: UtcDatetime | None = None

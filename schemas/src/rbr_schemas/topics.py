@@ -16,6 +16,7 @@ from rbr_schemas.events import (
     BucketRegistered,
     BucketStatus,
     DropFolderSeen,
+    IocRecord,
     LogsExtracted,
     LogsParsed,
 )
@@ -126,6 +127,22 @@ ALERTS = TopicSpec(
     config={"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
 )
 
+IOCS = TopicSpec(
+    name="iocs",
+    data_model=IocRecord,
+    event_type=f"{EVENT_TYPE_PREFIX}ioc.v1",
+    key="indicator (type:value)",
+    producers=("analyst",),
+    consumers=("external subscribers",),
+    description=(
+        "Indicators of compromise: one event each time an analysis sights an indicator, with "
+        "its fleet-wide counts, ATT&CK techniques, enrichment and confidence. Keyed by "
+        "`type:value`, so one indicator's events stay in order and the latest is its state."
+    ),
+    partitions=6,
+    config={"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     BUCKET_REGISTERED,
     BUCKET_STATUS,
@@ -133,6 +150,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     LOGS_PARSED,
     DROP_DISCOVERED,
     ALERTS,
+    IOCS,
 )
 DLQ_PARTITIONS = 3
 DLQ_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}

@@ -37,6 +37,9 @@ def make_settings(mysql_database_url: str) -> Callable[..., AnalystSettings]:
             "http_port": 0,
             "anthropic_api_key": None,
             "anthropic_base_url": None,
+            # These tests are about the alert lifecycle: findings alert at their kind's
+            # severity. test_intel.py grades by novelty, the default.
+            "alert_grading": "kind",
         }
         values.update(overrides)
         return AnalystSettings(**values)

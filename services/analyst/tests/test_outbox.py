@@ -25,8 +25,13 @@ BUCKET = "rustbucket-a"
 
 
 def waiting(engine: Engine) -> int:
+    """Alert events waiting in the analyst's outbox (iocs events wait beside them)."""
     with engine.connect() as connection:
-        query = select(func.count()).select_from(outbox).where(outbox.c.service == "analyst")
+        query = (
+            select(func.count())
+            .select_from(outbox)
+            .where(outbox.c.service == "analyst", outbox.c.topic == "alerts")
+        )
         return int(connection.execute(query).scalar_one())
 
 

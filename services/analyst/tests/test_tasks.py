@@ -25,6 +25,8 @@ def environment(monkeypatch: pytest.MonkeyPatch, broker: Broker, mysql_database_
     monkeypatch.setenv("RBR_DATABASE_URL", mysql_database_url)
     monkeypatch.setenv("RBR_KAFKA_BOOTSTRAP", broker.bootstrap)
     monkeypatch.setenv("RBR_ANALYSIS_GRACE", "0")
+    # The alert lifecycle by kind of attack (test_intel.py covers grading by novelty).
+    monkeypatch.setenv("RBR_ALERT_GRADING", "kind")
 
 
 @pytest.mark.usefixtures("environment")

@@ -381,6 +381,66 @@ analysis_alert_state = Table(
     Index(None, "state", "last_window_start"),
 )
 
+iocs = Table(
+    "iocs",
+    metadata,
+    # Indicators of compromise, one row per indicator fleet-wide (`type:value`), updated by
+    # every analysis that sights it. The registrar reads it for exports.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("ioc_type", String(16), nullable=False, comment="ip, domain, url, sha256, ..."),
+    Column("value", String(2048), nullable=False, comment="normalised (refanged, lower-case)"),
+    Column("key_sha256", String(64), nullable=False, comment="sha256 of type:value"),
+    Column("first_seen", UtcDateTime(), nullable=False, comment="start of the first window"),
+    Column("last_seen", UtcDateTime(), nullable=False, comment="end of the latest window"),
+    Column("sightings", Integer(), nullable=False, comment="(bucket, window) pairs"),
+    Column("hits", BigInteger(), nullable=False, comment="log records behind the sightings"),
+    Column("bucket_count", Integer(), nullable=False),
+    Column("buckets", JSON(), nullable=False, comment="names, the first 50"),
+    Column("techniques", JSON(), nullable=False, comment="ATT&CK technique ids"),
+    Column("roles", JSON(), nullable=False, comment="what it did: login, download, ..."),
+    Column("confidence", Integer(), nullable=False, comment="0-100"),
+    Column("source", String(16), nullable=False, comment="rules or claude (first sighting)"),
+    Column("source_rule", String(64), nullable=False, comment="finding or role that found it"),
+    Column("first_analysis_id", BigInteger(), nullable=True),
+    Column("last_analysis_id", BigInteger(), nullable=True),
+    Column("country", String(2), nullable=True),
+    Column("as_org", String(255), nullable=True),
+    Column("geo_source", String(64), nullable=True, comment="the enrichment database and date"),
+    Column("attributes", JSON(), nullable=False, comment="URL parts, ..."),
+    Column("campaign_at", UtcDateTime(), nullable=True, comment="last campaign alert about it"),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("key_sha256"),
+    Index(None, "updated_at", "id"),
+    Index(None, "last_seen"),
+)
+
+ioc_sightings = Table(
+    "ioc_sightings",
+    metadata,
+    # Which bucket sighted which indicator in which window: campaigns (one indicator on
+    # several buckets within a window) and replays (a sighting is recorded once).
+    Column("ioc_id", BigInteger(), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("window_start", UtcDateTime(), nullable=False),
+    Column("hits", Integer(), nullable=False),
+    PrimaryKeyConstraint("ioc_id", "name", "window_start"),
+    Index(None, "window_start"),
+)
+
+technique_sightings = Table(
+    "technique_sightings",
+    metadata,
+    # ATT&CK techniques evidenced per bucket: first and last seen, windows, records.
+    Column("name", String(128), nullable=False),
+    Column("technique", String(16), nullable=False),
+    Column("first_seen", UtcDateTime(), nullable=False),
+    Column("last_seen", UtcDateTime(), nullable=False),
+    Column("windows", Integer(), nullable=False),
+    Column("findings", Integer(), nullable=False, comment="findings that evidenced it"),
+    PrimaryKeyConstraint("name", "technique"),
+    Index(None, "technique"),
+)
+
 # --- notifier ----------------------------------------------------------------------------------
 
 alerts = Table(
@@ -526,6 +586,8 @@ __all__ = [
     "drop_file_ledger",
     "drop_sources",
     "extract_cursors",
+    "ioc_sightings",
+    "iocs",
     "log_analysis",
     "logs",
     "metadata",
@@ -537,4 +599,5 @@ __all__ = [
     "poller_state",
     "s3_copy_ledger",
     "task_runs",
+    "technique_sightings",
 ]

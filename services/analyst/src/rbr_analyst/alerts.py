@@ -10,6 +10,7 @@ uuid5 of what identifies them, so a replay produces the very same events.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -79,10 +80,20 @@ def plan_alerts(
     analyser: str,
     log_rows: int,
     now: datetime,
+    severities: Mapping[str, Severity] | None = None,
+    reasons: Mapping[str, Sequence[str]] | None = None,
 ) -> AlertPlan:
-    """Returns the alert events and state changes an analysis of the window causes."""
+    """Returns the alert events and state changes an analysis of the window causes.
+
+    `severities` grades each finding's alert (by novelty, see `novelty.grade`); without it a
+    finding alerts at its own severity. `reasons` says, per finding, why it is not routine.
+    """
     plan = AlertPlan()
-    reported = {f.key: f for f in analysis.findings if f.severity >= min_severity}
+    graded = {
+        f.key: f.model_copy(update={"severity": (severities or {}).get(f.key, f.severity)})
+        for f in analysis.findings
+    }
+    reported = {key: f for key, f in graded.items() if f.severity >= min_severity}
     for key, finding in reported.items():
         previous = open_alerts.get(key)
         opened = previous.opened_window_start if previous else window.start
@@ -97,6 +108,7 @@ def plan_alerts(
             analyser=analyser,
             log_rows=log_rows,
             opened=opened,
+            reasons=list((reasons or {}).get(key, [])),
         )
         plan.events.append((event_id_for(alert_id, "firing", window.start), alert))
         plan.states.append(
@@ -142,12 +154,15 @@ def _firing(
     analyser: str,
     log_rows: int,
     opened: datetime,
+    reasons: list[str],
 ) -> Alert:
     evidence = "\n".join(f"- {line}" for line in finding.evidence)
-    detail = (
-        f"{finding.description}\n\nEvidence:\n{evidence}\n\nWindow summary ({analyser}): "
-        f"{analysis.summary}"
-    )
+    detail = finding.description
+    if reasons:
+        detail += "\n\nNew to the fleet:\n" + "\n".join(f"- {line}" for line in reasons)
+    detail += f"\n\nEvidence:\n{evidence}\n\nWindow summary ({analyser}): {analysis.summary}"
+    if finding.techniques:
+        detail += f"\n\nATT&CK: {', '.join(finding.techniques)}"
     if analysis.recommended_actions:
         actions = "\n".join(f"- {action}" for action in analysis.recommended_actions)
         detail += f"\n\nRecommended actions:\n{actions}"
@@ -170,6 +185,8 @@ def _firing(
             "analyser": analyser,
             "analysis_severity": analysis.severity.value,
             "log_rows": log_rows,
+            "techniques": ",".join(finding.techniques),
+            "novel": bool(reasons),
         },
     )
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from rbr_analyst.redact import clean
+from rbr_runtime.intel.attack import MAX_TECHNIQUES, clean_technique_ids
 from rbr_schemas import Severity
 
 MAX_FINDINGS = 20
@@ -46,6 +47,12 @@ def finding_key(text: str) -> str:
 
 def _slug(value: Any) -> Any:
     return finding_key(value) if isinstance(value, str) else value
+
+
+def _techniques(value: Any) -> Any:
+    # Technique ids are validated against the shipped ATT&CK list: an id that does not exist,
+    # a revoked one, or hostile text in its place is dropped, never an error.
+    return clean_technique_ids(value) if isinstance(value, list) else []
 
 
 def _severity(value: Any) -> Any:
@@ -92,6 +99,10 @@ class Finding(BaseModel):
     severity: SeverityField
     description: Text = ""
     evidence: Annotated[list[Evidence], _capped(MAX_EVIDENCE)] = Field(default_factory=list)
+    techniques: Annotated[list[str], BeforeValidator(_techniques)] = Field(
+        default_factory=list,
+        description="MITRE ATT&CK technique ids the finding evidences (e.g. T1110, T1059.004).",
+    )
 
 
 class Ioc(BaseModel):
@@ -130,13 +141,21 @@ def answer_json_schema() -> dict[str, Any]:
                 "items": {
                     "type": "object",
                     "additionalProperties": False,
-                    "required": ["key", "title", "severity", "description", "evidence"],
+                    "required": [
+                        "key",
+                        "title",
+                        "severity",
+                        "description",
+                        "evidence",
+                        "techniques",
+                    ],
                     "properties": {
                         "key": {"type": "string"},
                         "title": {"type": "string"},
                         "severity": severity,
                         "description": {"type": "string"},
                         "evidence": {"type": "array", "items": {"type": "string"}},
+                        "techniques": {"type": "array", "items": {"type": "string"}},
                     },
                 },
             },
@@ -178,8 +197,12 @@ def merge_with_rules(model: AnalysisResult, rules: AnalysisResult) -> AnalysisRe
         if rule is None:
             extra.append(finding)
             continue
+        techniques = clean_technique_ids([*rule.techniques, *finding.techniques], MAX_TECHNIQUES)
         by_key[finding.key] = rule.model_copy(
-            update={"severity": highest([rule.severity, finding.severity])}
+            update={
+                "severity": highest([rule.severity, finding.severity]),
+                "techniques": techniques,
+            }
         )
     findings = (list(by_key.values()) + extra)[:MAX_FINDINGS]
     iocs = _unique_iocs([*rules.iocs, *model.iocs])

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter as Tally
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.engine import Connection
 
 from rbr_analyst.alerts import AlertPlan, encode_alert, event_id_for, plan_alerts, resolved_alert
-from rbr_analyst.analysis import AnalysisResult, merge_with_rules
+from rbr_analyst.analysis import AnalysisResult, highest, merge_with_rules
 from rbr_analyst.claude import (
     BudgetExceeded,
     ClaudeAnalyser,
@@ -30,15 +32,25 @@ from rbr_analyst.claude import (
     MalformedAnswer,
 )
 from rbr_analyst.digest import Digest, DigestBuilder
+from rbr_analyst.enrich import GeoDatabase, shared_database
+from rbr_analyst.indicators import sightings_of
+from rbr_analyst.intel_store import CampaignPolicy, RecordedIntel, record_intel
+from rbr_analyst.novelty import (
+    activity_change,
+    campaign_alert,
+    grade,
+    resolved_campaign,
+    silence_alert,
+)
 from rbr_analyst.rules import analyse_with_rules
 from rbr_analyst.settings import AnalystSettings
-from rbr_analyst.store import OUTBOX, AnalystStore, BacklogEntry
+from rbr_analyst.store import OUTBOX, AnalystStore, BacklogEntry, Decision, OpenAlert
 from rbr_analyst.windows import Window
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.outbox import OutboxMessage, OutboxRelay
 from rbr_runtime.schedule import worker_identity
-from rbr_schemas import ALERTS, utcnow
+from rbr_schemas import ALERTS, Alert, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +71,12 @@ DIGEST_TOKENS = Histogram(
     "rbr_analyst_digest_tokens",
     "Estimated tokens of window digests.",
     buckets=(500, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 50_000),
+)
+INDICATORS = Counter(
+    "rbr_analyst_indicator_sightings_total", "Indicator sightings recorded (iocs events queued)."
+)
+NEW_INDICATORS = Counter(
+    "rbr_analyst_new_indicators_total", "Indicators sighted for the first time in the fleet."
 )
 ANALYSIS_SECONDS = Histogram("rbr_analyst_analysis_seconds", "Time to analyse one window.")
 
@@ -124,8 +142,15 @@ class Analyst:
         *,
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
+        geo: GeoDatabase | None = None,
     ) -> None:
         self._settings = settings
+        self._geo = geo if geo is not None or not settings.enrichment else shared_database()
+        self._campaigns = CampaignPolicy(
+            window=settings.campaign_window,
+            min_buckets=settings.campaign_min_buckets,
+            quiet=settings.campaign_quiet,
+        )
         self._store = store
         self._claude = claude
         self._clock = clock
@@ -147,6 +172,8 @@ class Analyst:
         summary = CycleSummary()
         now = self._clock()
         self._resolve_quiet_buckets(now)
+        self._resolve_campaigns(now)
+        self._raise_silent_buckets(now)
         interval = self._settings.analysis_interval
         started_by = now - timedelta(seconds=interval + self._settings.analysis_grace)
         for entry in self._store.due(started_by, now):
@@ -220,22 +247,102 @@ class Analyst:
         digest = self._digests.build(window, entry.ip_address)
         DIGEST_TOKENS.observe(digest.estimated_tokens())
         analysis = self.analyse(digest, now)
+        self._add_activity_change(window, digest, analysis)
         open_alerts = self._store.open_alerts(window.bucket)
-        plan = plan_alerts(
+        sightings = sightings_of(digest, analysis.result)
+        techniques = Tally(t for f in analysis.result.findings for t in f.techniques)
+        record = self._record(window, digest, analysis, now)
+
+        def decide(connection: Connection, analysis_id: int | None) -> Decision:
+            intel = record_intel(
+                connection,
+                window,
+                analysis_id=analysis_id,
+                sightings=sightings,
+                techniques=dict(techniques),
+                geo=self._geo,
+                campaigns=self._campaigns,
+                now=now,
+            )
+            plan = self._plan(
+                window,
+                analysis=analysis,
+                open_alerts=open_alerts,
+                intel=intel,
+                log_rows=digest.total_rows,
+                now=now,
+            )
+            campaigns: list[tuple[str, Alert]] = []
+            states = list(plan.states)
+            if intel.campaigns:
+                event_id, alert, state = campaign_alert(window, intel.campaigns, now=now)
+                campaigns.append((event_id, alert))
+                states.append(state)
+            messages = [*plan.outbox(), *AlertPlan(events=campaigns).outbox(), *intel.events]
+            plan.events += campaigns
+            return Decision(states, messages, detail=(plan, intel))
+
+        decision = self._store.save(window, record, now, decide)
+        if decision is None:
+            return False, analysis, 0
+        plan, intel = decision.detail
+        INDICATORS.inc(len(intel.events))
+        NEW_INDICATORS.inc(len(intel.new_indicators))
+        self._log_stored(window, digest, analysis, plan)
+        return True, analysis, len(plan.events)
+
+    def _plan(
+        self,
+        window: Window,
+        *,
+        analysis: WindowAnalysis,
+        open_alerts: dict[str, OpenAlert],
+        intel: RecordedIntel,
+        log_rows: int,
+        now: datetime,
+    ) -> AlertPlan:
+        grading = None
+        if self._settings.alert_grading == "novelty":
+            grading = grade(
+                analysis.result,
+                new_indicators=intel.new_indicators,
+                new_techniques=intel.new_techniques,
+                page_types=frozenset(self._settings.novelty_types),
+            )
+        return plan_alerts(
             window,
             analysis.result,
             open_alerts,
             min_severity=self._settings.alert_min_severity,
             analyser=analysis.analyser,
-            log_rows=digest.total_rows,
+            log_rows=log_rows,
             now=now,
+            severities=grading.severities if grading else None,
+            reasons=grading.reasons if grading else None,
         )
-        record = self._record(window, digest, analysis, now)
-        stored = self._store.save(window, record, plan.states, plan.outbox(), now)
-        if not stored:
-            return False, analysis, 0
-        self._log_stored(window, digest, analysis, plan)
-        return True, analysis, len(plan.events)
+
+    def _add_activity_change(
+        self, window: Window, digest: Digest, analysis: WindowAnalysis
+    ) -> None:
+        """Adds a finding when the window departs from the bucket's own baseline."""
+        settings = self._settings
+        history = self._store.recent_log_rows(window, max(settings.baseline_windows, 12))
+        change = activity_change(
+            digest.total_rows,
+            history,
+            min_windows=settings.baseline_windows,
+            factor=settings.baseline_factor,
+            min_rows=settings.baseline_min_rows,
+        )
+        if change is None:
+            return
+        result = analysis.result
+        analysis.result = result.model_copy(
+            update={
+                "findings": [*result.findings, change],
+                "severity": highest([result.severity, change.severity]),
+            }
+        )
 
     def analyse(self, digest: Digest, now: datetime) -> WindowAnalysis:
         """Returns the analysis of a digest: Claude with the rules' floor, or the rules alone.
@@ -324,6 +431,37 @@ class Analyst:
         )
 
     # -- quiet buckets ---------------------------------------------------------------------------
+
+    def _resolve_campaigns(self, now: datetime) -> None:
+        """Resolves the campaign alerts of windows no analysis can add to any more."""
+        settings = self._settings
+        horizon = settings.campaign_window + settings.analysis_interval + settings.analysis_grace
+        for alert in self._store.stale_campaigns(now - timedelta(seconds=horizon)):
+            resolved = resolved_campaign(alert, now)
+            event_id = event_id_for(alert.alert_id, "resolved", alert.opened_window_start)
+            event = OutboxMessage(
+                ALERTS.name, resolved.dedupe_key, encode_alert(resolved, event_id)
+            )
+            if self._store.resolve_stale(alert, event, now):
+                ALERTS_QUEUED.labels("resolved").inc()
+
+    def _raise_silent_buckets(self, now: datetime) -> None:
+        """Raises logs_silent for buckets that answer the poller but stopped logging."""
+        silence = self._settings.silence_after
+        if silence <= 0:
+            return
+        interval = self._settings.analysis_interval
+        answered_since = now - timedelta(seconds=interval)
+        for name, last_log_at, answered_at in self._store.silent_buckets(
+            answered_since, now - timedelta(seconds=silence)
+        ):
+            window = Window.containing(name, now, interval)
+            event_id, alert, state = silence_alert(
+                window, last_log_at=last_log_at, answered_at=answered_at, now=now
+            )
+            message = OutboxMessage(ALERTS.name, alert.dedupe_key, encode_alert(alert, event_id))
+            if self._store.fire(state, message, now):
+                ALERTS_QUEUED.labels("firing").inc()
 
     def _resolve_quiet_buckets(self, now: datetime) -> None:
         """Resolves alerts of buckets that had no logs for a whole window since the finding."""

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from rbr_analyst.redact import clean
-from rbr_analyst.rules import CommandRule, match_command
+from rbr_analyst.rules import CommandRule, command_techniques, match_command
 from rbr_analyst.windows import Window
 from rbr_runtime.db.tables import logs
 
@@ -98,6 +98,8 @@ class FlaggedCommand:
     command: str
     count: int
     rule: CommandRule
+    techniques: tuple[str, ...] = ()
+    """ATT&CK techniques the command evidences (read from the full command)."""
 
 
 @dataclass
@@ -345,7 +347,10 @@ class DigestBuilder:
             rule = match_command(command)
             if rule is not None:
                 flagged_distinct += 1
-                flagged.append(FlaggedCommand(clean(command, COMMAND_CHARS), count, rule))
+                techniques = tuple(command_techniques(command, rule))
+                flagged.append(
+                    FlaggedCommand(clean(command, COMMAND_CHARS), count, rule, techniques)
+                )
                 flagged = _most_severe(flagged, self._top_n)
             entry = (count, command)
             if len(top) < self._top_n:

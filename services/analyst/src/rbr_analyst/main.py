@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from rbr_analyst.analyst import Analyst
 from rbr_analyst.claude import ClaudeAnalyser
 from rbr_analyst.handlers import make_parsed_handler
+from rbr_analyst.intel_store import prune_intel
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.store import OUTBOX, AnalystStore
 from rbr_analyst.summary import describe, send_daily_summary
@@ -45,6 +46,17 @@ def summary_task(settings: AnalystSettings, engine: Engine, producer: EventProdu
     )
 
 
+def retention_task(settings: AnalystSettings, engine: Engine) -> DailyTask:
+    """Returns the daily IOC retention run (claimed by one replica, at the summary's time)."""
+    return DailyTask.for_slots(
+        "ioc_retention",
+        settings.daily_summary_at,
+        lambda _slot: prune_intel(engine, utcnow(), settings.ioc_retention_days).line(),
+        TaskClaims(engine),
+        timezone=settings.timezone,
+    )
+
+
 def build_service(settings: AnalystSettings) -> Service:
     """Wires the service's components; nothing runs until `run()`."""
     service = Service(settings)
@@ -64,6 +76,8 @@ def build_service(settings: AnalystSettings) -> Service:
     service.add("consumer", runner.run, runner.stop)
     service.add("analysis", cycle.run, cycle.stop)
     service.add("daily-summary", daily.run, daily.stop)
+    retention = retention_task(settings, engine)
+    service.add("ioc-retention", retention.run, retention.stop)
     # The cycle publishes its events itself; the relay retries what a broker outage left,
     # and with several replicas only the one holding the relay lock publishes.
     service.add("outbox-relay", analyst.relay.run, analyst.relay.stop)

@@ -55,7 +55,10 @@ access, downloads or tooling, critical = malware execution, miners, reverse shel
 persistence.
 - findings: the distinct things worth an analyst's attention, each with a short snake_case key \
 (e.g. successful_login, malware_download, crypto_miner), a title, a severity, a description \
-and evidence quoted from the data (short).
+and evidence quoted from the data (short), and techniques: the MITRE ATT&CK Enterprise \
+technique ids it evidences (e.g. T1110 brute force, T1078 valid accounts, T1105 ingress tool \
+transfer, T1059.004 Unix shell, T1053.003 cron, T1098.004 SSH authorized keys, T1496 resource \
+hijacking); ids only, none you are unsure of.
 - iocs: IPs, URLs, domains, sha256 hashes, usernames, passwords or commands an operator could \
 block or hunt for. recommended_actions: short, concrete steps for the operator.
 - Keep the summary under 1500 characters."""

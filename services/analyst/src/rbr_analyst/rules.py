@@ -31,6 +31,8 @@ class CommandRule:
     severity: Severity
     pattern: re.Pattern[str]
     action: str
+    techniques: tuple[str, ...] = ()
+    """ATT&CK techniques any command matching the rule evidences."""
 
 
 def _rx(pattern: str) -> re.Pattern[str]:
@@ -55,6 +57,7 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
             rf"|\bmkfifo\b.{_GAP}\bnc\b|\bsocat\b.{_GAP}\bexec:|\bsocket\.socket\(.{_GAP}connect"
         ),
         "Block the listener address and review outbound connections from the bucket's host.",
+        ("T1059.004",),
     ),
     CommandRule(
         "crypto_miner",
@@ -62,6 +65,7 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
         Severity.CRITICAL,
         _rx(r"xmrig|minerd|cpuminer|stratum\+(?:tcp|ssl)|cryptonight|nicehash|kdevtmpfsi|kinsing"),
         "Block the mining pool and the download host; look for the same miner on real hosts.",
+        ("T1496",),
     ),
     CommandRule(
         "download_and_execute",
@@ -73,6 +77,7 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
         ),
         "Block the download URLs, submit the payload hashes to threat intel, check real hosts "
         "for the same commands.",
+        ("T1105", "T1059.004"),
     ),
     CommandRule(
         "encoded_execution",
@@ -84,6 +89,7 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
             rf"|\beval\b.{_GAP}base64"
         ),
         "Decode the payload offline and add its indicators to blocklists.",
+        ("T1140", "T1059.004"),
     ),
     CommandRule(
         "made_executable",
@@ -93,6 +99,7 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
         # digits are taken once (no splitting them between overlapping quantifiers).
         _rx(r"\bchmod\s+(?:[ugoa]*+\+[rwx]*x|(?=[0-7]*?[1357])[0-7]++)\s+\S"),
         "Recover the file from the bucket's download store and analyse it.",
+        ("T1222.002",),
     ),
     CommandRule(
         "persistence",
@@ -103,6 +110,7 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
             r"|systemctl\s+enable|\.bashrc"
         ),
         "Check real hosts for the same cron entries, keys and services.",
+        (),
     ),
     CommandRule(
         "anti_forensics",
@@ -110,6 +118,7 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
         Severity.MEDIUM,
         _rx(r"history\s+-c|unset\s+HISTFILE|rm\s+-rf?\s+/var/log|>\s*/var/log/|shred\s"),
         "Treat the session as hands-on-keyboard; review it in full.",
+        (),
     ),
     CommandRule(
         "reconnaissance",
@@ -120,8 +129,49 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
             r"|cat\s+/etc/passwd"
         ),
         "No action needed beyond watching for follow-up activity.",
+        ("T1082",),
     ),
 )
+
+
+# Techniques told by a part of a command, whichever rule flagged it: a miner fetched with wget
+# is ingress tool transfer as well as resource hijacking; persistence and trace-erasing
+# commands name their sub-technique by what they touch.
+TECHNIQUE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("T1105", _rx(rf"\b{_FETCH}\b")),
+    ("T1496", COMMAND_RULES[1].pattern),
+    ("T1222.002", COMMAND_RULES[4].pattern),
+    ("T1053.003", _rx(r"\bcrontab\b|/etc/cron")),
+    ("T1098.004", _rx(r"authorized_keys")),
+    ("T1037.004", _rx(r"/etc/rc\.local|/etc/init\.d/")),
+    ("T1543.002", _rx(r"systemctl\s+enable")),
+    ("T1546.004", _rx(r"\.bashrc")),
+    ("T1070.003", _rx(r"history\s+-c|unset\s+HISTFILE")),
+    ("T1070.002", _rx(r"rm\s+-rf?\s+/var/log|>\s*/var/log/")),
+    ("T1070.004", _rx(r"shred\s")),
+    ("T1087.001", _rx(r"cat\s+/etc/passwd")),
+    ("T1033", _rx(r"\bwhoami\b")),
+)
+LOGIN_TECHNIQUES = ("T1078",)
+DOWNLOAD_TECHNIQUES = ("T1105",)
+BRUTE_FORCE_TECHNIQUES = ("T1110",)
+
+
+def command_techniques(command: str, rule: CommandRule | None = None) -> list[str]:
+    """Returns the ATT&CK techniques a command evidences.
+
+    Those of its rule, of every other rule it matches, and those its parts tell (see
+    `TECHNIQUE_PATTERNS`).
+    """
+    command = command[:MAX_RULE_CHARS]
+    found = list(rule.techniques) if rule is not None else []
+    for other in COMMAND_RULES:
+        if other is not rule and other.techniques and other.pattern.search(command):
+            found += [t for t in other.techniques if t not in found]
+    for technique, pattern in TECHNIQUE_PATTERNS:
+        if technique not in found and pattern.search(command):
+            found.append(technique)
+    return found
 
 
 def match_command(command: str) -> CommandRule | None:
@@ -174,6 +224,7 @@ def _successful_logins(digest: Digest) -> FindingAndAction:
         description="Attackers got a shell with guessed credentials; what follows in the "
         "session shows their intent.",
         evidence=evidence,
+        techniques=list(LOGIN_TECHNIQUES),
     )
     return finding, "Make sure the credentials that worked are not used on any real host."
 
@@ -191,6 +242,7 @@ def _downloads(digest: Digest) -> FindingAndAction:
         severity=Severity.HIGH,
         description="Attackers fetched files onto the honeypot: likely malware payloads.",
         evidence=evidence,
+        techniques=list(DOWNLOAD_TECHNIQUES),
     )
     return finding, "Block the download hosts and submit the file hashes to threat intel."
 
@@ -205,12 +257,16 @@ def _command_findings(digest: Digest) -> list[FindingAndAction]:
         if not hits:
             continue
         runs = sum(hit.count for hit in hits)
+        techniques: list[str] = []
+        for hit in hits:
+            techniques += [t for t in hit.techniques if t not in techniques]
         finding = Finding(
             key=rule.key,
             title=rule.title,
             severity=rule.severity,
             description=f"{len(hits)} distinct command(s), run {runs} time(s), match this pattern.",
             evidence=[hit.command for hit in hits[:MAX_EVIDENCE]],
+            techniques=techniques,
         )
         results.append((finding, rule.action))
     return results
@@ -229,6 +285,7 @@ def _brute_force(digest: Digest) -> FindingAndAction:
         description=f"{digest.usernames.distinct} usernames and {digest.passwords.distinct} "
         "passwords tried.",
         evidence=evidence,
+        techniques=list(BRUTE_FORCE_TECHNIQUES),
     )
     return finding, ""
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from rbr_runtime.schedule import parse_time_of_day
-from rbr_runtime.settings import CommonSettings
+from rbr_runtime.settings import CommonSettings, CsvList
 from rbr_schemas import Severity
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -44,6 +46,58 @@ class AnalystSettings(CommonSettings):
     )
     alert_min_severity: Severity = Field(
         default=Severity.MEDIUM, description="Findings at or above this severity raise alerts."
+    )
+    alert_grading: Literal["novelty", "kind"] = Field(
+        default="novelty",
+        description="novelty: a finding alerts at its severity (at least high) only when it "
+        "evidences something new to the fleet; otherwise it is routine (low). kind: every "
+        "finding alerts at the severity of its kind of attack (before issue 15).",
+    )
+    novelty_types: CsvList = Field(
+        default_factory=lambda: ["sha256", "sha1", "md5", "url", "domain", "technique"],
+        description="Indicator types (and `technique`) whose first sighting in the fleet makes "
+        "a finding alert; add ip, credential, command for more pages.",
+    )
+    campaign_window: float = Field(
+        default=14_400,
+        ge=0,
+        description="Seconds within which sightings by several buckets make a campaign.",
+    )
+    campaign_min_buckets: int = Field(
+        default=3, ge=2, description="Buckets that must sight one indicator for a campaign."
+    )
+    campaign_quiet: float = Field(
+        default=604_800,
+        ge=0,
+        description="Seconds after a campaign alert before the same indicator can raise another.",
+    )
+    baseline_windows: int = Field(
+        default=6, ge=1, description="Earlier windows a bucket needs before its baseline counts."
+    )
+    baseline_factor: float = Field(
+        default=5.0,
+        ge=0,
+        description="A window this many times above (or below) the bucket's median is an "
+        "activity change (0 or 1: off).",
+    )
+    baseline_min_rows: int = Field(
+        default=500, ge=0, description="Records a surge (or a collapsing baseline) must reach."
+    )
+    silence_after: float = Field(
+        default=28_800,
+        ge=0,
+        description="A bucket the poller reached within the last analysis interval but that "
+        "logged nothing for this many seconds raises logs_silent (0: off).",
+    )
+    ioc_retention_days: int = Field(
+        default=90,
+        ge=0,
+        description="Indicators not sighted for this many days are deleted, with their "
+        "sightings (0: keep forever); like RBR_LOG_RETENTION_DAYS for logs.",
+    )
+    enrichment: bool = Field(
+        default=True,
+        description="Add country and AS to IP indicators from the offline database.",
     )
     digest_top_n: int = Field(
         default=25, ge=1, le=200, description="Entries kept in each top-N list of a digest."

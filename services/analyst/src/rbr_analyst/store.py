@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,11 +17,24 @@ from rbr_runtime.db.tables import (
     analysis_backlog,
     log_analysis,
     logs,
+    poller_state,
 )
 from rbr_runtime.outbox import Outbox, OutboxMessage
 
+CAMPAIGNS = "*"
+"""The `analysis_alert_state` name of campaign alerts (fleet-wide: no bucket is named `*`)."""
 OUTBOX = Outbox("analyst")
 """The analyst's outbox: alert events, published after the transaction that decided them."""
+
+
+@dataclass
+class Decision:
+    """What storing an analysis decided: alert state changes and messages to publish."""
+
+    states: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[OutboxMessage] = field(default_factory=list)
+    detail: Any = None
+    """Whatever the decider wants back (the alert plan, what was new)."""
 
 
 @dataclass(frozen=True)
@@ -214,30 +227,48 @@ class AnalystStore:
         self,
         window: Window,
         record: dict[str, Any],
-        alert_states: Sequence[dict[str, Any]],
-        events: Sequence[OutboxMessage],
         now: datetime,
-    ) -> bool:
-        """Stores an analysis, its alert state changes and events in one transaction.
+        decide: Callable[[Connection, int | None], Decision],
+    ) -> Decision | None:
+        """Stores an analysis and what it decides, in one transaction.
 
-        Removes the window's backlog entry. Returns False (and stores nothing) when the
-        window's analysis was already stored (a replay, or another replica was faster).
+        `decide` runs in the transaction once the analysis row is in (given the connection and
+        the row's id): it records the analysis's intelligence and returns the alert state
+        changes and the outbox messages to store with it. Removes the window's backlog entry.
+        Returns the decision, or None (storing nothing) when the window's analysis was already
+        stored (a replay, or another replica was faster).
         """
         with self.engine.begin() as connection:
-            inserted = connection.execute(
-                insert_ignore(connection, log_analysis).values(record)
-            ).rowcount
-            if inserted:
-                for state in alert_states:
+            result = connection.execute(insert_ignore(connection, log_analysis).values(record))
+            decision = None
+            if result.rowcount:
+                decision = decide(connection, result.lastrowid)
+                for state in decision.states:
                     self._put_alert_state(connection, state)
-                OUTBOX.add(connection, events, now)
+                OUTBOX.add(connection, decision.messages, now)
             connection.execute(
                 delete(analysis_backlog).where(
                     analysis_backlog.c.name == window.bucket,
                     analysis_backlog.c.window_start == window.start,
                 )
             )
-        return bool(inserted)
+        return decision
+
+    def recent_log_rows(self, window: Window, limit: int) -> list[int]:
+        """Returns the record counts of the bucket's analysed windows before this one."""
+        with self.engine.connect() as connection:
+            return [
+                int(rows)
+                for rows in connection.execute(
+                    select(log_analysis.c.log_rows)
+                    .where(
+                        log_analysis.c.name == window.bucket,
+                        log_analysis.c.window_start < window.start,
+                    )
+                    .order_by(log_analysis.c.window_start.desc())
+                    .limit(limit)
+                ).scalars()
+            ]
 
     @staticmethod
     def _put_alert_state(connection: Connection, state: dict[str, Any]) -> None:
@@ -252,15 +283,68 @@ class AnalystStore:
     # -- quiet buckets ---------------------------------------------------------------------------
 
     def stale_alerts(self, last_window_before: datetime) -> list[OpenAlert]:
-        """Returns firing alerts last reported by a window that started before the moment."""
+        """Returns firing alerts last reported by a window that started before the moment.
+
+        `logs_silent` is left out: a bucket logging nothing is its condition, not its end.
+        """
         with self.engine.connect() as connection:
             rows = connection.execute(
                 select(analysis_alert_state).where(
                     analysis_alert_state.c.state == "firing",
                     analysis_alert_state.c.last_window_start < last_window_before,
+                    analysis_alert_state.c.finding_key != "logs_silent",
+                    analysis_alert_state.c.name != CAMPAIGNS,
                 )
             ).all()
         return [_open_alert(row) for row in rows]
+
+    def stale_campaigns(self, opened_before: datetime) -> list[OpenAlert]:
+        """Returns firing campaign alerts of windows that started before the moment."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(analysis_alert_state).where(
+                    analysis_alert_state.c.name == CAMPAIGNS,
+                    analysis_alert_state.c.state == "firing",
+                    analysis_alert_state.c.opened_window_start < opened_before,
+                )
+            ).all()
+        return [_open_alert(row) for row in rows]
+
+    def silent_buckets(
+        self, answered_since: datetime, quiet_before: datetime
+    ) -> list[tuple[str, datetime, datetime]]:
+        """Returns buckets the poller reached lately whose last log row is older than a time.
+
+        Each as (name, last log row's ingestion time, last successful poll). Buckets that
+        never logged are left out (a new honeypot may take a while to be attacked).
+        """
+        last_log = func.max(logs.c.created_at)
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(poller_state.c.name, last_log, poller_state.c.last_success_at)
+                .join(logs, logs.c.name == poller_state.c.name)
+                .where(poller_state.c.last_success_at >= answered_since)
+                .group_by(poller_state.c.name, poller_state.c.last_success_at)
+                .having(last_log < quiet_before)
+            ).all()
+        return [(str(row[0]), row[1], row[2]) for row in rows]
+
+    def fire(self, state: dict[str, Any], event: OutboxMessage, now: datetime) -> bool:
+        """Opens an alert (state and event) unless one is firing already for its key."""
+        with self.engine.begin() as connection:
+            firing = connection.execute(
+                select(analysis_alert_state.c.state)
+                .where(
+                    analysis_alert_state.c.name == state["name"],
+                    analysis_alert_state.c.finding_key == state["finding_key"],
+                )
+                .with_for_update()
+            ).scalar()
+            if firing == "firing":
+                return False
+            self._put_alert_state(connection, state)
+            OUTBOX.add(connection, [event], now)
+        return True
 
     def has_backlog(self, name: str, window_start: datetime) -> bool:
         """Tells whether the bucket has a pending window starting at or before the moment."""

@@ -33,6 +33,7 @@ from rbr_runtime.db.tables import (
     alerts,
     analysis_alert_state,
     buckets,
+    iocs,
     log_analysis,
     logs,
     poller_state,
@@ -63,6 +64,11 @@ class DailyFigures:
     alerts_fired: int = 0
     alerts_by_type: dict[str, int] = field(default_factory=dict)
     alerts_by_severity: dict[str, int] = field(default_factory=dict)
+    top_techniques: list[tuple[str, int]] = field(default_factory=list)
+    top_countries: list[tuple[str, int]] = field(default_factory=list)
+    top_as_orgs: list[tuple[str, int]] = field(default_factory=list)
+    new_indicators: int = 0
+    new_indicators_by_type: dict[str, int] = field(default_factory=dict)
 
 
 def collect(engine: Engine, until: datetime, day: date) -> DailyFigures:
@@ -73,7 +79,34 @@ def collect(engine: Engine, until: datetime, day: date) -> DailyFigures:
         _logs(connection, figures)
         _analyses(connection, figures)
         _alerts(connection, figures)
+        _intel(connection, figures)
     return figures
+
+
+def _intel(connection: Connection, figures: DailyFigures) -> None:
+    """Techniques seen, where the attackers sit, indicators new to the fleet (24 h)."""
+    in_day = (iocs.c.last_seen > figures.since, iocs.c.first_seen < figures.until)
+    techniques: Tally[str] = Tally()
+    for (values,) in connection.execute(select(iocs.c.techniques).where(*in_day)):
+        techniques.update(values or [])
+    figures.top_techniques = techniques.most_common(TOP_ATTACKERS)
+    for column, target in ((iocs.c.country, "top_countries"), (iocs.c.as_org, "top_as_orgs")):
+        hits = func.count().label("hits")
+        rows = connection.execute(
+            select(column, hits)
+            .where(*in_day, iocs.c.ioc_type == "ip", column.is_not(None))
+            .group_by(column)
+            .order_by(hits.desc(), column)
+            .limit(TOP_ATTACKERS)
+        )
+        setattr(figures, target, [(clean(str(v), 64), int(n)) for v, n in rows])
+    new = connection.execute(
+        select(iocs.c.ioc_type, func.count())
+        .where(iocs.c.first_seen >= figures.since, iocs.c.first_seen < figures.until)
+        .group_by(iocs.c.ioc_type)
+    ).all()
+    figures.new_indicators_by_type = {str(kind): int(n) for kind, n in new}
+    figures.new_indicators = sum(figures.new_indicators_by_type.values())
 
 
 def _buckets(connection: Connection, figures: DailyFigures) -> None:
@@ -172,6 +205,11 @@ def summary_alert(
             f"severity: {_counts(figures.analyses_by_severity)}.",
             f"Alerts fired: {figures.alerts_fired} ({_counts(figures.alerts_by_type)}); "
             f"analysis findings alerting: {figures.findings_alerted}.",
+            f"Top ATT&CK techniques: {_pairs(figures.top_techniques)}.",
+            f"Top attacker countries: {_pairs(figures.top_countries)}; "
+            f"top AS: {_pairs(figures.top_as_orgs)}.",
+            f"New indicators since yesterday: {figures.new_indicators} "
+            f"({_counts(figures.new_indicators_by_type)}).",
         ]
     )
     context: dict[str, Any] = {
@@ -190,6 +228,10 @@ def summary_alert(
         "analyses_by_rules": figures.analyses_by_rules,
         "alerts_fired": figures.alerts_fired,
         "analysis_findings_alerting": figures.findings_alerted,
+        "top_techniques": ", ".join(t for t, _ in figures.top_techniques),
+        "top_countries": ", ".join(c for c, _ in figures.top_countries),
+        "top_as_orgs": ", ".join(a for a, _ in figures.top_as_orgs),
+        "new_indicators": figures.new_indicators,
     }
     return Alert(
         alert_id=alert_id,
@@ -204,6 +246,10 @@ def summary_alert(
         occurred_at=built_at,
         context=context,
     )
+
+
+def _pairs(pairs: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{name} ({count})" for name, count in pairs) or "none"
 
 
 def _counts(tally: dict[str, int]) -> str:

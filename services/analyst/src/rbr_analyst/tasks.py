@@ -1,8 +1,9 @@
-"""`rbr run-task analyze_logs|analyze_now|daily_summary`: one cycle, by hand."""
+"""`rbr run-task analyze_logs|analyze_now|daily_summary|ioc_retention`: one run, by hand."""
 
 from __future__ import annotations
 
 from rbr_analyst.analyst import CycleSummary, WindowAnalysis
+from rbr_analyst.intel_store import prune_intel
 from rbr_analyst.main import SOURCE, build_analyst
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.summary import describe, send_summary_now
@@ -61,6 +62,16 @@ def preview_lines(window: Window, analysis: WindowAnalysis) -> list[str]:
     ]
     lines += [f"  - [{f.severity.value}] {f.title}" for f in result.findings]
     return lines
+
+
+def ioc_retention() -> str:
+    """Deletes indicators not sighted for RBR_IOC_RETENTION_DAYS, now; returns what went."""
+    settings = load_settings(AnalystSettings)
+    engine = make_engine(settings.database_url)
+    try:
+        return prune_intel(engine, utcnow(), settings.ioc_retention_days).line()
+    finally:
+        engine.dispose()
 
 
 def daily_summary() -> str:

@@ -21,6 +21,12 @@ class Window:
     end: datetime
 
     @classmethod
+    def containing(cls, bucket: str, moment: datetime, interval: float) -> Window:
+        """Returns the bucket's window that contains the moment."""
+        start = slot_start(slot_of(moment, interval), interval)
+        return cls(bucket, start, start + timedelta(seconds=interval))
+
+    @classmethod
     def starting(cls, bucket: str, start: datetime, interval: float) -> Window:
         """Returns the bucket's window that starts at `start`."""
         return cls(bucket, start, start + timedelta(seconds=interval))

@@ -36,6 +36,7 @@ from rbr_registrar.domain import (
     SelfUpdate,
     Verdict,
 )
+from rbr_registrar.intel_api import ioc_routes
 from rbr_registrar.limits import BodyLimit
 from rbr_registrar.merges import BucketMerges, Lineage, MergeRefused
 from rbr_registrar.models import (
@@ -165,6 +166,7 @@ def create_app(deps: Dependencies) -> FastAPI:
     app.include_router(_operator_routes(deps))
     app.include_router(_source_routes(deps))
     app.include_router(_topic_routes(deps))
+    app.include_router(_ioc_routes(deps))
     app.include_router(_health_routes(deps.health))
     return app
 
@@ -869,6 +871,13 @@ def _topic_routes(deps: Dependencies) -> APIRouter:
         )
 
     return router
+
+
+def _ioc_routes(deps: Dependencies) -> APIRouter:
+    def operator(credentials: BearerCredentials = None) -> None:
+        _operator_check(deps, credentials)
+
+    return ioc_routes(deps.repository.engine, operator, {**ERRORS})
 
 
 def _health_routes(health: HealthState) -> APIRouter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import random
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ PAYLOAD_NAMES = (
     "bins.sh", "x86", "mips", "arm7", ".s", "sshd", "kinsing", "xmrig", "jaws", "Mozi.m",
     "ohshit.sh", "tftp1.sh", "apache2",
 )  # fmt: skip
+PAYLOAD_HOSTS = 4
+"""Distribution hosts a pool's payloads come from (the pool's most active addresses)."""
 SSH_CLIENT_VERSIONS = (
     "SSH-2.0-libssh2_1.9.0", "SSH-2.0-Go", "SSH-2.0-OpenSSH_7.4", "SSH-2.0-PUTTY",
     "SSH-2.0-libssh_0.9.6", "SSH-2.0-paramiko_2.7.2", "SSH-2.0-ZGrab ZGrab SSH Survey",
@@ -83,7 +86,6 @@ class AttackerPool:
         self._rng = rng
         self.ips = list(ips) if ips is not None else public_ips(rng, size)
         self._cum_weights = _zipf_cumulative_weights(len(self.ips))
-        self._hashes: dict[str, str] = {}
 
     def ip(self) -> str:
         """Returns an attacker IP, heavy hitters more often."""
@@ -102,14 +104,17 @@ class AttackerPool:
         return self._rng.choice(PASSWORDS)
 
     def download_url(self) -> str:
-        """Returns the URL of a malware dropper hosted on an attacker IP."""
-        return f"http://{self.ip()}/{self._rng.choice(PAYLOAD_NAMES)}"
+        """Returns the URL of a malware dropper on one of the pool's few payload hosts.
+
+        Botnets serve their payloads from a handful of distribution hosts, the same for every
+        honeypot they hit: honeypots of one fleet see the same URLs and the same files.
+        """
+        host = self._rng.choice(self.ips[1 : 1 + PAYLOAD_HOSTS] or self.ips)
+        return f"http://{host}/{self._rng.choice(PAYLOAD_NAMES)}"
 
     def sha256_of(self, url: str) -> str:
-        """Returns the (stable, made-up) SHA-256 of what `url` serves."""
-        if url not in self._hashes:
-            self._hashes[url] = f"{self._rng.getrandbits(256):064x}"
-        return self._hashes[url]
+        """Returns the (stable, made-up) SHA-256 of what `url` serves: one file per URL."""
+        return hashlib.sha256(f"payload served at {url}".encode()).hexdigest()
 
     def dropper_command(self, url: str) -> str:
         """Returns a typical download-and-run command line for `url`."""

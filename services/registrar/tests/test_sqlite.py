@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from rbr_registrar.main import Registrar
-from rbr_registrar.repository import status_updates
 from rbr_registrar.settings import RegistrarSettings
+from rbr_registrar.store import status_updates
 from rbr_runtime.db.aliases import bucket_named
 from rbr_runtime.db.migrate import upgrade
 from rbr_runtime.db.tables import outbox

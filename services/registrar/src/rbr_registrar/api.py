@@ -2,7 +2,7 @@
 
 Routes are thin: they check credentials, turn requests into domain commands and map the
 decisions back to answers. Registrations go through the group committer; everything else
-calls the repository on FastAPI's thread pool.
+calls the store (`store.py`) on FastAPI's thread pool.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ from rbr_registrar.models import (
     SourceView,
     StartView,
 )
-from rbr_registrar.repository import BucketRepository
 from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.sources import DropSources, SourceError, SourceRow
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.buckets import forbidden_port_reason, forbidden_reason
 from rbr_runtime.health import HealthState, metrics_payload
 from rbr_runtime.secrets import TokenVault, constant_time_in

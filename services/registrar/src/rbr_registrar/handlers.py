@@ -8,8 +8,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from rbr_registrar.repository import BucketRepository, status_updates
 from rbr_registrar.sources import DropSources
+from rbr_registrar.store import BucketRepository, status_updates
 from rbr_runtime.kafka import Inbound, Rejection
 from rbr_schemas import BucketStatus, DropFolderSeen
 

@@ -11,11 +11,11 @@ from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.expiry import PendingExpiry
 from rbr_registrar.handlers import apply_discoveries, apply_statuses
 from rbr_registrar.merges import BucketMerges
-from rbr_registrar.repository import OUTBOX, BucketRepository
 from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.sources import DropSources
+from rbr_registrar.store import OUTBOX, BucketRepository
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer

@@ -274,8 +274,6 @@ def auth_routes() -> APIRouter:
 
     @router.get("/login")
     def login_form(request: Request, next: str = f"{PREFIX}/") -> Response:
-        if session_of(request) is not None:
-            return RedirectResponse(safe_next(next), status_code=303)
         return _login_page(request, next)
 
     @router.post("/login")

@@ -1,0 +1,31 @@
+"""Builds the console's parts and adds the console to a registrar application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from rbr_registrar.console import pages, web
+from rbr_registrar.console.accounts import Accounts
+from rbr_registrar.console.sessions import LoginLimit, Sessions
+from rbr_registrar.console.web import ConsoleParts
+from rbr_registrar.settings import RegistrarSettings
+
+__all__ = ["ConsoleParts", "build_console", "install_console"]
+
+
+def build_console(settings: RegistrarSettings, engine: Engine) -> ConsoleParts:
+    """Returns the console's parts on the registrar's database."""
+    return ConsoleParts(
+        settings=settings,
+        engine=engine,
+        accounts=Accounts(engine),
+        sessions=Sessions(engine, settings.console_session_lifetime),
+        login_limit=LoginLimit(engine, settings.login_max_failures, settings.login_failure_window),
+        templates=web.make_templates(),
+    )
+
+
+def install_console(app: FastAPI, parts: ConsoleParts) -> None:
+    """Serves the console under /console/ (and redirects / to it)."""
+    web.install(app, parts, pages.page_routes())

@@ -81,6 +81,7 @@ class Registrar:
         committer_thread = CommitterThread(self.committer)
         vault = TokenVault.from_setting(settings.secret_key.get_secret_value())
         self.sources = DropSources(self.repository, vault)
+        merges = BucketMerges(self.repository)
         deps = Dependencies(
             settings=settings,
             repository=self.repository,
@@ -88,10 +89,10 @@ class Registrar:
             vault=vault,
             health=self.service.health,
             sources=self.sources,
-            merges=BucketMerges(self.repository),
+            merges=merges,
             on_commit=self.relay.wake,
             reseeder=self.reseeder,
-            console=build_console(settings, self.engine),
+            console=build_console(settings, self.repository, merges, self.relay.wake),
         )
         # With a console port, the main port faces the honeypots (registration only) and the
         # console and operator API are served on their own listener, for an internal network.

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
-from sqlalchemy import Engine
 
 from rbr_registrar.console import pages, web
 from rbr_registrar.console.accounts import Accounts
 from rbr_registrar.console.sessions import LoginLimit, Sessions
 from rbr_registrar.console.web import ConsoleParts
+from rbr_registrar.merges import BucketMerges
 from rbr_registrar.settings import RegistrarSettings
+from rbr_registrar.store import BucketRepository
 
 __all__ = ["ConsoleParts", "build_console", "install_console"]
 
 
-def build_console(settings: RegistrarSettings, engine: Engine) -> ConsoleParts:
+def build_console(
+    settings: RegistrarSettings,
+    store: BucketRepository,
+    merges: BucketMerges,
+    on_commit: Callable[[], None],
+) -> ConsoleParts:
     """Returns the console's parts on the registrar's database."""
+    engine = store.engine
     return ConsoleParts(
         settings=settings,
         engine=engine,
+        store=store,
+        merges=merges,
+        on_commit=on_commit,
         accounts=Accounts(engine),
         sessions=Sessions(engine, settings.console_session_lifetime),
         login_limit=LoginLimit(engine, settings.login_max_failures, settings.login_failure_window),

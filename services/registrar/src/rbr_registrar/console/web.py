@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from collections.abc import Callable
+from urllib.parse import quote, unquote
 
 import jinja2
 from fastapi import APIRouter, Depends, FastAPI, Form, Request
@@ -27,15 +28,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rbr_registrar.client_address import UnknownClientAddress, client_address
 from rbr_registrar.console import text
-from rbr_registrar.console.accounts import Accounts, Role
+from rbr_registrar.console.accounts import Accounts
 from rbr_registrar.console.sessions import ConsoleSession, LoginLimit, Sessions
+from rbr_registrar.merges import BucketMerges
+from rbr_registrar.operator.auth import Actor, Role
 from rbr_registrar.settings import RegistrarSettings
+from rbr_registrar.store import BucketRepository
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/console"
 SESSION_COOKIE = "rbr_session"
 LOGIN_CSRF_COOKIE = "rbr_login_csrf"
+FLASH_COOKIE = "rbr_flash"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 HTMX_VERSION = "2.0.11"
@@ -81,6 +86,10 @@ class ConsoleParts:
 
     settings: RegistrarSettings
     engine: Engine
+    store: BucketRepository
+    merges: BucketMerges
+    on_commit: Callable[[], None]
+    """Wakes the outbox relay after a change queued messages."""
     accounts: Accounts
     sessions: Sessions
     login_limit: LoginLimit
@@ -166,23 +175,25 @@ def check_csrf(session: ConsoleSession, presented: str | None) -> None:
 
 def check_role(session: ConsoleSession, needed: Role) -> None:
     """Raises Refused (403) unless the session's role includes `needed`."""
-    if not Role(session.role).allows(needed):
+    if not Actor(session.user_name, session.role).may(needed):
         raise Refused(
             403, f"{session.user_name} is a {session.role}: this needs the {needed.value} role"
         )
 
 
-def write_session(needed: Role) -> Any:
-    """Returns a dependency for a change: a session with the role and the CSRF token."""
+async def operator_session(request: Request, session: PageSession) -> ConsoleSession:
+    """Dependency of every change: a session of an operator (or admin) with its CSRF token."""
+    check_csrf(session, await presented_csrf(request))
+    check_role(session, Role.OPERATOR)
+    return session
 
-    async def dependency(
-        request: Request, session: Annotated[ConsoleSession, Depends(page_session)]
-    ) -> ConsoleSession:
-        check_csrf(session, await presented_csrf(request))
-        check_role(session, needed)
-        return session
 
-    return Depends(dependency)
+OperatorSession = Annotated[ConsoleSession, Depends(operator_session)]
+
+
+def actor_of(session: ConsoleSession) -> Actor:
+    """Returns who a session is, for the operator actions and the audit log."""
+    return Actor(session.user_name, session.role)
 
 
 def render(
@@ -194,28 +205,42 @@ def render(
 ) -> HTMLResponse:
     """Renders a console page with the session (user, role, CSRF token) in its context."""
     parts = parts_of(request)
+    flash = request.cookies.get(FLASH_COOKIE)
     values = {
         "session": session,
         "csrf_token": session.csrf_token if session else "",
-        "can_change": session is not None and Role(session.role).allows(Role.OPERATOR),
-        "is_admin": session is not None and Role(session.role).allows(Role.ADMIN),
+        "can_change": session is not None and actor_of(session).may(Role.OPERATOR),
+        "is_admin": session is not None and actor_of(session).may(Role.ADMIN),
         "path": request.url.path,
-        "flash": None,
+        "flash": unquote(flash)[:300] if flash else None,
         **context,
     }
     response: HTMLResponse = parts.templates.TemplateResponse(
         request, template, values, status_code=status_code
     )
+    if flash:
+        response.delete_cookie(FLASH_COOKIE, path=PREFIX)
     return response
 
 
 def back_to(request: Request, path: str, message: str | None = None) -> Response:
-    """Answers a change with a redirect to the page it came from (303: then a GET)."""
-    target = safe_next(path)
+    """Answers a change with a redirect to the page it came from (303: then a GET).
+
+    The message rides in a short-lived cookie the next page shows once (not in the URL,
+    where a crafted link could make the console say anything).
+    """
+    response = RedirectResponse(safe_next(path), status_code=303)
     if message:
-        separator = "&" if "?" in target else "?"
-        target = f"{target}{separator}done={quote(message)}"
-    return RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            FLASH_COOKIE,
+            quote(message[:300]),
+            max_age=60,
+            httponly=True,
+            samesite="strict",
+            secure=_cookie_secure(request, parts_of(request).settings),
+            path=PREFIX,
+        )
+    return response
 
 
 def safe_next(value: str | None) -> str:

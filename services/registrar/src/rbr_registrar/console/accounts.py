@@ -5,31 +5,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Engine, RowMapping, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from rbr_registrar.operator.auth import Role
 from rbr_runtime.db.tables import operator_sessions, operator_users
+
+__all__ = ["AccountError", "Accounts", "OperatorUser", "Role"]
 
 USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
-
-
-class Role(StrEnum):
-    """What an account may do: viewers read, operators also change, admins also export."""
-
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    ADMIN = "admin"
-
-    def allows(self, needed: Role) -> bool:
-        """True when this role includes `needed` (admin > operator > viewer)."""
-        order = list(Role)
-        return order.index(self) >= order.index(needed)
 
 
 @dataclass(frozen=True)

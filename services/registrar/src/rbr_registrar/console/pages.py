@@ -7,21 +7,23 @@ through `rbr_registrar.operator.actions`, which write the audit log with the use
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import Engine
 
 from rbr_registrar.console import charts, reads
-from rbr_registrar.console.accounts import Role
+from rbr_registrar.console.sessions import ConsoleSession
 from rbr_registrar.console.web import (
     PREFIX,
     ConsoleParts,
+    OperatorSession,
     PageSession,
     Parts,
-    OperatorSession,
     Refused,
     actor_of,
     back_to,
@@ -36,6 +38,7 @@ from rbr_registrar.operator.actions import (
     queue_channel_test,
     resolve_alert,
 )
+from rbr_registrar.operator.auth import Actor, Role
 from rbr_registrar.operator.topics import topics_view
 from rbr_registrar.operator.views import (
     AlertFilter,
@@ -56,7 +59,6 @@ TOPICS_TIMEOUT = 8.0
 ALERT_TABS = ("firing", "acknowledged", "resolved")
 CONSOLE_ACTIONS = (BulkAction.APPROVE, BulkAction.DISABLE)
 Text = Annotated[str | None, Query(max_length=255)]
-Cursor = Annotated[str | None, Query(max_length=100)]
 NamePath = Annotated[str, Path(pattern=BUCKET_NAME_PATTERN, max_length=128)]
 
 
@@ -111,6 +113,15 @@ def page_routes() -> APIRouter:
 # -- fleet ------------------------------------------------------------------------------------
 
 
+class FleetQuery(BaseModel):
+    """The fleet table's filters and page."""
+
+    state: str | None = Field(default=None, max_length=16)
+    mode: str | None = Field(default=None, max_length=16)
+    prefix: str | None = Field(default=None, max_length=128)
+    after: str | None = Field(default=None, max_length=128)
+
+
 class BucketsForm(BaseModel):
     """A bulk change from the fleet table (or a bucket's page)."""
 
@@ -123,18 +134,11 @@ class BucketsForm(BaseModel):
 def _fleet_routes(router: APIRouter) -> None:
     @router.get("/")
     def fleet(
-        request: Request,
-        session: PageSession,
-        parts: Parts,
-        state: Text = None,
-        mode: Text = None,
-        prefix: Text = None,
-        after: Text = None,
+        request: Request, session: PageSession, parts: Parts, q: Annotated[FleetQuery, Query()]
     ) -> HTMLResponse:
-        where = _filter(
-            BucketFilter, state=_blank(state), mode=_blank(mode), prefix=_blank(prefix)
-        )
-        page = queries.bucket_page(parts.store, parts.merges, where, _blank(after), PAGE_SIZE)
+        state, mode, prefix = q.state, q.mode, q.prefix
+        where = _filter(BucketFilter, state=_blank(state), mode=_blank(mode), prefix=_blank(prefix))
+        page = queries.bucket_page(parts.store, parts.merges, where, _blank(q.after), PAGE_SIZE)
         counts = reads.bucket_counts(parts.engine)
         return render(
             request,
@@ -207,29 +211,33 @@ def _bucket_routes(router: APIRouter) -> None:
 # -- logs -------------------------------------------------------------------------------------
 
 
+class LogQuery(BaseModel):
+    """The log search's filters (empty fields: no filter) and page."""
+
+    bucket: str | None = Field(default=None, max_length=128)
+    since: str | None = Field(default=None, max_length=32)
+    until: str | None = Field(default=None, max_length=32)
+    event_type: str | None = Field(default=None, max_length=64)
+    source_ip: str | None = Field(default=None, max_length=45)
+    username: str | None = Field(default=None, max_length=255)
+    command: str | None = Field(default=None, max_length=255)
+    text: str | None = Field(default=None, max_length=255)
+    cursor: str | None = Field(default=None, max_length=100)
+
+
 def _log_routes(router: APIRouter) -> None:
     @router.get("/logs")
-    def log_search(  # noqa: PLR0913, PLR0917 - the filters
-        request: Request,
-        session: PageSession,
-        parts: Parts,
-        bucket: Text = None,
-        since: Text = None,
-        until: Text = None,
-        event_type: Text = None,
-        source_ip: Text = None,
-        username: Text = None,
-        command: Text = None,
-        text: Text = None,
-        cursor: Cursor = None,
+    def log_search(
+        request: Request, session: PageSession, parts: Parts, q: Annotated[LogQuery, Query()]
     ) -> HTMLResponse:
+        since, until, cursor = q.since, q.until, q.cursor
         fields = {
-            "bucket": bucket,
-            "event_type": event_type,
-            "source_ip": source_ip,
-            "username": username,
-            "command": command,
-            "text": text,
+            "bucket": q.bucket,
+            "event_type": q.event_type,
+            "source_ip": q.source_ip,
+            "username": q.username,
+            "command": q.command,
+            "text": q.text,
         }
         where = _filter(
             LogFilter,
@@ -252,16 +260,23 @@ def _log_routes(router: APIRouter) -> None:
 # -- analyses ---------------------------------------------------------------------------------
 
 
+class ListQuery(BaseModel):
+    """Filters of the analyses, alerts and audit lists, and the page."""
+
+    bucket: str | None = Field(default=None, max_length=128)
+    severity: str | None = Field(default=None, max_length=16)
+    tab: str = Field(default="firing", max_length=16)
+    actor: str | None = Field(default=None, max_length=255)
+    action: str | None = Field(default=None, max_length=64)
+    cursor: str | None = Field(default=None, max_length=100)
+
+
 def _analysis_routes(router: APIRouter) -> None:
     @router.get("/analyses")
     def analyses(
-        request: Request,
-        session: PageSession,
-        parts: Parts,
-        bucket: Text = None,
-        severity: Text = None,
-        cursor: Cursor = None,
+        request: Request, session: PageSession, parts: Parts, q: Annotated[ListQuery, Query()]
     ) -> HTMLResponse:
+        bucket, severity, cursor = q.bucket, q.severity, q.cursor
         where = _filter(AnalysisFilter, bucket=_blank(bucket), severity=_blank(severity))
         page = _paged(lambda: queries.analyses_page(parts.engine, where, cursor, PAGE_SIZE))
         return render(
@@ -291,13 +306,9 @@ def _analysis_routes(router: APIRouter) -> None:
 def _alert_routes(router: APIRouter) -> None:
     @router.get("/alerts")
     def alerts(
-        request: Request,
-        session: PageSession,
-        parts: Parts,
-        tab: Text = "firing",
-        bucket: Text = None,
-        cursor: Cursor = None,
+        request: Request, session: PageSession, parts: Parts, q: Annotated[ListQuery, Query()]
     ) -> HTMLResponse:
+        tab, bucket, cursor = q.tab, q.bucket, q.cursor
         state = tab if tab in ALERT_TABS else "firing"
         where = _filter(AlertFilter, state=state, bucket=_blank(bucket))
         page = _paged(lambda: queries.alerts_page(parts.engine, where, cursor, PAGE_SIZE))
@@ -324,7 +335,13 @@ def _alert_routes(router: APIRouter) -> None:
         return render(request, "alert.html", session, alert=found)
 
     def change(
-        request: Request, parts: ConsoleParts, session: Any, apply: Any, alert_id: str, back: str
+        request: Request,
+        parts: ConsoleParts,
+        session: ConsoleSession,
+        *,
+        apply: Callable[[Engine, Actor, str], str],
+        alert_id: str,
+        back: str,
     ) -> Response:
         try:
             outcome = apply(parts.engine, actor_of(session), alert_id)
@@ -340,7 +357,9 @@ def _alert_routes(router: APIRouter) -> None:
         alert_id: Annotated[str, Path(max_length=64)],
         back: Annotated[str, Form(max_length=2048)] = f"{PREFIX}/alerts",
     ) -> Response:
-        return change(request, parts, session, acknowledge_alert, alert_id, back)
+        return change(
+            request, parts, session, apply=acknowledge_alert, alert_id=alert_id, back=back
+        )
 
     @router.post("/alerts/{alert_id}/resolve")
     def resolve(
@@ -350,7 +369,7 @@ def _alert_routes(router: APIRouter) -> None:
         alert_id: Annotated[str, Path(max_length=64)],
         back: Annotated[str, Form(max_length=2048)] = f"{PREFIX}/alerts",
     ) -> Response:
-        answer = change(request, parts, session, resolve_alert, alert_id, back)
+        answer = change(request, parts, session, apply=resolve_alert, alert_id=alert_id, back=back)
         parts.on_commit()
         return answer
 
@@ -403,13 +422,9 @@ def _channel_routes(router: APIRouter) -> None:
 def _audit_routes(router: APIRouter) -> None:
     @router.get("/audit")
     def audit_log(
-        request: Request,
-        session: PageSession,
-        parts: Parts,
-        actor: Text = None,
-        action: Text = None,
-        cursor: Cursor = None,
+        request: Request, session: PageSession, parts: Parts, q: Annotated[ListQuery, Query()]
     ) -> HTMLResponse:
+        actor, action, cursor = q.actor, q.action, q.cursor
         check_role(session, Role.OPERATOR)
         where = AuditFilter(actor=_blank(actor), action=_blank(action))
         page = _paged(
@@ -434,4 +449,3 @@ def _audit_routes(router: APIRouter) -> None:
             media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
         )
-

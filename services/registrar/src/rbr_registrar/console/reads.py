@@ -1,5 +1,7 @@
-"""The console's own reads, aggregates the operator API does not offer: counts per state,
-log records per hour. Every list comes from `rbr_registrar.operator.queries`."""
+"""The console's own reads: counts per state and log records per hour (aggregates).
+
+Every list the console shows comes from `rbr_registrar.operator.queries`.
+"""
 
 from __future__ import annotations
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
-from collections.abc import Callable
 from urllib.parse import quote, unquote
 
 import jinja2

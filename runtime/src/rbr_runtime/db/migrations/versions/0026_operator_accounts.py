@@ -5,7 +5,7 @@ argon2 password hash), `operator_sessions` (server-side console sessions, kept b
 their cookie) and `login_failures` (what the login rate limit counts).
 
 Revision ID: 0026
-Revises: 0024
+Revises: 0025
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from alembic import op
 import rbr_runtime.db.types
 
 revision: str = "0026"
-down_revision: str | None = "0024"
+down_revision: str | None = "0025"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
 import jinja2
-from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -189,6 +189,24 @@ async def operator_session(request: Request, session: PageSession) -> ConsoleSes
 
 
 OperatorSession = Annotated[ConsoleSession, Depends(operator_session)]
+
+
+def session_actor(request: Request) -> Actor | None:
+    """The operator API's view of a console session: its user, or None without a session.
+
+    A change (any method but GET, HEAD, OPTIONS) must carry the session's CSRF token in the
+    X-CSRF-Token header, else it is refused: a cookie alone never changes anything.
+    """
+    session = session_of(request)
+    if session is None:
+        return None
+    if request.method not in SAFE_METHODS:
+        presented = request.headers.get(CSRF_HEADER)
+        if not presented or not secrets.compare_digest(presented, session.csrf_token):
+            raise HTTPException(
+                403, "a change with a console session needs its CSRF token as X-CSRF-Token"
+            )
+    return actor_of(session)
 
 
 def actor_of(session: ConsoleSession) -> Actor:
@@ -406,6 +424,7 @@ def _refused(request: Request, error: Exception) -> Response:
 def install(app: FastAPI, parts: ConsoleParts, pages: APIRouter) -> None:
     """Adds the console to an application: `/` redirects to it."""
     app.state.console = parts
+    app.state.session_actor = session_actor
     app.add_middleware(SecurityHeaders)
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(Refused, _refused)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from rbr_registrar.console.accounts import Accounts
+from rbr_runtime.db.tables import audit_log
 from rbr_testing.console import PASSWORD, add_user, csrf_token, logged_in, login
 from rbr_testing.registry import TEST_OPERATOR_KEY, RegistrarFactory
 
@@ -108,6 +109,11 @@ def test_logout_ends_the_session(registrar_factory: RegistrarFactory, mysql_engi
         assert out.headers["location"] == "/console/login"
     with registrar.console_client(cookies={"rbr_session": session_id}) as replay:
         assert replay.get("/console/").status_code == 303
+    with mysql_engine.connect() as connection:
+        entries = connection.execute(
+            select(audit_log.c.actor, audit_log.c.action).order_by(audit_log.c.id)
+        ).all()
+    assert [tuple(e) for e in entries] == [("ada", "console.login"), ("ada", "console.logout")]
 
 
 def test_login_form_needs_its_csrf_token(

@@ -89,11 +89,13 @@ def alert_state(engine: Engine) -> tuple[str, str | None]:
 
 
 def audit(engine: Engine) -> list[tuple[str, str, str | None, str]]:
+    """The audit log's changes (logins and logouts left out)."""
+    log = audit_log.c
     with engine.connect() as connection:
         rows = connection.execute(
-            select(
-                audit_log.c.actor, audit_log.c.action, audit_log.c.target, audit_log.c.outcome
-            ).order_by(audit_log.c.id)
+            select(log.actor, log.action, log.target, log.outcome)
+            .where(log.action.not_like("console.%"))
+            .order_by(log.id)
         ).all()
     return [tuple(row) for row in rows]  # type: ignore[misc]
 
@@ -280,7 +282,7 @@ def test_an_admin_exports_the_audit_log(registrar: Registrar) -> None:
     )
     page = client.get("/console/audit")
     assert "Export CSV" in page.text
-    exported = client.get("/console/audit/export.csv")
+    exported = client.get("/console/audit/export.csv", params={"action": "bucket.disable"})
     assert exported.status_code == 200
     assert exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.text)))

@@ -56,7 +56,7 @@ class Accounts:
     """The `operator_users` table: add, list, disable, and check a login."""
 
     def __init__(self, engine: Engine, hasher: PasswordHasher | None = None) -> None:
-        self._engine = engine
+        self.engine = engine
         self._hasher = hasher or PasswordHasher()
         # Verified when the name is unknown, so a login for a missing account costs the
         # same time as one for an existing account (no enumeration by timing).
@@ -84,7 +84,7 @@ class Accounts:
             "updated_at": now,
         }
         try:
-            with self._engine.begin() as connection:
+            with self.engine.begin() as connection:
                 connection.execute(insert(operator_users).values(**values))
         except IntegrityError:
             raise AccountError(f"a user named {name} exists already") from None
@@ -93,19 +93,19 @@ class Accounts:
     def list(self) -> list[OperatorUser]:
         """Returns every account, by name."""
         query = select(operator_users).order_by(operator_users.c.name)
-        with self._engine.connect() as connection:
+        with self.engine.connect() as connection:
             return [_user(row) for row in connection.execute(query).mappings()]
 
     def get(self, name: str) -> OperatorUser | None:
         """Returns the account of that name, or None."""
         query = select(operator_users).where(operator_users.c.name == name)
-        with self._engine.connect() as connection:
+        with self.engine.connect() as connection:
             row = connection.execute(query).mappings().first()
         return None if row is None else _user(row)
 
     def set_disabled(self, name: str, disabled: bool) -> bool:
         """Disables (or enables) an account; disabling ends its sessions. False if unknown."""
-        with self._engine.begin() as connection:
+        with self.engine.begin() as connection:
             changed = connection.execute(
                 update(operator_users)
                 .where(operator_users.c.name == name)
@@ -120,7 +120,7 @@ class Accounts:
     def authenticate(self, name: str, password: str) -> OperatorUser | None:
         """Returns the account when the name and password match an enabled account."""
         query = select(operator_users).where(operator_users.c.name == name)
-        with self._engine.connect() as connection:
+        with self.engine.connect() as connection:
             row = connection.execute(query).mappings().first()
         stored = self._decoy_hash if row is None else row["password_hash"]
         if not self._verify(stored, password[:MAX_PASSWORD_LENGTH]) or row is None:
@@ -140,7 +140,7 @@ class Accounts:
 
     def _rehash(self, name: str, password: str) -> None:
         """Stores the hash again with the current parameters (they were raised since)."""
-        with self._engine.begin() as connection:
+        with self.engine.begin() as connection:
             connection.execute(
                 update(operator_users)
                 .where(operator_users.c.name == name)

@@ -7,6 +7,7 @@ the command line (where `ps` and shell history would show them).
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,15 @@ def _accounts() -> Iterator[Accounts]:
         yield Accounts(engine)
     finally:
         engine.dispose()
+
+
+def _audit(accounts: Accounts, action: str, target: str, detail: dict[str, str]) -> None:
+    """Writes the change to the audit log, as made by the local user through the CLI."""
+    from rbr_registrar.operator.audit import record_audit  # noqa: PLC0415
+    from rbr_registrar.operator.auth import Actor, Role  # noqa: PLC0415
+
+    actor = Actor(f"cli:{getpass.getuser()}", Role.ADMIN)
+    record_audit(accounts.engine, actor, action, target, "done", detail=detail)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -69,6 +79,7 @@ def add_user(
             user = accounts.add(name, password, Role(role))
         except AccountError as error:
             _fail(str(error))
+        _audit(accounts, "user.add", user.name, {"role": user.role.value})
     typer.echo(f"{user.name}: created ({user.role.value})")
 
 
@@ -101,6 +112,7 @@ def _set_disabled(name: str, disabled: bool) -> None:
     with _accounts() as accounts:
         if not accounts.set_disabled(name, disabled):
             _fail(f"no console account named {name}; `rbr users list` shows them")
+        _audit(accounts, f"user.{'disable' if disabled else 'enable'}", name, {})
     typer.echo(f"{name}: {word}" + (" (its sessions ended)" if disabled else ""))
 
 

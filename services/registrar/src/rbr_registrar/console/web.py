@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rbr_registrar.client_address import UnknownClientAddress, client_address
@@ -31,6 +32,7 @@ from rbr_registrar.console import text
 from rbr_registrar.console.accounts import Accounts
 from rbr_registrar.console.sessions import ConsoleSession, LoginLimit, Sessions
 from rbr_registrar.merges import BucketMerges
+from rbr_registrar.operator.audit import record_audit
 from rbr_registrar.operator.auth import Actor, Role
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.store import BucketRepository
@@ -355,6 +357,14 @@ def auth_routes() -> APIRouter:
             parts.sessions.end(old)
         session_id, _ = parts.sessions.start(user.name, user.role)
         log.info("console login of %s from %s", user.name, address)
+        record_audit(
+            parts.engine,
+            Actor(user.name, user.role),
+            "console.login",
+            None,
+            "ok",
+            detail={"from": address},
+        )
         response = RedirectResponse(safe_next(next), status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
@@ -371,7 +381,11 @@ def auth_routes() -> APIRouter:
     @router.post("/logout")
     async def logout(request: Request, session: PageSession) -> Response:
         check_csrf(session, await presented_csrf(request))
-        parts_of(request).sessions.end(request.cookies.get(SESSION_COOKIE, ""))
+        parts = parts_of(request)
+        await run_in_threadpool(parts.sessions.end, request.cookies.get(SESSION_COOKIE, ""))
+        await run_in_threadpool(
+            record_audit, parts.engine, actor_of(session), "console.logout", None, "ok"
+        )
         response = RedirectResponse(f"{PREFIX}/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

@@ -240,12 +240,15 @@ def list_alerts(  # noqa: PLR0917 - the filters
     )
 
 
-def _occurrences(key: str, state: str | None = None) -> list[str]:
-    """Returns the alert ids an alert id or a dedupe key designates (newest first)."""
-    params = _params(dedupe_key=key, state=state, limit=100)
-    by_key = [a["alert_id"] for a in call_api("GET", "/api/v1/alerts", params=params)["alerts"]]
-    if by_key:
-        return by_key
+def _occurrences(key: str, states: tuple[str, ...] | None = None) -> list[str]:
+    """Returns the alert ids a dedupe key designates (in these states), newest first.
+
+    A key no alert has as dedupe key is taken as an alert id (the API then answers for it).
+    """
+    params = {"dedupe_key": key, "limit": 100}
+    listed = call_api("GET", "/api/v1/alerts", params=params)["alerts"]
+    if listed:
+        return [a["alert_id"] for a in listed if states is None or a["state"] in states]
     return [key] if len(key) <= 64 else []
 
 
@@ -305,12 +308,11 @@ def show_alert(
         typer.echo(f"other occurrences: {', '.join(alert['other_occurrences'][:10])}")
 
 
-def _change_alerts(action: str, key: str, state: str) -> None:
-    ids = _occurrences(key, state)
+def _change_alerts(action: str, key: str, states: tuple[str, ...]) -> None:
+    ids = _occurrences(key, states)
     if not ids:
-        _fail(
-            f"no {state} alert with id or dedupe key {printable(key, 80)} (see `rbr alerts list`)"
-        )
+        wanted = " or ".join(states)
+        _fail(f"no {wanted} alert with dedupe key {printable(key, 80)} (see `rbr alerts list`)")
     for alert_id in ids:
         result = call_api("POST", f"/api/v1/alerts/{alert_id}/{action}")
         typer.echo(f"{alert_id}: {result['outcome']}")
@@ -321,7 +323,7 @@ def acknowledge(
     key: Annotated[str, typer.Argument(help="The alert id, or a dedupe key (all firing).")],
 ) -> None:
     """Acknowledge a firing alert: it is not notified again (its resolve still is)."""
-    _change_alerts("ack", key, "firing")
+    _change_alerts("ack", key, ("firing",))
 
 
 @alerts_app.command("resolve")
@@ -329,12 +331,7 @@ def resolve(
     key: Annotated[str, typer.Argument(help="The alert id, or a dedupe key (all open).")],
 ) -> None:
     """Resolve an alert: the notifier closes it and notifies its channels of the resolve."""
-    ids = _occurrences(key, "firing") + _occurrences(key, "acknowledged")
-    if not ids:
-        _fail(f"no open alert with id or dedupe key {printable(key, 80)}")
-    for alert_id in dict.fromkeys(ids):
-        result = call_api("POST", f"/api/v1/alerts/{alert_id}/resolve")
-        typer.echo(f"{alert_id}: resolve {result['outcome']} (the notifier applies it)")
+    _change_alerts("resolve", key, ("firing", "acknowledged"))
 
 
 # -- channels ---------------------------------------------------------------------------------

@@ -168,6 +168,9 @@ def test_status_history_keeps_every_poll_once_newest_first(
     assert client.get("/api/v1/buckets/gone/status-history").json()["statuses"] == []
     assert "next_cursor" in field_error(client.get(path, params={"cursor": "nonsense"}), "cursor")
 
+    assert registrar.repository.purge_status_history(T0 + timedelta(minutes=10), batch=1) == 2
+    assert len(client.get(path).json()["statuses"]) == 3
+
 
 # -- logs -------------------------------------------------------------------------------------
 

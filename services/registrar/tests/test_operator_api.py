@@ -16,18 +16,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from rbr_registrar.main import Registrar
+from rbr_registrar.operator.audit import record_audit
 from rbr_registrar.operator.auth import Actor, Role, current_actor
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.store import status_updates
 from rbr_runtime.db.tables import alerts, audit_log, outbox
 from rbr_runtime.kafka.codec import decode
-from rbr_schemas import ALERTS, BucketStatus
+from rbr_schemas import ALERTS, BUCKET_STATUS, TOPICS, BucketStatus
+from rbr_testing.broker import Broker
 from rbr_testing.operator_rows import HOSTILE, T0, put_alerts, put_analyses, put_logs
-from rbr_testing.registry import database_url
+from rbr_testing.registry import RegistrarFactory, database_url
 
 OPERATOR = {"Authorization": "Bearer the-operator-key"}
 TOKEN = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
@@ -167,6 +170,9 @@ def test_status_history_keeps_every_poll_once_newest_first(
     assert len(recent.json()["statuses"]) == 3
     assert client.get("/api/v1/buckets/gone/status-history").json()["statuses"] == []
     assert "next_cursor" in field_error(client.get(path, params={"cursor": "nonsense"}), "cursor")
+
+    assert registrar.repository.purge_status_history(T0 + timedelta(minutes=10), batch=1) == 2
+    assert len(client.get(path).json()["statuses"]) == 3
 
 
 # -- logs -------------------------------------------------------------------------------------
@@ -417,8 +423,12 @@ def test_the_audit_log_is_read_by_filter_page_by_page_and_exported(
     assert len(rows) == 8
     assert rows[0]["action"] == "bucket.merge"
     assert json.loads(rows[0]["detail"]) == {"into": "alpha-1"}
+    record_audit(mysql_engine, Actor("=cmd|calc", Role.OPERATOR), "alert.acknowledge", "@x", "ok")
+    hostile = next(iter(csv.DictReader(io.StringIO(client.get("/api/v1/audit/export").text))))
+    assert (hostile["actor"], hostile["target"]) == ("'=cmd|calc", "'@x")
     lines = client.get("/api/v1/audit/export", params={"format": "json"}).text.splitlines()
     assert [json.loads(line)["action"] for line in lines].count("bucket.approve") == 5
+    assert json.loads(lines[0])["actor"] == "=cmd|calc"  # JSON keeps the value as it is
 
 
 # -- roles ------------------------------------------------------------------------------------
@@ -470,3 +480,25 @@ def test_an_operator_may_change_but_only_an_admin_exports_the_audit_log(
     assert (
         client.get("/api/v1/buckets", headers={"Authorization": "Bearer wrong"}).status_code == 403
     )
+
+
+# -- topics -----------------------------------------------------------------------------------
+
+
+def test_topics_show_every_topic_with_its_consumers_lag_and_dlq_depth(
+    registrar_factory: RegistrarFactory, broker: Broker
+) -> None:
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for number in range(3):
+        producer.produce(BUCKET_STATUS.dlq, key=b"x", value=f"poison {number}".encode())
+    assert producer.flush(10) == 0
+    registrar = registrar_factory()
+    with registrar.operator() as client:
+        answer = client.get("/api/v1/topics", timeout=60)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["errors"] == []
+    topics = {topic["topic"]: topic for topic in body["topics"]}
+    assert set(topics) == {spec.name for spec in TOPICS}
+    assert topics[BUCKET_STATUS.name]["dlq_depth"] == 3
+    assert topics[ALERTS.name]["dlq_depth"] == 0

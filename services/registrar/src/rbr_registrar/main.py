@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from datetime import timedelta
 from functools import partial
 
 from rbr_registrar.api import Dependencies, Surface, create_app
@@ -24,9 +25,11 @@ from rbr_runtime.outbox import OutboxRelay
 from rbr_runtime.schedule import PeriodicTask, TaskClaims
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.service import Service, bootstrap
-from rbr_schemas import BUCKET_STATUS, DROP_DISCOVERED
+from rbr_schemas import BUCKET_STATUS, DROP_DISCOVERED, utcnow
 
 SOURCE = "/rbr/registrar"
+HISTORY_PURGE_INTERVAL = 3600.0
+"""Seconds between purges of the status history (idempotent: every replica may run it)."""
 
 
 class CommitterThread:
@@ -152,6 +155,9 @@ class Registrar:
                 "pending-expiry", settings.pending_expiry_interval, self.pending_expiry.run_once
             )
             service.add("pending-expiry", expiry.run, expiry.stop)
+        if settings.status_history_retention:
+            purge = PeriodicTask("status-history-purge", HISTORY_PURGE_INTERVAL, self.purge_history)
+            service.add("status-history-purge", purge.run, purge.stop)
         service.health.add_check("http", self.http.readiness)
         gauges = OUTBOX.gauges(self.engine, settings.dependency_check_interval)
         service.add("outbox-gauges", gauges.run, gauges.stop)
@@ -162,6 +168,11 @@ class Registrar:
         )
         service.on_shutdown(self.producer.flush)
         service.on_shutdown(self.engine.dispose)
+
+    def purge_history(self) -> int:
+        """Deletes poll outcomes older than the retention; returns how many."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.status_history_retention)
+        return self.repository.purge_status_history(cutoff)
 
 
 def build_service(settings: RegistrarSettings) -> Service:

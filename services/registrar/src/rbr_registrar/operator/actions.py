@@ -1,9 +1,9 @@
 """Operator changes: buckets one or many at a time, alerts acknowledged or resolved, channel tests.
 
 Every change writes an audit entry (`audit.record_audit`). Alerts belong to the notifier: an
-acknowledgement is the notifier's own transition (firing to acknowledged, which it never pages
-again), a resolve and a channel test are events on `alerts` (queued in the registrar's outbox)
-that the notifier applies as it applies any other.
+acknowledgement is the one change of its table made here (`rbr_runtime.db.acknowledgements`;
+the notifier never pages an acknowledged alert again), a resolve and a channel test are events
+on `alerts` (queued in the registrar's outbox) that the notifier applies like any other.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from rbr_registrar.domain import EVENT_NAMESPACE, Decision
 from rbr_registrar.merges import BucketMerges, MergeRefused
@@ -22,6 +22,7 @@ from rbr_registrar.operator.audit import record_audit
 from rbr_registrar.operator.auth import Actor
 from rbr_registrar.operator.views import BucketFilter, BulkAction
 from rbr_registrar.store import OUTBOX, BucketRepository, with_retries
+from rbr_runtime.db.acknowledgements import acknowledge
 from rbr_runtime.db.tables import alerts
 from rbr_runtime.kafka.codec import encode, make_event
 from rbr_runtime.outbox import OutboxMessage
@@ -143,7 +144,7 @@ OPEN_STATES = ("firing", "acknowledged")
 def acknowledge_alert(engine: Engine, actor: Actor, alert_id: str) -> str:
     """Acknowledges a firing alert occurrence; returns `acknowledged` or `unchanged`.
 
-    The notifier's own transition (firing to acknowledged): an acknowledged occurrence stays
+    The transition of `rbr_runtime.db.acknowledgements`: an acknowledged occurrence stays
     open, is resolved as usual, and is never paged again (repeats are only counted).
 
     Raises:
@@ -162,19 +163,8 @@ def _acknowledge_once(engine: Engine, actor: Actor, alert_id: str) -> str:
             raise AlertRefused(404, f"no alert with id {alert_id}")
         if state == "resolved":
             raise AlertRefused(409, f"alert {alert_id} is resolved: nothing to acknowledge")
-        outcome = "unchanged"
-        if state == "firing":
-            connection.execute(
-                update(alerts)
-                .where(alerts.c.alert_id == alert_id, alerts.c.state == "firing")
-                .values(
-                    state="acknowledged",
-                    acknowledged_at=now,
-                    acknowledged_by=actor.name[:255],
-                    updated_at=now,
-                )
-            )
-            outcome = "acknowledged"
+        changed = acknowledge(connection, alerts.c.alert_id == alert_id, actor.name, now)
+        outcome = "acknowledged" if changed else "unchanged"
         record_audit(connection, actor, "alert.acknowledge", alert_id, outcome, at=now)
     return outcome
 

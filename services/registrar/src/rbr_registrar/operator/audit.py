@@ -18,6 +18,7 @@ from rbr_schemas import utcnow
 
 MAX_TARGET_CHARS = 255
 EXPORT_PAGE = 1000
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ("id", "at", "actor", "role", "action", "target", "outcome", "detail")
 
 
@@ -94,6 +95,11 @@ def all_entries(engine: Engine, where: AuditFilter) -> Iterator[AuditEntry]:
         cursor = int(page.next_cursor)
 
 
+def inert_cell(value: str) -> str:
+    """Returns a CSV cell a spreadsheet will not run as a formula (a quote before it)."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
 def export_csv(entries: Iterator[AuditEntry]) -> Iterator[str]:
     """Yields the entries as CSV, a header line first (detail as a JSON column)."""
     buffer = io.StringIO()
@@ -104,10 +110,10 @@ def export_csv(entries: Iterator[AuditEntry]) -> Iterator[str]:
             [
                 entry.id,
                 entry.at.isoformat(),
-                entry.actor,
+                inert_cell(entry.actor),
                 entry.role,
                 entry.action,
-                entry.target or "",
+                inert_cell(entry.target or ""),
                 entry.outcome,
                 json.dumps(entry.detail, sort_keys=True),
             ]

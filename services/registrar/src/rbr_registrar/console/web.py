@@ -103,6 +103,7 @@ def make_templates() -> Jinja2Templates:
     directory = Path(str(resources.files("rbr_registrar.console") / "templates"))
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(directory),
+        auto_reload=False,
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

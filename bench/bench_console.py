@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, text
 
 from bench.figures import Figure
 from rbr_registrar.main import Registrar
@@ -71,8 +71,12 @@ def _logs(engine: Engine, count: int) -> None:
         generate_window(engine, f"rustbucket-{number:06d}", start, per_bucket)
 
 
-def _p95(client: TestClient, make: Callable[[random.Random], dict[str, Any]], path: str) -> float:
+def _timed(
+    client: TestClient, make: Callable[[random.Random], dict[str, Any]], path: str
+) -> tuple[float, float]:
+    """Returns the p95 and the median of RUNS page loads, in ms (after one untimed load)."""
     pick = random.Random(5)
+    client.get(path, params=make(pick))  # compiles the template and the statements once
     timings = []
     for _ in range(RUNS):
         params = make(pick)
@@ -80,7 +84,7 @@ def _p95(client: TestClient, make: Callable[[random.Random], dict[str, Any]], pa
         answer = client.get(path, params=params)
         timings.append((time.perf_counter() - started) * 1000)
         assert answer.status_code == 200, (path, params, answer.text[:300])
-    return statistics.quantiles(timings, n=20)[-1]
+    return statistics.quantiles(timings, n=20)[-1], statistics.median(timings)
 
 
 def _day(pick: random.Random) -> dict[str, str]:
@@ -141,6 +145,10 @@ def run(quick: bool) -> list[Figure]:
         started = time.monotonic()
         _buckets(engine, bucket_count)
         _logs(engine, log_count)
+        # Statistics as InnoDB keeps them for a table that grew over time (after a bulk load
+        # they lag until its background update; the plans would be a freshly loaded table's).
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE TABLE buckets, logs"))
         print(
             f"   ({bucket_count:,} buckets, {log_count:,} log rows in "
             f"{time.monotonic() - started:.0f}s)",
@@ -148,27 +156,27 @@ def run(quick: bool) -> list[Figure]:
         )
         add_user(engine, "bench", "viewer")
         logged_in(client, "bench")
-        figures = [
-            Figure(
-                f"console fleet p95, {name}, {bucket_count:,} buckets",
-                _p95(client, make, "/console/"),
-                "ms",
-                goal=f"< {GOAL_MS:.0f} ms",
-            )
+        pages = [
+            (f"console fleet p95, {name}, {bucket_count:,} buckets", "/console/", make)
             for name, make in FLEET.items()
-        ]
-        figures += [
-            Figure(
-                f"console log search p95, {name}, {log_count:,} rows",
-                _p95(client, make, "/console/logs"),
-                "ms",
-                goal=f"< {GOAL_MS:.0f} ms",
-            )
+        ] + [
+            (f"console log search p95, {name}, {log_count:,} rows", "/console/logs", make)
             for name, make in LOGS.items()
         ]
-        return [
-            Figure(f.name, f.value, f.unit, goal=f.goal, met=f.value < GOAL_MS) for f in figures
-        ]
+        figures = []
+        for title, path, make in pages:
+            p95, median = _timed(client, make, path)
+            figures.append(
+                Figure(
+                    title,
+                    p95,
+                    "ms",
+                    goal=f"< {GOAL_MS:.0f} ms",
+                    met=p95 < GOAL_MS,
+                    note=f"median {median:.0f} ms",
+                )
+            )
+        return figures
     finally:
         client.close()
         registrar.committer.stop()

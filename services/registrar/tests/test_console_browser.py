@@ -56,6 +56,9 @@ def test_an_operator_works_through_the_console_in_a_browser(
     page = context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(str(error)))
     console = registrar.console_url
 
     page.goto(f"{console}/")
@@ -68,9 +71,21 @@ def test_an_operator_works_through_the_console_in_a_browser(
     assert page.locator(".who").inner_text().startswith("ada")
     shot(page, artifacts, "fleet-before")
 
+    # The filter updates the table in place (htmx) and the address bar (a shareable URL).
+    page.select_option("select[name=state]", "pending")
+    page.wait_for_url("**/console/?state=pending**")
+    assert page.locator("#fleet tbody tr").count() == len(NAMES)
+    page.fill("input[name=prefix]", FIRST)
+    page.wait_for_url(f"**prefix={FIRST}**")
+    page.wait_for_function("document.querySelectorAll('#fleet tbody tr').length === 1")
+    page.fill("input[name=prefix]", "")
+    page.wait_for_function(f"document.querySelectorAll('#fleet tbody tr').length === {len(NAMES)}")
+
     page.check(f"input[name=names][value={PENDING}]")
     page.click("button[name=action][value=approve]")
     page.wait_for_selector("text=approve: 1 updated")
+    assert page.locator(f"a:text-is('{PENDING}')").count() == 0  # no longer pending
+    page.goto(f"{console}/console/")
     row = page.locator("tr", has=page.locator(f"a:text-is('{PENDING}')"))
     assert row.locator(".badge").inner_text() == "active"
     shot(page, artifacts, "fleet")
@@ -140,3 +155,4 @@ def test_an_operator_works_through_the_console_in_a_browser(
     assert "/console/login" in page.url
     context.close()
     assert dialogs == [], "a hostile string ran as script"
+    assert [e for e in errors if "401" not in e] == [], "script errors or CSP violations"

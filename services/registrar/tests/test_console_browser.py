@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 from sqlalchemy import Engine
 
 from rbr_testing.console import PASSWORD, add_user, seed_bucket
@@ -18,6 +19,8 @@ from rbr_testing.registry import RegistrarFactory
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
+
+expect = pytest.importorskip("playwright.sync_api").expect
 
 TOKEN = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
 NAMES = [f"rustbucket-web{number:05d}" for number in range(1, 7)]
@@ -74,12 +77,12 @@ def test_an_operator_works_through_the_console_in_a_browser(
     # The filter updates the table in place (htmx) and the address bar (a shareable URL).
     page.select_option("select[name=state]", "pending")
     page.wait_for_url("**/console/?state=pending**")
-    assert page.locator("#fleet tbody tr").count() == len(NAMES)
+    expect(page.locator("#fleet tbody tr")).to_have_count(len(NAMES))
     page.fill("input[name=prefix]", FIRST)
     page.wait_for_url(f"**prefix={FIRST}**")
-    page.wait_for_function("document.querySelectorAll('#fleet tbody tr').length === 1")
+    expect(page.locator("#fleet tbody tr")).to_have_count(1)
     page.fill("input[name=prefix]", "")
-    page.wait_for_function(f"document.querySelectorAll('#fleet tbody tr').length === {len(NAMES)}")
+    expect(page.locator("#fleet tbody tr")).to_have_count(len(NAMES))
 
     page.check(f"input[name=names][value={PENDING}]")
     page.click("button[name=action][value=approve]")
@@ -138,6 +141,9 @@ def test_an_operator_works_through_the_console_in_a_browser(
     shot(page, artifacts, "audit")
 
     page.click("nav >> text=Topics")
+    page.wait_for_selector("#topics table")  # asked of the broker once the page is shown
+    assert "bucket.registered" in page.locator("#topics table").inner_text()
+    shot(page, artifacts, "topics")
     page.click("nav >> text=Channels")
     page.wait_for_url("**/console/channels")
     shot(page, artifacts, "channels")

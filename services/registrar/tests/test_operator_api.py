@@ -385,6 +385,9 @@ def test_buckets_are_approved_disabled_merged_and_removed_many_at_a_time(
     assert "one of them" in field_error(
         client.post(bulk, json={"action": "approve", "names": ["a"], "filter": {}}), "names"
     )
+    assert "must select by state" in field_error(
+        client.post(bulk, json={"action": "remove", "filter": {"prefix": ""}}), "filter"
+    )
     assert "is required to merge" in field_error(
         client.post(bulk, json={"action": "merge", "names": ["a"]}), "into"
     )

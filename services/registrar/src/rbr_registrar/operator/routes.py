@@ -179,9 +179,13 @@ def _bucket_routes(context: OperatorContext) -> APIRouter:
             raise errors.FieldErrors([("into", "is required to merge: the bucket that stays")])
         names = request.names
         if names is None:
-            assert request.filter is not None
+            selected = request.filter
+            assert selected is not None
+            if not (selected.state or selected.mode or selected.prefix):
+                message = "must select by state, mode or a non-empty prefix (send names for all)"
+                raise errors.FieldErrors([("filter", message)])
             try:
-                names = actions.names_for(request.filter)
+                names = actions.names_for(selected)
             except TooMany as error:
                 raise errors.FieldErrors([("filter", str(error))]) from None
         outcomes = actions.apply(actor, request.action, names, request.into)

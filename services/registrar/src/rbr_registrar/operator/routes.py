@@ -30,7 +30,7 @@ from rbr_registrar.operator.actions import (
     resolve_alert,
 )
 from rbr_registrar.operator.auth import Actor, Role, require_role
-from rbr_registrar.operator.topics import topics_view
+from rbr_registrar.operator.topics import TopicsReader
 from rbr_registrar.operator.views import (
     AlertChange,
     AlertFilter,
@@ -389,11 +389,15 @@ def _channel_routes(context: OperatorContext) -> APIRouter:
 
 def _topic_routes(context: OperatorContext) -> APIRouter:
     router = _router("/api/v1/topics", "operators: reads")
+    reader = TopicsReader(context.settings, TOPICS_TIMEOUT)
 
     @router.get("", response_model=TopicsView)
     def topics(_: Viewer) -> TopicsView:
-        """Consumer lag per group and DLQ depth per topic (what the broker answers in 20 s)."""
-        return topics_view(context.settings, TOPICS_TIMEOUT)
+        """Consumer lag per group and DLQ depth per topic (what the broker answers in 20 s).
+
+        Read at most every 10 s: calls in between get the last answer.
+        """
+        return reader.read()
 
     return router
 

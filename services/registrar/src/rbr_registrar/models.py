@@ -117,7 +117,7 @@ class MetricsFields(_Request):
 
 
 class RegistrationRequest(MetricsFields):
-    """`POST /register_bucket`: the seed payload, plus optional port, S3 source and key."""
+    """`POST /register_bucket`: what rustbucket sends, plus optional port, S3 source and key."""
 
     name: BucketNameField = Field(examples=["rustbucket-a1B2c3D4"])
     ip_address: IpLiteral = Field(

@@ -108,7 +108,7 @@ def audit_entries(engine: Engine) -> list[tuple[str, str | None, str, str]]:
 
 
 def test_buckets_are_listed_by_state_mode_and_name_prefix_page_by_page(
-    client: TestClient,
+    mysql_engine: Engine, client: TestClient
 ) -> None:
     client.post("/api/v1/buckets/alpha-1/approve")
     client.put("/api/v1/buckets/alpha-2/delivery-mode", json={"mode": "s3-drop"})
@@ -133,6 +133,10 @@ def test_buckets_are_listed_by_state_mode_and_name_prefix_page_by_page(
     assert "must be one of" in field_error(
         client.get("/api/v1/buckets", params={"mode": "carrier-pigeon"}), "mode"
     )
+    assert audit_entries(mysql_engine) == [
+        ("bucket.approve", "alpha-1", "updated", "operator-key"),
+        ("bucket.delivery_mode", "alpha-2", "updated", "operator-key"),
+    ]
 
 
 def test_status_history_keeps_every_poll_once_newest_first(
@@ -384,6 +388,9 @@ def test_buckets_are_approved_disabled_merged_and_removed_many_at_a_time(
 
     assert "one of them" in field_error(
         client.post(bulk, json={"action": "approve", "names": ["a"], "filter": {}}), "names"
+    )
+    assert "must select by state" in field_error(
+        client.post(bulk, json={"action": "remove", "filter": {"prefix": ""}}), "filter"
     )
     assert "is required to merge" in field_error(
         client.post(bulk, json={"action": "merge", "names": ["a"]}), "into"

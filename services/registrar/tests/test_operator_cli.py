@@ -42,6 +42,9 @@ def run(runner: CliRunner, *args: str) -> Result:
 
 
 def test_buckets_are_approved_by_names_and_by_filter(rbr: CliRunner) -> None:
+    listed = run(rbr, "buckets", "list", "--prefix", "web-")
+    assert ("web-1" in listed.output, "web-2" in listed.output) == (True, True)
+    assert "db-1" not in listed.output
     named = run(rbr, "buckets", "approve", "web-1", "nope")
     assert named.exit_code == 1
     assert "web-1: updated (state active)" in named.output

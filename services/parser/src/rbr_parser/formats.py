@@ -1,17 +1,9 @@
 """Recognising log lines and extracting their fields, one format at a time.
 
-Formats understood:
-
-* rustbucket (tracing-subscriber `fmt`, text or JSON): see `rbr_parser.rustbucket`;
-* Cowrie JSON: one object per line with an `eventid`; unknown fields and event ids are fine;
-* syslog lines, of which OpenSSH's (`sshd[pid]: ...`) are understood in detail; classic
-  (`Mar  3 14:02:11 host sshd[42]: ...`) and RFC 3339 (`2025-03-03T14:02:11+00:00 ...`)
-  timestamps;
-* the HTTP combined (and common) access log.
-
-Every extractor returns a `Fields` dict of the `logs` columns it found. Values are cleaned
-(no control characters) and cut to their column's size here, so nothing attacker-controlled
-reaches the database or a screen unbounded.
+rustbucket (`rbr_parser.rustbucket`), Cowrie JSON, syslog (OpenSSH in detail) and the HTTP
+combined/common access log. Every extractor returns a `Fields` dict of `logs` columns, cleaned
+of control characters and cut to the column's size, so nothing attacker-controlled reaches the
+database or a screen unbounded.
 """
 
 from __future__ import annotations

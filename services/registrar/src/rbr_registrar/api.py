@@ -635,7 +635,10 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
     def change(
         actor: Actor, action: str, name: str, decision: Decision | None, **detail: Any
     ) -> ChangeResponse:
-        audited = f"bucket.{action.split('_', 1)[0] if action.startswith('delivery') else action}"
+        # One audit action for every mode (the mode is in the detail); metrics keep theirs.
+        audited = (
+            "bucket.delivery_mode" if action.startswith("delivery_mode_") else f"bucket.{action}"
+        )
         if decision is None or decision.row is None:
             OPERATOR_ACTIONS.labels(action, "not_found").inc()
             record_audit(deps.repository.engine, actor, audited, name, "not_found", detail=detail)

@@ -94,10 +94,13 @@ def list_buckets(
     state: Annotated[
         str | None, typer.Option(help="Only buckets in this state: pending, active, disabled.")
     ] = None,
+    mode: Annotated[str | None, typer.Option(help="Only this delivery mode.")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Only names starting with this.")] = None,
     limit: Annotated[int, typer.Option(help="Most buckets to show.", min=1)] = 1000,
 ) -> None:
     """List buckets with their state, last successful poll and address."""
-    rows, total = _buckets(state, limit)
+    where = {key: value for key, value in (("mode", mode), ("prefix", prefix)) if value}
+    rows, total = _buckets(state, limit, where)
     if not rows:
         typer.echo("no buckets" + (f" in state {state}" if state else ""))
         return

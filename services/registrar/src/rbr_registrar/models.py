@@ -26,7 +26,9 @@ UNKNOWN_ADDRESS = "0.0.0.0"  # noqa: S104 - an address nobody calls, not one to 
 """The address of a bucket made of a drop folder when the operator gives none."""
 DEFAULT_S3_PREFIX = "logs/"
 NAME_PREFIX_PATTERN = r"^[A-Za-z0-9._-]{0,128}$"
-CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# The notifier's channel names: the bucket names' characters, written differently on purpose
+# (PATTERN_RULES is keyed by the pattern's text, and each must say its own message).
+CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9._]{0,127}$"
 
 # What each pattern means, said to whoever sent a value that does not match it.
 PATTERN_RULES = {
@@ -115,7 +117,7 @@ class MetricsFields(_Request):
 
 
 class RegistrationRequest(MetricsFields):
-    """`POST /register_bucket`: the seed payload, plus optional port, S3 source and key."""
+    """`POST /register_bucket`: what rustbucket sends, plus optional port, S3 source and key."""
 
     name: BucketNameField = Field(examples=["rustbucket-a1B2c3D4"])
     ip_address: IpLiteral = Field(

@@ -30,7 +30,7 @@ from rbr_registrar.operator.actions import (
     resolve_alert,
 )
 from rbr_registrar.operator.auth import Actor, Role, require_role
-from rbr_registrar.operator.topics import topics_view
+from rbr_registrar.operator.topics import TopicsReader
 from rbr_registrar.operator.views import (
     AlertChange,
     AlertFilter,
@@ -179,9 +179,13 @@ def _bucket_routes(context: OperatorContext) -> APIRouter:
             raise errors.FieldErrors([("into", "is required to merge: the bucket that stays")])
         names = request.names
         if names is None:
-            assert request.filter is not None
+            selected = request.filter
+            assert selected is not None
+            if not (selected.state or selected.mode or selected.prefix):
+                message = "must select by state, mode or a non-empty prefix (send names for all)"
+                raise errors.FieldErrors([("filter", message)])
             try:
-                names = actions.names_for(request.filter)
+                names = actions.names_for(selected)
             except TooMany as error:
                 raise errors.FieldErrors([("filter", str(error))]) from None
         outcomes = actions.apply(actor, request.action, names, request.into)
@@ -385,11 +389,15 @@ def _channel_routes(context: OperatorContext) -> APIRouter:
 
 def _topic_routes(context: OperatorContext) -> APIRouter:
     router = _router("/api/v1/topics", "operators: reads")
+    reader = TopicsReader(context.settings, TOPICS_TIMEOUT)
 
     @router.get("", response_model=TopicsView)
     def topics(_: Viewer) -> TopicsView:
-        """Consumer lag per group and DLQ depth per topic (what the broker answers in 20 s)."""
-        return topics_view(context.settings, TOPICS_TIMEOUT)
+        """Consumer lag per group and DLQ depth per topic (what the broker answers in 20 s).
+
+        Read at most every 10 s: calls in between get the last answer.
+        """
+        return reader.read()
 
     return router
 

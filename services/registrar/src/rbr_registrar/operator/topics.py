@@ -7,6 +7,7 @@ answer within the limit is reported in `errors`, not waited for.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,3 +75,27 @@ def _wait(future: Future[T], deadline: float, what: str, errors: list[str]) -> T
     except Exception as error:  # noqa: BLE001 - any failure is what to report
         errors.append(f"{what}: {type(error).__name__}: {str(error)[:200]}")
     return None
+
+
+class TopicsReader:
+    """Reads topics_view at most once per `max_age` seconds, one read at a time.
+
+    Each read opens a consumer per topic and counts by reading: a console refreshing a page,
+    or several operators at once, share the last answer instead of piling reads up.
+    """
+
+    def __init__(self, settings: CommonSettings, timeout: float, max_age: float = 10.0) -> None:
+        self._settings = settings
+        self._timeout = timeout
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._last: tuple[float, TopicsView] | None = None
+
+    def read(self) -> TopicsView:
+        """Returns the latest view, read again if older than max_age."""
+        with self._lock:
+            if self._last is not None and time.monotonic() - self._last[0] < self._max_age:
+                return self._last[1]
+            view = topics_view(self._settings, self._timeout)
+            self._last = (time.monotonic(), view)
+            return view

@@ -11,10 +11,14 @@ from rbr_registrar.console.accounts import Accounts
 from rbr_registrar.console.sessions import LoginLimit, Sessions
 from rbr_registrar.console.web import ConsoleParts
 from rbr_registrar.merges import BucketMerges
+from rbr_registrar.operator.topics import TopicsReader
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.store import BucketRepository
 
 __all__ = ["ConsoleParts", "build_console", "install_console"]
+
+TOPICS_TIMEOUT = 8.0
+"""Seconds the topics page waits for the broker's answers."""
 
 
 def build_console(
@@ -35,6 +39,7 @@ def build_console(
         sessions=Sessions(engine, settings.console_session_lifetime),
         login_limit=LoginLimit(engine, settings.login_max_failures, settings.login_failure_window),
         templates=web.make_templates(),
+        topics=TopicsReader(settings, TOPICS_TIMEOUT),
     )
 
 

@@ -39,7 +39,6 @@ from rbr_registrar.operator.actions import (
     resolve_alert,
 )
 from rbr_registrar.operator.auth import Actor, Role
-from rbr_registrar.operator.topics import topics_view
 from rbr_registrar.operator.views import (
     AlertFilter,
     AnalysisFilter,
@@ -55,7 +54,6 @@ PAGE_SIZE = 100
 LOG_PAGE_SIZE = 50
 HISTORY_DAYS = 7
 VOLUME_HOURS = 48
-TOPICS_TIMEOUT = 8.0
 ALERT_TABS = ("firing", "acknowledged", "resolved")
 CONSOLE_ACTIONS = (BulkAction.APPROVE, BulkAction.DISABLE)
 Text = Annotated[str | None, Query(max_length=255)]
@@ -384,7 +382,7 @@ def _topic_routes(router: APIRouter) -> None:
 
     @router.get("/topics/table")
     def topics_table(request: Request, session: PageSession, parts: Parts) -> HTMLResponse:
-        view = topics_view(parts.settings, TOPICS_TIMEOUT)
+        view = parts.topics.read()
         return render(request, "_topics_table.html", session, view=view)
 
 

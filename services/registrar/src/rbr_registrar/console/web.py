@@ -34,6 +34,7 @@ from rbr_registrar.console.sessions import ConsoleSession, LoginLimit, Sessions
 from rbr_registrar.merges import BucketMerges
 from rbr_registrar.operator.audit import record_audit
 from rbr_registrar.operator.auth import Actor, Role
+from rbr_registrar.operator.topics import TopicsReader
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.store import BucketRepository
 
@@ -96,6 +97,8 @@ class ConsoleParts:
     sessions: Sessions
     login_limit: LoginLimit
     templates: Jinja2Templates
+    topics: TopicsReader
+    """Lag and DLQ depth, read at most every 10 s however often the page is opened."""
 
 
 def make_templates() -> Jinja2Templates:

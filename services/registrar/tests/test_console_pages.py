@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
+from rbr_registrar.console.accounts import Accounts
 from rbr_registrar.main import Registrar
 from rbr_registrar.settings import RegistrarSettings
 from rbr_runtime.db.tables import alerts, audit_log, buckets
@@ -290,3 +291,19 @@ def test_an_admin_exports_the_audit_log(registrar: Registrar) -> None:
         ("ada", "bucket.disable", NAMES[2])
     ]
     assert csrf_token(page.text) == token
+
+
+def test_disabling_an_account_ends_its_sessions_at_once(
+    registrar: Registrar, mysql_engine: Engine
+) -> None:
+    client, token = browser(registrar, "otto")
+    assert client.get("/console/").status_code == 200
+    Accounts(mysql_engine).set_disabled("otto", True)
+    assert client.get("/console/").status_code == 303  # to the login page
+    refused = client.post(
+        "/console/buckets/action", data={"csrf_token": token, "action": "approve", "names": NAMES}
+    )
+    assert refused.status_code == 303
+    api = client.post(f"/api/v1/buckets/{FIRST}/approve", headers={"X-CSRF-Token": token})
+    assert api.status_code == 401
+    assert [state_of(mysql_engine, name) for name in NAMES] == ["pending"] * 3

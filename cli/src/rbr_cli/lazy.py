@@ -71,7 +71,7 @@ class PluginGroup(TyperGroup):
             else:
                 attach(existing, children)
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> _click.Command | None:
+    def get_command(self, ctx: _click.Context, cmd_name: str) -> _click.Command | None:
         """Returns a command, importing it first unless the group is only being listed."""
         command = self.commands.get(cmd_name)
         if not isinstance(command, LazyCommand) or self.listing:
@@ -80,7 +80,7 @@ class PluginGroup(TyperGroup):
         self.commands[cmd_name] = loaded
         return loaded
 
-    def format_help(self, ctx: typer.Context, formatter: _click.HelpFormatter) -> None:
+    def format_help(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
         """Writes the help, listing commands not imported yet by their placeholders."""
         for command in self.commands.values():
             if isinstance(command, LazyCommand):

@@ -1,0 +1,75 @@
+"""Is the broker there: a TCP connect to the bootstrap servers, then a metadata request.
+
+librdkafka answers an unreachable broker only when its timeout ends, with "Broker transport
+failure"; a plain connect says at once which address refused and why.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._metadata import ClusterMetadata
+
+from rbr_runtime.kafka.config import admin_config
+from rbr_runtime.settings import CommonSettings
+
+DEFAULT_PORT = 9092
+
+
+def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """Returns the (host, port) of each bootstrap server, e.g. from `SSL://[::1]:9093,b:9092`."""
+    addresses = []
+    for server in filter(None, (part.strip() for part in bootstrap.split(","))):
+        address = server.rpartition("://")[2]
+        host, _, port = address.rpartition(":")
+        if not host or address.endswith("]"):  # no port: Kafka's default
+            host, port = address, str(DEFAULT_PORT)
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def connect_any(bootstrap: str, timeout: float) -> None:
+    """Returns once a TCP connection to one bootstrap server succeeds.
+
+    Raises:
+        ConnectionError: none accepted a connection within `timeout` seconds each; the message
+            names every address and why.
+    """
+    causes = []
+    for host, port in bootstrap_addresses(bootstrap):
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            return
+        except OSError as error:
+            causes.append(f"{host}:{port} ({_reason(error)})")
+    raise ConnectionError(f"cannot connect to the broker at {', '.join(causes) or bootstrap}")
+
+
+def _reason(error: OSError) -> str:
+    if isinstance(error, TimeoutError):
+        return "no answer"
+    return error.strerror or type(error).__name__
+
+
+def quiet_admin(settings: CommonSettings) -> AdminClient:
+    """Returns an admin client that logs nothing: the caller reports what failed."""
+    config: dict[str, Any] = {**admin_config(settings), "error_cb": _ignore, "log_level": 0}
+    config.pop("logger", None)
+    return AdminClient(config)
+
+
+def _ignore(_error: Any) -> None:
+    return None
+
+
+def broker_metadata(settings: CommonSettings, timeout: float) -> ClusterMetadata:
+    """Returns the cluster's metadata, failing fast and clearly when no broker answers.
+
+    Raises:
+        ConnectionError: no bootstrap server accepts a connection.
+        KafkaException: a server accepted, but no metadata came within `timeout` seconds.
+    """
+    connect_any(settings.kafka_bootstrap, timeout)
+    return quiet_admin(settings).list_topics(timeout=timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._metadata import ClusterMetadata
 
@@ -68,8 +69,15 @@ def broker_metadata(settings: CommonSettings, timeout: float) -> ClusterMetadata
     """Returns the cluster's metadata, failing fast and clearly when no broker answers.
 
     Raises:
-        ConnectionError: no bootstrap server accepts a connection.
-        KafkaException: a server accepted, but no metadata came within `timeout` seconds.
+        ConnectionError: no bootstrap server accepts a connection, or none answers a metadata
+            request within `timeout` seconds (e.g. not Kafka, or TLS/SASL settings missing).
     """
     connect_any(settings.kafka_bootstrap, timeout)
-    return quiet_admin(settings).list_topics(timeout=timeout)
+    try:
+        return quiet_admin(settings).list_topics(timeout=timeout)
+    except KafkaException as error:
+        cause = error.args[0].str() if error.args else str(error)
+        raise ConnectionError(
+            f"{settings.kafka_bootstrap} accepts connections but answered no metadata request "
+            f"within {timeout:g}s ({cause})"
+        ) from error

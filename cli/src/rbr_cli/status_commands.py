@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from rbr_runtime.kafka.lag import PartitionLag, all_groups_lag
 from rbr_runtime.kafka.probe import broker_metadata
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import TOPICS, all_topic_names
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 # The database's and S3's client libraries (SQLAlchemy, Alembic, boto3) take longest to import:
 # their checks import them on their own threads, while the broker check and the lag count wait
@@ -50,13 +53,19 @@ def _broker(settings: CommonSettings, timeout: float) -> str:
 
 def _database(settings: CommonSettings, timeout: float) -> str:
     from rbr_runtime.db.engine import make_probe_engine  # noqa: PLC0415 - see the imports
-    from rbr_runtime.db.migrate import current_revision, head_revision  # noqa: PLC0415
 
     engine = make_probe_engine(settings.database_url, timeout)
     try:
-        revision = current_revision(engine)
+        engine.connect().close()  # an unreachable database fails here, before Alembic loads
+        return _schema_state(engine)
     finally:
         engine.dispose()
+
+
+def _schema_state(engine: Engine) -> str:
+    from rbr_runtime.db.migrate import current_revision, head_revision  # noqa: PLC0415
+
+    revision = current_revision(engine)
     if revision != head_revision():
         raise RuntimeError(f"reachable, schema at {revision}, code expects {head_revision()}")
     return f"schema at {revision}"
@@ -77,6 +86,7 @@ def _run_check(check: Check, settings: CommonSettings, timeout: float) -> Outcom
 
 
 def _cause(error: Exception) -> str:
+    """Returns `describe_error`'s line, without importing rbr_runtime.errors (SQLAlchemy, boto)."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}"[:200]
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import ast
 import importlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
 from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
 import typer
-from typer import _click  # typer >= 0.26 bundles its own click; its groups hold these commands
+from typer import _click  # this typer bundles its own click: its groups hold these commands
+from typer._click.shell_completion import CompletionItem
 from typer.core import TyperCommand, TyperGroup
 
 _log = logging.getLogger(__name__)
@@ -85,9 +87,19 @@ class PluginGroup(TyperGroup):
         for command in self.commands.values():
             if isinstance(command, LazyCommand):
                 command.describe()
+        with self._listed():
+            super().format_help(ctx, formatter)
+
+    def shell_complete(self, ctx: _click.Context, incomplete: str) -> list[CompletionItem]:
+        """Completes command names from the placeholders too (importing none)."""
+        with self._listed():
+            return super().shell_complete(ctx, incomplete)
+
+    @contextmanager
+    def _listed(self) -> Iterator[None]:
         self.listing = True
         try:
-            super().format_help(ctx, formatter)
+            yield
         finally:
             self.listing = False
 

@@ -154,3 +154,19 @@ def test_help_is_read_from_functions_and_typer_apps() -> None:
     assert source_help("rbr_cli.db_commands:app") == "Database migrations."
     assert source_help("rbr_cli.no_such_module:app") is None
     assert source_help("rbr_cli.db_commands:no_such_name") is None
+
+
+def test_a_command_whose_module_is_missing_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = tmp_path / "rbr_broken_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rbr-broken-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[rbr.commands]\nbroken = rbr_no_such_module:app\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    assert "broken" in command_names(runner.invoke(app, ["--help"]).output)
+    result = runner.invoke(app, ["broken"])
+    assert result.exit_code == 1
+    assert "rbr_no_such_module:app cannot be imported" in result.output
+    assert runner.invoke(app, ["run-task", "--list"]).exit_code == 0

@@ -145,7 +145,10 @@ def mounted(name: str, command: Any) -> _click.Command:
 
 def _imported(target: str) -> Any:
     module_name, _, attribute = target.partition(":")
-    found: Any = importlib.import_module(module_name)
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ImportError as error:  # e.g. an image without the package's optional dependencies
+        raise _click.ClickException(f"{target} cannot be imported: {error}") from error
     for part in attribute.split("."):
         found = getattr(found, part)
     return found

@@ -125,9 +125,7 @@ def _check_all(
 
 
 def status(
-    lag: Annotated[
-        bool, typer.Option(help="Count consumer lag per group (reads the backlog).")
-    ] = True,
+    lag: Annotated[bool, typer.Option(help="Count the consumer lag of every group.")] = True,
     timeout: Annotated[
         float,
         typer.Option(min=0.1, help="Seconds to wait for the components and the lag, in all."),

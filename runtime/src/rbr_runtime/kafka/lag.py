@@ -47,11 +47,6 @@ class PartitionLag:
     capped: bool
 
 
-def consumer_groups(settings: CommonSettings, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
-    """Returns the consumer groups the broker knows."""
-    return _group_ids(quiet_admin(settings), timeout)
-
-
 def _group_ids(admin: AdminClient, timeout: float) -> list[str]:
     result = admin.list_consumer_groups(request_timeout=timeout).result()
     return sorted(group.group_id for group in result.valid)

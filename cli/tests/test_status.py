@@ -1,4 +1,4 @@
-"""`rbr status` names what is unreachable, and why, without waiting on it."""
+"""`rbr status` (and `rbr topics`) name what is unreachable, and why, without waiting on it."""
 
 from __future__ import annotations
 
@@ -88,3 +88,15 @@ def test_bootstrap_addresses_of_every_form() -> None:
         ("::1", 9094),
         ("b", 9092),
     ]
+
+
+def test_topics_list_names_an_unreachable_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setenv("RBR_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
+
+    result = runner.invoke(app, ["topics", "list"])
+
+    assert result.exit_code == 1
+    assert f"cannot connect to the broker at 127.0.0.1:{port} (Connection refused)" in (
+        result.output
+    )

@@ -7,14 +7,16 @@ failure"; a plain connect says at once which address refused and why.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._metadata import ClusterMetadata
 
 from rbr_runtime.kafka.config import admin_config
 from rbr_runtime.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin._metadata import ClusterMetadata
 
 DEFAULT_PORT = 9092
 

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import (
     Engine,
     and_,
-    bindparam,
     case,
     delete,
     func,
@@ -117,16 +116,7 @@ class DeliveryStore:
                 .join(alerts, alerts.c.alert_id == plan.alert_id)
                 .where(plan.id.in_(ids))
             ).all()
-            behind = set(
-                connection.execute(
-                    select(plan.id)
-                    .join(alerts, alerts.c.alert_id == plan.alert_id)
-                    .where(
-                        plan.id.in_(ids),
-                        _earlier_unfinished(plan.id, plan.channel, alerts.c.dedupe_key),
-                    )
-                ).scalars()
-            )
+            behind = _behind(connection, rows)
             triggers = _triggers(connection, [r.alert_id for r in rows if r.kind == Kind.RESOLVE])
         return {row.delivery_id: _context(row, row.delivery_id in behind, triggers) for row in rows}
 
@@ -469,21 +459,25 @@ class DeliveryStore:
             }
             for s in sent
         ]
-        ends = [{"delivery": s.delivery.id, "tries": s.attempt} for s in sent]
+        by_attempts: dict[int, list[int]] = {}
+        for item in sent:
+            by_attempts.setdefault(item.attempt, []).append(item.delivery.id)
         with self.engine.begin() as connection:
             connection.execute(insert(notifications), rows)
-            connection.execute(
-                update(notifier_deliveries)
-                .where(notifier_deliveries.c.id == bindparam("delivery"))
-                .values(
-                    attempts=bindparam("tries"),
-                    state=DeliveryState.SENT.value,
-                    detail=None,
-                    updated_at=now,
-                    claimed_at=now,
-                ),
-                ends,
-            )
+            # One UPDATE per try number (nearly always one): an UPDATE per row would cost
+            # a round trip each.
+            for attempts, ids in by_attempts.items():
+                connection.execute(
+                    update(notifier_deliveries)
+                    .where(notifier_deliveries.c.id.in_(ids))
+                    .values(
+                        attempts=attempts,
+                        state=DeliveryState.SENT.value,
+                        detail=None,
+                        updated_at=now,
+                        claimed_at=now,
+                    )
+                )
 
     def deliveries_of(self, alert_id: str) -> list[Row[Any]]:
         """Returns the delivery plan of one occurrence."""
@@ -587,6 +581,34 @@ def _earlier_unfinished(delivery_id: Any, channel: Any, dedupe_key: Any) -> Any:
         )
         .exists()
     )
+
+
+def _behind(connection: Connection, rows: Sequence[Row[Any]]) -> set[int]:
+    """Returns the deliveries behind an unfinished one of their dedupe key to their channel.
+
+    The same as `_earlier_unfinished` for each, in one query led by the dedupe keys' index
+    (led by the channel, as in that EXISTS, it reads every unfinished delivery of a channel).
+    """
+    if not rows:
+        return set()
+    plan = notifier_deliveries.c
+    unfinished = connection.execute(
+        select(plan.id, plan.channel, alerts.c.dedupe_key)
+        .join(alerts, alerts.c.alert_id == plan.alert_id)
+        .where(
+            alerts.c.dedupe_key.in_(sorted({row.dedupe_key for row in rows})),
+            plan.state.in_(UNFINISHED_STATES),
+        )
+    ).all()
+    first: dict[tuple[str, str], int] = {}
+    for earlier in unfinished:
+        place = (earlier.channel, earlier.dedupe_key)
+        first[place] = min(earlier.id, first.get(place, earlier.id))
+    return {
+        row.delivery_id
+        for row in rows
+        if first.get((row.channel, row.dedupe_key), row.delivery_id) < row.delivery_id
+    }
 
 
 def _triggers(connection: Connection, alert_ids: list[str]) -> dict[tuple[str, str], Any]:

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from rbr_notifier.channels import HttpChannel
 from rbr_notifier.model import Notification
@@ -100,6 +101,17 @@ class Sender(ABC):
 
     def close(self) -> None:  # noqa: B027 - most senders hold nothing to close
         """Releases connections."""
+
+
+def json_body(payload: Any) -> bytes:
+    """Returns a document as compact UTF-8 JSON (orjson; json for what orjson refuses).
+
+    orjson refuses integers beyond 64 bits, which an alert's context may hold.
+    """
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def quiet_http_client_logs() -> None:
@@ -194,8 +206,9 @@ class HttpSender(Sender):
         self, url: str, payload: Any, headers: dict[str, str] | None = None
     ) -> AttemptResult:
         """POSTs a JSON document."""
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        return self.post(url, body, {"Content-Type": "application/json", **(headers or {})})
+        return self.post(
+            url, json_body(payload), {"Content-Type": "application/json", **(headers or {})}
+        )
 
     def classify(self, response: httpx.Response) -> AttemptResult:
         """Turns an httpx answer into an outcome (see `classify_answer`)."""

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
+from rbr_notifier.dispatch import split_batch
+from rbr_notifier.model import Kind
+from rbr_notifier.store.batch import Known, independent
+from rbr_notifier.store.deliveries import PlannedDelivery
+from rbr_notifier.store.rows import AlertEvent
 from rbr_runtime.kafka.consumer import Inbound
 from rbr_schemas import Alert
 from rbr_testing.http_receiver import HttpReceiver, Reply
@@ -38,6 +44,39 @@ def failed_first(receiver: HttpReceiver, statuses: list[int]) -> set[str]:
     for request, status in zip(receiver.requests, statuses, strict=False):
         first.setdefault(request.headers["x-rbr-delivery"], status)
     return {delivery for delivery, status in first.items() if status != 200}
+
+
+def test_a_firing_and_its_resolve_to_one_channel_go_in_order_the_rest_side_by_side() -> None:
+    def planned(i: int, key: str, channel: str, kind: Kind = Kind.TRIGGER) -> PlannedDelivery:
+        return PlannedDelivery(i, f"alert-{key}", key, channel, kind)
+
+    batch = [
+        planned(1, "a", "slack"),
+        planned(2, "a", "hook"),
+        planned(3, "b", "slack"),
+        planned(4, "a", "slack", Kind.RESOLVE),
+    ]
+
+    singles, groups = split_batch(batch)
+
+    assert [d.id for d in singles] == [2, 3]
+    assert [[d.id for d in group] for group in groups] == [[1, 4]]
+
+
+def test_events_touching_the_same_occurrences_are_recorded_one_by_one(
+    make_alert: Callable[..., Alert],
+) -> None:
+    events = [
+        AlertEvent("e1", make_alert("k:1", alert_id="id-1")),
+        AlertEvent("e2", make_alert("k:2", alert_id="id-2")),
+        AlertEvent("e3", make_alert("k:2", alert_id="id-3", state="resolved")),  # same key
+        AlertEvent("e4", make_alert("k:4", alert_id="id-4")),
+        AlertEvent("e5", make_alert("k:5", alert_id="id-5")),
+    ]
+    # id-4 was stored under dedupe key k:5 (an odd producer): e4 and e5 touch the same rows.
+    known = Known(by_id={"id-4": SimpleNamespace(dedupe_key="k:5")})  # type: ignore[dict-item]
+
+    assert independent(events, known) == [0]
 
 
 def test_a_redelivered_or_replayed_batch_sends_nothing_twice(

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from rbr_notifier.delivery import Interrupted
 from rbr_notifier.dispatch import split_batch
 from rbr_notifier.model import Kind
 from rbr_notifier.store.batch import Known, independent
@@ -160,3 +163,25 @@ def test_a_receiver_going_down_mid_batch_has_the_failed_ones_retried_later_and_o
     assert set(retried.values()) == {1}
     assert not retried.keys() & delivered_first
     assert {row.state for row in notifier.deliveries()} == {"sent"}
+
+
+def test_stopping_mid_batch_gives_every_claim_back_for_the_next_owner(
+    notifier_factory: Factory,
+    http_receiver_factory: Callable[..., HttpReceiver],
+    make_alert: Callable[..., Alert],
+    to_inbound: Callable[..., Inbound[Any]],
+) -> None:
+    down, ok = http_receiver_factory(Reply(503)), http_receiver_factory()
+    notifier = notifier_factory(
+        {"channels": [hook("down", down), hook("ok", ok)]},
+        workers=8,
+        wait=lambda seconds: True,  # the notifier stops during the first pause between tries
+    )
+    batch = [to_inbound(make_alert(f"stop:{i}")) for i in range(10)]
+
+    with pytest.raises(Interrupted):
+        notifier.handler(batch)
+
+    states = Counter((row.channel, row.state) for row in notifier.deliveries())
+    assert states == {("down", "pending"): 10, ("ok", "sent"): 10}
+    assert len(down.requests) == 1  # the channel's first delivery; the others were not tried

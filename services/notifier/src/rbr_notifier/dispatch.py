@@ -1,8 +1,9 @@
 """Carrying out planned deliveries: claim, decide (see `lifecycle`), throttle, send, retry.
 
-Deliveries of one dedupe key run in order; different keys run side by side on a thread pool.
-Each is claimed in the database before it is sent. Tries in a row that all fail make it wait
-for the retry sweeper; once a channel failed, its other deliveries wait for its next retry.
+A batch's deliveries alone on their channel for their dedupe key are loaded and claimed
+together and sent side by side; a dedupe key's deliveries to one channel run in order. Each is
+claimed in the database before it is sent. Tries in a row that all fail make it wait for the
+retry sweeper; once a channel failed, its other deliveries wait for its next retry.
 """
 
 from __future__ import annotations
@@ -230,6 +231,9 @@ class Dispatcher:
         others, failure = _gather(futures)
         first = outage or failure
         if first is not None:
+            # Stopping, or an outage: what was claimed and did not end is given back, so the
+            # next owner of the batch sends it at once rather than after the claim's lease.
+            self._store.deliveries.release_many(sorted(claimed), self._owner)
             raise first
         lost = [d for d in ours if d.id not in claimed]
         if lost:

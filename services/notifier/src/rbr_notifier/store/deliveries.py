@@ -192,6 +192,12 @@ class DeliveryStore:
         It becomes pending again, or waiting if the retry sweeper is in charge of it (its
         alert's offset was committed: nobody else would ever pick a pending one up).
         """
+        self.release_many([delivery_id], owner)
+
+    def release_many(self, delivery_ids: Sequence[int], owner: str) -> None:
+        """Gives back those of some deliveries this owner still holds (see `release`)."""
+        if not delivery_ids:
+            return
         plan = notifier_deliveries.c
         back = case(
             (plan.next_attempt_at.is_(None), DeliveryState.PENDING.value),
@@ -201,7 +207,7 @@ class DeliveryStore:
             connection.execute(
                 update(notifier_deliveries)
                 .where(
-                    plan.id == delivery_id,
+                    plan.id.in_(list(delivery_ids)),
                     plan.state == DeliveryState.SENDING.value,
                     plan.claimed_by == owner[:255],
                 )

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from rbr_cli.main import app
 from rbr_registrar.expiry import TASK, PendingExpiry
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.db.aliases import NamedBucket, bucket_named
 from rbr_runtime.db.tables import bucket_aliases, buckets, log_analysis, logs, task_runs
 from rbr_runtime.schedule import TaskClaims

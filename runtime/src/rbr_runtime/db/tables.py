@@ -170,6 +170,40 @@ drop_sources = Table(
     Column("last_seen_at", UtcDateTime(), nullable=False),
 )
 
+bucket_status_history = Table(
+    "bucket_status_history",
+    metadata,
+    # Every poll outcome (bucket.status) the registrar applied, kept for
+    # RBR_STATUS_HISTORY_RETENTION: what the operator API shows as a bucket's status history.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("bucket_id", String(36), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("polled_at", UtcDateTime(), nullable=False),
+    Column("reachable", Boolean(), nullable=False),
+    Column("error_class", String(32), nullable=True),
+    Column("latency_ms", Float(), nullable=True),
+    UniqueConstraint("bucket_id", "polled_at"),
+    Index(None, "name", "polled_at"),
+    Index(None, "polled_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # Every change an operator made through the operator API or the CLI (registrar only).
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("role", String(16), nullable=False, comment="viewer, operator or admin"),
+    Column("action", String(64), nullable=False, comment="e.g. bucket.approve, alert.ack"),
+    Column("target", String(255), nullable=True, comment="bucket name, alert id, channel"),
+    Column("detail", JSON(), nullable=False),
+    Column("outcome", String(32), nullable=False, comment="e.g. updated, unchanged, not_found"),
+    Index(None, "at"),
+    Index(None, "actor", "at"),
+    Index(None, "action", "at"),
+)
+
 # --- poller ------------------------------------------------------------------------------------
 
 poller_state = Table(
@@ -315,8 +349,10 @@ logs = Table(
     UniqueConstraint("source_sha256", "name", "record_no"),
     Index(None, "name", "created_at"),
     Index(None, "created_at"),
-    Index(None, "event_type"),
-    Index(None, "source_ip"),
+    # Log search (operator API): newest first within each filter (InnoDB appends the id).
+    Index(None, "event_type", "created_at"),
+    Index(None, "source_ip", "created_at"),
+    Index(None, "username", "created_at"),
 )
 
 # --- analyst -----------------------------------------------------------------------------------
@@ -347,6 +383,7 @@ log_analysis = Table(
     Column("output_tokens", Integer(), nullable=False, server_default="0"),
     UniqueConstraint("name", "window_start", "window_end"),
     Index(None, "created_at"),
+    Index(None, "name", "id"),
 )
 
 analysis_backlog = Table(
@@ -469,6 +506,7 @@ alerts = Table(
     Column("last_event_id", String(64), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Index(None, "state", "fired_at"),
+    Index(None, "bucket", "id"),
 )
 
 notifications = Table(
@@ -581,7 +619,9 @@ __all__ = [
     "alerts",
     "analysis_alert_state",
     "analysis_backlog",
+    "audit_log",
     "bucket_aliases",
+    "bucket_status_history",
     "buckets",
     "drop_file_ledger",
     "drop_sources",

@@ -19,7 +19,7 @@ from prometheus_client import Histogram
 from sqlalchemy.exc import DBAPIError
 
 from rbr_registrar.domain import Decision, Registration
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.db.engine import is_transient_db_error
 
 log = logging.getLogger(__name__)

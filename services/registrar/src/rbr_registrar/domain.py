@@ -1,7 +1,7 @@
 """The registrar's decisions, as pure functions over bucket rows.
 
 What a registration, a bucket's own update or an operator's action does to a bucket is
-decided here without a database, so the rules can be tested alone; `repository.py` loads the
+decided here without a database, so the rules can be tested alone; `store.py` loads the
 rows, applies these decisions and writes the results with their outbox events.
 """
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from prometheus_client import Counter
 from sqlalchemy import delete
 
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.db.tables import task_runs
 from rbr_runtime.schedule import TaskClaims, slot_of
 from rbr_schemas import utcnow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from datetime import timedelta
 from functools import partial
 
 from rbr_registrar.api import Dependencies, create_app
@@ -11,11 +12,11 @@ from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.expiry import PendingExpiry
 from rbr_registrar.handlers import apply_discoveries, apply_statuses
 from rbr_registrar.merges import BucketMerges
-from rbr_registrar.repository import OUTBOX, BucketRepository
 from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.sources import DropSources
+from rbr_registrar.store import OUTBOX, BucketRepository
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
@@ -23,9 +24,11 @@ from rbr_runtime.outbox import OutboxRelay
 from rbr_runtime.schedule import PeriodicTask, TaskClaims
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.service import Service, bootstrap
-from rbr_schemas import BUCKET_STATUS, DROP_DISCOVERED
+from rbr_schemas import BUCKET_STATUS, DROP_DISCOVERED, utcnow
 
 SOURCE = "/rbr/registrar"
+HISTORY_PURGE_INTERVAL = 3600.0
+"""Seconds between purges of the status history (idempotent: every replica may run it)."""
 
 
 class CommitterThread:
@@ -135,6 +138,9 @@ class Registrar:
                 "pending-expiry", settings.pending_expiry_interval, self.pending_expiry.run_once
             )
             service.add("pending-expiry", expiry.run, expiry.stop)
+        if settings.status_history_retention:
+            purge = PeriodicTask("status-history-purge", HISTORY_PURGE_INTERVAL, self.purge_history)
+            service.add("status-history-purge", purge.run, purge.stop)
         service.health.add_check("http", self.http.readiness)
         gauges = OUTBOX.gauges(self.engine, settings.dependency_check_interval)
         service.add("outbox-gauges", gauges.run, gauges.stop)
@@ -145,6 +151,11 @@ class Registrar:
         )
         service.on_shutdown(self.producer.flush)
         service.on_shutdown(self.engine.dispose)
+
+    def purge_history(self) -> int:
+        """Deletes poll outcomes older than the retention; returns how many."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.status_history_retention)
+        return self.repository.purge_status_history(cutoff)
 
 
 def build_service(settings: RegistrarSettings) -> Service:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from rbr_registrar.domain import BucketRow
 from rbr_registrar.lineage import identity_since, plan_merge
-from rbr_registrar.repository import BucketRepository, with_retries
+from rbr_registrar.store import BucketRepository, with_retries
 from rbr_runtime.db.aliases import aliases_of, bucket_named
 from rbr_runtime.db.tables import bucket_aliases, buckets, drop_sources
 from rbr_schemas import BucketState, utcnow

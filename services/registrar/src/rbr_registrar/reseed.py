@@ -18,7 +18,7 @@ from confluent_kafka import KafkaException
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError
 
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.kafka.directory import TopicMissing, read_registry
 from rbr_runtime.kafka.topics import ensure_topics
 from rbr_runtime.retry import Backoff

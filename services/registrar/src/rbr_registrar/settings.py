@@ -93,4 +93,10 @@ class RegistrarSettings(CommonSettings):
         "bucket (it is re-published from the buckets table where not). Also checked at start "
         "and when the broker comes back; only the replica relaying the outbox checks.",
     )
+    status_history_retention: float = Field(
+        default=30 * 24 * 3600.0,
+        ge=0,
+        description="Seconds a bucket's poll outcomes are kept in its status history (the "
+        "operator API's /buckets/{name}/status-history); 0 keeps them forever.",
+    )
     access_log: bool = Field(default=False, description="Log every HTTP request.")

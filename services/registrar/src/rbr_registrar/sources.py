@@ -27,7 +27,7 @@ from rbr_registrar.domain import (
     Verdict,
     mode_after_link,
 )
-from rbr_registrar.repository import BucketRepository, with_retries
+from rbr_registrar.store import BucketRepository, with_retries
 from rbr_runtime.db.aliases import bucket_named, buckets_named
 from rbr_runtime.db.tables import buckets, drop_sources
 from rbr_runtime.secrets import TokenVault

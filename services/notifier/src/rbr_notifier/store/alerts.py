@@ -33,6 +33,7 @@ from rbr_notifier.store.rows import (
     occurrence,
     stored_id,
 )
+from rbr_runtime.db.acknowledgements import acknowledge
 from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.tables import alerts, notifications, notifier_deliveries
 from rbr_schemas import AlertState as EventState
@@ -133,20 +134,7 @@ class AlertStore:
     def acknowledge(self, dedupe_key: str, by: str, now: datetime) -> int:
         """Acknowledges the firing occurrences of a dedupe key; returns how many."""
         with self.engine.begin() as connection:
-            count: int = connection.execute(
-                update(alerts)
-                .where(
-                    alerts.c.dedupe_key == dedupe_key,
-                    alerts.c.state == AlertState.FIRING.value,
-                )
-                .values(
-                    state=AlertState.ACKNOWLEDGED.value,
-                    acknowledged_at=now,
-                    acknowledged_by=by[:255],
-                    updated_at=now,
-                )
-            ).rowcount
-        return count
+            return acknowledge(connection, alerts.c.dedupe_key == dedupe_key, by, now)
 
     def history(self, dedupe_key: str) -> tuple[list[Row[Any]], list[Row[Any]]]:
         """Returns a dedupe key's occurrences and every notification attempt for them."""

@@ -98,6 +98,9 @@ class PollLoop:
         self._flush_failures = 0
         self._next_flush = 0.0
         self._next_sweep = 0.0
+        self._reschedule = True
+        """The owned buckets may have changed: look at the schedule at the next step."""
+        self._next_schedule = 0.0
         self.polls_done = 0
         self._clients = BucketClients(
             config.access,
@@ -117,6 +120,7 @@ class PollLoop:
 
     def wake(self) -> None:
         """Re-examines the schedule now (the owned buckets may have changed)."""
+        self._reschedule = True
         loop, event = self._loop, self._wake
         if loop is None or event is None or loop.is_closed():
             return
@@ -160,6 +164,12 @@ class PollLoop:
         await self._flush()
         if not self._directory.caught_up:
             return
+        # A finished poll wakes the loop to record its result; the whole fleet is looked at
+        # again only each tick or when the owned buckets changed (it is O(fleet) each time).
+        if not self._reschedule and time.monotonic() < self._next_schedule:
+            return
+        self._reschedule = False
+        self._next_schedule = time.monotonic() + self.tick
         now = self._clock()
         records = self._directory.buckets(BucketState.ACTIVE)
         # Without a usable CA bundle only buckets with a pinned certificate can be called.

@@ -75,7 +75,10 @@ class Registrar:
             max_backoff=settings.retry_max_backoff,
         )
         self.committer = GroupCommitter(
-            self.repository, max_batch=settings.registration_batch_max, on_commit=self.relay.wake
+            self.repository,
+            max_batch=settings.registration_batch_max,
+            writers=settings.registration_writers,
+            on_commit=self.relay.wake,
         )
         committer_thread = CommitterThread(self.committer)
         vault = TokenVault.from_setting(settings.secret_key.get_secret_value())

@@ -35,6 +35,8 @@ STATUS_NAMESPACE = uuid.UUID("9d3c7c9e-8f0f-4e0b-a7b4-2d6f0f4f5a21")
 CLAIMS_LOST = Counter(
     "rbr_poll_claims_lost_total", "Due polls another replica had already claimed for the slot."
 )
+KEEP_ALIVE_INTERVAL = 5.0
+"""Longest poll interval over which a connection is kept (httpx keeps idle ones 5 s)."""
 IN_FLIGHT = Gauge("rbr_polls_in_flight", "Polls in progress.")
 PENDING_STATUSES = Gauge(
     "rbr_statuses_unpublished", "Polled statuses waiting to be published (broker or DB down)."
@@ -102,9 +104,13 @@ class PollLoop:
         """The owned buckets may have changed: look at the schedule at the next step."""
         self._next_schedule = 0.0
         self.polls_done = 0
+        # Each bucket is called once per poll interval (minutes), long after a kept-alive
+        # connection to it would have expired: connections are not kept.
+        options = client_options(
+            config.access, keep_alive=settings.poll_interval <= KEEP_ALIVE_INTERVAL
+        )
         self._clients = BucketClients(
-            config.access,
-            lambda verify: httpx.AsyncClient(verify=verify, **client_options(config.access)),
+            config.access, lambda verify: httpx.AsyncClient(verify=verify, **options)
         )
 
     # -- component -----------------------------------------------------------------------------

@@ -176,17 +176,36 @@ def bare_endpoint() -> Iterator[str]:
         process.wait(30)
 
 
+def _interleaved(
+    bases: tuple[str, str], connections: int, seconds: float, rounds: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Loads two servers in turn, `rounds` slices each: both see the machine's same moods."""
+    merged: list[dict[str, Any]] = [{"latencies": [], "errors": {}, "seconds": 0.0} for _ in bases]
+    for _ in range(rounds):
+        for base, total in zip(bases, merged, strict=True):
+            result = asyncio.run(_load(base, connections, seconds / rounds, warmup=0.5))
+            total["latencies"] += result["latencies"]
+            total["seconds"] += result["seconds"]
+            for status, count in result["errors"].items():
+                total["errors"][status] = total["errors"].get(status, 0) + count
+    return merged[0], merged[1]
+
+
 def registration_figures(quick: bool) -> list[Figure]:
     seconds = 4.0 if quick else 15.0
     connections = 32
-    with database() as url, broker() as running, registrar(url, running.bootstrap) as base:
-        result = asyncio.run(_load(base, connections, seconds, warmup=2.0))
+    with (
+        database() as url,
+        broker() as running,
+        registrar(url, running.bootstrap) as base,
+        bare_endpoint() as bare_base,
+    ):
+        asyncio.run(_load(base, connections, 0.0, warmup=2.0))  # warm up the registrar
+        result, bare = _interleaved((base, bare_base), connections, seconds, rounds=5)
         engine = make_engine(url)
         with engine.connect() as connection:
             stored = connection.execute(select(func.count()).select_from(buckets)).scalar_one()
         engine.dispose()
-    with bare_endpoint() as base:
-        bare = asyncio.run(_load(base, connections, seconds, warmup=2.0))
     latencies = result["latencies"]
     rate = len(latencies) / seconds
     bare_rate = len(bare["latencies"]) / seconds
@@ -216,7 +235,7 @@ def registration_figures(quick: bool) -> list[Figure]:
             "x",
             ">= 0.5",
             ratio >= 0.5,
-            "measured in the same run",
+            "the same run, in 5 alternating slices each, both servers up throughout",
         ),
         Figure("registrar: registration latency p50", p50, "ms", note=note),
         Figure("registrar: registration latency p99", p99, "ms", "<= 100", p99 <= 100, note),

@@ -35,6 +35,10 @@ STATUS_NAMESPACE = uuid.UUID("9d3c7c9e-8f0f-4e0b-a7b4-2d6f0f4f5a21")
 CLAIMS_LOST = Counter(
     "rbr_poll_claims_lost_total", "Due polls another replica had already claimed for the slot."
 )
+FLUSH_SPACING = 0.25
+"""Shortest time between two recordings of poll results. Each is a transaction, a produce
+and a health check whatever its size: recording as each poll ends made batches of a few
+results, and their fixed cost most of a poll's CPU time."""
 KEEP_ALIVE_INTERVAL = 5.0
 """Longest poll interval over which a connection is kept (httpx keeps idle ones 5 s)."""
 IN_FLIGHT = Gauge("rbr_polls_in_flight", "Polls in progress.")
@@ -99,6 +103,7 @@ class PollLoop:
         self._results = PendingResults(settings.max_unpublished_statuses)
         self._flush_failures = 0
         self._next_flush = 0.0
+        """When results may be recorded next: spaced by FLUSH_SPACING, or a backoff."""
         self._next_sweep = 0.0
         self._reschedule = True
         """The owned buckets may have changed: look at the schedule at the next step."""
@@ -151,12 +156,18 @@ class PollLoop:
             while not self._stop.is_set():
                 await self._step(self._clients.current())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.tick)
+                    await asyncio.wait_for(self._wake.wait(), self._pause())
                 self._wake.clear()
             await self._drain()
         finally:
             for client in self._clients.made():
                 await client.aclose()
+
+    def _pause(self) -> float:
+        """Returns how long to wait for a wake-up: a tick, or until results may be recorded."""
+        if not self._results:
+            return self.tick
+        return min(self.tick, max(0.01, self._next_flush - time.monotonic()))
 
     async def _drain(self) -> None:
         if self._tasks:
@@ -237,6 +248,7 @@ class PollLoop:
         if not self._results or (not force and time.monotonic() < self._next_flush):
             return
         batch = self._results.take()
+        self._next_flush = time.monotonic() + FLUSH_SPACING
         try:
             await asyncio.to_thread(self._recorder.record, batch)
         except Exception as error:  # noqa: BLE001 - broker or DB down: keep and retry

@@ -16,7 +16,7 @@ from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.sources import DropSources
-from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.engine import is_mysql, make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.outbox import OutboxRelay
@@ -77,7 +77,8 @@ class Registrar:
         self.committer = GroupCommitter(
             self.repository,
             max_batch=settings.registration_batch_max,
-            writers=settings.registration_writers,
+            # SQLite takes one writer at a time: more would only wait on its lock.
+            writers=settings.registration_writers if is_mysql(self.engine) else 1,
             on_commit=self.relay.wake,
         )
         committer_thread = CommitterThread(self.committer)

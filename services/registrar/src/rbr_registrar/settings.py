@@ -84,8 +84,8 @@ class RegistrarSettings(CommonSettings):
         default=4,
         ge=1,
         le=8,
-        description="Group-commit transactions in flight at once (each on its own database "
-        "connection).",
+        description="Group-commit transactions in flight at once, each on its own database "
+        "connection (MySQL; on SQLite one).",
     )
     outbox_scan_interval: float = Field(
         default=2.0,

@@ -18,8 +18,14 @@ help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 .PHONY: install
-install: $(UV) ## Install every package and dev tool into .venv (uv sync); rbr is .venv/bin/rbr.
+install: $(UV) .venv/.bytecode ## Install every package and dev tool into .venv (uv sync); rbr is .venv/bin/rbr.
 	$(UV) sync --all-packages --frozen
+
+# Compiled once per lock: with PYTHONDONTWRITEBYTECODE set (as in the images) Python would
+# otherwise compile every imported library at each start, seconds for one `rbr --help`.
+.venv/.bytecode: uv.lock | $(UV)
+	$(UV) sync --all-packages --frozen --compile-bytecode
+	touch $@
 
 .PHONY: run
 run: install ## Run broker, S3, migrations, topics and every service on this machine.

@@ -326,6 +326,8 @@ def test_stale_pending_registrations_expire_and_their_removal_is_published(
 
     assert bucket_row(mysql_engine, fresh).state == "pending"
     assert bucket_row(mysql_engine, approved).state == "active"
+    # The counter is bumped once the removing transaction committed: just after the rows went.
+    wait_for(lambda: expired_count() - counted == 3, message="3 expiries counted")
     assert expired_count() - counted == 3
     messages = wait_for(
         lambda: [

@@ -17,8 +17,8 @@ from rbr_notifier.dispatch import DeliveryResult, Dispatcher
 from rbr_notifier.lifecycle import is_one_shot
 from rbr_notifier.metrics import ALERT_EVENTS
 from rbr_notifier.store import NotifierStore
-from rbr_notifier.store.alerts import MAX_ID_CHARS, AlertEvent
 from rbr_notifier.store.deliveries import PlannedDelivery
+from rbr_notifier.store.rows import MAX_ID_CHARS, AlertEvent
 from rbr_runtime.kafka.consumer import Inbound, Rejection
 from rbr_schemas import Alert
 from rbr_schemas.events import addressed_channel

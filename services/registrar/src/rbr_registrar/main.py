@@ -18,7 +18,7 @@ from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.sources import DropSources
 from rbr_registrar.store import OUTBOX, BucketRepository
-from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.engine import is_mysql, make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.outbox import OutboxRelay
@@ -79,7 +79,11 @@ class Registrar:
             max_backoff=settings.retry_max_backoff,
         )
         self.committer = GroupCommitter(
-            self.repository, max_batch=settings.registration_batch_max, on_commit=self.relay.wake
+            self.repository,
+            max_batch=settings.registration_batch_max,
+            # SQLite takes one writer at a time: more would only wait on its lock.
+            writers=settings.registration_writers if is_mysql(self.engine) else 1,
+            on_commit=self.relay.wake,
         )
         committer_thread = CommitterThread(self.committer)
         vault = TokenVault.from_setting(settings.secret_key.get_secret_value())

@@ -80,6 +80,13 @@ class RegistrarSettings(CommonSettings):
         ge=1,
         description="Most registrations committed in one transaction (group commit).",
     )
+    registration_writers: int = Field(
+        default=4,
+        ge=1,
+        le=8,
+        description="Group-commit transactions in flight at once, each on its own database "
+        "connection (MySQL; on SQLite one).",
+    )
     outbox_scan_interval: float = Field(
         default=2.0,
         gt=0,

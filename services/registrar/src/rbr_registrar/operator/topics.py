@@ -1,6 +1,6 @@
 """Lag per consumer group and DLQ depth per topic, read from the broker within a time limit.
 
-Lag is counted by reading (`rbr_runtime.kafka.lag`), DLQ depth from partition bounds
+Lag comes from `rbr_runtime.kafka.lag` (all groups at once), DLQ depth from partition bounds
 (`rbr_runtime.kafka.admin.topic_depth`). Each read runs in its own thread; what does not
 answer within the limit is reported in `errors`, not waited for.
 """
@@ -16,23 +16,18 @@ from typing import TypeVar
 
 from rbr_registrar.operator.views import ConsumerLag, TopicsView, TopicView
 from rbr_runtime.kafka.admin import topic_depth
-from rbr_runtime.kafka.lag import PartitionLag, consumer_groups, group_lag
+from rbr_runtime.kafka.lag import PartitionLag, all_groups_lag
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import TOPICS
 
 T = TypeVar("T")
 
-LAG_CAP = 10_000
-"""Messages counted per partition at most (beyond: `capped`, at least that many)."""
+LAG_TIMEOUT = 15.0
+"""Seconds the lag count may take; a partition whose end is not known by then is `capped`."""
 
 
 def _all_lags(settings: CommonSettings) -> list[PartitionLag]:
-    topics = [spec.name for spec in TOPICS]
-    return [
-        partition
-        for group in consumer_groups(settings)
-        for partition in group_lag(settings, group, topics, cap=LAG_CAP)
-    ]
+    return all_groups_lag(settings, [spec.name for spec in TOPICS], timeout=LAG_TIMEOUT)
 
 
 def topics_view(settings: CommonSettings, timeout: float) -> TopicsView:

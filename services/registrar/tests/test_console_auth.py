@@ -33,6 +33,11 @@ def test_root_and_pages_lead_to_the_login_page(registrar_factory: RegistrarFacto
         assert 'name="password"' in form.text
         assert "script-src 'self'" in form.headers["content-security-policy"]
         assert form.headers["x-frame-options"] == "DENY"
+        assert form.headers["cache-control"] == "no-store"
+        script = client.get("/console/static/htmx.min.js")
+        assert script.status_code == 200
+        assert "no-store" not in script.headers.get("cache-control", "")
+        assert "script-src 'self'" in script.headers["content-security-policy"]
 
 
 def test_login_sets_a_safe_cookie_and_a_new_session_id(

@@ -409,14 +409,19 @@ class SecurityHeaders:
             await self._app(scope, receive, send)
             return
 
+        # The vendored script and the stylesheet may be cached; pages never are.
+        static = str(scope["path"]).startswith(f"{PREFIX}/static/")
+        added = [h for h in SECURITY_HEADERS if not (static and h[0] == b"cache-control")]
+        names = {name for name, _ in added}
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [
                     (name, value)
                     for name, value in message.get("headers", [])
-                    if name.lower() not in {h for h, _ in SECURITY_HEADERS}
+                    if name.lower() not in names
                 ]
-                message["headers"] = headers + SECURITY_HEADERS
+                message["headers"] = headers + added
             await send(message)
 
         await self._app(scope, receive, with_headers)

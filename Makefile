@@ -35,6 +35,13 @@ run: install ## Run broker, S3, migrations, topics and every service on this mac
 test: install ## Run all tests: unit, and integration against broker, MariaDB and S3.
 	RBR_REQUIRE_INTEGRATION=1 $(UV) run pytest $(PYTEST_ARGS)
 
+.PHONY: browser
+browser: ## Install Debian's Chromium for the console's browser tests (if missing).
+	@command -v chromium >/dev/null 2>&1 || { \
+	  sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$sudo apt-get update -q && $$sudo apt-get install -y -q chromium chromium-driver; }
+	@command -v chromium
+
 .PHONY: lint
 lint: install ## Check formatting, lint and types.
 	$(UV) run ruff format --check .

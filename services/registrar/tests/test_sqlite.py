@@ -18,6 +18,7 @@ from rbr_runtime.db.aliases import bucket_named
 from rbr_runtime.db.migrate import upgrade
 from rbr_runtime.db.tables import outbox
 from rbr_schemas import BucketStatus
+from rbr_testing.console import add_user, logged_in, seed_bucket
 from rbr_testing.operator_rows import put_alerts, put_analyses, put_logs
 
 TOKEN = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
@@ -154,3 +155,23 @@ def test_the_operator_reads_and_changes_work_on_sqlite(registrar: Registrar) -> 
     assert [entry["polled_at"][:19] for entry in history] == ["2026-11-21T09:00:00"]
     exported = client.get("/api/v1/audit/export").text.splitlines()
     assert len(exported) == 1 + 3 + 1 + 1  # header, approvals, acknowledgement, test
+
+
+def test_the_console_on_sqlite(registrar: Registrar) -> None:
+    name = "rustbucket-l0cal001"
+    client = TestClient(registrar.app, follow_redirects=False)
+    body = {"name": name, "ip_address": "127.0.0.3", "operating_system": "linux", "token": TOKEN}
+    assert client.post("/register_bucket", json=body).json()["status"] == "pending"
+    seed_bucket(registrar.engine, name)
+    add_user(registrar.engine, "ada", "operator")
+    token = logged_in(client, "ada")
+    page = client.get(f"/console/buckets/{name}")
+    assert page.status_code == 200
+    assert page.text.count('class="chart-bar"') == 48
+    assert "Downloader fetched and ran a script" in page.text
+    assert client.get("/console/logs", params={"bucket": name, "text": "cowrie"}).status_code == 200
+    approved = client.post(
+        "/console/buckets/action", data={"csrf_token": token, "action": "approve", "names": [name]}
+    )
+    assert approved.status_code == 303
+    assert "1 active" in client.get("/console/").text.replace("</b><span>", " ")

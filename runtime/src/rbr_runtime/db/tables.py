@@ -204,6 +204,43 @@ audit_log = Table(
     Index(None, "action", "at"),
 )
 
+# --- registrar: operator accounts of the console ----------------------------------------------
+
+operator_users = Table(
+    "operator_users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False, comment="argon2id (PHC string)"),
+    Column("role", String(16), nullable=False, comment="viewer, operator or admin"),
+    Column("disabled", Boolean(), nullable=False, server_default="0"),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    # Server-side console sessions. Only a hash of the cookie's value is kept, so reading the
+    # table gives no one a live session.
+    Column("id_sha256", String(64), primary_key=True, comment="sha256 of the cookie's value"),
+    Column("user_name", String(64), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    # Failed console logins, per (user name, client address): the login rate limit counts them.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key_sha256", String(64), nullable=False, comment="sha256 of user name and address"),
+    Column("failed_at", UtcDateTime(), nullable=False),
+    Index(None, "key_sha256", "failed_at"),
+    Index(None, "failed_at"),
+)
+
 # --- poller ------------------------------------------------------------------------------------
 
 poller_state = Table(
@@ -629,12 +666,15 @@ __all__ = [
     "ioc_sightings",
     "iocs",
     "log_analysis",
+    "login_failures",
     "logs",
     "metadata",
     "notifications",
     "notifier_deliveries",
     "notifier_delivery_events",
     "notifier_windows",
+    "operator_sessions",
+    "operator_users",
     "outbox",
     "poller_state",
     "s3_copy_ledger",

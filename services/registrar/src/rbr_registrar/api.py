@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from typing import Annotated, Any
 
 from confluent_kafka import KafkaException
@@ -28,6 +29,7 @@ from rbr_registrar.client_address import (
     plain_address,
 )
 from rbr_registrar.committer import GroupCommitter
+from rbr_registrar.console.app import ConsoleParts, install_console
 from rbr_registrar.domain import (
     Decision,
     Registration,
@@ -141,6 +143,8 @@ class Dependencies:
     """Called after an operator's bulk change committed outbox rows (wakes the relay)."""
     reseeder: RegistryReseeder | None = None
     """Compares bucket.registered with the table (`rbr topics reseed`); None: not offered."""
+    console: ConsoleParts | None = None
+    """The web console's parts (accounts, sessions, templates); None: no console."""
 
 
 def bucket_merges(deps: Dependencies) -> BucketMerges:
@@ -155,8 +159,19 @@ def unauthorised(message: str, scheme: str = "Bearer") -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": scheme})
 
 
-def create_app(deps: Dependencies) -> FastAPI:
-    """Builds the FastAPI application."""
+class Surface(StrEnum):
+    """Which routes a listener serves."""
+
+    ALL = "all"
+    """Everything: the local stack's one port."""
+    PUBLIC = "public"
+    """Registration, the buckets' own updates and health: faces the honeypots."""
+    INTERNAL = "internal"
+    """The console, the operator API and health: for the operators' network."""
+
+
+def create_app(deps: Dependencies, surface: Surface = Surface.ALL) -> FastAPI:
+    """Builds the FastAPI application of one listener."""
     app = FastAPI(
         title="Rustbucket Registry: registrar",
         version="1.0",
@@ -165,9 +180,18 @@ def create_app(deps: Dependencies) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=deps.settings.max_body_bytes)
     app.state.operator_key = deps.settings.operator_key
     errors.install(app)
+    if surface is not Surface.INTERNAL:
+        app.include_router(_registration_routes(deps))
+        app.include_router(_self_update_routes(deps))
+    if surface is not Surface.PUBLIC:
+        _include_operator_routes(app, deps)
+    app.include_router(_health_routes(deps.health))
+    return app
+
+
+def _include_operator_routes(app: FastAPI, deps: Dependencies) -> None:
+    """The operator API and the console: on the internal listener (or the only one)."""
     app.include_router(_merge_routes(deps))
-    app.include_router(_registration_routes(deps))
-    app.include_router(_self_update_routes(deps))
     app.include_router(_rekey_routes(deps))
     app.include_router(_operator_routes(deps))
     app.include_router(_source_routes(deps))
@@ -182,8 +206,8 @@ def create_app(deps: Dependencies) -> FastAPI:
     )
     for router in operator_routes(context):
         app.include_router(router)
-    app.include_router(_health_routes(deps.health))
-    return app
+    if deps.console is not None:
+        install_console(app, deps.console)
 
 
 # -- registration ------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ import threading
 from datetime import timedelta
 from functools import partial
 
-from rbr_registrar.api import Dependencies, create_app
+from rbr_registrar.api import Dependencies, Surface, create_app
 from rbr_registrar.committer import GroupCommitter
+from rbr_registrar.console.app import build_console
 from rbr_registrar.expiry import PendingExpiry
 from rbr_registrar.handlers import apply_discoveries, apply_statuses
 from rbr_registrar.merges import BucketMerges
@@ -87,19 +88,24 @@ class Registrar:
         committer_thread = CommitterThread(self.committer)
         vault = TokenVault.from_setting(settings.secret_key.get_secret_value())
         self.sources = DropSources(self.repository, vault)
-        self.app = create_app(
-            Dependencies(
-                settings=settings,
-                repository=self.repository,
-                committer=self.committer,
-                vault=vault,
-                health=self.service.health,
-                sources=self.sources,
-                merges=BucketMerges(self.repository),
-                on_commit=self.relay.wake,
-                reseeder=self.reseeder,
-            )
+        merges = BucketMerges(self.repository)
+        deps = Dependencies(
+            settings=settings,
+            repository=self.repository,
+            committer=self.committer,
+            vault=vault,
+            health=self.service.health,
+            sources=self.sources,
+            merges=merges,
+            on_commit=self.relay.wake,
+            reseeder=self.reseeder,
+            console=build_console(settings, self.repository, merges, self.relay.wake),
         )
+        # With a console port, the main port faces the honeypots (registration only) and the
+        # console and operator API are served on their own listener, for an internal network.
+        split = settings.console_port is not None
+        self.app = create_app(deps, Surface.PUBLIC if split else Surface.ALL)
+        self.console_app = create_app(deps, Surface.INTERNAL) if split else None
         self.pending_expiry = PendingExpiry(
             self.repository,
             TaskClaims(self.engine),
@@ -137,6 +143,17 @@ class Registrar:
         service.add("status-consumer", self.status_consumer.run, self.status_consumer.stop)
         service.add("drop-consumer", self.drop_consumer.run, self.drop_consumer.stop)
         service.add("http", self.http.run, self.http.stop)
+        self.console_http: HttpServer | None = None
+        if self.console_app is not None and settings.console_port is not None:
+            self.console_http = HttpServer(
+                self.console_app,
+                settings.console_host,
+                settings.console_port,
+                access_log=settings.access_log,
+                graceful_timeout=settings.shutdown_timeout,
+            )
+            service.add("console-http", self.console_http.run, self.console_http.stop)
+            service.health.add_check("console-http", self.console_http.readiness)
         if settings.pending_expiry:
             expiry = PeriodicTask(
                 "pending-expiry", settings.pending_expiry_interval, self.pending_expiry.run_once

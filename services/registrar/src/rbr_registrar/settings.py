@@ -107,3 +107,36 @@ class RegistrarSettings(CommonSettings):
         "operator API's /buckets/{name}/status-history); 0 keeps them forever.",
     )
     access_log: bool = Field(default=False, description="Log every HTTP request.")
+    console_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of a second listener for the console (/console/) and the operator "
+        "API (/api/v1/...), meant for an internal network. When set, the main port "
+        "(RBR_HTTP_PORT) serves only registration, the buckets' own updates and health; when "
+        "unset, the main port serves everything.",
+    )
+    console_host: str = Field(
+        default="127.0.0.1",
+        description="Address the console listener (RBR_CONSOLE_PORT) binds.",
+    )
+    console_session_lifetime: float = Field(
+        default=12 * 3600.0,
+        gt=0,
+        description="Seconds a console login lasts; then the operator logs in again.",
+    )
+    console_secure_cookie: bool = Field(
+        default=False,
+        description="Always mark the console's session cookie Secure (HTTPS only). It is "
+        "Secure anyway when the request came over HTTPS; set this behind a proxy that "
+        "terminates TLS.",
+    )
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed console logins allowed per user name and client address within "
+        "RBR_LOGIN_FAILURE_WINDOW; further attempts are refused until the window passes.",
+    )
+    login_failure_window: float = Field(
+        default=300.0, gt=0, description="Seconds over which failed console logins count."
+    )

@@ -1,7 +1,7 @@
 """Who is calling the operator API (`current_actor`) and what their role allows (`require_role`).
 
-Today the operator key is the only credential: it is an admin. The console adds session users
-by extending `current_actor`; routes only ever depend on `require_role(...)`.
+The operator key is an admin; a console session (cookie and CSRF header) is its user with their
+role. Routes only ever depend on `require_role(...)`.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ class Actor:
         return self.role.rank >= role.rank
 
 
+SessionActor = Callable[[Request], "Actor | None"]
+"""The console's hook (`app.state.session_actor`): the actor of a request's session cookie."""
+
+
 def operator_key_of(request: Request) -> SecretStr | None:
     """Returns the operator key the application was built with (`app.state.operator_key`)."""
     key: SecretStr | None = getattr(request.app.state, "operator_key", None)
@@ -62,11 +66,19 @@ def current_actor(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
 ) -> Actor:
-    """Returns who is calling; the operator key is an admin.
+    """Returns who is calling: the operator key is an admin; a console session, its user.
+
+    Without an Authorization header, a console session cookie is accepted (the user with
+    their role); a change made that way must carry the session's CSRF token as X-CSRF-Token.
 
     Raises:
         HTTPException: 403 when the operator API is off or the key is wrong, 401 without one.
     """
+    if credentials is None:
+        session_actor: SessionActor | None = getattr(request.app.state, "session_actor", None)
+        actor = session_actor(request) if session_actor is not None else None
+        if actor is not None:
+            return actor
     key = operator_key_of(request)
     if key is None:
         raise HTTPException(

@@ -20,12 +20,12 @@ PLUGIN_MODULE = '''
 """A plugin of rbr commands."""
 import typer
 
-logs = typer.Typer(help="Search the parsed logs.", no_args_is_help=True)
+gizmos = typer.Typer(help="Search the gizmos.", no_args_is_help=True)
 
 
-@logs.command("search")
+@gizmos.command("search")
 def search(text: str) -> None:
-    """Find log lines."""
+    """Find gizmos."""
     typer.echo(f"searching {text}")
 
 
@@ -35,19 +35,19 @@ def count(kind: str = "all") -> None:
 
 
 def tail() -> None:
-    """Follow the logs."""
+    """Follow the gizmos."""
     typer.echo("tailing")
 '''
 PLUGIN_ENTRY_POINTS = """[rbr.commands]
-logs = rbr_fake_plugin:logs
-logs.tail = rbr_fake_plugin:tail
+gizmos = rbr_fake_plugin:gizmos
+gizmos.tail = rbr_fake_plugin:tail
 widgets.count = rbr_fake_plugin:count
 """
 
 
 @pytest.fixture
 def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Installs a package with `logs` (a group), `logs.tail` and `widgets.count` on sys.path."""
+    """Installs a package with `gizmos` (a group), `gizmos.tail` and `widgets.count` on sys.path."""
     (tmp_path / "rbr_fake_plugin.py").write_text(PLUGIN_MODULE)
     info = tmp_path / "rbr_fake_plugin-1.0.dist-info"
     info.mkdir()
@@ -133,16 +133,16 @@ def test_unknown_command_is_refused_with_a_suggestion() -> None:
 @pytest.mark.usefixtures("plugin")
 def test_a_new_package_s_commands_need_no_registration() -> None:
     listed = runner.invoke(app, ["--help"])
-    assert {"logs", "widgets"} <= command_names(listed.output)
-    assert "Search the parsed logs." in listed.output
+    assert {"gizmos", "widgets"} <= command_names(listed.output)
+    assert "Search the gizmos." in listed.output
     assert "rbr_fake_plugin" not in sys.modules
 
-    group = runner.invoke(app, ["logs", "--help"])
+    group = runner.invoke(app, ["gizmos", "--help"])
     assert {"search", "tail"} <= command_names(group.output)
-    assert "Follow the logs." in group.output
+    assert "Follow the gizmos." in group.output
 
-    assert runner.invoke(app, ["logs", "search", "root"]).output == "searching root\n"
-    assert runner.invoke(app, ["logs", "tail"]).output == "tailing\n"
+    assert runner.invoke(app, ["gizmos", "search", "root"]).output == "searching root\n"
+    assert runner.invoke(app, ["gizmos", "tail"]).output == "tailing\n"
     # `widgets.count` with no `widgets` group anywhere: the group is made for it.
     assert runner.invoke(app, ["widgets", "count", "--kind", "blue"]).output == "blue: 3 widgets\n"
 

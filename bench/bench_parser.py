@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, registry
 
 from bench.figures import Figure
 from rbr_parser.formats import ParseContext
-from rbr_parser.handlers import ObjectParser
+from rbr_parser.parsing import ObjectParser
 from rbr_parser.lines import iter_lines
 from rbr_parser.records import RecordReader
 from rbr_parser.settings import ParserSettings

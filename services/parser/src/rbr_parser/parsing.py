@@ -231,7 +231,8 @@ class ObjectParser:
         batch: list[dict[str, Any]] = []
         limit = self._settings.parser_insert_batch
         writes: deque[Future[int]] = deque()
-        created_at = utcnow()  # one moment for all the object's rows
+        # One moment for all the object's rows, the same on every parse of it (replays).
+        created_at = self._rows.object_created_at(extracted.name, extracted.sha256, utcnow())
         try:
             for record_no, record in enumerate(reader.records(lines)):
                 batch.append(self._row(extracted, record_no, record, created_at))

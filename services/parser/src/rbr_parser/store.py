@@ -95,6 +95,11 @@ def encode_for_load(rows: Sequence[dict[str, Any]]) -> bytes:
     ).encode()
 
 
+def rows_in(batch: Sequence[dict[str, Any]] | bytes) -> int:
+    """Returns how many rows a batch holds (encoded: one line each, newlines escaped)."""
+    return batch.count(b"\n") if isinstance(batch, bytes) else len(batch)
+
+
 class LogRows:
     """Writes parsed records to `logs`, fixes each object's created_at, deletes old rows."""
 
@@ -137,18 +142,31 @@ class LogRows:
             ).scalar_one()
         return created_at
 
-    def insert(self, rows: Sequence[dict[str, Any]]) -> int:
+    def loads_encoded(self) -> bool:
+        """Tells whether insert() takes rows encoded by encode_for_load (LOAD DATA) here."""
+        if not self._bulk_load:
+            return False
+        with self._engine.connect() as connection:
+            return self._loads(connection)
+
+    def insert(self, rows: Sequence[dict[str, Any]] | bytes) -> int:
         """Inserts rows in one transaction, skipping those already present.
 
         Rows are identified by (source_sha256, name, record_no) and their object's one
         created_at, so inserting the records of an object twice for one bucket stores them
         once, while another bucket's rows with the same content are rows of their own.
 
+        Args:
+            rows: dicts of INSERT_COLUMNS, or the same encoded by encode_for_load (only
+                where loads_encoded()).
+
         Returns:
             How many rows were new.
         """
         if not rows:
             return 0
+        if isinstance(rows, bytes):
+            return self.load(rows)
         with self._engine.begin() as connection:
             if self._mysql and self._loads(connection):
                 return self._load_mysql(connection, encode_for_load(rows))
@@ -156,6 +174,15 @@ class LogRows:
                 return self._insert_mysql(connection, rows)
             result = connection.execute(self._insert, list(rows))
         return max(0, result.rowcount)
+
+    def load(self, data: bytes) -> int:
+        """Loads rows encoded by encode_for_load in one transaction (MySQL, local_infile).
+
+        Returns:
+            How many rows were new.
+        """
+        with self._engine.begin() as connection:
+            return self._load_mysql(connection, data)
 
     def _loads(self, connection: Connection) -> bool:
         """Tells whether LOAD DATA LOCAL works here (checked once: client flag, server)."""

@@ -94,7 +94,11 @@ def _first_days() -> list[date]:
     """Returns the days to partition: the oldest row's (at most a year back) to a week ahead."""
     today = datetime.now(UTC).date()
     oldest = op.get_bind().execute(sa.text("SELECT MIN(created_at) FROM logs")).scalar_one()
-    first = today if oldest is None else max(oldest.date(), today - timedelta(days=OLDEST_DAY_PARTITION))
+    first = (
+        today
+        if oldest is None
+        else max(oldest.date(), today - timedelta(days=OLDEST_DAY_PARTITION))
+    )
     return days_between(min(first, today), today + timedelta(days=DAYS_AHEAD))
 
 

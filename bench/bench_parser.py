@@ -191,11 +191,13 @@ def run(quick: bool) -> list[Figure]:
         broker.stop()
         moto.stop()
         drop_database(database)
-    return _figures(rates, data, parsed_records, settings.parser_insert_batch, orm_rate, orm_rows)
+    return _figures(
+        rates, data, records=parsed_records, batch=batch, orm_rate=orm_rate, orm_rows=orm_rows
+    )
 
 
 def _figures(
-    rates: _Rates, data: bytes, records: int, batch: int, orm_rate: float, orm_rows: int
+    rates: _Rates, data: bytes, *, records: int, batch: int, orm_rate: float, orm_rows: int
 ) -> list[Figure]:
     ratio = rates.parser / rates.limit
     lines = data.count(b"\n")

@@ -90,11 +90,8 @@ def stored_rows(engine: Engine) -> list[dict[str, Any]]:
 def load_old_way(engine: Engine, data: bytes, created_at: datetime) -> int:
     """Parses in this process and inserts by INSERT IGNORE (the path before LOAD DATA)."""
     rows = LogRows(engine, bulk_load=False)
-    return sum(
-        rows.insert(batch)
-        for batch in object_rows(job(created_at, encode=False), chunks(data), ObjectStats())
-        if isinstance(batch, list)
-    )
+    batches = object_rows(job(created_at, encode=False), chunks(data), ObjectStats())
+    return sum(rows.insert(batch) for _, batch in batches)
 
 
 def load_new_way(
@@ -105,7 +102,7 @@ def load_new_way(
     stats = ObjectStats()
     encode = rows.loads_encoded()
     batches = process.parse(job(created_at, encode=encode), chunks(data), stats)
-    return sum(rows.insert(batch) for batch in batches), stats
+    return sum(rows.insert(batch) for _, batch in batches), stats
 
 
 @pytest.mark.mariadb
@@ -173,7 +170,8 @@ def test_a_broken_object_fails_and_the_next_one_parses(parse_process: ParseProce
     stats = ObjectStats()
     batches = list(parse_process.parse(job(created_at, encode=False), chunks(b"a\nb\n"), stats))
     assert stats.records == 2
-    assert [row["log"] for batch in batches for row in batch] == ["a", "b"]  # type: ignore[index]
+    assert [(last, len(batch)) for last, batch in batches] == [(True, 2)]
+    assert [row["log"] for row in batches[0][1]] == ["a", "b"]  # type: ignore[index]
 
 
 def days_rows(now: datetime) -> list[dict[str, Any]]:

@@ -50,14 +50,15 @@ def partition_name(day: date) -> str:
     return f"p{day:%Y%m%d}"
 
 
-def partition_definitions(days: Sequence[date]) -> str:
-    """Returns the partition list (days in order, then the catch-all) for DDL."""
+def partition_definitions(days: Sequence[date], *, catch_all: bool = True) -> str:
+    """Returns the partition list for DDL: the days in order, then the catch-all."""
     parts = [
         f"PARTITION {partition_name(day)} VALUES LESS THAN "
         f"('{day + timedelta(days=1):%Y-%m-%d} 00:00:00')"
         for day in days
     ]
-    parts.append(f"PARTITION {CATCH_ALL} VALUES LESS THAN (MAXVALUE)")
+    if catch_all:
+        parts.append(f"PARTITION {CATCH_ALL} VALUES LESS THAN (MAXVALUE)")
     return "(" + ", ".join(parts) + ")"
 
 

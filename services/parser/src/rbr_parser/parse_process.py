@@ -91,8 +91,13 @@ class ObjectStats:
 
 def object_rows(
     job: ObjectJob, raw_chunks: Iterator[bytes], stats: ObjectStats
-) -> Iterator[RowBatch]:
-    """Yields the rows of an object's raw (possibly gzipped) bytes, batch by batch."""
+) -> Iterator[tuple[bool, RowBatch]]:
+    """Yields the rows of an object's raw (possibly gzipped) bytes, batch by batch.
+
+    Yields:
+        (last, batch): every full batch as soon as it is (last False), then the rest, maybe
+        none (last True): the service writes that one once the object is wholly read.
+    """
     context = ParseContext(
         reference_time=job.reference_time, syslog_timezone=ZoneInfo(job.syslog_timezone)
     )
@@ -105,10 +110,9 @@ def object_rows(
         batch.append(_row(job.row_values, record_no, record))
         stats.add(record.fields)
         if len(batch) >= job.batch_rows:
-            yield encode_for_load(batch) if job.encode else batch
+            yield False, encode_for_load(batch) if job.encode else batch
             batch = []
-    if batch:
-        yield encode_for_load(batch) if job.encode else batch
+    yield True, encode_for_load(batch) if job.encode else batch
 
 
 def _row(shared: dict[str, Any], record_no: int, record: Record) -> dict[str, Any]:
@@ -152,8 +156,10 @@ class ParseProcess:
 
     def parse(
         self, job: ObjectJob, raw_chunks: Iterator[bytes], stats: ObjectStats
-    ) -> Generator[RowBatch, None, None]:
+    ) -> Generator[tuple[bool, RowBatch], None, None]:
         """Yields the object's row batches as the process makes them; fills stats at the end.
+
+        Yields as object_rows does: (last, batch).
 
         The raw chunks are read (and so hashed) on a thread of this process. Closing the
         iterator before its end (an error, a stop) replaces the process.

@@ -179,7 +179,7 @@ class ObjectParser:
     def _insert_records(self, extracted: LogsExtracted, opened: OpenedObject) -> LogsParsed:
         """Writes the object's rows, batch by batch, as the parse process makes them.
 
-        The last batch waits for the whole object to be read and its sha256 checked.
+        The last rows wait for the whole object to be read and its sha256 checked.
 
         Returns:
             Its logs.parsed data.
@@ -190,10 +190,11 @@ class ObjectParser:
         with self._parse_processes.taken() as process:
             batches = process.parse(job, opened.chunks(), stats)
             try:
-                for batch in batches:
-                    if held is not None:
-                        stats.rows_inserted += self._write(held)
-                    held = batch
+                for last, batch in batches:
+                    if last:
+                        held = batch
+                    else:
+                        stats.rows_inserted += self._write(batch)
             finally:
                 batches.close()  # an error or a stop: the parse process is replaced
         self._check_read(extracted, opened)

@@ -68,7 +68,9 @@ def _load_field(value: object) -> str:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("naive datetime given; use an aware UTC datetime")
-        return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
     if isinstance(value, bool | int):
         return str(int(value))
     raise TypeError(f"no LOAD DATA field for {type(value).__name__}")

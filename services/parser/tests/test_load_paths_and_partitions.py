@@ -174,6 +174,21 @@ def test_a_broken_object_fails_and_the_next_one_parses(parse_process: ParseProce
     assert [row["log"] for row in batches[0][1]] == ["a", "b"]  # type: ignore[index]
 
 
+def test_an_object_whose_reading_fails_raises_that_error_and_the_next_one_parses(
+    parse_process: ParseProcess,
+) -> None:
+    def failing_read() -> Iterator[bytes]:
+        yield b"first line\nsecond"
+        raise ConnectionResetError("S3 went away mid-object")
+
+    created_at = datetime.now(UTC)
+    with pytest.raises(ConnectionResetError, match="mid-object"):
+        list(parse_process.parse(job(created_at, encode=False), failing_read(), ObjectStats()))
+    stats = ObjectStats()
+    list(parse_process.parse(job(created_at, encode=False), chunks(b"a\n"), stats))
+    assert stats.records == 1
+
+
 def days_rows(now: datetime) -> list[dict[str, Any]]:
     """Rows of 36 objects created over 12 days, at midnight, midday and just before midnight."""
     rows = []

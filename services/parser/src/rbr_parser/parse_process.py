@@ -285,15 +285,24 @@ class _Feeder:
     def _run(self) -> None:
         try:
             for chunk in self._chunks:
-                if chunk:
-                    self._jobs.send_bytes(chunk)
-            self._jobs.send_bytes(_END)
-        except (OSError, ValueError):
-            return  # the process was stopped: the parse is abandoned anyway
+                if chunk and not self._sent(chunk):
+                    return
+            self._sent(_END)
         except Exception as error:  # noqa: BLE001 - raised on the service's thread
             self._error = error
             # The process, waiting for bytes that will not come, fails and says so.
             self._jobs.close()
+        finally:
+            if isinstance(self._chunks, Generator):
+                self._chunks.close()  # the object's stream, when the parse stopped early
+
+    def _sent(self, data: bytes) -> bool:
+        """Sends data; False if the process was stopped (the parse is abandoned anyway)."""
+        try:
+            self._jobs.send_bytes(data)
+        except (OSError, ValueError):
+            return False
+        return True
 
     def join(self) -> None:
         """Waits for the thread."""

@@ -146,8 +146,8 @@ class LogRows:
 
     def loads_encoded(self) -> bool:
         """Tells whether insert() takes rows encoded by encode_for_load (LOAD DATA) here."""
-        if not self._bulk_load:
-            return False
+        if self._load_checked or not self._bulk_load:
+            return self._bulk_load
         with self._engine.connect() as connection:
             return self._loads(connection)
 

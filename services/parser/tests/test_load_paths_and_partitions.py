@@ -40,14 +40,13 @@ def object_body(records: int = 1500) -> bytes:
     return b"".join(record.data for record in generated) + HOSTILE_LINES
 
 
-def job(created_at: datetime, *, encode: bool, batch_rows: int = 400) -> ObjectJob:
+def job(created_at: datetime, *, batch_rows: int = 400) -> ObjectJob:
     return ObjectJob(
         reference_time=START + timedelta(days=1),
         syslog_timezone="UTC",
         max_line_bytes=1 << 20,
         max_log_bytes=65_536,
         batch_rows=batch_rows,
-        encode=encode,
         row_values={
             "created_at": created_at,
             "name": "rb-paths",
@@ -90,19 +89,18 @@ def stored_rows(engine: Engine) -> list[dict[str, Any]]:
 def load_old_way(engine: Engine, data: bytes, created_at: datetime) -> int:
     """Parses in this process and inserts by INSERT IGNORE (the path before LOAD DATA)."""
     rows = LogRows(engine, bulk_load=False)
-    batches = object_rows(job(created_at, encode=False), chunks(data), ObjectStats())
+    batches = object_rows(job(created_at), chunks(data), ObjectStats())
     return sum(rows.insert(batch) for _, batch in batches)
 
 
 def load_new_way(
     engine: Engine, process: ParseProcess, data: bytes, created_at: datetime
 ) -> tuple[int, ObjectStats]:
-    """Parses in the parse process and loads what it sends (LOAD DATA where it can)."""
+    """Parses in the parse process and loads what it sends as the parser does (LOAD DATA)."""
     rows = LogRows(engine)
     stats = ObjectStats()
-    encode = rows.loads_encoded()
-    batches = process.parse(job(created_at, encode=encode), chunks(data), stats)
-    return sum(rows.insert(batch) for _, batch in batches), stats
+    batches = process.parse(job(created_at), chunks(data), stats)
+    return sum(rows.insert(rows.prepared(batch)) for _, batch in batches), stats
 
 
 @pytest.mark.mariadb
@@ -166,9 +164,9 @@ def test_a_broken_object_fails_and_the_next_one_parses(parse_process: ParseProce
     created_at = datetime.now(UTC)
     broken = b"\x1f\x8b\x08\x00not gzip at all"
     with pytest.raises(Exception, match="not valid gzip"):
-        list(parse_process.parse(job(created_at, encode=False), chunks(broken), ObjectStats()))
+        list(parse_process.parse(job(created_at), chunks(broken), ObjectStats()))
     stats = ObjectStats()
-    batches = list(parse_process.parse(job(created_at, encode=False), chunks(b"a\nb\n"), stats))
+    batches = list(parse_process.parse(job(created_at), chunks(b"a\nb\n"), stats))
     assert stats.records == 2
     assert [(last, len(batch)) for last, batch in batches] == [(True, 2)]
     assert [row["log"] for row in batches[0][1]] == ["a", "b"]  # type: ignore[index]
@@ -183,9 +181,9 @@ def test_an_object_whose_reading_fails_raises_that_error_and_the_next_one_parses
 
     created_at = datetime.now(UTC)
     with pytest.raises(ConnectionResetError, match="mid-object"):
-        list(parse_process.parse(job(created_at, encode=False), failing_read(), ObjectStats()))
+        list(parse_process.parse(job(created_at), failing_read(), ObjectStats()))
     stats = ObjectStats()
-    list(parse_process.parse(job(created_at, encode=False), chunks(b"a\n"), stats))
+    list(parse_process.parse(job(created_at), chunks(b"a\n"), stats))
     assert stats.records == 1
 
 

@@ -1,8 +1,8 @@
 """Parsing in a second process: raw chunks go in, batches of `logs` rows come out.
 
-Parsing is pure Python and takes a core; the database load of the previous batch runs
-meanwhile in the service's process, so an object goes in about as fast as the slower of
-the two. The process is started on first use and replaced after any failure (a half-parsed
+Parsing is pure Python and takes a core; encoding and loading the batches before it run
+meanwhile in the service's process, so an object goes in about as fast as the slowest of
+them. The process is started on first use and replaced after any failure (a half-parsed
 object is never resumed in it).
 """
 
@@ -26,7 +26,6 @@ from rbr_parser.formats import ParseContext
 from rbr_parser.lines import iter_lines
 from rbr_parser.objects import decompressed
 from rbr_parser.records import Record, RecordReader
-from rbr_parser.store import encode_for_load
 from rbr_runtime.kafka import PermanentError
 
 log = logging.getLogger(__name__)
@@ -35,8 +34,8 @@ MAX_LOG_SIZE = 2**31 - 1
 _END = b""
 """Sent after an object's last chunk (the feeder never sends an empty chunk)."""
 
-RowBatch = list[dict[str, Any]] | bytes
-"""Rows as dicts, or encoded for LOAD DATA (store.encode_for_load)."""
+RowBatch = list[dict[str, Any]]
+"""Rows as dicts of the logs columns."""
 
 
 class ParseProcessError(RuntimeError):
@@ -49,7 +48,6 @@ class ObjectJob:
 
     Attributes:
         row_values: the columns every row of the object shares (bucket, source, created_at).
-        encode: send batches encoded for LOAD DATA rather than as dicts.
     """
 
     reference_time: datetime
@@ -57,7 +55,6 @@ class ObjectJob:
     max_line_bytes: int
     max_log_bytes: int
     batch_rows: int
-    encode: bool
     row_values: dict[str, Any]
 
 
@@ -117,9 +114,9 @@ def object_rows(
         batch.append(_row(job.row_values, record_no, record))
         stats.add(record.fields)
         if len(batch) >= job.batch_rows:
-            yield False, encode_for_load(batch) if job.encode else batch
+            yield False, batch
             batch = []
-    yield True, encode_for_load(batch) if job.encode else batch
+    yield True, batch
 
 
 def _row(shared: dict[str, Any], record_no: int, record: Record) -> dict[str, Any]:

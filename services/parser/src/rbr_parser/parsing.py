@@ -22,8 +22,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Histogram
@@ -107,6 +109,8 @@ class ObjectParser:
         # Parsing runs there while this process loads the batch before; one process per
         # object parsed at once (the runner's lanes parse objects in parallel).
         self._parse_processes = ProcessPool()
+        # One writer: batches of an object are loaded in order while the next is encoded.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="parser-writer")
 
     def __call__(self, batch: Sequence[Inbound[LogsExtracted]]) -> list[Rejection]:
         """Handles a batch of logs.extracted events; returns those that can never be parsed."""
@@ -187,6 +191,7 @@ class ObjectParser:
         stats = ObjectStats()
         job = self._job(extracted)
         held: RowBatch | None = None
+        writes: deque[Future[int]] = deque()
         with self._parse_processes.taken() as process:
             batches = process.parse(job, opened.chunks(), stats)
             try:
@@ -194,9 +199,11 @@ class ObjectParser:
                     if last:
                         held = batch
                     else:
-                        stats.rows_inserted += self._write(batch)
+                        self._write(batch, stats, writes)
+                self._collect(writes, stats, keep=0)
             finally:
                 batches.close()  # an error or a stop: the parse process is replaced
+                wait(writes)  # never leave a write running behind a failure
         self._check_read(extracted, opened)
         parsed = self._finish(extracted, held, stats)
         BYTES.inc(opened.bytes_read)
@@ -213,7 +220,6 @@ class ObjectParser:
             max_line_bytes=self._settings.parser_max_line_bytes,
             max_log_bytes=self._settings.parser_max_log_bytes,
             batch_rows=self._settings.parser_insert_batch,
-            encode=self._rows.loads_encoded(),
             row_values={
                 "created_at": created_at,
                 "name": extracted.name,
@@ -238,8 +244,10 @@ class ObjectParser:
         self, extracted: LogsExtracted, batch: RowBatch | None, stats: ObjectStats
     ) -> LogsParsed:
         """Writes the last rows; returns the object's logs.parsed data."""
-        if batch is not None:
-            stats.rows_inserted += self._write(batch)
+        if self._stopping():
+            raise ParseInterrupted("stopping; the object will be parsed again from where it was")
+        if batch:
+            stats.rows_inserted += self._insert(self._rows.prepared(batch))
         return self._summary(extracted, stats)
 
     @staticmethod
@@ -260,15 +268,26 @@ class ObjectParser:
             parsed_at=utcnow(),
         )
 
-    def _write(self, batch: RowBatch) -> int:
-        """Inserts a batch (unless the service is stopping); returns how many rows were new."""
+    def _write(self, batch: RowBatch, stats: ObjectStats, writes: deque[Future[int]]) -> None:
+        """Encodes a batch here and hands it to the writer thread, which loads it meanwhile."""
         if self._stopping():
             raise ParseInterrupted("stopping; the object will be parsed again from where it was")
+        writes.append(self._writer.submit(self._insert, self._rows.prepared(batch)))
+        self._collect(writes, stats, keep=1)
+
+    def _insert(self, batch: Sequence[dict[str, Any]] | bytes) -> int:
         inserted = self._rows.insert(batch)
         ROWS_INSERTED.inc(inserted)
         DUPLICATES.inc(rows_in(batch) - inserted)
         return inserted
 
+    @staticmethod
+    def _collect(writes: deque[Future[int]], stats: ObjectStats, keep: int) -> None:
+        """Waits for the oldest writes until at most `keep` are in flight (errors raise)."""
+        while len(writes) > keep:
+            stats.rows_inserted += writes.popleft().result()
+
     def close(self) -> None:
-        """Ends the parse processes."""
+        """Ends the parse processes and the writer thread."""
         self._parse_processes.stop()
+        self._writer.shutdown(wait=True)

@@ -151,6 +151,13 @@ class LogRows:
         with self._engine.connect() as connection:
             return self._loads(connection)
 
+    def prepared(self, rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]] | bytes:
+        """Returns rows as insert() takes them fastest: encoded where it loads, else as is.
+
+        Lets a caller encode one batch while the one before is being loaded.
+        """
+        return encode_for_load(rows) if self.loads_encoded() else rows
+
     def insert(self, rows: Sequence[dict[str, Any]] | bytes) -> int:
         """Inserts rows in one transaction, skipping those already present.
 

@@ -1,8 +1,8 @@
 """Parser throughput into MariaDB, against the database's bulk-load limit and older paths.
 
-* parser: one process parses a raw object (the simulator's default mix) from S3 (moto) into
-  a fresh MariaDB database, the way the service does (ObjectParser.parse, logs.parsed on a
-  real broker included): lines per second of the object.
+* parser: the parser parses a raw object (the simulator's default mix) from S3 (moto, in a
+  process of its own) into a fresh MariaDB database, the way the service does
+  (ObjectParser.parse, logs.parsed on a real broker included): lines per second of the object.
 * limit: the same rows, parsed beforehand, loaded the fastest way the database takes them,
   LOAD DATA LOCAL INFILE ... IGNORE (encoding the rows included), in the same batches.
   parser / limit = how close the parser comes to the database (goal >= 0.8).
@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from moto.server import ThreadedMotoServer
+import httpx
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, registry
 
@@ -42,9 +44,10 @@ from rbr_runtime.kafka import EventProducer
 from rbr_runtime.s3 import make_s3_client
 from rbr_schemas import LogsExtracted, LogSource
 from rbr_simulator.generator import LogGenerator
-from rbr_testing.broker import Broker
+from rbr_testing.broker import Broker, free_port
 from rbr_testing.mariadb import create_database, drop_database, mysql_url
 from rbr_testing.s3 import FAKE_CREDENTIALS
+from rbr_testing.waiting import wait_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -90,6 +93,27 @@ def _preparsed(data: bytes, event: LogsExtracted) -> list[dict[str, Any]]:
         )
         rows.append(row)
     return rows
+
+
+def _moto_process() -> tuple[subprocess.Popen[bytes], str]:
+    """Starts moto's S3 server in a process; returns it and its endpoint once it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _answers(f"{endpoint}/moto-api/"), timeout=30, message="moto S3 answering")
+    return process, endpoint
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1.0)
+    except httpx.TransportError:
+        return False
+    return True
 
 
 def fake_aws_environment() -> None:
@@ -162,17 +186,17 @@ def run(quick: bool) -> list[Figure]:
     database = create_database()
     url = mysql_url(database)
     upgrade(url)
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
+    # S3 in a process of its own, as it is for the service (in this one it would take the
+    # service's process time to serve the object).
+    moto, endpoint = _moto_process()
     broker = Broker()
     broker.start()
     engine = make_engine(url, local_infile=True)
     try:
-        host, port = moto.get_host_and_port()
         settings = ParserSettings(
             kafka_bootstrap=broker.bootstrap,
             database_url=url,
-            s3_endpoint_url=f"http://{host}:{port}",
+            s3_endpoint_url=endpoint,
             s3_bucket="bench-raw",
         )
         s3 = make_s3_client(settings)
@@ -189,7 +213,8 @@ def run(quick: bool) -> list[Figure]:
     finally:
         engine.dispose()
         broker.stop()
-        moto.stop()
+        moto.kill()
+        moto.wait(10)
         drop_database(database)
     return _figures(
         rates, data, records=parsed_records, batch=batch, orm_rate=orm_rate, orm_rows=orm_rows

@@ -12,7 +12,13 @@ import pytest
 from sqlalchemy import Engine, insert, select, text
 
 from rbr_parser.formats import PARSED_COLUMNS
-from rbr_parser.parse_process import ObjectJob, ObjectStats, ParseProcess, object_rows
+from rbr_parser.parse_process import (
+    ObjectJob,
+    ObjectStats,
+    ParseProcess,
+    _copy_stats,
+    object_rows,
+)
 from rbr_parser.retention import delete_old_rows, row_cutoff
 from rbr_parser.store import LogRows
 from rbr_runtime.db import partitions
@@ -310,3 +316,22 @@ def test_an_insert_for_a_day_without_partition_succeeds_and_moves_to_its_day(
         assert rows.object_created_at("rb-far", SHA, datetime.now(UTC)) == created_at
     finally:
         engine.dispose()
+
+
+def test_records_a_format_fails_on_are_counted_and_reach_the_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The parse runs in a process whose metrics nobody scrapes: its count of records a
+    # format's code failed on must travel back with the object's stats.
+    def broken(*_: Any) -> None:
+        raise ValueError("a bug in a format's code")
+
+    monkeypatch.setattr("rbr_parser.rustbucket.parse_text", broken)
+    body = b"2025-10-28T19:00:01.000000Z  INFO rustbucket::ssh: one\n" * 3
+    stats = ObjectStats()
+    rows = [row for _, batch in object_rows(job(START), chunks(body), stats) for row in batch]
+    assert [row["event_type"] for row in rows] == ["unparsed"] * 3  # kept, as unparsed
+    assert stats.record_errors == 3
+    received = ObjectStats()
+    _copy_stats(stats, received)
+    assert received.record_errors == 3

@@ -67,6 +67,8 @@ class ObjectStats:
     kinds: Counter[tuple[str, str]] = field(default_factory=Counter)
     first_event_at: datetime | None = None
     last_event_at: datetime | None = None
+    record_errors: int = 0
+    """Records a format's code failed on (kept as unparsed)."""
 
     def add(self, fields: dict[str, Any]) -> None:
         """Counts one parsed record (as little as can be: it runs for every record)."""
@@ -116,6 +118,7 @@ def object_rows(
         if len(batch) >= job.batch_rows:
             yield False, batch
             batch = []
+    stats.record_errors = reader.errors
     yield True, batch
 
 
@@ -268,6 +271,7 @@ def _copy_stats(source: ObjectStats, target: ObjectStats) -> None:
     target.kinds = source.kinds
     target.first_event_at = source.first_event_at
     target.last_event_at = source.last_event_at
+    target.record_errors = source.record_errors
 
 
 class _Feeder:

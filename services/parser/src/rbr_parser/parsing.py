@@ -32,6 +32,7 @@ from prometheus_client import Histogram
 
 from rbr_parser.objects import OpenedObject, hash_object, head_object, open_object
 from rbr_parser.parse_process import ObjectJob, ObjectStats, ProcessPool, RowBatch
+from rbr_parser.records import RECORD_ERRORS
 from rbr_parser.settings import ParserSettings
 from rbr_parser.store import LogRows, rows_in
 from rbr_runtime.jsonlog import log_context
@@ -209,6 +210,7 @@ class ObjectParser:
         BYTES.inc(opened.bytes_read)
         for (log_format, event_type), count in stats.kinds.items():
             RECORDS.labels(log_format, event_type).inc(count)
+        RECORD_ERRORS.inc(stats.record_errors)
         return parsed
 
     def _job(self, extracted: LogsExtracted) -> ObjectJob:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from rbr_analyst.digest import DigestBuilder
+from rbr_analyst.window_digest import DigestBuilder
 from rbr_analyst.windows import Window
 from rbr_testing.logrows import Variety, generate_window, insert_rows, log_row
 

@@ -25,7 +25,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # The collation of `logs`: values group and compare in the tallies as they do in the rows.
-TABLE_OPTIONS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+CHARSET = "utf8mb4"
+COLLATION = "utf8mb4_bin"
 
 
 def _when(name: str, *, nullable: bool = False, comment: str | None = None) -> sa.Column[object]:
@@ -47,7 +48,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "source_sha256", "name", "created_at", name=op.f("pk_window_objects")
         ),
-        **TABLE_OPTIONS,
+        mysql_charset=CHARSET,
+        mysql_collate=COLLATION,
     )
     with op.batch_alter_table("window_objects", schema=None) as batch_op:
         batch_op.create_index(
@@ -83,7 +85,8 @@ def upgrade() -> None:
             "value_sha256",
             name=op.f("pk_window_values"),
         ),
-        **TABLE_OPTIONS,
+        mysql_charset=CHARSET,
+        mysql_collate=COLLATION,
     )
     op.create_table(
         "bucket_source_ips",
@@ -91,7 +94,8 @@ def upgrade() -> None:
         sa.Column("source_ip", sa.String(45), nullable=False),
         _when("first_seen_at", comment="logs.created_at"),
         sa.PrimaryKeyConstraint("name", "source_ip", name=op.f("pk_bucket_source_ips")),
-        **TABLE_OPTIONS,
+        mysql_charset=CHARSET,
+        mysql_collate=COLLATION,
     )
     op.execute(
         "INSERT INTO bucket_source_ips (name, source_ip, first_seen_at) "

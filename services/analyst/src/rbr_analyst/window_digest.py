@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 
 from rbr_analyst.event_kinds import SAMPLE_PRIORITY
 from rbr_analyst.redact import clean
-from rbr_analyst.rules import CommandRule, command_techniques, match_command
+from rbr_analyst.rules import CommandRule, command_techniques
 from rbr_analyst.window_rows import Facet, Ranked, Totals, WindowRows, raw_records
 from rbr_analyst.window_tallies import WindowTallies
 from rbr_analyst.windows import Window
@@ -178,8 +178,8 @@ class DigestSource(Protocol):
         """Returns the window's source IPs the bucket had not seen before, most frequent first."""
         ...
 
-    def commands(self) -> Iterator[tuple[str, int]]:
-        """Yields every distinct command of the window with its count."""
+    def commands(self) -> Iterator[tuple[str, int, CommandRule | None]]:
+        """Yields every distinct command of the window with its count and the rule it matches."""
         ...
 
     def event_types(self) -> list[tuple[str, int, int]]:
@@ -224,14 +224,15 @@ class DigestBuilder:
             return tallies, "tallies"
         return WindowRows(connection, window, self._top_n), "rows"
 
-    def _commands(self, commands: Iterator[tuple[str, int]], digest: Digest) -> None:
+    def _commands(
+        self, commands: Iterator[tuple[str, int, CommandRule | None]], digest: Digest
+    ) -> None:
         """Reads every distinct command once: top N by count, plus every rule hit."""
         top: list[tuple[int, str]] = []
         flagged: list[FlaggedCommand] = []
         distinct = flagged_distinct = 0
-        for command, count in commands:
+        for command, count, rule in commands:
             distinct += 1
-            rule = match_command(command)
             if rule is not None:
                 flagged_distinct += 1
                 techniques = tuple(command_techniques(command, rule))

@@ -24,6 +24,7 @@ from rbr_analyst.event_kinds import (
     SUCCESS_TYPES,
     UNPARSED,
 )
+from rbr_analyst.rules import CommandRule, match_command
 from rbr_analyst.windows import Window
 from rbr_runtime.db.tables import logs
 
@@ -187,8 +188,8 @@ class WindowRows:
         ).all()
         return Ranked([tuple(row[:-1]) for row in rows], int(rows[0][-1]) if rows else 0)
 
-    def commands(self) -> Iterator[tuple[str, int]]:
-        """Yields every distinct command of the window with its count (streamed)."""
+    def commands(self) -> Iterator[tuple[str, int, CommandRule | None]]:
+        """Yields every distinct command of the window with its count and rule (streamed)."""
         statement = (
             select(logs.c.command, func.count())
             .where(self._in_window(), logs.c.command.is_not(None))
@@ -198,7 +199,7 @@ class WindowRows:
             statement
         )
         for command, count in result:
-            yield str(command), int(count)
+            yield str(command), int(count), match_command(str(command))
 
     def event_types(self) -> list[tuple[str, int, int]]:
         """Returns (event type, lowest row id, rows) for every event type of the window."""

@@ -10,13 +10,13 @@ under another window length) is digested from its rows instead.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import and_, case, delete, func, literal, null, select, union_all
+from sqlalchemy import and_, delete, func, literal, null, select, union_all
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
@@ -29,12 +29,14 @@ from rbr_analyst.event_kinds import (
     SUCCESS_TYPES,
     UNPARSED,
 )
+from rbr_analyst.rules import COMMAND_RULES, CommandRule, match_command
 from rbr_analyst.window_rows import Facet, Ranked, Totals, facet_columns, facet_condition, flag
 from rbr_analyst.windows import Window
 from rbr_runtime.db.engine import insert_ignore, is_mysql
 from rbr_runtime.db.tables import bucket_source_ips, logs, window_objects, window_values
 
 VALUE_LABELS = ("value", "value2", "value3")
+RULES = {rule.key: rule for rule in COMMAND_RULES}
 
 
 def fold_object(
@@ -102,21 +104,44 @@ def _facet_query(facet: Facet, rows: ColumnElement[bool]) -> Select[Any]:
 def _fold_values(
     connection: Connection, window: Window, rows: ColumnElement[bool], created_at: datetime
 ) -> None:
-    counts = union_all(*[_facet_query(facet, rows) for facet in Facet])
+    counts = union_all(
+        *[_facet_query(facet, rows) for facet in Facet if facet is not Facet.COMMAND]
+    )
     if is_mysql(connection):
         _fold_on_server(connection, window, rows, created_at, counts)
-        return
-    counted = connection.execute(counts).all()
+    else:
+        _fold_here(connection, window, connection.execute(counts).all(), created_at)
+    commands = connection.execute(_facet_query(Facet.COMMAND, rows)).all()
+    _add(connection, window, commands)
+
+
+def _fold_here(
+    connection: Connection, window: Window, counted: Sequence[Any], created_at: datetime
+) -> None:
+    """SQLite: the object's counts are added to the tallies by the analyst."""
+    _add(connection, window, counted)
+    seen = sorted(str(value) for facet, value, *_ in counted if facet == Facet.SOURCE_IP)
+    if seen:
+        connection.execute(
+            _note_sources(connection),
+            [{"name": window.bucket, "source_ip": ip, "first_seen_at": created_at} for ip in seen],
+        )
+
+
+def _add(connection: Connection, window: Window, counted: Sequence[Any]) -> None:
+    """Adds counts (facet, value, value2, value3, hits, first id) to the window's tallies."""
+    pad_space = is_mysql(connection)
     tallies = [
         {
             "name": window.bucket,
             "window_start": window.start,
             "window_end": window.end,
             "facet": str(facet),
-            "value_sha256": _value_key(value, value2, value3),
+            "value_sha256": _value_key(pad_space, value, value2, value3),
             "value": value,
             "value2": value2,
             "value3": value3,
+            "rule": _rule_key(str(value)) if facet == Facet.COMMAND else None,
             "hits": int(hits),
             "first_id": int(first_id),
         }
@@ -125,14 +150,13 @@ def _fold_values(
     tallies.sort(key=lambda tally: (tally["facet"], tally["value_sha256"]))  # one lock order
     if tallies:
         connection.execute(_add_tallies(connection), tallies)
-    seen = [
-        {"name": window.bucket, "source_ip": tally["value"], "first_seen_at": created_at}
-        for tally in tallies
-        if tally["facet"] == Facet.SOURCE_IP
-    ]
-    seen.sort(key=lambda entry: str(entry["source_ip"]))
-    if seen:
-        connection.execute(_note_sources(connection), seen)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rule_key(command: str) -> str | None:
+    """The key of the attack rule a command matches (one object's commands recur in the next)."""
+    rule = match_command(command)
+    return None if rule is None else rule.key
 
 
 def _fold_on_server(
@@ -160,6 +184,7 @@ def _fold_on_server(
             value,
             value2,
             value3,
+            null(),
             hits,
             first_id,
         ).order_by(facet, key),  # one lock order
@@ -191,12 +216,26 @@ def _fold_on_server(
 
 
 def _sql_key_part(value: Any) -> Any:
-    """A value as unambiguous text: its length, a colon and the value; `n` for NULL."""
-    return func.ifnull(func.concat(func.char_length(value), ":", value), "n")
+    """A value as unambiguous text: its length, a colon and the value; `n` for NULL.
+
+    Trailing spaces are dropped: MySQL compares strings so (PAD SPACE), and the key must make
+    one tally of the values a GROUP BY over the rows makes one group of.
+    """
+    trimmed = func.rtrim(value)
+    return func.ifnull(func.concat(func.char_length(trimmed), ":", trimmed), "n")
 
 
-def _value_key(*values: Any) -> str:
-    return hashlib.sha256(orjson.dumps(list(values))).hexdigest()
+def _value_key(pad_space: bool, *values: Any) -> str:
+    """The tally key of a value (or values), as `_sql_key_part` makes it on the server."""
+    parts = [
+        "n" if value is None else _key_part(str(value).rstrip(" ") if pad_space else str(value))
+        for value in values
+    ]
+    return hashlib.sha256(",".join(parts).encode()).hexdigest()
+
+
+def _key_part(text: str) -> str:
+    return f"{len(text)}:{text}"
 
 
 def _add_tallies(connection: Connection) -> Any:
@@ -234,7 +273,7 @@ def _note_sources(connection: Connection) -> Any:
 
 
 class WindowTallies:
-    """Reads a window's digest figures from its tallies."""
+    """Reads a window's digest figures from its tallies (one row per distinct value)."""
 
     def __init__(self, connection: Connection, window: Window, top_n: int) -> None:
         self._connection = connection
@@ -258,6 +297,8 @@ class WindowTallies:
                 self._of_window(window_objects)
             )
         ).scalar_one()
+        if not folded:
+            return False
         stored = self._connection.execute(
             select(func.count()).where(
                 logs.c.name == self._window.bucket,
@@ -266,6 +307,13 @@ class WindowTallies:
             )
         ).scalar_one()
         return int(folded) == int(stored)
+
+    def _distinct(self, facet: Facet) -> int:
+        return int(
+            self._connection.execute(
+                select(func.count()).select_from(window_values).where(self._of_facet(facet))
+            ).scalar_one()
+        )
 
     def totals(self) -> Totals:
         """Returns the window's header figures."""
@@ -277,53 +325,45 @@ class WindowTallies:
                 func.coalesce(func.sum(window_objects.c.byte_count), 0),
             ).where(self._of_window(window_objects))
         ).one()
-        value, hits, facet = window_values.c.value, window_values.c.hits, window_values.c.facet
-        is_type = facet == Facet.EVENT_TYPE.value
+        kind, hits = window_values.c.value, window_values.c.hits
         counts = self._connection.execute(
             select(
-                func.count(func.distinct(_when(facet == Facet.SOURCE_IP.value, value))),
-                func.count(func.distinct(_when(facet == Facet.SESSION.value, value))),
-                func.sum(flag(is_type & value.in_(FAILURE_TYPES), hits)),
-                func.sum(flag(is_type & value.in_(SUCCESS_TYPES), hits)),
-                func.sum(flag(is_type & value.in_(COMMAND_TYPES), hits)),
-                func.sum(flag(is_type & value.in_(DOWNLOAD_TYPES), hits)),
-                func.sum(flag(is_type & (value == UNPARSED), hits)),
-            ).where(
-                self._of_window(window_values),
-                facet.in_([Facet.EVENT_TYPE.value, Facet.SOURCE_IP.value, Facet.SESSION.value]),
-            )
+                func.sum(flag(kind.in_(FAILURE_TYPES), hits)),
+                func.sum(flag(kind.in_(SUCCESS_TYPES), hits)),
+                func.sum(flag(kind.in_(COMMAND_TYPES), hits)),
+                func.sum(flag(kind.in_(DOWNLOAD_TYPES), hits)),
+                func.sum(flag(kind == UNPARSED, hits)),
+            ).where(self._of_facet(Facet.EVENT_TYPE))
         ).one()
         return Totals(
             rows=int(objects[0]),
             first_event_at=objects[1],
             last_event_at=objects[2],
-            distinct_source_ips=int(counts[0]),
-            distinct_sessions=int(counts[1]),
+            distinct_source_ips=self._distinct(Facet.SOURCE_IP),
+            distinct_sessions=self._distinct(Facet.SESSION),
             bytes=int(objects[3]),
-            login_failures=int(counts[2] or 0),
-            login_successes=int(counts[3] or 0),
-            commands=int(counts[4] or 0),
-            downloads=int(counts[5] or 0),
-            unparsed=int(counts[6] or 0),
+            login_failures=int(counts[0] or 0),
+            login_successes=int(counts[1] or 0),
+            commands=int(counts[2] or 0),
+            downloads=int(counts[3] or 0),
+            unparsed=int(counts[4] or 0),
         )
 
     def top(self, facet: Facet) -> Ranked:
         """Returns the facet's most frequent values, ties in value order."""
         columns = _value_columns(facet)
-        hits = func.sum(window_values.c.hits).label("hits")
+        hits = window_values.c.hits
         rows = self._connection.execute(
-            select(*columns, hits, func.count().over().label("distinct_values"))
+            select(*columns, hits)
             .where(self._of_facet(facet))
-            .group_by(*columns)
             .order_by(hits.desc(), *columns)
             .limit(self._top_n)
         ).all()
-        return Ranked([tuple(row[:-1]) for row in rows], int(rows[0][-1]) if rows else 0)
+        return Ranked([tuple(row) for row in rows], self._distinct(facet) if rows else 0)
 
     def new_source_ips(self) -> Ranked:
         """Source IPs of the window that the bucket had not seen before the window."""
-        value = window_values.c.value
-        hits = func.sum(window_values.c.hits).label("hits")
+        value, hits = window_values.c.value, window_values.c.hits
         seen = bucket_source_ips
         rows = self._connection.execute(
             select(value, hits, func.count().over().label("distinct_values"))
@@ -333,33 +373,29 @@ class WindowTallies:
                 and_(seen.c.name == window_values.c.name, seen.c.source_ip == value),
             )
             .where(self._of_facet(Facet.SOURCE_IP), seen.c.first_seen_at >= self._window.start)
-            .group_by(value)
             .order_by(hits.desc(), value)
             .limit(self._top_n)
         ).all()
         return Ranked([tuple(row[:-1]) for row in rows], int(rows[0][-1]) if rows else 0)
 
-    def commands(self) -> Iterator[tuple[str, int]]:
-        """Yields every distinct command of the window with its count (streamed)."""
-        value = window_values.c.value
-        statement = (
-            select(value, func.sum(window_values.c.hits))
-            .where(self._of_facet(Facet.COMMAND))
-            .group_by(value)
+    def commands(self) -> Iterator[tuple[str, int, CommandRule | None]]:
+        """Yields every distinct command of the window with its count and rule (streamed)."""
+        statement = select(window_values.c.value, window_values.c.hits, window_values.c.rule).where(
+            self._of_facet(Facet.COMMAND)
         )
         result = self._connection.execution_options(stream_results=True, yield_per=2000).execute(
             statement
         )
-        for command, count in result:
-            yield str(command), int(count)
+        for command, count, rule in result:
+            yield str(command), int(count), RULES.get(rule) if rule else None
 
     def event_types(self) -> list[tuple[str, int, int]]:
         """Returns (event type, lowest row id, rows) for every event type of the window."""
-        value = window_values.c.value
+        tallies = window_values.c
         rows = self._connection.execute(
-            select(value, func.min(window_values.c.first_id), func.sum(window_values.c.hits))
-            .where(self._of_facet(Facet.EVENT_TYPE))
-            .group_by(value)
+            select(tallies.value, tallies.first_id, tallies.hits).where(
+                self._of_facet(Facet.EVENT_TYPE)
+            )
         ).all()
         return [(str(row[0]), int(row[1]), int(row[2])) for row in rows]
 
@@ -379,7 +415,3 @@ def forget_window(connection: Connection, window: Window) -> None:
 def _value_columns(facet: Facet) -> list[Any]:
     count = len(facet_columns(facet))
     return [window_values.c.value, window_values.c.value2, window_values.c.value3][:count]
-
-
-def _when(condition: ColumnElement[bool], value: Any) -> Any:
-    return case((condition, value), else_=None)

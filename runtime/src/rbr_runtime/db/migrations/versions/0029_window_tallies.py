@@ -73,6 +73,9 @@ def upgrade() -> None:
             comment="logins: username; downloads: sha256",
         ),
         sa.Column("value3", sa.String(255), nullable=True, comment="logins: password"),
+        sa.Column(
+            "rule", sa.String(64), nullable=True, comment="commands: the attack rule matched"
+        ),
         sa.Column("hits", sa.BigInteger(), nullable=False),
         sa.Column(
             "first_id", sa.BigInteger(), nullable=False, comment="lowest logs.id with the value"

@@ -1,15 +1,6 @@
-"""The digest of one window: what happened, in a size that grows with distinct values only.
+"""The digest of one window: totals and capped top-N lists, sized by distinct values, not rows.
 
-Counts by event type, top source IPs, usernames and passwords tried, successful logins,
-commands, downloads, HTTP paths, IPs never seen before and a few sampled raw records. Each list
-keeps its top N entries and says how many more there were; every value is cleaned (secrets
-redacted, controls removed, capped). The counts come from the window's tallies
-(`window_tallies`) when they hold every row of the window, else from its rows
-(`window_rows`); both give the same digest.
-
-Commands are the one list read in full (every distinct command, streamed): the attack rules
-must see every distinct command, since one `curl ... | sh` among a million lines is the line
-that matters. The digest keeps the top N plus the commands the rules flagged.
+Read from the window's tallies when they hold it whole, else from its rows (the same digest).
 """
 
 from __future__ import annotations

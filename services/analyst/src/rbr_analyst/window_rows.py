@@ -1,7 +1,6 @@
-"""A window's digest figures aggregated from its rows in `logs` (one grouped query per list).
+"""A window's digest figures from its rows in `logs`, one grouped query per list.
 
-The original way to digest a window, and still the one for windows whose rows are not all in
-the tallies (`window_tallies`); it is also what the tallies are tested against.
+Used for windows the tallies do not hold whole, and as the tallies' oracle in tests.
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
-"""A window's digest figures from its tallies: counts per distinct value, kept as objects parse.
+"""Window tallies: each parsed object's rows counted once per distinct value into its window.
 
-The analyst folds each parsed object's rows into its window's tallies once (`fold_object`,
-from the `logs.parsed` handler: a few grouped queries over one object's rows, found by its
-unique key). A window's digest then reads tens of thousands of tally rows instead of a million
-log rows. Values are grouped again when read, in the collation of `logs`, so the figures are
-those the rows give; a window with rows not folded (parsed before the tallies existed, or
-under another window length) is digested from its rows instead.
+The digest reads these (one row per value) instead of the window's rows; see the README.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from rbr_analyst.handlers import note_object
 from rbr_analyst.store import AnalystStore
 from rbr_analyst.window_digest import Digest, DigestBuilder
 from rbr_analyst.window_tallies import forget_window
@@ -23,6 +24,7 @@ from rbr_analyst.windows import Window
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.db.migrate import upgrade
 from rbr_runtime.db.tables import logs
+from rbr_schemas import LogsParsed, utcnow
 from rbr_testing.logrows import insert_rows, log_row
 
 from .conftest import INTERVAL, WINDOW_START
@@ -190,3 +192,29 @@ def test_forgotten_tallies_leave_the_rows(engine: Engine) -> None:
 
     assert digest.read_from == "rows"
     assert digest.total_rows == ROWS_PER_OBJECT
+
+
+def test_the_parsed_handler_folds_each_object_once(store: AnalystStore) -> None:
+    created_at = WINDOW_START + timedelta(minutes=1)
+    insert_rows(store.engine, hostile_object(1, created_at))
+    sha256 = hashlib.sha256(b"object-1").hexdigest()
+    parsed = LogsParsed(
+        object_id="object-1",
+        name=BUCKET,
+        s3_bucket="rbr-raw-logs",
+        s3_key=f"raw/{BUCKET}/object-1.log",
+        sha256=sha256,
+        records=ROWS_PER_OBJECT,
+        rows_inserted=ROWS_PER_OBJECT,
+        duplicates_skipped=0,
+        unparsed_records=0,
+        parsed_at=utcnow(),
+    )
+
+    note_object(store, parsed, INTERVAL, created_at)
+    note_object(store, parsed, INTERVAL, created_at)  # a replay
+
+    tallied, scanned = both_digests(store.engine)
+    assert tallied.read_from == "tallies"
+    assert tallied.as_json() == scanned.as_json()
+    assert tallied.total_rows == ROWS_PER_OBJECT

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from rbr_analyst.event_kinds import (
     SUCCESS_TYPES,
     UNPARSED,
 )
-from rbr_analyst.rules import COMMAND_RULES, CommandRule, match_command
+from rbr_analyst.rules import COMMAND_RULES, MAX_RULE_CHARS, CommandRule, match_command
 from rbr_analyst.window_rows import Facet, Ranked, Totals, facet_columns, facet_condition, flag
 from rbr_analyst.windows import Window
 from rbr_runtime.db.engine import insert_ignore, is_mysql
@@ -35,7 +35,11 @@ RULES = {rule.key: rule for rule in COMMAND_RULES}
 
 
 def fold_object(
-    connection: Connection, name: str, sha256: str, interval: float, now_analysed: Any
+    connection: Connection,
+    name: str,
+    sha256: str,
+    interval: float,
+    now_analysed: Callable[[Window], bool],
 ) -> int:
     """Folds one parsed object's rows into its windows' tallies; returns the rows folded.
 
@@ -136,7 +140,7 @@ def _add(connection: Connection, window: Window, counted: Sequence[Any]) -> None
             "value": value,
             "value2": value2,
             "value3": value3,
-            "rule": _rule_key(str(value)) if facet == Facet.COMMAND else None,
+            "rule": _rule_key(str(value)[:MAX_RULE_CHARS]) if facet == Facet.COMMAND else None,
             "hits": int(hits),
             "first_id": int(first_id),
         }
@@ -147,9 +151,12 @@ def _add(connection: Connection, window: Window, counted: Sequence[Any]) -> None
         connection.execute(_add_tallies(connection), tallies)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _rule_key(command: str) -> str | None:
-    """The key of the attack rule a command matches (one object's commands recur in the next)."""
+    """The key of the attack rule a command matches (one object's commands recur in the next).
+
+    Called with the part of the command the rules read, which bounds the cache's memory.
+    """
     rule = match_command(command)
     return None if rule is None else rule.key
 

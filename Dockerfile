@@ -20,8 +20,9 @@ COPY . .
 RUN uv export --frozen --no-dev --no-emit-workspace --no-hashes \
         --package "rbr-${SERVICE}" --package rbr-cli --output-file /tmp/requirements.txt \
  && uv venv /opt/venv \
- && uv pip install --no-cache --python /opt/venv/bin/python -r /tmp/requirements.txt \
- && uv pip install --no-cache --no-deps --python /opt/venv/bin/python \
+ && uv pip install --no-cache --compile-bytecode --python /opt/venv/bin/python \
+        -r /tmp/requirements.txt \
+ && uv pip install --no-cache --compile-bytecode --no-deps --python /opt/venv/bin/python \
         ./schemas ./runtime ./cli "./services/${SERVICE}" \
  && test -x "/opt/venv/bin/rbr-${SERVICE}" \
  && ln -s "rbr-${SERVICE}" /opt/venv/bin/rbr-service

@@ -18,8 +18,14 @@ help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 .PHONY: install
-install: $(UV) ## Install every package and dev tool into .venv (uv sync); rbr is .venv/bin/rbr.
+install: $(UV) .venv/.bytecode ## Install every package and dev tool into .venv (uv sync); rbr is .venv/bin/rbr.
 	$(UV) sync --all-packages --frozen
+
+# Compiled once per lock: with PYTHONDONTWRITEBYTECODE set (as in the images) Python would
+# otherwise compile every imported library at each start, seconds for one `rbr --help`.
+.venv/.bytecode: uv.lock | $(UV)
+	$(UV) sync --all-packages --frozen --compile-bytecode
+	touch $@
 
 .PHONY: run
 run: install ## Run broker, S3, migrations, topics and every service on this machine.
@@ -28,6 +34,13 @@ run: install ## Run broker, S3, migrations, topics and every service on this mac
 .PHONY: test
 test: install ## Run all tests: unit, and integration against broker, MariaDB and S3.
 	RBR_REQUIRE_INTEGRATION=1 $(UV) run pytest $(PYTEST_ARGS)
+
+.PHONY: browser
+browser: ## Install Debian's Chromium for the console's browser tests (if missing).
+	@command -v chromium >/dev/null 2>&1 || { \
+	  sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$sudo apt-get update -q && $$sudo apt-get install -y -q chromium chromium-driver; }
+	@command -v chromium
 
 .PHONY: lint
 lint: install ## Check formatting, lint and types.

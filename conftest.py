@@ -7,6 +7,7 @@ os.environ["RBR_ENV_FILE"] = ""
 
 pytest_plugins = [
     "rbr_testing.anthropic_api",
+    "rbr_testing.browser",
     "rbr_testing.broker",
     "rbr_testing.http_receiver",
     "rbr_testing.mariadb",

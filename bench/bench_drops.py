@@ -23,7 +23,7 @@ from rbr_log_extractor.main import source_clients
 from rbr_log_extractor.settings import ExtractorSettings
 from rbr_registrar.domain import Registration
 from rbr_registrar.main import Registrar
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.db.migrate import upgrade
 from rbr_runtime.db.tables import drop_sources

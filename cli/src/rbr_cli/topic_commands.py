@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from confluent_kafka.admin import AdminClient
 
 from rbr_cli.output import fail, settings_or_fail, table
-from rbr_runtime.kafka.config import admin_config
+from rbr_runtime.kafka.probe import broker_metadata
 from rbr_runtime.kafka.topics import ensure_topics
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas.topics import TOPICS
@@ -39,11 +38,10 @@ def create(
 def list_topics() -> None:
     """List the topics on the broker, marking those of the registry's contract."""
     settings = settings_or_fail(CommonSettings)
-    admin = AdminClient(admin_config(settings))
     try:
-        metadata = admin.list_topics(timeout=10)
-    except Exception as error:  # noqa: BLE001
-        fail(f"cannot reach the broker at {settings.kafka_bootstrap}: {error}")
+        metadata = broker_metadata(settings, timeout=10)
+    except ConnectionError as error:
+        fail(str(error))
     ours = {name for spec in TOPICS for name in (spec.name, spec.dlq)}
     rows = [
         (name, len(topic.partitions), "contract" if name in ours else "")
@@ -64,12 +62,11 @@ def describe(name: Annotated[str, typer.Argument(help="Topic name, e.g. logs.ext
         typer.echo(f"  producers: {', '.join(spec.producers)}")
         typer.echo(f"  consumers: {', '.join(spec.consumers)}")
         typer.echo(f"  config: {spec.config}")
-    admin = AdminClient(admin_config(settings))
     try:
         # Asking about one topic by name can auto-create it; list them all instead.
-        metadata = admin.list_topics(timeout=10)
-    except Exception as error:  # noqa: BLE001
-        fail(f"cannot reach the broker at {settings.kafka_bootstrap}: {error}")
+        metadata = broker_metadata(settings, timeout=10)
+    except ConnectionError as error:
+        fail(str(error))
     topic = metadata.topics.get(name)
     if topic is None or topic.error is not None:
         fail(f"topic {name!r} does not exist on {settings.kafka_bootstrap}")

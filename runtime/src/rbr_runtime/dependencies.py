@@ -16,16 +16,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge
 from sqlalchemy import select
 
 from rbr_runtime.db.engine import make_probe_engine
 from rbr_runtime.errors import describe_error
 from rbr_runtime.health import ReadinessCheck
-from rbr_runtime.kafka.config import admin_config
+from rbr_runtime.kafka.probe import quiet_admin
 from rbr_runtime.s3 import make_s3_client
 from rbr_runtime.service import Service
 from rbr_runtime.settings import CommonSettings
@@ -87,15 +85,9 @@ def broker_dependency(settings: CommonSettings, *, required: bool = True) -> Dep
     """
     # Quiet: the services' own clients already log the broker's errors; the monitor's one
     # line per outage is the signal.
-    config = {**admin_config(settings), "error_cb": _ignore, "log_level": 0}
-    config.pop("logger", None)
-    admin = AdminClient(config)
+    admin = quiet_admin(settings)
     timeout = settings.dependency_check_timeout
     return Dependency("broker", lambda: admin.list_topics(timeout=timeout), required=required)
-
-
-def _ignore(_error: Any) -> None:
-    return None
 
 
 class _Attempt:

@@ -7,6 +7,7 @@ run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -38,6 +39,7 @@ def slot_start(slot: int, interval: float) -> datetime:
     return datetime.fromtimestamp(slot * interval, UTC)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def phase(key: str, interval: float, spread: float = 1.0) -> float:
     """Returns a stable offset in [0, spread*interval) seconds for the key.
 
@@ -46,6 +48,7 @@ def phase(key: str, interval: float, spread: float = 1.0) -> float:
         interval: the slot length in seconds.
         spread: the fraction of the slot to spread over (the jitter).
     """
+    # Cached: the schedulers ask for every owned key's phase at each look at the schedule.
     digest = hashlib.sha256(key.encode()).digest()
     fraction = int.from_bytes(digest[:8], "big") / 2**64
     return fraction * interval * spread
@@ -113,11 +116,15 @@ class FleetSlots:
             now: the moment.
             done: the last slot done per key (keys not in it: none known).
         """
-        due = [
-            (key, slot)
-            for key in keys
-            if (slot := self.due_slot(key, now, done.get(key))) is not None
-        ]
+        current = self.current(now)
+        due = []
+        for key in keys:
+            last_done = done.get(key)
+            if last_done is not None and last_done >= current:
+                continue  # done for the current slot: nothing can be owed (the common case)
+            slot = self.due_slot(key, now, last_done)
+            if slot is not None:
+                due.append((key, slot))
         return sorted(due, key=lambda item: (self.due_at(*item), item[0]))
 
 

@@ -322,6 +322,18 @@ class AlertType(StrEnum):
     TEST = "test"
 
 
+TEST_CHANNEL_CONTEXT = "channel"
+"""Context key of a `test` alert addressed to one notification channel (only it gets it)."""
+
+
+def addressed_channel(alert: Alert) -> str | None:
+    """Returns the channel a test alert is addressed to, if it is one addressed to a channel."""
+    channel = alert.context.get(TEST_CHANNEL_CONTEXT)
+    if alert.type != AlertType.TEST.value or not isinstance(channel, str):
+        return None
+    return channel
+
+
 def unresponsive_dedupe_key(bucket: str) -> str:
     """Returns the dedupe key of a bucket's `bucket_unresponsive` alerts."""
     return f"{AlertType.BUCKET_UNRESPONSIVE.value}:{bucket}"

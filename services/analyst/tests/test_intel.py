@@ -524,6 +524,54 @@ def test_a_bucket_that_answers_but_stopped_logging_raises_logs_silent_once(
     producer.flush()
 
 
+def test_a_honeypot_asked_to_relay_traffic_pages_as_outbound_activity(
+    broker: Broker,
+    mysql_engine: Engine,
+    store: AnalystStore,
+    make_settings: Callable[..., AnalystSettings],
+) -> None:
+    at = window(0) + timedelta(minutes=2)
+    insert_rows(
+        mysql_engine,
+        [
+            *(log_row("rustbucket-relay", at, "tunnel", source_ip=ATTACKER) for _ in range(3)),
+            log_row("rustbucket-relay", at, "http_request", url="smtp.example.net:25"),
+            log_row("rustbucket-relay", at, "http_request", url="http://proxy-judge.example/"),
+            # Ordinary requests for the honeypot's own paths on another bucket: no signal.
+            *(log_row("rustbucket-web", at, "http_request", url=u) for u in ("/", "/wp-login.php")),
+        ],
+    )
+    producer = EventProducer(make_settings(kafka_bootstrap=broker.bootstrap), source="/t")
+    analyst = analyst_for(
+        make_settings, store, producer, window(2), kafka_bootstrap=broker.bootstrap
+    )
+    analyse(analyst, store, "rustbucket-relay", [0])
+    analyse(analyst, store, "rustbucket-web", [0])
+
+    events = read_events(broker.bootstrap, ALERTS, at_least=1)
+    outbound = [
+        a
+        for a in findings_alerts(events, "rustbucket-relay")
+        if a.context["finding_key"] == "outbound_activity"
+    ]
+    assert [(a.severity.value, a.title) for a in outbound] == [
+        ("high", "rustbucket-relay: Honeypot asked to relay traffic: 5 tunnel or proxy request(s)")
+    ]
+    assert "proxy request for smtp.example.net:25 (1x)" in outbound[0].detail
+    assert all(
+        a.context["finding_key"] != "outbound_activity"
+        for a in findings_alerts(events, "rustbucket-web")
+    )
+    with mysql_engine.connect() as connection:
+        techniques = connection.execute(
+            select(technique_sightings.c.technique).where(
+                technique_sightings.c.name == "rustbucket-relay"
+            )
+        ).scalars()
+        assert "T1090" in set(techniques)
+    producer.flush()
+
+
 def test_ioc_retention_deletes_indicators_not_seen_for_the_retention(
     mysql_engine: Engine,
     store: AnalystStore,

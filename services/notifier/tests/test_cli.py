@@ -1,4 +1,4 @@
-"""`rbr notify test` and `rbr alerts`, through the real `rbr` command and its entry points."""
+"""`rbr notify test` and the cleanup task, through the real `rbr` command and its entry points."""
 
 from __future__ import annotations
 
@@ -127,47 +127,6 @@ def test_unknown_channel_and_bad_configuration_are_clear_errors(
     assert broken.exit_code == 2
     assert "channel 'pd' (type pagerduty): field 'routing_key'" in broken.output
     assert "PD_KEY" in broken.output
-
-
-def test_alerts_list_ack_and_show(
-    configured: dict[str, HttpReceiver],
-    mysql_engine: Engine,
-    make_alert: Callable[..., Alert],
-) -> None:
-    store = NotifierStore(mysql_engine)
-    down = make_alert("bucket_unresponsive:rustbucket-a1")
-    summary = make_alert(
-        "daily_summary:2026-11-21", type="daily_summary", severity="info", bucket=None
-    )
-    store.alerts.record_events(
-        [AlertEvent("e1", down), AlertEvent("e2", summary)], lambda alert: [], reopen_after=0
-    )
-
-    listed = rbr("alerts", "list")
-    assert listed.exit_code == 0, listed.output
-    assert "bucket_unresponsive:rustbucket-a1" in listed.output
-    assert "daily_summary:2026-11-21" in listed.output
-
-    acked = rbr("alerts", "ack", "bucket_unresponsive:rustbucket-a1", "--by", "alice")
-    assert acked.exit_code == 0, acked.output
-    assert "acknowledged bucket_unresponsive:rustbucket-a1 (1 occurrence(s)) by alice" in (
-        acked.output
-    )
-
-    firing = rbr("alerts", "list", "--state", "firing")
-    assert "daily_summary:2026-11-21" in firing.output
-    assert "rustbucket-a1" not in firing.output
-    as_json = rbr("alerts", "list", "--state", "acknowledged", "--json")
-    assert '"acknowledged_by": "alice"' in as_json.output
-
-    again = rbr("alerts", "ack", "bucket_unresponsive:rustbucket-a1")
-    assert again.exit_code == 1
-    assert "no firing alert" in again.output
-
-    shown = rbr("alerts", "show", "bucket_unresponsive:rustbucket-a1")
-    assert shown.exit_code == 0, shown.output
-    assert "acknowledged" in shown.output
-    assert "acked by alice" in shown.output
 
 
 def test_cleanup_task_deletes_only_history_older_than_the_retention(

@@ -470,3 +470,31 @@ def test_a_daily_summary_is_closed_once_delivered_and_no_resolve_is_sent(
     notifier.handler([to_inbound(summary)])  # a late redelivery changes nothing
     assert kinds(pager) == ["trigger"]
     assert {(r.kind, r.state) for r in notifier.deliveries()} == {("trigger", "sent")}
+
+
+def test_a_channel_test_goes_to_its_channel_only_and_is_closed_once_sent(
+    notifier_factory: Factory,
+    http_receiver_factory: Callable[..., HttpReceiver],
+    make_alert: Callable[..., Alert],
+    to_inbound: Callable[..., Inbound[Any]],
+) -> None:
+    pager, everything = http_receiver_factory(), http_receiver_factory()
+    notifier = notifier_factory({"channels": [hook("pager", pager), hook("all", everything)]})
+    test = make_alert(
+        "test:pager:t1", alert_id="t1", type="test", severity="info", context={"channel": "pager"}
+    )
+    nowhere = make_alert(
+        "test:gone:t2", alert_id="t2", type="test", severity="info", context={"channel": "gone"}
+    )
+
+    notifier.handler([to_inbound(test), to_inbound(nowhere)])
+
+    assert keys(pager) == ["test:pager:t1"]
+    assert keys(everything) == []
+    assert {(r.alert_id, r.channel, r.state) for r in notifier.deliveries()} == {
+        ("t1", "pager", "sent")
+    }
+    states = {
+        row.alert_id: (row.state, row.resolved_by) for row in notifier.store.alerts.list_alerts()
+    }
+    assert states["t1"] == ("resolved", "one-shot")

@@ -75,6 +75,16 @@ def test_time_no_poller_polled_is_not_the_buckets_silence() -> None:
     assert "polling resumed" in alert.detail
 
 
+def test_a_bucket_that_answered_its_latest_poll_does_not_fire_when_the_next_is_late() -> None:
+    # The poller fell behind (a restart, a slow cycle): the bucket answered at T0 and its next
+    # poll is overdue, but nothing says the bucket is silent.
+    answered = row(last_success_at=T0, last_attempt_at=T0, polling_since=T0 - timedelta(hours=1))
+    overdue = T0 + timedelta(seconds=LIMIT + 1)
+    assert transition(answered, overdue, LIMIT, LIMIT + GAP) is None
+    failed = replace(answered, last_attempt_at=overdue, consecutive_failures=1)
+    assert transition(failed, overdue, LIMIT, LIMIT + GAP) is Transition.FIRE
+
+
 def test_a_bucket_no_longer_polled_does_not_fire() -> None:
     stale = row(last_attempt_at=T0, polling_since=T0)
     assert transition(stale, T0 + timedelta(seconds=GAP), LIMIT, GAP) is None

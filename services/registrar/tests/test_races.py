@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.domain import BucketRow, Registration, Verdict
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.secrets import TokenVault
 from rbr_testing.registry import database_url

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from rbr_cli.main import app
 from rbr_registrar.expiry import TASK, PendingExpiry
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.db.aliases import NamedBucket, bucket_named
 from rbr_runtime.db.tables import bucket_aliases, buckets, log_analysis, logs, task_runs
 from rbr_runtime.schedule import TaskClaims
@@ -326,6 +326,8 @@ def test_stale_pending_registrations_expire_and_their_removal_is_published(
 
     assert bucket_row(mysql_engine, fresh).state == "pending"
     assert bucket_row(mysql_engine, approved).state == "active"
+    # The counter is bumped once the removing transaction committed: just after the rows went.
+    wait_for(lambda: expired_count() - counted == 3, message="3 expiries counted")
     assert expired_count() - counted == 3
     messages = wait_for(
         lambda: [

@@ -12,12 +12,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from rbr_registrar.main import Registrar
-from rbr_registrar.repository import status_updates
 from rbr_registrar.settings import RegistrarSettings
+from rbr_registrar.store import status_updates
 from rbr_runtime.db.aliases import bucket_named
 from rbr_runtime.db.migrate import upgrade
 from rbr_runtime.db.tables import outbox
 from rbr_schemas import BucketStatus
+from rbr_testing.console import add_user, logged_in, seed_bucket
+from rbr_testing.operator_rows import put_alerts, put_analyses, put_logs
 
 TOKEN = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
 
@@ -109,3 +111,67 @@ def test_restarts_are_marked_and_merged_on_sqlite(registrar: Registrar) -> None:
         named = bucket_named(connection, "rustbucket-third000")
     assert named is not None
     assert (named.bucket_id, named.name) == (shown["id"], "rustbucket-first000")
+
+
+def test_the_operator_reads_and_changes_work_on_sqlite(registrar: Registrar) -> None:
+    client = TestClient(registrar.app, headers={"Authorization": "Bearer local-operator"})
+    for number in range(3):
+        body = {
+            "name": f"rustbucket-sq{number}",
+            "ip_address": f"127.0.0.{number + 2}",
+            "operating_system": "linux",
+            "token": TOKEN[:-1] + str(number),
+        }
+        assert client.post("/register_bucket", json=body).json()["status"] == "pending"
+    put_logs(registrar.engine)
+    put_analyses(registrar.engine)
+    put_alerts(registrar.engine)
+
+    bulk = client.post(
+        "/api/v1/buckets/bulk", json={"action": "approve", "filter": {"prefix": "rust"}}
+    )
+    assert bulk.json()["counts"] == {"updated": 3}
+    first = client.get("/api/v1/logs", params={"limit": 10, "bucket": "rustbucket-a"}).json()
+    rest = client.get(
+        "/api/v1/logs",
+        params={"limit": 10, "bucket": "rustbucket-a", "cursor": first["next_cursor"]},
+    ).json()
+    assert len(first["logs"]) + len(rest["logs"]) == 10
+    assert rest["next_cursor"] is None
+    assert len(client.get("/api/v1/logs", params={"text": "100%"}).json()["logs"]) == 0
+    assert client.get("/api/v1/analyses").json()["total"] == 3
+    assert client.post("/api/v1/alerts/a1/ack").json()["outcome"] == "acknowledged"
+    assert client.get("/api/v1/alerts/a1").json()["state"] == "acknowledged"
+    assert {c["channel"] for c in client.get("/api/v1/channels").json()} == {"pager", "slack-ops"}
+    assert client.post("/api/v1/channels/pager/test").status_code == 200
+    bucket_id = client.get("/api/v1/buckets/rustbucket-sq0").json()["id"]
+    polled = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    status = BucketStatus(
+        bucket_id=bucket_id, name="rustbucket-sq0", polled_at=polled, reachable=True
+    )
+    for _ in range(2):  # a replay adds nothing
+        registrar.repository.apply_statuses(status_updates([status]), [status])
+    history = client.get("/api/v1/buckets/rustbucket-sq0/status-history").json()["statuses"]
+    assert [entry["polled_at"][:19] for entry in history] == ["2026-11-21T09:00:00"]
+    exported = client.get("/api/v1/audit/export").text.splitlines()
+    assert len(exported) == 1 + 3 + 1 + 1  # header, approvals, acknowledgement, test
+
+
+def test_the_console_on_sqlite(registrar: Registrar) -> None:
+    name = "rustbucket-l0cal001"
+    client = TestClient(registrar.app, follow_redirects=False)
+    body = {"name": name, "ip_address": "127.0.0.3", "operating_system": "linux", "token": TOKEN}
+    assert client.post("/register_bucket", json=body).json()["status"] == "pending"
+    seed_bucket(registrar.engine, name)
+    add_user(registrar.engine, "ada", "operator")
+    token = logged_in(client, "ada")
+    page = client.get(f"/console/buckets/{name}")
+    assert page.status_code == 200
+    assert page.text.count('class="chart-bar"') == 48
+    assert "Downloader fetched and ran a script" in page.text
+    assert client.get("/console/logs", params={"bucket": name, "text": "cowrie"}).status_code == 200
+    approved = client.post(
+        "/console/buckets/action", data={"csrf_token": token, "action": "approve", "names": [name]}
+    )
+    assert approved.status_code == 303
+    assert "1 active" in client.get("/console/").text.replace("</b><span>", " ")

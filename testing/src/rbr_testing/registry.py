@@ -55,9 +55,19 @@ class RunningRegistrar:
         """Returns the base URL of the API."""
         return f"http://127.0.0.1:{self.registrar.http.port}"
 
+    @property
+    def console_url(self) -> str:
+        """Returns the base URL of the console and operator API (their own port, if split)."""
+        console = self.registrar.console_http
+        return self.url if console is None else f"http://127.0.0.1:{console.port}"
+
     def client(self, **kwargs: Any) -> httpx.Client:
         """Returns an HTTP client for the API (the caller closes it)."""
         return httpx.Client(base_url=self.url, timeout=10.0, **kwargs)
+
+    def console_client(self, **kwargs: Any) -> httpx.Client:
+        """Returns an HTTP client for the console's listener (the caller closes it)."""
+        return httpx.Client(base_url=self.console_url, timeout=10.0, **kwargs)
 
     def operator(self) -> httpx.Client:
         """Returns a client that sends the test operator key."""

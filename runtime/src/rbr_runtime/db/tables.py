@@ -170,6 +170,77 @@ drop_sources = Table(
     Column("last_seen_at", UtcDateTime(), nullable=False),
 )
 
+bucket_status_history = Table(
+    "bucket_status_history",
+    metadata,
+    # Every poll outcome (bucket.status) the registrar applied, kept for
+    # RBR_STATUS_HISTORY_RETENTION: what the operator API shows as a bucket's status history.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("bucket_id", String(36), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("polled_at", UtcDateTime(), nullable=False),
+    Column("reachable", Boolean(), nullable=False),
+    Column("error_class", String(32), nullable=True),
+    Column("latency_ms", Float(), nullable=True),
+    UniqueConstraint("bucket_id", "polled_at"),
+    Index(None, "name", "polled_at"),
+    Index(None, "polled_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # Every change an operator made through the operator API or the CLI (registrar only).
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("role", String(16), nullable=False, comment="viewer, operator or admin"),
+    Column("action", String(64), nullable=False, comment="e.g. bucket.approve, alert.ack"),
+    Column("target", String(255), nullable=True, comment="bucket name, alert id, channel"),
+    Column("detail", JSON(), nullable=False),
+    Column("outcome", String(32), nullable=False, comment="e.g. updated, unchanged, not_found"),
+    Index(None, "at"),
+    Index(None, "actor", "at"),
+    Index(None, "action", "at"),
+)
+
+# --- registrar: operator accounts of the console ----------------------------------------------
+
+operator_users = Table(
+    "operator_users",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False, comment="argon2id (PHC string)"),
+    Column("role", String(16), nullable=False, comment="viewer, operator or admin"),
+    Column("disabled", Boolean(), nullable=False, server_default="0"),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    # Server-side console sessions. Only a hash of the cookie's value is kept, so reading the
+    # table gives no one a live session.
+    Column("id_sha256", String(64), primary_key=True, comment="sha256 of the cookie's value"),
+    Column("user_name", String(64), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    # Failed console logins, per (user name, client address): the login rate limit counts them.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("key_sha256", String(64), nullable=False, comment="sha256 of user name and address"),
+    Column("failed_at", UtcDateTime(), nullable=False),
+    Index(None, "key_sha256", "failed_at"),
+    Index(None, "failed_at"),
+)
+
 # --- poller ------------------------------------------------------------------------------------
 
 poller_state = Table(
@@ -308,15 +379,38 @@ logs = Table(
     # identified by its bucket, its object's content and its position, so one bucket's
     # content stored twice (under two keys) is one set of rows, while two buckets sending
     # the same bytes each keep theirs. sha256 first: an object's rows are found by its hash
-    # alone too. At most 256 + 1020 + 4 bytes of key (utf8mb4), within InnoDB's 3072.
+    # alone too. created_at is in the key because MySQL partitions logs by day of created_at
+    # (a partition column must be in every unique key); it adds nothing to the identity,
+    # since every parse of an object stamps its rows with the object's one created_at from
+    # log_objects. At most 256 + 1020 + 4 + 8 bytes of key (utf8mb4), within InnoDB's 3072.
     Column("source_key", String(1024), nullable=False, comment="S3 key of the raw object"),
     Column("source_sha256", String(64), nullable=False),
     Column("record_no", Integer(), nullable=False, comment="position in the raw object, from 0"),
-    UniqueConstraint("source_sha256", "name", "record_no"),
+    UniqueConstraint("source_sha256", "name", "record_no", "created_at"),
     Index(None, "name", "created_at"),
     Index(None, "created_at"),
-    Index(None, "event_type"),
-    Index(None, "source_ip"),
+    # Log search (operator API): newest first within each filter (InnoDB appends the id).
+    Index(None, "event_type", "created_at"),
+    Index(None, "source_ip", "created_at"),
+    Index(None, "username", "created_at"),
+)
+
+log_objects = Table(
+    "log_objects",
+    metadata,
+    # One row per object of a bucket whose rows are in logs: the created_at all its rows
+    # carry, set when it is first parsed and reused by every later parse (replays), so a
+    # replayed row meets its original in the unique key of logs. Retention deletes it after
+    # the object's rows.
+    Column("source_sha256", String(64), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column(
+        "created_at",
+        UtcDateTime(),
+        nullable=False,
+        comment="first parse; the created_at of all the object's rows",
+    ),
+    Index(None, "created_at"),
 )
 
 # --- analyst -----------------------------------------------------------------------------------
@@ -347,6 +441,7 @@ log_analysis = Table(
     Column("output_tokens", Integer(), nullable=False, server_default="0"),
     UniqueConstraint("name", "window_start", "window_end"),
     Index(None, "created_at"),
+    Index(None, "name", "id"),
 )
 
 analysis_backlog = Table(
@@ -517,6 +612,7 @@ alerts = Table(
     Column("last_event_id", String(64), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Index(None, "state", "fired_at"),
+    Index(None, "bucket", "id"),
 )
 
 notifications = Table(
@@ -629,7 +725,9 @@ __all__ = [
     "alerts",
     "analysis_alert_state",
     "analysis_backlog",
+    "audit_log",
     "bucket_aliases",
+    "bucket_status_history",
     "buckets",
     "drop_file_ledger",
     "drop_sources",
@@ -637,12 +735,16 @@ __all__ = [
     "ioc_sightings",
     "iocs",
     "log_analysis",
+    "log_objects",
+    "login_failures",
     "logs",
     "metadata",
     "notifications",
     "notifier_deliveries",
     "notifier_delivery_events",
     "notifier_windows",
+    "operator_sessions",
+    "operator_users",
     "outbox",
     "poller_state",
     "s3_copy_ledger",

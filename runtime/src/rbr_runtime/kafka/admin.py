@@ -301,6 +301,13 @@ class _PartitionReader:
     def close(self) -> None:
         self._consumer.close()
 
+    def partitions(self, timeout: float) -> list[int]:
+        """Returns the topic's partitions (none if the topic does not exist)."""
+        metadata = self._consumer.list_topics(self._topic, timeout=timeout).topics.get(self._topic)
+        if metadata is None or metadata.error is not None:
+            return []
+        return sorted(metadata.partitions)
+
     def bounds(self, partition: int) -> tuple[int, int]:
         """Returns the partition's (first offset, end offset), read by fetching."""
         tp = TopicPartition(self._topic, partition, OFFSET_BEGINNING)
@@ -393,3 +400,22 @@ class _PartitionReader:
         finally:
             self._consumer.unassign()
         raise ReplayError(f"timed out scanning {self._topic}[{partition}]")
+
+
+def topic_depth(settings: CommonSettings, topic: str, timeout: float = READ_TIMEOUT) -> int | None:
+    """Returns how many messages a topic holds (end minus first offset, summed); None: no topic.
+
+    Partition bounds are read by fetching (`_PartitionReader.bounds`), as everywhere here.
+    """
+    reader = _PartitionReader(settings, topic)
+    try:
+        partitions = reader.partitions(timeout)
+        if not partitions:
+            return None
+        total = 0
+        for partition in partitions:
+            low, high = reader.bounds(partition)
+            total += high - low
+        return total
+    finally:
+        reader.close()

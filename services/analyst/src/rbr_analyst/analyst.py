@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.engine import Connection
 
 from rbr_analyst.alerts import AlertPlan, encode_alert, event_id_for, plan_alerts, resolved_alert
-from rbr_analyst.analysis import AnalysisResult, highest, merge_with_rules
+from rbr_analyst.analysis import AnalysisResult, Finding, highest, merge_with_rules
 from rbr_analyst.claude import (
     BudgetExceeded,
     ClaudeAnalyser,
@@ -38,6 +38,7 @@ from rbr_analyst.novelty import (
     activity_change,
     campaign_alert,
     grade,
+    outbound_activity,
     resolved_campaign,
     silence_alert,
 )
@@ -248,6 +249,9 @@ class Analyst:
         DIGEST_TOKENS.observe(digest.estimated_tokens())
         analysis = self.analyse(digest, now)
         self._add_activity_change(window, digest, analysis)
+        self._add_finding(
+            analysis, outbound_activity(digest.event_counts.items, digest.http_paths.items)
+        )
         open_alerts = self._store.open_alerts(window.bucket)
         sightings = sightings_of(digest, analysis.result)
         techniques = Tally(t for f in analysis.result.findings for t in f.techniques)
@@ -334,13 +338,18 @@ class Analyst:
             factor=settings.baseline_factor,
             min_rows=settings.baseline_min_rows,
         )
-        if change is None:
+        self._add_finding(analysis, change)
+
+    @staticmethod
+    def _add_finding(analysis: WindowAnalysis, finding: Finding | None) -> None:
+        """Adds a finding about the bucket itself to the analysis, raising its severity."""
+        if finding is None:
             return
         result = analysis.result
         analysis.result = result.model_copy(
             update={
-                "findings": [*result.findings, change],
-                "severity": highest([result.severity, change.severity]),
+                "findings": [*result.findings, finding],
+                "severity": highest([result.severity, finding.severity]),
             }
         )
 

@@ -12,6 +12,7 @@ daily summary and the digests, and raises an alert only if `RBR_ALERT_MIN_SEVERI
 
 from __future__ import annotations
 
+import re
 import statistics
 import uuid
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ from rbr_schemas import Alert, AlertState, AlertType, Severity
 ROUTINE = Severity.LOW
 ACTIVITY_CHANGE = "activity_change"
 LOGS_SILENT = "logs_silent"
-SIGNALS = frozenset({ACTIVITY_CHANGE, LOGS_SILENT})
+OUTBOUND_ACTIVITY = "outbound_activity"
+SIGNALS = frozenset({ACTIVITY_CHANGE, LOGS_SILENT, OUTBOUND_ACTIVITY})
 """Findings about the bucket itself, not its attackers: never graded routine."""
 MAX_NOTES = 8
 # Which finding a new indicator is evidence for, by what it was seen doing.
@@ -151,6 +153,45 @@ def activity_change(
             evidence=evidence,
         )
     return None
+
+
+PROXY_TECHNIQUES = ("T1090",)
+TUNNEL_EVENT = "tunnel"
+# A proxy request names another host in its target: absolute form (`GET http://host/`) or
+# authority form (`CONNECT host:443`); a honeypot's own paths start with a slash.
+_PROXY_TARGET = re.compile(r"\A(?:[a-z][a-z0-9+.-]*://|[^/\s]+:[0-9]{1,5}\Z)", re.IGNORECASE)
+
+
+def outbound_activity(
+    event_counts: Sequence[dict[str, Any]], http_targets: Sequence[dict[str, Any]]
+) -> Finding | None:
+    """Returns a finding when attackers used the honeypot to reach other hosts.
+
+    SSH port forwarding (`tunnel` records, Cowrie's direct-tcpip) and HTTP proxy requests ask
+    the honeypot itself to open connections elsewhere: if it carries them, it attacks others
+    on the attacker's behalf. That is about the honeypot, not its attackers, so it is a signal.
+
+    Args:
+        event_counts: the window's records per event type (`{"value", "count"}` items).
+        http_targets: the window's most requested HTTP targets, same shape.
+    """
+    tunnels = sum(int(i["count"]) for i in event_counts if i["value"] == TUNNEL_EVENT)
+    proxied = [i for i in http_targets if _PROXY_TARGET.match(str(i["value"]))]
+    requests = tunnels + sum(int(i["count"]) for i in proxied)
+    if requests == 0:
+        return None
+    evidence = [f"{tunnels} SSH port-forwarding (tunnel) record(s)"] if tunnels else []
+    evidence += [f"proxy request for {clip(str(i['value']), 200)} ({i['count']}x)" for i in proxied]
+    return Finding(
+        key=OUTBOUND_ACTIVITY,
+        title=f"Honeypot asked to relay traffic: {requests} tunnel or proxy request(s)",
+        severity=Severity.HIGH,
+        description="Attackers tried to use the honeypot as a relay to other hosts. If it "
+        "forwards such connections it is carrying their attacks: check that its host can "
+        "reach nothing on the Internet but what it must.",
+        evidence=evidence[:MAX_NOTES],
+        techniques=list(PROXY_TECHNIQUES),
+    )
 
 
 def campaign_alert(

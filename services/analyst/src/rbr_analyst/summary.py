@@ -1,16 +1,8 @@
 """The daily summary: the fleet and its last 24 hours in one `daily_summary` alert (info).
 
-Reads tables other services own, read-only: `buckets` (registrar) for bucket states,
-`poller_state` (poller) for unresponsive buckets (`alert_open`), `alerts` (notifier; empty when
-no notifier runs) for alerts fired, plus the parser's `logs` and the analyst's own
-`log_analysis` and `analysis_alert_state`.
-
-One summary per local day: the scheduled run of day D (or its catch-up at start-up, when every
-replica was down at the time) reports the 24 hours before D at `RBR_DAILY_SUMMARY_AT`, is
-dated D, and its alert id comes from D alone, so a retried run is recognisably the same
-summary. A summary asked for by hand (`rbr run-task daily_summary`) reports the 24 hours
-before now under an id and dedupe key of its own: the notifier delivers it even when the
-day's scheduled summary went out already, and it never takes that summary's place.
+Reads other services' tables read-only. The scheduled run of day D (or its catch-up) is dated
+D and its alert id comes from D alone, so a retry is the same summary; a run by hand
+(`rbr run-task daily_summary`) has an id of its own and never takes the day's place.
 """
 
 from __future__ import annotations

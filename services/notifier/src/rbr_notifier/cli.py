@@ -1,18 +1,17 @@
-"""`rbr notify` (test channels) and `rbr alerts` (list, show, acknowledge).
+"""`rbr notify test`: test channels from the notifier's host, through the real channel code.
 
-`rbr notify test` sends a test alert through the real channel code (the same senders the
-service uses) and prints each channel's outcome; every try is recorded in `notifications`
-(kind test) when the database is reachable. `rbr alerts` reads and writes the `alerts` table.
+It sends a test alert with the same senders the service uses and prints each channel's
+outcome; every try is recorded in `notifications` (kind test) when the database is
+reachable. (`rbr alerts` and `rbr channels test` are the registrar's operator API.)
 """
 
 from __future__ import annotations
 
 import getpass
-import json
 import threading
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,7 +21,6 @@ from rbr_notifier.channels import ChannelConfig, ChannelConfigError, ChannelsFil
 from rbr_notifier.delivery import RetryPolicy, deliver
 from rbr_notifier.dispatch import throttle_of
 from rbr_notifier.model import AlertState, AlertView, DeliveryState, Kind, Notification
-from rbr_notifier.render import one_line
 from rbr_notifier.senders import build_sender
 from rbr_notifier.senders.base import AttemptResult, quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
@@ -31,7 +29,6 @@ from rbr_runtime.db.engine import make_engine
 from rbr_schemas import Severity, utcnow
 
 notify_app = typer.Typer(help="Test notification channels.", no_args_is_help=True)
-alerts_app = typer.Typer(help="Alert history: list, show, acknowledge.", no_args_is_help=True)
 
 
 def _channels(settings: NotifierSettings) -> ChannelsFile:
@@ -190,100 +187,3 @@ def _test_one(
     detail = outcome.last.describe() if not ok or outcome.last.error else "delivered"
     typer.echo(f"{label}  {config.name} ({config.type}) {detail} in {elapsed:.2f}s")
     return ok
-
-
-def _alert_store() -> NotifierStore:
-    settings = settings_or_fail(NotifierSettings)
-    return NotifierStore(make_engine(settings.database_url))
-
-
-@alerts_app.command("list")
-def list_alerts(
-    state: Annotated[
-        AlertState | None, typer.Option(help="Only alerts in this state.", case_sensitive=False)
-    ] = None,
-    bucket: Annotated[str | None, typer.Option(help="Only alerts about this bucket.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-) -> None:
-    """List alert occurrences, newest first."""
-    rows = _alert_store().alerts.list_alerts(state=state, bucket=bucket, limit=limit)
-    if as_json:
-        for row in rows:
-            typer.echo(json.dumps(_row_json(row), default=str))
-        return
-    if not rows:
-        typer.echo("no alerts" + (f" in state {state.value}" if state else ""))
-        return
-    table(
-        ["FIRED (UTC)", "STATE", "SEVERITY", "DEDUPE KEY", "BUCKET", "TITLE"],
-        [
-            [
-                f"{row.fired_at:%Y-%m-%d %H:%M:%S}",
-                row.state,
-                row.severity,
-                row.dedupe_key,
-                row.bucket or "-",
-                one_line(row.title, 60),
-            ]
-            for row in rows
-        ],
-    )
-
-
-def _row_json(row: Any) -> dict[str, Any]:
-    return {key: value for key, value in row._mapping.items() if key != "id"}
-
-
-@alerts_app.command("ack")
-def acknowledge(
-    dedupe_key: Annotated[str, typer.Argument(help="The alert's dedupe key (see `list`).")],
-    by: Annotated[str | None, typer.Option(help="Who acknowledges (default: you).")] = None,
-) -> None:
-    """Acknowledge a firing alert: it is not notified again (its resolve still is)."""
-    who = by or getpass.getuser()
-    count = _alert_store().alerts.acknowledge(dedupe_key, who, utcnow())
-    if not count:
-        fail(f"no firing alert with dedupe key {dedupe_key!r} (see `rbr alerts list`)")
-    typer.echo(f"acknowledged {dedupe_key} ({count} occurrence(s)) by {who}")
-
-
-@alerts_app.command("show")
-def show(
-    dedupe_key: Annotated[str, typer.Argument(help="The alert's dedupe key.")],
-) -> None:
-    """Show an alert's occurrences, where each was delivered, and every attempt."""
-    store = _alert_store()
-    occurrences, attempts = store.alerts.history(dedupe_key)
-    if not occurrences:
-        fail(f"no alert with dedupe key {dedupe_key!r}")
-    for row in occurrences:
-        typer.echo(
-            f"{row.alert_id}  {row.state}  {row.severity}  fired {row.fired_at:%Y-%m-%d %H:%M:%S}"
-            f"  repeats {row.repeats}"
-            + (f"  resolved {row.resolved_at:%Y-%m-%d %H:%M:%S}" if row.resolved_at else "")
-            + (f"  acked by {row.acknowledged_by}" if row.acknowledged_by else "")
-        )
-        typer.echo(f"  {one_line(row.title, 200)}")
-        for delivery in store.deliveries.deliveries_of(row.alert_id):
-            typer.echo(
-                f"  {delivery.kind:<8} {delivery.channel:<20} {delivery.state:<10}"
-                f" {delivery.detail or ''}"
-            )
-    if attempts:
-        typer.echo("attempts:")
-        table(
-            ["AT (UTC)", "CHANNEL", "KIND", "#", "STATUS", "HTTP", "ERROR"],
-            [
-                [
-                    f"{a.created_at:%H:%M:%S}",
-                    a.channel,
-                    a.kind,
-                    a.attempt,
-                    a.status,
-                    a.http_status or "-",
-                    one_line(a.error or "", 80),
-                ]
-                for a in attempts
-            ],
-        )

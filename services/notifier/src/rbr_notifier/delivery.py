@@ -106,6 +106,7 @@ def deliver(
     stop: threading.Event,
     first_attempt: int = 1,
     wait: Callable[[float], bool] | None = None,
+    tried: AttemptResult | None = None,
 ) -> DeliveryOutcome:
     """Tries to deliver until it worked, was refused, or the tries ran out.
 
@@ -119,6 +120,8 @@ def deliver(
             from the DLQ) keep their numbers, and the replay gets a fresh budget of tries.
         wait: waits the given seconds, True if interrupted (stop.wait by default; tests
             pass a recorder).
+        tried: the result of the first try, made already (a batch sends its first tries
+            side by side); it is recorded and classified like a try made here.
 
     Raises:
         Interrupted: the service is stopping; the notification was not delivered.
@@ -128,7 +131,8 @@ def deliver(
     while True:
         if stop.is_set() and attempt > first_attempt:
             raise Interrupted(f"stopping before attempt {attempt}")
-        result = attempt_once(sender, notification)
+        made, tried = tried, None
+        result = made or attempt_once(sender, notification)
         last_try = attempt - first_attempt + 1 >= policy.max_attempts
         if result.outcome is Outcome.OK:
             record(attempt, AttemptStatus.SENT, result)

@@ -1,14 +1,16 @@
 """Carrying out planned deliveries: claim, decide (see `lifecycle`), throttle, send, retry.
 
-Deliveries of one dedupe key run in order; different keys run side by side on a thread pool.
-Each is claimed in the database before it is sent. Tries in a row that all fail make it wait
-for the retry sweeper; once a channel failed, its other deliveries wait for its next retry.
+A batch's deliveries alone on their channel for their dedupe key are loaded and claimed
+together and sent side by side; a dedupe key's deliveries to one channel run in order. Each is
+claimed in the database before it is sent. Tries in a row that all fail make it wait for the
+retry sweeper; once a channel failed, its other deliveries wait for its next retry.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -22,13 +24,16 @@ from rbr_notifier.delivery import (
     DeliveryOutcome,
     Interrupted,
     RetryPolicy,
+    attempt_once,
     deliver,
 )
 from rbr_notifier.lifecycle import (
+    Decision,
     DeliveryContext,
     Step,
     Turn,
     decide,
+    first_per_channel,
     may_wait,
     postpone,
     turn_of,
@@ -37,10 +42,10 @@ from rbr_notifier.lifecycle import (
 from rbr_notifier.metrics import DELIVERIES, RETRIES
 from rbr_notifier.model import DeliveryState, Notification, digest_key
 from rbr_notifier.retry_schedule import Schedule, schedule_of
-from rbr_notifier.senders.base import AttemptResult, Sender
+from rbr_notifier.senders.base import AttemptResult, Outcome, Sender
 from rbr_notifier.settings import NotifierSettings
 from rbr_notifier.store import NotifierStore
-from rbr_notifier.store.deliveries import PlannedDelivery
+from rbr_notifier.store.deliveries import PlannedDelivery, SentTry
 from rbr_runtime.errors import TransientError
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.schedule import worker_identity
@@ -158,21 +163,176 @@ class Dispatcher:
         """
         if down is None:
             down = self._store.deliveries.channels_down(self._clock())
+        if self._sweeping:
+            return self._run_groups(planned, down)
+        singles, groups = split_batch(planned)
+        futures = [self._pool.submit(self._run_group, group, down) for group in groups]
+        try:
+            results, outage = self._run_singles(singles, down), None
+        except Exception as error:  # noqa: BLE001 - wait for every group, then re-raise
+            results, outage = [], error
+        grouped, failure = _gather(futures)
+        first = outage or failure
+        if first is not None:
+            raise first
+        return results + grouped
+
+    def _run_groups(self, planned: Sequence[PlannedDelivery], down: Down) -> list[DeliveryResult]:
+        """Delivers one at a time per dedupe key, loading and claiming each just before."""
         groups: dict[str, list[PlannedDelivery]] = {}
         for delivery in planned:
             groups.setdefault(delivery.dedupe_key, []).append(delivery)
-        futures: list[Future[list[DeliveryResult]]] = [
-            self._pool.submit(self._run_group, group, down) for group in groups.values()
-        ]
-        results: list[DeliveryResult] = []
-        outage: BaseException | None = None
-        for future in futures:
-            try:
-                results.extend(future.result())
-            except Exception as error:  # noqa: BLE001 - wait for every group, then re-raise
-                outage = outage or error
+        futures = [self._pool.submit(self._run_group, group, down) for group in groups.values()]
+        results, outage = _gather(futures)
         if outage is not None:
             raise outage
+        return results
+
+    def _run_singles(self, planned: list[PlannedDelivery], down: Down) -> list[DeliveryResult]:
+        """Delivers what is alone on its channel for its dedupe key, loaded and claimed at once.
+
+        Due deliveries are sent side by side (`_send_due`); the other steps run one by one.
+        Raises TransientError if another replica holds a claim, once the others are done.
+        """
+        contexts = self._store.deliveries.contexts([d.id for d in planned])
+        results: list[DeliveryResult] = []
+        ours: list[PlannedDelivery] = []
+        for delivery in planned:
+            context = contexts[delivery.id]
+            turn = turn_of(context, retry_sweep=False)
+            if turn is Turn.ENDED:
+                results.append(
+                    DeliveryResult(delivery, context.state, f"already {context.state}", ran=False)
+                )
+            elif turn is Turn.SWEEPER:
+                results.append(
+                    DeliveryResult(delivery, DeliveryState.WAITING, "waiting", ran=False)
+                )
+            else:
+                ours.append(delivery)
+        claimed = self._store.deliveries.claim_many(
+            [d.id for d in ours], self._owner, self.lease, due_by=self._clock()
+        )
+        due: list[Due] = []
+        futures: list[Future[list[DeliveryResult]]] = []
+        for delivery in (d for d in ours if d.id in claimed):
+            item = self._due(delivery, contexts[delivery.id], down)
+            if item is not None:
+                due.append(item)
+            else:
+                futures.append(
+                    self._pool.submit(self._decide_one, delivery, contexts[delivery.id], down)
+                )
+        try:
+            results += self._send_due(due, down)
+            outage = None
+        except Exception as error:  # noqa: BLE001 - wait for the others, then re-raise
+            outage = error
+        others, failure = _gather(futures)
+        first = outage or failure
+        if first is not None:
+            # Stopping, or an outage: what was claimed and did not end is given back, so the
+            # next owner of the batch sends it at once rather than after the claim's lease.
+            self._store.deliveries.release_many(sorted(claimed), self._owner)
+            raise first
+        lost = [d for d in ours if d.id not in claimed]
+        if lost:
+            # Another replica sends them (it had the partition before a rebalance). The
+            # runner retries the batch until they ended or their claims went stale.
+            raise TransientError(
+                f"{len(lost)} notification(s), the first the {lost[0].kind.value} of "
+                f"{lost[0].alert_id} to channel {lost[0].channel}, are being sent by another "
+                "notifier replica"
+            )
+        return results + others
+
+    def _due(self, planned: PlannedDelivery, context: DeliveryContext, down: Down) -> Due | None:
+        """Returns a claimed delivery as one to send now, or None if its step is another."""
+        channel = self._channels.get(planned.channel)
+        sender = self._senders.get(planned.channel)
+        if self._decision(planned, context, down).step is not Step.SEND:
+            return None
+        assert channel is not None
+        assert sender is not None
+        return Due(planned, context, channel, sender)
+
+    def _decide_one(
+        self, planned: PlannedDelivery, context: DeliveryContext, down: Down
+    ) -> list[DeliveryResult]:
+        with log_context(alert_id=planned.alert_id, channel=planned.channel):
+            return [self._decide(planned, context, down)]
+
+    def _send_due(self, due: list[Due], down: Down) -> list[DeliveryResult]:
+        """Sends due deliveries side by side; those not taken go on one by one per channel.
+
+        A channel's first delivery is tried first: if that fails, the channel's others are
+        not tried at once but decided one by one after its retries (they wait for its next
+        retry if it stays down), as if they had been sent one at a time.
+        """
+        probes, rest = first_per_channel(due)
+        tried = dict(zip(probes, self._try_first(probes), strict=True))
+        up = {d.channel for d in probes if tried[d].outcome is not Outcome.RETRY}
+        second = [d for d in rest if d.channel in up]
+        tried |= dict(zip(second, self._try_first(second), strict=True))
+        sent = [d for d in due if d in tried and tried[d].ok]
+        unsent = [d for d in due if d not in tried or not tried[d].ok]
+        self._store.deliveries.record_sent(
+            [SentTry(d.planned, d.context.attempts + 1, tried[d].http_status) for d in sent]
+        )
+        results = [self._sent(d) for d in sent]
+        left: dict[str, list[tuple[Due, AttemptResult | None]]] = {}
+        for item in unsent:
+            left.setdefault(item.channel, []).append((item, tried.get(item)))
+        futures = [self._pool.submit(self._carry_on, items, down) for items in left.values()]
+        carried, outage = _gather(futures)
+        if outage is not None:
+            raise outage
+        return results + carried
+
+    def _try_first(self, due: list[Due]) -> list[AttemptResult]:
+        """Makes the first try of each delivery, side by side on the pool."""
+        return list(self._pool.map(self._try_one, due))
+
+    def _try_one(self, item: Due) -> AttemptResult:
+        with log_context(alert_id=item.planned.alert_id, channel=item.channel):
+            notification = Notification(item.planned.kind, item.channel, alert=item.context.alert)
+            return attempt_once(item.sender, notification)
+
+    def _sent(self, item: Due) -> DeliveryResult:
+        planned = item.planned
+        DELIVERIES.labels(planned.channel, planned.kind.value, DeliveryState.SENT.value).inc()
+        summary = (
+            f"channel {planned.channel} ({item.config.type}): sent after "
+            f"{item.context.attempts + 1} attempt(s)"
+        )
+        return DeliveryResult(planned, DeliveryState.SENT, summary)
+
+    def _carry_on(
+        self, items: list[tuple[Due, AttemptResult | None]], down: Down
+    ) -> list[DeliveryResult]:
+        """Goes on, in order, with a channel's deliveries its first tries did not deliver.
+
+        One that was tried goes on with its tries (only that one, if its channel failed in
+        the meantime); one that was not is decided again (it waits if its channel is down).
+        """
+        results = []
+        for item, tried in items:
+            planned, context = item.planned, item.context
+            with log_context(alert_id=planned.alert_id, channel=planned.channel):
+                if tried is None:
+                    results.append(self._decide(planned, context, down))
+                    continue
+                results.append(
+                    self._send(
+                        planned,
+                        context,
+                        item.config,
+                        item.sender,
+                        down,
+                        tried=tried,
+                        one_try=planned.channel in down,
+                    )
+                )
         return results
 
     def _run_group(self, group: list[PlannedDelivery], down: Down) -> list[DeliveryResult]:
@@ -210,21 +370,27 @@ class Dispatcher:
                 )
             return self._decide(planned, context, down)
 
-    def _decide(
-        self, planned: PlannedDelivery, context: DeliveryContext, down: Down
-    ) -> DeliveryResult:
-        """Skips, defers, folds or sends a claimed delivery."""
+    def _decision(self, planned: PlannedDelivery, context: DeliveryContext, down: Down) -> Decision:
+        """Decides what is done with a claimed delivery (see `lifecycle.decide`)."""
         channel = self._channels.get(planned.channel)
         sender = self._senders.get(planned.channel)
         configured = channel is not None and sender is not None and channel.enabled
         throttle = throttle_of(channel, self._settings) if channel is not None else None
-        decision = decide(
+        return decide(
             context,
             configured=configured,
             channel_down=planned.channel in down,
             closes_digests=sender is not None and sender.closes_digests,
             throttled=throttle is not None,
         )
+
+    def _decide(
+        self, planned: PlannedDelivery, context: DeliveryContext, down: Down
+    ) -> DeliveryResult:
+        """Skips, defers, folds or sends a claimed delivery."""
+        channel = self._channels.get(planned.channel)
+        sender = self._senders.get(planned.channel)
+        decision = self._decision(planned, context, down)
         if decision.step is Step.SKIP:
             return self._end(planned, DeliveryState.SKIPPED, decision.reason)
         assert channel is not None
@@ -389,8 +555,17 @@ class Dispatcher:
         channel: ChannelConfig,
         sender: Sender,
         down: Down,
+        *,
+        tried: AttemptResult | None = None,
+        one_try: bool = False,
     ) -> DeliveryResult:
+        """Tries a claimed delivery in a row and records each try; it ends, or waits.
+
+        `tried` is its first try, made already; with `one_try` it is the only one (its
+        channel failed meanwhile: it waits for the channel's next retry, or is given up on).
+        """
         notification = Notification(planned.kind, planned.channel, alert=context.alert)
+        policy = self._policy(channel)
         schedule = schedule_of(channel)
         # Decided at the last try: may the delivery wait for a retry, or is it given up on?
         waits: list[bool] = []
@@ -416,11 +591,12 @@ class Dispatcher:
             outcome = deliver(
                 sender,
                 notification,
-                self._policy(channel),
+                replace(policy, max_attempts=1) if one_try else policy,
                 record,
                 stop=self.stop_event,
                 first_attempt=context.attempts + 1,
                 wait=self._wait,
+                tried=tried,
             )
         except Interrupted:
             # Stopping between two tries: give the delivery back, so whichever replica gets
@@ -490,6 +666,52 @@ class Dispatcher:
         self._store.deliveries.finish(planned.id, state, why)
         DELIVERIES.labels(planned.channel, planned.kind.value, state.value).inc()
         return DeliveryResult(planned, state, why)
+
+
+@dataclass(frozen=True, eq=False)
+class Due:
+    """A claimed delivery that is due to be sent now, with its channel and sender."""
+
+    planned: PlannedDelivery
+    context: DeliveryContext
+    config: ChannelConfig
+    sender: Sender
+
+    @property
+    def channel(self) -> str:
+        """The channel's name."""
+        return self.planned.channel
+
+
+def split_batch(
+    planned: Sequence[PlannedDelivery],
+) -> tuple[list[PlannedDelivery], list[list[PlannedDelivery]]]:
+    """Splits a batch into deliveries alone on their channel for their dedupe key, and groups.
+
+    A group is a dedupe key with two or more deliveries to one channel (a firing and its
+    resolve): they depend on each other, so its deliveries run one by one, in order.
+    """
+    counts = Counter((d.dedupe_key, d.channel) for d in planned)
+    singles = [d for d in planned if counts[(d.dedupe_key, d.channel)] == 1]
+    groups: dict[str, list[PlannedDelivery]] = {}
+    for delivery in planned:
+        if counts[(delivery.dedupe_key, delivery.channel)] > 1:
+            groups.setdefault(delivery.dedupe_key, []).append(delivery)
+    return singles, list(groups.values())
+
+
+def _gather(
+    futures: Sequence[Future[list[DeliveryResult]]],
+) -> tuple[list[DeliveryResult], Exception | None]:
+    """Waits for every future; returns their results and the first outage raised."""
+    results: list[DeliveryResult] = []
+    outage: Exception | None = None
+    for future in futures:
+        try:
+            results.extend(future.result())
+        except Exception as error:  # noqa: BLE001 - wait for every one, then re-raise
+            outage = outage or error
+    return results, outage
 
 
 def _gave_up(context: DeliveryContext, outcome: DeliveryOutcome, now: datetime) -> str:

@@ -17,16 +17,24 @@ from rbr_notifier.dispatch import DeliveryResult, Dispatcher
 from rbr_notifier.lifecycle import is_one_shot
 from rbr_notifier.metrics import ALERT_EVENTS
 from rbr_notifier.store import NotifierStore
-from rbr_notifier.store.alerts import MAX_ID_CHARS, AlertEvent
 from rbr_notifier.store.deliveries import PlannedDelivery
+from rbr_notifier.store.rows import MAX_ID_CHARS, AlertEvent
 from rbr_runtime.kafka.consumer import Inbound, Rejection
 from rbr_schemas import Alert
+from rbr_schemas.events import addressed_channel
 
 log = logging.getLogger(__name__)
 
 
 def route(channels: ChannelsFile, alert: Alert) -> list[str]:
-    """Returns the enabled channels whose filters accept the alert."""
+    """Returns the enabled channels whose filters accept the alert.
+
+    A test alert addressed to one channel (`rbr channels test`) goes to that channel only,
+    whatever its filters say.
+    """
+    addressed = addressed_channel(alert)
+    if addressed is not None:
+        return [channel.name for channel in channels.enabled if channel.name == addressed]
     return [
         channel.name
         for channel in channels.enabled

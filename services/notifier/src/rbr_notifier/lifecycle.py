@@ -33,8 +33,9 @@ NOTIFIED_STATES = (DeliveryState.SENT, DeliveryState.DIGESTED, DeliveryState.THR
 RESOLVABLE_TRIGGER_STATES = UNFINISHED_STATES + NOTIFIED_STATES
 """A resolve is planned for a channel whose trigger is in one of these (it waits behind it)."""
 
-ONE_SHOT_TYPES = frozenset({AlertType.DAILY_SUMMARY.value})
-"""Alerts that report rather than track a condition: nothing ever resolves them."""
+ONE_SHOT_TYPES = frozenset({AlertType.DAILY_SUMMARY.value, AlertType.TEST.value})
+"""Alerts that report rather than track a condition (the daily summary, a channel test):
+nothing ever resolves them."""
 
 
 # -- alert occurrences -------------------------------------------------------------------------

@@ -1,26 +1,10 @@
 """rustbucket's own log: tracing-subscriber records and the messages the honeypot writes.
 
-The honeypot (jamesbinford/rustbucket) logs with tracing-subscriber's `fmt` layer, in one of
-two layouts depending on its version:
-
-* text (`.with_ansi(false)`, daily files): `<RFC3339> <LEVEL> [spans: ]<target>: <message>`,
-  the level right-aligned to five characters, a message holding newlines (an attacker's HTTP
-  request, an e-mail) spilling onto the following lines;
-* JSON (`.json()`, later versions, hourly files): one object per line,
-  `{"timestamp":...,"level":...,"fields":{"message":...,<field>:...},"target":...}`.
-
-Its messages come in two generations. Older versions format everything into the message
-(`SSH password auth attempt - client: 203.0.113.9:51234, user: root, password: x`); later
-ones log a fixed message with structured fields (`Authentication attempt` with
-`client_ip`, `username`, `password`), written `key=value` after the message in the text layout
-and as members of `fields` in JSON. `SHAPES` lists every message either generation writes
-that says something about an attacker (connections, credentials, commands, requests, LLM
-escalation, rate limiting); the rest (start-up, registration, uploads) is `system`, or
-`error` at level ERROR.
-
-Only the primary record of an interaction fills `command` and the credentials: the records
-that follow it (`Using native response`, `Unknown command`, `LLM escalation`) keep the
-command in their message, so one command counts once wherever commands are counted.
+Both layouts (text `<RFC3339> <LEVEL> target: message` with multi-line messages, and JSON)
+and both message generations (everything formatted into the message, or a fixed message with
+`key=value` fields). `SHAPES` lists every message that says something about an attacker; the
+rest is `system` (or `error`). Only an interaction's primary record fills `command` and the
+credentials, so a command counts once.
 """
 
 from __future__ import annotations

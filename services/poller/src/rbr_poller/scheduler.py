@@ -35,6 +35,12 @@ STATUS_NAMESPACE = uuid.UUID("9d3c7c9e-8f0f-4e0b-a7b4-2d6f0f4f5a21")
 CLAIMS_LOST = Counter(
     "rbr_poll_claims_lost_total", "Due polls another replica had already claimed for the slot."
 )
+FLUSH_SPACING = 0.25
+"""Shortest time between two recordings of poll results. Each is a transaction, a produce
+and a health check whatever its size: recording as each poll ends made batches of a few
+results, and their fixed cost most of a poll's CPU time."""
+KEEP_ALIVE_INTERVAL = 5.0
+"""Longest poll interval over which a connection is kept (httpx keeps idle ones 5 s)."""
 IN_FLIGHT = Gauge("rbr_polls_in_flight", "Polls in progress.")
 PENDING_STATUSES = Gauge(
     "rbr_statuses_unpublished", "Polled statuses waiting to be published (broker or DB down)."
@@ -97,11 +103,19 @@ class PollLoop:
         self._results = PendingResults(settings.max_unpublished_statuses)
         self._flush_failures = 0
         self._next_flush = 0.0
+        """When results may be recorded next: spaced by FLUSH_SPACING, or a backoff."""
         self._next_sweep = 0.0
+        self._reschedule = True
+        """The owned buckets may have changed: look at the schedule at the next step."""
+        self._next_schedule = 0.0
         self.polls_done = 0
+        # Each bucket is called once per poll interval (minutes), long after a kept-alive
+        # connection to it would have expired: connections are not kept.
+        options = client_options(
+            config.access, keep_alive=settings.poll_interval <= KEEP_ALIVE_INTERVAL
+        )
         self._clients = BucketClients(
-            config.access,
-            lambda verify: httpx.AsyncClient(verify=verify, **client_options(config.access)),
+            config.access, lambda verify: httpx.AsyncClient(verify=verify, **options)
         )
 
     # -- component -----------------------------------------------------------------------------
@@ -117,6 +131,7 @@ class PollLoop:
 
     def wake(self) -> None:
         """Re-examines the schedule now (the owned buckets may have changed)."""
+        self._reschedule = True
         loop, event = self._loop, self._wake
         if loop is None or event is None or loop.is_closed():
             return
@@ -141,12 +156,18 @@ class PollLoop:
             while not self._stop.is_set():
                 await self._step(self._clients.current())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.tick)
+                    await asyncio.wait_for(self._wake.wait(), self._pause())
                 self._wake.clear()
             await self._drain()
         finally:
             for client in self._clients.made():
                 await client.aclose()
+
+    def _pause(self) -> float:
+        """Returns how long to wait for a wake-up: a tick, or until results may be recorded."""
+        if not self._results:
+            return self.tick
+        return min(self.tick, max(0.01, self._next_flush - time.monotonic()))
 
     async def _drain(self) -> None:
         if self._tasks:
@@ -160,6 +181,12 @@ class PollLoop:
         await self._flush()
         if not self._directory.caught_up:
             return
+        # A finished poll wakes the loop to record its result; the whole fleet is looked at
+        # again only each tick or when the owned buckets changed (it is O(fleet) each time).
+        if not self._reschedule and time.monotonic() < self._next_schedule:
+            return
+        self._reschedule = False
+        self._next_schedule = time.monotonic() + self.tick
         now = self._clock()
         records = self._directory.buckets(BucketState.ACTIVE)
         # Without a usable CA bundle only buckets with a pinned certificate can be called.
@@ -221,6 +248,7 @@ class PollLoop:
         if not self._results or (not force and time.monotonic() < self._next_flush):
             return
         batch = self._results.take()
+        self._next_flush = time.monotonic() + FLUSH_SPACING
         try:
             await asyncio.to_thread(self._recorder.record, batch)
         except Exception as error:  # noqa: BLE001 - broker or DB down: keep and retry

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, case, or_, select, update
+from sqlalchemy import Column, Engine, Insert, select, update
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection
 
 from rbr_poller.unresponsive import HealthRow
-from rbr_runtime.db.engine import insert_ignore
+from rbr_runtime.db.engine import insert_ignore, is_mysql
 from rbr_runtime.db.tables import extract_cursors, poller_state
 from rbr_schemas import BucketStatus
 
 CHUNK = 500
+
+
+class ClaimRaced(RuntimeError):
+    """Fewer slot claims were made than rows locked: the claim is rolled back, retried later."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,86 @@ class Outcome:
             error_class=status.error_class.value if status.error_class else None,
             error=status.error,
         )
+
+
+@dataclass(frozen=True)
+class PollRecord:
+    """What poll outcomes change in a bucket's `poller_state` row."""
+
+    name: str
+    bucket_id: str | None
+    last_attempt_at: datetime | None
+    polling_since: datetime | None
+    last_success_at: datetime | None
+    consecutive_failures: int
+    last_error_class: str | None
+    last_error: str | None
+
+    @staticmethod
+    def columns() -> list[Column[Any]]:
+        """Returns the columns of `poller_state` a record is read from."""
+        return [poller_state.c[name] for name in PollRecord.__dataclass_fields__]
+
+    @classmethod
+    def of(cls, row: Any) -> PollRecord:
+        """Returns the record of a row read with `columns()`."""
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+    def after(self, outcome: Outcome, polling_gap: float) -> PollRecord:
+        """Returns the record once this outcome is recorded.
+
+        The attempt always; then the success (if newer than the last one) or the failure. An
+        outcome of another registration than the row's leaves it unchanged. These are the
+        rules the per-outcome UPDATEs had (a test holds the two together).
+        """
+        if outcome.bucket_id is not None and self.bucket_id not in (None, outcome.bucket_id):
+            return self
+        polled_at = outcome.polled_at
+        last_attempt = self.last_attempt_at
+        resumed = (
+            last_attempt is None
+            or self.polling_since is None
+            or last_attempt < polled_at - timedelta(seconds=polling_gap)
+        )
+        attempted = replace(
+            self,
+            polling_since=polled_at if resumed else self.polling_since,
+            last_attempt_at=polled_at
+            if last_attempt is None or last_attempt < polled_at
+            else last_attempt,
+        )
+        if not outcome.success:
+            return replace(
+                attempted,
+                consecutive_failures=self.consecutive_failures + 1,
+                last_error_class=outcome.error_class,
+                last_error=(outcome.error or "")[:500] or None,
+            )
+        if self.last_success_at is not None and self.last_success_at >= polled_at:
+            return attempted
+        return replace(
+            attempted,
+            last_success_at=polled_at,
+            consecutive_failures=0,
+            last_error_class=None,
+            last_error=None,
+        )
+
+
+def _record_upsert(connection: Connection) -> Insert:
+    """Returns the upsert writing recorded outcomes back (the rows exist: it only updates)."""
+    written = [
+        name for name in PollRecord.__dataclass_fields__ if name not in ("name", "bucket_id")
+    ]
+    if is_mysql(connection):
+        statement = mysql.insert(poller_state)
+        return statement.on_duplicate_key_update(
+            {name: statement.inserted[name] for name in written}
+        )
+    lite = sqlite.insert(poller_state)
+    return lite.on_conflict_do_update(
+        index_elements=["name"], set_={name: lite.excluded[name] for name in written}
+    )
 
 
 # What a row of a bucket registered anew starts from: nothing of the removed one's state.
@@ -118,19 +203,42 @@ class PollerStateStore:
         """Claims the slot for each bucket; returns those this replica got.
 
         A bucket whose slot another replica (or an earlier owner) already claimed is left
-        out. Names are claimed in sorted order so concurrent claims cannot deadlock.
+        out. Per chunk of names, the claimable rows are locked in name order (so concurrent
+        claims cannot deadlock) and claimed with one UPDATE: two statements per chunk, not
+        one per bucket.
         """
-        claimed = []
+        claimed: list[str] = []
+        wanted = sorted(set(names))
         with self.engine.begin() as connection:
-            for name in sorted(names):
-                result = connection.execute(
-                    update(poller_state)
-                    .where(poller_state.c.name == name, poller_state.c.last_poll_slot < slot)
-                    .values(last_poll_slot=slot, last_poll_at=now)
+            for start in range(0, len(wanted), CHUNK):
+                claimed.extend(
+                    self._claim_chunk(connection, wanted[start : start + CHUNK], slot, now)
                 )
-                if result.rowcount == 1:
-                    claimed.append(name)
         return claimed
+
+    def _claim_chunk(
+        self, connection: Connection, names: list[str], slot: int, now: datetime
+    ) -> list[str]:
+        claimable = poller_state.c.name.in_(names) & (poller_state.c.last_poll_slot < slot)
+        locked = connection.execute(
+            select(poller_state.c.name)
+            .where(claimable)
+            .order_by(poller_state.c.name)
+            .with_for_update()
+        )
+        found = [name for (name,) in locked]
+        if not found:
+            return []
+        result = connection.execute(
+            update(poller_state)
+            .where(poller_state.c.name.in_(found), poller_state.c.last_poll_slot < slot)
+            .values(last_poll_slot=slot, last_poll_at=now)
+        )
+        if result.rowcount != len(found):
+            # Only possible where SELECT ... FOR UPDATE locks nothing (SQLite shares its file
+            # with another writer): roll back rather than report claims not made.
+            raise ClaimRaced(f"{len(found)} slot claims locked, {result.rowcount} made")
+        return found
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Records poll outcomes: a success resets the failure count, a failure adds one.
@@ -138,69 +246,37 @@ class PollerStateStore:
         Every outcome also records the attempt; one made more than the polling gap after the
         previous starts a new run of polls (`polling_since`). Outcomes of another
         registration than the row's (a bucket since removed) are ignored.
+
+        Per chunk of buckets: their rows are read and locked (one SELECT ... FOR UPDATE),
+        the outcomes applied in order (`PollRecord.after`), and the changed rows written back
+        with one multi-row upsert; not two UPDATEs per outcome.
         """
+        by_name: dict[str, list[Outcome]] = {}
+        for outcome in outcomes:
+            by_name.setdefault(outcome.name, []).append(outcome)
+        names = sorted(by_name)
         with self.engine.begin() as connection:
-            for outcome in outcomes:
-                self._record_attempt(connection, outcome)
-                self._record_result(connection, outcome)
+            for start in range(0, len(names), CHUNK):
+                chunk = names[start : start + CHUNK]
+                self._record_chunk(connection, {name: by_name[name] for name in chunk})
 
-    def _of(self, outcome: Outcome) -> ColumnElement[bool]:
-        same_name = poller_state.c.name == outcome.name
-        if outcome.bucket_id is None:
-            return same_name
-        return same_name & or_(
-            poller_state.c.bucket_id.is_(None), poller_state.c.bucket_id == outcome.bucket_id
+    def _record_chunk(self, connection: Connection, outcomes: Mapping[str, list[Outcome]]) -> None:
+        rows = connection.execute(
+            select(poller_state.c.first_seen_at, *PollRecord.columns())
+            .where(poller_state.c.name.in_(list(outcomes)))
+            .order_by(poller_state.c.name)
+            .with_for_update()
         )
-
-    def _record_attempt(self, connection: Connection, outcome: Outcome) -> None:
-        column = poller_state.c
-        polled_at = outcome.polled_at
-        gap_before = polled_at - timedelta(seconds=self.polling_gap)
-        resumed = or_(
-            column.last_attempt_at.is_(None),
-            column.polling_since.is_(None),
-            column.last_attempt_at < gap_before,
-        )
-        newer = or_(column.last_attempt_at.is_(None), column.last_attempt_at < polled_at)
-        # MySQL assigns left to right, each seeing the columns already set: polling_since
-        # must be decided from the previous last_attempt_at, so it is set first.
-        connection.execute(
-            update(poller_state)
-            .where(self._of(outcome))
-            .ordered_values(
-                (column.polling_since, case((resumed, polled_at), else_=column.polling_since)),
-                (column.last_attempt_at, case((newer, polled_at), else_=column.last_attempt_at)),
-            )
-        )
-
-    def _record_result(self, connection: Connection, outcome: Outcome) -> None:
-        if outcome.success:
-            connection.execute(
-                update(poller_state)
-                .where(
-                    self._of(outcome),
-                    or_(
-                        poller_state.c.last_success_at.is_(None),
-                        poller_state.c.last_success_at < outcome.polled_at,
-                    ),
-                )
-                .values(
-                    last_success_at=outcome.polled_at,
-                    consecutive_failures=0,
-                    last_error_class=None,
-                    last_error=None,
-                )
-            )
-            return
-        connection.execute(
-            update(poller_state)
-            .where(self._of(outcome))
-            .values(
-                consecutive_failures=poller_state.c.consecutive_failures + 1,
-                last_error_class=outcome.error_class,
-                last_error=(outcome.error or "")[:500] or None,
-            )
-        )
+        changed = []
+        for row in rows:
+            stored = PollRecord.of(row)
+            record = stored
+            for outcome in outcomes[record.name]:
+                record = record.after(outcome, self.polling_gap)
+            if record != stored:
+                changed.append({"first_seen_at": row.first_seen_at, **asdict(record)})
+        if changed:
+            connection.execute(_record_upsert(connection), changed)
 
     def health_rows(self, names: Iterable[str]) -> list[HealthRow]:
         """Returns the health state of the named buckets that have one."""

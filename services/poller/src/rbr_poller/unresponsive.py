@@ -48,6 +48,14 @@ class HealthRow:
         polling = self.polling_since
         return max(since, polling) if polling is not None else since
 
+    @property
+    def latest_check_failed(self) -> bool:
+        """Tells whether the latest recorded poll (or listing) found the bucket silent."""
+        if self.last_success_at is None:
+            return True
+        attempt = self.last_attempt_at
+        return attempt is not None and attempt > self.last_success_at
+
     def polled_recently(self, now: datetime, polling_gap: float) -> bool:
         """Tells whether a poll outcome was recorded within the polling gap (it is polled)."""
         attempt = self.last_attempt_at
@@ -90,6 +98,8 @@ def transition(
         return None
     if not row.polled_recently(now, polling_gap):
         return None
+    if not row.latest_check_failed:
+        return None  # it answered its latest poll: a late next poll is the poller's delay
     if now - row.silent_since >= timedelta(seconds=unresponsive_after):
         return Transition.FIRE
     return None

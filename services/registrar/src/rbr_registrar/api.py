@@ -2,7 +2,7 @@
 
 Routes are thin: they check credentials, turn requests into domain commands and map the
 decisions back to answers. Registrations go through the group committer; everything else
-calls the repository on FastAPI's thread pool.
+calls the store (`store.py`) on FastAPI's thread pool.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from typing import Annotated, Any
 
 from confluent_kafka import KafkaException
@@ -28,8 +29,8 @@ from rbr_registrar.client_address import (
     plain_address,
 )
 from rbr_registrar.committer import GroupCommitter
+from rbr_registrar.console.app import ConsoleParts, install_console
 from rbr_registrar.domain import (
-    BucketRow,
     Decision,
     Registration,
     S3Config,
@@ -38,10 +39,11 @@ from rbr_registrar.domain import (
 )
 from rbr_registrar.intel_api import ioc_routes
 from rbr_registrar.limits import BodyLimit
-from rbr_registrar.merges import BucketMerges, Lineage, MergeRefused
+from rbr_registrar.merges import BucketMerges, MergeRefused
 from rbr_registrar.models import (
     DEFAULT_S3_PREFIX,
     DEFAULT_S3_REGION,
+    NAME_PREFIX_PATTERN,
     AdoptRequest,
     BucketPage,
     BucketView,
@@ -58,16 +60,20 @@ from rbr_registrar.models import (
     RekeyResponse,
     ReseedResponse,
     S3SourceRequest,
-    S3View,
     SelfUpdateRequest,
     SourcePage,
     SourceView,
     StartView,
 )
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.operator.audit import record_audit
+from rbr_registrar.operator.auth import Actor, Role, require_role
+from rbr_registrar.operator.queries import bucket_page, bucket_view
+from rbr_registrar.operator.routes import Admin, Operator, OperatorContext, operator_routes
+from rbr_registrar.operator.views import BucketFilter
 from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.sources import DropSources, SourceError, SourceRow
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.buckets import forbidden_port_reason, forbidden_reason
 from rbr_runtime.health import HealthState, metrics_payload
 from rbr_runtime.secrets import TokenVault, constant_time_in
@@ -137,6 +143,8 @@ class Dependencies:
     """Called after an operator's bulk change committed outbox rows (wakes the relay)."""
     reseeder: RegistryReseeder | None = None
     """Compares bucket.registered with the table (`rbr topics reseed`); None: not offered."""
+    console: ConsoleParts | None = None
+    """The web console's parts (accounts, sessions, templates); None: no console."""
 
 
 def bucket_merges(deps: Dependencies) -> BucketMerges:
@@ -151,24 +159,55 @@ def unauthorised(message: str, scheme: str = "Bearer") -> HTTPException:
     return HTTPException(401, message, headers={"WWW-Authenticate": scheme})
 
 
-def create_app(deps: Dependencies) -> FastAPI:
-    """Builds the FastAPI application."""
+class Surface(StrEnum):
+    """Which routes a listener serves."""
+
+    ALL = "all"
+    """Everything: the local stack's one port."""
+    PUBLIC = "public"
+    """Registration, the buckets' own updates and health: faces the honeypots."""
+    INTERNAL = "internal"
+    """The console, the operator API and health: for the operators' network."""
+
+
+def create_app(deps: Dependencies, surface: Surface = Surface.ALL) -> FastAPI:
+    """Builds the FastAPI application of one listener."""
     app = FastAPI(
         title="Rustbucket Registry: registrar",
         version="1.0",
         description="Registration of rustbuckets, their own updates, and the operator API.",
     )
     app.add_middleware(BodyLimit, max_bytes=deps.settings.max_body_bytes)
+    app.state.operator_key = deps.settings.operator_key
     errors.install(app)
+    if surface is not Surface.INTERNAL:
+        app.include_router(_registration_routes(deps))
+        app.include_router(_self_update_routes(deps))
+    if surface is not Surface.PUBLIC:
+        _include_operator_routes(app, deps)
+    app.include_router(_health_routes(deps.health))
+    return app
+
+
+def _include_operator_routes(app: FastAPI, deps: Dependencies) -> None:
+    """The operator API and the console: on the internal listener (or the only one)."""
     app.include_router(_merge_routes(deps))
-    app.include_router(_registration_routes(deps))
-    app.include_router(_self_update_routes(deps))
+    app.include_router(_rekey_routes(deps))
     app.include_router(_operator_routes(deps))
     app.include_router(_source_routes(deps))
     app.include_router(_topic_routes(deps))
     app.include_router(_ioc_routes(deps))
-    app.include_router(_health_routes(deps.health))
-    return app
+    context = OperatorContext(
+        engine=deps.repository.engine,
+        store=deps.repository,
+        merges=bucket_merges(deps),
+        settings=deps.settings,
+        on_commit=deps.on_commit,
+    )
+    for router in operator_routes(context):
+        app.include_router(router)
+    if deps.console is not None:
+        install_console(app, deps.console)
 
 
 # -- registration ------------------------------------------------------------------------------
@@ -444,73 +483,28 @@ def _self_update_routes(deps: Dependencies) -> APIRouter:
 # -- operators -------------------------------------------------------------------------------------
 
 
-def _operator_check(deps: Dependencies, credentials: HTTPAuthorizationCredentials | None) -> None:
-    key = deps.settings.operator_key
-    if key is None:
-        raise HTTPException(
-            403, "the operator API is disabled: set RBR_OPERATOR_KEY on the registrar"
-        )
-    if credentials is None:
-        raise unauthorised("send the operator key as Authorization: Bearer <key>")
-    if not constant_time_in(credentials.credentials, [key.get_secret_value()]):
-        raise HTTPException(403, "operator key not accepted")
-
-
-def bucket_view(row: BucketRow, lineage: Lineage | None = None) -> BucketView:
-    """Returns what operators see of a bucket."""
-    s3 = row.s3
-    lineage = lineage or Lineage()
-    return BucketView(
-        id=row.id,
-        name=row.name,
-        state=BucketState(row.state),
-        delivery_mode=DeliveryMode(row.delivery_mode),
-        delivery_mode_pinned=row.delivery_mode_pinned,
-        ip_address=row.ip_address,
-        port=row.port,
-        tls_cert_sha256=row.tls_cert_sha256,
-        operating_system=row.operating_system,
-        metrics=row.metrics,
-        s3=S3View(bucket_name=s3.bucket_name, region=s3.region, prefix=s3.prefix) if s3 else None,
-        version=row.version,
-        registered_at=row.registered_at,
-        updated_at=row.updated_at,
-        approved_at=row.approved_at,
-        last_seen=row.last_seen,
-        last_status_at=row.last_status_at,
-        last_reachable=row.last_reachable,
-        last_error_class=row.last_error_class,
-        last_latency_ms=row.last_latency_ms,
-        replaces=lineage.replaces,
-        aliases=lineage.aliases,
-    )
-
-
 def _not_found(name: str) -> HTTPException:
     return HTTPException(404, f"no bucket named {name}")
 
 
-def _operator_router(deps: Dependencies) -> APIRouter:
-    def operator(credentials: BearerCredentials = None) -> None:
-        _operator_check(deps, credentials)
-
+def _operator_router() -> APIRouter:
     return APIRouter(
         prefix="/api/v1/buckets",
         tags=["operators"],
-        dependencies=[Depends(operator)],
+        dependencies=[Depends(require_role(Role.VIEWER))],
         responses={404: {"model": ErrorResponse, "description": "No such bucket."}, **ERRORS},
     )
 
 
 def _merge_routes(deps: Dependencies) -> APIRouter:
-    router = _operator_router(deps)
+    router = _operator_router()
 
     @router.post(
         "/{name}/merge",
         response_model=MergeResponse,
         responses={409: {"model": ErrorResponse, "description": "Merged elsewhere before."}},
     )
-    def merge_bucket(name: NamePath, payload: MergeRequest) -> MergeResponse:
+    def merge_bucket(actor: Operator, name: NamePath, payload: MergeRequest) -> MergeResponse:
         """Merges a registration into the bucket it replaces (a honeypot's restart).
 
         The bucket `into` keeps its id, name, state and history, and takes the registration's
@@ -520,12 +514,17 @@ def _merge_routes(deps: Dependencies) -> APIRouter:
         Merging again answers `unchanged`. 404 unknown names, 409 a name merged elsewhere,
         422 a bucket into itself; nothing is changed then.
         """
+        engine, into = deps.repository.engine, {"into": payload.into}
         try:
             result = bucket_merges(deps).merge(name, payload.into)
         except MergeRefused as refused:
             OPERATOR_ACTIONS.labels("merge", f"refused_{refused.status}").inc()
+            record_audit(
+                engine, actor, "bucket.merge", name, f"refused_{refused.status}", detail=into
+            )
             raise HTTPException(refused.status, refused.message) from None
         OPERATOR_ACTIONS.labels("merge", result.status).inc()
+        record_audit(engine, actor, "bucket.merge", name, result.status, detail=into)
         if result.status == "merged":
             deps.on_commit()
             log.info(
@@ -549,31 +548,12 @@ def _merge_routes(deps: Dependencies) -> APIRouter:
     return router
 
 
-def _operator_routes(deps: Dependencies) -> APIRouter:
-    router = _operator_router(deps)
-
-    @router.get("", response_model=BucketPage)
-    def list_buckets(
-        state: Annotated[
-            BucketState | None, Query(description="Only buckets in this state.")
-        ] = None,
-        after: Annotated[
-            str | None, Query(max_length=128, description="Name to continue after (paging).")
-        ] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> BucketPage:
-        """Lists buckets by name, with state, last_seen and latest metrics."""
-        rows, total = deps.repository.list_buckets(state, after, limit)
-        next_after = rows[-1].name if len(rows) == limit else None
-        lineages = bucket_merges(deps).lineages(rows)
-        return BucketPage(
-            buckets=[bucket_view(r, lineages[r.id]) for r in rows],
-            next_after=next_after,
-            total=total,
-        )
+def _rekey_routes(deps: Dependencies) -> APIRouter:
+    router = _operator_router()
 
     @router.post("/rekey", response_model=RekeyResponse)
     def rekey_buckets(
+        actor: Admin,
         dry_run: Annotated[
             bool, Query(description="Only count the buckets still under an older key.")
         ] = False,
@@ -607,7 +587,37 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
             page.rekeyed,
             len(page.undecryptable),
         )
+        if not dry_run:
+            detail = {"after": after, "checked": page.checked, "rekeyed": page.rekeyed}
+            record_audit(deps.repository.engine, actor, "bucket.rekey", None, "ok", detail=detail)
         return RekeyResponse(dry_run=dry_run, **asdict(page))
+
+    return router
+
+
+def _operator_routes(deps: Dependencies) -> APIRouter:
+    router = _operator_router()
+
+    @router.get("", response_model=BucketPage)
+    def list_buckets(
+        state: Annotated[
+            BucketState | None, Query(description="Only buckets in this state.")
+        ] = None,
+        mode: Annotated[
+            DeliveryMode | None, Query(description="Only buckets of this delivery mode.")
+        ] = None,
+        prefix: Annotated[
+            str | None,
+            Query(pattern=NAME_PREFIX_PATTERN, description="Only names starting with this."),
+        ] = None,
+        after: Annotated[
+            str | None, Query(max_length=128, description="Name to continue after (paging).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> BucketPage:
+        """Lists buckets by name, with state, mode, last_seen and latest metrics."""
+        where = BucketFilter(state=state, mode=mode, prefix=prefix)
+        return bucket_page(deps.repository, bucket_merges(deps), where, after, limit)
 
     @router.get("/{name}", response_model=BucketView)
     def get_bucket(name: NamePath) -> BucketView:
@@ -622,11 +632,21 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
             raise _not_found(name)
         return bucket_view(row, bucket_merges(deps).lineages([row])[row.id])
 
-    def change(action: str, name: str, decision: Decision | None) -> ChangeResponse:
+    def change(
+        actor: Actor, action: str, name: str, decision: Decision | None, **detail: Any
+    ) -> ChangeResponse:
+        # One audit action for every mode (the mode is in the detail); metrics keep theirs.
+        audited = (
+            "bucket.delivery_mode" if action.startswith("delivery_mode_") else f"bucket.{action}"
+        )
         if decision is None or decision.row is None:
             OPERATOR_ACTIONS.labels(action, "not_found").inc()
+            record_audit(deps.repository.engine, actor, audited, name, "not_found", detail=detail)
             raise _not_found(name)
         OPERATOR_ACTIONS.labels(action, decision.verdict.value).inc()
+        record_audit(
+            deps.repository.engine, actor, audited, name, decision.verdict.value, detail=detail
+        )
         row = decision.row
         log.info(
             "operator %s bucket %s: %s",
@@ -644,17 +664,19 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
         )
 
     @router.post("/{name}/approve", response_model=ChangeResponse)
-    def approve_bucket(name: NamePath) -> ChangeResponse:
+    def approve_bucket(actor: Operator, name: NamePath) -> ChangeResponse:
         """Makes a pending or disabled bucket active: it is polled and its logs pulled."""
-        return change("approve", name, deps.repository.approve(name))
+        return change(actor, "approve", name, deps.repository.approve(name))
 
     @router.post("/{name}/disable", response_model=ChangeResponse)
-    def disable_bucket(name: NamePath) -> ChangeResponse:
+    def disable_bucket(actor: Operator, name: NamePath) -> ChangeResponse:
         """Disables a bucket: it is no longer polled nor pulled, and cannot re-register."""
-        return change("disable", name, deps.repository.disable(name))
+        return change(actor, "disable", name, deps.repository.disable(name))
 
     @router.put("/{name}/delivery-mode", response_model=ChangeResponse)
-    def set_delivery_mode(name: NamePath, payload: DeliveryModeRequest) -> ChangeResponse:
+    def set_delivery_mode(
+        actor: Operator, name: NamePath, payload: DeliveryModeRequest
+    ) -> ChangeResponse:
         """Sets how the bucket's logs reach the registry: pull, agent or s3-drop.
 
         An `s3-drop` bucket is never polled nor pulled: its logs are read from its S3
@@ -662,27 +684,33 @@ def _operator_routes(deps: Dependencies) -> APIRouter:
         linking a drop folder no longer changes it.
         """
         decision = deps.repository.set_delivery_mode(name, payload.mode)
-        return change(f"delivery_mode_{payload.mode.value}", name, decision)
+        return change(
+            actor, f"delivery_mode_{payload.mode.value}", name, decision, mode=payload.mode.value
+        )
 
     @router.put("/{name}/s3-source", response_model=ChangeResponse)
-    def set_s3_source(name: NamePath, payload: S3SourceRequest) -> ChangeResponse:
+    def set_s3_source(actor: Operator, name: NamePath, payload: S3SourceRequest) -> ChangeResponse:
         """Sets where the bucket writes its own logs: the objects under `{prefix}{name}/`.
 
         (Drop folders named otherwise, e.g. a honeypot's instance folders, are linked with
         `POST /api/v1/sources/adopt`.)
         """
         s3 = S3Config(payload.bucket_name, payload.region, payload.prefix)
-        return change("set_s3_source", name, deps.repository.set_s3_source(name, s3))
+        decision = deps.repository.set_s3_source(name, s3)
+        return change(actor, "set_s3_source", name, decision, s3=payload.model_dump())
 
     @router.delete("/{name}/s3-source", response_model=ChangeResponse)
-    def remove_s3_source(name: NamePath) -> ChangeResponse:
+    def remove_s3_source(actor: Operator, name: NamePath) -> ChangeResponse:
         """Removes the bucket's own S3 source (its linked drop folders stay)."""
-        return change("remove_s3_source", name, deps.repository.set_s3_source(name, None))
+        decision = deps.repository.set_s3_source(name, None)
+        return change(actor, "remove_s3_source", name, decision)
 
     @router.delete("/{name}", response_model=ChangeResponse)
-    def remove_bucket(name: NamePath) -> ChangeResponse:
+    def remove_bucket(actor: Operator, name: NamePath) -> ChangeResponse:
         """Removes a bucket; a tombstone on bucket.registered tells the other services."""
         row = deps.repository.remove(name)
+        outcome = "not_found" if row is None else "removed"
+        record_audit(deps.repository.engine, actor, "bucket.remove", name, outcome)
         if row is None:
             OPERATOR_ACTIONS.labels("remove", "not_found").inc()
             raise _not_found(name)
@@ -722,13 +750,10 @@ def _source_failed(action: str, error: SourceError) -> HTTPException:
 
 
 def _source_routes(deps: Dependencies) -> APIRouter:
-    def operator(credentials: BearerCredentials = None) -> None:
-        _operator_check(deps, credentials)
-
     router = APIRouter(
         prefix="/api/v1/sources",
         tags=["operators: drop sources"],
-        dependencies=[Depends(operator)],
+        dependencies=[Depends(require_role(Role.VIEWER))],
         responses={
             404: {"model": ErrorResponse, "description": "No such source or bucket."},
             409: {"model": ErrorResponse, "description": "Linked elsewhere, or name taken."},
@@ -758,16 +783,20 @@ def _source_routes(deps: Dependencies) -> APIRouter:
         )
 
     @router.post("/adopt", response_model=SourceView)
-    def adopt_source(payload: AdoptRequest) -> SourceView:
+    def adopt_source(actor: Operator, payload: AdoptRequest) -> SourceView:
         """Links a drop folder to an existing bucket: its files become that bucket's logs.
 
         A bucket that never answered a poll becomes `s3-drop` (unless its mode is pinned).
         409 when the folder feeds another bucket, unless `move` is true.
         """
+        engine = deps.repository.engine
+        detail = {"bucket": payload.bucket, "move": payload.move}
         try:
             source, decision = deps.sources.adopt(payload.source, payload.bucket, move=payload.move)
         except SourceError as error:
+            record_audit(engine, actor, "source.adopt", payload.source, "refused", detail=detail)
             raise _source_failed("adopt_source", error) from error
+        record_audit(engine, actor, "source.adopt", payload.source, "linked", detail=detail)
         if decision.writes:
             deps.on_commit()
         OPERATOR_ACTIONS.labels("adopt_source", "linked").inc()
@@ -775,12 +804,13 @@ def _source_routes(deps: Dependencies) -> APIRouter:
         return source_view(source)
 
     @router.post("/new-bucket", response_model=NewBucketResponse)
-    def new_bucket_from_source(payload: NewBucketRequest) -> NewBucketResponse:
+    def new_bucket_from_source(actor: Operator, payload: NewBucketRequest) -> NewBucketResponse:
         """Makes a new active `s3-drop` bucket of an unclaimed drop folder.
 
         The bucket is named after the folder unless `name` is given; it is never called, so
         its address is only informative.
         """
+        engine = deps.repository.engine
         try:
             source, row = deps.sources.create_bucket(
                 payload.source,
@@ -789,7 +819,16 @@ def _source_routes(deps: Dependencies) -> APIRouter:
                 operating_system=payload.operating_system,
             )
         except SourceError as error:
+            record_audit(engine, actor, "source.new_bucket", payload.source, "refused")
             raise _source_failed("new_bucket_from_source", error) from error
+        record_audit(
+            engine,
+            actor,
+            "source.new_bucket",
+            payload.source,
+            "created",
+            detail={"bucket": row.name},
+        )
         deps.on_commit()
         OPERATOR_ACTIONS.labels("new_bucket_from_source", "created").inc()
         log.info("operator made bucket %s of %s", row.name, source.uri)
@@ -811,18 +850,16 @@ def _source_routes(deps: Dependencies) -> APIRouter:
 
 
 def _topic_routes(deps: Dependencies) -> APIRouter:
-    def operator(credentials: BearerCredentials = None) -> None:
-        _operator_check(deps, credentials)
-
     router = APIRouter(
         prefix="/api/v1/topics",
         tags=["operators"],
-        dependencies=[Depends(operator)],
+        dependencies=[Depends(require_role(Role.VIEWER))],
         responses=ERRORS,
     )
 
     @router.post("/bucket.registered/reseed", response_model=ReseedResponse)
     def reseed_registrations(
+        actor: Operator,
         dry_run: Annotated[
             bool, Query(description="Only compare: report what would be published.")
         ] = False,
@@ -844,6 +881,16 @@ def _topic_routes(deps: Dependencies) -> APIRouter:
                 503, f"cannot read bucket.registered from the broker: {error}"
             ) from error
         plan = report.plan
+        if not dry_run:
+            queued = {"records": report.records_queued, "tombstones": report.tombstones_queued}
+            record_audit(
+                deps.repository.engine,
+                actor,
+                "topic.reseed",
+                "bucket.registered",
+                "ok",
+                detail=queued,
+            )
         OPERATOR_ACTIONS.labels("reseed_dry_run" if dry_run else "reseed", "ok").inc()
         log.info(
             "operator reseed%s: %d registered, %d on the topic, %d missing, %d stale, "
@@ -874,10 +921,7 @@ def _topic_routes(deps: Dependencies) -> APIRouter:
 
 
 def _ioc_routes(deps: Dependencies) -> APIRouter:
-    def operator(credentials: BearerCredentials = None) -> None:
-        _operator_check(deps, credentials)
-
-    return ioc_routes(deps.repository.engine, operator, {**ERRORS})
+    return ioc_routes(deps.repository.engine, require_role(Role.VIEWER), {**ERRORS})
 
 
 def _health_routes(health: HealthState) -> APIRouter:

@@ -42,7 +42,8 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _call(method: str, path: str, timeout: float = 15.0, **kwargs: Any) -> Any:
+def request_api(method: str, path: str, timeout: float = 15.0, **kwargs: Any) -> httpx.Response:
+    """Calls the operator API and returns its answer, whatever its status."""
     settings = OperatorClientSettings()
     if settings.operator_key is None:
         _fail("RBR_OPERATOR_KEY is not set: the operator API needs the registrar's operator key", 2)
@@ -57,11 +58,23 @@ def _call(method: str, path: str, timeout: float = 15.0, **kwargs: Any) -> Any:
             f"cannot reach the registrar at {settings.registrar_url} ({type(error).__name__}: "
             f"{error}); is it running? Set RBR_REGISTRAR_URL to its address."
         )
+    return answer
+
+
+def call_api(method: str, path: str, timeout: float = 15.0, **kwargs: Any) -> Any:
+    """Calls the operator API and returns the JSON answer; exits with the error otherwise."""
+    answer = request_api(method, path, timeout, **kwargs)
     if answer.status_code == 404 and path.startswith(BUCKET_PATH):
         _fail(f"404: {_detail(answer)}; {NAMES_HINT}")
     if answer.status_code >= 400:
         _fail(f"{answer.status_code}: {_detail(answer)}")
     return answer.json()
+
+
+def fail_on_error(answer: httpx.Response) -> None:
+    """Exits with the API's error message if the answer is one."""
+    if answer.status_code >= 400:
+        _fail(f"{answer.status_code}: {_detail(answer)}")
 
 
 def _detail(answer: httpx.Response) -> str:
@@ -81,10 +94,13 @@ def list_buckets(
     state: Annotated[
         str | None, typer.Option(help="Only buckets in this state: pending, active, disabled.")
     ] = None,
+    mode: Annotated[str | None, typer.Option(help="Only this delivery mode.")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Only names starting with this.")] = None,
     limit: Annotated[int, typer.Option(help="Most buckets to show.", min=1)] = 1000,
 ) -> None:
     """List buckets with their state, last successful poll and address."""
-    rows, total = _buckets(state, limit)
+    where = {key: value for key, value in (("mode", mode), ("prefix", prefix)) if value}
+    rows, total = _buckets(state, limit, where)
     if not rows:
         typer.echo("no buckets" + (f" in state {state}" if state else ""))
         return
@@ -116,18 +132,20 @@ def list_buckets(
         )
 
 
-def _buckets(state: str | None, limit: int) -> tuple[list[dict[str, Any]], int]:
-    """Returns up to `limit` buckets (in one state, or all) and how many there are."""
+def _buckets(
+    state: str | None, limit: int, where: dict[str, str] | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """Returns up to `limit` buckets (in one state, or all; or by filter) and how many match."""
     rows: list[dict[str, Any]] = []
     after: str | None = None
     total = 0
     while len(rows) < limit:
-        params: dict[str, Any] = {"limit": min(1000, limit - len(rows))}
+        params: dict[str, Any] = {"limit": min(1000, limit - len(rows)), **(where or {})}
         if state:
             params["state"] = state
         if after:
             params["after"] = after
-        page = _call("GET", "/api/v1/buckets", params=params)
+        page = call_api("GET", "/api/v1/buckets", params=params)
         rows.extend(page["buckets"])
         total = page["total"]
         after = page["next_after"]
@@ -139,7 +157,7 @@ def _buckets(state: str | None, limit: int) -> tuple[list[dict[str, Any]], int]:
 @app.command("show")
 def show_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")]) -> None:
     """Show one bucket: state, address, S3 source, latest metrics and last poll."""
-    bucket = _call("GET", f"/api/v1/buckets/{name}")
+    bucket = call_api("GET", f"/api/v1/buckets/{name}")
     for key, value in bucket.items():
         shown = value
         if isinstance(value, dict):
@@ -150,32 +168,92 @@ def show_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")])
 
 
 def _change(method: str, path: str, **kwargs: Any) -> None:
-    result = _call(method, path, **kwargs)
+    result = call_api(method, path, **kwargs)
     state = f" (state {result['state']})" if result.get("state") else ""
     typer.echo(f"{result['name']}: {result['status']}{state}")
 
 
+NamesArgument = Annotated[
+    list[str] | None, typer.Argument(help="The buckets' names (one or many).", show_default=False)
+]
+StateOption = Annotated[
+    str | None, typer.Option("--state", help="Every bucket in this state (with the others).")
+]
+ModeOption = Annotated[
+    str | None, typer.Option("--mode", help="Every bucket of this delivery mode.")
+]
+PrefixOption = Annotated[
+    str | None, typer.Option("--prefix", help="Every bucket whose name starts with this.")
+]
+BULK_CHUNK = 1000
+
+
+def _bulk(action: str, names: list[str] | None, where: dict[str, str]) -> None:
+    """Applies an action by names (in chunks) or by filter; exits 1 if any bucket was refused."""
+    if bool(names) == bool(where):
+        _fail("name the buckets, or select them with --state/--mode/--prefix (not both)", 2)
+    if names and len(names) == 1:
+        _change("DELETE" if action == "remove" else "POST", _single_path(action, names[0]))
+        return
+    # A filter is resolved to names here, so any number of buckets is changed, 1,000 a call.
+    selected = names or [bucket["name"] for bucket in _buckets(None, 1_000_000, where)[0]]
+    if not selected:
+        typer.echo(f"no buckets match {where}")
+    outcomes: list[dict[str, Any]] = []
+    for start in range(0, len(selected), BULK_CHUNK):
+        body = {"action": action, "names": selected[start : start + BULK_CHUNK]}
+        outcomes += call_api("POST", "/api/v1/buckets/bulk", timeout=120.0, json=body)["outcomes"]
+    for outcome in outcomes:
+        state = f" (state {outcome['state']})" if outcome.get("state") else ""
+        why = f": {outcome['detail']}" if outcome.get("detail") else ""
+        typer.echo(f"{outcome['name']}: {outcome['outcome']}{state}{why}")
+    if any(outcome["outcome"] in ("not_found", "refused") for outcome in outcomes):
+        raise typer.Exit(1)
+
+
+def _single_path(action: str, name: str) -> str:
+    return f"/api/v1/buckets/{name}" + ("" if action == "remove" else f"/{action}")
+
+
+def _filter(state: str | None, mode: str | None, prefix: str | None) -> dict[str, str]:
+    chosen = {"state": state, "mode": mode, "prefix": prefix}
+    return {key: value for key, value in chosen.items() if value is not None}
+
+
 @app.command("approve")
 def approve_bucket(
-    name: Annotated[str | None, typer.Argument(help="The bucket's name.")] = None,
+    names: NamesArgument = None,
+    state: StateOption = None,
+    mode: ModeOption = None,
+    prefix: PrefixOption = None,
     all_pending: Annotated[
         bool, typer.Option("--all-pending", help="Approve every bucket waiting for approval.")
     ] = False,
 ) -> None:
-    """Approve a pending (or re-enable a disabled) bucket: it is polled from now on."""
-    if (name is None) == (not all_pending):
-        _fail("name one bucket, or use --all-pending", 2)
-    names = [name] if name else [bucket["name"] for bucket in _buckets("pending", 100_000)[0]]
-    if not names:
+    """Approve pending (or re-enable disabled) buckets: they are polled from now on.
+
+    By names (`rbr buckets approve a b c`) or by filter (`--state pending --prefix web-`;
+    `--all-pending` is `--state pending`). Each bucket is approved on its own; exits 1 when
+    any named bucket does not exist.
+    """
+    if all_pending:
+        state = "pending"
+    where = _filter(state, mode, prefix)
+    if not names and where == {"state": "pending"} and not _buckets("pending", 1)[0]:
         typer.echo("no buckets in state pending")
-    for each in names:
-        _change("POST", f"/api/v1/buckets/{each}/approve")
+        return
+    _bulk("approve", names, where)
 
 
 @app.command("disable")
-def disable_bucket(name: Annotated[str, typer.Argument(help="The bucket's name.")]) -> None:
-    """Disable a bucket: it is no longer polled nor pulled, and cannot re-register."""
-    _change("POST", f"/api/v1/buckets/{name}/disable")
+def disable_bucket(
+    names: NamesArgument = None,
+    state: StateOption = None,
+    mode: ModeOption = None,
+    prefix: PrefixOption = None,
+) -> None:
+    """Disable buckets (by names or filter): no longer polled nor pulled, cannot re-register."""
+    _bulk("disable", names, _filter(state, mode, prefix))
 
 
 @app.command("set-mode")
@@ -214,13 +292,18 @@ def set_s3_source(
 
 @app.command("remove")
 def remove_bucket(
-    name: Annotated[str, typer.Argument(help="The bucket's name.")],
+    names: NamesArgument = None,
+    state: StateOption = None,
+    mode: ModeOption = None,
+    prefix: PrefixOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Remove a bucket from the registry (it may register again, as a new bucket)."""
+    """Remove buckets from the registry, by names or filter (they may register again, anew)."""
+    where = _filter(state, mode, prefix)
     if not yes:
-        typer.confirm(f"remove bucket {name}?", abort=True)
-    _change("DELETE", f"/api/v1/buckets/{name}")
+        what = ", ".join(names) if names else f"every bucket matching {where}"
+        typer.confirm(f"remove {what}?", abort=True)
+    _bulk("remove", names, where)
 
 
 @app.command("merge")
@@ -238,7 +321,7 @@ def merge_bucket(
     and metrics; the registration's name becomes an alias of the bucket; the registration is
     removed. Running it again changes nothing.
     """
-    result = _call("POST", f"/api/v1/buckets/{name}/merge", json={"into": into})
+    result = call_api("POST", f"/api/v1/buckets/{name}/merge", json={"into": into})
     if result["status"] == "unchanged":
         typer.echo(f"{name} was already merged into {result['name']}: nothing to do")
         return
@@ -273,7 +356,7 @@ def rekey_buckets(
         params: dict[str, Any] = {"dry_run": dry_run, "limit": batch}
         if after:
             params["after"] = after
-        page = _call("POST", "/api/v1/buckets/rekey", params=params)
+        page = call_api("POST", "/api/v1/buckets/rekey", params=params)
         totals.update({key: page[key] for key in ("checked", "current", "stale", "rekeyed")})
         undecryptable.extend(page["undecryptable"])
         after = page["next_after"]
@@ -322,7 +405,7 @@ def reseed_topics(
     and every RBR_RESEED_INTERVAL seconds; running it twice publishes nothing the second time.
     """
     path = "/api/v1/topics/bucket.registered/reseed"
-    report = _call("POST", path, timeout=120.0, params={"dry_run": dry_run})
+    report = call_api("POST", path, timeout=120.0, params={"dry_run": dry_run})
     typer.echo(
         f"bucket.registered: {report['registered']} bucket(s) registered, "
         f"{report['on_topic']} on the topic"
@@ -393,7 +476,7 @@ def list_sources(
             params["bucket"] = bucket
         if after is not None:
             params["after"] = after
-        page = _call("GET", "/api/v1/sources", params=params)
+        page = call_api("GET", "/api/v1/sources", params=params)
         rows.extend(page["sources"])
         total, after = page["total"], page["next_after"]
         if after is None:
@@ -433,7 +516,7 @@ def adopt_source(
     ] = False,
 ) -> None:
     """Link a drop folder to an existing bucket: its files become that bucket's logs."""
-    result = _call(
+    result = call_api(
         "POST", "/api/v1/sources/adopt", json={"source": source, "bucket": bucket, "move": move}
     )
     typer.echo(f"{result['uri']}: feeds {result['bucket']}")
@@ -455,5 +538,5 @@ def new_bucket_from_source(
         body["name"] = name
     if ip_address:
         body["ip_address"] = ip_address
-    result = _call("POST", "/api/v1/sources/new-bucket", json=body)
+    result = call_api("POST", "/api/v1/sources/new-bucket", json=body)
     typer.echo(f"{result['bucket']['name']}: created (s3-drop), fed by {result['source']['uri']}")

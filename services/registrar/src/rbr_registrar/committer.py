@@ -1,10 +1,13 @@
 """Group commit: concurrent registrations share one transaction, each acknowledged after it.
 
 Under load, committing each registration alone makes the database's log flush the limit.
-Requests instead queue here; one writer thread takes everything queued (up to
+Requests instead queue here; a writer thread takes everything queued (up to
 `RBR_REGISTRATION_BATCH_MAX`), commits it in one transaction and only then completes each
 request's future. Nothing is acknowledged before it is durable, and with a single request in
-flight this is simply one transaction per registration.
+flight this is simply one transaction per registration. `RBR_REGISTRATION_WRITERS` writers
+commit batches side by side (a batch waits on the database's round trips, not on this
+process), settling races between them as between registrar replicas: rows locked in name
+order, a lost unique-key race decided again (`repository.with_retries`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from prometheus_client import Histogram
 from sqlalchemy.exc import DBAPIError
 
 from rbr_registrar.domain import Decision, Registration
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.db.engine import is_transient_db_error
 
 log = logging.getLogger(__name__)
@@ -44,10 +47,12 @@ class GroupCommitter:
         repository: BucketRepository,
         *,
         max_batch: int = 200,
+        writers: int = 1,
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self._repository = repository
         self._max_batch = max_batch
+        self._writers = writers
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -73,11 +78,24 @@ class GroupCommitter:
             self._queue.put(None)
 
     def run(self) -> None:
-        """Commits batches until stopped."""
+        """Commits batches on the writer threads until stopped."""
+        others = [
+            threading.Thread(target=self._write, name=f"group-committer-{n}", daemon=True)
+            for n in range(1, self._writers)
+        ]
+        for thread in others:
+            thread.start()
+        self._write()
+        for thread in others:
+            thread.join()
+        self._drain()
+
+    def _write(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
-                break
+                self._queue.put(None)  # the other writers stop too
+                return
             batch = [first]
             stopping = False
             while len(batch) < self._max_batch:
@@ -86,13 +104,13 @@ class GroupCommitter:
                 except queue.Empty:
                     break
                 if item is None:
+                    self._queue.put(None)
                     stopping = True
                     break
                 batch.append(item)
             self._commit(batch)
             if stopping:
-                break
-        self._drain()
+                return
 
     def _drain(self) -> None:
         while True:

@@ -1,7 +1,7 @@
 """The registrar's decisions, as pure functions over bucket rows.
 
 What a registration, a bucket's own update or an operator's action does to a bucket is
-decided here without a database, so the rules can be tested alone; `repository.py` loads the
+decided here without a database, so the rules can be tested alone; `store.py` loads the
 rows, applies these decisions and writes the results with their outbox events.
 """
 
@@ -182,7 +182,7 @@ def inferred_delivery_mode(registration: Registration) -> DeliveryMode:
 
     A mode the registration tells of (`stated_delivery_mode`: the bucket agent) is taken.
     Otherwise it says nothing of how logs are delivered: the real rustbucket sends neither a
-    port nor an S3 source and serves nothing, and a registration with an S3 source (the seed
+    port nor an S3 source and serves nothing, and a registration with an S3 source (the original
     protocol, the simulator) comes from a bucket that answers polls and has its logs copied
     from its own S3 folder, as before. So such a new bucket is `pull`; it becomes `s3-drop`
     when a drop folder is linked to it while it has never answered a poll (see

@@ -1,15 +1,8 @@
-"""Pending registrations nobody approved expire: they are removed like any bucket.
+"""Pending registrations nobody approved within `RBR_PENDING_EXPIRY` seconds expire.
 
-A honeypot that registers at every start (the real rustbucket, under a new name each time)
-leaves a pending registration per restart. Those no operator approved within
-`RBR_PENDING_EXPIRY` seconds of their registration are removed: the row is deleted and its
-tombstone queued on `bucket.registered` through the outbox, in one transaction, as an
-operator's removal does (without the alert resolve: a pending bucket was never polled). Each
-is logged and counted in `rbr_pending_expired_total`.
-
-The check runs every `RBR_PENDING_EXPIRY_INTERVAL` seconds on every replica; each interval's
-run is claimed in `task_runs`, so one replica does it. Rows are re-checked under their lock,
-so a bucket approved meanwhile stays.
+They are removed as an operator's removal does (row deleted, tombstone queued through the
+outbox, one transaction), logged and counted in `rbr_pending_expired_total`; one replica runs
+each interval's check (claimed in `task_runs`) and re-checks each row under its lock.
 """
 
 from __future__ import annotations
@@ -21,7 +14,7 @@ from datetime import datetime, timedelta
 from prometheus_client import Counter
 from sqlalchemy import delete
 
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.db.tables import task_runs
 from rbr_runtime.schedule import TaskClaims, slot_of
 from rbr_schemas import utcnow

@@ -8,8 +8,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from rbr_registrar.repository import BucketRepository, status_updates
 from rbr_registrar.sources import DropSources
+from rbr_registrar.store import BucketRepository, status_updates
 from rbr_runtime.kafka import Inbound, Rejection
 from rbr_schemas import BucketStatus, DropFolderSeen
 
@@ -22,7 +22,7 @@ STATUSES_APPLIED = Counter(
 
 
 def apply_statuses(repository: BucketRepository, batch: Sequence[Inbound[Any]]) -> list[Rejection]:
-    """Keeps `last_seen`, the last poll's outcome and the latest metrics of each bucket.
+    """Keeps `last_seen`, the last poll's outcome, the latest metrics and the status history.
 
     Idempotent: an older status never overwrites a newer one, statuses of unknown buckets are
     ignored, so a redelivered or replayed batch changes nothing.
@@ -46,7 +46,7 @@ def apply_statuses(repository: BucketRepository, batch: Sequence[Inbound[Any]]) 
             continue
         statuses.append(status)
     if statuses:
-        STATUSES_APPLIED.inc(repository.apply_statuses(status_updates(statuses)))
+        STATUSES_APPLIED.inc(repository.apply_statuses(status_updates(statuses), statuses))
     return rejections
 
 

@@ -36,7 +36,7 @@ FILE_NAMES = {
 
 def ioc_routes(
     engine: Engine,
-    operator: Callable[..., None],
+    operator: Callable[..., Any],
     responses: dict[int | str, dict[str, Any]],
     clock: Callable[[], datetime] = utcnow,
 ) -> APIRouter:

@@ -1,19 +1,9 @@
 """A honeypot's restarts under new names: which registration replaces which bucket, merging.
 
-The real rustbucket registers under a fresh random name and token at every start and keeps
-nothing across restarts, so a honeypot that restarts ten times registers ten buckets. Two
-rules, as pure functions over bucket rows (`merges.py` applies them in the database):
-
-* a new pending registration whose address and operating system are those of exactly one
-  lineage of registered buckets (a bucket and the registrations already marked as replacing
-  it), whose bucket is silent, evidently replaces that bucket: it is marked so
-  (`replaces_id`), for the operator to merge it or approve it as a bucket of its own;
-* merging a registration into a bucket folds it in: the bucket keeps its id, name, state and
-  history and takes the registration's token, address, port, operating system and the
-  metrics and S3 source it sent; the registration's name becomes an alias of the bucket.
-
-A mark is a hint, never acted on alone: several honeypots on one host (rustbucket's own
-multi-instance guide runs four) register with the same address and operating system too.
+The real rustbucket registers under a fresh name at every start. A new pending registration
+with the address and operating system of exactly one silent bucket's lineage is marked as
+replacing it (`replaces_id`), a hint for an operator, never acted on alone (several honeypots
+can share a host). Pure functions over bucket rows; `merges.py` applies them.
 """
 
 from __future__ import annotations

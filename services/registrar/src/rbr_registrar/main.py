@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import sys
 import threading
+from datetime import timedelta
 from functools import partial
 
-from rbr_registrar.api import Dependencies, create_app
+from rbr_registrar.api import Dependencies, Surface, create_app
 from rbr_registrar.committer import GroupCommitter
+from rbr_registrar.console.app import build_console
 from rbr_registrar.expiry import PendingExpiry
 from rbr_registrar.handlers import apply_discoveries, apply_statuses
 from rbr_registrar.merges import BucketMerges
-from rbr_registrar.repository import OUTBOX, BucketRepository
 from rbr_registrar.reseed import RegistryReseeder
 from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.sources import DropSources
-from rbr_runtime.db.engine import make_engine
+from rbr_registrar.store import OUTBOX, BucketRepository
+from rbr_runtime.db.engine import is_mysql, make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
 from rbr_runtime.outbox import OutboxRelay
 from rbr_runtime.schedule import PeriodicTask, TaskClaims
 from rbr_runtime.secrets import TokenVault
 from rbr_runtime.service import Service, bootstrap
-from rbr_schemas import BUCKET_STATUS, DROP_DISCOVERED
+from rbr_schemas import BUCKET_STATUS, DROP_DISCOVERED, utcnow
 
 SOURCE = "/rbr/registrar"
+HISTORY_PURGE_INTERVAL = 3600.0
+"""Seconds between purges of the status history (idempotent: every replica may run it)."""
 
 
 class CommitterThread:
@@ -75,24 +79,33 @@ class Registrar:
             max_backoff=settings.retry_max_backoff,
         )
         self.committer = GroupCommitter(
-            self.repository, max_batch=settings.registration_batch_max, on_commit=self.relay.wake
+            self.repository,
+            max_batch=settings.registration_batch_max,
+            # SQLite takes one writer at a time: more would only wait on its lock.
+            writers=settings.registration_writers if is_mysql(self.engine) else 1,
+            on_commit=self.relay.wake,
         )
         committer_thread = CommitterThread(self.committer)
         vault = TokenVault.from_setting(settings.secret_key.get_secret_value())
         self.sources = DropSources(self.repository, vault)
-        self.app = create_app(
-            Dependencies(
-                settings=settings,
-                repository=self.repository,
-                committer=self.committer,
-                vault=vault,
-                health=self.service.health,
-                sources=self.sources,
-                merges=BucketMerges(self.repository),
-                on_commit=self.relay.wake,
-                reseeder=self.reseeder,
-            )
+        merges = BucketMerges(self.repository)
+        deps = Dependencies(
+            settings=settings,
+            repository=self.repository,
+            committer=self.committer,
+            vault=vault,
+            health=self.service.health,
+            sources=self.sources,
+            merges=merges,
+            on_commit=self.relay.wake,
+            reseeder=self.reseeder,
+            console=build_console(settings, self.repository, merges, self.relay.wake),
         )
+        # With a console port, the main port faces the honeypots (registration only) and the
+        # console and operator API are served on their own listener, for an internal network.
+        split = settings.console_port is not None
+        self.app = create_app(deps, Surface.PUBLIC if split else Surface.ALL)
+        self.console_app = create_app(deps, Surface.INTERNAL) if split else None
         self.pending_expiry = PendingExpiry(
             self.repository,
             TaskClaims(self.engine),
@@ -130,11 +143,25 @@ class Registrar:
         service.add("status-consumer", self.status_consumer.run, self.status_consumer.stop)
         service.add("drop-consumer", self.drop_consumer.run, self.drop_consumer.stop)
         service.add("http", self.http.run, self.http.stop)
+        self.console_http: HttpServer | None = None
+        if self.console_app is not None and settings.console_port is not None:
+            self.console_http = HttpServer(
+                self.console_app,
+                settings.console_host,
+                settings.console_port,
+                access_log=settings.access_log,
+                graceful_timeout=settings.shutdown_timeout,
+            )
+            service.add("console-http", self.console_http.run, self.console_http.stop)
+            service.health.add_check("console-http", self.console_http.readiness)
         if settings.pending_expiry:
             expiry = PeriodicTask(
                 "pending-expiry", settings.pending_expiry_interval, self.pending_expiry.run_once
             )
             service.add("pending-expiry", expiry.run, expiry.stop)
+        if settings.status_history_retention:
+            purge = PeriodicTask("status-history-purge", HISTORY_PURGE_INTERVAL, self.purge_history)
+            service.add("status-history-purge", purge.run, purge.stop)
         service.health.add_check("http", self.http.readiness)
         gauges = OUTBOX.gauges(self.engine, settings.dependency_check_interval)
         service.add("outbox-gauges", gauges.run, gauges.stop)
@@ -145,6 +172,11 @@ class Registrar:
         )
         service.on_shutdown(self.producer.flush)
         service.on_shutdown(self.engine.dispose)
+
+    def purge_history(self) -> int:
+        """Deletes poll outcomes older than the retention; returns how many."""
+        cutoff = utcnow() - timedelta(seconds=self.settings.status_history_retention)
+        return self.repository.purge_status_history(cutoff)
 
 
 def build_service(settings: RegistrarSettings) -> Service:

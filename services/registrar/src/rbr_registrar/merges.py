@@ -1,19 +1,9 @@
 """Merging a registration into the bucket it replaces, and what operators see of lineages.
 
-`rbr buckets merge NEW --into OLD` (`POST /api/v1/buckets/{NEW}/merge`) folds NEW into OLD in
-one transaction (the rules are `lineage.plan_merge`):
-
-* both rows are locked (in name order, like every bucket write), so two operators merging
-  at once are serialised: the second sees the first one's result;
-* OLD takes NEW's token (still encrypted), address and metrics as a new version, published
-  on `bucket.registered` through the outbox like any update;
-* NEW's name becomes an alias of OLD (`bucket_aliases`; `rbr_runtime.db.aliases` looks
-  names up), and so do the names merged into NEW before; registrations marked as replacing
-  NEW now replace OLD; the S3 drop folders linked to NEW feed OLD (`drop_sources`);
-* NEW's row is deleted and its tombstone queued in the same transaction.
-
-Merging again is a no-op (`unchanged`); anything that makes no sense is refused with a 4xx
-and changes nothing.
+`rbr buckets merge NEW --into OLD` folds NEW into OLD in one transaction, both rows locked in
+name order: OLD takes NEW's token, address and metrics as a new version; NEW's name becomes an
+alias of OLD, its drop folders feed OLD, and its tombstone is queued. The rules are
+`lineage.plan_merge`; merging again is a no-op, nonsense is refused with a 4xx.
 """
 
 from __future__ import annotations
@@ -29,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from rbr_registrar.domain import BucketRow
 from rbr_registrar.lineage import identity_since, plan_merge
-from rbr_registrar.repository import BucketRepository, with_retries
+from rbr_registrar.store import BucketRepository, with_retries
 from rbr_runtime.db.aliases import aliases_of, bucket_named
 from rbr_runtime.db.tables import bucket_aliases, buckets, drop_sources
 from rbr_schemas import BucketState, utcnow

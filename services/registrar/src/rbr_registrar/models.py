@@ -25,6 +25,10 @@ DEFAULT_S3_REGION = "us-east-1"
 UNKNOWN_ADDRESS = "0.0.0.0"  # noqa: S104 - an address nobody calls, not one to bind
 """The address of a bucket made of a drop folder when the operator gives none."""
 DEFAULT_S3_PREFIX = "logs/"
+NAME_PREFIX_PATTERN = r"^[A-Za-z0-9._-]{0,128}$"
+# The notifier's channel names: the bucket names' characters, written differently on purpose
+# (PATTERN_RULES is keyed by the pattern's text, and each must say its own message).
+CHANNEL_NAME_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9._]{0,127}$"
 
 # What each pattern means, said to whoever sent a value that does not match it.
 PATTERN_RULES = {
@@ -34,6 +38,9 @@ PATTERN_RULES = {
     S3_BUCKET_PATTERN: "must be a valid S3 bucket name (3 to 63 lowercase letters, digits, "
     "'.' or '-')",
     S3_REGION_PATTERN: "must be an AWS region name such as us-east-1",
+    NAME_PREFIX_PATTERN: "must be the start of a bucket name: letters, digits, '.', '_' or '-'",
+    CHANNEL_NAME_PATTERN: "must be a channel's name as the notifier's channels file gives it: "
+    "1 to 128 letters, digits, '.', '_' or '-'",
     DROP_FOLDER_PATTERN: "must be the folder's URI as `rbr sources list` shows it: "
     "s3://BUCKET/PREFIX/FOLDER/",
 }
@@ -110,7 +117,7 @@ class MetricsFields(_Request):
 
 
 class RegistrationRequest(MetricsFields):
-    """`POST /register_bucket`: the seed payload, plus optional port, S3 source and key."""
+    """`POST /register_bucket`: what rustbucket sends, plus optional port, S3 source and key."""
 
     name: BucketNameField = Field(examples=["rustbucket-a1B2c3D4"])
     ip_address: IpLiteral = Field(

@@ -1,23 +1,10 @@
 """Rebuilding `bucket.registered` from the `buckets` table when the topic lost it.
 
-The table is the registry of record; the topic is how pollers and log-extractors learn it. A
-topic can lose what it held: deleted and recreated, a cluster restored from an older backup,
-or the local stack's memory-only broker restarted. Pollers then poll nothing, although every
-bucket is still registered. So the registrar compares the two and re-announces the difference:
-
-* it reads the topic to its end, every partition, without joining a group (the last record
-  per name, as compaction keeps it; partition ends as fetching finds them, never from
-  ListOffsets or `offsets_for_times`);
-* a bucket the topic lacks, or holds under another id or version, gets its current record;
-  a name the topic still holds but the table no longer has gets a tombstone;
-* names whose announcement is waiting in the outbox are left to it;
-* what it queues goes through the outbox like any change, so it is durable and published in
-  order with the bucket's other changes (`BucketRepository.queue_reseed`).
-
-It runs at start, every `RBR_RESEED_INTERVAL` seconds and whenever the relay recovers from a
-broker outage, on the replica that holds the relay role; an operator runs it by hand with
-`rbr topics reseed` (with `--dry-run` to see the difference without publishing). Checking
-a topic that already holds the registry queues nothing, so it can run any number of times.
+The table is the registry of record; the topic is how pollers learn it. The registrar reads
+the topic to its end without joining a group, and queues through the outbox the current record
+of every bucket the topic lacks or holds stale, and a tombstone for every name it should not
+hold. It runs at start, every `RBR_RESEED_INTERVAL` s and after a broker outage (`rbr topics
+reseed` by hand); on a topic that already holds the registry it queues nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +18,7 @@ from confluent_kafka import KafkaException
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError
 
-from rbr_registrar.repository import BucketRepository
+from rbr_registrar.store import BucketRepository
 from rbr_runtime.kafka.directory import TopicMissing, read_registry
 from rbr_runtime.kafka.topics import ensure_topics
 from rbr_runtime.retry import Backoff

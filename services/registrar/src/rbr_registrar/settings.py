@@ -80,6 +80,13 @@ class RegistrarSettings(CommonSettings):
         ge=1,
         description="Most registrations committed in one transaction (group commit).",
     )
+    registration_writers: int = Field(
+        default=4,
+        ge=1,
+        le=8,
+        description="Group-commit transactions in flight at once, each on its own database "
+        "connection (MySQL; on SQLite one).",
+    )
     outbox_scan_interval: float = Field(
         default=2.0,
         gt=0,
@@ -93,4 +100,43 @@ class RegistrarSettings(CommonSettings):
         "bucket (it is re-published from the buckets table where not). Also checked at start "
         "and when the broker comes back; only the replica relaying the outbox checks.",
     )
+    status_history_retention: float = Field(
+        default=30 * 24 * 3600.0,
+        ge=0,
+        description="Seconds a bucket's poll outcomes are kept in its status history (the "
+        "operator API's /buckets/{name}/status-history); 0 keeps them forever.",
+    )
     access_log: bool = Field(default=False, description="Log every HTTP request.")
+    console_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of a second listener for the console (/console/) and the operator "
+        "API (/api/v1/...), meant for an internal network. When set, the main port "
+        "(RBR_HTTP_PORT) serves only registration, the buckets' own updates and health; when "
+        "unset, the main port serves everything.",
+    )
+    console_host: str = Field(
+        default="127.0.0.1",
+        description="Address the console listener (RBR_CONSOLE_PORT) binds.",
+    )
+    console_session_lifetime: float = Field(
+        default=12 * 3600.0,
+        gt=0,
+        description="Seconds a console login lasts; then the operator logs in again.",
+    )
+    console_secure_cookie: bool = Field(
+        default=False,
+        description="Always mark the console's session cookie Secure (HTTPS only). It is "
+        "Secure anyway when the request came over HTTPS; set this behind a proxy that "
+        "terminates TLS.",
+    )
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed console logins allowed per user name and client address within "
+        "RBR_LOGIN_FAILURE_WINDOW; further attempts are refused until the window passes.",
+    )
+    login_failure_window: float = Field(
+        default=300.0, gt=0, description="Seconds over which failed console logins count."
+    )

@@ -1,26 +1,10 @@
 """S3 drop sources: the instance folders the log-extractor finds, and the bucket each feeds.
 
-The log-extractor lists the configured drop locations and reports every folder it finds on
-`drop.discovered` (new or changed folders, and every scan's unlinked ones). The registrar
-owns the `drop_sources` table: it records each report and links the folder to a bucket
-
-* by name: the folder is named like a registered bucket (the layout `{prefix}{name}/`), or
-  like a registration an operator merged into a bucket (`rbr buckets merge`: the name is an
-  alias of the bucket, `rbr_runtime.db.aliases`);
-* after a restart: a start its files record has as instance name another folder of the same
-  location already linked to a bucket (the real honeypot uploads its earlier daily files
-  again under the new instance's folder; those files name the previous instance). This
-  comes before the next rule: the new instance also registered a new name, but the bucket
-  the operator cares about is the one its earlier instances fed;
-* by identity: a start its files record has the folder as instance name and a registered
-  bucket (or a name merged into one) as registered name (`Instance name: ...` /
-  `Generated instance name: ...`);
-
-or leaves it unclaimed, for an operator to adopt into a bucket or turn into a new `s3-drop`
-bucket. Only starts naming a folder (this one or one already linked) are believed: an
-attacker can write lines into a text log, but does not know the honeypot's instance names.
-A link is kept until an operator moves it or the bucket is removed. Linking a bucket that
-never answered a poll makes it `s3-drop` (`domain.mode_after_link`), in the same transaction.
+The registrar records every `drop.discovered` report in `drop_sources` and links a folder to a
+bucket by name (or alias), after a restart (its files name an already linked instance), or by
+the identity its files record; otherwise it stays unclaimed for an operator to adopt. Only
+starts naming a known folder are believed: attackers can write log lines, not instance names.
+The rules are in docs/real-honeypots.md.
 """
 
 from __future__ import annotations
@@ -43,7 +27,7 @@ from rbr_registrar.domain import (
     Verdict,
     mode_after_link,
 )
-from rbr_registrar.repository import BucketRepository, with_retries
+from rbr_registrar.store import BucketRepository, with_retries
 from rbr_runtime.db.aliases import bucket_named, buckets_named
 from rbr_runtime.db.tables import buckets, drop_sources
 from rbr_runtime.secrets import TokenVault

@@ -10,21 +10,26 @@ logs and in DLQ headers.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import logging
 import re
 import ssl
+import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from rbr_notifier.channels import HttpChannel
 from rbr_notifier.model import Notification
+from rbr_notifier.senders.connections import ConnectionPool
 
 USER_AGENT = "rbr-notifier/0.1 (+https://github.com/jamesbinford/rustbucket)"
 MAX_ERROR_CHARS = 300
@@ -98,6 +103,17 @@ class Sender(ABC):
         """Releases connections."""
 
 
+def json_body(payload: Any) -> bytes:
+    """Returns a document as compact UTF-8 JSON (orjson; json for what orjson refuses).
+
+    orjson refuses integers beyond 64 bits, which an alert's context may hold.
+    """
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def quiet_http_client_logs() -> None:
     """Keeps httpx/httpcore below INFO: their request lines hold webhook URLs, which are secrets."""
     for name in ("httpx", "httpcore"):
@@ -121,24 +137,48 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 
 
 class HttpSender(Sender):
-    """A sender speaking JSON over HTTP(S) with one pooled client (thread-safe)."""
+    """A sender speaking JSON over HTTP(S) with pooled, kept-alive connections (thread-safe).
+
+    Requests go through `ConnectionPool` (http.client, the cheapest in CPU time), or through
+    httpx where the environment names a proxy for the URL (HTTPS_PROXY and the like, which
+    httpx follows).
+    """
 
     def __init__(self, config: HttpChannel, timeout: float) -> None:
         super().__init__(config.name, config.secrets())
         self._timeout = timeout
+        verification = _verification(config.tls_verify, config.ca_file)
         self._client = httpx.Client(
             timeout=timeout,
             follow_redirects=False,
-            verify=_verification(config.tls_verify, config.ca_file),
+            verify=verification,
             headers={"User-Agent": USER_AGENT},
         )
+        self._pool = ConnectionPool(timeout, verification, {"User-Agent": USER_AGENT})
+        self._proxied: dict[str, bool] = {}
 
     def close(self) -> None:
-        """Closes the connection pool."""
+        """Closes the connection pools."""
         self._client.close()
+        self._pool.close()
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
         """POSTs a body and classifies the answer; never raises for network problems."""
+        if self._through_proxy(url):
+            return self._post_httpx(url, body, headers)
+        try:
+            answer = self._pool.post(url, body, headers)
+        except TimeoutError as error:
+            return AttemptResult(
+                Outcome.RETRY, error=f"timeout after {self._timeout:g}s ({type(error).__name__})"
+            )
+        except (OSError, http.client.HTTPException) as error:
+            return AttemptResult(
+                Outcome.RETRY, error=self.scrub(f"{type(error).__name__}: {error}")
+            )
+        return self.classify_answer(answer.status, answer.text, answer.headers.get("retry-after"))
+
+    def _post_httpx(self, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
         try:
             response = self._client.post(url, content=body, headers=headers)
         except httpx.TimeoutException as error:
@@ -151,25 +191,44 @@ class HttpSender(Sender):
             )
         return self.classify(response)
 
+    def _through_proxy(self, url: str) -> bool:
+        """Tells whether the environment sends requests to this URL's host through a proxy."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin not in self._proxied:
+            proxies = urllib.request.getproxies_environment()
+            named = parts.scheme in proxies or "all" in proxies
+            bypassed = bool(urllib.request.proxy_bypass(parts.hostname or ""))
+            self._proxied[origin] = named and not bypassed
+        return self._proxied[origin]
+
     def post_json(
         self, url: str, payload: Any, headers: dict[str, str] | None = None
     ) -> AttemptResult:
         """POSTs a JSON document."""
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        return self.post(url, body, {"Content-Type": "application/json", **(headers or {})})
+        return self.post(
+            url, json_body(payload), {"Content-Type": "application/json", **(headers or {})}
+        )
 
     def classify(self, response: httpx.Response) -> AttemptResult:
+        """Turns an httpx answer into an outcome (see `classify_answer`)."""
+        return self.classify_answer(
+            response.status_code,
+            response.text if response.content else "",
+            response.headers.get("Retry-After"),
+        )
+
+    def classify_answer(self, status: int, text: str, retry_after: str | None) -> AttemptResult:
         """Turns an HTTP answer into an outcome: 2xx ok, 408/425/429/5xx retry, others never."""
-        status = response.status_code
         if 200 <= status < 300:
             return AttemptResult(Outcome.OK, http_status=status)
-        detail = self.scrub(response.text, 200) if response.content else None
+        detail = self.scrub(text, 200) if text else None
         if status in RETRYABLE_STATUSES or status >= 500:
             return AttemptResult(
                 Outcome.RETRY,
                 http_status=status,
                 error=detail,
-                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+                retry_after=retry_after_seconds(retry_after),
             )
         if 300 <= status < 400:
             detail = "redirects are not followed; configure the final URL"

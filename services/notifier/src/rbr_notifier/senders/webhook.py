@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from typing import Any
 
 from rbr_notifier.channels import WebhookChannel
 from rbr_notifier.model import Notification
-from rbr_notifier.senders.base import AttemptResult, HttpSender
+from rbr_notifier.senders.base import AttemptResult, HttpSender, json_body
 from rbr_schemas import utcnow
 
 PAYLOAD_VERSION = 1
@@ -65,14 +64,13 @@ class WebhookSender(HttpSender):
 
     def send(self, notification: Notification) -> AttemptResult:
         """Posts the notification's document, signed."""
-        body = json.dumps(
-            webhook_payload(notification), ensure_ascii=False, separators=(",", ":")
-        ).encode()
+        payload = webhook_payload(notification)
+        body = json_body(payload)
         headers = {
             **self._headers,
             "Content-Type": "application/json",
             "X-Rbr-Event": notification.kind.value,
-            "X-Rbr-Delivery": notification.delivery_id,
+            "X-Rbr-Delivery": payload["delivery_id"],
         }
         if self._secret is not None:
             timestamp = str(int(time.time()))

@@ -6,41 +6,40 @@ one transaction, as `lifecycle` decides, before anything is sent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
-from rbr_notifier.lifecycle import Occurrence, Outcome, Repeat, on_firing, on_resolve
+from rbr_notifier.lifecycle import Outcome, Repeat, on_firing, on_resolve
 from rbr_notifier.model import AlertState, Kind
+from rbr_notifier.store.batch import independent, known_rows, record_independent
 from rbr_notifier.store.deliveries import (
     PlannedDelivery,
     owned_deliveries,
     plan_deliveries,
     plan_resolves,
 )
-from rbr_notifier.store.rows import ONE_SHOT_TYPES, OPEN_STATES, UNSERVED_STATES
+from rbr_notifier.store.rows import (
+    MAX_ID_CHARS,
+    ONE_SHOT_TYPES,
+    OPEN_STATES,
+    UNSERVED_STATES,
+    AlertEvent,
+    Router,
+    alert_row,
+    occurrence,
+    stored_id,
+)
+from rbr_runtime.db.acknowledgements import acknowledge
 from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.tables import alerts, notifications, notifier_deliveries
-from rbr_schemas import Alert, utcnow
 from rbr_schemas import AlertState as EventState
+from rbr_schemas import utcnow
 
-MAX_ID_CHARS = 64
-"""Longest alert id and event id kept (the columns' width)."""
-
-Router = Callable[[Alert], list[str]]
-"""Returns the names of the channels an alert's trigger goes to (the filters)."""
-
-
-@dataclass(frozen=True)
-class AlertEvent:
-    """One alert event from the topic, with what identifies the message."""
-
-    event_id: str
-    alert: Alert
+__all__ = ["MAX_ID_CHARS", "AlertEvent", "AlertStore", "occurrence"]
 
 
 class AlertStore:
@@ -62,16 +61,24 @@ class AlertStore:
         the deliveries it is responsible for that still have to be attempted: the ones it
         planned, and ones that failed before (a replay from the DLQ retries them).
         """
-        results = []
         with self.engine.begin() as connection:
-            for event in events:
-                if event.alert.state is EventState.FIRING:
-                    outcome, alert_ids = _record_firing(connection, event, route, reopen_after)
-                    kind = Kind.TRIGGER
+            known = known_rows(connection, events)
+            alone = set(independent(events, known))
+            together = record_independent(
+                connection,
+                [e for i, e in enumerate(events) if i in alone],
+                known,
+                route,
+                reopen_after,
+            )
+            recorded = iter(together)
+            results = []
+            for index, event in enumerate(events):
+                if index in alone:
+                    results.append(next(recorded))
                 else:
-                    outcome, alert_ids = _record_resolved(connection, event)
-                    kind = Kind.RESOLVE
-                results.append((outcome, owned_deliveries(connection, alert_ids, kind)))
+                    # Another event of the batch touches the same occurrences: in order.
+                    results.append(_record_one(connection, event, route, reopen_after))
         return results
 
     def close_one_shot(self, dedupe_keys: Iterable[str]) -> int:
@@ -127,20 +134,7 @@ class AlertStore:
     def acknowledge(self, dedupe_key: str, by: str, now: datetime) -> int:
         """Acknowledges the firing occurrences of a dedupe key; returns how many."""
         with self.engine.begin() as connection:
-            count: int = connection.execute(
-                update(alerts)
-                .where(
-                    alerts.c.dedupe_key == dedupe_key,
-                    alerts.c.state == AlertState.FIRING.value,
-                )
-                .values(
-                    state=AlertState.ACKNOWLEDGED.value,
-                    acknowledged_at=now,
-                    acknowledged_by=by[:255],
-                    updated_at=now,
-                )
-            ).rowcount
-        return count
+            return acknowledge(connection, alerts.c.dedupe_key == dedupe_key, by, now)
 
     def history(self, dedupe_key: str) -> tuple[list[Row[Any]], list[Row[Any]]]:
         """Returns a dedupe key's occurrences and every notification attempt for them."""
@@ -161,6 +155,17 @@ class AlertStore:
         return list(occurrences), list(attempts)
 
 
+def _record_one(
+    connection: Connection, event: AlertEvent, route: Router, reopen_after: float
+) -> tuple[Outcome, list[PlannedDelivery]]:
+    """Records one event with the queries it needs (events that depend on one another)."""
+    if event.alert.state is EventState.FIRING:
+        outcome, alert_ids = _record_firing(connection, event, route, reopen_after)
+        return outcome, owned_deliveries(connection, alert_ids, Kind.TRIGGER)
+    outcome, alert_ids = _record_resolved(connection, event)
+    return outcome, owned_deliveries(connection, alert_ids, Kind.RESOLVE)
+
+
 def _record_firing(
     connection: Connection, event: AlertEvent, route: Router, reopen_after: float
 ) -> tuple[Outcome, list[str]]:
@@ -177,7 +182,7 @@ def _record_firing(
         ).all()
     firing = on_firing(
         alert.alert_id,
-        _stored_id(event.event_id),
+        stored_id(event.event_id),
         alert.occurred_at,
         same_id=occurrence(same_id) if same_id is not None else None,
         open_occurrences=[occurrence(row) for row in open_rows],
@@ -197,7 +202,7 @@ def _record_firing(
             )
         )
     if firing.outcome is Outcome.NEW:
-        connection.execute(insert_ignore(connection, alerts).values(**_alert_row(event, now)))
+        connection.execute(insert_ignore(connection, alerts).values(**alert_row(event, now)))
         plan_deliveries(connection, alert.alert_id, route(alert), Kind.TRIGGER, now)
     return firing.outcome, list(firing.owned)
 
@@ -220,7 +225,7 @@ def _record_resolved(connection: Connection, event: AlertEvent) -> tuple[Outcome
         connection.execute(
             insert_ignore(connection, alerts).values(
                 {
-                    **_alert_row(event, now),
+                    **alert_row(event, now),
                     "state": AlertState.RESOLVED.value,
                     "resolved_at": alert.occurred_at,
                     "resolved_by": "event",
@@ -236,28 +241,12 @@ def _record_resolved(connection: Connection, event: AlertEvent) -> tuple[Outcome
                     state=AlertState.RESOLVED.value,
                     resolved_at=alert.occurred_at,
                     resolved_by="event",
-                    last_event_id=_stored_id(event.event_id),
+                    last_event_id=stored_id(event.event_id),
                     updated_at=now,
                 )
             )
         plan_resolves(connection, alert_id, now)
     return resolution.outcome, list(resolution.owned)
-
-
-def occurrence(row: Row[Any]) -> Occurrence:
-    """Returns what the lifecycle rules need of an `alerts` row."""
-    return Occurrence(
-        alert_id=row.alert_id,
-        state=AlertState(row.state),
-        fired_at=row.fired_at,
-        last_seen_at=row.last_seen_at,
-        last_event_id=row.last_event_id,
-    )
-
-
-def _stored_id(event_id: str) -> str:
-    """Returns an event id as `alerts.last_event_id` keeps it."""
-    return event_id[:MAX_ID_CHARS]
 
 
 def _count_repeat(connection: Connection, repeat: Repeat, now: datetime) -> None:
@@ -271,24 +260,3 @@ def _count_repeat(connection: Connection, repeat: Repeat, now: datetime) -> None
             updated_at=now,
         )
     )
-
-
-def _alert_row(event: AlertEvent, now: datetime) -> dict[str, Any]:
-    alert = event.alert
-    return {
-        "alert_id": alert.alert_id,
-        "dedupe_key": alert.dedupe_key,
-        "type": alert.type,
-        "severity": alert.severity.value,
-        "state": AlertState.FIRING.value,
-        "bucket": alert.bucket,
-        "title": alert.title,
-        "detail": alert.detail,
-        "source": alert.source,
-        "context": dict(alert.context),
-        "fired_at": alert.occurred_at,
-        "last_seen_at": alert.occurred_at,
-        "repeats": 0,
-        "last_event_id": _stored_id(event.event_id),
-        "updated_at": now,
-    }

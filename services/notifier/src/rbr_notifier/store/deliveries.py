@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, Row
 
 from rbr_notifier.lifecycle import DeliveryContext, resolve_channels
@@ -52,6 +62,15 @@ class PlannedDelivery:
 
 
 @dataclass(frozen=True)
+class SentTry:
+    """A try that delivered a planned delivery: its number and the channel's HTTP status."""
+
+    delivery: PlannedDelivery
+    attempt: int
+    http_status: int | None
+
+
+@dataclass(frozen=True)
 class GivenUp:
     """A delivery given up on, with the alerts message to dead-letter for it."""
 
@@ -69,10 +88,21 @@ class DeliveryStore:
 
     def delivery(self, delivery_id: int) -> DeliveryContext:
         """Loads a delivery, its alert and (for a resolve) its trigger's state."""
+        return self.contexts([delivery_id])[delivery_id]
+
+    def contexts(self, delivery_ids: Sequence[int]) -> dict[int, DeliveryContext]:
+        """Loads deliveries with their alerts and (for resolves) their triggers' states.
+
+        Three queries, however many deliveries: a batch loads everything it decides on at once.
+        """
+        if not delivery_ids:
+            return {}
+        plan = notifier_deliveries.c
+        ids = list(delivery_ids)
         with self.engine.connect() as connection:
-            plan = notifier_deliveries.c
-            row = connection.execute(
+            rows = connection.execute(
                 select(
+                    plan.id.label("delivery_id"),
                     plan.channel,
                     plan.kind,
                     plan.state.label("delivery_state"),
@@ -84,35 +114,11 @@ class DeliveryStore:
                     alerts,
                 )
                 .join(alerts, alerts.c.alert_id == plan.alert_id)
-                .where(plan.id == delivery_id)
-            ).one()
-            behind = connection.execute(
-                select(_earlier_unfinished(delivery_id, row.channel, row.dedupe_key))
-            ).scalar_one()
-            trigger = None
-            if row.kind == Kind.RESOLVE:
-                trigger = connection.execute(
-                    select(notifier_deliveries.c.state, notifier_deliveries.c.window_start).where(
-                        notifier_deliveries.c.alert_id == row.alert_id,
-                        notifier_deliveries.c.channel == row.channel,
-                        notifier_deliveries.c.kind == Kind.TRIGGER.value,
-                    )
-                ).one_or_none()
-        return DeliveryContext(
-            id=delivery_id,
-            channel=row.channel,
-            kind=Kind(row.kind),
-            state=DeliveryState(row.delivery_state),
-            attempts=row.attempts,
-            window_start=row.window_start,
-            alert=alert_view(row),
-            trigger_state=DeliveryState(trigger.state) if trigger else None,
-            trigger_window=trigger.window_start if trigger else None,
-            next_attempt_at=row.next_attempt_at,
-            waiting_since=row.waiting_since,
-            detail=row.delivery_detail,
-            behind=bool(behind),
-        )
+                .where(plan.id.in_(ids))
+            ).all()
+            behind = _behind(connection, rows)
+            triggers = _triggers(connection, [r.alert_id for r in rows if r.kind == Kind.RESOLVE])
+        return {row.delivery_id: _context(row, row.delivery_id in behind, triggers) for row in rows}
 
     def claim(
         self, delivery_id: int, owner: str, lease: timedelta, *, due_by: datetime | None = None
@@ -124,17 +130,31 @@ class DeliveryStore:
         renewed for `lease` (the replica sending it died). Otherwise another replica is sending
         it, or it has just ended.
         """
+        return delivery_id in self.claim_many([delivery_id], owner, lease, due_by=due_by)
+
+    def claim_many(
+        self,
+        delivery_ids: Sequence[int],
+        owner: str,
+        lease: timedelta,
+        *,
+        due_by: datetime | None = None,
+    ) -> set[int]:
+        """Claims deliveries as `claim` does, in one transaction; returns those claimed."""
+        if not delivery_ids:
+            return set()
         now = utcnow()
         plan = notifier_deliveries.c
+        ids = list(delivery_ids)
         due = and_(
             plan.state == DeliveryState.WAITING.value,
             plan.next_attempt_at <= (due_by or now),
         )
         with self.engine.begin() as connection:
-            claimed = connection.execute(
+            connection.execute(
                 update(notifier_deliveries)
                 .where(
-                    plan.id == delivery_id,
+                    plan.id.in_(ids),
                     or_(
                         plan.state == DeliveryState.PENDING.value,
                         due,
@@ -154,8 +174,17 @@ class DeliveryStore:
                     claimed_at=now,
                     updated_at=now,
                 )
-            ).rowcount
-        return bool(claimed)
+            )
+            # Read in the same transaction: the rows updated are locked until it commits, and
+            # every row of this owner in state sending was claimable, so was updated just now.
+            claimed = connection.execute(
+                select(plan.id).where(
+                    plan.id.in_(ids),
+                    plan.state == DeliveryState.SENDING.value,
+                    plan.claimed_by == owner[:255],
+                )
+            ).scalars()
+            return set(claimed)
 
     def release(self, delivery_id: int, owner: str) -> None:
         """Gives a claimed delivery back, e.g. when stopping between two tries.
@@ -163,6 +192,12 @@ class DeliveryStore:
         It becomes pending again, or waiting if the retry sweeper is in charge of it (its
         alert's offset was committed: nobody else would ever pick a pending one up).
         """
+        self.release_many([delivery_id], owner)
+
+    def release_many(self, delivery_ids: Sequence[int], owner: str) -> None:
+        """Gives back those of some deliveries this owner still holds (see `release`)."""
+        if not delivery_ids:
+            return
         plan = notifier_deliveries.c
         back = case(
             (plan.next_attempt_at.is_(None), DeliveryState.PENDING.value),
@@ -172,7 +207,7 @@ class DeliveryStore:
             connection.execute(
                 update(notifier_deliveries)
                 .where(
-                    plan.id == delivery_id,
+                    plan.id.in_(list(delivery_ids)),
                     plan.state == DeliveryState.SENDING.value,
                     plan.claimed_by == owner[:255],
                 )
@@ -408,6 +443,48 @@ class DeliveryStore:
                 .values(**values)
             )
 
+    def record_sent(self, sent: Sequence[SentTry]) -> None:
+        """Records tries that delivered and ends their deliveries sent, in one transaction.
+
+        What `record_attempt` does for each with status sent, for a whole batch at once.
+        """
+        if not sent:
+            return
+        now = utcnow()
+        rows = [
+            {
+                "alert_id": s.delivery.alert_id,
+                "dedupe_key": s.delivery.dedupe_key,
+                "channel": s.delivery.channel,
+                "kind": s.delivery.kind.value,
+                "attempt": s.attempt,
+                "status": "sent",
+                "http_status": s.http_status,
+                "error": None,
+                "created_at": now,
+            }
+            for s in sent
+        ]
+        by_attempts: dict[int, list[int]] = {}
+        for item in sent:
+            by_attempts.setdefault(item.attempt, []).append(item.delivery.id)
+        with self.engine.begin() as connection:
+            connection.execute(insert(notifications), rows)
+            # One UPDATE per try number (nearly always one): an UPDATE per row would cost
+            # a round trip each.
+            for attempts, ids in by_attempts.items():
+                connection.execute(
+                    update(notifier_deliveries)
+                    .where(notifier_deliveries.c.id.in_(ids))
+                    .values(
+                        attempts=attempts,
+                        state=DeliveryState.SENT.value,
+                        detail=None,
+                        updated_at=now,
+                        claimed_at=now,
+                    )
+                )
+
     def deliveries_of(self, alert_id: str) -> list[Row[Any]]:
         """Returns the delivery plan of one occurrence."""
         with self.engine.connect() as connection:
@@ -509,6 +586,67 @@ def _earlier_unfinished(delivery_id: Any, channel: Any, dedupe_key: Any) -> Any:
             earlier.c.state.in_(UNFINISHED_STATES),
         )
         .exists()
+    )
+
+
+def _behind(connection: Connection, rows: Sequence[Row[Any]]) -> set[int]:
+    """Returns the deliveries behind an unfinished one of their dedupe key to their channel.
+
+    The same as `_earlier_unfinished` for each, in one query led by the dedupe keys' index
+    (led by the channel, as in that EXISTS, it reads every unfinished delivery of a channel).
+    """
+    if not rows:
+        return set()
+    plan = notifier_deliveries.c
+    unfinished = connection.execute(
+        select(plan.id, plan.channel, alerts.c.dedupe_key)
+        .join(alerts, alerts.c.alert_id == plan.alert_id)
+        .where(
+            alerts.c.dedupe_key.in_(sorted({row.dedupe_key for row in rows})),
+            plan.state.in_(UNFINISHED_STATES),
+        )
+    ).all()
+    first: dict[tuple[str, str], int] = {}
+    for earlier in unfinished:
+        place = (earlier.channel, earlier.dedupe_key)
+        first[place] = min(earlier.id, first.get(place, earlier.id))
+    return {
+        row.delivery_id
+        for row in rows
+        if first.get((row.channel, row.dedupe_key), row.delivery_id) < row.delivery_id
+    }
+
+
+def _triggers(connection: Connection, alert_ids: list[str]) -> dict[tuple[str, str], Any]:
+    """Returns the trigger deliveries of some occurrences, by (alert id, channel)."""
+    if not alert_ids:
+        return {}
+    plan = notifier_deliveries.c
+    rows = connection.execute(
+        select(plan.alert_id, plan.channel, plan.state, plan.window_start).where(
+            plan.alert_id.in_(sorted(set(alert_ids))), plan.kind == Kind.TRIGGER.value
+        )
+    ).all()
+    return {(row.alert_id, row.channel): row for row in rows}
+
+
+def _context(row: Row[Any], behind: bool, triggers: dict[tuple[str, str], Any]) -> DeliveryContext:
+    """Builds a delivery's context from its row joined with its alert."""
+    trigger = triggers.get((row.alert_id, row.channel)) if row.kind == Kind.RESOLVE else None
+    return DeliveryContext(
+        id=row.delivery_id,
+        channel=row.channel,
+        kind=Kind(row.kind),
+        state=DeliveryState(row.delivery_state),
+        attempts=row.attempts,
+        window_start=row.window_start,
+        alert=alert_view(row),
+        trigger_state=DeliveryState(trigger.state) if trigger else None,
+        trigger_window=trigger.window_start if trigger else None,
+        next_attempt_at=row.next_attempt_at,
+        waiting_since=row.waiting_since,
+        detail=row.delivery_detail,
+        behind=behind,
     )
 
 

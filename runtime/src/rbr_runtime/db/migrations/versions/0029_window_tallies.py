@@ -7,7 +7,7 @@ bucket first saw each source IP). The last is filled from `logs` here; windows w
 folded (those parsed before the upgrade) are digested from their rows, as before.
 
 Revision ID: 0029
-Revises: 0024
+Revises: 0028
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from alembic import op
 import rbr_runtime.db.types
 
 revision: str = "0029"
-down_revision: str | None = "0024"
+down_revision: str | None = "0028"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

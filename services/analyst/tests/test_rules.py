@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rbr_analyst.digest import Digest, FlaggedCommand, TopList
 from rbr_analyst.rules import analyse_with_rules, match_command
+from rbr_analyst.window_digest import Digest, FlaggedCommand, TopList
 from rbr_analyst.windows import Window
 from rbr_schemas import Severity
 

@@ -3,7 +3,8 @@
 `log_row` builds one parsed record as the parser stores it. `generate_window` fills a bucket's
 window on MariaDB server-side (INSERT ... SELECT over the Sequence engine's `seq_1_to_N`), with
 a fixed variety of IPs, credentials, commands and URLs whatever the row count, so a digest's
-growth with rows (rather than with distinct values) can be measured.
+growth with rows (rather than with distinct values) can be measured. Its rows come in objects
+of `OBJECT_ROWS` records, each with one ingestion moment, as the parser writes them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from sqlalchemy import Engine, insert, text
 from rbr_runtime.db.tables import logs
 
 _record_numbers = itertools.count()
+OBJECT_ROWS = 10_000
+"""Records per generated object (one `source_sha256`, one `created_at`)."""
+OBJECT_SPACING = 100
+"""Seconds between the ingestion of generated objects (140 objects fill a 4-hour window)."""
 
 
 def log_row(
@@ -77,6 +82,7 @@ def generate_window(
 
     Event types are the parser's normalised ones. Mix: 70% failed logins, 10% commands, 8% HTTP
     requests, 6% invalid users, 3% connects, 1% successful logins, 1% downloads, 1% unparsed.
+    Event times spread over the window; each object's rows share one ingestion moment.
     """
     v = variety or Variety()
     statement = text(
@@ -86,7 +92,8 @@ def generate_window(
             session, message, source_key, source_sha256, record_no)
         SELECT :bucket, '192.0.2.10', CONCAT('{"eventid":"', kind, '","src_ip":"', ip,
                 '","n":', seq, '}'),
-            80, ts, 'cowrie', kind, ts, ip, 40000 + MOD(seq, 20000),
+            80, TIMESTAMPADD(SECOND, MOD(seq DIV :object_rows, 140) * :spacing, :start),
+            'cowrie', kind, ts, ip, 40000 + MOD(seq, 20000),
             IF(kind LIKE 'login%' OR kind = 'invalid_user', CONCAT('user', MOD(seq, :users)), NULL),
             IF(kind LIKE 'login%' OR kind = 'invalid_user',
                CONCAT('pass', MOD(seq * 7, :passwords)), NULL),
@@ -101,7 +108,7 @@ def generate_window(
             IF(kind = 'download',
                SHA2(CONCAT('f', MOD(seq DIV 100, :urls)), 256), NULL),
             CONCAT('s', MOD(seq, 50000)), NULL, 'raw/bench.log',
-            SHA2(CONCAT(:bucket, :start_text, seq DIV 10000), 256), MOD(seq, 10000)
+            SHA2(CONCAT(:bucket, :start_text, seq DIV :object_rows), 256), MOD(seq, :object_rows)
         FROM (
             SELECT seq,
                 CONCAT('10.', ((seq * 7919 MOD :ips) DIV 65536) MOD 256, '.',
@@ -133,5 +140,16 @@ def generate_window(
                 "passwords": v.passwords,
                 "commands": v.commands,
                 "urls": v.urls,
+                "object_rows": OBJECT_ROWS,
+                "spacing": OBJECT_SPACING,
             },
         )
+
+
+def generated_objects(bucket: str, start: datetime, rows: int) -> list[str]:
+    """Returns the `source_sha256` of every object `generate_window` made of `rows` rows."""
+    last = rows // OBJECT_ROWS  # seq runs from 1 to rows
+    return [
+        hashlib.sha256(f"{bucket}{start.isoformat()}{number}".encode()).hexdigest()
+        for number in range(last + 1)
+    ]

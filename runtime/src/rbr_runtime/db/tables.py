@@ -458,6 +458,54 @@ analysis_backlog = Table(
     PrimaryKeyConstraint("name", "window_start"),
 )
 
+window_objects = Table(
+    "window_objects",
+    metadata,
+    # The window digest's tallies, kept as objects are parsed (the analyst folds each parsed
+    # object's rows in once): one row per object folded, so a replay folds nothing twice and
+    # the digest knows whether every row of its window is in the tallies.
+    Column("name", String(255), nullable=False),
+    Column("source_sha256", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False, comment="the rows' ingestion moment"),
+    Column("window_start", UtcDateTime(), nullable=False),
+    Column("window_end", UtcDateTime(), nullable=False),
+    Column("row_count", BigInteger(), nullable=False),
+    Column("byte_count", BigInteger(), nullable=False, comment="sum of logs.log_size"),
+    Column("first_event_at", UtcDateTime(), nullable=True),
+    Column("last_event_at", UtcDateTime(), nullable=True),
+    PrimaryKeyConstraint("source_sha256", "name", "created_at"),
+    Index(None, "name", "window_start", "window_end"),
+)
+
+window_values = Table(
+    "window_values",
+    metadata,
+    # How often each distinct value (source IP, username, command, ...) occurs in a window:
+    # the window digest's top lists read these instead of the window's rows.
+    Column("name", String(255), nullable=False),
+    Column("window_start", UtcDateTime(), nullable=False),
+    Column("window_end", UtcDateTime(), nullable=False),
+    Column("facet", String(16), nullable=False, comment="source_ip, username, command, ..."),
+    Column("value_sha256", String(64), nullable=False, comment="of the exact value(s)"),
+    Column("value", Text(), nullable=True),
+    Column("value2", String(255), nullable=True, comment="logins: username; downloads: sha256"),
+    Column("value3", String(255), nullable=True, comment="logins: password"),
+    Column("rule", String(64), nullable=True, comment="commands: the attack rule matched"),
+    Column("hits", BigInteger(), nullable=False),
+    Column("first_id", BigInteger(), nullable=False, comment="lowest logs.id with the value"),
+    PrimaryKeyConstraint("name", "window_start", "window_end", "facet", "value_sha256"),
+)
+
+bucket_source_ips = Table(
+    "bucket_source_ips",
+    metadata,
+    # When each bucket first saw each source IP (the digest's "new source IPs").
+    Column("name", String(255), nullable=False),
+    Column("source_ip", String(45), nullable=False),
+    Column("first_seen_at", UtcDateTime(), nullable=False, comment="logs.created_at"),
+    PrimaryKeyConstraint("name", "source_ip"),
+)
+
 analysis_alert_state = Table(
     "analysis_alert_state",
     metadata,

@@ -31,7 +31,6 @@ from rbr_analyst.claude import (
     ClaudeUnavailable,
     MalformedAnswer,
 )
-from rbr_analyst.digest import Digest, DigestBuilder
 from rbr_analyst.enrich import GeoDatabase, shared_database
 from rbr_analyst.indicators import sightings_of
 from rbr_analyst.intel_store import CampaignPolicy, RecordedIntel, record_intel
@@ -46,6 +45,7 @@ from rbr_analyst.novelty import (
 from rbr_analyst.rules import analyse_with_rules
 from rbr_analyst.settings import AnalystSettings
 from rbr_analyst.store import OUTBOX, AnalystStore, BacklogEntry, Decision, OpenAlert
+from rbr_analyst.window_digest import Digest, DigestBuilder
 from rbr_analyst.windows import Window
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.kafka import EventProducer

@@ -22,9 +22,9 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from rbr_analyst.analysis import AnalysisResult, answer_json_schema
-from rbr_analyst.digest import CHARS_PER_TOKEN, Digest
 from rbr_analyst.prompt import CORRECTION, Prompt, build_prompt
 from rbr_analyst.settings import AnalystSettings
+from rbr_analyst.window_digest import CHARS_PER_TOKEN, Digest
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,7 @@
-"""The `logs.parsed` handler: remember which (bucket, window) has rows to analyse.
+"""The `logs.parsed` handler: tally the object's rows, and note which windows await analysis.
 
-The handler only reads `logs` and writes `analysis_backlog`; a replay of `logs.parsed` finds
-the same rows in the same windows and adds nothing new (the entry exists, or the window's
-analysis is stored already).
+The object's rows go into its windows' tallies (`window_tallies`). A replay of `logs.parsed`
+adds nothing: the object is folded, and the entry exists or the window's analysis is stored.
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ def note_object(store: AnalystStore, parsed: LogsParsed, interval: float, now: d
     if found is None:
         return 0  # no rows (an empty object, or removed by retention): nothing to analyse
     ip_address, first, last = found
+    store.fold_object(parsed.name, parsed.sha256, interval)
     starts = window_starts_between(first, last, interval)[-MAX_WINDOWS_PER_OBJECT:]
     noted, analysed = store.note_windows(parsed.name, ip_address, starts, interval, now)
     WINDOWS_NOTED.inc(noted)

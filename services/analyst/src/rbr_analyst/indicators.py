@@ -14,12 +14,12 @@ import re
 from dataclasses import dataclass, field
 
 from rbr_analyst.analysis import AnalysisResult, IocType
-from rbr_analyst.digest import Digest
 from rbr_analyst.rules import (
     BRUTE_FORCE_TECHNIQUES,
     DOWNLOAD_TECHNIQUES,
     LOGIN_TECHNIQUES,
 )
+from rbr_analyst.window_digest import Digest
 from rbr_runtime.intel.indicators import (
     Indicator,
     IndicatorType,

@@ -14,7 +14,7 @@ from rbr_analyst.analysis import AnalysisResult, Finding, Ioc, IocType, highest
 from rbr_schemas import Severity
 
 if TYPE_CHECKING:
-    from rbr_analyst.digest import Digest
+    from rbr_analyst.window_digest import Digest
 
 BRUTE_FORCE_THRESHOLD = 100
 MAX_EVIDENCE = 5

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from rbr_analyst.window_tallies import fold_object, forget_window
 from rbr_analyst.windows import Window
 from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.tables import (
@@ -81,6 +82,20 @@ class AnalystStore:
         if row[1] is None:
             return None
         return str(row[0]), row[1], row[2]
+
+    def fold_object(self, name: str, sha256: str, interval: float) -> int:
+        """Folds a parsed object's rows into the tallies of its windows not analysed yet.
+
+        Returns the rows folded (0 for a replay: each object is folded once).
+        """
+        with self.engine.begin() as connection:
+            return fold_object(
+                connection,
+                name,
+                sha256,
+                interval,
+                lambda window: self._analysed(connection, window),
+            )
 
     def note_windows(
         self, name: str, ip_address: str, starts: Sequence[datetime], interval: float, now: datetime
@@ -252,6 +267,8 @@ class AnalystStore:
                     analysis_backlog.c.window_start == window.start,
                 )
             )
+        with self.engine.begin() as connection:
+            forget_window(connection, window)
         return decision
 
     def recent_log_rows(self, window: Window, limit: int) -> list[int]:

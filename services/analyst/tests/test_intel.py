@@ -19,11 +19,14 @@ from rbr_analyst.store import AnalystStore
 from rbr_analyst.summary import collect, summary_alert
 from rbr_analyst.windows import Window
 from rbr_runtime.db.tables import (
+    bucket_source_ips,
     ioc_sightings,
     iocs,
     log_analysis,
     poller_state,
     technique_sightings,
+    window_objects,
+    window_values,
 )
 from rbr_runtime.kafka import EventProducer
 from rbr_schemas import ALERTS, IOCS, Alert
@@ -596,6 +599,47 @@ def test_ioc_retention_deletes_indicators_not_seen_for_the_retention(
     analyse(analyst, store, "rustbucket-old", [0])
     analyse(analyst, store, "rustbucket-new", [40])
 
+    # Tallies of windows never analysed, and first sightings of addresses, old and new.
+    with mysql_engine.begin() as connection:
+        for n in (0, 40):
+            tally = {"name": "rustbucket-tally", "window_start": window(n)}
+            tally["window_end"] = window(n + 1)
+            connection.execute(
+                insert(window_objects),
+                [
+                    {
+                        **tally,
+                        "source_sha256": "e" * 64,
+                        "created_at": window(n),
+                        "row_count": 1,
+                        "byte_count": 9,
+                    }
+                ],
+            )
+            connection.execute(
+                insert(window_values),
+                [
+                    {
+                        **tally,
+                        "facet": "username",
+                        "value_sha256": "f" * 64,
+                        "value": "root",
+                        "hits": 1,
+                        "first_id": 1,
+                    }
+                ],
+            )
+            connection.execute(
+                insert(bucket_source_ips),
+                [
+                    {
+                        "name": "rustbucket-tally",
+                        "source_ip": f"192.0.2.{n}",
+                        "first_seen_at": window(n),
+                    }
+                ],
+            )
+
     # window(40) is 6.7 days after window(0): a 5-day retention keeps only the new bucket's.
     report = prune_intel(mysql_engine, window(41), days=5, chunk=2)
 
@@ -610,6 +654,17 @@ def test_ioc_retention_deletes_indicators_not_seen_for_the_retention(
     assert techniques == {("rustbucket-new", "T1078"), ("*", "T1078")}
     assert (report.indicators, report.sightings) == (8, 8)
     assert "deleted 8 indicators" in report.line()
+    with mysql_engine.connect() as connection:
+        assert connection.execute(select(window_values.c.window_start)).scalars().all() == [
+            window(40)
+        ]
+        assert connection.execute(select(window_objects.c.window_start)).scalars().all() == [
+            window(40)
+        ]
+        assert connection.execute(select(bucket_source_ips.c.source_ip)).scalars().all() == [
+            "192.0.2.40"
+        ]
+    assert (report.tallies, report.source_ips) == (1, 1)
     assert (
         prune_intel(mysql_engine, window(41), days=0)
         .line()

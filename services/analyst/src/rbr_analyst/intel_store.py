@@ -20,7 +20,14 @@ from rbr_analyst.enrich import GeoDatabase
 from rbr_analyst.indicators import Sighting
 from rbr_analyst.windows import Window
 from rbr_runtime.db.engine import insert_ignore
-from rbr_runtime.db.tables import ioc_sightings, iocs, technique_sightings
+from rbr_runtime.db.tables import (
+    bucket_source_ips,
+    ioc_sightings,
+    iocs,
+    technique_sightings,
+    window_objects,
+    window_values,
+)
 from rbr_runtime.intel.attack import catalogue
 from rbr_runtime.intel.indicators import IndicatorType, indicator_uuid, key_sha256
 from rbr_runtime.kafka.codec import encode, make_event
@@ -384,6 +391,8 @@ class PruneReport:
     indicators: int = 0
     sightings: int = 0
     techniques: int = 0
+    tallies: int = 0
+    source_ips: int = 0
     cutoff: datetime | None = None
 
     def line(self) -> str:
@@ -392,12 +401,16 @@ class PruneReport:
             return "indicators kept forever (RBR_IOC_RETENTION_DAYS=0)"
         return (
             f"deleted {self.indicators} indicators, {self.sightings} sightings and "
-            f"{self.techniques} technique rows not seen since {self.cutoff:%Y-%m-%d %H:%M}"
+            f"{self.techniques} technique rows not seen since {self.cutoff:%Y-%m-%d %H:%M}; "
+            f"{self.tallies} window tallies and {self.source_ips} first sightings of addresses "
+            "older than that"
         )
 
 
 def prune_intel(engine: Engine, now: datetime, days: int, chunk: int = 5000) -> PruneReport:
     """Deletes indicators, sightings and technique rows not seen for `days` (0: none).
+
+    And the window digest's leftover tallies older than that (`_prune_tallies`).
 
     The same rule as `logs` rows (RBR_LOG_RETENTION_DAYS): what is older than the retention
     goes; an indicator seen again later starts over as new. Deleted in chunks, so no long
@@ -415,7 +428,26 @@ def prune_intel(engine: Engine, now: datetime, days: int, chunk: int = 5000) -> 
         report.techniques = connection.execute(
             delete(technique_sightings).where(technique_sightings.c.last_seen < report.cutoff)
         ).rowcount
+    _prune_tallies(engine, report.cutoff, report)
     return report
+
+
+def _prune_tallies(engine: Engine, cutoff: datetime, report: PruneReport) -> None:
+    """Deletes the digest's tallies of windows that ended before the cutoff.
+
+    An analysed window's tallies go when its analysis is stored; these are the windows never
+    analysed (a bucket removed, a backlog entry dropped). A bucket's first sighting of an
+    address older than the cutoff goes too, as the rows it was read from did: an address
+    back after the retention counts as new again, as it did when read from `logs`.
+    """
+    with engine.begin() as connection:
+        report.tallies = connection.execute(
+            delete(window_values).where(window_values.c.window_end < cutoff)
+        ).rowcount
+        connection.execute(delete(window_objects).where(window_objects.c.window_end < cutoff))
+        report.source_ips = connection.execute(
+            delete(bucket_source_ips).where(bucket_source_ips.c.first_seen_at < cutoff)
+        ).rowcount
 
 
 def _delete_chunks(engine: Engine, table: Any, condition: Any, chunk: int) -> int:

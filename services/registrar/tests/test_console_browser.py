@@ -1,7 +1,8 @@
 """The console in a real browser (Chromium at 1366x768): an operator's day, page by page.
 
 Log in, approve a pending bucket from the fleet table, open a bucket, search its logs, read
-an analysis, acknowledge an alert, and find both changes in the audit log; hostile log text
+an analysis, acknowledge an alert, read the fleet's threat intelligence, and find both changes
+in the audit log; hostile log text
 must never run. A screenshot of every page is saved (see `rbr_testing.browser`).
 """
 
@@ -131,6 +132,17 @@ def test_an_operator_works_through_the_console_in_a_browser(
     page.wait_for_selector(f"#alert-{ALERT}")
     assert "by ada" in page.locator(f"#alert-{ALERT}").inner_text()
     shot(page, artifacts, "alerts")
+
+    page.click("nav >> text=Intel")
+    page.wait_for_url("**/console/intel")
+    expect(page.locator("table.techniques tbody tr")).to_have_count(2)
+    assert page.locator("table.techniques tbody tr").first.inner_text().startswith("T1110")
+    assert "hxxp[://]203[.]0[.]113[.]9" in page.locator("#new-indicators").inner_text()
+    assert "<img src=x" in page.locator("#main").inner_text()  # the hostile AS name, as text
+    page.click(".tabs >> text=last 7 days")
+    page.wait_for_url("**/console/intel?period=7d")
+    expect(page.locator("table.techniques tbody tr")).to_have_count(3)
+    shot(page, artifacts, "intel", full=True)
 
     page.click("nav >> text=Audit")
     page.wait_for_url("**/console/audit")

@@ -37,7 +37,7 @@ from rbr_registrar.domain import (
     SelfUpdate,
     Verdict,
 )
-from rbr_registrar.intel_api import ioc_routes
+from rbr_registrar.intel_api import intel_routes, ioc_routes
 from rbr_registrar.limits import BodyLimit
 from rbr_registrar.merges import BucketMerges, MergeRefused
 from rbr_registrar.models import (
@@ -197,6 +197,7 @@ def _include_operator_routes(app: FastAPI, deps: Dependencies) -> None:
     app.include_router(_source_routes(deps))
     app.include_router(_topic_routes(deps))
     app.include_router(_ioc_routes(deps))
+    app.include_router(_intel_routes(deps))
     context = OperatorContext(
         engine=deps.repository.engine,
         store=deps.repository,
@@ -922,6 +923,10 @@ def _topic_routes(deps: Dependencies) -> APIRouter:
 
 def _ioc_routes(deps: Dependencies) -> APIRouter:
     return ioc_routes(deps.repository.engine, require_role(Role.VIEWER), {**ERRORS})
+
+
+def _intel_routes(deps: Dependencies) -> APIRouter:
+    return intel_routes(deps.repository.engine, require_role(Role.VIEWER), {**ERRORS})
 
 
 def _health_routes(health: HealthState) -> APIRouter:

@@ -1,4 +1,4 @@
-"""The console's pages and forms: fleet, bucket, logs, analyses, alerts, topics, channels, audit.
+"""The console's pages and forms: fleet, bucket, logs, analyses, alerts, intel, topics, audit, ...
 
 Reads go through `rbr_registrar.operator.queries` (the operator API's own functions), changes
 through `rbr_registrar.operator.actions`, which write the audit log with the user's name.
@@ -47,6 +47,7 @@ from rbr_registrar.operator.views import (
     BulkAction,
     LogFilter,
 )
+from rbr_runtime.intel.overview import Period, bucket_techniques, overview
 from rbr_schemas import BucketState, DeliveryMode
 from rbr_schemas.events import BUCKET_NAME_PATTERN
 
@@ -102,6 +103,7 @@ def page_routes() -> APIRouter:
     _log_routes(router)
     _analysis_routes(router)
     _alert_routes(router)
+    _intel_routes(router)
     _topic_routes(router)
     _channel_routes(router)
     _audit_routes(router)
@@ -203,6 +205,7 @@ def _bucket_routes(router: APIRouter) -> None:
                 parts.engine, AnalysisFilter(bucket=name), None, 10
             ).analyses,
             alerts=queries.alerts_page(parts.engine, AlertFilter(bucket=name), None, 10).alerts,
+            techniques=bucket_techniques(parts.engine, name),
         )
 
 
@@ -370,6 +373,31 @@ def _alert_routes(router: APIRouter) -> None:
         answer = change(request, parts, session, apply=resolve_alert, alert_id=alert_id, back=back)
         parts.on_commit()
         return answer
+
+
+# -- threat intelligence ----------------------------------------------------------------------
+
+PERIOD_NAMES = {Period.DAY: "24 hours", Period.WEEK: "7 days", Period.MONTH: "30 days"}
+
+
+def _intel_routes(router: APIRouter) -> None:
+    @router.get("/intel")
+    def intel(
+        request: Request,
+        session: PageSession,
+        parts: Parts,
+        period: Annotated[str, Query(max_length=8)] = Period.DAY.value,
+    ) -> HTMLResponse:
+        if period not in PERIOD_NAMES:
+            raise Refused(422, "period: one of 24h, 7d, 30d")
+        return render(
+            request,
+            "intel.html",
+            session,
+            intel=overview(parts.engine, Period(period), datetime.now(UTC)),
+            periods=list(Period),
+            period_names=PERIOD_NAMES,
+        )
 
 
 # -- topics -----------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def seed_bucket(engine: Engine, bucket: str, *, now: datetime | None = None) -> 
     seed_intel(engine, bucket, now=at)
 
 
-HOSTILE_AS = '<img src=x onerror=alert(2)>\x1b[31mAS666\u202e'
+HOSTILE_AS = "<img src=x onerror=alert(2)>\x1b[31mAS666\u202e"
 TECHNIQUES = (
     # technique, windows, findings, last seen hours ago
     ("T1110", 5, 9, 1),
@@ -181,7 +181,7 @@ def seed_intel(engine: Engine, bucket: str, *, now: datetime | None = None) -> N
         for technique, windows, findings, ago in TECHNIQUES
         for name in (bucket, "*")
     ]
-    indicators = [
+    indicators: list[dict[str, object]] = [
         {
             "ioc_type": kind,
             "value": value,
@@ -201,7 +201,7 @@ def seed_intel(engine: Engine, bucket: str, *, now: datetime | None = None) -> N
             "as_org": as_org,
             "geo_source": None,
             "attributes": {},
-            "updated_at": at,
+            "updated_at": at - last * hours,
         }
         for kind, value, confidence, first, last, country, as_org in INDICATORS
     ]

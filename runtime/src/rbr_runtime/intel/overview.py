@@ -119,7 +119,9 @@ def overview(engine: Engine, period: Period, until: datetime) -> IntelOverview:
     return found
 
 
-def bucket_techniques(engine: Engine, bucket: str, since: datetime | None = None) -> list[TechniqueSeen]:
+def bucket_techniques(
+    engine: Engine, bucket: str, since: datetime | None = None
+) -> list[TechniqueSeen]:
     """Returns the techniques one bucket saw (last seen at or after `since`), most first."""
     with engine.connect() as connection:
         return _techniques(connection, since, bucket=bucket, limit=None)
@@ -172,7 +174,9 @@ def _techniques(
     return seen
 
 
-def _places(connection: Connection, column: object, since: datetime, until: datetime) -> list[Place]:
+def _places(
+    connection: Connection, column: object, since: datetime, until: datetime
+) -> list[Place]:
     """Attacker addresses (IP indicators sighted in the period) per country or AS."""
     addresses = func.count().label("addresses")
     rows = connection.execute(

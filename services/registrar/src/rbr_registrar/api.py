@@ -204,6 +204,7 @@ def _include_operator_routes(app: FastAPI, deps: Dependencies) -> None:
         merges=bucket_merges(deps),
         settings=deps.settings,
         on_commit=deps.on_commit,
+        log_search_timeout=deps.settings.log_search_timeout,
     )
     for router in operator_routes(context):
         app.include_router(router)

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -46,6 +47,7 @@ from rbr_registrar.operator.views import (
     BucketFilter,
     BulkAction,
     LogFilter,
+    LogPage,
 )
 from rbr_runtime.intel.overview import Period, bucket_techniques, overview
 from rbr_schemas import BucketState, DeliveryMode
@@ -246,8 +248,22 @@ def _log_routes(router: APIRouter) -> None:
             until=_time(until, "until"),
             **{key: _blank(value) for key, value in fields.items()},
         )
-        page = _paged(lambda: queries.search_logs(parts.engine, where, cursor, LOG_PAGE_SIZE))
+        now = datetime.now(UTC)
+        where, notice = queries.bounded_search(where, now)
         query = {**fields, "since": since, "until": until}
+        problem = None
+        try:
+            page = _paged(
+                lambda: queries.search_logs(
+                    parts.engine,
+                    where,
+                    cursor,
+                    LOG_PAGE_SIZE,
+                    timeout=parts.settings.log_search_timeout,
+                )
+            )
+        except queries.SearchTooSlow as error:
+            page, problem = LogPage(logs=[], next_cursor=None), str(error)
         return render(
             request,
             "logs.html",
@@ -255,7 +271,23 @@ def _log_routes(router: APIRouter) -> None:
             page=page,
             query={key: value or "" for key, value in query.items()},
             searched=any(value for value in query.values()),
+            notice=notice,
+            widen=_wider(query, now) if notice else [],
+            problem=problem,
         )
+
+
+WIDER_RANGES = (("the last 7 days", timedelta(days=7)), ("the last 30 days", timedelta(days=30)))
+
+
+def _wider(query: dict[str, str | None], now: datetime) -> list[tuple[str, str]]:
+    """Links to the same search over longer ranges (a text search defaulted to 24 hours)."""
+    kept = {key: value for key, value in query.items() if value and key != "since"}
+    links = []
+    for label, length in WIDER_RANGES:
+        since = (now - length).strftime("%Y-%m-%dT%H:%M")
+        links.append((label, f"{PREFIX}/logs?{urlencode({**kept, 'since': since})}"))
+    return links
 
 
 # -- analyses ---------------------------------------------------------------------------------

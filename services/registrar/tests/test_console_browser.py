@@ -167,6 +167,15 @@ def test_an_operator_works_through_the_console_in_a_browser(
     shot(dark_page, artifacts, "bucket-dark")
     dark.close()
 
+    external: list[str] = []
+    page.on("request", lambda r: r.url.startswith(console) or external.append(r.url))
+    page.goto(f"{console}/docs")
+    page.wait_for_selector(".swagger-ui .opblock-tag")  # the operations, from /openapi.json
+    assert "threat intelligence" in page.locator(".swagger-ui").inner_text().lower()
+    assert external == [], "/docs loaded something from another site"
+    shot(page, artifacts, "api-docs")
+    page.goto(f"{console}/console/")
+
     page.click("text=Log out")
     page.wait_for_url("**/console/login")
     page.goto(f"{console}/console/")

@@ -30,6 +30,7 @@ from rbr_registrar.client_address import (
 )
 from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.console.app import ConsoleParts, install_console
+from rbr_registrar.docs_ui import install_docs
 from rbr_registrar.domain import (
     Decision,
     Registration,
@@ -176,7 +177,10 @@ def create_app(deps: Dependencies, surface: Surface = Surface.ALL) -> FastAPI:
         title="Rustbucket Registry: registrar",
         version="1.0",
         description="Registration of rustbuckets, their own updates, and the operator API.",
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     app.add_middleware(BodyLimit, max_bytes=deps.settings.max_body_bytes)
     app.state.operator_key = deps.settings.operator_key
     errors.install(app)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import ColumnElement, Engine, func, select
 from sqlalchemy.engine import Connection
 
 from rbr_runtime.db.tables import iocs, technique_sightings
@@ -113,8 +114,8 @@ def overview(engine: Engine, period: Period, until: datetime) -> IntelOverview:
     )
     with engine.connect() as connection:
         found.techniques = _techniques(connection, since, bucket=None)
-        found.countries = _places(connection, iocs.c.country, since, until)
-        found.as_orgs = _places(connection, iocs.c.as_org, since, until)
+        found.countries = places(connection, iocs.c.country, since, until)
+        found.as_orgs = places(connection, iocs.c.as_org, since, until)
         _new_indicators(connection, found)
     return found
 
@@ -174,38 +175,59 @@ def _techniques(
     return seen
 
 
-def _places(
-    connection: Connection, column: object, since: datetime, until: datetime
+def places(
+    connection: Connection,
+    column: ColumnElement[Any],
+    since: datetime,
+    until: datetime,
+    limit: int = TOP,
 ) -> list[Place]:
-    """Attacker addresses (IP indicators sighted in the period) per country or AS."""
+    """Attacker addresses (IP indicators sighted in the period) per country or AS organisation.
+
+    Also the daily summary's (the analyst's) top countries and AS.
+    """
     addresses = func.count().label("addresses")
     rows = connection.execute(
-        select(column, addresses)  # type: ignore[call-overload]
+        select(column, addresses)
         .where(
             iocs.c.last_seen >= since,
             iocs.c.first_seen < until,
             iocs.c.ioc_type == IndicatorType.IP.value,
-            column.is_not(None),  # type: ignore[attr-defined]
+            column.is_not(None),
         )
         .group_by(column)
         .order_by(addresses.desc(), column)
-        .limit(TOP)
+        .limit(limit)
     )
     return [Place(name=str(name), addresses=int(count)) for name, count in rows]
+
+
+def new_indicator_counts(
+    connection: Connection, since: datetime, until: datetime
+) -> dict[str, int]:
+    """Returns how many indicators of each type were first seen in the period."""
+    c = iocs.c
+    rows = connection.execute(
+        select(c.ioc_type, func.count()).where(*_first_seen_in(since, until)).group_by(c.ioc_type)
+    )
+    return {str(kind): int(count) for kind, count in rows}
+
+
+def _first_seen_in(since: datetime, until: datetime) -> tuple[ColumnElement[bool], ...]:
+    c = iocs.c
+    # last_seen >= first_seen: the condition on it lets the index on last_seen narrow the scan.
+    return (c.last_seen >= since, c.first_seen >= since, c.first_seen < until)
 
 
 def _new_indicators(connection: Connection, found: IntelOverview) -> None:
     """Indicators first seen in the period: counts by type, and the most confident ones."""
     c = iocs.c
-    # last_seen >= first_seen: the condition on it lets the index on last_seen narrow the scan.
-    new = (c.last_seen >= found.since, c.first_seen >= found.since, c.first_seen < found.until)
-    by_type = connection.execute(select(c.ioc_type, func.count()).where(*new).group_by(c.ioc_type))
-    found.new_indicators_by_type = {str(kind): int(count) for kind, count in by_type}
+    found.new_indicators_by_type = new_indicator_counts(connection, found.since, found.until)
     found.new_indicators = sum(found.new_indicators_by_type.values())
     rows = connection.execute(
         select(c.ioc_type, c.value, c.first_seen, c.last_seen, c.bucket_count, c.confidence)
         .add_columns(c.country, c.as_org)
-        .where(*new)
+        .where(*_first_seen_in(found.since, found.until))
         .order_by(c.confidence.desc(), c.first_seen.desc(), c.id.desc())
         .limit(NEW_INDICATORS_SHOWN)
     )

@@ -116,6 +116,13 @@ def test_an_operator_works_through_the_console_in_a_browser(
     assert box is not None
     assert box["width"] < 1366  # the 100 kB line wraps inside its cell
     shot(page, artifacts, "logs-hostile")
+    page.goto(f"{console}/console/logs?command=bot.sh")
+    expect(page.locator("#search-notice")).to_contain_text("Showing the last 24 hours")
+    shot(page, artifacts, "logs-notice")
+    page.click("#search-notice >> text=the last 7 days")
+    page.wait_for_url("**since=**")
+    expect(page.locator("#search-notice")).to_have_count(0)
+    shot(page, artifacts, "logs-widened")
 
     page.click("nav >> text=Analyses")
     page.click("table a[href^='/console/analyses/']")

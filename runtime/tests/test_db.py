@@ -79,6 +79,8 @@ def test_insert_ignore_skips_existing_keys(engine: Engine) -> None:
         "source_key": "raw/x.log",
         "source_sha256": "a" * 64,
         "record_no": 0,
+        # One per object, as the parser stamps its rows (the key includes it since 0028).
+        "created_at": datetime(2026, 11, 20, tzinfo=UTC),
     }
     with engine.begin() as connection:
         first = connection.execute(insert_ignore(connection, logs), [row, {**row, "record_no": 1}])

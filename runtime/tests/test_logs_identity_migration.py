@@ -24,6 +24,8 @@ CHANGED = "0012"
 downgrades (DDL commits on MariaDB) are not run again when the refused one is retried."""
 SHARED = "a" * 64
 OWN = "b" * 64
+CREATED_AT = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+"""Every row's created_at: the parser stamps an object's rows with one (log_objects, 0028)."""
 # The parser's done markers, between 0011 and 0027 (which dropped them).
 parsed_objects = table(
     "parsed_objects",
@@ -65,6 +67,7 @@ def rows(name: str, sha256: str, count: int) -> list[dict[str, Any]]:
             "source_key": f"raw/{name}/{sha256[:8]}.log",
             "source_sha256": sha256,
             "record_no": number,
+            "created_at": CREATED_AT,
         }
         for number in range(count)
     ]
@@ -130,7 +133,8 @@ def test_existing_rows_are_kept_and_identical_content_of_another_bucket_then_get
 
         assert current_revision(engine) == head_revision()
         assert stored(engine) == before
-        assert unique_keys(engine) == [["source_sha256", "name", "record_no"]]
+        # 0028 added created_at, one per object, for day partitions: the identity is the same.
+        assert unique_keys(engine) == [["source_sha256", "name", "record_no", "created_at"]]
         assert "parsed_objects" not in inspect(engine).get_table_names()  # dropped by 0027
         # Another bucket's identical object now gets all its rows, once.
         assert insert_new(engine, rows("rustbucket-b", SHARED, 5)) == 5

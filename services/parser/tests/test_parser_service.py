@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
-from rbr_parser import handlers
+from rbr_parser import parsing
 from rbr_parser.main import build_service
 from rbr_parser.settings import ParserSettings
 from rbr_parser.store import LogRows
@@ -243,7 +243,7 @@ def test_an_object_parsed_past_the_poll_interval_is_parsed_once_and_the_member_s
     records = generate(300, seed=41)
     event = raw_objects.store("rustbucket-slow", body(records))
     opened: list[str] = []
-    real_open = handlers.open_object
+    real_open = parsing.open_object
 
     def counting_open(s3: Any, bucket: str, key: str) -> Any:
         opened.append(key)
@@ -265,7 +265,7 @@ def test_an_object_parsed_past_the_poll_interval_is_parsed_once_and_the_member_s
             held.append(group.activity().active)
         return real_insert(self, *args, **kwargs)
 
-    monkeypatch.setattr(handlers, "open_object", counting_open)
+    monkeypatch.setattr(parsing, "open_object", counting_open)
     monkeypatch.setattr(LogRows, "insert", slow_insert)
     processed_before = _processed()
     raw_objects.publish(event)
@@ -302,7 +302,7 @@ def test_an_object_redelivered_before_its_commit_keeps_its_rows_and_its_logs_par
     with running(build_service(settings)):
         announced = read_events(broker.bootstrap, LOGS_PARSED, at_least=2, timeout=60)
 
-    assert [e.id for e in announced] == [handlers.parsed_event_id(event)] * 2
+    assert [e.id for e in announced] == [parsing.parsed_event_id(event)] * 2
     outcomes = [
         (e.data.records, e.data.rows_inserted, e.data.duplicates_skipped) for e in announced
     ]
@@ -326,13 +326,13 @@ def test_an_object_that_cannot_be_parsed_is_dead_lettered_alone_from_its_batch(
         update={"s3_key": "raw/rustbucket-batch/2025/10/29/gone.log", "object_id": "gone"}
     )
     opened: list[str] = []
-    real_open = handlers.open_object
+    real_open = parsing.open_object
 
     def counting_open(s3: Any, bucket: str, key: str) -> Any:
         opened.append(key)
         return real_open(s3, bucket, key)
 
-    monkeypatch.setattr(handlers, "open_object", counting_open)
+    monkeypatch.setattr(parsing, "open_object", counting_open)
     raw_objects.publish(first, missing, last)
     batches_before, processed_before = _batches(), _processed()
     with running(build_service(settings)):

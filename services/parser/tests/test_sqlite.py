@@ -18,6 +18,10 @@ def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
     engine = make_engine(url)
     rows = LogRows(engine)
     old = datetime.now(UTC) - timedelta(days=100)
+    created_at = rows.object_created_at("rb", "b" * 64, datetime.now(UTC))
+    # Parsed again later, the object's rows carry the first parse's moment.
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert rows.object_created_at("rb", "b" * 64, later) == created_at
     batch = [
         dict.fromkeys(PARSED_COLUMNS)
         | {
@@ -31,6 +35,7 @@ def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
             "source_sha256": "b" * 64,
             "record_no": number,
             "event_time": old,
+            "created_at": created_at,
         }
         for number in range(30)
     ]
@@ -38,13 +43,19 @@ def test_rows_and_extract_state_on_sqlite(tmp_path: Path) -> None:
     assert rows.insert(batch) == 0
     assert rows.count_for_object("rb", "b" * 64) == 30
     # The same content from another bucket is that bucket's rows, stored once too.
-    other = [row | {"name": "rb-2", "source_key": "raw/rb-2/x.log"} for row in batch]
+    other_created_at = rows.object_created_at("rb-2", "b" * 64, later)
+    assert other_created_at == later
+    other = [
+        row | {"name": "rb-2", "source_key": "raw/rb-2/x.log", "created_at": other_created_at}
+        for row in batch
+    ]
     assert rows.insert(other) == 30
     assert rows.insert(other) == 0
     assert rows.count_for_object("rb-2", "b" * 64) == 30
     assert rows.count_for_object("rb", "b" * 64) == 30
     assert rows.insert([]) == 0
-    assert sum(rows.delete_older_than(datetime.now(UTC) + timedelta(seconds=5), 7)) == 60
+    assert sum(rows.delete_older_than(later + timedelta(seconds=5), 7)) == 60
+    assert rows.delete_objects_older_than(later + timedelta(seconds=5)) == 2
 
     state = ExtractState(engine, "me")
     lease = timedelta(minutes=5)

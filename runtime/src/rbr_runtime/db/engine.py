@@ -15,12 +15,18 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import Insert
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, local_infile: bool = False, **kwargs: Any) -> Engine:
     """Creates an engine for the URL, tuned for its dialect.
 
     MySQL: utf8mb4, connections checked before use and recycled hourly (servers drop idle
     connections). SQLite: the file's folder is created, WAL journal, foreign keys on, and a busy
     timeout so several local processes can share one file.
+
+    Args:
+        url: the database URL.
+        local_infile: MySQL: allow LOAD DATA LOCAL INFILE (the parser's bulk loads). Only
+            for the engines that load: the client then sends any file the server asks for.
+        **kwargs: passed to create_engine.
     """
     parsed = make_url(url)
     # Bound values (tokens, attacker-controlled log text) never reach error messages or logs.
@@ -31,6 +37,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     # Every timestamp is UTC: CURRENT_TIMESTAMP defaults must agree with UtcDateTime.
     connect_args = {"init_command": "SET time_zone = '+00:00'", **kwargs.pop("connect_args", {})}
+    if local_infile:
+        connect_args["local_infile"] = True
     return create_engine(
         parsed,
         connect_args=connect_args,

@@ -379,17 +379,38 @@ logs = Table(
     # identified by its bucket, its object's content and its position, so one bucket's
     # content stored twice (under two keys) is one set of rows, while two buckets sending
     # the same bytes each keep theirs. sha256 first: an object's rows are found by its hash
-    # alone too. At most 256 + 1020 + 4 bytes of key (utf8mb4), within InnoDB's 3072.
+    # alone too. created_at is in the key because MySQL partitions logs by day of created_at
+    # (a partition column must be in every unique key); it adds nothing to the identity,
+    # since every parse of an object stamps its rows with the object's one created_at from
+    # log_objects. At most 256 + 1020 + 4 + 8 bytes of key (utf8mb4), within InnoDB's 3072.
     Column("source_key", String(1024), nullable=False, comment="S3 key of the raw object"),
     Column("source_sha256", String(64), nullable=False),
     Column("record_no", Integer(), nullable=False, comment="position in the raw object, from 0"),
-    UniqueConstraint("source_sha256", "name", "record_no"),
+    UniqueConstraint("source_sha256", "name", "record_no", "created_at"),
     Index(None, "name", "created_at"),
     Index(None, "created_at"),
     # Log search (operator API): newest first within each filter (InnoDB appends the id).
     Index(None, "event_type", "created_at"),
     Index(None, "source_ip", "created_at"),
     Index(None, "username", "created_at"),
+)
+
+log_objects = Table(
+    "log_objects",
+    metadata,
+    # One row per object of a bucket whose rows are in logs: the created_at all its rows
+    # carry, set when it is first parsed and reused by every later parse (replays), so a
+    # replayed row meets its original in the unique key of logs. Retention deletes it after
+    # the object's rows.
+    Column("source_sha256", String(64), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column(
+        "created_at",
+        UtcDateTime(),
+        nullable=False,
+        comment="first parse; the created_at of all the object's rows",
+    ),
+    Index(None, "created_at"),
 )
 
 # --- analyst -----------------------------------------------------------------------------------
@@ -666,6 +687,7 @@ __all__ = [
     "ioc_sightings",
     "iocs",
     "log_analysis",
+    "log_objects",
     "login_failures",
     "logs",
     "metadata",

@@ -1,4 +1,7 @@
-"""The parser service: `logs.extracted` -> `logs` rows + `logs.parsed`; daily retention."""
+"""The parser service: `logs.extracted` -> `logs` rows + `logs.parsed`; daily retention.
+
+An hourly task (and start-up) creates the `logs` day partitions ahead (MySQL).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rbr_parser.handlers import ObjectParser
+from rbr_parser.parsing import ObjectParser
 from rbr_parser.retention import run_retention
 from rbr_parser.settings import ParserSettings
 from rbr_parser.store import LogRows
@@ -19,17 +22,19 @@ from rbr_runtime.dependencies import (
 )
 from rbr_runtime.kafka import ConsumerRunner, EventProducer, Inbound, Rejection
 from rbr_runtime.s3 import make_s3_client
-from rbr_runtime.schedule import DailyTask, TaskClaims
+from rbr_runtime.schedule import DailyTask, PeriodicTask, TaskClaims
 from rbr_runtime.service import Service, bootstrap
 from rbr_schemas import LOGS_EXTRACTED, utcnow
 
 GROUP_ID = "parser"
 RETENTION_TASK = "logs-retention"
+PARTITIONS_TASK = "logs-partitions"
+PARTITIONS_EVERY_SECONDS = 3600.0
 
 
 def build_service(settings: ParserSettings) -> Service:
     """Wires the parser: the consumer, the retention task and the health checks."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, local_infile=True)
     rows = LogRows(engine)
     s3 = make_s3_client(settings)
     producer = EventProducer(settings, source="/rbr/parser")
@@ -44,6 +49,9 @@ def build_service(settings: ParserSettings) -> Service:
     parser = ObjectParser(
         settings, rows=rows, s3=s3, producer=producer, stopping=lambda: runner.stopping
     )
+
+    def create_partitions() -> None:
+        rows.create_days_ahead(utcnow().date(), settings.log_partition_days_ahead)
 
     def retention() -> str:
         return run_retention(
@@ -63,6 +71,9 @@ def build_service(settings: ParserSettings) -> Service:
         TaskClaims(engine),
         timezone=settings.timezone,
     )
+    # Hourly and at start-up: a no-op but for the first run of a day (one read).
+    partitions = PeriodicTask(PARTITIONS_TASK, PARTITIONS_EVERY_SECONDS, create_partitions)
+    service.add("partitions", partitions.run, partitions.stop)
     service.add("consumer", runner.run, runner.stop)
     service.add("retention", daily.run, daily.stop)
     service.health.add_check("consumer", runner.readiness)

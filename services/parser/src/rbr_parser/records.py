@@ -101,6 +101,8 @@ class RecordReader:
         self._context = context
         self._max_record_chars = max_record_chars
         self._max_raw_bytes = max_raw_bytes
+        self.errors = 0
+        """Records a format's code failed on (kept as unparsed); read by the parse process."""
 
     def records(self, lines: Iterable[Line]) -> Iterator[Record]:
         """Yields the records of the lines, in order."""
@@ -108,7 +110,7 @@ class RecordReader:
         redactor = SecretRedactor()
         for line in lines:
             text = redactor.redact(line.data.decode("utf-8", "replace"))
-            start = _guarded(self._classify, _UNKNOWN_START, text)
+            start = self._guarded(self._classify, _UNKNOWN_START, text)
             if start is None and pending is not None:
                 pending.add(text, line.size, self._max_record_chars)
                 continue
@@ -118,7 +120,7 @@ class RecordReader:
             if start is not None and start[0] == formats.RUSTBUCKET:
                 pending = _Pending(start[1], text, line.size)
             elif start is not None:
-                fields = _guarded(self._fields, None, start, text)
+                fields = self._guarded(self._fields, None, start, text)
                 yield Record(fields or formats.unparsed(text), self._raw(text), line.size)
             elif text.strip():  # a blank line outside a record is skipped
                 yield Record(formats.unparsed(text), self._raw(text), line.size)
@@ -192,21 +194,22 @@ class RecordReader:
         first_message = header["message"]
         message = first_message if len(lines) == 1 else "\n".join([first_message, *lines[1:]])
         raw = lines[0] if len(lines) == 1 else "\n".join(lines)
-        fields = _guarded(rustbucket.parse_text, None, header, message)
+        fields = self._guarded(rustbucket.parse_text, None, header, message)
         return Record(fields or formats.unparsed(raw), self._raw(raw), pending.size)
 
     def _raw(self, text: str) -> str:
         return cut_utf8(text, self._max_raw_bytes)
 
+    def _guarded(self, step: Callable[..., _T], default: _D, *args: Any) -> _T | _D:
+        """Returns step(*args), or default when it raises: one record never fails its object.
 
-def _guarded(step: Callable[..., _T], default: _D, *args: Any) -> _T | _D:
-    """Returns step(*args), or default when it raises: one record never fails its object.
-
-    Only the exception's type is logged: the record is attacker-controlled text.
-    """
-    try:
-        return step(*args)
-    except Exception as error:  # noqa: BLE001 - any parsing failure is the record's alone
-        RECORD_ERRORS.inc()
-        log.debug("a record could not be parsed (%s); kept as unparsed", type(error).__name__)
-        return default
+        Only the exception's type is logged: the record is attacker-controlled text. Counted
+        in `errors`; the service adds them to `rbr_parser_record_errors_total` (the parse
+        runs in a process of its own, whose metrics nobody scrapes).
+        """
+        try:
+            return step(*args)
+        except Exception as error:  # noqa: BLE001 - any parsing failure is the record's alone
+            self.errors += 1
+            log.debug("a record could not be parsed (%s); kept as unparsed", type(error).__name__)
+            return default

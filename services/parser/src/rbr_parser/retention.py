@@ -1,7 +1,9 @@
 """Retention: deleting `logs` rows and raw objects once they are older than configured.
 
 Runs daily (RBR_RETENTION_AT, once across replicas) and by hand (`rbr run-task cleanup`).
-Rows go in bounded chunks, one transaction each, so the table stays usable meanwhile.
+Rows go by whole UTC days: on MySQL whole day partitions are dropped (a moment, whatever
+their size), then any older row left (SQLite, or rows of an unpartitioned table) is deleted
+in bounded chunks, one transaction each, so the table stays usable meanwhile.
 Raw objects are found by the date in their key (`raw/{bucket}/{yyyy}/{mm}/{dd}/...`): whole
 expired days are listed and deleted without listing the days that are kept.
 """
@@ -12,12 +14,13 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
 from rbr_parser.store import LogRows
+from rbr_runtime.db.partitions import day_start
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -58,9 +61,20 @@ class RetentionReport:
         return f"{rows}; {objects}"
 
 
+def row_cutoff(now: datetime, days: int) -> datetime:
+    """Returns the start (UTC) of the oldest day kept: rows created before it go."""
+    return day_start((now - timedelta(days=days)).astimezone(UTC).date())
+
+
 def delete_old_rows(rows: LogRows, cutoff: datetime, chunk: int) -> int:
-    """Deletes logs rows created before cutoff; logs progress; returns how many."""
-    total = 0
+    """Deletes logs rows created before cutoff; logs progress; returns how many.
+
+    Day partitions wholly before cutoff are dropped first, then the rows left before it are
+    deleted by chunks; the objects first parsed before cutoff are forgotten last (a replay of
+    one then parses it anew).
+    """
+    total = rows.drop_days_before(cutoff)
+    ROWS_DELETED.inc(total)
     last_report = time.monotonic()
     for deleted in rows.delete_older_than(cutoff, chunk):
         total += deleted
@@ -68,6 +82,7 @@ def delete_old_rows(rows: LogRows, cutoff: datetime, chunk: int) -> int:
         if time.monotonic() - last_report > PROGRESS_EVERY_SECONDS:
             log.info("retention: %d logs rows deleted so far", total)
             last_report = time.monotonic()
+    rows.delete_objects_older_than(cutoff)
     return total
 
 
@@ -151,7 +166,7 @@ def run_retention(
     """Deletes what is older than the retention periods (a period of 0 keeps everything)."""
     report = RetentionReport()
     if log_days > 0:
-        report.row_cutoff = now - timedelta(days=log_days)
+        report.row_cutoff = row_cutoff(now, log_days)
         log.info("retention: deleting logs rows created before %s", report.row_cutoff)
         report.rows_deleted = delete_old_rows(rows, report.row_cutoff, chunk)
     if raw_days > 0:

@@ -22,7 +22,10 @@ class ParserSettings(CommonSettings):
         "in hand again.",
     )
     parser_insert_batch: int = Field(
-        default=1000, ge=1, le=20_000, description="Rows per multi-row INSERT and transaction."
+        default=5000,
+        ge=1,
+        le=20_000,
+        description="Rows per LOAD DATA (MySQL) or multi-row INSERT (SQLite) and transaction.",
     )
     parser_max_log_bytes: int = Field(
         default=65_536,
@@ -44,7 +47,17 @@ class ParserSettings(CommonSettings):
         description="Time of day (HH:MM, zone RBR_TIMEZONE) the daily retention run starts.",
     )
     log_retention_days: int = Field(
-        default=90, ge=0, description="Delete logs rows older than this (0: keep forever)."
+        default=90,
+        ge=0,
+        description="Delete logs rows created before the start (UTC) of the day this many "
+        "days ago (0: keep forever). MySQL drops whole day partitions.",
+    )
+    log_partition_days_ahead: int = Field(
+        default=7,
+        ge=1,
+        le=365,
+        description="MySQL: days of logs partitions kept created ahead of today (at start-up "
+        "and daily); rows beyond them go to a catch-all partition until their day is made.",
     )
     raw_retention_days: int = Field(
         default=90, ge=0, description="Delete raw objects older than this (0: keep forever)."

@@ -1,10 +1,11 @@
 """Parsing one raw log object into `logs` rows, then announcing it on `logs.parsed`.
 
-For each `logs.extracted` event: the object is streamed from S3 (never held whole), cut into
-records, parsed, and written in multi-row batches keyed by (object sha256, bucket, record
-number), so a redelivered or replayed event inserts nothing twice, and two buckets sending
-identical objects each get their rows. `logs.parsed` follows, with an id derived from the
-bucket and the object, and only then does the runner commit the offset.
+For each `logs.extracted` event: the object is streamed from S3 (never held whole) to a
+parse process that cuts it into records and parses them, while this process writes the
+batch before (LOAD DATA on MySQL). Rows are keyed by (object sha256, bucket, record number)
+and the object's one created_at, so a redelivered or replayed event inserts nothing twice,
+and two buckets sending identical objects each get their rows. `logs.parsed` follows, with an
+id derived from the bucket and the object, and only then does the runner commit the offset.
 
 A missing object or one whose content is not what the event says can never be parsed: that
 event is rejected (it goes to the DLQ with the reason; the other events of its batch are
@@ -21,24 +22,19 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Histogram
 
-from rbr_parser import formats
-from rbr_parser.formats import ParseContext
-from rbr_parser.lines import iter_lines
-from rbr_parser.objects import OpenedObject, decompressed, hash_object, head_object, open_object
-from rbr_parser.records import Record, RecordReader
+from rbr_parser.objects import OpenedObject, hash_object, head_object, open_object
+from rbr_parser.parse_process import ObjectJob, ObjectStats, ProcessPool, RowBatch
+from rbr_parser.records import RECORD_ERRORS
 from rbr_parser.settings import ParserSettings
-from rbr_parser.store import LogRows
+from rbr_parser.store import LogRows, rows_in
 from rbr_runtime.jsonlog import log_context
 from rbr_runtime.kafka import EventProducer, Inbound, PermanentError, Rejection
 from rbr_schemas import LOGS_PARSED, LogsExtracted, LogsParsed, utcnow
@@ -49,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARSED_EVENT_NAMESPACE = uuid.UUID("5b0f6f0e-2f4c-4a57-9a3e-6d1f0c2b7a91")
-MAX_LOG_SIZE = 2**31 - 1
 
 RECORDS = MetricCounter(
     "rbr_parser_records_total", "Records parsed, by format and event type.", ["format", "type"]
@@ -85,34 +80,6 @@ def parsed_event_id(extracted: LogsExtracted) -> str:
     return str(uuid.uuid5(PARSED_EVENT_NAMESPACE, identity))
 
 
-@dataclass
-class ObjectStats:
-    """What parsing one object found."""
-
-    records: int = 0
-    rows_inserted: int = 0
-    unparsed: int = 0
-    event_counts: Counter[str] = field(default_factory=Counter)
-    kinds: Counter[tuple[str, str]] = field(default_factory=Counter)
-    first_event_at: datetime | None = None
-    last_event_at: datetime | None = None
-
-    def add(self, fields: dict[str, Any]) -> None:
-        """Counts one parsed record."""
-        self.records += 1
-        event_type = fields["event_type"]
-        self.event_counts[event_type] += 1
-        self.kinds[fields["log_format"], event_type] += 1
-        if event_type == formats.UNPARSED:
-            self.unparsed += 1
-        moment = fields["event_time"]
-        if moment is not None:
-            if self.first_event_at is None or moment < self.first_event_at:
-                self.first_event_at = moment
-            if self.last_event_at is None or moment > self.last_event_at:
-                self.last_event_at = moment
-
-
 class ObjectParser:
     """The `logs.extracted` handler: parses each object of a batch, in order."""
 
@@ -140,8 +107,10 @@ class ObjectParser:
         self._s3 = s3
         self._producer = producer
         self._stopping = stopping
-        self._syslog_zone = ZoneInfo(settings.syslog_timezone)
-        # One writer: batches of an object are inserted in order while the next is parsed.
+        # Parsing runs there while this process loads the batch before; one process per
+        # object parsed at once (the runner's lanes parse objects in parallel).
+        self._parse_processes = ProcessPool()
+        # One writer: batches of an object are loaded in order while the next is encoded.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="parser-writer")
 
     def __call__(self, batch: Sequence[Inbound[LogsExtracted]]) -> list[Rejection]:
@@ -213,41 +182,54 @@ class ObjectParser:
             )
 
     def _insert_records(self, extracted: LogsExtracted, opened: OpenedObject) -> LogsParsed:
-        """Writes the object's rows.
+        """Writes the object's rows, batch by batch, as the parse process makes them.
+
+        The last rows wait for the whole object to be read and its sha256 checked.
 
         Returns:
             Its logs.parsed data.
         """
-        context = ParseContext(
-            reference_time=extracted.extracted_at, syslog_timezone=self._syslog_zone
-        )
-        reader = RecordReader(
-            context,
-            max_record_chars=self._settings.parser_max_line_bytes,
-            max_raw_bytes=self._settings.parser_max_log_bytes,
-        )
-        lines = iter_lines(decompressed(opened.chunks()), self._settings.parser_max_line_bytes)
         stats = ObjectStats()
-        batch: list[dict[str, Any]] = []
-        limit = self._settings.parser_insert_batch
+        job = self._job(extracted)
+        held: RowBatch | None = None
         writes: deque[Future[int]] = deque()
-        created_at = utcnow()  # one moment for all the object's rows
-        try:
-            for record_no, record in enumerate(reader.records(lines)):
-                batch.append(self._row(extracted, record_no, record, created_at))
-                stats.add(record.fields)
-                if len(batch) >= limit:
-                    self._write(batch, stats, writes)
-                    batch = []
-            self._collect(writes, stats, keep=0)
-        finally:
-            wait(writes)  # never leave a write running behind a failure
+        with self._parse_processes.taken() as process:
+            batches = process.parse(job, opened.chunks(), stats)
+            try:
+                for last, batch in batches:
+                    if last:
+                        held = batch
+                    else:
+                        self._write(batch, stats, writes)
+                self._collect(writes, stats, keep=0)
+            finally:
+                batches.close()  # an error or a stop: the parse process is replaced
+                wait(writes)  # never leave a write running behind a failure
         self._check_read(extracted, opened)
-        parsed = self._finish(extracted, batch, stats)
+        parsed = self._finish(extracted, held, stats)
         BYTES.inc(opened.bytes_read)
         for (log_format, event_type), count in stats.kinds.items():
             RECORDS.labels(log_format, event_type).inc(count)
+        RECORD_ERRORS.inc(stats.record_errors)
         return parsed
+
+    def _job(self, extracted: LogsExtracted) -> ObjectJob:
+        # One moment for all the object's rows, the same on every parse of it (replays).
+        created_at = self._rows.object_created_at(extracted.name, extracted.sha256, utcnow())
+        return ObjectJob(
+            reference_time=extracted.extracted_at,
+            syslog_timezone=self._settings.syslog_timezone,
+            max_line_bytes=self._settings.parser_max_line_bytes,
+            max_log_bytes=self._settings.parser_max_log_bytes,
+            batch_rows=self._settings.parser_insert_batch,
+            row_values={
+                "created_at": created_at,
+                "name": extracted.name,
+                "ip_address": extracted.ip_address,
+                "source_key": extracted.s3_key,
+                "source_sha256": extracted.sha256,
+            },
+        )
 
     @staticmethod
     def _check_read(extracted: LogsExtracted, opened: OpenedObject) -> None:
@@ -261,12 +243,13 @@ class ObjectParser:
         )
 
     def _finish(
-        self, extracted: LogsExtracted, batch: list[dict[str, Any]], stats: ObjectStats
+        self, extracted: LogsExtracted, batch: RowBatch | None, stats: ObjectStats
     ) -> LogsParsed:
         """Writes the last rows; returns the object's logs.parsed data."""
         if self._stopping():
             raise ParseInterrupted("stopping; the object will be parsed again from where it was")
-        stats.rows_inserted += self._insert(batch)
+        if batch:
+            stats.rows_inserted += self._insert(self._rows.prepared(batch))
         return self._summary(extracted, stats)
 
     @staticmethod
@@ -287,35 +270,17 @@ class ObjectParser:
             parsed_at=utcnow(),
         )
 
-    @staticmethod
-    def _row(
-        extracted: LogsExtracted, record_no: int, record: Record, created_at: datetime
-    ) -> dict[str, Any]:
-        row = record.fields
-        row["created_at"] = created_at
-        row["name"] = extracted.name
-        row["ip_address"] = extracted.ip_address
-        row["log"] = record.raw
-        row["log_size"] = min(record.size, MAX_LOG_SIZE)
-        row["source_key"] = extracted.s3_key
-        row["source_sha256"] = extracted.sha256
-        row["record_no"] = record_no
-        return row
-
-    def _write(
-        self, batch: list[dict[str, Any]], stats: ObjectStats, writes: deque[Future[int]]
-    ) -> None:
-        """Hands a batch to the writer thread, so parsing goes on while the database works."""
+    def _write(self, batch: RowBatch, stats: ObjectStats, writes: deque[Future[int]]) -> None:
+        """Encodes a batch here and hands it to the writer thread, which loads it meanwhile."""
         if self._stopping():
             raise ParseInterrupted("stopping; the object will be parsed again from where it was")
-        if batch:
-            writes.append(self._writer.submit(self._insert, batch))
+        writes.append(self._writer.submit(self._insert, self._rows.prepared(batch)))
         self._collect(writes, stats, keep=1)
 
-    def _insert(self, batch: list[dict[str, Any]]) -> int:
+    def _insert(self, batch: Sequence[dict[str, Any]] | bytes) -> int:
         inserted = self._rows.insert(batch)
         ROWS_INSERTED.inc(inserted)
-        DUPLICATES.inc(len(batch) - inserted)
+        DUPLICATES.inc(rows_in(batch) - inserted)
         return inserted
 
     @staticmethod
@@ -325,5 +290,6 @@ class ObjectParser:
             stats.rows_inserted += writes.popleft().result()
 
     def close(self) -> None:
-        """Stops the writer thread."""
+        """Ends the parse processes and the writer thread."""
+        self._parse_processes.stop()
         self._writer.shutdown(wait=True)

@@ -1,7 +1,8 @@
 """The console in a real browser (Chromium at 1366x768): an operator's day, page by page.
 
 Log in, approve a pending bucket from the fleet table, open a bucket, search its logs, read
-an analysis, acknowledge an alert, and find both changes in the audit log; hostile log text
+an analysis, acknowledge an alert, read the fleet's threat intelligence, and find both changes
+in the audit log; hostile log text
 must never run. A screenshot of every page is saved (see `rbr_testing.browser`).
 """
 
@@ -115,6 +116,13 @@ def test_an_operator_works_through_the_console_in_a_browser(
     assert box is not None
     assert box["width"] < 1366  # the 100 kB line wraps inside its cell
     shot(page, artifacts, "logs-hostile")
+    page.goto(f"{console}/console/logs?command=bot.sh")
+    expect(page.locator("#search-notice")).to_contain_text("Showing the last 24 hours")
+    shot(page, artifacts, "logs-notice")
+    page.click("#search-notice >> text=the last 7 days")
+    page.wait_for_url("**since=**")
+    expect(page.locator("#search-notice")).to_have_count(0)
+    shot(page, artifacts, "logs-widened")
 
     page.click("nav >> text=Analyses")
     page.click("table a[href^='/console/analyses/']")
@@ -131,6 +139,17 @@ def test_an_operator_works_through_the_console_in_a_browser(
     page.wait_for_selector(f"#alert-{ALERT}")
     assert "by ada" in page.locator(f"#alert-{ALERT}").inner_text()
     shot(page, artifacts, "alerts")
+
+    page.click("nav >> text=Intel")
+    page.wait_for_url("**/console/intel")
+    expect(page.locator("table.techniques tbody tr")).to_have_count(2)
+    assert page.locator("table.techniques tbody tr").first.inner_text().startswith("T1110")
+    assert "hxxp[://]203[.]0[.]113[.]9" in page.locator("#new-indicators").inner_text()
+    assert "<img src=x" in page.locator("#main").inner_text()  # the hostile AS name, as text
+    page.click(".tabs >> text=last 7 days")
+    page.wait_for_url("**/console/intel?period=7d")
+    expect(page.locator("table.techniques tbody tr")).to_have_count(3)
+    shot(page, artifacts, "intel", full=True)
 
     page.click("nav >> text=Audit")
     page.wait_for_url("**/console/audit")
@@ -154,6 +173,15 @@ def test_an_operator_works_through_the_console_in_a_browser(
     dark_page.goto(f"{console}/console/buckets/{FIRST}")
     shot(dark_page, artifacts, "bucket-dark")
     dark.close()
+
+    external: list[str] = []
+    page.on("request", lambda r: r.url.startswith(console) or external.append(r.url))
+    page.goto(f"{console}/docs")
+    page.wait_for_selector(".swagger-ui .opblock-tag")  # the operations, from /openapi.json
+    assert "threat intelligence" in page.locator(".swagger-ui").inner_text().lower()
+    assert external == [], "/docs loaded something from another site"
+    shot(page, artifacts, "api-docs")
+    page.goto(f"{console}/console/")
 
     page.click("text=Log out")
     page.wait_for_url("**/console/login")

@@ -261,6 +261,7 @@ def test_hostile_text_renders_inert_and_clipped(registrar: Registrar) -> None:
         "logs": client.get("/console/logs", params={"bucket": FIRST}).text,
         "analysis": client.get(f"/console/analyses/{analysis_id.group(1)}").text,
         "alert": client.get(f"/console/alerts/{ALERT}").text,
+        "intel": client.get("/console/intel", params={"period": "30d"}).text,
     }
     for name, html in pages.items():
         assert '<script>alert("x")' not in html, name
@@ -270,6 +271,7 @@ def test_hostile_text_renders_inert_and_clipped(registrar: Registrar) -> None:
         assert "]0;title" not in html, name
         assert "[31m" not in html, name
         assert len(html) < LONG_LINE_BYTES, name  # the 100 kB line was cut
+    assert "AS666" in pages["intel"]  # the AS name from the enrichment, shown as text
     assert "more characters]" in pages["logs"]
     assert "100,000 bytes in all" in pages["logs"]
     assert "script-src 'self'" in client.get("/console/").headers["content-security-policy"]
@@ -307,3 +309,83 @@ def test_disabling_an_account_ends_its_sessions_at_once(
     api = client.post(f"/api/v1/buckets/{FIRST}/approve", headers={"X-CSRF-Token": token})
     assert api.status_code == 401
     assert [state_of(mysql_engine, name) for name in NAMES] == ["pending"] * 3
+
+
+def rows_of(html: str, table_id: str) -> list[str]:
+    """The body rows of a table on a page, as their HTML."""
+    body = html.split(f'id="{table_id}"')[1].split("</tbody>", maxsplit=1)[0]
+    return body.split("<tr>")[2:]
+
+
+def test_the_intel_page_shows_techniques_places_and_new_indicators(registrar: Registrar) -> None:
+    client, _ = browser(registrar, "vera")
+    day = client.get("/console/intel")
+    assert day.status_code == 200
+    assert 'href="/console/intel" class="active"' in day.text  # the nav link
+    techniques = day.text.split("Top ATT&amp;CK techniques")[1].split("</table>")[0]
+    assert techniques.index("T1110") < techniques.index("T1105")  # by buckets, then windows
+    assert "Brute Force" in techniques
+    assert "https://attack.mitre.org/techniques/T1110/" in techniques  # as text, not loaded
+    assert "T1059.004" not in techniques  # last seen 3 days ago
+    assert re.search(r"<td class=\"text\">NL</td><td>2</td>", day.text)
+    assert "Example Cloud" not in day.text  # its address was last seen 5 days ago
+    assert "4 first seen in this period" in day.text
+    new = rows_of(day.text, "new-indicators")
+    assert len(new) == 4
+    assert "hxxp[://]203[.]0[.]113[.]9/bot[.]sh" in new[0]  # the most confident first, defanged
+    assert "198[.]51[.]100[.]7" in new[1]
+    assert 'id="exports"' not in day.text  # the export links are for operators
+
+    week = client.get("/console/intel", params={"period": "7d"}).text
+    assert "T1059.004" in week
+    assert "Example Cloud" in week
+    assert "4 first seen in this period" in week  # 192.0.2.44 is 10 days old
+    month = client.get("/console/intel", params={"period": "30d"}).text
+    assert "evil[.]example" in month
+    assert len(rows_of(month, "new-indicators")) == 6
+    assert client.get("/console/intel", params={"period": "1y"}).status_code == 422
+
+    bucket = client.get(f"/console/buckets/{FIRST}").text
+    assert "T1059.004" in bucket.split("ATT&amp;CK techniques")[1].split("</table>")[0]
+
+    operator, _ = browser(registrar, "otto")
+    links = operator.get("/console/intel").text.split('id="exports"')[1].split("</div>")[0]
+    for export in ("stix", "misp", "csv", "blocklist"):
+        assert f'href="/api/v1/iocs/export?format={export}"' in links
+    assert operator.get("/api/v1/iocs/export", params={"format": "csv"}).status_code == 200
+    recent = re.search(r'href="(/api/v1/iocs/export\?format=csv&amp;since=[^"]+)"', links)
+    assert recent is not None
+    sighted = operator.get(recent.group(1).replace("&amp;", "&")).text
+    assert "198.51.100.7" in sighted
+    assert "evil.example" not in sighted  # last sighted 20 days ago
+
+
+def test_the_intel_overview_endpoint_answers_what_the_page_shows(registrar: Registrar) -> None:
+    client, _ = browser(registrar, "vera")
+    day = client.get("/api/v1/intel/overview")
+    assert day.status_code == 200
+    body = day.json()
+    assert body["period"] == "24h"
+    assert [(t["technique"], t["buckets"], t["windows"]) for t in body["techniques"]] == [
+        ("T1110", 1, 5),  # the fleet-wide rows are not counted as a bucket
+        ("T1105", 1, 2),
+    ]
+    assert body["countries"] == [{"name": "NL", "addresses": 2}]
+    assert body["new_indicators"] == 4
+    assert body["new_indicators_by_type"] == {"url": 1, "ip": 2, "command": 1}
+    first = body["newest_indicators"][0]
+    assert (first["type"], first["value"], first["confidence"]) == (
+        "url",
+        "http://203.0.113.9/bot.sh",
+        90,
+    )
+    assert first["defanged"] == "hxxp[://]203[.]0[.]113[.]9/bot[.]sh"
+
+    week = client.get("/api/v1/intel/overview", params={"period": "7d"}).json()
+    assert [t["technique"] for t in week["techniques"]] == ["T1110", "T1105", "T1059.004"]
+    assert week["countries"] == [{"name": "NL", "addresses": 2}, {"name": "US", "addresses": 1}]
+    assert week["new_indicators"] == 4
+    refused = client.get("/api/v1/intel/overview", params={"period": "1y"})
+    assert refused.status_code == 422
+    anonymous = TestClient(registrar.app).get("/api/v1/intel/overview")
+    assert anonymous.status_code == 401

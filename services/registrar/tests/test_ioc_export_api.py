@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from rbr_cli.main import app
 from rbr_runtime.db.tables import iocs, technique_sightings
 from rbr_runtime.intel.indicators import indicator_uuid, key_sha256
+from rbr_testing.console import seed_intel
 from rbr_testing.registry import RegistrarFactory, database_url
 
 SEEN = datetime.now(UTC) - timedelta(hours=2)
@@ -107,6 +108,24 @@ def test_rbr_iocs_export_writes_the_same_export_from_the_database(
     bad = runner.invoke(app, ["iocs", "export", "--since", "yesterday"])
     assert bad.exit_code != 0
     assert "not an ISO 8601 time" in bad.output
+
+
+def test_rbr_iocs_overview_shows_the_intel_page_s_figures(
+    mysql_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_intel(mysql_engine, "rustbucket-a")
+    monkeypatch.setenv("RBR_DATABASE_URL", database_url(mysql_engine))
+    runner = CliRunner()
+    shown = runner.invoke(app, ["iocs", "overview"])
+    assert shown.exit_code == 0, shown.output
+    assert "T1110" in shown.output.split("countries:")[0]
+    assert "T1059.004" not in shown.output  # seen 3 days ago
+    assert "countries: NL (2)" in shown.output
+    assert "hxxp[://]203[.]0[.]113[.]9/bot[.]sh" in shown.output
+    assert "\x1b" not in shown.output  # hostile AS name and command escaped
+    week = json.loads(runner.invoke(app, ["iocs", "overview", "--period", "7d", "--json"]).output)
+    assert [t["technique"] for t in week["techniques"]] == ["T1110", "T1105", "T1059.004"]
+    assert week["new_indicators"] == 4
 
 
 def test_techniques_seen_fleet_wide_and_by_bucket(

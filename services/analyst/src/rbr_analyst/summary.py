@@ -30,6 +30,7 @@ from rbr_runtime.db.tables import (
     logs,
     poller_state,
 )
+from rbr_runtime.intel.overview import new_indicator_counts, places
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.schedule import DailySlot
 from rbr_schemas import ALERTS, Alert, AlertState, AlertType, Severity
@@ -83,21 +84,9 @@ def _intel(connection: Connection, figures: DailyFigures) -> None:
         techniques.update(values or [])
     figures.top_techniques = techniques.most_common(TOP_ATTACKERS)
     for column, target in ((iocs.c.country, "top_countries"), (iocs.c.as_org, "top_as_orgs")):
-        hits = func.count().label("hits")
-        rows = connection.execute(
-            select(column, hits)
-            .where(*in_day, iocs.c.ioc_type == "ip", column.is_not(None))
-            .group_by(column)
-            .order_by(hits.desc(), column)
-            .limit(TOP_ATTACKERS)
-        )
-        setattr(figures, target, [(clean(str(v), 64), int(n)) for v, n in rows])
-    new = connection.execute(
-        select(iocs.c.ioc_type, func.count())
-        .where(iocs.c.first_seen >= figures.since, iocs.c.first_seen < figures.until)
-        .group_by(iocs.c.ioc_type)
-    ).all()
-    figures.new_indicators_by_type = {str(kind): int(n) for kind, n in new}
+        found = places(connection, column, figures.since, figures.until, TOP_ATTACKERS)
+        setattr(figures, target, [(clean(place.name, 64), place.addresses) for place in found])
+    figures.new_indicators_by_type = new_indicator_counts(connection, figures.since, figures.until)
     figures.new_indicators = sum(figures.new_indicators_by_type.values())
 
 

@@ -30,6 +30,7 @@ from rbr_registrar.client_address import (
 )
 from rbr_registrar.committer import GroupCommitter
 from rbr_registrar.console.app import ConsoleParts, install_console
+from rbr_registrar.docs_ui import install_docs
 from rbr_registrar.domain import (
     Decision,
     Registration,
@@ -37,7 +38,7 @@ from rbr_registrar.domain import (
     SelfUpdate,
     Verdict,
 )
-from rbr_registrar.intel_api import ioc_routes
+from rbr_registrar.intel_api import intel_routes, ioc_routes
 from rbr_registrar.limits import BodyLimit
 from rbr_registrar.merges import BucketMerges, MergeRefused
 from rbr_registrar.models import (
@@ -176,7 +177,10 @@ def create_app(deps: Dependencies, surface: Surface = Surface.ALL) -> FastAPI:
         title="Rustbucket Registry: registrar",
         version="1.0",
         description="Registration of rustbuckets, their own updates, and the operator API.",
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     app.add_middleware(BodyLimit, max_bytes=deps.settings.max_body_bytes)
     app.state.operator_key = deps.settings.operator_key
     errors.install(app)
@@ -197,12 +201,14 @@ def _include_operator_routes(app: FastAPI, deps: Dependencies) -> None:
     app.include_router(_source_routes(deps))
     app.include_router(_topic_routes(deps))
     app.include_router(_ioc_routes(deps))
+    app.include_router(_intel_routes(deps))
     context = OperatorContext(
         engine=deps.repository.engine,
         store=deps.repository,
         merges=bucket_merges(deps),
         settings=deps.settings,
         on_commit=deps.on_commit,
+        log_search_timeout=deps.settings.log_search_timeout,
     )
     for router in operator_routes(context):
         app.include_router(router)
@@ -922,6 +928,10 @@ def _topic_routes(deps: Dependencies) -> APIRouter:
 
 def _ioc_routes(deps: Dependencies) -> APIRouter:
     return ioc_routes(deps.repository.engine, require_role(Role.VIEWER), {**ERRORS})
+
+
+def _intel_routes(deps: Dependencies) -> APIRouter:
+    return intel_routes(deps.repository.engine, require_role(Role.VIEWER), {**ERRORS})
 
 
 def _health_routes(health: HealthState) -> APIRouter:

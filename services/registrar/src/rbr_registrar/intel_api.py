@@ -1,4 +1,4 @@
-"""The operator API's threat intelligence: `GET /api/v1/iocs/export` and `/techniques`.
+"""The operator API's threat intelligence: IOC exports, techniques, and the fleet overview.
 
 The `iocs` table belongs to the analyst; the registrar only reads it, through the export code
 in `rbr_runtime.intel.export` (no import of the analyst service). Answers are streamed: the
@@ -23,6 +23,7 @@ from rbr_runtime.intel.export import (
     techniques_seen,
 )
 from rbr_runtime.intel.indicators import IndicatorType
+from rbr_runtime.intel.overview import IntelOverview, Period, overview
 from rbr_schemas import utcnow
 from rbr_schemas.events import BUCKET_NAME_PATTERN
 
@@ -101,5 +102,35 @@ def ioc_routes(
         ] = None,
     ) -> dict[str, Any]:
         return {"bucket": bucket, "techniques": techniques_seen(engine, bucket)}
+
+    return router
+
+
+def intel_routes(
+    engine: Engine,
+    viewer: Callable[..., Any],
+    responses: dict[int | str, dict[str, Any]],
+    clock: Callable[[], datetime] = utcnow,
+) -> APIRouter:
+    """Returns the router of `GET /api/v1/intel/overview` (any role may read it)."""
+    router = APIRouter(
+        prefix="/api/v1/intel",
+        tags=["threat intelligence"],
+        dependencies=[Depends(viewer)],
+        responses=responses,
+    )
+
+    @router.get("/overview", response_model=IntelOverview)
+    def intel_overview(
+        period: Annotated[Period, Query(description="24h, 7d or 30d, ending now.")] = Period.DAY,
+    ) -> IntelOverview:
+        """The fleet's threat intelligence over a period, as the console's Intel page shows it.
+
+        Top ATT&CK techniques (buckets that saw each, their windows and findings over the
+        technique's record), top countries and AS organisations of attacker addresses, and
+        the indicators first seen in the period (the 50 most confident, with a defanged
+        form; values are attacker-controlled text: escape them when rendering).
+        """
+        return overview(engine, period, clock())
 
     return router

@@ -106,6 +106,13 @@ class RegistrarSettings(CommonSettings):
         description="Seconds a bucket's poll outcomes are kept in its status history (the "
         "operator API's /buckets/{name}/status-history); 0 keeps them forever.",
     )
+    log_search_timeout: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a log search of the operator API or the console may run on "
+        "MariaDB or MySQL before the database stops it and the caller is asked to narrow it "
+        "(by bucket or time); 0: no limit.",
+    )
     access_log: bool = Field(default=False, description="Log every HTTP request.")
     console_port: int | None = Field(
         default=None,

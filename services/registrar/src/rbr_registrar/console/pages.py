@@ -1,4 +1,4 @@
-"""The console's pages and forms: fleet, bucket, logs, analyses, alerts, topics, channels, audit.
+"""The console's pages and forms: fleet, bucket, logs, analyses, alerts, intel, topics, audit, ...
 
 Reads go through `rbr_registrar.operator.queries` (the operator API's own functions), changes
 through `rbr_registrar.operator.actions`, which write the audit log with the user's name.
@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -46,7 +47,9 @@ from rbr_registrar.operator.views import (
     BucketFilter,
     BulkAction,
     LogFilter,
+    LogPage,
 )
+from rbr_runtime.intel.overview import Period, bucket_techniques, overview
 from rbr_schemas import BucketState, DeliveryMode
 from rbr_schemas.events import BUCKET_NAME_PATTERN
 
@@ -102,6 +105,7 @@ def page_routes() -> APIRouter:
     _log_routes(router)
     _analysis_routes(router)
     _alert_routes(router)
+    _intel_routes(router)
     _topic_routes(router)
     _channel_routes(router)
     _audit_routes(router)
@@ -203,6 +207,7 @@ def _bucket_routes(router: APIRouter) -> None:
                 parts.engine, AnalysisFilter(bucket=name), None, 10
             ).analyses,
             alerts=queries.alerts_page(parts.engine, AlertFilter(bucket=name), None, 10).alerts,
+            techniques=bucket_techniques(parts.engine, name),
         )
 
 
@@ -243,8 +248,22 @@ def _log_routes(router: APIRouter) -> None:
             until=_time(until, "until"),
             **{key: _blank(value) for key, value in fields.items()},
         )
-        page = _paged(lambda: queries.search_logs(parts.engine, where, cursor, LOG_PAGE_SIZE))
+        now = datetime.now(UTC)
+        where, notice = queries.bounded_search(where, now)
         query = {**fields, "since": since, "until": until}
+        problem = None
+        try:
+            page = _paged(
+                lambda: queries.search_logs(
+                    parts.engine,
+                    where,
+                    cursor,
+                    LOG_PAGE_SIZE,
+                    timeout=parts.settings.log_search_timeout,
+                )
+            )
+        except queries.SearchTooSlow as error:
+            page, problem = LogPage(logs=[], next_cursor=None), str(error)
         return render(
             request,
             "logs.html",
@@ -252,7 +271,23 @@ def _log_routes(router: APIRouter) -> None:
             page=page,
             query={key: value or "" for key, value in query.items()},
             searched=any(value for value in query.values()),
+            notice=notice,
+            widen=_wider(query, now) if notice else [],
+            problem=problem,
         )
+
+
+WIDER_RANGES = (("the last 7 days", timedelta(days=7)), ("the last 30 days", timedelta(days=30)))
+
+
+def _wider(query: dict[str, str | None], now: datetime) -> list[tuple[str, str]]:
+    """Links to the same search over longer ranges (a text search defaulted to 24 hours)."""
+    kept = {key: value for key, value in query.items() if value and key != "since"}
+    links = []
+    for label, length in WIDER_RANGES:
+        since = (now - length).strftime("%Y-%m-%dT%H:%M")
+        links.append((label, f"{PREFIX}/logs?{urlencode({**kept, 'since': since})}"))
+    return links
 
 
 # -- analyses ---------------------------------------------------------------------------------
@@ -370,6 +405,31 @@ def _alert_routes(router: APIRouter) -> None:
         answer = change(request, parts, session, apply=resolve_alert, alert_id=alert_id, back=back)
         parts.on_commit()
         return answer
+
+
+# -- threat intelligence ----------------------------------------------------------------------
+
+PERIOD_NAMES = {Period.DAY: "24 hours", Period.WEEK: "7 days", Period.MONTH: "30 days"}
+
+
+def _intel_routes(router: APIRouter) -> None:
+    @router.get("/intel")
+    def intel(
+        request: Request,
+        session: PageSession,
+        parts: Parts,
+        period: Annotated[str, Query(max_length=8)] = Period.DAY.value,
+    ) -> HTMLResponse:
+        if period not in PERIOD_NAMES:
+            raise Refused(422, "period: one of 24h, 7d, 30d")
+        return render(
+            request,
+            "intel.html",
+            session,
+            intel=overview(parts.engine, Period(period), datetime.now(UTC)),
+            periods=list(Period),
+            period_names=PERIOD_NAMES,
+        )
 
 
 # -- topics -----------------------------------------------------------------------------------

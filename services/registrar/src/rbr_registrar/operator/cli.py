@@ -165,7 +165,12 @@ def search_logs(  # noqa: PLR0917 - the filters
     limit: Limit = 100,
     as_json: Json = False,
 ) -> None:
-    """Search parsed log records, newest first."""
+    """Search parsed log records, newest first.
+
+    A search by --command or --text without --since or --until covers the last 24 hours.
+    """
+    if (command or text) and since is None and until is None:
+        typer.echo("searching the last 24 hours: give --since to search further back", err=True)
     params = _params(
         bucket=bucket,
         since=since,

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Select, and_, case, func, or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 
 from rbr_registrar.domain import BucketRow
 from rbr_registrar.merges import BucketMerges, Lineage
@@ -48,6 +50,10 @@ from rbr_runtime.db.tables import (
 from rbr_schemas import BucketState, DeliveryMode
 
 LOG_CHARS_IN_LISTS = 4000
+TEXT_SEARCH_RANGE = timedelta(hours=24)
+"""What a text search without a time range covers: the last day (not every record stored)."""
+STATEMENT_TIMEOUT_ERRORS = (1969, 3024)
+"""MariaDB's max_statement_time exceeded, MySQL's max_execution_time exceeded."""
 CURSOR_SEPARATOR = "~"
 
 
@@ -56,6 +62,16 @@ class BadCursor(ValueError):
 
     def __init__(self) -> None:
         super().__init__("cursor is not one this list gave: pass a next_cursor unchanged")
+
+
+class SearchTooSlow(Exception):
+    """A search ran past its time limit and was stopped by the database."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"the search took longer than {seconds:g} s: narrow it by bucket or time "
+            "(since, until), or by event type, source address or username"
+        )
 
 
 # -- cursors ----------------------------------------------------------------------------------
@@ -217,11 +233,40 @@ def _log_conditions(where: LogFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def search_logs(engine: Engine, where: LogFilter, cursor: str | None, limit: int) -> LogPage:
+def bounded_search(where: LogFilter, now: datetime) -> tuple[LogFilter, str | None]:
+    """Limits a text search without a time range to the last day; returns it and a note.
+
+    A substring of the command or the raw record matches no index: over every record stored
+    it reads the whole table. Given a time range (any `since` or `until`), the search is as
+    asked.
+    """
+    if not (where.text or where.command) or where.since is not None or where.until is not None:
+        return where, None
+    narrowed = where.model_copy(update={"since": now - TEXT_SEARCH_RANGE})
+    note = (
+        "a text search without a time range covers the last 24 hours: "
+        "give since (and until) to search further back"
+    )
+    return narrowed, note
+
+
+def search_logs(
+    engine: Engine,
+    where: LogFilter,
+    cursor: str | None,
+    limit: int,
+    *,
+    timeout: float | None = None,
+) -> LogPage:
     """Returns the log records matching every filter, newest stored first.
 
     Exact filters (bucket, event type, source address, username) and the time range use
-    indexes; `command` and `text` match substrings of what those leave.
+    indexes; `command` and `text` match substrings of what those leave. On MariaDB and MySQL
+    the search is stopped after `timeout` seconds.
+
+    Raises:
+        SearchTooSlow: the search ran past `timeout`.
+        BadCursor: a cursor this list did not give.
     """
     c = logs.c
     query = (
@@ -234,13 +279,37 @@ def search_logs(engine: Engine, where: LogFilter, cursor: str | None, limit: int
     if position is not None:
         query = query.where(_below(c.created_at, c.id, position))
     with engine.connect() as connection:
-        rows = connection.execute(query).all()
+        rows = rows_within(connection, query, timeout)
     return LogPage(
         logs=[_log_entry(row) for row in rows],
         next_cursor=make_time_cursor(rows[-1].created_at, rows[-1].id)
         if len(rows) == limit
         else None,
+        since=where.since,
     )
+
+
+def rows_within(connection: Connection, query: Select[Any], timeout: float | None) -> list[Any]:
+    """Runs a read with the session's statement time limit set to `timeout` (MariaDB, MySQL).
+
+    The limit is put back to the server's default afterwards: the connection returns to the
+    pool and serves other reads.
+    """
+    if not timeout or connection.dialect.name not in ("mysql", "mariadb"):
+        return list(connection.execute(query).all())
+    mariadb = bool(getattr(connection.dialect, "is_mariadb", False))
+    variable = "max_statement_time" if mariadb else "max_execution_time"
+    value = f"{timeout:.6f}" if mariadb else str(max(1, round(timeout * 1000)))
+    connection.exec_driver_sql(f"SET SESSION {variable} = {value}")
+    try:
+        return list(connection.execute(query).all())
+    except OperationalError as error:
+        code = error.orig.args[0] if error.orig is not None and error.orig.args else None
+        if code in STATEMENT_TIMEOUT_ERRORS:
+            raise SearchTooSlow(timeout) from None
+        raise
+    finally:
+        connection.exec_driver_sql(f"SET SESSION {variable} = DEFAULT")
 
 
 def _log_entry(row: Any) -> LogEntry:

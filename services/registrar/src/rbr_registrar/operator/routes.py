@@ -81,7 +81,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Credentials missing."},
     403: {"model": ErrorResponse, "description": "Credentials not accepted, or role too low."},
     422: {"model": ErrorResponse, "description": "A parameter is invalid (named in errors)."},
-    503: {"model": ErrorResponse, "description": "Database unavailable; retry."},
+    503: {
+        "model": ErrorResponse,
+        "description": "Database unavailable (retry), or a log search ran too long (narrow it).",
+    },
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such entry."}
@@ -106,6 +109,8 @@ class OperatorContext:
     settings: CommonSettings
     on_commit: Callable[[], None]
     """Wakes the outbox relay after a change queued messages."""
+    log_search_timeout: float = 0.0
+    """Seconds a log search may run (MariaDB, MySQL); 0: no limit."""
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -126,6 +131,8 @@ def _paged(read: Callable[[], PageT]) -> PageT:
         return read()
     except queries.BadCursor as error:
         raise errors.FieldErrors([("cursor", str(error))]) from None
+    except queries.SearchTooSlow as error:
+        raise HTTPException(503, str(error)) from None
 
 
 def operator_routes(context: OperatorContext) -> list[APIRouter]:
@@ -223,6 +230,10 @@ def _log_routes(context: OperatorContext) -> APIRouter:
         By bucket, time stored (`since` inclusive, `until` exclusive), event type, source
         address, username (exact), and substrings of the command or of the raw record.
         Records are attacker-controlled text: escape them when rendering.
+
+        A search by `command` or `text` without `since` or `until` covers the last 24
+        hours (the answer's `since` and `notice` say so). A search that runs longer than
+        RBR_LOG_SEARCH_TIMEOUT is stopped: 503, asking to narrow it by bucket or time.
         """
         since, until = _time_range(since, until)
         if source_ip is not None:
@@ -240,7 +251,14 @@ def _log_routes(context: OperatorContext) -> APIRouter:
             command=command,
             text=text,
         )
-        return _paged(lambda: queries.search_logs(context.engine, where, cursor, limit))
+        where, notice = queries.bounded_search(where, utcnow())
+        page = _paged(
+            lambda: queries.search_logs(
+                context.engine, where, cursor, limit, timeout=context.log_search_timeout
+            )
+        )
+        page.notice = notice
+        return page
 
     return router
 

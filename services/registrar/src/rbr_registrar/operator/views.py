@@ -83,6 +83,14 @@ class LogPage(BaseModel):
 
     logs: list[LogEntry]
     next_cursor: str | None = Field(description="Pass as `cursor` for older records.")
+    since: datetime | None = Field(
+        default=None, description="The start of the time range searched (set or defaulted)."
+    )
+    notice: str | None = Field(
+        default=None,
+        description="Set when the search was narrowed (a text search without a time range "
+        "covers the last 24 hours): says how, and how to widen it.",
+    )
 
 
 class AnalysisFilter(BaseModel):

@@ -29,9 +29,14 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """Yields a headless Chromium (one per test session)."""
+    """Yields a headless Chromium (one per test module).
+
+    Never wider: Playwright's sync API runs an event loop on the main thread while it is
+    started, so every later test calling `asyncio.run` would fail with "cannot be called from
+    a running event loop".
+    """
     if shutil.which(CHROMIUM) is None:
         _missing(f"no Chromium at {CHROMIUM}")
     try:

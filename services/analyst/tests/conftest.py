@@ -72,5 +72,10 @@ def store(mysql_engine: Engine) -> AnalystStore:
 
 @pytest.fixture
 def offline_producer() -> EventProducer:
-    """A producer for code paths that never publish (no broker behind it)."""
-    return EventProducer(CommonSettings(kafka_bootstrap="127.0.0.1:9"), source="/rbr/test")
+    """A producer for tests that do not read what is published (no broker behind it).
+
+    An analysis still relays its outbox, so a send waits for the broker: one second here,
+    not the default 30 (the events stay in the outbox, which these tests do not look at).
+    """
+    settings = CommonSettings(kafka_bootstrap="127.0.0.1:9", kafka_message_timeout_ms=1000)
+    return EventProducer(settings, source="/rbr/test")

@@ -194,7 +194,8 @@ def test_outage_keeps_the_window_then_rules_stand_in(
 ) -> None:
     insert_rows(mysql_engine, brute_force_rows())
     fake_anthropic.responder = lambda _r: error_reply(529, "Overloaded", retry_after=0.05)
-    settings = claude_settings(analyst_fallback_after=7200)
+    # No broker here: the outbox send after the analysis gives up after a second, not 30.
+    settings = claude_settings(analyst_fallback_after=7200, kafka_message_timeout_ms=1000)
     producer = EventProducer(settings, source="/rbr/analyst")
     clock = [WINDOW.end + timedelta(minutes=30)]
     analyst = Analyst(settings, store, producer, ClaudeAnalyser(settings), clock=lambda: clock[0])

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Select, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Engine, Row, Select, Table, and_, case, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
@@ -338,6 +338,32 @@ def _counted(query: Select[Any], conditions: Sequence[ColumnElement[bool]]) -> S
     return query.where(*conditions) if conditions else query
 
 
+def _newest_first(
+    engine: Engine,
+    query: Select[Any],
+    table: Table,
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    cursor: str | None,
+    limit: int,
+) -> tuple[Sequence[Row[Any]], int, str | None]:
+    """Returns one page of a table by descending id, the matching total and the next cursor.
+
+    Raises:
+        BadCursor: the cursor is not an id cursor.
+    """
+    query = query.where(*conditions).order_by(table.c.id.desc()).limit(limit)
+    below = id_cursor(cursor)
+    if below is not None:
+        query = query.where(table.c.id < below)
+    count = _counted(select(func.count()).select_from(table), conditions)
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+        total = int(connection.execute(count).scalar_one())
+    next_cursor = str(rows[-1].id) if len(rows) == limit else None
+    return rows, total, next_cursor
+
+
 def analyses_page(
     engine: Engine, where: AnalysisFilter, cursor: str | None, limit: int
 ) -> AnalysisPage:
@@ -365,14 +391,9 @@ def analyses_page(
         c.log_rows,
         c.created_at,
     ]
-    query = select(*columns).where(*conditions).order_by(c.id.desc()).limit(limit)
-    below = id_cursor(cursor)
-    if below is not None:
-        query = query.where(c.id < below)
-    count = _counted(select(func.count()).select_from(log_analysis), conditions)
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
-        total = int(connection.execute(count).scalar_one())
+    rows, total, next_cursor = _newest_first(
+        engine, select(*columns), log_analysis, conditions, cursor=cursor, limit=limit
+    )
     return AnalysisPage(
         analyses=[
             AnalysisSummary(
@@ -390,7 +411,7 @@ def analyses_page(
             )
             for row in rows
         ],
-        next_cursor=str(rows[-1].id) if len(rows) == limit else None,
+        next_cursor=next_cursor,
         total=total,
     )
 
@@ -440,14 +461,9 @@ def alerts_page(engine: Engine, where: AlertFilter, cursor: str | None, limit: i
         conditions.append(c.fired_at >= where.since)
     if where.until is not None:
         conditions.append(c.fired_at < where.until)
-    query = select(alerts).where(*conditions).order_by(c.id.desc()).limit(limit)
-    below = id_cursor(cursor)
-    if below is not None:
-        query = query.where(c.id < below)
-    count = _counted(select(func.count()).select_from(alerts), conditions)
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
-        total = int(connection.execute(count).scalar_one())
+    rows, total, next_cursor = _newest_first(
+        engine, select(alerts), alerts, conditions, cursor=cursor, limit=limit
+    )
     return AlertPage(
         alerts=[
             AlertSummary(
@@ -465,7 +481,7 @@ def alerts_page(engine: Engine, where: AlertFilter, cursor: str | None, limit: i
             )
             for row in rows
         ],
-        next_cursor=str(rows[-1].id) if len(rows) == limit else None,
+        next_cursor=next_cursor,
         total=total,
     )
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 from sqlalchemy import Engine, select
 
 from rbr_registrar.console.accounts import Accounts
+from rbr_registrar.console.web import LOGIN_CSRF_COOKIE
 from rbr_runtime.db.tables import audit_log
 from rbr_testing.console import PASSWORD, add_user, csrf_token, logged_in, login
 from rbr_testing.registry import TEST_OPERATOR_KEY, RegistrarFactory
@@ -147,6 +150,50 @@ def test_failed_logins_are_rate_limited_per_user_and_address(
         assert "try again in 4 min" in blocked.text or "try again in 5 min" in blocked.text
         assert "rbr_session" not in client.cookies
         assert login(client, "bob").status_code == 303  # another account is not locked out
+
+
+def test_the_rate_limit_holds_for_padded_names_and_logins_sent_side_by_side(
+    registrar_factory: RegistrarFactory, mysql_engine: Engine
+) -> None:
+    add_user(mysql_engine, "ada", "viewer")
+    registrar = registrar_factory(login_max_failures=3)
+    with registrar.console_client() as client:
+        form = client.get("/console/login")
+        token, cookie = csrf_token(form.text), form.cookies[LOGIN_CSRF_COOKIE]
+        url = f"{client.base_url}/console/login"
+
+        def guess(_: int) -> int:
+            # Each guess on its own connection, with the one form's token and cookie.
+            data = {"username": "ada", "password": "guess", "csrf_token": token}
+            return httpx.post(url, data=data, cookies={LOGIN_CSRF_COOKIE: cookie}).status_code
+
+        # Ten guesses at once: recorded before any password is checked, so three at most pass.
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            answers = list(pool.map(guess, range(10)))
+        assert answers.count(401) <= 3
+        assert answers.count(429) >= 7
+        # "ada " finds "ada" under MariaDB's padding collation: such names are no account's.
+        for padded in ("ada ", "ada  ", " ada"):
+            assert login(client, padded).status_code == 401
+        assert login(client, "ada").status_code == 429
+        assert "rbr_session" not in client.cookies
+
+
+def test_a_csrf_token_that_is_not_ascii_is_refused_not_a_server_error(
+    registrar_factory: RegistrarFactory, mysql_engine: Engine
+) -> None:
+    add_user(mysql_engine, "ada", "operator")
+    registrar = registrar_factory()
+    with registrar.console_client() as client:
+        client.get("/console/login")
+        data = {"username": "ada", "password": PASSWORD, "csrf_token": "é"}
+        assert client.post("/console/login", data=data).status_code == 403
+        logged_in(client, "ada")
+        refused = client.post(
+            "/api/v1/alerts/x/resolve", headers={"X-CSRF-Token": "é".encode("latin-1")}
+        )
+        assert refused.status_code == 403
+        assert "CSRF" in refused.text
 
 
 def test_a_separate_console_listener_keeps_the_public_port_to_registration(

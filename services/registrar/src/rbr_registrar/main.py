@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from datetime import timedelta
@@ -27,7 +28,10 @@ from rbr_runtime.secrets import TokenVault
 from rbr_runtime.service import Service, bootstrap
 from rbr_schemas import BUCKET_STATUS, DROP_DISCOVERED, utcnow
 
+log = logging.getLogger(__name__)
+
 SOURCE = "/rbr/registrar"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 HISTORY_PURGE_INTERVAL = 3600.0
 """Seconds between purges of the status history (idempotent: every replica may run it)."""
 
@@ -104,6 +108,7 @@ class Registrar:
         # With a console port, the main port faces the honeypots (registration only) and the
         # console and operator API are served on their own listener, for an internal network.
         split = settings.console_port is not None
+        _warn_if_cookies_may_go_in_clear(settings)
         self.app = create_app(deps, Surface.PUBLIC if split else Surface.ALL)
         self.console_app = create_app(deps, Surface.INTERNAL) if split else None
         self.pending_expiry = PendingExpiry(
@@ -188,3 +193,19 @@ def main() -> None:
     """Runs the registrar until SIGTERM."""
     settings = bootstrap(RegistrarSettings, "registrar")
     sys.exit(build_service(settings).run())
+
+
+def _warn_if_cookies_may_go_in_clear(settings: RegistrarSettings) -> None:
+    """Warns when the console listens beyond loopback and its cookie may lack Secure.
+
+    Behind a proxy that terminates TLS every request looks like plain HTTP here, so the
+    session cookie goes out without Secure unless RBR_CONSOLE_SECURE_COOKIE says otherwise.
+    """
+    host = settings.console_host if settings.console_port is not None else settings.http_host
+    if settings.console_secure_cookie or host in LOOPBACK_HOSTS:
+        return
+    log.warning(
+        "the console listens on %s without RBR_CONSOLE_SECURE_COOKIE: behind a TLS proxy "
+        "its session cookie is sent without Secure; set RBR_CONSOLE_SECURE_COOKIE=true",
+        host,
+    )

@@ -364,7 +364,9 @@ def _alert_routes(router: APIRouter) -> None:
     ) -> HTMLResponse:
         found = queries.alert(parts.engine, alert_id)
         if found is None:
-            raise Refused(404, f"no alert with id {alert_id}")
+            raise Refused(
+                404, "no such alert (retention may have deleted it)"
+            )  # no echo: a link's text
         return render(request, "alert.html", session, alert=found)
 
     def change(

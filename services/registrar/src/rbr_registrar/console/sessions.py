@@ -93,7 +93,12 @@ class Sessions:
 
 
 class LoginLimit:
-    """At most `max_failures` failed logins per user name and client address per window."""
+    """At most `max_failures` failed logins per user name and client address per window.
+
+    Every attempt is recorded before the password is checked, and counted with the attempts
+    before it: logins sent side by side cannot all pass a check made before any of them was
+    recorded. A successful login forgets them (`clear`).
+    """
 
     def __init__(self, engine: Engine, max_failures: int, window: float) -> None:
         self._engine = engine
@@ -104,32 +109,28 @@ class LoginLimit:
     def _key(user_name: str, address: str) -> str:
         return _sha256(f"{user_name}\n{address}")
 
-    def retry_after(self, user_name: str, address: str) -> float | None:
-        """Seconds until the next login may be tried, or None when it may be tried now."""
-        now = datetime.now(UTC)
-        query = select(func.count(), func.min(login_failures.c.failed_at)).where(
-            login_failures.c.key_sha256 == self._key(user_name, address),
-            login_failures.c.failed_at > now - self._window,
-        )
-        with self._engine.connect() as connection:
-            count, oldest = connection.execute(query).one()
-        if count < self._max_failures or oldest is None:
-            return None
-        wait: float = (oldest + self._window - now).total_seconds()
-        return max(1.0, wait)
+    def attempt(self, user_name: str, address: str) -> float | None:
+        """Records a login attempt; returns the seconds to wait when it is one too many.
 
-    def record_failure(self, user_name: str, address: str) -> None:
-        """Counts a failed login (and forgets failures older than the window)."""
+        None means the password may be checked now.
+        """
         now = datetime.now(UTC)
+        key = self._key(user_name, address)
         with self._engine.begin() as connection:
             connection.execute(
                 delete(login_failures).where(login_failures.c.failed_at < now - self._window)
             )
-            connection.execute(
-                insert(login_failures).values(
-                    key_sha256=self._key(user_name, address), failed_at=now
-                )
-            )
+            connection.execute(insert(login_failures).values(key_sha256=key, failed_at=now))
+        query = select(func.count(), func.min(login_failures.c.failed_at)).where(
+            login_failures.c.key_sha256 == key,
+            login_failures.c.failed_at > now - self._window,
+        )
+        with self._engine.connect() as connection:
+            count, oldest = connection.execute(query).one()
+        if count <= self._max_failures or oldest is None:
+            return None
+        wait: float = (oldest + self._window - now).total_seconds()
+        return max(1.0, wait)
 
     def clear(self, user_name: str, address: str) -> None:
         """Forgets the failures of a user name and address after a successful login."""

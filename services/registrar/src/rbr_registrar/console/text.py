@@ -19,7 +19,7 @@ ANSI_SEQUENCE = re.compile(
 # C0 and C1 controls but tab and newline, DEL, and the bidirectional overrides and isolates
 # (text that renders in another order than it reads).
 CONTROL_CHARACTERS = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 )
 DEFAULT_LIMIT = 2000
 

@@ -8,7 +8,9 @@ is the vendored htmx, and nothing is loaded from elsewhere.
 
 from __future__ import annotations
 
+import hmac
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rbr_registrar.client_address import UnknownClientAddress, client_address
 from rbr_registrar.console import text
-from rbr_registrar.console.accounts import Accounts
+from rbr_registrar.console.accounts import USER_NAME_PATTERN, Accounts
 from rbr_registrar.console.sessions import ConsoleSession, LoginLimit, Sessions
 from rbr_registrar.merges import BucketMerges
 from rbr_registrar.operator.audit import record_audit
@@ -41,6 +43,7 @@ from rbr_registrar.store import BucketRepository
 log = logging.getLogger(__name__)
 
 PREFIX = "/console"
+WRONG_LOGIN = "wrong user name or password (or the account is disabled)"
 SESSION_COOKIE = "rbr_session"
 LOGIN_CSRF_COOKIE = "rbr_login_csrf"
 FLASH_COOKIE = "rbr_flash"
@@ -169,9 +172,20 @@ async def presented_csrf(request: Request) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def same_token(presented: str | None, expected: str) -> bool:
+    """Tells whether a presented token is the expected one, in constant time.
+
+    Compared as bytes: `compare_digest` raises on a str with non-ASCII characters, which a
+    hostile request can send.
+    """
+    if not presented or not expected:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
 def check_csrf(session: ConsoleSession, presented: str | None) -> None:
     """Raises Refused (403) unless the request carries the session's CSRF token."""
-    if not presented or not secrets.compare_digest(presented, session.csrf_token):
+    if not same_token(presented, session.csrf_token):
         raise Refused(
             403,
             "this form has no valid CSRF token: reload the page and try again "
@@ -208,7 +222,7 @@ def session_actor(request: Request) -> Actor | None:
         return None
     if request.method not in SAFE_METHODS:
         presented = request.headers.get(CSRF_HEADER)
-        if not presented or not secrets.compare_digest(presented, session.csrf_token):
+        if not same_token(presented, session.csrf_token):
             raise HTTPException(
                 403, "a change with a console session needs its CSRF token as X-CSRF-Token"
             )
@@ -330,15 +344,19 @@ def auth_routes() -> APIRouter:
         username, password, next = form.username, form.password, form.next
         csrf_token = form.csrf_token
         expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-        if not expected or not secrets.compare_digest(csrf_token, expected):
+        if not same_token(csrf_token, expected):
             return _login_page(
                 request,
                 next,
                 "the login form had expired or came from elsewhere: try again",
                 status_code=403,
             )
+        if not re.fullmatch(USER_NAME_PATTERN, username):
+            # No account has such a name; refused before the limiter, whose key would be
+            # another per spelling ("ada " finds "ada" under MySQL's padding collations).
+            return _login_page(request, next, WRONG_LOGIN, 401)
         address = _address(request, parts.settings)
-        wait = parts.login_limit.retry_after(username, address)
+        wait = parts.login_limit.attempt(username, address)
         if wait is not None:
             log.warning("console login refused: too many failures for a user from %s", address)
             return _login_page(
@@ -350,11 +368,8 @@ def auth_routes() -> APIRouter:
             )
         user = parts.accounts.authenticate(username, password)
         if user is None:
-            parts.login_limit.record_failure(username, address)
             log.info("console login failed from %s", address)
-            return _login_page(
-                request, next, "wrong user name or password (or the account is disabled)", 401
-            )
+            return _login_page(request, next, WRONG_LOGIN, 401)
         parts.login_limit.clear(username, address)
         old = request.cookies.get(SESSION_COOKIE)
         if old:

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.tables import audit_log
 from rbr_runtime.kafka import EventProducer, OutgoingMessage
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import ALERTS, Alert, AlertState, DeadLetterHeaders, Severity, utcnow
@@ -91,6 +94,7 @@ def test_bad_configuration_exits_2_naming_the_variable(
 
 
 def test_dlq_list_and_replay(env: dict[str, str], broker: Broker) -> None:
+    runner.invoke(app, ["db", "upgrade"])
     producer = EventProducer(CommonSettings(kafka_bootstrap=broker.bootstrap), source="/t")
     producer.send_messages([dead_letter(1, "rejected"), dead_letter(2, "undecodable")])
 
@@ -117,6 +121,11 @@ def test_dlq_list_and_replay(env: dict[str, str], broker: Broker) -> None:
     assert "replayed 0" in again.output
     everything = runner.invoke(app, ["dlq", "replay", "alerts", "--from-beginning"])
     assert "replayed 2" in everything.output
+    engine = make_engine(env["RBR_DATABASE_URL"])
+    with engine.connect() as connection:
+        entries = connection.execute(select(audit_log.c.action, audit_log.c.target)).all()
+    engine.dispose()
+    assert [tuple(e) for e in entries] == [("dlq.replay", "alerts.dlq")] * 3  # not the dry run
 
 
 def test_status_reports_each_component_and_lag(env: dict[str, str], broker: Broker) -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import getpass
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
 from rbr_cli.replay_commands import parse_time
+from rbr_runtime.db.engine import make_engine
+from rbr_runtime.db.migrate import upgrade
+from rbr_runtime.db.tables import audit_log
 from rbr_testing.broker import Broker
 from rbr_testing.kafka import committed_offsets
 from rbr_testing.waiting import wait_for
@@ -64,12 +70,34 @@ def consumed(broker: Broker) -> Broker:
     return broker
 
 
+@pytest.fixture(autouse=True)
+def audit_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migrated database of the test's own for the audit log (never the checkout's var/)."""
+    url = f"sqlite:///{tmp_path}/rbr.db"
+    monkeypatch.setenv("RBR_DATABASE_URL", url)
+    upgrade(url)
+    return url
+
+
+def audited(url: str) -> list[tuple[str, str, str]]:
+    """Returns the audit log's (actor, action, target) entries, oldest first."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(audit_log.c.actor, audit_log.c.action, audit_log.c.target).order_by(
+                audit_log.c.id
+            )
+        ).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]
+
+
 def rbr(bootstrap: str, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, ["replay", *args], env={"RBR_KAFKA_BOOTSTRAP": bootstrap})
     return result.exit_code, result.output
 
 
-def test_replay_plans_and_moves_offsets(consumed: Broker) -> None:
+def test_replay_plans_and_moves_offsets(consumed: Broker, audit_database: str) -> None:
     bootstrap = consumed.bootstrap
     assert committed_offsets(bootstrap, GROUP, TOPIC) == {0: 10, 1: 10}
 
@@ -78,6 +106,7 @@ def test_replay_plans_and_moves_offsets(consumed: Broker) -> None:
     assert "partition 0: 10 -> 0 (10 message(s) to process" in out
     assert "dry run" in out
     assert committed_offsets(bootstrap, GROUP, TOPIC) == {0: 10, 1: 10}
+    assert audited(audit_database) == []  # a dry run changes nothing
 
     # The first message at or after +12.5 s is message 13 (partition 1, offset 6); in
     # partition 0 it is message 14 (offset 7). The embedded broker answers offsets_for_times
@@ -87,6 +116,9 @@ def test_replay_plans_and_moves_offsets(consumed: Broker) -> None:
     assert code == 0, out
     assert committed_offsets(bootstrap, GROUP, TOPIC) == {0: 7, 1: 6}
     assert "partition 1: 10 -> 6" in out
+    assert audited(audit_database) == [
+        (f"cli:{getpass.getuser()}", "topic.replay", f"{TOPIC} {GROUP}")
+    ]
 
     code, out = rbr(bootstrap, TOPIC, "-g", GROUP, "--from-offset", "3", "--partition", "1")
     assert code == 0, out

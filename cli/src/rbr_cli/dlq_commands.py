@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rbr_cli.output import fail, settings_or_fail, table
+from rbr_cli.output import audited, fail, settings_or_fail, table
 from rbr_runtime.kafka.dead_letters import DeadLetter, read_dead_letters, replay_dead_letters
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import TOPICS, dlq_topic
@@ -115,3 +115,6 @@ def replay(
     verb = "would replay" if dry_run else "replayed"
     targets = ", ".join(f"{n} to {t}" for t, n in report.by_topic.items()) or "nothing"
     typer.echo(f"{verb} {report.replayed} ({targets}); skipped {report.skipped}")
+    if not dry_run:
+        detail = {"replayed": report.replayed, "skipped": report.skipped}
+        audited(settings, "dlq.replay", name, {**detail, "error_class": error_class})

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 import typer
 
-from rbr_runtime.settings import ConfigError, SettingsT, load_settings
+from rbr_runtime.settings import CommonSettings, ConfigError, SettingsT, load_settings
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -22,6 +22,22 @@ def settings_or_fail(settings_cls: type[SettingsT]) -> SettingsT:
         return load_settings(settings_cls)
     except ConfigError as error:
         fail(str(error), code=2)
+
+
+def audited(settings: CommonSettings, action: str, target: str, detail: Mapping[str, Any]) -> None:
+    """Writes a change the CLI made (not through the operator API) to the audit log.
+
+    The change is made already: a database that cannot take the entry gets a warning.
+    """
+    from rbr_runtime.db.audit import audit_cli_change  # noqa: PLC0415 - keeps rbr fast
+
+    error = audit_cli_change(settings.database_url, action, target, detail)
+    if error is not None:
+        typer.secho(
+            f"warning: done, but not written to the audit log: {error}",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

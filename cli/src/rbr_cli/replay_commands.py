@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from confluent_kafka import KafkaException
 
-from rbr_cli.output import fail, settings_or_fail
+from rbr_cli.output import audited, fail, settings_or_fail
 from rbr_runtime.kafka.admin import GroupOffsets, PartitionMove, ReplayError, ReplayStart
 from rbr_runtime.settings import CommonSettings
 
@@ -110,6 +110,12 @@ def replay(  # noqa: PLR0917 - typer maps each parameter to an argument or optio
     typer.echo(
         f"moved {group}'s offsets on {len(changed)} partition(s) of {topic}; start its "
         f"consumers to reprocess {total} message(s)"
+    )
+    audited(
+        settings,
+        "topic.replay",
+        f"{topic} {group}",
+        {"partitions": len(changed), "messages": total},
     )
 
 

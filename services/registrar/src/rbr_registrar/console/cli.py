@@ -7,7 +7,6 @@ the command line (where `ps` and shell history would show them).
 
 from __future__ import annotations
 
-import getpass
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,8 +40,9 @@ def _audit(accounts: Accounts, action: str, target: str, detail: dict[str, str])
     """Writes the change to the audit log, as made by the local user through the CLI."""
     from rbr_registrar.operator.audit import record_audit  # noqa: PLC0415
     from rbr_registrar.operator.auth import Actor, Role  # noqa: PLC0415
+    from rbr_runtime.db.audit import cli_actor  # noqa: PLC0415
 
-    actor = Actor(f"cli:{getpass.getuser()}", Role.ADMIN)
+    actor = Actor(cli_actor(), Role.ADMIN)
     record_audit(accounts.engine, actor, action, target, "done", detail=detail)
 
 

@@ -9,14 +9,13 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, select
 
 from rbr_registrar.operator.auth import Actor
 from rbr_registrar.operator.views import AuditEntry, AuditFilter, AuditPage
+from rbr_runtime.db.audit import write_audit
 from rbr_runtime.db.tables import audit_log
-from rbr_schemas import utcnow
 
-MAX_TARGET_CHARS = 255
 EXPORT_PAGE = 1000
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ("id", "at", "actor", "role", "action", "target", "outcome", "detail")
@@ -36,20 +35,16 @@ def record_audit(
 
     `detail` must hold no secret: it is shown to every operator who reads the log.
     """
-    row = {
-        "at": at or utcnow(),
-        "actor": actor.name[:MAX_TARGET_CHARS],
-        "role": actor.role.value,
-        "action": action,
-        "target": target[:MAX_TARGET_CHARS] if target else None,
-        "detail": dict(detail or {}),
-        "outcome": outcome[:32],
-    }
-    if isinstance(bind, Connection):
-        bind.execute(insert(audit_log).values(row))
-        return
-    with bind.begin() as connection:
-        connection.execute(insert(audit_log).values(row))
+    write_audit(
+        bind,
+        actor=actor.name,
+        role=actor.role.value,
+        action=action,
+        target=target,
+        outcome=outcome,
+        detail=detail,
+        at=at,
+    )
 
 
 def _entry(row: Any) -> AuditEntry:

@@ -28,9 +28,8 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from bench.figures import Figure
-from rbr_runtime.kafka import ConsumerRunner, EventProducer, Inbound, encode
+from rbr_runtime.kafka import ConsumerRunner, EventProducer, Inbound, decode, encode
 from rbr_runtime.kafka.consumer import MESSAGES_PROCESSED
-from rbr_runtime.kafka.messages import Record, decode_record
 from rbr_runtime.kafka.producer import OutgoingMessage
 from rbr_runtime.service import settle_garbage_collector
 from rbr_runtime.settings import CommonSettings
@@ -89,7 +88,7 @@ def _bare(settings: CommonSettings, count: int, *, group: str, validate: bool = 
                 started = time.monotonic()
             read += len(messages)
             for message in messages if validate else []:
-                decode_record(Record.from_message(message), BUCKET_STATUS)
+                decode(BUCKET_STATUS, message.value() or b"")
         elapsed = time.monotonic() - (started or time.monotonic())
     finally:
         consumer.close()

@@ -241,16 +241,16 @@ class ConsumerRunner:
         runs: dict[TopicPartitionKey, list[Inbound[Any]]] = {}
         specs, wrap = self._specs, Inbound.of_message
         run: list[Inbound[Any]] = []
-        last: TopicPartitionKey | None = None
+        last_topic, last_partition = None, None
         for message in messages:
             if message.error() is not None:
                 self._on_client_event(message)
                 continue
             topic, partition = message.topic(), message.partition()
-            if (topic, partition) != last:
+            if partition != last_partition or topic != last_topic:
                 # A fetch returns runs of one partition: one look-up per run, not per message.
-                last = (topic, partition)  # type: ignore[assignment]
-                run = runs.setdefault(last, [])  # type: ignore[arg-type]
+                last_topic, last_partition = topic, partition
+                run = runs.setdefault((topic, partition), [])  # type: ignore[arg-type]
             run.append(wrap(message, topic, partition, specs[topic]))  # type: ignore[arg-type,index]
         if not runs:
             return

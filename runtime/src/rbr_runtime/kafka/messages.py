@@ -25,16 +25,7 @@ class Record:
     makes one record per message, and a handler may need none of them.
     """
 
-    __slots__ = (
-        "_headers",
-        "_key",
-        "_message",
-        "_timestamp_ms",
-        "_value",
-        "offset",
-        "partition",
-        "topic",
-    )
+    __slots__ = ("_message", "_stored", "offset", "partition", "topic")
 
     def __init__(
         self,
@@ -50,19 +41,16 @@ class Record:
         self.topic = topic
         self.partition = partition
         self.offset = offset
-        self._key = key
-        self._value = value
-        self._headers: Headers | None = [] if headers is None else headers
-        self._timestamp_ms = timestamp_ms
         self._message: Message | None = None
+        # Key, value, headers and timestamp of a record not read from the broker.
+        self._stored = (key, value, [] if headers is None else headers, timestamp_ms)
 
     def _wrap(self, message: Message, topic: str, partition: int) -> None:
+        # Only what every message needs; `_stored` stays unset, as `_message` stands for it.
         self.topic = topic
         self.partition = partition
         self.offset = message.offset()  # type: ignore[assignment]  # a data message has one
         self._message = message
-        self._headers = None
-        self._timestamp_ms = None
 
     @classmethod
     def from_message(cls, message: Message) -> Record:
@@ -78,29 +66,28 @@ class Record:
     def key(self) -> bytes | None:
         """Returns the key."""
         message = self._message
-        return self._key if message is None else _as_bytes(message.key())
+        return self._stored[0] if message is None else _as_bytes(message.key())
 
     @property
     def value(self) -> bytes | None:
         """Returns the value (None: a null value, a tombstone)."""
         message = self._message
-        return self._value if message is None else _as_bytes(message.value())
+        return self._stored[1] if message is None else _as_bytes(message.value())
 
     @property
     def headers(self) -> Headers:
         """Returns the headers as (name, bytes) pairs."""
-        if self._headers is None:
-            assert self._message is not None
-            self._headers = message_headers(self._message)
-        return self._headers
+        message = self._message
+        return self._stored[2] if message is None else message_headers(message)
 
     @property
     def timestamp_ms(self) -> int | None:
         """Returns the message's timestamp in milliseconds (None: the broker gave none)."""
-        if self._message is not None and self._timestamp_ms is None:
-            _, timestamp = self._message.timestamp()
-            self._timestamp_ms = timestamp if timestamp > 0 else None
-        return self._timestamp_ms
+        message = self._message
+        if message is None:
+            return self._stored[3]
+        _, timestamp = message.timestamp()
+        return timestamp if timestamp > 0 else None
 
     @property
     def position(self) -> TopicPartitionKey:
@@ -130,6 +117,10 @@ class Record:
         return f"{type(self).__name__}({self.topic}[{self.partition}]@{self.offset})"
 
 
+_UNREAD = object()
+"""An event not read (so not validated) yet."""
+
+
 class Inbound(Record, Generic[DataT]):
     """A consumed message and its event, validated when first read.
 
@@ -139,7 +130,7 @@ class Inbound(Record, Generic[DataT]):
     handler the rest of its batch again. `event` is None for a tombstone.
     """
 
-    __slots__ = ("_decoded", "_error", "_event", "_spec")
+    __slots__ = ("_outcome", "_spec")
 
     def __init__(
         self,
@@ -156,10 +147,9 @@ class Inbound(Record, Generic[DataT]):
         super().__init__(
             topic, partition, offset, key, value, headers=headers, timestamp_ms=timestamp_ms
         )
-        self._event = event
-        self._decoded = True
-        self._error: UndecodableMessage | None = None
         self._spec: TopicSpec | None = None
+        # The event, None (a tombstone), the UndecodableMessage, or _UNREAD.
+        self._outcome: object = event
 
     @classmethod
     def of_message(
@@ -168,10 +158,8 @@ class Inbound(Record, Generic[DataT]):
         """Wraps a librdkafka data message of the topic; its event is validated when read."""
         inbound: Inbound[Any] = cls.__new__(cls)
         inbound._wrap(message, topic, partition)
-        inbound._event = None
-        inbound._decoded = False
-        inbound._error = None
         inbound._spec = spec
+        inbound._outcome = _UNREAD
         return inbound
 
     @property
@@ -195,20 +183,20 @@ class Inbound(Record, Generic[DataT]):
             UndecodableMessage: the message is not a valid event of its topic; the error's
                 `message` is this one.
         """
-        if not self._decoded:
-            self._decode()
-        if self._error is not None:
-            raise self._error
-        return self._event
+        outcome = self._outcome
+        if outcome is _UNREAD:
+            outcome = self._outcome = self._decode()
+        if isinstance(outcome, UndecodableMessage):
+            raise outcome
+        return outcome  # type: ignore[return-value]
 
-    def _decode(self) -> None:
+    def _decode(self) -> CloudEvent[Any] | UndecodableMessage | None:
         assert self._spec is not None
         try:
-            self._event = decode_value(self._spec, self.value)
+            return decode_value(self._spec, self.value)
         except UndecodableMessage as error:
             error.message = self
-            self._error = error
-        self._decoded = True
+            return error
 
     @property
     def data(self) -> DataT:

@@ -336,7 +336,7 @@ def poll_cycle_figures(quick: bool) -> list[Figure]:
             poller = Poller(settings)
             started = time.monotonic()
             thread = threading.Thread(
-                target=lambda: poller.service.run(install_signal_handlers=False), daemon=True
+                target=lambda: poller.service.run(own_process=False), daemon=True
             )
             thread.start()
             engine = make_engine(url)

@@ -2,42 +2,52 @@
 
 from __future__ import annotations
 
-from rbr_runtime.kafka.lanes import Lane, OffsetTracker
-from rbr_runtime.kafka.messages import Record
+from typing import Any
+
+from rbr_runtime.kafka.lanes import Lane
+from rbr_runtime.kafka.messages import Inbound
 
 
-def record(offset: int) -> Record:
-    return Record(topic="t", partition=0, offset=offset, key=b"k", value=b"v")
+def record(offset: int) -> Inbound[Any]:
+    return Inbound(topic="t", partition=0, offset=offset, key=b"k", value=b"v")
+
+
+def lane_holding(offsets: list[int]) -> tuple[Lane, list[Inbound[Any]]]:
+    lane = Lane("t", 0)
+    lane.take_all([record(offset) for offset in offsets])
+    return lane, lane.start_batch(len(offsets))
 
 
 def test_the_commit_point_never_passes_an_offset_still_in_hand() -> None:
-    tracker = OffsetTracker()
-    for offset in (10, 11, 12, 13):
-        tracker.take(offset)
+    lane, batch = lane_holding([10, 11, 12, 13])
 
-    tracker.finish(12)
-    tracker.finish(13)
-    assert tracker.advance() == []
-    assert tracker.position is None, "12 and 13 finished, but 10 is still in hand"
+    lane.finish(batch[2:])
+    assert lane.committable() is None, "12 and 13 finished, but 10 is still in hand"
 
-    tracker.finish(10)
-    assert tracker.advance() == [10]
-    assert tracker.position == 11
+    lane.finish(batch[:1])
+    assert lane.committable() == 11
 
-    tracker.finish(11)
-    assert tracker.advance() == [11, 12, 13]
-    assert tracker.position == 14
-    assert len(tracker) == 0
+    lane.finish(batch[1:2])
+    assert lane.committable() == 14
+    assert lane.committed_at(14) == 4
 
 
 def test_offsets_need_not_be_contiguous() -> None:
     """Compaction and transaction markers leave gaps: the commit point jumps them."""
-    tracker = OffsetTracker()
-    for offset in (3, 7, 20):
-        tracker.take(offset)
-        tracker.finish(offset)
-    assert tracker.advance() == [3, 7, 20]
-    assert tracker.position == 21
+    lane, batch = lane_holding([3, 7, 20])
+    for message in batch:
+        lane.finish([message])
+    assert lane.committable() == 21
+
+
+def test_a_batch_without_its_undecodable_messages_finishes_around_them() -> None:
+    """The handled messages of a batch are not contiguous when some were dead-lettered."""
+    lane, batch = lane_holding([0, 1, 2, 3])
+    lane.finish([batch[1]])  # dead-lettered first
+    assert lane.committable() is None
+    lane.finish([batch[0], batch[2], batch[3]])
+    assert lane.committable() == 4
+    assert lane.committed_at(4) == 4
 
 
 def test_a_lane_commits_only_what_finished_and_counts_it_once() -> None:

@@ -203,7 +203,7 @@ def test_poison_message_goes_to_dlq_with_reason_and_the_rest_is_handled(
     assert sum(committed(settings, "g-poison", BUCKET_STATUS.name).values()) == 3
 
 
-def test_undecodable_message_is_dead_lettered_without_reaching_the_handler(
+def test_undecodable_message_is_dead_lettered_and_never_handled(
     settings: CommonSettings, producer: EventProducer, start: Callable[..., RunningConsumer]
 ) -> None:
     handled: list[str] = []
@@ -222,6 +222,59 @@ def test_undecodable_message_is_dead_lettered_without_reaching_the_handler(
     assert "not a valid bucket.status event" in headers.error
     assert dead[0].value() == b'{"specversion": "1.0", "junk": '
     assert handled == ["bucket-x"]
+
+
+def test_undecodable_message_mid_batch_is_dead_lettered_and_the_rest_handled(
+    settings: CommonSettings, producer: EventProducer, start: Callable[..., RunningConsumer]
+) -> None:
+    """Events are validated when read: the handler stops at the bad one, then gets the rest."""
+    calls: list[list[str]] = []
+    producer.send(BUCKET_STATUS, "bucket-m", status("bucket-m", 0))
+    producer.send_messages([OutgoingMessage(BUCKET_STATUS.name, "bucket-m", b"[1, 2")])
+    producer.send(BUCKET_STATUS, "bucket-m", status("bucket-m", 2))
+
+    def handle(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        calls.append([f"{m.offset}:{m.data.latency_ms:.0f}" for m in batch])
+
+    running = start(handle, "g-mid-batch")
+    dead = read_all(settings, BUCKET_STATUS.dlq, 1)
+    wait_for(
+        lambda: sum(committed(settings, "g-mid-batch", BUCKET_STATUS.name).values()) == 3,
+        message="all three committed",
+    )
+    running.stop()
+
+    assert dead[0].value() == b"[1, 2"
+    assert DeadLetterHeaders.from_kafka(dead[0].headers()).error_class == "undecodable"
+    handled = [entry for call in calls for entry in call]
+    assert sorted(set(handled)) == ["0:0", "2:2"], "each valid message handled, the bad one never"
+    assert running.error is None
+
+
+def test_null_value_on_a_topic_without_tombstones_is_dead_lettered(
+    settings: CommonSettings, producer: EventProducer, start: Callable[..., RunningConsumer]
+) -> None:
+    """A handler that only asks `is_tombstone` still learns the message is invalid."""
+    skipped: list[int] = []
+    producer.send_messages([OutgoingMessage(BUCKET_STATUS.name, "bucket-n", None)])
+    producer.send(BUCKET_STATUS, "bucket-n", status("bucket-n"))
+
+    def handle(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        skipped.extend(m.offset for m in batch if m.is_tombstone)
+
+    running = start(handle, "g-null")
+    dead = read_all(settings, BUCKET_STATUS.dlq, 1)
+    wait_for(
+        lambda: sum(committed(settings, "g-null", BUCKET_STATUS.name).values()) == 2,
+        message="both committed",
+    )
+    running.stop()
+
+    assert dead[0].value() is None
+    headers = DeadLetterHeaders.from_kafka(dead[0].headers())
+    assert headers.error_class == "undecodable"
+    assert "carries no tombstones" in headers.error
+    assert skipped == []
 
 
 def test_consumer_stops_instead_of_dead_lettering_everything(
@@ -573,10 +626,14 @@ def test_rejecting_message_k_of_a_batch_dead_letters_only_it(
     assert running.error is None
 
 
-def test_a_later_message_finished_first_is_not_committed_past_the_earlier_one(
+def test_the_commit_point_waits_for_the_message_in_hand(
     settings: CommonSettings, producer: EventProducer, start: Callable[..., RunningConsumer]
 ) -> None:
-    """An undecodable message behind a slow one is dead-lettered (finished) first."""
+    """A partition's commit point waits for its message in hand; other partitions go on.
+
+    (Out-of-order finishing within a batch, a dead letter before the messages ahead of it,
+    is covered by test_consumer_lanes.)
+    """
     held = threading.Event()
     release = threading.Event()
     handled: list[str] = []
@@ -589,12 +646,11 @@ def test_a_later_message_finished_first_is_not_committed_past_the_earlier_one(
             handled.append(message.data.name)
 
     producer.send(BUCKET_STATUS, "bucket-a", status("bucket-a"))
-    producer.send_messages([OutgoingMessage(BUCKET_STATUS.name, "bucket-a", b"not json")])
+    producer.send(BUCKET_STATUS, "bucket-a", status("bucket-a-next"))  # same key, same partition
     running = start(hold_bucket_a, "g-contiguous")
     assert held.wait(30)
-    read_all(settings, BUCKET_STATUS.dlq, 1)  # offset 1 finished while offset 0 is in hand
 
-    # Commit rounds after the dead letter: messages on the other partitions get committed.
+    # Meanwhile, messages on the other partitions get committed.
     later = [f"bucket-{i}" for i in range(24)]
     for name in later:
         producer.send(BUCKET_STATUS, name, status(name))
@@ -620,6 +676,7 @@ def test_a_later_message_finished_first_is_not_committed_past_the_earlier_one(
     )
     running.stop()
     assert handled.count("bucket-a") == 1
+    assert handled.count("bucket-a-next") == 1
 
 
 class CommitWatch:

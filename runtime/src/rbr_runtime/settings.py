@@ -97,7 +97,7 @@ class CommonSettings(BaseSettings):
         "messages are handled in order, one batch at a time).",
     )
     consumer_buffer_size: int = Field(
-        default=1000,
+        default=5000,
         ge=1,
         description="Messages fetched ahead per partition; beyond that the partition is paused "
         "until its handler catches up.",

@@ -37,7 +37,7 @@ def running(service: Service, *, ready_timeout: float = 30.0) -> Iterator[Runnin
     """Runs the service until the block ends; waits until its readiness checks pass."""
     handle = RunningService(service, threading.Thread(target=lambda: None))
     handle.thread = threading.Thread(
-        target=lambda: handle.exit_codes.append(service.run(install_signal_handlers=False)),
+        target=lambda: handle.exit_codes.append(service.run(own_process=False)),
         name="service-under-test",
         daemon=True,
     )

@@ -28,7 +28,6 @@ from rbr_runtime.kafka.messages import (
     PermanentError,
     Record,
     Rejection,
-    decode_record,
 )
 from rbr_runtime.kafka.producer import EventProducer, OutgoingMessage
 from rbr_runtime.retry import backoff_delay
@@ -135,7 +134,7 @@ class BatchProcessor:
         self._stop = stop
         self._cap = DeadLetterCap(settings.dlq_max_consecutive)
 
-    def process(self, lane: Lane, batch: list[Record], finished: Finished) -> None:
+    def process(self, lane: Lane, batch: list[Inbound[Any]], finished: Finished) -> None:
         """Finishes every message of the batch: handled or dead-lettered.
 
         Raises:
@@ -143,26 +142,39 @@ class BatchProcessor:
             DeadLetterCapExceeded: too many consecutive messages were dead-lettered.
         """
         started = time.monotonic()
-        inbound: list[Inbound[Any]] = []
-        for record in batch:
-            try:
-                inbound.append(decode_record(record, self._specs[record.topic]))
-            except UndecodableMessage as error:
-                self._dead_letter(lane, record, "undecodable", str(error))
-                finished([record])
-        if inbound:
-            self._handle(lane, inbound, finished)
+        self._handle(lane, batch, finished)
         BATCH_SECONDS.labels(self._group_id).observe(time.monotonic() - started)
 
     def _handle(self, lane: Lane, batch: list[Inbound[Any]], finished: Finished) -> None:
         pending = batch
         while pending:
             verdict = self._call(lane, pending)
-            if isinstance(verdict, PermanentError):
+            if isinstance(verdict, _Undecodable):
+                pending = self._without_undecodable(lane, pending, finished)
+            elif isinstance(verdict, PermanentError):
                 pending = self._rejected(lane, pending, verdict, finished)
             else:
                 self._settle(lane, pending, verdict, finished)
                 pending = []
+
+    def _without_undecodable(
+        self, lane: Lane, batch: list[Inbound[Any]], finished: Finished
+    ) -> list[Inbound[Any]]:
+        """Dead-letters the batch's undecodable messages; returns the others, to hand again.
+
+        The handler read an undecodable message and stopped there; it is called again with
+        the rest of its batch (handlers are idempotent), so one bad message costs one extra
+        call, not a message-by-message re-run.
+        """
+        valid = []
+        for message in batch:
+            error = _decoding_error(message)
+            if error is None:
+                valid.append(message)
+                continue
+            self._dead_letter(lane, message, "undecodable", str(error))
+            finished([message])
+        return valid
 
     def _settle(
         self,
@@ -217,7 +229,9 @@ class BatchProcessor:
         finished(list(batch))
         return []
 
-    def _call(self, lane: Lane, batch: list[Inbound[Any]]) -> Sequence[Rejection] | PermanentError:
+    def _call(
+        self, lane: Lane, batch: list[Inbound[Any]]
+    ) -> Sequence[Rejection] | PermanentError | _Undecodable:
         """Calls the handler until it stops raising; outages are retried for as long as they last.
 
         Other exceptions (a bug, or a message the code cannot handle) are retried
@@ -236,6 +250,9 @@ class BatchProcessor:
                 lane.retrying_since = None
                 return rejection
             except Exception as error:  # noqa: BLE001 - classified below
+                if _names_one_of(error, batch):
+                    lane.retrying_since = None
+                    return _UNDECODABLE
                 attempt += 1
                 fault = not is_outage(error)
                 faults += fault
@@ -319,6 +336,28 @@ class BatchProcessor:
                 continue
             lane.retrying_since = None
             return
+
+
+class _Undecodable:
+    """The handler read a message of its batch that is not a valid event."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _names_one_of(error: Exception, batch: list[Inbound[Any]]) -> bool:
+    """Tells whether the error is the failed validation of one of the batch's messages."""
+    if not isinstance(error, UndecodableMessage):
+        return False
+    return any(message is error.message for message in batch)
+
+
+def _decoding_error(message: Inbound[Any]) -> UndecodableMessage | None:
+    try:
+        message.event  # noqa: B018 - reading it validates it
+    except UndecodableMessage as error:
+        return error
+    return None
 
 
 def _as_rejection(message: Inbound[Any], error: PermanentError) -> Rejection:

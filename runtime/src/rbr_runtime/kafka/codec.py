@@ -16,7 +16,12 @@ MAX_REASON_CHARS = 1000
 
 
 class UndecodableMessage(ValueError):
-    """A message value is not a valid event of its topic; it can never be processed."""
+    """A message value is not a valid event of its topic; it can never be processed.
+
+    `message` is the consumed message at fault, when a consumer's message raised it.
+    """
+
+    message: Any = None
 
 
 @cache

@@ -5,77 +5,48 @@ Pure bookkeeping, no broker: the consumer runner holds one lock around every cal
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict, deque
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rbr_runtime.kafka.messages import Record, TopicPartitionKey
-
-
-class OffsetTracker:
-    """The offsets of one partition in hand, and how far it is safe to commit.
-
-    Offsets are taken in increasing order and may finish in any order. The commit point moves
-    only over a run of finished offsets: it never passes one still in hand, so a crash can
-    lose nothing (arroyo commits the same way).
-    """
-
-    def __init__(self) -> None:
-        self._finished: OrderedDict[int, bool] = OrderedDict()
-        self.position: int | None = None
-        """The offset after the last one of the finished run (None: nothing finished yet)."""
-
-    def __len__(self) -> int:
-        return len(self._finished)
-
-    def take(self, offset: int) -> None:
-        """Records an offset taken in (in increasing order)."""
-        self._finished[offset] = False
-
-    def finish(self, offset: int) -> None:
-        """Records that an offset was handled (or dead-lettered); unknown offsets are ignored."""
-        if offset in self._finished:
-            self._finished[offset] = True
-
-    def advance(self) -> list[int]:
-        """Moves the commit point over the finished run; returns the offsets it passed."""
-        passed = []
-        while self._finished:
-            offset, finished = next(iter(self._finished.items()))
-            if not finished:
-                break
-            self._finished.popitem(last=False)
-            self.position = offset + 1
-            passed.append(offset)
-        return passed
+from rbr_runtime.kafka.messages import Inbound, Record, TopicPartitionKey
 
 
 @dataclass(eq=False)
 class Lane:
-    """One partition of the assignment, handled in order: at most one batch in hand."""
+    """One partition of the assignment, handled in order: at most one batch in hand.
+
+    Everything before the batch in hand is finished, so the commit point is the offset after
+    the batch's finished prefix: it never passes a message still in hand, so a crash can lose
+    nothing (arroyo commits the same way). Messages of the batch may finish in any order.
+    """
 
     topic: str
     partition: int
     after: Lane | None = None
     """An older lane of the same partition whose batch is still in hand: this one waits."""
-    queue: deque[Record] = field(default_factory=deque)
-    tracker: OffsetTracker = field(default_factory=OffsetTracker)
+    queue: deque[Inbound[Any]] = field(default_factory=deque)
     owned: bool = True
     """False between a revoke and the assignment that gives the partition back."""
     closed: bool = False
     """The partition went to another member: nothing more of it is handled or committed."""
-    in_hand: list[Record] | None = None
+    in_hand: list[Inbound[Any]] | None = None
     handler_thread: Any = None
     scheduled: bool = False
     paused: bool = False
     next_offset: int | None = None
     """The offset after the last message taken in: anything below it is a duplicate."""
+    commit_point: int | None = None
+    """The offset after the last of the finished run (None: nothing finished yet)."""
     committed: int | None = None
-    passed: list[int] = field(default_factory=list)
-    """Offsets the commit point moved over since the last commit."""
+    passed: deque[tuple[int, int]] = field(default_factory=deque)
+    """(commit point, messages passed) for each move of the commit point since the last commit."""
     retrying_since: float | None = None
-    started_at: float = field(default_factory=time.monotonic)
+    _finished_prefix: int = 0
+    """How many messages at the head of the batch in hand are finished."""
+    _finished_later: set[int] = field(default_factory=set)
+    """Offsets of the batch in hand finished past its finished prefix."""
 
     @property
     def position(self) -> TopicPartitionKey:
@@ -100,7 +71,7 @@ class Lane:
             and not waiting_for_older
         )
 
-    def take(self, record: Record) -> bool:
+    def take(self, record: Inbound[Any]) -> bool:
         """Takes a fetched record in; False for one already taken (fetched again).
 
         After a rebalance that gives a partition back, the client fetches again from the
@@ -109,32 +80,59 @@ class Lane:
         if self.next_offset is not None and record.offset < self.next_offset:
             return False
         self.queue.append(record)
-        self.tracker.take(record.offset)
         self.next_offset = record.offset + 1
         return True
 
-    def start_batch(self, size: int) -> list[Record]:
+    def take_all(self, records: list[Inbound[Any]]) -> None:
+        """Takes fetched records of the partition in, in offset order; skips those taken."""
+        if self.next_offset is not None and records[0].offset < self.next_offset:
+            records = [r for r in records if r.offset >= self.next_offset]
+            if not records:
+                return
+        self.queue.extend(records)
+        self.next_offset = records[-1].offset + 1
+
+    def start_batch(self, size: int) -> list[Inbound[Any]]:
         """Takes the next batch (up to `size` messages) off the queue into hand."""
-        batch = [self.queue.popleft() for _ in range(min(size, len(self.queue)))]
+        queue = self.queue
+        batch = [queue.popleft() for _ in range(min(size, len(queue)))]
         self.in_hand = batch
+        self._finished_prefix = 0
+        self._finished_later.clear()
         return batch
 
-    def finish(self, records: list[Record]) -> None:
-        """Marks records done (handled or dead-lettered)."""
-        for record in records:
-            self.tracker.finish(record.offset)
-        self.passed.extend(self.tracker.advance())
+    def finish(self, records: Sequence[Record]) -> None:
+        """Marks records of the batch in hand done (handled or dead-lettered)."""
+        batch = self.in_hand
+        if batch is None or not records:
+            return
+        done = self._finished_prefix
+        end = done + len(records)
+        if end <= len(batch) and records[0] is batch[done] and records[-1] is batch[end - 1]:
+            # The usual case: the next messages, in order (a handled batch, or its head).
+            done = end
+        else:
+            self._finished_later.update(r.offset for r in records)
+        later = self._finished_later
+        while done < len(batch) and batch[done].offset in later:
+            later.discard(batch[done].offset)
+            done += 1
+        passed, self._finished_prefix = done - self._finished_prefix, done
+        if passed:
+            self.commit_point = batch[done - 1].offset + 1
+            self.passed.append((self.commit_point, passed))
 
     def committable(self) -> int | None:
         """Returns the offset to commit, if past the last one committed."""
-        position = self.tracker.position
-        if position is None or (self.committed is not None and position <= self.committed):
+        point = self.commit_point
+        if point is None or (self.committed is not None and point <= self.committed):
             return None
-        return position
+        return point
 
     def committed_at(self, offset: int) -> int:
         """Records a successful commit; returns how many messages it covered."""
         self.committed = offset
-        passed = sum(1 for o in self.passed if o < offset)
-        self.passed = [o for o in self.passed if o >= offset]
-        return passed
+        covered = 0
+        while self.passed and self.passed[0][0] <= offset:
+            covered += self.passed.popleft()[1]
+        return covered

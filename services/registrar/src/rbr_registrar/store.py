@@ -106,6 +106,26 @@ def _host_rows_query() -> Select[Any]:
 
 _HOST_KEY = ("ip_address", "operating_system")
 _HOST_ROWS = _host_rows_query()
+_NULL_UNLESS_GIVEN = frozenset(
+    column.name
+    for column in buckets.columns
+    if column.nullable and column.default is None and column.server_default is None
+)
+"""Columns an INSERT that leaves them out stores as NULL."""
+
+
+def _without_nulls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Returns the rows without the columns NULL in all of them: stored NULL all the same.
+
+    A new registration leaves half of a bucket's columns NULL (its polls, its S3 source),
+    and every value sent is escaped and parsed, row by row.
+    """
+    absent = {name for name in _NULL_UNLESS_GIVEN if all(row.get(name) is None for row in rows)}
+    if not absent:
+        return rows
+    return [{name: value for name, value in row.items() if name not in absent} for row in rows]
+
+
 REPORTED_FIELDS = (
     "operating_system",
     "cpu_usage",
@@ -232,7 +252,7 @@ class BucketRepository:
                 (inserted if new else changed)[row.name] = row
             if inserted:
                 rows = self._mark_replacements(connection, list(inserted.values()), now)
-                connection.execute(insert(buckets), [row.values() for row in rows])
+                connection.execute(insert(buckets), _without_nulls([r.values() for r in rows]))
             for row in changed.values():
                 self._write_row(connection, row)
             self._announce(connection, announced, now)
@@ -665,7 +685,9 @@ class BucketRepository:
                 marked.append(row)
                 continue
             replaced = replaced_bucket(row, host, now, self.replacement_silence, uploads)
-            marked.append(replace(row, replaces_id=replaced))
+            marked.append(
+                row if replaced == row.replaces_id else replace(row, replaces_id=replaced)
+            )
             host.append(marked[-1])  # a later registration of the same batch sees this one
         return marked
 

@@ -391,7 +391,7 @@ def _registration_routes(deps: Dependencies) -> APIRouter:
             REGISTRATIONS.labels("forbidden_address").inc()
             raise errors.FieldErrors(refused)
         registration = _registration(deps, payload, enrolled)
-        decision = await asyncio.wrap_future(deps.committer.submit(registration))
+        decision = await deps.committer.decide(registration)
         REGISTRATIONS.labels(decision.verdict.value).inc()
         REGISTRATION_SECONDS.observe(loop.time() - started)
         if decision.writes:

@@ -699,7 +699,7 @@ class BucketRepository:
             host = (r.ip_address, r.operating_system)
             if r.n > CROWDED_HOST:
                 found.pop(host, None)
-            else:
+            elif r.id is not None:  # the statement's rows, read after its counts
                 found[host].append(HostRow(**{name: r._mapping[name] for name in HOST_ROW_COLUMNS}))
         return found
 

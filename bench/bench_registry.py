@@ -6,7 +6,9 @@
    its outbox row (group commit); the figures are acknowledged registrations per second and
    the latency percentiles, and the run checks that the rows are really there.
    The same load generator then runs against a bare FastAPI endpoint doing no work, served
-   the same way (`bench/bare_endpoint.py`): the registrar is held to half its rate.
+   the same way (`bench/bare_endpoint.py`): the registrar is held to half its rate. Both
+   servers' CPU time per answer (their whole process, read from /proc) is printed too: it
+   depends far less than the rates on how busy the machine is.
 2. Bucket directory: 10,000 registrations on `bucket.registered`; the time from a directory's
    `run()` (group join included) until it read every partition to its end.
 3. Poll cycle: 10,000 simulated buckets (`rbr_simulator`, four processes, each bucket HTTPS
@@ -49,6 +51,8 @@ from rbr_testing.broker import Broker, free_port
 from rbr_testing.mariadb import create_database, drop_database, mysql_url
 
 SECRET = "bench-secret-key"
+SERVER_PIDS: dict[str, int] = {}
+"""The process serving each base URL this module started (for its CPU time)."""
 ENROLLMENT_KEY = "bench-enrollment-key"
 TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
@@ -94,6 +98,7 @@ def registrar(url: str, bootstrap: str, **env: str) -> Iterator[str]:
         [sys.executable, "-m", "rbr_registrar"], env=environment, stderr=subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[base] = process.pid
     try:
         _wait_ready(base, process)
         yield base
@@ -131,6 +136,7 @@ async def _load(base: str, connections: int, seconds: float, warmup: float) -> d
     run = secrets.token_hex(3)
     latencies: list[float] = []
     errors: dict[int, int] = {}
+    answered = 0
     started = time.monotonic()
     measure_from = started + warmup
     deadline = measure_from + seconds
@@ -138,12 +144,14 @@ async def _load(base: str, connections: int, seconds: float, warmup: float) -> d
     connector = aiohttp.TCPConnector(limit=connections)
 
     async def worker(index: int, session: aiohttp.ClientSession) -> None:
+        nonlocal answered
         n = 0
         while (now := time.monotonic()) < deadline:
             n += 1
             async with session.post(url, json=_payload(run, index, n)) as answer:
                 await answer.read()
                 done = time.monotonic()
+                answered += 1
                 if now >= measure_from:
                     if answer.status == 200:
                         latencies.append(done - now)
@@ -152,7 +160,13 @@ async def _load(base: str, connections: int, seconds: float, warmup: float) -> d
 
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.gather(*(worker(i, session) for i in range(connections)))
-    return {"latencies": latencies, "errors": errors, "seconds": seconds}
+    return {"latencies": latencies, "errors": errors, "seconds": seconds, "answered": answered}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """Returns the CPU time (user and system, every thread) a process used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -168,6 +182,7 @@ def bare_endpoint() -> Iterator[str]:
         [sys.executable, "-m", "bench.bare_endpoint", str(port)], stderr=subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[base] = process.pid
     try:
         _wait_ready(base, process)
         yield base
@@ -180,10 +195,15 @@ def _interleaved(
     bases: tuple[str, str], connections: int, seconds: float, rounds: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Loads two servers in turn, `rounds` slices each: both see the machine's same moods."""
-    merged: list[dict[str, Any]] = [{"latencies": [], "errors": {}, "seconds": 0.0} for _ in bases]
+    merged: list[dict[str, Any]] = [
+        {"latencies": [], "errors": {}, "seconds": 0.0, "answered": 0, "cpu": 0.0} for _ in bases
+    ]
     for _ in range(rounds):
         for base, total in zip(bases, merged, strict=True):
+            cpu_before = _cpu_seconds(SERVER_PIDS[base])
             result = asyncio.run(_load(base, connections, seconds / rounds, warmup=0.5))
+            total["cpu"] += _cpu_seconds(SERVER_PIDS[base]) - cpu_before
+            total["answered"] += result["answered"]
             total["latencies"] += result["latencies"]
             total["seconds"] += result["seconds"]
             for status, count in result["errors"].items():
@@ -213,6 +233,8 @@ def registration_figures(quick: bool) -> list[Figure]:
     p50 = _percentile(latencies, 0.50) * 1000
     p99 = _percentile(latencies, 0.99) * 1000
     failed = sum(result["errors"].values())
+    cpu = result["cpu"] / max(1, result["answered"]) * 1000
+    bare_cpu = bare["cpu"] / max(1, bare["answered"]) * 1000
     note = f"{connections} connections, {seconds:.0f}s; {failed} non-200; {stored} rows stored"
     return [
         Figure(
@@ -236,6 +258,18 @@ def registration_figures(quick: bool) -> list[Figure]:
             ">= 0.5",
             ratio >= 0.5,
             "the same run, in 5 alternating slices each, both servers up throughout",
+        ),
+        Figure(
+            "registrar: CPU time per registration (its process, every thread)",
+            cpu,
+            "ms",
+            note="the whole server process (HTTP, group commit, outbox relay), warm-ups included",
+        ),
+        Figure(
+            "registrar: bare endpoint CPU time per request",
+            bare_cpu,
+            "ms",
+            note=f"the same measure; registrar / bare: {cpu / bare_cpu if bare_cpu else 0:.1f}",
         ),
         Figure("registrar: registration latency p50", p50, "ms", note=note),
         Figure("registrar: registration latency p99", p99, "ms", "<= 100", p99 <= 100, note),

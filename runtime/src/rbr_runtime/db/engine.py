@@ -18,9 +18,10 @@ from sqlalchemy.sql.dml import Insert
 def make_engine(url: str, *, local_infile: bool = False, **kwargs: Any) -> Engine:
     """Creates an engine for the URL, tuned for its dialect.
 
-    MySQL: utf8mb4, connections checked before use and recycled hourly (servers drop idle
-    connections). SQLite: the file's folder is created, WAL journal, foreign keys on, and a busy
-    timeout so several local processes can share one file.
+    MySQL: utf8mb4, connections checked before use (unless `pool_pre_ping=False`) and
+    recycled hourly (servers drop idle connections). SQLite: the file's folder is created,
+    WAL journal, foreign keys on, and a busy timeout so several local processes can share
+    one file.
 
     Args:
         url: the database URL.
@@ -39,10 +40,10 @@ def make_engine(url: str, *, local_infile: bool = False, **kwargs: Any) -> Engin
     connect_args = {"init_command": "SET time_zone = '+00:00'", **kwargs.pop("connect_args", {})}
     if local_infile:
         connect_args["local_infile"] = True
+    kwargs.setdefault("pool_pre_ping", True)
     return create_engine(
         parsed,
         connect_args=connect_args,
-        pool_pre_ping=True,
         pool_recycle=3600,
         isolation_level="READ COMMITTED",
         **kwargs,

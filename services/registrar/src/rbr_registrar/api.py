@@ -332,7 +332,12 @@ def _refused_target(
     return refused
 
 
-def _registration_answer(decision: Decision, name: str) -> RegistrationResponse:
+def _registration_answer(decision: Decision, name: str) -> JSONResponse:
+    """Returns the answer of a registration: a `RegistrationResponse`'s JSON.
+
+    Built directly: FastAPI would validate and serialise the model again, at every
+    registration, to the same bytes.
+    """
     if decision.verdict is Verdict.CONFLICT:
         raise HTTPException(
             409,
@@ -349,7 +354,7 @@ def _registration_answer(decision: Decision, name: str) -> RegistrationResponse:
         status = RegistrationStatus.REGISTERED
     else:
         status = RegistrationStatus.UPDATED
-    return RegistrationResponse(status=status, id=row.id)
+    return JSONResponse({"status": status.value, "id": row.id})
 
 
 def _registration_routes(deps: Dependencies) -> APIRouter:
@@ -357,7 +362,7 @@ def _registration_routes(deps: Dependencies) -> APIRouter:
 
     async def register_bucket(
         payload: RegistrationRequest, request: Request, credentials: BearerCredentials = None
-    ) -> RegistrationResponse:
+    ) -> JSONResponse:
         """Registers a bucket, or updates the registration of a bucket with the same token.
 
         Answers 200 with `registered` (new, active), `pending` (new or unchanged, waiting for
@@ -386,7 +391,7 @@ def _registration_routes(deps: Dependencies) -> APIRouter:
             REGISTRATIONS.labels("forbidden_address").inc()
             raise errors.FieldErrors(refused)
         registration = _registration(deps, payload, enrolled)
-        decision = await asyncio.wrap_future(deps.committer.submit(registration))
+        decision = await deps.committer.decide(registration)
         REGISTRATIONS.labels(decision.verdict.value).inc()
         REGISTRATION_SECONDS.observe(loop.time() - started)
         if decision.writes:

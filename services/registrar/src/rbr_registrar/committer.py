@@ -7,16 +7,20 @@ request's future. Nothing is acknowledged before it is durable, and with a singl
 flight this is simply one transaction per registration. `RBR_REGISTRATION_WRITERS` writers
 commit batches side by side (a batch waits on the database's round trips, not on this
 process), settling races between them as between registrar replicas: rows locked in name
-order, a lost unique-key race decided again (`repository.with_retries`).
+order, a lost unique-key race decided again (`repository.with_retries`). Requests served on
+an event loop wait with `decide` (an asyncio future: a batch wakes each loop once).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import TypeAlias
 
 from prometheus_client import Histogram
 from sqlalchemy.exc import DBAPIError
@@ -32,7 +36,9 @@ BATCH_SIZE = Histogram(
     "Registrations committed per transaction (group commit).",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
-_Item = tuple[Registration, "Future[Decision]"]
+_Waiter: TypeAlias = "Future[Decision] | asyncio.Future[Decision]"
+_Item: TypeAlias = tuple[Registration, _Waiter]
+_Outcome: TypeAlias = Decision | BaseException
 
 
 class CommitterStopped(Exception):
@@ -65,11 +71,28 @@ class GroupCommitter:
             CommitterStopped: the committer was stopped.
         """
         future: Future[Decision] = Future()
+        self._put(registration, future)
+        return future
+
+    async def decide(self, registration: Registration) -> Decision:
+        """Queues a registration and returns its decision once it is committed.
+
+        For requests on an event loop: the writer completes a batch's waiters on their loop
+        with one call, not one wake-up (and one concurrent future) per request.
+
+        Raises:
+            CommitterStopped: the committer was stopped.
+            Exception: what the database raised when the batch could not be committed.
+        """
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._put(registration, future)
+        return await future
+
+    def _put(self, registration: Registration, waiter: _Waiter) -> None:
         with self._lock:
             if self._closed:
                 raise CommitterStopped("the registrar is shutting down")
-            self._queue.put((registration, future))
-        return future
+            self._queue.put((registration, waiter))
 
     def stop(self) -> None:
         """Commits what is queued, then stops."""
@@ -129,8 +152,7 @@ class GroupCommitter:
             self._fail(batch, error)
             return
         self._on_commit()
-        for (_, future), decision in zip(batch, decisions, strict=True):
-            future.set_result(decision)
+        _settle([waiter for _, waiter in batch], decisions)
 
     def _fail(self, batch: list[_Item], error: Exception) -> None:
         transient = isinstance(error, DBAPIError) and is_transient_db_error(error)
@@ -140,5 +162,32 @@ class GroupCommitter:
                 self._commit([item])
             return
         log.error("registration not stored: %s: %s", type(error).__name__, str(error)[:300])
-        for _, future in batch:
-            future.set_exception(error)
+        _settle([waiter for _, waiter in batch], [error] * len(batch))
+
+
+def _settle(waiters: Sequence[_Waiter], outcomes: Sequence[_Outcome]) -> None:
+    """Completes each waiter with its outcome; those of a loop in one call on that loop."""
+    on_loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Decision], _Outcome]]]
+    on_loops = {}
+    for waiter, outcome in zip(waiters, outcomes, strict=True):
+        if isinstance(waiter, asyncio.Future):
+            on_loops.setdefault(waiter.get_loop(), []).append((waiter, outcome))
+        elif isinstance(outcome, BaseException):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
+    for loop, settled in on_loops.items():
+        # A loop closed meanwhile (a shutdown past its grace) has no one left to answer.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_complete, settled)
+
+
+def _complete(settled: list[tuple[asyncio.Future[Decision], _Outcome]]) -> None:
+    """Completes futures on their loop; a request cancelled meanwhile is skipped."""
+    for future, outcome in settled:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

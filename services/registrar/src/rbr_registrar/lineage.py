@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from rbr_registrar.domain import METRIC_FIELDS, BucketRow, Decision, _changed
 from rbr_schemas import DeliveryMode
@@ -35,7 +35,43 @@ have one) goes with the address it is served at."""
 _ROW_COLUMNS = frozenset(f.name for f in fields(BucketRow))
 
 
-def last_sign_of_life(row: BucketRow, newest_upload: datetime | None = None) -> datetime | None:
+class Lineaged(Protocol):
+    """What the lineage rules read of a registration (a `BucketRow` or a `HostRow`)."""
+
+    @property
+    def id(self) -> str: ...  # noqa: D102 - the fields of `BucketRow`
+    @property
+    def ip_address(self) -> str: ...  # noqa: D102
+    @property
+    def operating_system(self) -> str | None: ...  # noqa: D102
+    @property
+    def replaces_id(self) -> str | None: ...  # noqa: D102
+    @property
+    def last_seen(self) -> datetime | None: ...  # noqa: D102
+    @property
+    def delivery_mode(self) -> str: ...  # noqa: D102
+
+
+@dataclass(frozen=True)
+class HostRow:
+    """The columns of a host's registration the lineage rules read, and no more.
+
+    A registration reads every earlier one of its host: their few columns, not whole rows
+    with tokens and metrics, keep that read cheap.
+    """
+
+    id: str
+    ip_address: str
+    operating_system: str | None
+    replaces_id: str | None
+    last_seen: datetime | None
+    delivery_mode: str
+
+
+HOST_ROW_COLUMNS = tuple(f.name for f in fields(HostRow))
+
+
+def last_sign_of_life(row: Lineaged, newest_upload: datetime | None = None) -> datetime | None:
     """Returns when the bucket's honeypot was last known to be alive, if ever.
 
     Args:
@@ -54,21 +90,21 @@ def last_sign_of_life(row: BucketRow, newest_upload: datetime | None = None) -> 
 
 
 def is_silent(
-    row: BucketRow, now: datetime, silence: timedelta, newest_upload: datetime | None = None
+    row: Lineaged, now: datetime, silence: timedelta, newest_upload: datetime | None = None
 ) -> bool:
     """Tells whether a bucket showed no sign of life in the last `silence`."""
     alive_at = last_sign_of_life(row, newest_upload)
     return alive_at is None or alive_at <= now - silence
 
 
-def same_host(row: BucketRow, other: BucketRow) -> bool:
+def same_host(row: Lineaged, other: Lineaged) -> bool:
     """Tells whether two registrations come from the same address and operating system."""
     return (row.ip_address, row.operating_system) == (other.ip_address, other.operating_system)
 
 
 def replaced_bucket(
-    new: BucketRow,
-    registered: Sequence[BucketRow],
+    new: Lineaged,
+    registered: Sequence[Lineaged],
     now: datetime,
     silence: timedelta,
     newest_uploads: Mapping[str, datetime] | None = None,

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Select
 
 from rbr_registrar.domain import (
     BucketRow,
@@ -37,7 +38,7 @@ from rbr_registrar.domain import (
     registration_message,
     removal_resolution,
 )
-from rbr_registrar.lineage import CROWDED_HOST, replaced_bucket
+from rbr_registrar.lineage import CROWDED_HOST, HOST_ROW_COLUMNS, HostRow, Lineaged, replaced_bucket
 from rbr_registrar.operator.views import BucketFilter
 from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.tables import bucket_aliases, bucket_status_history, buckets, drop_sources
@@ -54,6 +55,77 @@ WRITE_ATTEMPTS = 5
 DEFAULT_REPLACEMENT_SILENCE = 900.0
 Host = tuple[str, str | None]
 """A registration's (ip_address, operating_system)."""
+
+# The statements of every registration's transaction, built once: each execution then finds
+# its compiled form in the engine's cache without building and hashing a new statement.
+_LOCK_BY_NAME = (
+    select(buckets)
+    .where(buckets.c.name.in_(bindparam("names", expanding=True)))
+    .order_by(buckets.c.name)
+    .with_for_update()
+)
+_LOCK_ALIASES = (
+    select(bucket_aliases.c.name, bucket_aliases.c.bucket_id)
+    .where(bucket_aliases.c.name.in_(bindparam("names", expanding=True)))
+    .with_for_update()
+)
+_LOCK_BY_ID = (
+    select(buckets)
+    .where(buckets.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(buckets.c.name)
+    .with_for_update()
+)
+
+
+def _host_rows_query() -> Select[Any]:
+    """Each host's count of registrations, with its rows' lineage columns if not crowded.
+
+    One round trip: a crowded host comes back as one row with no bucket columns.
+    """
+    host_of = tuple_(buckets.c.ip_address, buckets.c.operating_system)
+    counted = (
+        select(buckets.c.ip_address, buckets.c.operating_system, func.count().label("n"))
+        .where(host_of.in_(bindparam("hosts", expanding=True)))
+        .group_by(buckets.c.ip_address, buckets.c.operating_system)
+        .subquery("counted")
+    )
+    rows = buckets.alias("host_bucket")
+    joined = counted.outerjoin(
+        rows,
+        and_(
+            rows.c.ip_address == counted.c.ip_address,
+            rows.c.operating_system == counted.c.operating_system,
+            counted.c.n <= CROWDED_HOST,
+        ),
+    )
+    wanted = [rows.c[name] for name in HOST_ROW_COLUMNS if name not in _HOST_KEY]
+    return select(
+        counted.c.ip_address, counted.c.operating_system, counted.c.n, *wanted
+    ).select_from(joined)
+
+
+_HOST_KEY = ("ip_address", "operating_system")
+_HOST_ROWS = _host_rows_query()
+_NULL_UNLESS_GIVEN = frozenset(
+    column.name
+    for column in buckets.columns
+    if column.nullable and column.default is None and column.server_default is None
+)
+"""Columns an INSERT that leaves them out stores as NULL."""
+
+
+def _without_nulls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Returns the rows without the columns NULL in all of them: stored NULL all the same.
+
+    A new registration leaves half of a bucket's columns NULL (its polls, its S3 source),
+    and every value sent is escaped and parsed, row by row.
+    """
+    absent = {name for name in _NULL_UNLESS_GIVEN if all(row.get(name) is None for row in rows)}
+    if not absent:
+        return rows
+    return [{name: value for name, value in row.items() if name not in absent} for row in rows]
+
+
 REPORTED_FIELDS = (
     "operating_system",
     "cpu_usage",
@@ -180,7 +252,7 @@ class BucketRepository:
                 (inserted if new else changed)[row.name] = row
             if inserted:
                 rows = self._mark_replacements(connection, list(inserted.values()), now)
-                connection.execute(insert(buckets), [row.values() for row in rows])
+                connection.execute(insert(buckets), _without_nulls([r.values() for r in rows]))
             for row in changed.values():
                 self._write_row(connection, row)
             self._announce(connection, announced, now)
@@ -566,24 +638,26 @@ class BucketRepository:
         # Locked in name order, so two transactions over the same names cannot deadlock.
         if not names:
             return {}
-        query = select(buckets).where(buckets.c.name.in_(names)).order_by(buckets.c.name)
-        rows = connection.execute(query.with_for_update())
+        rows = connection.execute(_LOCK_BY_NAME, {"names": list(names)})
         return {r.name: BucketRow.from_mapping(r._mapping) for r in rows}
 
     def _lock_merged_into(
         self, connection: Connection, names: Sequence[str]
     ) -> dict[str, BucketRow]:
-        """Locks and returns the buckets these names were merged into, by merged name."""
+        """Locks and returns the buckets these names were merged into, by merged name.
+
+        The aliases are locked first, then their buckets in name order: the rows a join
+        of the two would lock, in that order, while a registration of names merged into
+        nothing (nearly every one) reads two narrow columns, not a bucket's forty.
+        """
         if not names:
             return {}
-        query = (
-            select(bucket_aliases.c.name.label("alias"), buckets)
-            .join(buckets, buckets.c.id == bucket_aliases.c.bucket_id)
-            .where(bucket_aliases.c.name.in_(names))
-            .order_by(buckets.c.name)
-        )
-        rows = connection.execute(query.with_for_update())
-        return {r.alias: BucketRow.from_mapping(r._mapping) for r in rows}
+        aliases = connection.execute(_LOCK_ALIASES, {"names": list(names)}).all()
+        if not aliases:
+            return {}
+        rows = connection.execute(_LOCK_BY_ID, {"ids": sorted({a.bucket_id for a in aliases})})
+        by_id = {r.id: BucketRow.from_mapping(r._mapping) for r in rows}
+        return {a.name: by_id[a.bucket_id] for a in aliases if a.bucket_id in by_id}
 
     def _mark_replacements(
         self, connection: Connection, new_rows: list[BucketRow], now: datetime
@@ -611,29 +685,22 @@ class BucketRepository:
                 marked.append(row)
                 continue
             replaced = replaced_bucket(row, host, now, self.replacement_silence, uploads)
-            marked.append(replace(row, replaces_id=replaced))
+            marked.append(
+                row if replaced == row.replaces_id else replace(row, replaces_id=replaced)
+            )
             host.append(marked[-1])  # a later registration of the same batch sees this one
         return marked
 
-    def _host_rows(self, connection: Connection, hosts: set[Host]) -> dict[Host, list[BucketRow]]:
-        """Returns the buckets registered from each host; crowded hosts are left out."""
-        host_of = tuple_(buckets.c.ip_address, buckets.c.operating_system)
-        counted = connection.execute(
-            select(buckets.c.ip_address, buckets.c.operating_system, func.count())
-            .where(host_of.in_(sorted(hosts, key=str)))
-            .group_by(buckets.c.ip_address, buckets.c.operating_system)
-        ).all()
-        found: dict[Host, list[BucketRow]] = {host: [] for host in hosts}
-        wanted: list[Host] = []
-        for ip_address, operating_system, count in counted:
-            if count > CROWDED_HOST:
-                found.pop((ip_address, operating_system), None)
-            else:
-                wanted.append((ip_address, operating_system))
-        if wanted:
-            for r in connection.execute(select(buckets).where(host_of.in_(wanted))):
-                row = BucketRow.from_mapping(r._mapping)
-                found[(row.ip_address, row.operating_system)].append(row)
+    def _host_rows(self, connection: Connection, hosts: set[Host]) -> dict[Host, list[Lineaged]]:
+        """Returns the registrations from each host; crowded hosts are left out."""
+        found: dict[Host, list[Lineaged]] = {host: [] for host in hosts}
+        params = {"hosts": sorted(hosts, key=str)}
+        for r in connection.execute(_HOST_ROWS, params):
+            host = (r.ip_address, r.operating_system)
+            if r.n > CROWDED_HOST:
+                found.pop(host, None)
+            elif r.id is not None:  # the statement's rows, read after its counts
+                found[host].append(HostRow(**{name: r._mapping[name] for name in HOST_ROW_COLUMNS}))
         return found
 
     @staticmethod

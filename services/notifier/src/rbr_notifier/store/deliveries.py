@@ -32,6 +32,7 @@ from rbr_notifier.store.rows import (
     UNFINISHED_STATES,
     UNSERVED_STATES,
     alert_view,
+    alert_view_columns,
     short,
 )
 from rbr_runtime.db.engine import insert_ignore
@@ -43,6 +44,9 @@ from rbr_runtime.db.tables import (
 )
 from rbr_runtime.kafka.consumer import Record
 from rbr_schemas import utcnow
+
+ALERT_VIEW_COLUMNS = alert_view_columns(alerts)
+"""What a delivery's context reads of its alert (not the counters and who closed it)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ class DeliveryStore:
                     plan.next_attempt_at,
                     plan.waiting_since,
                     plan.detail.label("delivery_detail"),
-                    alerts,
+                    *ALERT_VIEW_COLUMNS,
                 )
                 .join(alerts, alerts.c.alert_id == plan.alert_id)
                 .where(plan.id.in_(ids))
@@ -151,7 +155,7 @@ class DeliveryStore:
             plan.next_attempt_at <= (due_by or now),
         )
         with self.engine.begin() as connection:
-            connection.execute(
+            updated: int = connection.execute(
                 update(notifier_deliveries)
                 .where(
                     plan.id.in_(ids),
@@ -174,7 +178,11 @@ class DeliveryStore:
                     claimed_at=now,
                     updated_at=now,
                 )
-            )
+            ).rowcount
+            if updated == len(set(ids)):
+                # Every one matched the claimable condition, so every one is ours now: the
+                # usual case skips the read below (a statement and the ids sent once more).
+                return set(ids)
             # Read in the same transaction: the rows updated are locked until it commits, and
             # every row of this owner in state sending was claimable, so was updated just now.
             claimed = connection.execute(

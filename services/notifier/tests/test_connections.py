@@ -23,7 +23,7 @@ from rbr_notifier.channels import parse_channels
 from rbr_notifier.model import AlertState, AlertView, Kind, Notification
 from rbr_notifier.senders import build_sender
 from rbr_notifier.senders.base import Outcome, Sender
-from rbr_notifier.senders.connections import Response
+from rbr_notifier.senders.connections import Response, _HTTPConnection
 from rbr_schemas import Severity
 from rbr_testing.http_receiver import HttpReceiver, Reply
 
@@ -177,3 +177,23 @@ def _read(kind: type[http.client.HTTPResponse], raw: bytes) -> tuple[object, ...
             framing,
             response.read(),
         )
+
+
+@pytest.mark.parametrize("body", [b'{"kind":"trigger"}', b"", None])
+def test_a_request_goes_out_in_one_write(
+    monkeypatch: pytest.MonkeyPatch, body: bytes | None
+) -> None:
+    writes: list[bytes] = []
+    monkeypatch.setattr(
+        http.client.HTTPConnection, "send", lambda _self, data: writes.append(bytes(data))
+    )
+    for event in ("trigger", "resolve"):
+        connection = _HTTPConnection("receiver.invalid", 8080)
+        connection.request("POST", "/hook", body=body, headers={"X-Rbr-Event": event})
+
+    assert len(writes) == 2
+    for write, event in zip(writes, ("trigger", "resolve"), strict=True):
+        head, _, sent = write.partition(b"\r\n\r\n")
+        assert head.startswith(b"POST /hook HTTP/1.1\r\nHost: receiver.invalid:8080\r\n")
+        assert f"X-Rbr-Event: {event}".encode() in head
+        assert sent == (body or b"")

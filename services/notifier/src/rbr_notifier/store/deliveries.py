@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Row
 
 from rbr_notifier.lifecycle import DeliveryContext, resolve_channels
 from rbr_notifier.model import DeliveryState, Kind
+from rbr_notifier.store.bulk import insert_rows
 from rbr_notifier.store.rows import (
     RETRYABLE_STATES,
     UNFINISHED_STATES,
@@ -477,7 +478,7 @@ class DeliveryStore:
         for item in sent:
             by_attempts.setdefault(item.attempt, []).append(item.delivery.id)
         with self.engine.begin() as connection:
-            connection.execute(insert(notifications), rows)
+            insert_rows(connection, notifications, rows)
             # One UPDATE per try number (nearly always one): an UPDATE per row would cost
             # a round trip each.
             for attempts, ids in by_attempts.items():

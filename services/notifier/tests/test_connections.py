@@ -6,6 +6,8 @@ and the plain HTTP receiver of rbr_testing answering as scripted.
 
 from __future__ import annotations
 
+import http.client
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from rbr_notifier.channels import parse_channels
 from rbr_notifier.model import AlertState, AlertView, Kind, Notification
 from rbr_notifier.senders import build_sender
 from rbr_notifier.senders.base import Outcome, Sender
+from rbr_notifier.senders.connections import Response, _HTTPConnection
 from rbr_schemas import Severity
 from rbr_testing.http_receiver import HttpReceiver, Reply
 
@@ -137,3 +140,60 @@ def test_a_proxy_named_in_the_environment_is_used(
     (request,) = http_receiver.wait_for_requests(1)
     assert request.headers["host"] == "hooks.example.invalid"
     sender.close()
+
+
+ANSWERS = [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok",
+    b"HTTP/1.1 204 No Content\r\nServer: x\r\n\r\n",
+    b"HTTP/1.1 429 Too Many\r\nRetry-After:  30 \r\nContent-Length: 4\r\n\r\nslow",
+    b"HTTP/1.1 503 Down\r\nConnection: close\r\n\r\ngone for now",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n3\r\n!!!\r\n0\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nX-Folded: one\r\n two\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nbody",
+    b"HTTP/1.0 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 3\r\n\r\nabc",
+    b"HTTP/1.1 400 Bad\r\nContent-Length: -4\r\nNoColonLine\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", ANSWERS, ids=lambda raw: raw.split(b"\r\n")[0].decode())
+def test_answers_read_as_http_client_reads_them(raw: bytes) -> None:
+    assert _read(Response, raw) == _read(http.client.HTTPResponse, raw)
+
+
+def _read(kind: type[http.client.HTTPResponse], raw: bytes) -> tuple[object, ...]:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(raw)
+        theirs.shutdown(socket.SHUT_WR)
+        response = kind(ours, method="POST")
+        response.begin()
+        framing = (response.will_close, response.length, response.chunked)
+        return (
+            response.status,
+            response.reason,
+            response.version,
+            response.getheaders(),
+            response.getheader("retry-after"),
+            framing,
+            response.read(),
+        )
+
+
+@pytest.mark.parametrize("body", [b'{"kind":"trigger"}', b"", None])
+def test_a_request_goes_out_in_one_write(
+    monkeypatch: pytest.MonkeyPatch, body: bytes | None
+) -> None:
+    writes: list[bytes] = []
+    monkeypatch.setattr(
+        http.client.HTTPConnection, "send", lambda _self, data: writes.append(bytes(data))
+    )
+    for event in ("trigger", "resolve"):
+        connection = _HTTPConnection("receiver.invalid", 8080)
+        connection.request("POST", "/hook", body=body, headers={"X-Rbr-Event": event})
+
+    assert len(writes) == 2
+    for write, event in zip(writes, ("trigger", "resolve"), strict=True):
+        head, _, sent = write.partition(b"\r\n\r\n")
+        assert head.startswith(b"POST /hook HTTP/1.1\r\nHost: receiver.invalid:8080\r\n")
+        assert f"X-Rbr-Event: {event}".encode() in head
+        assert sent == (body or b"")

@@ -290,8 +290,28 @@ class Dispatcher:
         return results + carried
 
     def _try_first(self, due: list[Due]) -> list[AttemptResult]:
-        """Makes the first try of each delivery, side by side on the pool."""
-        return list(self._pool.map(self._try_one, due))
+        """Makes the first try of each delivery, side by side on the pool.
+
+        A few pool tasks take the deliveries one after the other, rather than a task (a
+        Future, its Condition and a thread wake-up) per delivery: as many at once, for less.
+        """
+        results: list[AttemptResult | None] = [None] * len(due)
+        queue = iter(enumerate(due))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    taken = next(queue, None)
+                if taken is None:
+                    return
+                index, item = taken
+                results[index] = self._try_one(item)
+
+        workers = min(self._settings.notifier_concurrency, len(due))
+        for future in [self._pool.submit(work) for _ in range(workers)]:
+            future.result()
+        return [result for result in results if result is not None]
 
     def _try_one(self, item: Due) -> AttemptResult:
         with log_context(alert_id=item.planned.alert_id, channel=item.channel):

@@ -24,6 +24,7 @@ from rbr_notifier.senders import Sender, build_sender
 from rbr_notifier.senders.base import quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
 from rbr_notifier.store import NotifierStore
+from rbr_notifier.store.driver import speed_up_datetimes
 from rbr_notifier.tasks import purge_history
 from rbr_notifier.throttle_digest import DigestSweeper
 from rbr_runtime.db.engine import make_engine
@@ -92,6 +93,7 @@ def build_service(
         settings.database_url,
         pool_size=settings.notifier_concurrency + DIGEST_WORKERS + RETRY_WORKERS + 4,
     )
+    speed_up_datetimes(engine)
     store = NotifierStore(engine)
     senders = build_senders(channels, settings)
     stop = threading.Event()

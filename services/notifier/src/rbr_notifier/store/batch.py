@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection, Row
 
 from rbr_notifier.lifecycle import Outcome, on_firing, on_resolve, resolve_channels
 from rbr_notifier.model import AlertState, DeliveryState, Kind
+from rbr_notifier.store.bulk import insert_rows
 from rbr_notifier.store.deliveries import PlannedDelivery, delivery_row, owned_deliveries
 from rbr_notifier.store.rows import (
     OPEN_STATES,
@@ -25,7 +26,6 @@ from rbr_notifier.store.rows import (
     occurrence,
     stored_id,
 )
-from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.tables import alerts, notifier_deliveries
 from rbr_schemas import AlertState as EventState
 from rbr_schemas import utcnow
@@ -258,8 +258,7 @@ def _resolve_rows(connection: Connection, alert_ids: list[str], now: datetime) -
 
 def _insert(connection: Connection, table: Any, batches: Iterable[list[dict[str, Any]]]) -> None:
     for rows in batches:
-        if rows:
-            connection.execute(insert_ignore(connection, table), rows)
+        insert_rows(connection, table, rows, ignore=True)
 
 
 def _same_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

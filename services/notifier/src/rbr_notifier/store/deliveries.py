@@ -27,11 +27,13 @@ from sqlalchemy.engine import Connection, Row
 
 from rbr_notifier.lifecycle import DeliveryContext, resolve_channels
 from rbr_notifier.model import DeliveryState, Kind
+from rbr_notifier.store.bulk import insert_rows
 from rbr_notifier.store.rows import (
     RETRYABLE_STATES,
     UNFINISHED_STATES,
     UNSERVED_STATES,
     alert_view,
+    alert_view_columns,
     short,
 )
 from rbr_runtime.db.engine import insert_ignore
@@ -43,6 +45,9 @@ from rbr_runtime.db.tables import (
 )
 from rbr_runtime.kafka.consumer import Record
 from rbr_schemas import utcnow
+
+ALERT_VIEW_COLUMNS = alert_view_columns(alerts)
+"""What a delivery's context reads of its alert (not the counters and who closed it)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ class DeliveryStore:
                     plan.next_attempt_at,
                     plan.waiting_since,
                     plan.detail.label("delivery_detail"),
-                    alerts,
+                    *ALERT_VIEW_COLUMNS,
                 )
                 .join(alerts, alerts.c.alert_id == plan.alert_id)
                 .where(plan.id.in_(ids))
@@ -151,7 +156,7 @@ class DeliveryStore:
             plan.next_attempt_at <= (due_by or now),
         )
         with self.engine.begin() as connection:
-            connection.execute(
+            updated: int = connection.execute(
                 update(notifier_deliveries)
                 .where(
                     plan.id.in_(ids),
@@ -174,7 +179,11 @@ class DeliveryStore:
                     claimed_at=now,
                     updated_at=now,
                 )
-            )
+            ).rowcount
+            if updated == len(set(ids)):
+                # Every one matched the claimable condition, so every one is ours now: the
+                # usual case skips the read below (a statement and the ids sent once more).
+                return set(ids)
             # Read in the same transaction: the rows updated are locked until it commits, and
             # every row of this owner in state sending was claimable, so was updated just now.
             claimed = connection.execute(
@@ -469,7 +478,7 @@ class DeliveryStore:
         for item in sent:
             by_attempts.setdefault(item.attempt, []).append(item.delivery.id)
         with self.engine.begin() as connection:
-            connection.execute(insert(notifications), rows)
+            insert_rows(connection, notifications, rows)
             # One UPDATE per try number (nearly always one): an UPDATE per row would cost
             # a round trip each.
             for attempts, ids in by_attempts.items():

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Column, Table
 from sqlalchemy.engine import Row
 
 from rbr_notifier import lifecycle
@@ -34,6 +35,29 @@ class AlertEvent:
 
     event_id: str
     alert: Alert
+
+
+ALERT_VIEW_FIELDS = (
+    "alert_id",
+    "dedupe_key",
+    "type",
+    "severity",
+    "state",
+    "title",
+    "detail",
+    "source",
+    "fired_at",
+    "bucket",
+    "resolved_at",
+    "context",
+    "acknowledged_at",
+)
+"""The columns of `alerts` that `alert_view` reads."""
+
+
+def alert_view_columns(table: Table) -> list[Column[Any]]:
+    """Returns the columns of `alerts` an AlertView is built from (a narrower SELECT)."""
+    return [table.c[name] for name in ALERT_VIEW_FIELDS]
 
 
 def alert_view(row: Row[Any] | Any) -> AlertView:

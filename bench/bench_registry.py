@@ -380,9 +380,12 @@ def poll_cycle_figures(quick: bool) -> list[Figure]:
                     120,
                 )
                 cpu_at_ready = time.process_time()
+                threads_at_ready = _thread_cpu()
                 load = os.getloadavg()[0]
                 done_at = _wait(lambda: _recorded(engine) >= count, 600)
                 cpu = time.process_time() - cpu_at_ready
+                by_thread = _thread_cpu()
+                load_after = os.getloadavg()[0]
                 succeeded = _succeeded(engine)
             finally:
                 poller.service.request_stop()
@@ -405,9 +408,34 @@ def poll_cycle_figures(quick: bool) -> list[Figure]:
             cpu / count * 1000,
             "ms",
             note=f"the poller's process over the cycle, all threads; machine load {load:.1f} "
-            f"on {os.cpu_count()} cores at its start",
+            f"on {os.cpu_count()} cores at its start, {load_after:.1f} at its end; by thread: "
+            + _per_poll(threads_at_ready, by_thread, count),
         ),
     ]
+
+
+def _thread_cpu() -> dict[str, float]:
+    """Returns the CPU seconds (user and system) of each live thread of this process, by name.
+
+    Threads of the same name are summed (`asyncio_3` and the like are named by their pool).
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    seconds: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = names.get(int(task), "other").rstrip("0123456789_") or "other"
+        seconds[name] = seconds.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
+
+
+def _per_poll(before: dict[str, float], after: dict[str, float], count: int) -> str:
+    spent = {name: after[name] - before.get(name, 0.0) for name in after}
+    top = sorted(spent.items(), key=lambda item: -item[1])[:5]
+    return ", ".join(f"{name} {cpu / count * 1000:.2f} ms" for name, cpu in top if cpu > 0)
 
 
 def _registrations(count: int) -> list[BucketRegistered]:

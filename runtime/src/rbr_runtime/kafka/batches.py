@@ -346,10 +346,15 @@ _UNDECODABLE = _Undecodable()
 
 
 def _names_one_of(error: Exception, batch: list[Inbound[Any]]) -> bool:
-    """Tells whether the error is the failed validation of one of the batch's messages."""
+    """Tells whether the error is the failed validation of one of the batch's messages.
+
+    The message must fail to decode itself: the batch is handed again without it, so an
+    error that merely names a valid message would have the handler called forever.
+    """
     if not isinstance(error, UndecodableMessage):
         return False
-    return any(message is error.message for message in batch)
+    named = error.message
+    return any(message is named for message in batch) and _decoding_error(named) is not None
 
 
 def _decoding_error(message: Inbound[Any]) -> UndecodableMessage | None:

@@ -21,6 +21,7 @@ from rbr_runtime.kafka import (
     OutgoingMessage,
     PermanentError,
     Rejection,
+    UndecodableMessage,
 )
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import BUCKET_STATUS, BucketStatus, DeadLetterHeaders
@@ -465,6 +466,43 @@ def test_a_message_the_handler_cannot_cope_with_is_dead_lettered_after_a_few_tri
     assert headers.error_class == "handler_error"
     assert headers.error == "OverflowError: date value out of range"
     assert running.error is None
+
+
+def test_an_undecodable_error_naming_a_valid_message_is_a_fault(
+    broker: Broker, producer: EventProducer
+) -> None:
+    """Only a message that fails to decode is dropped from its batch; anything else retries."""
+    calls: list[int] = []
+
+    def blames_a_valid_message(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        calls.append(len(batch))
+        error = UndecodableMessage("the handler's own parsing failed")
+        error.message = batch[0]
+        raise error
+
+    settings = CommonSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        consumer_batch_wait=0.2,
+        retry_initial_backoff=0.05,
+        retry_max_backoff=0.1,
+        unexpected_error_retries=2,
+    )
+    producer.send(BUCKET_STATUS, "bucket-blamed", status("bucket-blamed"))
+    runner = ConsumerRunner(
+        settings,
+        group_id="g-blamed",
+        topics=[BUCKET_STATUS],
+        handler=blames_a_valid_message,
+        producer=producer,
+    )
+    running = RunningConsumer(runner)
+    (dead,) = read_all(settings, BUCKET_STATUS.dlq, 1)
+    running.stop()
+
+    headers = DeadLetterHeaders.from_kafka(dead.headers())
+    assert headers.error_class == "handler_error"
+    assert calls == [1, 1, 1], "retried twice, then dead-lettered: not called without end"
 
 
 def test_outages_outlast_the_unexpected_error_budget(

@@ -421,6 +421,24 @@ def test_partition_revoked_and_assigned_back_mid_batch_loses_nothing(
     assert sum(committed(settings, "g-reassigned", BUCKET_STATUS.name).values()) == 10
 
 
+def run_with_two_fault_retries(
+    broker: Broker, producer: EventProducer, group: str, handler: Any
+) -> tuple[CommonSettings, RunningConsumer]:
+    """Starts a runner that retries a handler's unexpected errors twice, quickly."""
+    settings = CommonSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        consumer_batch_wait=0.2,
+        retry_initial_backoff=0.05,
+        retry_max_backoff=0.1,
+        unexpected_error_retries=2,
+    )
+    runner = ConsumerRunner(
+        settings, group_id=group, topics=[BUCKET_STATUS], handler=handler, producer=producer
+    )
+    return settings, RunningConsumer(runner)
+
+
 def test_a_message_the_handler_cannot_cope_with_is_dead_lettered_after_a_few_tries(
     broker: Broker, producer: EventProducer, start: Callable[..., RunningConsumer]
 ) -> None:
@@ -435,24 +453,9 @@ def test_a_message_the_handler_cannot_cope_with_is_dead_lettered_after_a_few_tri
                 raise OverflowError("date value out of range")
         handled.extend(m.data.name for m in batch)
 
-    settings = CommonSettings(
-        kafka_bootstrap=broker.bootstrap,
-        kafka_session_timeout_ms=2000,
-        consumer_batch_wait=0.2,
-        retry_initial_backoff=0.05,
-        retry_max_backoff=0.1,
-        unexpected_error_retries=2,
-    )
     for name in ["bucket-a", "bucket-poison", "bucket-b"]:
         producer.send(BUCKET_STATUS, name, status(name))
-    runner = ConsumerRunner(
-        settings,
-        group_id="g-fault",
-        topics=[BUCKET_STATUS],
-        handler=crashes_on_one,
-        producer=producer,
-    )
-    running = RunningConsumer(runner)
+    settings, running = run_with_two_fault_retries(broker, producer, "g-fault", crashes_on_one)
     (dead,) = read_all(settings, BUCKET_STATUS.dlq, 1)
     wait_for(lambda: {"bucket-a", "bucket-b"} <= set(handled), message="the others handled")
     wait_for(
@@ -480,23 +483,10 @@ def test_an_undecodable_error_naming_a_valid_message_is_a_fault(
         error.message = batch[0]
         raise error
 
-    settings = CommonSettings(
-        kafka_bootstrap=broker.bootstrap,
-        kafka_session_timeout_ms=2000,
-        consumer_batch_wait=0.2,
-        retry_initial_backoff=0.05,
-        retry_max_backoff=0.1,
-        unexpected_error_retries=2,
-    )
     producer.send(BUCKET_STATUS, "bucket-blamed", status("bucket-blamed"))
-    runner = ConsumerRunner(
-        settings,
-        group_id="g-blamed",
-        topics=[BUCKET_STATUS],
-        handler=blames_a_valid_message,
-        producer=producer,
+    settings, running = run_with_two_fault_retries(
+        broker, producer, "g-blamed", blames_a_valid_message
     )
-    running = RunningConsumer(runner)
     (dead,) = read_all(settings, BUCKET_STATUS.dlq, 1)
     running.stop()
 

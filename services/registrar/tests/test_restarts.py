@@ -18,6 +18,7 @@ from sqlalchemy import Engine, insert, select, update
 from typer.testing import CliRunner
 
 from rbr_cli.main import app
+from rbr_registrar.console.reads import log_volume
 from rbr_registrar.expiry import TASK, PendingExpiry
 from rbr_registrar.store import BucketRepository
 from rbr_runtime.db.aliases import NamedBucket, bucket_named
@@ -183,6 +184,35 @@ def test_a_merged_name_registering_again_designates_its_bucket(
     assert same[1]["id"] == bucket_row(mysql_engine, first).id
     assert other[0] == 409
     assert bucket_row(mysql_engine, restart) is None
+
+
+def test_a_bucket_s_records_are_found_under_the_names_merged_into_it(
+    registrar_factory: RegistrarFactory, mysql_engine: Engine
+) -> None:
+    registrar = registrar_factory(pending_expiry=0)
+    url = registry_url(registrar)
+    first, _ = start(url)
+    restart, _ = start(url)
+    unrelated, _ = start(url)
+    for name in (first, restart, unrelated):
+        add_history(mysql_engine, name)  # the restart was polled under its own name
+    with registrar.operator() as operator:
+        answer = operator.post(f"/api/v1/buckets/{restart}/merge", json={"into": first})
+        assert answer.json()["status"] == "merged"
+
+        def names_found(bucket: str) -> list[str]:
+            found = operator.get("/api/v1/logs", params={"bucket": bucket})
+            assert found.status_code == 200, found.text
+            return sorted(entry["bucket"] for entry in found.json()["logs"])
+
+        assert names_found(first) == sorted([first, restart])
+        assert names_found(restart) == sorted([first, restart])  # an alias designates it
+        assert names_found(unrelated) == [unrelated]
+        assert names_found("never-registered") == []
+        assert operator.delete(f"/api/v1/buckets/{unrelated}").status_code == 200
+        assert names_found(unrelated) == [unrelated]  # a removed bucket's rows keep its name
+    volume = log_volume(mysql_engine, first, hours=2)
+    assert sum(slot.count for slot in volume) == 2
 
 
 def test_approving_a_replacement_keeps_it_as_a_bucket_of_its_own(

@@ -78,3 +78,17 @@ def aliases_of(connection: Connection, bucket_ids: list[str]) -> dict[str, list[
     for row in rows:
         found.setdefault(row.bucket_id, []).append(row.name)
     return found
+
+
+def names_designating(connection: Connection, name: str) -> list[str]:
+    """Returns every name that designates the same bucket as `name`, the bucket's own first.
+
+    Rows stored under a registration's name before it was merged keep that name, so what
+    reads a bucket's rows by name reads them under all of these. A name that designates no
+    bucket (removed, or never registered) is returned alone: its rows keep it.
+    """
+    named = bucket_named(connection, name)
+    if named is None:
+        return [name]
+    merged = aliases_of(connection, [named.bucket_id]).get(named.bucket_id, [])
+    return [named.name, *merged]

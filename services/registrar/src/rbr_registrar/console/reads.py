@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, func, select
 
 from rbr_registrar.console.charts import Count
+from rbr_runtime.db.aliases import names_designating
 from rbr_runtime.db.tables import buckets, logs
 
 HOUR = timedelta(hours=1)
@@ -29,16 +30,20 @@ def _hour_of(engine: Engine) -> object:
 
 
 def log_volume(engine: Engine, bucket: str, hours: int, now: datetime | None = None) -> list[Count]:
-    """Returns a bucket's log records stored per hour over the last `hours` (zeros included)."""
+    """Returns a bucket's log records stored per hour over the last `hours` (zeros included).
+
+    Counted under the bucket's name and the names merged into it.
+    """
     end = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0) + HOUR
     start = end - hours * HOUR
     hour = _hour_of(engine).label("hour")  # type: ignore[attr-defined]
-    query = (
-        select(hour, func.count())
-        .where(logs.c.name == bucket, logs.c.created_at >= start)
-        .group_by(hour)
-    )
     with engine.connect() as connection:
+        names = names_designating(connection, bucket)
+        query = (
+            select(hour, func.count())
+            .where(logs.c.name.in_(names), logs.c.created_at >= start)
+            .group_by(hour)
+        )
         found = {str(slot): int(count) for slot, count in connection.execute(query)}
     slots = [start + index * HOUR for index in range(hours)]
     return [Count(slot, found.get(f"{slot:%Y-%m-%d %H:00:00}", 0)) for slot in slots]

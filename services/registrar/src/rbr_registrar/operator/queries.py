@@ -39,6 +39,7 @@ from rbr_registrar.operator.views import (
     StatusHistoryPage,
 )
 from rbr_registrar.store import BucketRepository
+from rbr_runtime.db.aliases import names_designating
 from rbr_runtime.db.tables import (
     alerts,
     bucket_status_history,
@@ -212,11 +213,13 @@ def status_history(
 # -- logs -------------------------------------------------------------------------------------
 
 
-def _log_conditions(where: LogFilter) -> list[ColumnElement[bool]]:
+def _log_conditions(where: LogFilter, names: list[str] | None) -> list[ColumnElement[bool]]:
+    """The search's conditions; `names` are those the bucket filter designates (or None)."""
     c = logs.c
     conditions: list[ColumnElement[bool]] = []
+    if names is not None:
+        conditions.append(c.name.in_(names))
     exact = (
-        (c.name, where.bucket),
         (c.event_type, where.event_type),
         (c.source_ip, where.source_ip),
         (c.username, where.username),
@@ -262,23 +265,25 @@ def search_logs(
 
     Exact filters (bucket, event type, source address, username) and the time range use
     indexes; `command` and `text` match substrings of what those leave. On MariaDB and MySQL
-    the search is stopped after `timeout` seconds.
+    the search is stopped after `timeout` seconds. A bucket's records are found under its
+    own name and under the names merged into it (an alias finds the same).
 
     Raises:
         SearchTooSlow: the search ran past `timeout`.
         BadCursor: a cursor this list did not give.
     """
     c = logs.c
-    query = (
-        select(logs)
-        .where(*_log_conditions(where))
-        .order_by(c.created_at.desc(), c.id.desc())
-        .limit(limit)
-    )
     position = time_cursor(cursor)
-    if position is not None:
-        query = query.where(_below(c.created_at, c.id, position))
     with engine.connect() as connection:
+        names = None if where.bucket is None else names_designating(connection, where.bucket)
+        query = (
+            select(logs)
+            .where(*_log_conditions(where, names))
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(limit)
+        )
+        if position is not None:
+            query = query.where(_below(c.created_at, c.id, position))
         rows = rows_within(connection, query, timeout)
     return LogPage(
         logs=[_log_entry(row) for row in rows],

@@ -811,6 +811,52 @@ def test_a_member_joining_mid_work_loses_nothing_and_commits_nothing_unfinished(
     assert second.error is None
 
 
+def test_backpressure_pauses_and_resumes_a_partition_without_skipping(
+    broker: Broker, producer: EventProducer
+) -> None:
+    """A pause drops the client's prefetched messages; the resume must fetch them again."""
+    settings = CommonSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        consumer_batch_wait=0.2,
+        consumer_buffer_size=4,
+    )
+    handled: list[int] = []
+    runner_box: list[ConsumerRunner] = []
+
+    def first_waits_for_the_pause(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        if not handled:
+            runner = runner_box[0]
+            wait_for(
+                lambda: any(lane.paused for lane in runner._lanes.values()),
+                message="the partition paused, its buffer full",
+            )
+        handled.extend(int(m.data.latency_ms) for m in batch)
+
+    producer.send_events(
+        BUCKET_STATUS,
+        [("bucket-a", producer.event(BUCKET_STATUS, status("bucket-a", n))) for n in range(60)],
+    )
+    runner = ConsumerRunner(
+        settings,
+        group_id="g-backpressure",
+        topics=[BUCKET_STATUS],
+        handler=first_waits_for_the_pause,
+        producer=producer,
+        batch_size=3,
+    )
+    runner_box.append(runner)
+    running = RunningConsumer(runner)
+    wait_for(
+        lambda: sum(committed(settings, "g-backpressure", BUCKET_STATUS.name).values()) == 60,
+        message="all sixty committed",
+    )
+    running.stop()
+
+    assert handled == list(range(60)), "a message skipped, repeated or out of order"
+    assert running.error is None
+
+
 def test_a_partition_paused_for_backpressure_flows_again_after_a_rebalance(
     broker: Broker, producer: EventProducer
 ) -> None:

@@ -253,6 +253,38 @@ def test_undecodable_message_mid_batch_is_dead_lettered_and_the_rest_handled(
     assert running.error is None
 
 
+def test_a_batch_of_nothing_but_undecodable_messages_is_dead_lettered_whole(
+    settings: CommonSettings, producer: EventProducer, start: Callable[..., RunningConsumer]
+) -> None:
+    """Every message of the batch invalid: each dead-lettered once, no empty call, committed."""
+    batches: list[int] = []
+    bad = [b"{", b"[1, 2", b'{"specversion": "1.0"}']
+    producer.send_messages([OutgoingMessage(BUCKET_STATUS.name, "bucket-u", v) for v in bad])
+
+    def handle(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        batches.append(len(batch))
+        for message in batch:
+            assert message.data.name == "bucket-u"
+
+    running = start(handle, "g-all-bad", batch_size=10)
+    dead = read_all(settings, BUCKET_STATUS.dlq, 3)
+    wait_for(
+        lambda: sum(committed(settings, "g-all-bad", BUCKET_STATUS.name).values()) == 3,
+        message="all three committed",
+    )
+    producer.send(BUCKET_STATUS, "bucket-u", status("bucket-u"))
+    wait_for(
+        lambda: sum(committed(settings, "g-all-bad", BUCKET_STATUS.name).values()) == 4,
+        message="the valid one after them committed",
+    )
+    running.stop()
+
+    assert sorted(m.value() for m in dead) == sorted(bad)
+    assert {DeadLetterHeaders.from_kafka(m.headers()).error_class for m in dead} == {"undecodable"}
+    assert 0 not in batches, "the handler was called with an empty batch"
+    assert running.error is None
+
+
 def test_null_value_on_a_topic_without_tombstones_is_dead_lettered(
     settings: CommonSettings, producer: EventProducer, start: Callable[..., RunningConsumer]
 ) -> None:

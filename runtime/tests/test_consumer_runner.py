@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy.exc import OperationalError
 
 from rbr_runtime.kafka import (
@@ -23,6 +23,7 @@ from rbr_runtime.kafka import (
     Rejection,
     UndecodableMessage,
 )
+from rbr_runtime.kafka.config import consumer_config
 from rbr_runtime.settings import CommonSettings
 from rbr_schemas import BUCKET_STATUS, BucketStatus, DeadLetterHeaders
 from rbr_testing.broker import Broker
@@ -249,6 +250,38 @@ def test_undecodable_message_mid_batch_is_dead_lettered_and_the_rest_handled(
     assert DeadLetterHeaders.from_kafka(dead[0].headers()).error_class == "undecodable"
     handled = [entry for call in calls for entry in call]
     assert sorted(set(handled)) == ["0:0", "2:2"], "each valid message handled, the bad one never"
+    assert running.error is None
+
+
+def test_a_batch_of_nothing_but_undecodable_messages_is_dead_lettered_whole(
+    settings: CommonSettings, producer: EventProducer, start: Callable[..., RunningConsumer]
+) -> None:
+    """Every message of the batch invalid: each dead-lettered once, no empty call, committed."""
+    batches: list[int] = []
+    bad = [b"{", b"[1, 2", b'{"specversion": "1.0"}']
+    producer.send_messages([OutgoingMessage(BUCKET_STATUS.name, "bucket-u", v) for v in bad])
+
+    def handle(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        batches.append(len(batch))
+        for message in batch:
+            assert message.data.name == "bucket-u"
+
+    running = start(handle, "g-all-bad", batch_size=10)
+    dead = read_all(settings, BUCKET_STATUS.dlq, 3)
+    wait_for(
+        lambda: sum(committed(settings, "g-all-bad", BUCKET_STATUS.name).values()) == 3,
+        message="all three committed",
+    )
+    producer.send(BUCKET_STATUS, "bucket-u", status("bucket-u"))
+    wait_for(
+        lambda: sum(committed(settings, "g-all-bad", BUCKET_STATUS.name).values()) == 4,
+        message="the valid one after them committed",
+    )
+    running.stop()
+
+    assert sorted(m.value() for m in dead) == sorted(bad)
+    assert {DeadLetterHeaders.from_kafka(m.headers()).error_class for m in dead} == {"undecodable"}
+    assert 0 not in batches, "the handler was called with an empty batch"
     assert running.error is None
 
 
@@ -808,3 +841,106 @@ def test_a_member_joining_mid_work_loses_nothing_and_commits_nothing_unfinished(
     assert watch.violations == [], "an offset was committed past an unfinished message"
     assert first.error is None
     assert second.error is None
+
+
+def test_backpressure_pauses_and_resumes_a_partition_without_skipping(
+    broker: Broker, producer: EventProducer
+) -> None:
+    """A pause drops the client's prefetched messages; the resume must fetch them again."""
+    settings = CommonSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        consumer_batch_wait=0.2,
+        consumer_buffer_size=4,
+    )
+    handled: list[int] = []
+    runner_box: list[ConsumerRunner] = []
+
+    def first_waits_for_the_pause(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        if not handled:
+            runner = runner_box[0]
+            wait_for(
+                lambda: any(lane.paused for lane in runner._lanes.values()),
+                message="the partition paused, its buffer full",
+            )
+        handled.extend(int(m.data.latency_ms) for m in batch)
+
+    producer.send_events(
+        BUCKET_STATUS,
+        [("bucket-a", producer.event(BUCKET_STATUS, status("bucket-a", n))) for n in range(60)],
+    )
+    runner = ConsumerRunner(
+        settings,
+        group_id="g-backpressure",
+        topics=[BUCKET_STATUS],
+        handler=first_waits_for_the_pause,
+        producer=producer,
+        batch_size=3,
+    )
+    runner_box.append(runner)
+    running = RunningConsumer(runner)
+    wait_for(
+        lambda: sum(committed(settings, "g-backpressure", BUCKET_STATUS.name).values()) == 60,
+        message="all sixty committed",
+    )
+    running.stop()
+
+    assert handled == list(range(60)), "a message skipped, repeated or out of order"
+    assert running.error is None
+
+
+def test_a_partition_paused_for_backpressure_flows_again_after_a_rebalance(
+    broker: Broker, producer: EventProducer
+) -> None:
+    """librdkafka keeps a partition's pause across a rebalance; the runner must resume it.
+
+    The partition is paused (its buffer full) when a second member joins and leaves: the
+    partition is revoked and assigned again, to this member or, in between, to the other.
+    """
+    settings = CommonSettings(
+        kafka_bootstrap=broker.bootstrap,
+        kafka_session_timeout_ms=2000,
+        consumer_batch_wait=0.2,
+        consumer_buffer_size=4,
+        consumer_drain_timeout=0.2,
+    )
+    gate = threading.Event()
+    handled: list[int] = []
+    assignments: list[list[TopicPartition]] = []
+
+    def held_until_the_gate_opens(batch: Sequence[Inbound[BucketStatus]]) -> None:
+        gate.wait(60)
+        handled.extend(int(m.data.latency_ms) for m in batch)
+
+    for n in range(30):  # one key: one partition, far more than its buffer
+        producer.send(BUCKET_STATUS, "bucket-a", status("bucket-a", n))
+    runner = ConsumerRunner(
+        settings,
+        group_id="g-paused",
+        topics=[BUCKET_STATUS],
+        handler=held_until_the_gate_opens,
+        producer=producer,
+        batch_size=1,
+        on_assign=assignments.append,
+    )
+    running = RunningConsumer(runner)
+    wait_for(
+        lambda: any(lane.paused for lane in runner._lanes.values()),
+        message="the partition paused, its buffer full",
+    )
+
+    other_assigned = threading.Event()
+    other = Consumer(consumer_config(settings, "g-paused"))
+    other.subscribe([BUCKET_STATUS.name], on_assign=lambda *_: other_assigned.set())
+    wait_for(lambda: other.consume(10, 0.1) is not None and other_assigned.is_set())
+    other.close()
+    wait_for(lambda: len(assignments) >= 3, message="assigned again after the other left")
+
+    gate.set()
+    wait_for(lambda: sorted(set(handled)) == list(range(30)), message="every message handled")
+    wait_for(
+        lambda: sum(committed(settings, "g-paused", BUCKET_STATUS.name).values()) == 30,
+        message="all thirty committed",
+    )
+    running.stop()
+    assert running.error is None

@@ -125,6 +125,7 @@ class ConsumerRunner:
         self._workers: list[threading.Thread] = []
         self._fatal: BaseException | None = None
         self._next_commit = 0.0
+        self._assigned_since_poll: list[TopicPartition] = []
         self._processor = BatchProcessor(
             settings,
             group_id=group_id,
@@ -224,7 +225,11 @@ class ConsumerRunner:
         self._take_all(consumer.consume(FETCH_MAX, wait))
         with self._lock:
             self._schedule()
+            assigned, self._assigned_since_poll = self._assigned_since_poll, []
             pause, resume = self._backpressure()
+        if assigned:
+            # First the pause a partition kept through a rebalance, then this poll's pauses.
+            consumer.resume(assigned)
         self._pause(consumer, pause)
         if resume:
             consumer.resume(resume)
@@ -396,6 +401,9 @@ class ConsumerRunner:
                 # from the committed offset is recognised and not taken twice.
                 lane.owned = True
                 lane.paused = False
+            # librdkafka keeps a partition paused across a rebalance that revokes and assigns
+            # it again, while its lane starts unpaused: the poll loop resumes it.
+            self._assigned_since_poll.extend(partitions)
         self.joined.set()
         log.info(
             "partitions assigned",

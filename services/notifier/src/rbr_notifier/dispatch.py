@@ -129,7 +129,8 @@ class Dispatcher:
         at a time sends a digest's resolve (the database claim cannot tell them apart).
         """
         self._store = store
-        self._channels = channels
+        # By name: looked up several times per delivery (`ChannelsFile.get` scans the list).
+        self._channels = {channel.name: channel for channel in channels.channels}
         self._senders = senders
         self._settings = settings
         self._pool = pool

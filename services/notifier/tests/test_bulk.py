@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, Table, insert, select, text
+from sqlalchemy.exc import DBAPIError
 
 from rbr_notifier.store import bulk
 from rbr_notifier.store.bulk import _compiled, insert_rows, literal
@@ -179,6 +180,19 @@ def test_insert_ignore_skips_what_exists_as_sqlalchemy_does(mysql_engine: Engine
         rows = connection.execute(select(notifier_deliveries)).all()
     assert len(rows) == 3
     assert {row.state for row in rows} == {"pending"}
+
+
+def test_a_failed_insert_does_not_show_the_values(mysql_engine: Engine) -> None:
+    speed_up_datetimes(mysql_engine)
+    row = {**attempt_rows("a")[0], "error": "VALUE-NOT-TO-SHOW"}
+    del row["channel"]  # NOT NULL, no default: the INSERT fails
+    with mysql_engine.begin() as connection:
+        assert bulk._pymysql_escape(connection) is not None
+        with pytest.raises(DBAPIError) as failure:
+            insert_rows(connection, notifications, [row])
+
+    assert "VALUE-NOT-TO-SHOW" not in str(failure.value)
+    assert "INSERT INTO notifications" in str(failure.value)
 
 
 def test_rows_with_different_columns_are_refused(mysql_engine: Engine) -> None:

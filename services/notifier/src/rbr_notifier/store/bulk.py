@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from pymysql import converters
 from pymysql.constants import SERVER_STATUS
-from pymysql.converters import escape_string
 from pymysql.cursors import Cursor
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 
 from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.types import UtcDateTime
@@ -35,6 +36,8 @@ Binding = tuple[str, Processor, bool]
 """A column's name, its bind processor, and whether it is a `UtcDateTime`."""
 NAMED_STYLES = ("pyformat", "named")
 NO_PARAMETERS = {"no_parameters": True}
+_escape_string: Callable[[str], str] = converters.escape_string
+"""PyMySQL's escaping of text (its table of characters to escape), typed."""
 MAX_STATEMENT_CHARS = Cursor.max_stmt_length
 """Where PyMySQL splits a multi-row INSERT (its cursors' `max_stmt_length`, in bytes)."""
 
@@ -69,9 +72,22 @@ def insert_rows(
         connection.exec_driver_sql(sql, parameters)
         return
     head, _, _ = sql.partition(" VALUES ")
-    for statement in literal_inserts(head + " VALUES ", rows, bindings, escape):
+    for text in literal_inserts(head + " VALUES ", rows, bindings, escape):
+        _execute_literal(connection, text, sql)
+
+
+def _execute_literal(connection: Connection, statement: str, template: str) -> None:
+    """Runs a statement with its values written in; an error shows the template instead.
+
+    The engine hides parameters from errors (`hide_parameters`): values written into the text
+    must not come out in an error's message either.
+    """
+    try:
         # Without parameters the driver must not %-format the text: values may hold a `%`.
         connection.exec_driver_sql(statement, execution_options=NO_PARAMETERS)
+    except DBAPIError as error:
+        error.statement = template
+        raise
 
 
 def literal_inserts(
@@ -119,13 +135,14 @@ def literal(value: Any, escape: Callable[[Any], str]) -> str:
     """
     kind = type(value)
     if kind is str:
-        return "'" + escape_string(value) + "'"
+        return "'" + _escape_string(value) + "'"
     if kind is int:
         return str(value)
     if value is None:
         return "NULL"
     if kind is datetime and value.tzinfo is None:
-        return "'" + value.isoformat(" ") + "'"
+        moment: datetime = value
+        return "'" + moment.isoformat(" ") + "'"
     return escape(value)
 
 

@@ -603,22 +603,33 @@ def _behind(connection: Connection, rows: Sequence[Row[Any]]) -> set[int]:
 
     The same as `_earlier_unfinished` for each, in one query led by the dedupe keys' index
     (led by the channel, as in that EXISTS, it reads every unfinished delivery of a channel).
+    The rows' own states are the ones they were read with, so a delivery's turn and whether
+    the others are behind it come from one read of it.
     """
     if not rows:
         return set()
     plan = notifier_deliveries.c
-    unfinished = connection.execute(
+    # The rows' own states were read in the same transaction: only the others are read here
+    # (for a batch of new alerts, none), not every row of the batch once more.
+    others = connection.execute(
         select(plan.id, plan.channel, alerts.c.dedupe_key)
         .join(alerts, alerts.c.alert_id == plan.alert_id)
         .where(
             alerts.c.dedupe_key.in_(sorted({row.dedupe_key for row in rows})),
             plan.state.in_(UNFINISHED_STATES),
+            plan.id.not_in(sorted({row.delivery_id for row in rows})),
         )
     ).all()
+    unfinished = [
+        (row.delivery_id, row.channel, row.dedupe_key)
+        for row in rows
+        if row.delivery_state in UNFINISHED_STATES
+    ]
+    unfinished += [(other.id, other.channel, other.dedupe_key) for other in others]
     first: dict[tuple[str, str], int] = {}
-    for earlier in unfinished:
-        place = (earlier.channel, earlier.dedupe_key)
-        first[place] = min(earlier.id, first.get(place, earlier.id))
+    for delivery_id, channel, dedupe_key in unfinished:
+        place = (channel, dedupe_key)
+        first[place] = min(delivery_id, first.get(place, delivery_id))
     return {
         row.delivery_id
         for row in rows

@@ -15,7 +15,7 @@ from typing import Any
 from rbr_notifier.channels import ChannelConfig, ChannelsFile
 from rbr_notifier.dispatch import DeliveryResult, Dispatcher
 from rbr_notifier.lifecycle import is_one_shot
-from rbr_notifier.metrics import ALERT_EVENTS
+from rbr_notifier.metrics import ALERT_EVENTS, labelled
 from rbr_notifier.store import NotifierStore
 from rbr_notifier.store.deliveries import PlannedDelivery
 from rbr_notifier.store.rows import MAX_ID_CHARS, AlertEvent
@@ -90,7 +90,7 @@ class AlertHandler:
                 by_id.setdefault(delivery.id, replace(delivery, message=message))
         planned = list(by_id.values())
         for message, (outcome, _) in zip(messages, recorded, strict=True):
-            ALERT_EVENTS.labels(message.data.state.value, outcome).inc()
+            labelled(ALERT_EVENTS, message.data.state.value, outcome).inc()
         results = self._dispatcher.run(planned) if planned else []
         failures: dict[int, DeliveryResult] = {r.delivery.id: r for r in results if r.gave_up}
         rejections = []

@@ -34,6 +34,7 @@ from rbr_notifier.store.rows import (
     UNSERVED_STATES,
     alert_view,
     alert_view_columns,
+    literal_ids,
     short,
 )
 from rbr_runtime.db.engine import insert_ignore
@@ -119,7 +120,7 @@ class DeliveryStore:
                     *ALERT_VIEW_COLUMNS,
                 )
                 .join(alerts, alerts.c.alert_id == plan.alert_id)
-                .where(plan.id.in_(ids))
+                .where(plan.id.in_(literal_ids(ids)))
             ).all()
             behind = _behind(connection, rows)
             triggers = _triggers(connection, [r.alert_id for r in rows if r.kind == Kind.RESOLVE])
@@ -159,7 +160,7 @@ class DeliveryStore:
             updated: int = connection.execute(
                 update(notifier_deliveries)
                 .where(
-                    plan.id.in_(ids),
+                    plan.id.in_(literal_ids(ids)),
                     or_(
                         plan.state == DeliveryState.PENDING.value,
                         due,
@@ -188,7 +189,7 @@ class DeliveryStore:
             # every row of this owner in state sending was claimable, so was updated just now.
             claimed = connection.execute(
                 select(plan.id).where(
-                    plan.id.in_(ids),
+                    plan.id.in_(literal_ids(ids)),
                     plan.state == DeliveryState.SENDING.value,
                     plan.claimed_by == owner[:255],
                 )
@@ -484,7 +485,7 @@ class DeliveryStore:
             for attempts, ids in by_attempts.items():
                 connection.execute(
                     update(notifier_deliveries)
-                    .where(notifier_deliveries.c.id.in_(ids))
+                    .where(notifier_deliveries.c.id.in_(literal_ids(ids)))
                     .values(
                         attempts=attempts,
                         state=DeliveryState.SENT.value,
@@ -617,7 +618,7 @@ def _behind(connection: Connection, rows: Sequence[Row[Any]]) -> set[int]:
         .where(
             alerts.c.dedupe_key.in_(sorted({row.dedupe_key for row in rows})),
             plan.state.in_(UNFINISHED_STATES),
-            plan.id.not_in(sorted({row.delivery_id for row in rows})),
+            plan.id.not_in(literal_ids(sorted({row.delivery_id for row in rows}))),
         )
     ).all()
     unfinished = [

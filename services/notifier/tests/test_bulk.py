@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Table, insert, select
+from sqlalchemy import Engine, Table, insert, select, text
+from sqlalchemy.exc import DBAPIError
 
-from rbr_notifier.store.bulk import _compiled, insert_rows
+from rbr_notifier.store import bulk
+from rbr_notifier.store.bulk import _compiled, insert_rows, literal
 from rbr_notifier.store.driver import speed_up_datetimes
 from rbr_runtime.db.engine import insert_ignore, make_engine
 from rbr_runtime.db.migrate import upgrade
 from rbr_runtime.db.tables import alerts, notifications, notifier_deliveries
 
 T0 = datetime(2026, 12, 2, 16, 5, 7, 123456, tzinfo=UTC)
+HOSTILE = "'; DROP TABLE alerts; -- \\' \" \0 \r\n \x1a %s %(x)s 100% \u202e 🦀 é\\"
 Rows = Callable[[str], list[dict[str, Any]]]
 
 
@@ -29,12 +33,15 @@ def alert_rows(prefix: str) -> list[dict[str, Any]]:
             "severity": "high",
             "state": "firing",
             "bucket": None if i == 1 else f"bucket-{i}",
-            "title": "Connexion réussie ✓ 'quoted' \\ back\\slash",
+            "title": "Connexion réussie ✓ 'quoted' \\ back\\slash" if i else HOSTILE,
             "detail": "line one\nline two; DROP TABLE alerts; --",
             "source": "/rbr/analyst",
-            "context": {"nested": {"n": [1, 2.5, None, "ü"]}, "big": 2**62} if i else {},
+            "context": {"nested": {"n": [1, 2.5, None, "ü"]}, "big": 2**62}
+            if i
+            else {"q": HOSTILE},
             "fired_at": T0 + timedelta(seconds=i),
-            "last_seen_at": T0.replace(microsecond=0),
+            # An offset other than UTC's takes the bind processor's way.
+            "last_seen_at": T0.replace(microsecond=0).astimezone(timezone(timedelta(hours=5))),
             "repeats": 0,
             "last_event_id": f"event-{i}",
             "updated_at": T0,
@@ -68,7 +75,7 @@ def attempt_rows(prefix: str) -> list[dict[str, Any]]:
             "attempt": i + 1,
             "status": "sent",
             "http_status": 200 if i else None,
-            "error": None,
+            "error": HOSTILE if i == 1 else None,
             "created_at": T0,
         }
         for i in range(3)
@@ -89,9 +96,79 @@ def test_multi_row_insert_stores_what_sqlalchemy_stores(
     speed_up_datetimes(mysql_engine)
     columns = tuple(sorted(rows("x")[0]))
     assert _compiled(mysql_engine.dialect, table, columns, ignore) is not None  # the fast path
+    with mysql_engine.connect() as connection:
+        assert bulk._pymysql_escape(connection) is not None  # with literals written here
     _insert_both(mysql_engine, table, rows, ignore)
 
     assert _stored(mysql_engine, table, key, "ours") == _stored(mysql_engine, table, key, "sa")
+
+
+@pytest.mark.parametrize(("table", "rows", "ignore", "key"), CASES)
+def test_statements_cut_where_pymysql_cuts_them_store_the_same_rows(
+    mysql_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    table: Table,
+    rows: Rows,
+    ignore: bool,
+    key: str,
+) -> None:
+    speed_up_datetimes(mysql_engine)
+    monkeypatch.setattr(bulk, "MAX_STATEMENT_CHARS", 200)  # about one row per statement
+    _insert_both(mysql_engine, table, rows, ignore)
+
+    assert _stored(mysql_engine, table, key, "ours") == _stored(mysql_engine, table, key, "sa")
+
+
+@pytest.mark.parametrize(("table", "rows", "ignore", "key"), CASES)
+def test_no_backslash_escapes_mode_takes_the_drivers_path(
+    mysql_engine: Engine, table: Table, rows: Rows, ignore: bool, key: str
+) -> None:
+    with mysql_engine.begin() as connection:
+        connection.execute(
+            text("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+        )
+        assert bulk._pymysql_escape(connection) is None
+        insert_rows(connection, table, rows("ours"), ignore=ignore)
+        statement = insert_ignore(connection, table) if ignore else insert(table)
+        connection.execute(statement, rows("sa"))
+        connection.execute(text("SET SESSION sql_mode = DEFAULT"))
+
+    assert _stored(mysql_engine, table, key, "ours") == _stored(mysql_engine, table, key, "sa")
+
+
+class Colour(StrEnum):
+    RED = "red'"
+
+
+LITERALS = [
+    "",
+    "plain",
+    HOSTILE,
+    "".join(chr(c) for c in range(128)),
+    0,
+    -(2**63),
+    2**64 + 1,
+    None,
+    True,
+    False,
+    1.5,
+    -0.0,
+    datetime(2026, 12, 2, 16, 5, 7),
+    datetime(2026, 12, 2, 16, 5, 7, 1),
+    datetime(1, 1, 1),
+    T0,
+    Colour.RED,
+    b"\x00'\xff",
+]
+
+
+@pytest.mark.parametrize("value", LITERALS, ids=repr)
+def test_literals_are_what_pymysql_writes(mysql_engine: Engine, value: Any) -> None:
+    speed_up_datetimes(mysql_engine)
+    with mysql_engine.connect() as connection:
+        driver: Any = connection.connection.dbapi_connection
+        assert literal(value, driver.escape) == driver.escape(value)
+        assert literal(value, driver.escape) == driver.escape(value, dict(driver.encoders))
 
 
 def test_insert_ignore_skips_what_exists_as_sqlalchemy_does(mysql_engine: Engine) -> None:
@@ -103,6 +180,19 @@ def test_insert_ignore_skips_what_exists_as_sqlalchemy_does(mysql_engine: Engine
         rows = connection.execute(select(notifier_deliveries)).all()
     assert len(rows) == 3
     assert {row.state for row in rows} == {"pending"}
+
+
+def test_a_failed_insert_does_not_show_the_values(mysql_engine: Engine) -> None:
+    speed_up_datetimes(mysql_engine)
+    row = {**attempt_rows("a")[0], "error": "VALUE-NOT-TO-SHOW"}
+    del row["channel"]  # NOT NULL, no default: the INSERT fails
+    with mysql_engine.begin() as connection:
+        assert bulk._pymysql_escape(connection) is not None
+        with pytest.raises(DBAPIError) as failure:
+            insert_rows(connection, notifications, [row])
+
+    assert "VALUE-NOT-TO-SHOW" not in str(failure.value)
+    assert "INSERT INTO notifications" in str(failure.value)
 
 
 def test_rows_with_different_columns_are_refused(mysql_engine: Engine) -> None:

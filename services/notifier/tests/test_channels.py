@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +20,16 @@ import jsonschema
 import pytest
 
 from rbr_notifier.channels import ChannelConfig, ChannelConfigError, parse_channels
-from rbr_notifier.model import AlertState, AlertView, Digest, DigestItem, Kind, Notification
+from rbr_notifier.model import (
+    DELIVERY_NAMESPACE,
+    AlertState,
+    AlertView,
+    Digest,
+    DigestItem,
+    Kind,
+    Notification,
+    name_uuid,
+)
 from rbr_notifier.senders import Outcome, Sender, build_sender
 from rbr_notifier.senders.base import trust_context
 from rbr_schemas import Severity
@@ -733,3 +743,12 @@ def test_email_digest_lists_the_folded_alerts(
     assert "RESOLVED" in text
     assert "k:two" in text
     assert "and 1 more" in text
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "a", "3f6c2b1a-9d8e-5f7a-b6c5-d4e3f2a1b0c9|siem|trigger", "é✓|x|resolve"]
+    + [f"{uuid.UUID(int=i * 7919)}|bench|trigger" for i in range(64)],
+)
+def test_delivery_ids_are_uuid5_of_the_namespace(name: str) -> None:
+    assert name_uuid(name) == str(uuid.uuid5(DELIVERY_NAMESPACE, name))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import Engine, insert, select, update
 
 from rbr_notifier.model import Kind
 from rbr_notifier.store import NotifierStore
 from rbr_notifier.store.deliveries import delivery_row
+from rbr_notifier.store.rows import literal_ids
 from rbr_runtime.db.tables import notifier_deliveries
 from rbr_schemas import utcnow
 
@@ -70,3 +72,9 @@ def test_a_mixed_batch_gets_exactly_the_claimable_ones(mysql_engine: Engine) -> 
     assert (rows[held].state, rows[held].claimed_by) == ("sending", "replica-2")
     assert rows[ended].state == "sent"
     assert rows[not_due].state == "waiting"
+
+
+def test_ids_written_into_statements_are_numbers_only() -> None:
+    assert literal_ids([3, 1]).value == [3, 1]
+    with pytest.raises(ValueError):
+        literal_ids(["1) OR (1=1"])  # type: ignore[list-item]

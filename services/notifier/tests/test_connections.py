@@ -23,7 +23,13 @@ from rbr_notifier.channels import parse_channels
 from rbr_notifier.model import AlertState, AlertView, Kind, Notification
 from rbr_notifier.senders import build_sender
 from rbr_notifier.senders.base import Outcome, Sender
-from rbr_notifier.senders.connections import Response, _HTTPConnection
+from rbr_notifier.senders.connections import (
+    ConnectionPool,
+    Stream,
+    read_answer,
+    request_head,
+    target_of,
+)
 from rbr_schemas import Severity
 from rbr_testing.http_receiver import HttpReceiver, Reply
 
@@ -155,45 +161,152 @@ ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("raw", ANSWERS, ids=lambda raw: raw.split(b"\r\n")[0].decode())
+BROKEN = [
+    b"",
+    b"HTTP/1.1\r\n\r\n",
+    b"FTP/1.0 200 OK\r\n\r\n",
+    b"HTTP/1.1 99 Low\r\n\r\n",
+    b"HTTP/1.1 abc Odd\r\n\r\n",
+    b"HTTP/2.0 200 OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
+    b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000 + b"\r\n\r\n",
+]
+MORE_ANSWERS = [
+    b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x=1\r\nok\r\n0\r\nX-T: t\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nokEXTRA",
+    b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nto the end",
+    b"HTTP/1.1 200 OK\n\nbare line ends",
+]
+
+
+@pytest.mark.parametrize(
+    "raw", ANSWERS + MORE_ANSWERS, ids=lambda raw: raw.split(b"\r\n")[0].decode()
+)
 def test_answers_read_as_http_client_reads_them(raw: bytes) -> None:
-    assert _read(Response, raw) == _read(http.client.HTTPResponse, raw)
+    assert _ours(raw) == _theirs(raw)
 
 
-def _read(kind: type[http.client.HTTPResponse], raw: bytes) -> tuple[object, ...]:
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        theirs.sendall(raw)
-        theirs.shutdown(socket.SHUT_WR)
-        response = kind(ours, method="POST")
+@pytest.mark.parametrize("raw", BROKEN, ids=lambda raw: repr(raw[:40]))
+def test_broken_answers_fail_as_with_http_client(raw: bytes) -> None:
+    with pytest.raises(http.client.HTTPException) as ours:
+        _ours(raw)
+    with pytest.raises(http.client.HTTPException) as theirs:
+        _theirs(raw)
+
+    assert type(ours.value) is type(theirs.value)
+
+
+def _ours(raw: bytes) -> tuple[object, ...]:
+    mine, peer = socket.socketpair()
+    with mine, peer:
+        peer.sendall(raw)
+        peer.shutdown(socket.SHUT_WR)
+        answer, will_close = read_answer(Stream(mine), "POST")
+        return answer.status, answer.headers, will_close, answer.body
+
+
+def _theirs(raw: bytes) -> tuple[object, ...]:
+    mine, peer = socket.socketpair()
+    with mine, peer:
+        peer.sendall(raw)
+        peer.shutdown(socket.SHUT_WR)
+        response = http.client.HTTPResponse(mine, method="POST")
         response.begin()
-        framing = (response.will_close, response.length, response.chunked)
-        return (
-            response.status,
-            response.reason,
-            response.version,
-            response.getheaders(),
-            response.getheader("retry-after"),
-            framing,
-            response.read(),
-        )
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        will_close = response.will_close
+        return response.status, headers, will_close, response.read()
 
 
-@pytest.mark.parametrize("body", [b'{"kind":"trigger"}', b"", None])
-def test_a_request_goes_out_in_one_write(
-    monkeypatch: pytest.MonkeyPatch, body: bytes | None
+URLS = [
+    "http://receiver.invalid:8080/hook?token=1",
+    "http://receiver.invalid/hook",
+    "https://hooks.example.com/services/T1/B2",
+    "https://hooks.example.com:8443",
+    "http://[::1]:9000/ingest",
+    "http://[fe80::1%25eth0]/x",
+    "http://bücher.example/rbr",
+]
+HEADERS = [
+    {"User-Agent": "rbr", "Content-Type": "application/json", "X-Rbr-Event": "trigger"},
+    {"Host": "front.example", "accept-encoding": "gzip", "Authorization": "Bearer t"},
+    {"Content-Length": "2", "X-Folded": "a\r\n b"},
+    {"Transfer-Encoding": "identity"},
+]
+
+
+@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("headers", HEADERS, ids=",".join)
+def test_a_request_is_written_as_http_client_writes_it(
+    monkeypatch: pytest.MonkeyPatch, url: str, headers: dict[str, str]
 ) -> None:
     writes: list[bytes] = []
     monkeypatch.setattr(
         http.client.HTTPConnection, "send", lambda _self, data: writes.append(bytes(data))
     )
-    for event in ("trigger", "resolve"):
-        connection = _HTTPConnection("receiver.invalid", 8080)
-        connection.request("POST", "/hook", body=body, headers={"X-Rbr-Event": event})
+    target = target_of(url)
+    scheme, host, port = target.origin
+    kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    kind(host, port).request("POST", target.path, body=b"{}", headers=headers)
 
+    assert request_head("POST", target, headers, 2) + b"{}" == b"".join(writes)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Token": "SECRET\r\nX-Injected: 1"}, {"X-Token": "SECRET\n"}, {"Bad:Name": "v"}],
+)
+def test_a_header_http_client_refuses_is_refused_without_its_value(
+    headers: dict[str, str],
+) -> None:
+    target = target_of("http://receiver.invalid/hook")
+    with pytest.raises(ValueError) as ours:
+        request_head("POST", target, headers, 0)
+    with pytest.raises(ValueError):
+        http.client.HTTPConnection("receiver.invalid").request("POST", "/hook", b"", headers)
+
+    assert "SECRET" not in str(ours.value)
+
+
+def test_a_target_with_control_characters_is_refused() -> None:
+    with pytest.raises(http.client.InvalidURL):
+        target_of("http://receiver.invalid/ho ok")
+
+
+def test_a_request_goes_out_in_one_write_on_a_kept_connection(
+    http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[bytes] = []
+    connects: list[object] = []
+    send, connect = Stream.send, ConnectionPool._connect
+
+    def record_send(stream: Stream, data: bytes) -> None:
+        writes.append(data)
+        send(stream, data)
+
+    def record_connect(pool: ConnectionPool, origin: Any) -> Stream:
+        connects.append(origin)
+        return connect(pool, origin)
+
+    monkeypatch.setattr(Stream, "send", record_send)
+    monkeypatch.setattr(ConnectionPool, "_connect", record_connect)
+    pool = ConnectionPool(2.0, True, {"User-Agent": "rbr"})
+    answers = [
+        pool.post(f"{http_receiver.url}/hook", b'{"kind":"%s"}' % event, {"X-Rbr-Event": "x"})
+        for event in (b"trigger", b"resolve")
+    ]
+    pool.close()
+
+    assert [answer.status for answer in answers] == [200, 200]
+    assert len(connects) == 1
     assert len(writes) == 2
-    for write, event in zip(writes, ("trigger", "resolve"), strict=True):
-        head, _, sent = write.partition(b"\r\n\r\n")
-        assert head.startswith(b"POST /hook HTTP/1.1\r\nHost: receiver.invalid:8080\r\n")
-        assert f"X-Rbr-Event: {event}".encode() in head
-        assert sent == (body or b"")
+    for write, event in zip(writes, (b"trigger", b"resolve"), strict=True):
+        assert write.startswith(b"POST /hook HTTP/1.1\r\nHost: 127.0.0.1:")
+        assert write.endswith(b'\r\n\r\n{"kind":"%s"}' % event)

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from rbr_notifier.channels import parse_channels
 from rbr_notifier.delivery import Interrupted, RetryPolicy, deliver
+from rbr_notifier.metrics import DELIVERIES, labelled
 from rbr_notifier.model import AlertState, AlertView, DeliveryState, Kind, Notification
 from rbr_notifier.senders import Sender, build_sender
 from rbr_notifier.senders.base import AttemptResult, retry_after_seconds
@@ -152,3 +154,16 @@ def test_stop_interrupts_the_pause(http_receiver: HttpReceiver, sender: Sender) 
     with pytest.raises(Interrupted):
         deliver(sender, NOTIFICATION, POLICY, log.record, stop=stop, wait=stop_while_waiting)
     assert log.attempts == [(1, "retrying", 503)]
+
+
+def test_kept_metric_children_are_the_exported_ones() -> None:
+    labels = {"channel": "kept-child", "kind": "trigger", "state": "sent"}
+    before = REGISTRY.get_sample_value("rbr_notifier_deliveries_total", labels) or 0.0
+
+    labelled(DELIVERIES, "kept-child", "trigger", "sent").inc()
+    labelled(DELIVERIES, "kept-child", "trigger", "sent").inc()
+
+    assert REGISTRY.get_sample_value("rbr_notifier_deliveries_total", labels) == before + 2
+    assert labelled(DELIVERIES, "kept-child", "trigger", "sent") is DELIVERIES.labels(
+        "kept-child", "trigger", "sent"
+    )

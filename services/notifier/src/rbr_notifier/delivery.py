@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rbr_notifier.metrics import ATTEMPT_SECONDS, ATTEMPTS
+from rbr_notifier.metrics import ATTEMPT_SECONDS, ATTEMPTS, labelled
 from rbr_notifier.model import DeliveryState, Notification
 from rbr_notifier.senders.base import AttemptResult, Outcome, Sender
 from rbr_runtime.retry import backoff_delay
@@ -92,8 +92,8 @@ def attempt_once(sender: Sender, notification: Notification) -> AttemptResult:
             sender.scrub(str(error)),
         )
         result = AttemptResult(Outcome.RETRY, error=f"internal error: {type(error).__name__}")
-    ATTEMPT_SECONDS.labels(sender.name).observe(time.monotonic() - started)
-    ATTEMPTS.labels(sender.name, result.outcome.value).inc()
+    labelled(ATTEMPT_SECONDS, sender.name).observe(time.monotonic() - started)
+    labelled(ATTEMPTS, sender.name, result.outcome.value).inc()
     return result
 
 

@@ -39,7 +39,7 @@ from rbr_notifier.lifecycle import (
     turn_of,
     window_of,
 )
-from rbr_notifier.metrics import DELIVERIES, RETRIES
+from rbr_notifier.metrics import DELIVERIES, RETRIES, labelled
 from rbr_notifier.model import DeliveryState, Notification, digest_key
 from rbr_notifier.retry_schedule import Schedule, schedule_of
 from rbr_notifier.senders.base import AttemptResult, Outcome, Sender
@@ -129,7 +129,8 @@ class Dispatcher:
         at a time sends a digest's resolve (the database claim cannot tell them apart).
         """
         self._store = store
-        self._channels = channels
+        # By name: looked up several times per delivery (`ChannelsFile.get` scans the list).
+        self._channels = {channel.name: channel for channel in channels.channels}
         self._senders = senders
         self._settings = settings
         self._pool = pool
@@ -320,7 +321,7 @@ class Dispatcher:
 
     def _sent(self, item: Due) -> DeliveryResult:
         planned = item.planned
-        DELIVERIES.labels(planned.channel, planned.kind.value, DeliveryState.SENT.value).inc()
+        labelled(DELIVERIES, planned.channel, planned.kind.value, DeliveryState.SENT.value).inc()
         summary = (
             f"channel {planned.channel} ({item.config.type}): sent after "
             f"{item.context.attempts + 1} attempt(s)"

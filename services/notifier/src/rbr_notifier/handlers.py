@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from rbr_notifier.channels import ChannelsFile
+from rbr_notifier.channels import ChannelConfig, ChannelsFile
 from rbr_notifier.dispatch import DeliveryResult, Dispatcher
 from rbr_notifier.lifecycle import is_one_shot
-from rbr_notifier.metrics import ALERT_EVENTS
+from rbr_notifier.metrics import ALERT_EVENTS, labelled
 from rbr_notifier.store import NotifierStore
 from rbr_notifier.store.deliveries import PlannedDelivery
 from rbr_notifier.store.rows import MAX_ID_CHARS, AlertEvent
@@ -26,18 +26,19 @@ from rbr_schemas.events import addressed_channel
 log = logging.getLogger(__name__)
 
 
-def route(channels: ChannelsFile, alert: Alert) -> list[str]:
+def route(channels: ChannelsFile | Sequence[ChannelConfig], alert: Alert) -> list[str]:
     """Returns the enabled channels whose filters accept the alert.
 
     A test alert addressed to one channel (`rbr channels test`) goes to that channel only,
-    whatever its filters say.
+    whatever its filters say. `channels` may be the enabled channels already listed.
     """
+    enabled = channels.enabled if isinstance(channels, ChannelsFile) else channels
     addressed = addressed_channel(alert)
     if addressed is not None:
-        return [channel.name for channel in channels.enabled if channel.name == addressed]
+        return [channel.name for channel in enabled if channel.name == addressed]
     return [
         channel.name
-        for channel in channels.enabled
+        for channel in enabled
         if channel.filters.accepts(alert.severity, alert.type, alert.bucket)
     ]
 
@@ -55,7 +56,8 @@ class AlertHandler:
     ) -> None:
         self._store = store
         self._dispatcher = dispatcher
-        self._channels = channels
+        # Listed once: routing reads them for every alert.
+        self._enabled = channels.enabled
         self._reopen_after = reopen_after
 
     def __call__(self, batch: Sequence[Inbound[Any]]) -> list[Rejection]:
@@ -76,7 +78,7 @@ class AlertHandler:
         events = [AlertEvent(_event_id(m), m.data) for m in messages]
         recorded = self._store.alerts.record_events(
             events,
-            lambda alert: route(self._channels, alert),
+            lambda alert: route(self._enabled, alert),
             reopen_after=self._reopen_after,
         )
         # Two events of one batch may own the same delivery (a firing and its repeat). Each
@@ -88,7 +90,7 @@ class AlertHandler:
                 by_id.setdefault(delivery.id, replace(delivery, message=message))
         planned = list(by_id.values())
         for message, (outcome, _) in zip(messages, recorded, strict=True):
-            ALERT_EVENTS.labels(message.data.state.value, outcome).inc()
+            labelled(ALERT_EVENTS, message.data.state.value, outcome).inc()
         results = self._dispatcher.run(planned) if planned else []
         failures: dict[int, DeliveryResult] = {r.delivery.id: r for r in results if r.gave_up}
         rejections = []

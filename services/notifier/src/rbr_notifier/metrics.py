@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 ALERT_EVENTS = Counter(
@@ -54,3 +56,18 @@ PENDING = Gauge(
     "channel.",
     ["channel"],
 )
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: Any, *values: str) -> Any:
+    """Returns `metric.labels(*values)`, kept: `labels` checks and converts on every call.
+
+    The hot paths (every event, delivery and try) use it; a metric's children are never
+    removed, so a kept one stays the one exported.
+    """
+    key = (id(metric), values)
+    child = _children.get(key)
+    if child is None:
+        child = _children.setdefault(key, metric.labels(*values))
+    return child

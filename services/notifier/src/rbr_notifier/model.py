@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,6 +12,7 @@ from typing import Any
 from rbr_schemas import Severity
 
 DELIVERY_NAMESPACE = uuid.UUID("5f3b8a1e-2d4c-4e6f-9a0b-7c1d2e3f4a5b")
+_NAMESPACE_BYTES = DELIVERY_NAMESPACE.bytes
 
 
 class Kind(StrEnum):
@@ -135,7 +137,7 @@ class Notification:
         subject = self.alert.alert_id if self.alert else ""
         if self.digest is not None:
             subject = self.digest.dedupe_key
-        return str(uuid.uuid5(DELIVERY_NAMESPACE, f"{subject}|{self.channel}|{self.kind}"))
+        return name_uuid(f"{subject}|{self.channel}|{self.kind}")
 
     @property
     def dedupe_key(self) -> str:
@@ -156,6 +158,19 @@ class Notification:
         if self.digest is None:
             raise ValueError("a digest notification carries a digest")
         return self.digest
+
+
+def name_uuid(name: str) -> str:
+    """Returns `str(uuid.uuid5(DELIVERY_NAMESPACE, name))`, written from the SHA-1 digest.
+
+    The same text for a quarter of the CPU time: `uuid.UUID` checks and converts its
+    argument through an integer, and each webhook send makes one.
+    """
+    digest = hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8"), usedforsecurity=False)
+    text = digest.hexdigest()
+    # RFC 4122: version 5 in the 13th digit, the variant's two top bits 10 in the 17th.
+    variant = "89ab"[int(text[16], 16) & 3]
+    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{variant}{text[17:20]}-{text[20:32]}"
 
 
 def message_id(alert_id: str, channel: str, kind: Kind, domain: str) -> str:

@@ -139,7 +139,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 class HttpSender(Sender):
     """A sender speaking JSON over HTTP(S) with pooled, kept-alive connections (thread-safe).
 
-    Requests go through `ConnectionPool` (http.client, the cheapest in CPU time), or through
+    Requests go through `ConnectionPool` (the cheapest in CPU time), or through
     httpx where the environment names a proxy for the URL (HTTPS_PROXY and the like, which
     httpx follows).
     """

@@ -34,6 +34,7 @@ from rbr_notifier.store.rows import (
     UNSERVED_STATES,
     alert_view,
     alert_view_columns,
+    literal_ids,
     short,
 )
 from rbr_runtime.db.engine import insert_ignore
@@ -119,7 +120,7 @@ class DeliveryStore:
                     *ALERT_VIEW_COLUMNS,
                 )
                 .join(alerts, alerts.c.alert_id == plan.alert_id)
-                .where(plan.id.in_(ids))
+                .where(plan.id.in_(literal_ids(ids)))
             ).all()
             behind = _behind(connection, rows)
             triggers = _triggers(connection, [r.alert_id for r in rows if r.kind == Kind.RESOLVE])
@@ -159,7 +160,7 @@ class DeliveryStore:
             updated: int = connection.execute(
                 update(notifier_deliveries)
                 .where(
-                    plan.id.in_(ids),
+                    plan.id.in_(literal_ids(ids)),
                     or_(
                         plan.state == DeliveryState.PENDING.value,
                         due,
@@ -188,7 +189,7 @@ class DeliveryStore:
             # every row of this owner in state sending was claimable, so was updated just now.
             claimed = connection.execute(
                 select(plan.id).where(
-                    plan.id.in_(ids),
+                    plan.id.in_(literal_ids(ids)),
                     plan.state == DeliveryState.SENDING.value,
                     plan.claimed_by == owner[:255],
                 )
@@ -484,7 +485,7 @@ class DeliveryStore:
             for attempts, ids in by_attempts.items():
                 connection.execute(
                     update(notifier_deliveries)
-                    .where(notifier_deliveries.c.id.in_(ids))
+                    .where(notifier_deliveries.c.id.in_(literal_ids(ids)))
                     .values(
                         attempts=attempts,
                         state=DeliveryState.SENT.value,
@@ -603,22 +604,33 @@ def _behind(connection: Connection, rows: Sequence[Row[Any]]) -> set[int]:
 
     The same as `_earlier_unfinished` for each, in one query led by the dedupe keys' index
     (led by the channel, as in that EXISTS, it reads every unfinished delivery of a channel).
+    The rows' own states are the ones they were read with, so a delivery's turn and whether
+    the others are behind it come from one read of it.
     """
     if not rows:
         return set()
     plan = notifier_deliveries.c
-    unfinished = connection.execute(
+    # The rows' own states were read in the same transaction: only the others are read here
+    # (for a batch of new alerts, none), not every row of the batch once more.
+    others = connection.execute(
         select(plan.id, plan.channel, alerts.c.dedupe_key)
         .join(alerts, alerts.c.alert_id == plan.alert_id)
         .where(
             alerts.c.dedupe_key.in_(sorted({row.dedupe_key for row in rows})),
             plan.state.in_(UNFINISHED_STATES),
+            plan.id.not_in(literal_ids(sorted({row.delivery_id for row in rows}))),
         )
     ).all()
+    unfinished = [
+        (row.delivery_id, row.channel, row.dedupe_key)
+        for row in rows
+        if row.delivery_state in UNFINISHED_STATES
+    ]
+    unfinished += [(other.id, other.channel, other.dedupe_key) for other in others]
     first: dict[tuple[str, str], int] = {}
-    for earlier in unfinished:
-        place = (earlier.channel, earlier.dedupe_key)
-        first[place] = min(earlier.id, first.get(place, earlier.id))
+    for delivery_id, channel, dedupe_key in unfinished:
+        place = (channel, dedupe_key)
+        first[place] = min(delivery_id, first.get(place, delivery_id))
     return {
         row.delivery_id
         for row in rows

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Table
+from sqlalchemy import BigInteger, Column, Table, bindparam
 from sqlalchemy.engine import Row
+from sqlalchemy.sql.elements import BindParameter
 
 from rbr_notifier import lifecycle
 from rbr_notifier.lifecycle import Occurrence
@@ -122,3 +123,15 @@ def alert_row(event: AlertEvent, now: datetime) -> dict[str, Any]:
         "last_event_id": stored_id(event.event_id),
         "updated_at": now,
     }
+
+
+def literal_ids(ids: Iterable[int]) -> BindParameter[int]:
+    """Returns delivery ids for an IN list, written into the statement as numbers.
+
+    A batch's lists of 200 ids otherwise cost a bind name and a driver escape each (about
+    2 µs an id here); as integers (`int` of each, BigInteger's literal) they cannot carry
+    anything else into the SQL.
+    """
+    return bindparam(
+        None, [int(i) for i in ids], expanding=True, literal_execute=True, type_=BigInteger
+    )

@@ -17,10 +17,17 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import HTTPException, Response
+from fastapi.security import HTTPBearer
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from rbr_registrar.fast_path import RegistrarApp
+from rbr_registrar import errors
+from rbr_registrar.committer import CommitterStopped
+from rbr_registrar.fast_path import FastRegistrations, RegistrarApp
 from rbr_registrar.main import Registrar
+from rbr_registrar.models import RegistrationRequest
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.db.tables import buckets
 from rbr_testing.broker import Broker
@@ -201,3 +208,54 @@ def test_fast_path_answers_and_stores_what_fastapi_does(
     fast_rows = stored(served.engine, "fastpath-bucket")
     assert len(fast_rows) == 3
     assert fast_rows == stored(served.engine, "slowpath-bucket")
+
+
+def _erring_app(error: Exception) -> RegistrarApp:
+    """An app whose registrations raise `error`, both from the route and the fast path."""
+    app = RegistrarApp()
+    errors.install(app)
+
+    async def register(*_: Any) -> Response:
+        raise error
+
+    @app.post("/register_bucket")
+    async def route(payload: RegistrationRequest) -> Response:
+        return await register(payload)
+
+    app.fast_registrations = FastRegistrations(app, register, HTTPBearer(auto_error=False), 4096)
+    return app
+
+
+ERRORS = [
+    pytest.param(OperationalError("SELECT 1", {}, Exception("gone away")), 503, id="outage"),
+    pytest.param(IntegrityError("INSERT", {}, Exception("duplicate")), 500, id="database-bug"),
+    pytest.param(CommitterStopped("the registrar is shutting down"), 503, id="stopping"),
+    pytest.param(HTTPException(409, "a bucket named x is already registered"), 409, id="http"),
+    pytest.param(errors.FieldErrors([("port", "is refused")]), 422, id="field"),
+]
+
+
+@pytest.mark.parametrize(("error", "status"), ERRORS)
+def test_fast_path_answers_errors_as_fastapi_does(error: Exception, status: int) -> None:
+    app = _erring_app(error)
+    content = json.dumps(body("rustbucket-err")).encode()
+    got = []
+    for fast in (app.fast_registrations, None):
+        app.fast_registrations = fast
+        with TestClient(app) as client:
+            answer = client.post("/register_bucket", content=content, headers=JSON)
+        got.append((answer.status_code, dict(answer.headers), answer.content))
+    assert got[0][0] == status
+    assert got[0] == got[1]
+
+
+def test_an_unexpected_error_is_answered_500_and_raised_as_fastapi_does() -> None:
+    app = _erring_app(ValueError("a bug"))
+    content = json.dumps(body("rustbucket-err")).encode()
+    for fast in (app.fast_registrations, None):
+        app.fast_registrations = fast
+        with TestClient(app) as client, pytest.raises(ValueError, match="a bug"):
+            client.post("/register_bucket", content=content, headers=JSON)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            answer = client.post("/register_bucket", content=content, headers=JSON)
+        assert (answer.status_code, answer.json()) == (500, {"detail": "internal error"})

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import base64
 
-from rbr_runtime.secrets import TokenDecryptionError, TokenVault, constant_time_in
+import pytest
+from cryptography.fernet import Fernet
+
+from rbr_runtime.secrets import (
+    _KDF_INFO,
+    FernetWriter,
+    TokenDecryptionError,
+    TokenVault,
+    _derive,
+    constant_time_in,
+)
 
 TOKEN = "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6"
 
@@ -80,3 +90,19 @@ def test_restoring_a_token_no_key_decrypts_raises() -> None:
         TokenVault.from_setting("new-key,old-key").restored(
             lost.encrypt(TOKEN), lost.fingerprint(TOKEN)
         )
+
+
+@pytest.mark.parametrize("length", [0, 1, 15, 16, 17, 32, 33, 255, 256])
+def test_fernet_writer_makes_fernets_own_tokens(length: int) -> None:
+    key = Fernet.generate_key()
+    data = bytes(range(256))[:length]
+    iv = bytes(range(16, 32))
+    made = FernetWriter(key).encrypt_from_parts(data, 1_796_000_000, iv)
+    assert made == Fernet(key)._encrypt_from_parts(data, 1_796_000_000, iv)
+    assert Fernet(key).decrypt(FernetWriter(key).encrypt(data)) == data
+
+
+def test_vault_ciphertexts_are_fernet_tokens_of_the_derived_key() -> None:
+    ciphertext = TokenVault.from_setting("local-secret").encrypt(TOKEN)
+    key = base64.urlsafe_b64encode(_derive("local-secret", _KDF_INFO))
+    assert Fernet(key).decrypt(ciphertext.encode()) == TOKEN.encode()

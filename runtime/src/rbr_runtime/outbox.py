@@ -18,11 +18,12 @@ from datetime import datetime
 from typing import Protocol
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import Engine, delete, insert, select, text
+from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from rbr_runtime.db.backlog import BacklogGauges
+from rbr_runtime.db.bulk import insert_rows
 from rbr_runtime.db.engine import is_mysql, is_transient_db_error
 from rbr_runtime.db.tables import outbox as outbox_table
 from rbr_runtime.errors import describe_error
@@ -84,8 +85,9 @@ class Outbox:
         """
         if not messages:
             return
-        connection.execute(
-            insert(outbox_table),
+        insert_rows(
+            connection,
+            outbox_table,
             [
                 {
                     "service": self.service,

@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 from pydantic import ValidationError
 
+from rbr_registrar.api import UNSPECIFIED_ADDRESSES
 from rbr_registrar.client_address import (
     ProxyHeader,
     UnknownClientAddress,
@@ -15,6 +16,7 @@ from rbr_registrar.client_address import (
     is_unspecified,
     x_forwarded_for_hops,
 )
+from rbr_registrar.models import RegistrationRequest
 from rbr_registrar.settings import RegistrarSettings
 
 PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
@@ -114,3 +116,13 @@ def test_bad_settings_are_refused_at_start(setting: str, value: str) -> None:
 def test_trusted_proxies_are_read_from_a_comma_separated_variable() -> None:
     settings = RegistrarSettings(secret_key="k", trusted_proxies="10.0.0.0/8, fd00::/8")
     assert settings.trusted_proxies == PROXIES
+
+
+@pytest.mark.parametrize(
+    "sent", ["0.0.0.0", " 0.0.0.0 ", "::", "0:0:0:0:0:0:0:0", "::0", "0::", "203.0.113.7", "::1"]
+)
+def test_a_payloads_address_is_unspecified_as_is_unspecified_says(sent: str) -> None:
+    payload = RegistrationRequest(
+        name="rustbucket-a", ip_address=sent, operating_system="linux", token="t" * 32
+    )
+    assert (payload.ip_address in UNSPECIFIED_ADDRESSES) == is_unspecified(sent.strip())

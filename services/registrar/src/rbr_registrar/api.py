@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
+from functools import partial
 from typing import Annotated, Any
 
 from confluent_kafka import KafkaException
@@ -25,7 +26,6 @@ from rbr_registrar import errors
 from rbr_registrar.client_address import (
     UnknownClientAddress,
     client_address,
-    is_unspecified,
     plain_address,
 )
 from rbr_registrar.committer import GroupCommitter
@@ -38,6 +38,7 @@ from rbr_registrar.domain import (
     SelfUpdate,
     Verdict,
 )
+from rbr_registrar.fast_path import REGISTRATION_PATHS, FastRegistrations, RegistrarApp
 from rbr_registrar.intel_api import intel_routes, ioc_routes
 from rbr_registrar.limits import BodyLimit
 from rbr_registrar.merges import BucketMerges, MergeRefused
@@ -173,7 +174,7 @@ class Surface(StrEnum):
 
 def create_app(deps: Dependencies, surface: Surface = Surface.ALL) -> FastAPI:
     """Builds the FastAPI application of one listener."""
-    app = FastAPI(
+    app = RegistrarApp(
         title="Rustbucket Registry: registrar",
         version="1.0",
         description="Registration of rustbuckets, their own updates, and the operator API.",
@@ -187,6 +188,9 @@ def create_app(deps: Dependencies, surface: Surface = Surface.ALL) -> FastAPI:
     if surface is not Surface.INTERNAL:
         app.include_router(_registration_routes(deps))
         app.include_router(_self_update_routes(deps))
+        app.fast_registrations = FastRegistrations(
+            app, partial(register, deps), bearer, deps.settings.max_body_bytes
+        )
     if surface is not Surface.PUBLIC:
         _include_operator_routes(app, deps)
     app.include_router(_health_routes(deps.health))
@@ -263,6 +267,11 @@ def _registration(deps: Dependencies, payload: RegistrationRequest, enrolled: bo
     )
 
 
+UNSPECIFIED_ADDRESSES = frozenset({"0.0.0.0", "::"})  # noqa: S104 - addresses nobody calls
+"""The unspecified addresses as `models.normalise_ip` writes every address a payload holds
+(`client_address.is_unspecified` without parsing the address a third time)."""
+
+
 def _address_from_request(
     settings: RegistrarSettings, payload: RegistrationRequest, request: Request
 ) -> RegistrationRequest:
@@ -274,7 +283,7 @@ def _address_from_request(
     Raises:
         errors.FieldErrors: that address cannot be told (422).
     """
-    if not is_unspecified(payload.ip_address):
+    if payload.ip_address not in UNSPECIFIED_ADDRESSES:
         return payload
     peer = request.client.host if request.client else None
     header = settings.trusted_proxy_header
@@ -357,6 +366,52 @@ def _registration_answer(decision: Decision, name: str) -> JSONResponse:
     return JSONResponse({"status": status.value, "id": row.id})
 
 
+async def register(
+    deps: Dependencies,
+    payload: RegistrationRequest,
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None,
+) -> JSONResponse:
+    """Serves one registration (both for the route and for `fast_path.FastRegistrations`).
+
+    Raises:
+        HTTPException: 401 or 403 (enrollment key), 409 (name taken), 403 (disabled).
+        errors.FieldErrors: an address or port the registry does not call (422).
+        Exception: what the group committer raised (the app's handlers answer it).
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    presented = payload.registration_key or (credentials.credentials if credentials else None)
+    try:
+        enrolled = _enrolled(deps, presented)
+    except HTTPException:
+        REGISTRATIONS.labels("refused_key").inc()
+        raise
+    sent = payload.ip_address
+    try:
+        payload = _address_from_request(deps.settings, payload, request)
+    except errors.FieldErrors:
+        REGISTRATIONS.labels("forbidden_address").inc()
+        raise
+    refused = _refused_target(deps.settings, payload, sent if sent != payload.ip_address else None)
+    if refused:
+        REGISTRATIONS.labels("forbidden_address").inc()
+        raise errors.FieldErrors(refused)
+    registration = _registration(deps, payload, enrolled)
+    decision = await deps.committer.decide(registration)
+    REGISTRATIONS.labels(decision.verdict.value).inc()
+    REGISTRATION_SECONDS.observe(loop.time() - started)
+    if decision.writes:
+        log.info(
+            "bucket %s %s (version %d)",
+            payload.name,
+            decision.verdict.value,
+            decision.row.version if decision.row else 0,
+            extra={"bucket": payload.name},
+        )
+    return _registration_answer(decision, payload.name)
+
+
 def _registration_routes(deps: Dependencies) -> APIRouter:
     router = APIRouter(tags=["buckets: registration"])
 
@@ -370,46 +425,15 @@ def _registration_routes(deps: Dependencies) -> APIRouter:
         bucket with another token; nothing is changed then. An unspecified `ip_address`
         (`0.0.0.0`, `::`) is replaced by the address the registration came from.
         """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        presented = payload.registration_key or (credentials.credentials if credentials else None)
-        try:
-            enrolled = _enrolled(deps, presented)
-        except HTTPException:
-            REGISTRATIONS.labels("refused_key").inc()
-            raise
-        sent = payload.ip_address
-        try:
-            payload = _address_from_request(deps.settings, payload, request)
-        except errors.FieldErrors:
-            REGISTRATIONS.labels("forbidden_address").inc()
-            raise
-        refused = _refused_target(
-            deps.settings, payload, sent if sent != payload.ip_address else None
-        )
-        if refused:
-            REGISTRATIONS.labels("forbidden_address").inc()
-            raise errors.FieldErrors(refused)
-        registration = _registration(deps, payload, enrolled)
-        decision = await deps.committer.decide(registration)
-        REGISTRATIONS.labels(decision.verdict.value).inc()
-        REGISTRATION_SECONDS.observe(loop.time() - started)
-        if decision.writes:
-            log.info(
-                "bucket %s %s (version %d)",
-                payload.name,
-                decision.verdict.value,
-                decision.row.version if decision.row else 0,
-                extra={"bucket": payload.name},
-            )
-        return _registration_answer(decision, payload.name)
+        return await register(deps, payload, request, credentials)
 
     kwargs = {
         "response_model": RegistrationResponse,
         "responses": {409: {"model": ErrorResponse, "description": "Name taken."}, **ERRORS},
     }
-    router.post("/api/v1/register_bucket/", **kwargs)(register_bucket)  # type: ignore[arg-type]
-    for path in ("/api/v1/register_bucket", "/register_bucket", "/register_bucket/"):
+    main_path, *others = REGISTRATION_PATHS
+    router.post(main_path, **kwargs)(register_bucket)  # type: ignore[arg-type]
+    for path in others:
         router.post(path, include_in_schema=path == "/register_bucket", **kwargs)(  # type: ignore[arg-type]
             register_bucket
         )

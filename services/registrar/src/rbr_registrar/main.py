@@ -21,6 +21,7 @@ from rbr_registrar.server import HttpServer
 from rbr_registrar.settings import RegistrarSettings
 from rbr_registrar.sources import DropSources
 from rbr_registrar.store import OUTBOX, BucketRepository
+from rbr_runtime.db.driver import speed_up_datetimes
 from rbr_runtime.db.engine import is_mysql, make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer
@@ -62,6 +63,7 @@ class Registrar:
         self.settings = settings
         self.service = Service(settings, serve_health=False)
         self.engine = make_engine(settings.database_url, pool_size=10, max_overflow=10)
+        speed_up_datetimes(self.engine)
         self.repository = BucketRepository(self.engine, settings.replacement_silence)
         self.producer = EventProducer(settings, source=SOURCE)
         self.relay = OutboxRelay(
@@ -202,13 +204,15 @@ def _commit_engine(settings: RegistrarSettings, engine: Engine) -> Engine:
     if not is_mysql(engine):
         return engine
     writers = settings.registration_writers
-    return make_engine(
+    committing = make_engine(
         settings.database_url,
         pool_size=writers,
         max_overflow=writers,
         pool_pre_ping=False,
         pool_reset_on_return=None,
     )
+    speed_up_datetimes(committing)
+    return committing
 
 
 def build_service(settings: RegistrarSettings) -> Service:

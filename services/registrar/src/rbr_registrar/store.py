@@ -16,7 +16,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
@@ -40,6 +40,7 @@ from rbr_registrar.domain import (
 )
 from rbr_registrar.lineage import CROWDED_HOST, HOST_ROW_COLUMNS, HostRow, Lineaged, replaced_bucket
 from rbr_registrar.operator.views import BucketFilter
+from rbr_runtime.db.bulk import insert_rows
 from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.tables import bucket_aliases, bucket_status_history, buckets, drop_sources
 from rbr_runtime.outbox import Outbox, OutboxMessage
@@ -252,7 +253,7 @@ class BucketRepository:
                 (inserted if new else changed)[row.name] = row
             if inserted:
                 rows = self._mark_replacements(connection, list(inserted.values()), now)
-                connection.execute(insert(buckets), _without_nulls([r.values() for r in rows]))
+                insert_rows(connection, buckets, _without_nulls([r.values() for r in rows]))
             for row in changed.values():
                 self._write_row(connection, row)
             self._announce(connection, announced, now)

@@ -41,7 +41,7 @@ from rbr_notifier.settings import NotifierSettings
 from rbr_notifier.store import NotifierStore
 from rbr_notifier.store.alerts import AlertStore
 from rbr_notifier.store.deliveries import DeliveryStore
-from rbr_notifier.store.driver import speed_up_datetimes
+from rbr_runtime.db.driver import speed_up_datetimes
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.db.migrate import upgrade
 from rbr_runtime.kafka import EventProducer

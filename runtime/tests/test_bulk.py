@@ -1,7 +1,6 @@
 """The shared multi-row INSERTs store exactly what SQLAlchemy's own executemany stores.
 
-The notifier's tables and cases (`services/notifier/tests/test_bulk.py`), against the runtime's
-copy of its helpers that the registrar uses.
+On the notifier's tables, the first to use them (the registrar's are in its own tests).
 """
 
 from __future__ import annotations

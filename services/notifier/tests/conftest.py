@@ -21,8 +21,8 @@ from rbr_notifier.main import build_senders
 from rbr_notifier.retry_sweeper import RetrySweeper
 from rbr_notifier.settings import NotifierSettings
 from rbr_notifier.store import NotifierStore
-from rbr_notifier.store.driver import speed_up_datetimes
 from rbr_notifier.throttle_digest import DigestSweeper
+from rbr_runtime.db.driver import speed_up_datetimes
 from rbr_runtime.db.tables import notifications, notifier_deliveries
 from rbr_runtime.kafka import EventProducer
 from rbr_runtime.kafka.codec import encode, make_event

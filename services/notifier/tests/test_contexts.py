@@ -11,8 +11,8 @@ from sqlalchemy import Engine, select
 
 from rbr_notifier.model import Kind
 from rbr_notifier.store import NotifierStore
-from rbr_notifier.store.bulk import insert_rows
 from rbr_notifier.store.deliveries import _earlier_unfinished, delivery_row
+from rbr_runtime.db.bulk import insert_rows
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.db.migrate import upgrade
 from rbr_runtime.db.tables import alerts, notifier_deliveries

@@ -1,19 +1,17 @@
 """Multi-row INSERTs of a batch's rows, written as SQL text once per statement.
 
 Given a list of rows, SQLAlchemy builds each row's parameters anew (a dictionary through every
-bind name and type processor, about 2 µs a value), then PyMySQL escapes each value through
-four calls (`escape`, `escape_item`, the type's encoder, `escape_string`: about 1.5 µs) and
-formats every row's VALUES with `%`. For hot INSERTs (the registrar's new buckets, every
-outbox's messages) the statement is compiled once per dialect and set of columns, each value
-goes through its column type's bind processor (the same SQLAlchemy would apply: UTC datetimes
-made naive, JSON serialised), and the common types (text, integers, NULL, naive datetimes) are
-written as literals here, byte for byte as PyMySQL writes them; any other value (bytes, ...)
-goes through the connection's own `escape`. The rows go out as one multi-row INSERT (split
-where PyMySQL would split it), as before. A server in NO_BACKSLASH_ESCAPES mode, another MySQL
-driver, and drivers with positional parameters (SQLite) keep the driver's or SQLAlchemy's own
-path.
-
-(The notifier's `rbr_notifier.store.bulk` is the same code, from before it was shared here.)
+bind name and type processor, about 2 µs a value), then PyMySQL escapes each value through four
+calls (`escape`, `escape_item`, the type's encoder, `escape_string`: about 1.5 µs) and formats
+every row's VALUES with `%`. For hot INSERTs (the registrar's new buckets, every outbox's
+messages, the notifier's alerts, deliveries and tries) the statement is compiled once per
+dialect and set of columns, each value goes through its column type's bind processor (the same
+SQLAlchemy would apply: UTC datetimes made naive, JSON serialised), and the common types (text,
+integers, NULL, naive datetimes) are written as literals here, byte for byte as PyMySQL writes
+them; any other value (bytes, ...) goes through the connection's own `escape`. The rows go out
+as one multi-row INSERT (split where PyMySQL would split it), as before. A server in
+NO_BACKSLASH_ESCAPES mode, another MySQL driver, and drivers with positional parameters (SQLite)
+keep the driver's or SQLAlchemy's own path.
 """
 
 from __future__ import annotations

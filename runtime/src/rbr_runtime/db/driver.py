@@ -6,8 +6,6 @@ and its outbox message's), a notifier's delivery about six. `datetime.isoformat`
 `datetime.fromisoformat` do the same in C in a fifth of the time. The text is byte for byte
 what PyMySQL makes and the values what it returns; anything else (an aware datetime, MySQL's
 zero dates) still goes through PyMySQL's own functions.
-
-(The notifier's `rbr_notifier.store.driver` is the same code, from before it was shared here.)
 """
 
 from __future__ import annotations

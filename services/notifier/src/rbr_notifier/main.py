@@ -24,9 +24,9 @@ from rbr_notifier.senders import Sender, build_sender
 from rbr_notifier.senders.base import quiet_http_client_logs
 from rbr_notifier.settings import NotifierSettings
 from rbr_notifier.store import NotifierStore
-from rbr_notifier.store.driver import speed_up_datetimes
 from rbr_notifier.tasks import purge_history
 from rbr_notifier.throttle_digest import DigestSweeper
+from rbr_runtime.db.driver import speed_up_datetimes
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.dependencies import broker_dependency, database_dependency, watch_dependencies
 from rbr_runtime.kafka import ConsumerRunner, EventProducer

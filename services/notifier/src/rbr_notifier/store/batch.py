@@ -16,7 +16,6 @@ from sqlalchemy.engine import Connection, Row
 
 from rbr_notifier.lifecycle import Outcome, on_firing, on_resolve, resolve_channels
 from rbr_notifier.model import AlertState, DeliveryState, Kind
-from rbr_notifier.store.bulk import insert_rows
 from rbr_notifier.store.deliveries import PlannedDelivery, delivery_row, owned_deliveries
 from rbr_notifier.store.rows import (
     OPEN_STATES,
@@ -26,6 +25,7 @@ from rbr_notifier.store.rows import (
     occurrence,
     stored_id,
 )
+from rbr_runtime.db.bulk import insert_rows
 from rbr_runtime.db.tables import alerts, notifier_deliveries
 from rbr_schemas import AlertState as EventState
 from rbr_schemas import utcnow

@@ -27,7 +27,6 @@ from sqlalchemy.engine import Connection, Row
 
 from rbr_notifier.lifecycle import DeliveryContext, resolve_channels
 from rbr_notifier.model import DeliveryState, Kind
-from rbr_notifier.store.bulk import insert_rows
 from rbr_notifier.store.rows import (
     RETRYABLE_STATES,
     UNFINISHED_STATES,
@@ -37,6 +36,7 @@ from rbr_notifier.store.rows import (
     literal_ids,
     short,
 )
+from rbr_runtime.db.bulk import insert_rows
 from rbr_runtime.db.engine import insert_ignore
 from rbr_runtime.db.tables import (
     alerts,

@@ -8,7 +8,7 @@ import pytest
 from pymysql import converters
 from sqlalchemy import Engine, insert, select, text
 
-from rbr_notifier.store.driver import convert_datetime, escape_datetime, speed_up_datetimes
+from rbr_runtime.db.driver import convert_datetime, escape_datetime, speed_up_datetimes
 from rbr_runtime.db.engine import make_engine
 from rbr_runtime.db.tables import notifications
 

@@ -9,7 +9,6 @@ from cryptography.fernet import Fernet
 
 from rbr_runtime.secrets import (
     _KDF_INFO,
-    FernetWriter,
     TokenDecryptionError,
     TokenVault,
     _derive,
@@ -90,16 +89,6 @@ def test_restoring_a_token_no_key_decrypts_raises() -> None:
         TokenVault.from_setting("new-key,old-key").restored(
             lost.encrypt(TOKEN), lost.fingerprint(TOKEN)
         )
-
-
-@pytest.mark.parametrize("length", [0, 1, 15, 16, 17, 32, 33, 255, 256])
-def test_fernet_writer_makes_fernets_own_tokens(length: int) -> None:
-    key = Fernet.generate_key()
-    data = bytes(range(256))[:length]
-    iv = bytes(range(16, 32))
-    made = FernetWriter(key).encrypt_from_parts(data, 1_796_000_000, iv)
-    assert made == Fernet(key)._encrypt_from_parts(data, 1_796_000_000, iv)
-    assert Fernet(key).decrypt(FernetWriter(key).encrypt(data)) == data
 
 
 def test_vault_ciphertexts_are_fernet_tokens_of_the_derived_key() -> None:

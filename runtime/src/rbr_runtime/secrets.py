@@ -13,13 +13,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 _KDF_INFO = b"rbr-bucket-token-encryption-v1"
 _HASH_INFO = b"rbr-bucket-token-hash-v1"
@@ -33,36 +30,6 @@ def _derive(secret: str, info: bytes) -> bytes:
     # HKDF would also do; HMAC-SHA256 over a fixed label is a sound KDF for a high-entropy
     # secret and keeps this dependency-free beyond `cryptography`.
     return hmac.new(secret.encode(), info, hashlib.sha256).digest()
-
-
-class FernetWriter:
-    """Makes Fernet tokens, byte for byte `Fernet.encrypt`'s, with less work per token.
-
-    Fernet builds a padder, a mode, a cipher, an encryptor and an HMAC object for every
-    token, a fifth of the registrar's CPU per registration once FastAPI was out of its way;
-    here the padding is a byte string and the MAC one call of hashlib's HMAC. Same key, time
-    and IV give the same token as `cryptography.fernet` (a test compares), which decrypts it.
-    """
-
-    def __init__(self, key: bytes) -> None:
-        """Takes the key as Fernet does: 32 bytes, URL-safe base64."""
-        raw = base64.urlsafe_b64decode(key)
-        if len(raw) != 32:
-            raise ValueError("a Fernet key is 32 bytes in URL-safe base64")
-        self._signing_key = raw[:16]
-        self._aes = algorithms.AES(raw[16:])
-
-    def encrypt(self, data: bytes) -> bytes:
-        """Returns the token of the data, made now with a random IV."""
-        return self.encrypt_from_parts(data, int(time.time()), os.urandom(16))
-
-    def encrypt_from_parts(self, data: bytes, current_time: int, iv: bytes) -> bytes:
-        """Returns the token of the data made at `current_time` with this IV."""
-        padding = 16 - len(data) % 16  # PKCS7 over AES's 16-byte blocks
-        encryptor = Cipher(self._aes, modes.CBC(iv)).encryptor()
-        ciphertext = encryptor.update(data + bytes((padding,)) * padding) + encryptor.finalize()
-        parts = b"\x80" + current_time.to_bytes(length=8, byteorder="big") + iv + ciphertext
-        return base64.urlsafe_b64encode(parts + hmac.digest(self._signing_key, parts, "sha256"))
 
 
 @dataclass(frozen=True)
@@ -80,10 +47,8 @@ class TokenVault:
         keys = [key for key in secret_keys if key]
         if not keys:
             raise ValueError("at least one secret key is required")
-        fernet_keys = [base64.urlsafe_b64encode(_derive(key, _KDF_INFO)) for key in keys]
-        fernets = [Fernet(key) for key in fernet_keys]
+        fernets = [Fernet(base64.urlsafe_b64encode(_derive(key, _KDF_INFO))) for key in keys]
         self._current = fernets[0]
-        self._writer = FernetWriter(fernet_keys[0])
         self._fernet = MultiFernet(fernets)
         self._hash_keys = [_derive(key, _HASH_INFO) for key in keys]
 
@@ -94,7 +59,7 @@ class TokenVault:
 
     def encrypt(self, token: str) -> str:
         """Returns the token's ciphertext (different every call)."""
-        return self._writer.encrypt(token.encode()).decode()
+        return self._fernet.encrypt(token.encode()).decode()
 
     def decrypt(self, ciphertext: str) -> str:
         """Returns the token.

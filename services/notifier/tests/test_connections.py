@@ -24,6 +24,7 @@ from rbr_notifier.model import AlertState, AlertView, Kind, Notification
 from rbr_notifier.senders import build_sender
 from rbr_notifier.senders.base import Outcome, Sender
 from rbr_notifier.senders.connections import (
+    MAX_ANSWER_BODY,
     ConnectionPool,
     Stream,
     read_answer,
@@ -223,6 +224,46 @@ def _theirs(raw: bytes) -> tuple[object, ...]:
         headers = {name.lower(): value for name, value in response.getheaders()}
         will_close = response.will_close
         return response.status, headers, will_close, response.read()
+
+
+def _endless(head: bytes, piece: bytes) -> tuple[object, ...]:
+    """Reads an answer whose body never ends: the head, then `piece` again and again."""
+    mine, peer = socket.socketpair()
+
+    def write_until_closed() -> None:
+        try:
+            peer.sendall(head)
+            while True:
+                peer.sendall(piece)
+        except OSError:  # our side closed after reading what it keeps
+            return
+
+    writer = threading.Thread(target=write_until_closed, daemon=True)
+    writer.start()
+    with peer:
+        with mine:
+            answer, will_close = read_answer(Stream(mine), "POST")
+        writer.join(10)
+    return answer.status, len(answer.body), will_close
+
+
+@pytest.mark.parametrize(
+    ("head", "piece"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n", b"x" * 65536),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"10000\r\n" + b"x" * 65536 + b"\r\n",
+        ),
+        (b"HTTP/1.0 200 OK\r\n\r\n", b"x" * 65536),
+    ],
+    ids=["sized", "chunked", "to-the-close"],
+)
+def test_a_body_without_end_is_kept_to_its_cap_and_the_connection_dropped(
+    head: bytes, piece: bytes
+) -> None:
+    # A delivered notification stays delivered (200), and memory stays bounded.
+    assert _endless(head, piece) == (200, MAX_ANSWER_BODY, True)
 
 
 URLS = [

@@ -30,6 +30,11 @@ MAX_HEADER_LINE = 65536
 MAX_HEADERS = 100
 MAX_STATUS_LINE = 65536
 RECEIVE_SIZE = 65536
+MAX_ANSWER_BODY = 1 << 20
+"""The most of an answer's body kept (bytes). Senders read only a status and an error text;
+the rest of a larger body is not read and its connection is closed, so a receiver answering
+without end neither fills the notifier's memory nor turns a delivered notification into a
+failed try (sent again)."""
 Origin = tuple[str, str, int]
 # http.client's own checks on what goes into a request head.
 _ILLEGAL_TARGET = re.compile("[\x00-\x20\x7f]")
@@ -179,11 +184,11 @@ class Stream:
             pass
         return self._take(min(size, len(self._buffer)))
 
-    def read_to_end(self) -> bytes:
-        """Returns everything until the peer closes."""
-        while self._receive():
+    def read_to_end(self, limit: int) -> bytes:
+        """Returns everything until the peer closes, at most `limit` bytes."""
+        while len(self._buffer) < limit and self._receive():
             pass
-        return self._take(len(self._buffer))
+        return self._take(min(limit, len(self._buffer)))
 
     def closed_by_peer(self) -> bool:
         """Tells whether an idle connection was closed (or sent something unasked) meanwhile."""
@@ -300,13 +305,13 @@ def read_answer(stream: Stream, method: str) -> tuple[Answer, bool]:
     if not will_close and not chunked and length is None:
         will_close = True
     if chunked:
-        body = _chunked_body(stream)
+        body, whole = _chunked_body(stream)
     elif length is None:
-        body = stream.read_to_end()
+        body, whole = stream.read_to_end(MAX_ANSWER_BODY), False
     else:
-        body = _exactly(stream, length)
+        body, whole = _exactly(stream, min(length, MAX_ANSWER_BODY)), length <= MAX_ANSWER_BODY
     headers = {name.lower(): value for name, value in fields}
-    return Answer(status, headers, body), will_close
+    return Answer(status, headers, body), will_close or not whole
 
 
 def _status_line(stream: Stream) -> tuple[str, int]:
@@ -343,9 +348,14 @@ def _will_close(first: Mapping[str, str], http11: bool) -> bool:
     return not (proxy and "keep-alive" in proxy.lower())
 
 
-def _chunked_body(stream: Stream) -> bytes:
-    """Reads a chunked body and its trailer (`HTTPResponse._read_chunked`)."""
+def _chunked_body(stream: Stream) -> tuple[bytes, bool]:
+    """Reads a chunked body and its trailer (`HTTPResponse._read_chunked`).
+
+    Returns the body and whether it was read whole: reading stops once `MAX_ANSWER_BODY`
+    bytes are kept.
+    """
     chunks: list[bytes] = []
+    kept = 0
     while True:
         raw = stream.readline(MAX_HEADER_LINE + 1)
         if len(raw) > MAX_HEADER_LINE:
@@ -357,8 +367,12 @@ def _chunked_body(stream: Stream) -> bytes:
             raise http.client.IncompleteRead(b"".join(chunks)) from None
         if size == 0:
             _trailer(stream)
-            return b"".join(chunks)
+            return b"".join(chunks), True
+        if kept + size > MAX_ANSWER_BODY:
+            chunks.append(_exactly(stream, MAX_ANSWER_BODY - kept))
+            return b"".join(chunks), False
         chunks.append(_exactly(stream, size))
+        kept += size
         _exactly(stream, 2)  # the CRLF after the chunk
 
 

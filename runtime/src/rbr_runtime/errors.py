@@ -16,6 +16,8 @@ from confluent_kafka import KafkaException
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from rbr_runtime.db.engine import is_schema_behind
+
 
 class TransientError(Exception):
     """Raised by a handler for a failure that will pass (retried as long as it lasts)."""
@@ -56,6 +58,8 @@ def is_outage(error: BaseException) -> bool:
     if isinstance(error, _OUTAGE_TYPES):
         return True
     if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if is_schema_behind(error):
         return True
     if isinstance(error, ClientError):
         return _retried_client_error(error)

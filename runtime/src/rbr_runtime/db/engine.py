@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import Insert
 
@@ -138,8 +138,23 @@ def upsert(
     )
 
 
+SCHEMA_BEHIND_ERRORS = frozenset({1054, 1146})
+"""MySQL/MariaDB: unknown column, table does not exist (SQLite says so as OperationalError)."""
+
+
+def is_schema_behind(error: BaseException) -> bool:
+    """Tells whether a database error says the schema lacks a table or column the code uses.
+
+    The code was rolled out before its migrations (`rbr db upgrade`): an operator's fix, like
+    a database outage, not a reason to give a message up.
+    """
+    if not isinstance(error, ProgrammingError) or error.orig is None or not error.orig.args:
+        return False
+    return error.orig.args[0] in SCHEMA_BEHIND_ERRORS
+
+
 def is_transient_db_error(error: BaseException) -> bool:
     """Tells whether a database error is an outage (retry) rather than a bug or bad data."""
-    if isinstance(error, OperationalError | DisconnectionError):
+    if isinstance(error, OperationalError | DisconnectionError) or is_schema_behind(error):
         return True
     return isinstance(error, DBAPIError) and error.connection_invalidated
